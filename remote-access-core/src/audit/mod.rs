@@ -1,0 +1,133 @@
+//! Events: everything that happens to a session, for the platform to consume.
+//!
+//! Each subscriber has its own unbounded queue, so a slow subscriber loses nothing and slows
+//! nobody; dropping a [`Subscription`] unsubscribes it.
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use crate::build::BuildId;
+use crate::session::{ConnectionId, Protocol};
+
+/// Something that happened to a build's remote access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The build.
+    pub build_id: BuildId,
+    /// When it happened (by the authority's clock).
+    pub at: OffsetDateTime,
+    /// What happened.
+    pub kind: EventKind,
+    /// Why, in words for people and logs. Never contains a secret.
+    pub reason: String,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// Credentials were issued for the build.
+    Issued,
+    /// The build's steps completed; the grace period started.
+    StepsCompleted,
+    /// A user connection opened.
+    Connected {
+        /// Its id.
+        connection: ConnectionId,
+        /// SSH or VNC.
+        protocol: Protocol,
+    },
+    /// A user connection closed.
+    Disconnected {
+        /// Its id.
+        connection: ConnectionId,
+        /// SSH or VNC.
+        protocol: Protocol,
+    },
+    /// Access was revoked by the platform, by cancellation, or because the build finished.
+    Revoked,
+    /// Access expired: a deadline passed.
+    Expired,
+    /// The user logged out after the steps completed.
+    LoggedOut,
+    /// The platform must finish the build now. Emitted at most once per build.
+    FinishBuild,
+}
+
+impl EventKind {
+    /// A stable lowercase name: `"issued"`, `"connected"`, `"finish_build"`, ...
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::StepsCompleted => "steps_completed",
+            Self::Connected { .. } => "connected",
+            Self::Disconnected { .. } => "disconnected",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::LoggedOut => "logged_out",
+            Self::FinishBuild => "finish_build",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} build={} at={} reason={}",
+            self.kind.as_str(),
+            self.build_id,
+            self.at,
+            self.reason
+        )
+    }
+}
+
+/// A stream of events; see [`crate::Authority::subscribe`].
+#[derive(Debug)]
+pub struct Subscription(mpsc::UnboundedReceiver<Event>);
+
+impl Subscription {
+    /// The next event, or `None` once the authority is gone. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.0.recv().await
+    }
+
+    /// The next event if one is already waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.0.try_recv().ok()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct EventBus {
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+impl EventBus {
+    pub(crate) fn subscribe(&self) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        Subscription(rx)
+    }
+
+    pub(crate) fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        for event in &events {
+            tracing::info!(build_id = %event.build_id, kind = event.kind.as_str(), reason = %event.reason, "remote access event");
+        }
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        subscribers.retain(|tx| events.iter().all(|event| tx.send(event.clone()).is_ok()));
+    }
+}

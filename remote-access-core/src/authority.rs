@@ -1,0 +1,510 @@
+//! The credential authority: issues a build's credentials, verifies them, drives the build's
+//! session through the store, and carries out what the session decides.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_core::Rng;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::audit::{Event, EventBus, EventKind, Subscription};
+use crate::build::{BuildId, BuildRequest};
+use crate::clock::{Clock, SystemClock};
+use crate::credential::{self, Credentials, Generated};
+use crate::error::{DenialReason, Error, Result};
+use crate::session::{
+    Action, ConnectionId, CutSignal, Input, Policy, Protocol, Registry, Session, Transition,
+};
+use crate::store::{Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store};
+
+/// How often a session may be re-read after losing a compare-and-swap race before giving up.
+const MAX_CAS_RETRIES: usize = 64;
+/// How often fresh credentials are drawn when one clashes with an earlier build's.
+const MAX_GENERATE_ATTEMPTS: usize = 8;
+/// The expiry task looks at the clock at least this often, so new sessions and clock jumps
+/// are noticed without a wake-up channel.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Usernames longer than this are refused without a store lookup.
+const MAX_USERNAME_LEN: usize = 64;
+/// Revocation reasons end up in events and logs; keep them short.
+const MAX_REASON_LEN: usize = 256;
+
+/// Options for an [`Authority`]; every field has a default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthorityOptions {
+    /// The time rules for builds whose request names none.
+    pub policy: Policy,
+    /// How long a revoked or expired credential is kept as a tombstone (default 30 days).
+    /// Until then the same key or password is refused and never issued again.
+    pub tombstone_retention: Duration,
+}
+
+impl Default for AuthorityOptions {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            tombstone_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Issues, verifies and revokes per-build credentials and enforces each build's time rules.
+///
+/// Cheap to clone; clones share everything. It spawns nothing by itself: run
+/// [`Authority::run_expiry`] on your runtime (or call [`Authority::expire_due`]) so deadlines
+/// are enforced while nothing else happens.
+///
+/// ```
+/// use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Error};
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let authority = Authority::new(AuthorityOptions::default())?;
+/// let build = BuildId::new("build-1001")?;
+///
+/// // Issue: the platform gets the key pair, username and VNC password once.
+/// let credentials = authority.issue(BuildRequest::new(build.clone())).await?;
+///
+/// // Verify: what the gateway asks when a user presents them.
+/// let verified = authority.verify_ssh(credentials.username(), credentials.public_key()).await?;
+/// assert_eq!(verified, build);
+///
+/// // Revoke: the credentials are refused from now on, forever.
+/// authority.revoke(&build, "user lost access").await?;
+/// let refused = authority.verify_ssh(credentials.username(), credentials.public_key()).await;
+/// assert!(matches!(refused, Err(Error::AccessDenied { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Authority {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    options: AuthorityOptions,
+    events: EventBus,
+    registry: Registry,
+}
+
+/// A user connection that the session has accepted. Its [`CutSignal`] fires when access ends;
+/// report its end with [`Authority::disconnected`].
+#[derive(Debug)]
+pub struct LiveConnection {
+    build_id: BuildId,
+    id: ConnectionId,
+    protocol: Protocol,
+    cut: CutSignal,
+}
+
+impl LiveConnection {
+    /// The build it belongs to.
+    pub fn build_id(&self) -> &BuildId {
+        &self.build_id
+    }
+
+    /// Its id within the session.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// SSH or VNC.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The signal that fires when the connection must be cut.
+    pub fn cut_signal(&self) -> CutSignal {
+        self.cut.clone()
+    }
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// An authority with the in-memory store and the system clock.
+    pub fn new(options: AuthorityOptions) -> Result<Self> {
+        Self::with_parts(options, Arc::new(MemoryStore::new()), Arc::new(SystemClock))
+    }
+
+    /// An authority on a given store and clock.
+    pub fn with_parts(
+        options: AuthorityOptions,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        options.policy.validate()?;
+        if options.tombstone_retention > Policy::MAX_DURATION * 10 {
+            return Err(Error::invalid(
+                "tombstone_retention",
+                "longer than ten years",
+            ));
+        }
+        let inner = Inner {
+            store,
+            clock,
+            options,
+            events: EventBus::default(),
+            registry: Registry::default(),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &AuthorityOptions {
+        &self.inner.options
+    }
+
+    /// The current time by the authority's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// Subscribes to every event from now on. Nothing is dropped: each subscription queues
+    /// until read, so read it or drop it.
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.events.subscribe()
+    }
+
+    /// Generates and issues fresh credentials for a manually triggered build with remote access
+    /// enabled, and opens its session.
+    pub async fn issue(&self, request: BuildRequest) -> Result<Credentials> {
+        self.issue_with(request, credential::generate).await
+    }
+
+    async fn issue_with(
+        &self,
+        request: BuildRequest,
+        mut generate: impl FnMut() -> Result<Generated>,
+    ) -> Result<Credentials> {
+        request.check_eligible()?;
+        let policy = request.policy.unwrap_or(self.inner.options.policy);
+        let now = self.now();
+        let started_at = request.started_at.unwrap_or(now);
+        let build_id = request.build_id;
+        for _ in 0..MAX_GENERATE_ATTEMPTS {
+            let session = Session::new(build_id.clone(), policy, started_at, now)?;
+            let credentials = Credentials::new(build_id.clone(), generate()?)?;
+            let record = CredentialRecord {
+                build_id: build_id.clone(),
+                username: credentials.username.clone(),
+                key_fingerprint: credentials.fingerprint.clone(),
+                password_digest: credential::password_digest(credentials.vnc_password.expose()),
+                vnc_password: credentials.vnc_password.clone(),
+                revoked: None,
+            };
+            match self.inner.store.insert(session, record).await? {
+                Insert::Done => {
+                    let reason = format!(
+                        "credentials issued: user {} key {}",
+                        credentials.username, credentials.fingerprint
+                    );
+                    self.inner.events.publish(vec![Event {
+                        build_id,
+                        at: now,
+                        kind: EventKind::Issued,
+                        reason,
+                    }]);
+                    return Ok(credentials);
+                }
+                Insert::Conflict(Conflict::BuildId) => return Err(Error::BuildExists { build_id }),
+                Insert::Conflict(clash) => {
+                    tracing::warn!(build_id = %build_id, ?clash, "fresh credentials clashed with an earlier build's; drawing again");
+                }
+            }
+        }
+        Err(Error::KeyMaterial {
+            message: format!(
+                "{MAX_GENERATE_ATTEMPTS} fresh credential sets in a row clashed with earlier builds; the system RNG is suspect"
+            ),
+        })
+    }
+
+    /// Reports that all of the build's steps have completed: the grace period starts, and the
+    /// user's last logout from now on ends the session. Repeated reports change nothing.
+    pub async fn steps_completed(&self, build_id: &BuildId) -> Result<()> {
+        self.apply(build_id, Input::StepsCompleted).await.map(drop)
+    }
+
+    /// Reports that the platform finished the build itself; access ends at once.
+    pub async fn build_finished(&self, build_id: &BuildId) -> Result<()> {
+        self.apply(build_id, Input::BuildFinished).await.map(drop)
+    }
+
+    /// Reports that the build was cancelled; access ends at once.
+    pub async fn cancel(&self, build_id: &BuildId) -> Result<()> {
+        self.apply(build_id, Input::Cancelled).await.map(drop)
+    }
+
+    /// Revokes the build's access at once: credentials become tombstones and every live
+    /// connection is cut. Revoking an ended session changes nothing.
+    pub async fn revoke(&self, build_id: &BuildId, reason: &str) -> Result<()> {
+        if reason.len() > MAX_REASON_LEN {
+            return Err(Error::invalid(
+                "revoke reason",
+                format!("longer than {MAX_REASON_LEN} bytes"),
+            ));
+        }
+        if reason.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "revoke reason",
+                "contains control characters",
+            ));
+        }
+        self.apply(
+            build_id,
+            Input::Revoke {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Checks an SSH login: `username` and the public key (OpenSSH text, `ssh-ed25519 AAAA...`)
+    /// must be a live session's. Returns the build they open.
+    pub async fn verify_ssh(&self, username: &str, public_key: &str) -> Result<BuildId> {
+        let key = russh::keys::PublicKey::from_openssh(public_key)
+            .map_err(|_| Error::invalid("public key", "not an OpenSSH public key line"))?;
+        let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
+        self.verify_ssh_fingerprint(username, &fingerprint).await
+    }
+
+    /// [`Authority::verify_ssh`] with the key's `SHA256:` fingerprint.
+    pub(crate) async fn verify_ssh_fingerprint(
+        &self,
+        username: &str,
+        fingerprint: &str,
+    ) -> Result<BuildId> {
+        if username.len() > MAX_USERNAME_LEN {
+            return Err(Error::denied(DenialReason::UnknownUser));
+        }
+        let record = self
+            .inner
+            .store
+            .credential_for_user(username)
+            .await?
+            .ok_or(Error::denied(DenialReason::UnknownUser))?;
+        if record.revoked.is_some() {
+            return Err(Error::denied(DenialReason::Revoked));
+        }
+        if record.key_fingerprint != fingerprint {
+            return Err(Error::denied(DenialReason::WrongKey));
+        }
+        self.require_live(&record.build_id).await?;
+        Ok(record.build_id)
+    }
+
+    /// Checks a VNC password for the build's session, in constant time.
+    pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
+        let record = self
+            .inner
+            .store
+            .credential_for_build(build_id)
+            .await?
+            .ok_or_else(|| Error::UnknownBuild {
+                build_id: build_id.clone(),
+            })?;
+        if record.revoked.is_some() {
+            return Err(Error::denied(DenialReason::Revoked));
+        }
+        if !bool::from(
+            password
+                .as_bytes()
+                .ct_eq(record.vnc_password.expose().as_bytes()),
+        ) {
+            return Err(Error::denied(DenialReason::WrongPassword));
+        }
+        self.require_live(build_id).await
+    }
+
+    /// Records a new user connection. Refused with [`Error::SessionEnded`] once access is over.
+    pub async fn connected(
+        &self,
+        build_id: &BuildId,
+        protocol: Protocol,
+    ) -> Result<LiveConnection> {
+        let connection = ConnectionId(russh::keys::key::safe_rng().next_u64());
+        let (session, t) = self
+            .apply(
+                build_id,
+                Input::Connected {
+                    connection,
+                    protocol,
+                },
+            )
+            .await?;
+        if let Some(reason) = t.refused {
+            return Err(Error::SessionEnded {
+                build_id: session.build_id().clone(),
+                reason,
+            });
+        }
+        let cut = self.inner.registry.signal(build_id);
+        Ok(LiveConnection {
+            build_id: build_id.clone(),
+            id: connection,
+            protocol,
+            cut,
+        })
+    }
+
+    /// Records that a connection closed. After the steps completed, the last one to close is a
+    /// logout: the session ends and the build is finished.
+    pub async fn disconnected(&self, connection: &LiveConnection) -> Result<()> {
+        let input = Input::Disconnected {
+            connection: connection.id,
+        };
+        self.apply(&connection.build_id, input).await.map(drop)
+    }
+
+    /// The build's session as of now (a passed deadline is applied first).
+    pub async fn session(&self, build_id: &BuildId) -> Result<Session> {
+        self.apply(build_id, Input::Tick)
+            .await
+            .map(|(session, _)| session)
+    }
+
+    /// Ends every session whose deadline has passed on the clock; returns how many ended.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let due = self.inner.store.due_sessions(self.now()).await?;
+        let mut ended = 0;
+        for build_id in due {
+            match self.apply(&build_id, Input::Tick).await {
+                Ok((_, t)) if t.actions.contains(&Action::RevokeCredentials) => ended += 1,
+                Ok(_) | Err(Error::UnknownBuild { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The earliest time at which a live session's deadline falls.
+    pub async fn next_deadline(&self) -> Result<Option<OffsetDateTime>> {
+        self.inner.store.next_deadline().await
+    }
+
+    /// Forgets sessions, and their tombstones, that ended longer ago than the retention.
+    /// Returns how many builds were forgotten.
+    pub async fn purge(&self) -> Result<usize> {
+        let retention = time::Duration::try_from(self.inner.options.tombstone_retention)
+            .map_err(|_| Error::invalid("tombstone_retention", "out of range"))?;
+        let cutoff = self
+            .now()
+            .checked_sub(retention)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let purged = self.inner.store.purge(cutoff).await?;
+        self.inner.registry.forget(&purged);
+        Ok(purged.len())
+    }
+
+    /// Enforces deadlines and purges old tombstones until `shutdown` resolves. Spawn it on
+    /// your runtime next to the gateway. Store errors are logged and retried.
+    pub async fn run_expiry(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut rounds: u32 = 0;
+        loop {
+            if let Err(err) = self.expire_due().await {
+                tracing::warn!(%err, "expiring sessions failed; retrying");
+            }
+            rounds = rounds.wrapping_add(1);
+            if rounds.is_multiple_of(60)
+                && let Err(err) = self.purge().await
+            {
+                tracing::warn!(%err, "purging tombstones failed; retrying");
+            }
+            let wait = match self.next_deadline().await {
+                Ok(Some(at)) => Duration::try_from(at - self.now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(EXPIRY_CHECK_INTERVAL),
+                _ => EXPIRY_CHECK_INTERVAL,
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Applies a passed deadline and refuses if the session is over.
+    async fn require_live(&self, build_id: &BuildId) -> Result<()> {
+        let (session, _) = self.apply(build_id, Input::Tick).await?;
+        if session.is_ended() {
+            return Err(Error::denied(DenialReason::Revoked));
+        }
+        Ok(())
+    }
+
+    /// Feeds one input to the build's session, saves it by compare-and-swap, then carries out
+    /// the actions and publishes the events.
+    async fn apply(&self, build_id: &BuildId, input: Input) -> Result<(Session, Transition)> {
+        let store = &self.inner.store;
+        for _ in 0..MAX_CAS_RETRIES {
+            let current = store
+                .session(build_id)
+                .await?
+                .ok_or_else(|| Error::UnknownBuild {
+                    build_id: build_id.clone(),
+                })?;
+            let mut session = current.value;
+            let t = session.handle(input.clone(), self.now());
+            if t.changed() {
+                if !store
+                    .replace_session(session.clone(), current.version)
+                    .await?
+                {
+                    continue; // another caller changed the session first: redo on its version
+                }
+                self.carry_out(&session, &t).await?;
+            }
+            return Ok((session, t));
+        }
+        Err(Error::StoreUnavailable {
+            message: format!(
+                "session of build {build_id} kept changing; gave up after {MAX_CAS_RETRIES} attempts"
+            ),
+        })
+    }
+
+    /// Carries out every action even if one fails, and always publishes the events: the
+    /// session is already saved as ended, so its events must not be lost.
+    async fn carry_out(&self, session: &Session, t: &Transition) -> Result<()> {
+        let mut outcome = Ok(());
+        for action in &t.actions {
+            match action {
+                Action::RevokeCredentials => {
+                    let (reason, at) = session
+                        .end()
+                        .map(|(reason, at)| (reason.to_string(), at))
+                        .unwrap_or_else(|| ("session ended".to_owned(), self.now()));
+                    let revoked = self
+                        .inner
+                        .store
+                        .revoke_credential(session.build_id(), Revocation { at, reason });
+                    if let Err(err) = revoked.await {
+                        // Verification also checks the session, which is already ended.
+                        tracing::error!(build_id = %session.build_id(), %err, "could not store the tombstone");
+                        outcome = Err(err);
+                    }
+                }
+                Action::CutConnections => self.inner.registry.cut(session.build_id()),
+                // The platform finishes the build when it reads the FinishBuild event.
+                Action::FinishBuild => {}
+            }
+        }
+        self.inner.events.publish(t.events.clone());
+        outcome
+    }
+}

@@ -1,0 +1,128 @@
+//! What the platform tells us about a build when it asks for remote access.
+
+use std::fmt;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::session::Policy;
+
+/// The platform's id for a build: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, not starting
+/// with `-` or `.`.
+///
+/// The id ends up in `authorized_keys` comments, scripts and events, so it is checked once, here,
+/// and is inert everywhere after.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BuildId(String);
+
+impl BuildId {
+    /// The longest id accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks and wraps a build id.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        let problem = if id.is_empty() {
+            Some("it is empty".to_string())
+        } else if id.len() > Self::MAX_LEN {
+            Some(format!(
+                "it is {} bytes long; the limit is {}",
+                id.len(),
+                Self::MAX_LEN
+            ))
+        } else if id.starts_with(['-', '.']) {
+            Some("it must not start with '-' or '.'".to_string())
+        } else {
+            id.chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+                .map(|c| format!("character {c:?} is not allowed; use A-Z a-z 0-9 . _ -"))
+        };
+        match problem {
+            Some(problem) => Err(Error::invalid("build id", problem)),
+            None => Ok(Self(id)),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for BuildId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// How a build was started. Only [`Trigger::Manual`] builds may get remote access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// A person started the build by hand.
+    #[default]
+    Manual,
+    /// A push, pull request, tag or other webhook started it.
+    Webhook,
+    /// A schedule started it.
+    Scheduled,
+    /// An API call or another pipeline started it.
+    Api,
+}
+
+/// A platform's request for remote access to one build.
+///
+/// ```
+/// use remote_access_core::{BuildId, BuildRequest};
+/// let request = BuildRequest::new(BuildId::new("build-42")?);
+/// assert!(request.remote_access_enabled);
+/// # Ok::<(), remote_access_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuildRequest {
+    /// The build.
+    pub build_id: BuildId,
+    /// How it was started.
+    pub trigger: Trigger,
+    /// Whether the user ticked "enable remote access".
+    pub remote_access_enabled: bool,
+    /// When the build started; the maximum duration counts from here. `None` means now.
+    pub started_at: Option<OffsetDateTime>,
+    /// This build's time rules; `None` uses the authority's default policy.
+    pub policy: Option<Policy>,
+}
+
+impl BuildRequest {
+    /// A manually triggered build with remote access enabled, started now, default policy.
+    pub fn new(build_id: BuildId) -> Self {
+        Self {
+            build_id,
+            trigger: Trigger::Manual,
+            remote_access_enabled: true,
+            started_at: None,
+            policy: None,
+        }
+    }
+
+    /// Refuses anything but a manual build with remote access enabled.
+    pub(crate) fn check_eligible(&self) -> Result<()> {
+        if self.trigger != Trigger::Manual {
+            return Err(Error::NotManuallyTriggered {
+                build_id: self.build_id.clone(),
+            });
+        }
+        if !self.remote_access_enabled {
+            return Err(Error::RemoteAccessDisabled {
+                build_id: self.build_id.clone(),
+            });
+        }
+        Ok(())
+    }
+}

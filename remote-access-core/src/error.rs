@@ -1,0 +1,129 @@
+//! The one public error type.
+//!
+//! Each variant is named after what the caller can do about it. None of them
+//! ever carries a secret: no private key, no password, not even a prefix.
+
+use crate::build::BuildId;
+use crate::session::EndReason;
+
+/// Everything that can go wrong in `remote-access`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Remote access is offered only for builds started by hand; start the build manually.
+    #[error(
+        "build {build_id} was not triggered manually; remote access is only offered for manual builds"
+    )]
+    NotManuallyTriggered {
+        /// The build that asked for access.
+        build_id: BuildId,
+    },
+
+    /// The build was started without "enable remote access"; restart it with the option ticked.
+    #[error("remote access is not enabled for build {build_id}")]
+    RemoteAccessDisabled {
+        /// The build that asked for access.
+        build_id: BuildId,
+    },
+
+    /// A value given by the caller is malformed or out of range; fix the value.
+    #[error("invalid {what}: {problem}")]
+    InvalidInput {
+        /// Which input was refused (for example "build id" or "policy.grace").
+        what: &'static str,
+        /// Why it was refused.
+        problem: String,
+    },
+
+    /// This build already has a session; each build gets exactly one set of credentials.
+    #[error("build {build_id} already has remote access credentials")]
+    BuildExists {
+        /// The build id that is already in use.
+        build_id: BuildId,
+    },
+
+    /// No session is known for this build: it was never issued, or its record has been purged.
+    #[error("no remote access session for build {build_id}")]
+    UnknownBuild {
+        /// The build id that was looked up.
+        build_id: BuildId,
+    },
+
+    /// The build's session has ended; its credentials are revoked for good. Start a new build.
+    #[error("remote access to build {build_id} has ended: {reason}")]
+    SessionEnded {
+        /// The build whose session ended.
+        build_id: BuildId,
+        /// Why it ended.
+        reason: EndReason,
+    },
+
+    /// Presented credentials were refused. The reason is for the platform's logs; the gateway
+    /// shows remote users one uniform refusal so that nothing is learned from it.
+    #[error("access denied: {reason}")]
+    AccessDenied {
+        /// Why the credentials were refused.
+        reason: DenialReason,
+    },
+
+    /// The store could not be reached or answered with an error; retry, or check the store.
+    #[error("credential store unavailable: {message}")]
+    StoreUnavailable {
+        /// What the store reported.
+        message: String,
+    },
+
+    /// Generating or encoding key material failed; this points to a broken system RNG or a bug.
+    #[error("key material could not be generated or encoded: {message}")]
+    KeyMaterial {
+        /// What failed (never the key itself).
+        message: String,
+    },
+}
+
+/// Why presented credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DenialReason {
+    /// No credential has this username.
+    UnknownUser,
+    /// The username exists but the key is not the one issued with it.
+    WrongKey,
+    /// The VNC password does not match.
+    WrongPassword,
+    /// The credential was revoked or expired; it is a tombstone and is refused forever.
+    Revoked,
+}
+
+impl std::fmt::Display for DenialReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UnknownUser => "unknown user",
+            Self::WrongKey => "key does not belong to this user",
+            Self::WrongPassword => "wrong password",
+            Self::Revoked => "credential revoked",
+        })
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(what: &'static str, problem: impl Into<String>) -> Self {
+        Self::InvalidInput {
+            what,
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn denied(reason: DenialReason) -> Self {
+        Self::AccessDenied { reason }
+    }
+
+    pub(crate) fn key_material(err: impl std::fmt::Display) -> Self {
+        Self::KeyMaterial {
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The session state machine: one per build, no I/O, time passed in by the caller.
+//!
+//! The machine decides; the caller acts. Every input returns a [`Transition`] listing the
+//! [`Action`]s to carry out and the [`Event`]s to publish. Because the clock is checked before
+//! every input, an input that arrives after the deadline first ends the session and is then
+//! handled as an input to an ended session (a late `Connected` is refused).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use super::Policy;
+use crate::audit::{Event, EventKind};
+use crate::build::BuildId;
+use crate::clock::later;
+use crate::error::{Error, Result};
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The build's steps are running; the user may connect, leave and come back.
+    StepsRunning,
+    /// The steps have completed; the grace period runs and the last logout ends the session.
+    StepsCompleted,
+    /// Access is over for good.
+    Ended,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The grace period after the steps completed elapsed.
+    GraceElapsed,
+    /// The build reached its maximum duration.
+    MaxDurationReached,
+    /// Nobody connected within the configured time after the steps completed.
+    NobodyConnected,
+    /// The user's last connection closed after the steps completed.
+    LoggedOut,
+    /// The platform revoked access, with its reason.
+    Revoked(String),
+    /// The build was cancelled.
+    Cancelled,
+    /// The platform finished the build itself.
+    BuildFinished,
+}
+
+impl EndReason {
+    /// The event that announces this end.
+    fn event_kind(&self) -> EventKind {
+        match self {
+            Self::GraceElapsed | Self::MaxDurationReached | Self::NobodyConnected => {
+                EventKind::Expired
+            }
+            Self::LoggedOut => EventKind::LoggedOut,
+            Self::Revoked(_) | Self::Cancelled | Self::BuildFinished => EventKind::Revoked,
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::GraceElapsed => f.write_str("grace period after the build steps elapsed"),
+            Self::MaxDurationReached => f.write_str("build reached its maximum duration"),
+            Self::NobodyConnected => {
+                f.write_str("nobody connected after the build steps completed")
+            }
+            Self::LoggedOut => f.write_str("user logged out"),
+            Self::Revoked(reason) => write!(f, "revoked: {reason}"),
+            Self::Cancelled => f.write_str("build cancelled"),
+            Self::BuildFinished => f.write_str("build finished"),
+        }
+    }
+}
+
+/// Which kind of connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// An SSH connection (ProxyJump through the gateway).
+    Ssh,
+    /// A VNC connection through the gateway's proxy.
+    Vnc,
+}
+
+impl Protocol {
+    /// `"ssh"` or `"vnc"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ssh => "ssh",
+            Self::Vnc => "vnc",
+        }
+    }
+}
+
+/// Identifies one live connection within a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// What happened to a build that the session must react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// Only the clock moved.
+    Tick,
+    /// All build steps have completed: the grace period starts.
+    StepsCompleted,
+    /// The platform finished the build itself.
+    BuildFinished,
+    /// The build was cancelled.
+    Cancelled,
+    /// The platform revokes access.
+    Revoke {
+        /// Why, in words for the audit trail.
+        reason: String,
+    },
+    /// A user connection opened.
+    Connected {
+        /// Its id, unique within the session.
+        connection: ConnectionId,
+        /// SSH or VNC.
+        protocol: Protocol,
+    },
+    /// A user connection closed.
+    Disconnected {
+        /// The id given when it opened.
+        connection: ConnectionId,
+    },
+}
+
+/// What the caller must do after an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Revoke the build's credentials (they become tombstones).
+    RevokeCredentials,
+    /// Cut every live connection of the build.
+    CutConnections,
+    /// Tell the platform to finish the build. Emitted at most once per session.
+    FinishBuild,
+}
+
+/// The result of one input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transition {
+    /// What the caller must do, in order.
+    pub actions: Vec<Action>,
+    /// What to publish, in order.
+    pub events: Vec<Event>,
+    /// Set when the input was a connection that the session refused because it has ended,
+    /// with the reason it ended.
+    pub refused: Option<EndReason>,
+}
+
+impl Transition {
+    /// Whether the session changed (and so must be saved).
+    pub fn changed(&self) -> bool {
+        !self.events.is_empty()
+    }
+}
+
+/// The remote access session of one build.
+///
+/// ```
+/// use remote_access_core::{BuildId, Input, Phase, Policy, Session, Action};
+/// use std::time::Duration;
+/// use time::macros::datetime;
+///
+/// let start = datetime!(2026-01-01 12:00 UTC);
+/// let mut session = Session::new(BuildId::new("b1")?, Policy::default(), start, start)?;
+/// session.handle(Input::StepsCompleted, start + Duration::from_secs(600));
+/// assert_eq!(session.deadline(), start + Duration::from_secs(30 * 60));
+/// let t = session.handle(Input::Tick, start + Duration::from_secs(30 * 60));
+/// assert_eq!(session.phase(), Phase::Ended);
+/// assert!(t.actions.contains(&Action::FinishBuild));
+/// # Ok::<(), remote_access_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    build_id: BuildId,
+    policy: Policy,
+    started_at: OffsetDateTime,
+    steps_completed_at: Option<OffsetDateTime>,
+    live: BTreeMap<ConnectionId, Protocol>,
+    ever_connected: bool,
+    ended: Option<(EndReason, OffsetDateTime)>,
+    finish_requested: bool,
+}
+
+impl Session {
+    /// Opens a session for a build that started at `started_at`, as seen at `now`.
+    pub fn new(
+        build_id: BuildId,
+        policy: Policy,
+        started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Self> {
+        policy.validate()?;
+        if started_at > now {
+            return Err(Error::invalid(
+                "started_at",
+                "the build cannot start in the future",
+            ));
+        }
+        let session = Self {
+            build_id,
+            policy,
+            started_at,
+            steps_completed_at: None,
+            live: BTreeMap::new(),
+            ever_connected: false,
+            ended: None,
+            finish_requested: false,
+        };
+        if now >= session.deadline() {
+            return Err(Error::invalid(
+                "started_at",
+                "the build has already run past its maximum duration",
+            ));
+        }
+        Ok(session)
+    }
+
+    /// The build.
+    pub fn build_id(&self) -> &BuildId {
+        &self.build_id
+    }
+
+    /// The time rules in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// When the build started.
+    pub fn started_at(&self) -> OffsetDateTime {
+        self.started_at
+    }
+
+    /// When the steps completed, if they have.
+    pub fn steps_completed_at(&self) -> Option<OffsetDateTime> {
+        self.steps_completed_at
+    }
+
+    /// Where the session is in its life.
+    pub fn phase(&self) -> Phase {
+        match (&self.ended, self.steps_completed_at) {
+            (Some(_), _) => Phase::Ended,
+            (None, Some(_)) => Phase::StepsCompleted,
+            (None, None) => Phase::StepsRunning,
+        }
+    }
+
+    /// Why and when the session ended, once it has.
+    pub fn end(&self) -> Option<(&EndReason, OffsetDateTime)> {
+        self.ended.as_ref().map(|(reason, at)| (reason, *at))
+    }
+
+    /// Whether the session has ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// The live connections.
+    pub fn live_connections(&self) -> impl Iterator<Item = (ConnectionId, Protocol)> + '_ {
+        self.live.iter().map(|(id, protocol)| (*id, *protocol))
+    }
+
+    /// Whether anyone has connected during the session.
+    pub fn ever_connected(&self) -> bool {
+        self.ever_connected
+    }
+
+    /// The hard deadline: `min(steps completed + grace, started + maximum duration)`, or the
+    /// latter alone while the steps run.
+    pub fn deadline(&self) -> OffsetDateTime {
+        let max = later(self.started_at, self.policy.max_build_duration);
+        match self.steps_completed_at {
+            Some(done) => later(done, self.policy.grace).min(max),
+            None => max,
+        }
+    }
+
+    /// The next time at which the clock alone would end the session, or `None` once ended.
+    pub fn next_deadline(&self) -> Option<OffsetDateTime> {
+        self.due_end().map(|(at, _)| at)
+    }
+
+    /// Feeds one input at time `now` and returns what the caller must do.
+    pub fn handle(&mut self, input: Input, now: OffsetDateTime) -> Transition {
+        let mut t = Transition::default();
+        self.end_if_due(now, &mut t);
+        match input {
+            Input::Tick => {}
+            Input::StepsCompleted => {
+                // Idempotent: a repeated report must not push the deadline back.
+                if self.ended.is_none() && self.steps_completed_at.is_none() {
+                    self.steps_completed_at = Some(now);
+                    t.events.push(self.event(
+                        EventKind::StepsCompleted,
+                        now,
+                        "all build steps completed",
+                    ));
+                    // A zero grace (or zero unused time) ends access right here.
+                    self.end_if_due(now, &mut t);
+                }
+            }
+            Input::BuildFinished => self.finish(EndReason::BuildFinished, now, &mut t),
+            Input::Cancelled => self.finish(EndReason::Cancelled, now, &mut t),
+            Input::Revoke { reason } => self.finish(EndReason::Revoked(reason), now, &mut t),
+            Input::Connected {
+                connection,
+                protocol,
+            } => {
+                if let Some((reason, _)) = &self.ended {
+                    t.refused = Some(reason.clone());
+                } else if self.live.insert(connection, protocol).is_none() {
+                    self.ever_connected = true;
+                    let reason = format!("{} connection {connection} opened", protocol.as_str());
+                    t.events.push(self.event(
+                        EventKind::Connected {
+                            connection,
+                            protocol,
+                        },
+                        now,
+                        reason,
+                    ));
+                }
+            }
+            Input::Disconnected { connection } => {
+                if let Some(protocol) = self.live.remove(&connection) {
+                    let reason = format!("{} connection {connection} closed", protocol.as_str());
+                    t.events.push(self.event(
+                        EventKind::Disconnected {
+                            connection,
+                            protocol,
+                        },
+                        now,
+                        reason,
+                    ));
+                    if self.ended.is_none()
+                        && self.steps_completed_at.is_some()
+                        && self.live.is_empty()
+                    {
+                        self.finish(EndReason::LoggedOut, now, &mut t);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    fn end_if_due(&mut self, now: OffsetDateTime, t: &mut Transition) {
+        if let Some((_, reason)) = self.due_end().filter(|(at, _)| now >= *at) {
+            self.finish(reason, now, t);
+        }
+    }
+
+    /// The earliest end the clock would cause, and why.
+    fn due_end(&self) -> Option<(OffsetDateTime, EndReason)> {
+        if self.ended.is_some() {
+            return None;
+        }
+        let max = later(self.started_at, self.policy.max_build_duration);
+        let mut due = (max, EndReason::MaxDurationReached);
+        if let Some(done) = self.steps_completed_at {
+            let grace = later(done, self.policy.grace);
+            if grace < due.0 {
+                due = (grace, EndReason::GraceElapsed);
+            }
+            if let (Some(unused), false) = (self.policy.finish_if_unused_after, self.ever_connected)
+            {
+                let unused = later(done, unused);
+                if unused < due.0 {
+                    due = (unused, EndReason::NobodyConnected);
+                }
+            }
+        }
+        Some(due)
+    }
+
+    /// Ends the session (once): revoke, cut, and finish the build when only access kept it alive.
+    fn finish(&mut self, reason: EndReason, now: OffsetDateTime, t: &mut Transition) {
+        if self.ended.is_some() {
+            return;
+        }
+        // A cancelled or platform-finished build needs no finishing; a revoke during the steps
+        // takes away access but lets the build run on.
+        let finish_build = match &reason {
+            EndReason::Cancelled | EndReason::BuildFinished => false,
+            EndReason::Revoked(_) => self.steps_completed_at.is_some(),
+            _ => true,
+        };
+        t.actions.push(Action::RevokeCredentials);
+        t.actions.push(Action::CutConnections);
+        t.events
+            .push(self.event(reason.event_kind(), now, reason.to_string()));
+        if finish_build && !self.finish_requested {
+            self.finish_requested = true;
+            t.actions.push(Action::FinishBuild);
+            t.events
+                .push(self.event(EventKind::FinishBuild, now, reason.to_string()));
+        }
+        self.ended = Some((reason, now));
+    }
+
+    fn event(&self, kind: EventKind, at: OffsetDateTime, reason: impl Into<String>) -> Event {
+        Event {
+            build_id: self.build_id.clone(),
+            at,
+            kind,
+            reason: reason.into(),
+        }
+    }
+}

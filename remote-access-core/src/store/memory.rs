@@ -1,0 +1,174 @@
+//! The default store: everything in this process's memory, lost on restart.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use time::OffsetDateTime;
+
+use super::{Conflict, CredentialRecord, Insert, Revocation, Store, StoreFuture, Versioned};
+use crate::build::BuildId;
+use crate::session::Session;
+
+/// A [`Store`] in memory. Fine for one gateway; use a networked store for several.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<BuildId, Versioned<Session>>,
+    credentials: HashMap<BuildId, CredentialRecord>,
+    by_username: HashMap<String, BuildId>,
+    by_fingerprint: HashMap<String, BuildId>,
+    by_password: HashMap<[u8; 32], BuildId>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the maps consistent, so a poisoned lock is still sound.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    fn insert(&self, session: Session, credential: CredentialRecord) -> StoreFuture<'_, Insert> {
+        let mut inner = self.lock();
+        let conflict = if inner.sessions.contains_key(session.build_id()) {
+            Some(Conflict::BuildId)
+        } else if inner.by_username.contains_key(&credential.username) {
+            Some(Conflict::Username)
+        } else if inner
+            .by_fingerprint
+            .contains_key(&credential.key_fingerprint)
+        {
+            Some(Conflict::Key)
+        } else if inner.by_password.contains_key(&credential.password_digest) {
+            Some(Conflict::Password)
+        } else {
+            None
+        };
+        let outcome = match conflict {
+            Some(conflict) => Insert::Conflict(conflict),
+            None => {
+                let id = session.build_id().clone();
+                inner
+                    .by_username
+                    .insert(credential.username.clone(), id.clone());
+                inner
+                    .by_fingerprint
+                    .insert(credential.key_fingerprint.clone(), id.clone());
+                inner
+                    .by_password
+                    .insert(credential.password_digest, id.clone());
+                inner.credentials.insert(id.clone(), credential);
+                inner.sessions.insert(
+                    id,
+                    Versioned {
+                        value: session,
+                        version: 0,
+                    },
+                );
+                Insert::Done
+            }
+        };
+        Box::pin(async move { Ok(outcome) })
+    }
+
+    fn session<'a>(&'a self, build_id: &'a BuildId) -> StoreFuture<'a, Option<Versioned<Session>>> {
+        let found = self.lock().sessions.get(build_id).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn replace_session(&self, session: Session, version: u64) -> StoreFuture<'_, bool> {
+        let mut inner = self.lock();
+        let replaced = match inner.sessions.get_mut(session.build_id()) {
+            Some(current) if current.version == version => {
+                *current = Versioned {
+                    value: session,
+                    version: version.wrapping_add(1),
+                };
+                true
+            }
+            _ => false,
+        };
+        Box::pin(async move { Ok(replaced) })
+    }
+
+    fn credential_for_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<CredentialRecord>> {
+        let inner = self.lock();
+        let found = inner
+            .by_username
+            .get(username)
+            .and_then(|id| inner.credentials.get(id))
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn credential_for_build<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+    ) -> StoreFuture<'a, Option<CredentialRecord>> {
+        let found = self.lock().credentials.get(build_id).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn revoke_credential<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+        revocation: Revocation,
+    ) -> StoreFuture<'a, ()> {
+        if let Some(record) = self.lock().credentials.get_mut(build_id) {
+            record.revoked.get_or_insert(revocation);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn due_sessions(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+        let due = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.value.next_deadline().is_some_and(|at| at <= now))
+            .map(|s| s.value.build_id().clone())
+            .collect();
+        Box::pin(async move { Ok(due) })
+    }
+
+    fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
+        let next = self
+            .lock()
+            .sessions
+            .values()
+            .filter_map(|s| s.value.next_deadline())
+            .min();
+        Box::pin(async move { Ok(next) })
+    }
+
+    fn purge(&self, ended_before: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+        let mut inner = self.lock();
+        let old: Vec<BuildId> = inner
+            .sessions
+            .values()
+            .filter(|s| s.value.end().is_some_and(|(_, at)| at < ended_before))
+            .map(|s| s.value.build_id().clone())
+            .collect();
+        for id in &old {
+            inner.sessions.remove(id);
+            if let Some(record) = inner.credentials.remove(id) {
+                inner.by_username.remove(&record.username);
+                inner.by_fingerprint.remove(&record.key_fingerprint);
+                inner.by_password.remove(&record.password_digest);
+            }
+        }
+        Box::pin(async move { Ok(old) })
+    }
+}

@@ -1,0 +1,123 @@
+//! Where sessions, credentials and tombstones live.
+//!
+//! [`Store`] is object-safe and asynchronous so that a networked store (Redis) can stand in for
+//! the in-memory default without changing any caller. Sessions are replaced by compare-and-swap
+//! on a version number, which both a mutex and a Redis script can provide, so two gateways
+//! driving the same session never lose each other's inputs.
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use time::OffsetDateTime;
+
+use crate::build::BuildId;
+use crate::error::Result;
+use crate::secret::Secret;
+use crate::session::Session;
+
+pub use memory::MemoryStore;
+
+/// The future every [`Store`] method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// What the store keeps of a build's credentials. The user's private key is not here: it is
+/// handed to the platform once, at issue, and never stored.
+#[derive(Debug, Clone)]
+pub struct CredentialRecord {
+    /// The build.
+    pub build_id: BuildId,
+    /// The SSH username on the gateway.
+    pub username: String,
+    /// `SHA256:` fingerprint of the build's public key.
+    pub key_fingerprint: String,
+    /// The VNC password the user types (the gateway needs it to check VNC Authentication).
+    pub vnc_password: Secret<String>,
+    /// SHA-256 of the VNC password, the index that keeps passwords unique across builds.
+    pub password_digest: [u8; 32],
+    /// Set once revoked or expired: the record is then a tombstone, refused forever.
+    pub revoked: Option<Revocation>,
+}
+
+/// When and why a credential was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// When.
+    pub at: OffsetDateTime,
+    /// Why (the session's end reason).
+    pub reason: String,
+}
+
+/// A value with the version that a compare-and-swap must name.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its version.
+    pub version: u64,
+}
+
+/// The outcome of [`Store::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// Stored.
+    Done,
+    /// Nothing was stored because a live record or tombstone already holds this value.
+    Conflict(Conflict),
+}
+
+/// Which unique value clashed on insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// The build already has a session.
+    BuildId,
+    /// The username is taken.
+    Username,
+    /// The public key was issued before.
+    Key,
+    /// The VNC password was issued before.
+    Password,
+}
+
+/// Storage for sessions, credentials and tombstones.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new session and its credentials atomically, unless the build id, username, key
+    /// fingerprint or password digest is already present (live or tombstone).
+    fn insert(&self, session: Session, credential: CredentialRecord) -> StoreFuture<'_, Insert>;
+
+    /// The build's session and its version.
+    fn session<'a>(&'a self, build_id: &'a BuildId) -> StoreFuture<'a, Option<Versioned<Session>>>;
+
+    /// Replaces the session if its version is still `version`; returns whether it did.
+    fn replace_session(&self, session: Session, version: u64) -> StoreFuture<'_, bool>;
+
+    /// The credential issued with this username, live or tombstone.
+    fn credential_for_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<CredentialRecord>>;
+
+    /// The credential of this build, live or tombstone.
+    fn credential_for_build<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+    ) -> StoreFuture<'a, Option<CredentialRecord>>;
+
+    /// Turns the build's credential into a tombstone. Idempotent: the first revocation stays.
+    fn revoke_credential<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+        revocation: Revocation,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Builds whose live session has a deadline at or before `now`.
+    fn due_sessions(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
+
+    /// The earliest deadline of any live session.
+    fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>>;
+
+    /// Removes ended sessions, and their tombstones, that ended before `ended_before`; returns
+    /// the builds removed.
+    fn purge(&self, ended_before: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
+}
