@@ -508,3 +508,62 @@ impl Authority {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A generator that replays an earlier build's key and password before drawing fresh ones:
+    /// the store's uniqueness check must catch the replay and the authority must draw again.
+    #[tokio::test]
+    async fn a_clashing_key_or_password_is_never_issued_again() {
+        let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+        let authority =
+            Authority::with_parts(AuthorityOptions::default(), Arc::new(MemoryStore::new()), Arc::new(clock)).unwrap();
+        let first = credential::generate().unwrap();
+        let (first_key, first_password) = (first.key.clone(), first.vnc_password.clone());
+        let mut first = Some(first);
+        let creds = authority
+            .issue_with(BuildRequest::new(BuildId::new("one").unwrap()), || Ok(first.take().unwrap()))
+            .await
+            .unwrap();
+        authority.revoke(creds.build_id(), "done").await.unwrap();
+
+        for replay in ["key", "password", "username"] {
+            let mut calls = 0;
+            let build = BuildId::new(format!("two-{replay}")).unwrap();
+            let second = authority
+                .issue_with(BuildRequest::new(build), || {
+                    calls += 1;
+                    let mut fresh = credential::generate()?;
+                    if calls == 1 {
+                        match replay {
+                            "key" => {
+                                fresh.key = first_key.clone();
+                                fresh.fingerprint = creds.fingerprint().to_owned();
+                            }
+                            "password" => fresh.vnc_password = first_password.clone(),
+                            _ => fresh.username = creds.username().to_owned(),
+                        }
+                    }
+                    Ok(fresh)
+                })
+                .await
+                .unwrap();
+            assert_eq!(calls, 2, "the clash with a tombstone was caught and credentials drawn again");
+            assert_ne!(second.fingerprint(), creds.fingerprint());
+            assert_ne!(second.vnc_password().expose(), creds.vnc_password().expose());
+            assert_ne!(second.username(), creds.username());
+        }
+
+        // A generator that only ever replays gives up with a clear error instead of looping.
+        let replaying = || {
+            let mut g = credential::generate()?;
+            g.username = creds.username().to_owned();
+            Ok(g)
+        };
+        let stuck = authority.issue_with(BuildRequest::new(BuildId::new("three").unwrap()), replaying).await;
+        assert!(matches!(stuck, Err(Error::KeyMaterial { .. })));
+    }
+}
