@@ -1,1 +1,30 @@
-fn main() {}
+//! Credential issuance: generate (Ed25519 key pair, username, VNC password) + issue (session,
+//! uniqueness checks) + store (in-memory), one build per iteration, on one thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest};
+
+fn issuance(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let authority = Authority::new(AuthorityOptions::default()).expect("authority");
+    let next = AtomicU64::new(0);
+    let mut group = c.benchmark_group("credential");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("issue", |b| {
+        b.iter(|| {
+            let id = BuildId::new(format!("bench-{}", next.fetch_add(1, Ordering::Relaxed)))
+                .expect("id");
+            runtime
+                .block_on(authority.issue(BuildRequest::new(id)))
+                .expect("issue")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, issuance);
+criterion_main!(benches);

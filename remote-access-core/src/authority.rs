@@ -519,13 +519,19 @@ mod tests {
     #[tokio::test]
     async fn a_clashing_key_or_password_is_never_issued_again() {
         let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
-        let authority =
-            Authority::with_parts(AuthorityOptions::default(), Arc::new(MemoryStore::new()), Arc::new(clock)).unwrap();
+        let authority = Authority::with_parts(
+            AuthorityOptions::default(),
+            Arc::new(MemoryStore::new()),
+            Arc::new(clock),
+        )
+        .unwrap();
         let first = credential::generate().unwrap();
         let (first_key, first_password) = (first.key.clone(), first.vnc_password.clone());
         let mut first = Some(first);
         let creds = authority
-            .issue_with(BuildRequest::new(BuildId::new("one").unwrap()), || Ok(first.take().unwrap()))
+            .issue_with(BuildRequest::new(BuildId::new("one").unwrap()), || {
+                Ok(first.take().unwrap())
+            })
             .await
             .unwrap();
         authority.revoke(creds.build_id(), "done").await.unwrap();
@@ -551,9 +557,15 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(calls, 2, "the clash with a tombstone was caught and credentials drawn again");
+            assert_eq!(
+                calls, 2,
+                "the clash with a tombstone was caught and credentials drawn again"
+            );
             assert_ne!(second.fingerprint(), creds.fingerprint());
-            assert_ne!(second.vnc_password().expose(), creds.vnc_password().expose());
+            assert_ne!(
+                second.vnc_password().expose(),
+                creds.vnc_password().expose()
+            );
             assert_ne!(second.username(), creds.username());
         }
 
@@ -563,7 +575,9 @@ mod tests {
             g.username = creds.username().to_owned();
             Ok(g)
         };
-        let stuck = authority.issue_with(BuildRequest::new(BuildId::new("three").unwrap()), replaying).await;
+        let stuck = authority
+            .issue_with(BuildRequest::new(BuildId::new("three").unwrap()), replaying)
+            .await;
         assert!(matches!(stuck, Err(Error::KeyMaterial { .. })));
     }
 }

@@ -45,7 +45,10 @@ async fn only_manual_builds_with_remote_access_enabled_get_credentials() {
     let (authority, _) = setup();
     let mut webhook = BuildRequest::new(id("w"));
     webhook.trigger = Trigger::Webhook;
-    assert!(matches!(authority.issue(webhook).await, Err(Error::NotManuallyTriggered { .. })));
+    assert!(matches!(
+        authority.issue(webhook).await,
+        Err(Error::NotManuallyTriggered { .. })
+    ));
     let mut disabled = BuildRequest::new(id("d"));
     disabled.remote_access_enabled = false;
     let err = authority.issue(disabled).await.unwrap_err();
@@ -56,7 +59,10 @@ async fn only_manual_builds_with_remote_access_enabled_get_credentials() {
 #[tokio::test]
 async fn each_build_gets_exactly_one_credential_set() {
     let (authority, _) = setup();
-    authority.issue(BuildRequest::new(id("once"))).await.unwrap();
+    authority
+        .issue(BuildRequest::new(id("once")))
+        .await
+        .unwrap();
     let again = authority.issue(BuildRequest::new(id("once"))).await;
     assert!(matches!(again, Err(Error::BuildExists { .. })));
 }
@@ -67,17 +73,46 @@ async fn ssh_verification_needs_the_right_user_and_key_of_a_live_session() {
     let a = authority.issue(BuildRequest::new(id("a"))).await.unwrap();
     let b = authority.issue(BuildRequest::new(id("b"))).await.unwrap();
 
-    assert_eq!(authority.verify_ssh(a.username(), a.public_key()).await.unwrap(), id("a"));
+    assert_eq!(
+        authority
+            .verify_ssh(a.username(), a.public_key())
+            .await
+            .unwrap(),
+        id("a")
+    );
     // The key's comment does not matter; the key does.
     let with_comment = format!("{} someone@laptop", a.public_key());
-    assert_eq!(authority.verify_ssh(a.username(), &with_comment).await.unwrap(), id("a"));
+    assert_eq!(
+        authority
+            .verify_ssh(a.username(), &with_comment)
+            .await
+            .unwrap(),
+        id("a")
+    );
 
-    assert_eq!(denial(authority.verify_ssh(a.username(), b.public_key()).await), DenialReason::WrongKey);
-    assert_eq!(denial(authority.verify_ssh("ra-nobody", a.public_key()).await), DenialReason::UnknownUser);
+    assert_eq!(
+        denial(authority.verify_ssh(a.username(), b.public_key()).await),
+        DenialReason::WrongKey
+    );
+    assert_eq!(
+        denial(authority.verify_ssh("ra-nobody", a.public_key()).await),
+        DenialReason::UnknownUser
+    );
     let long = "u".repeat(10_000);
-    assert_eq!(denial(authority.verify_ssh(&long, a.public_key()).await), DenialReason::UnknownUser);
-    let garbage = authority.verify_ssh(a.username(), "ssh-ed25519 not-base64!").await;
-    assert!(matches!(garbage, Err(Error::InvalidInput { what: "public key", .. })));
+    assert_eq!(
+        denial(authority.verify_ssh(&long, a.public_key()).await),
+        DenialReason::UnknownUser
+    );
+    let garbage = authority
+        .verify_ssh(a.username(), "ssh-ed25519 not-base64!")
+        .await;
+    assert!(matches!(
+        garbage,
+        Err(Error::InvalidInput {
+            what: "public key",
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -88,21 +123,46 @@ async fn revoked_credentials_are_refused_forever_until_the_tombstone_is_purged()
     authority.revoke(&id("r"), "security review").await.unwrap();
 
     for _ in 0..3 {
-        assert_eq!(denial(authority.verify_ssh(creds.username(), creds.public_key()).await), DenialReason::Revoked);
+        assert_eq!(
+            denial(
+                authority
+                    .verify_ssh(creds.username(), creds.public_key())
+                    .await
+            ),
+            DenialReason::Revoked
+        );
         let vnc = authority.verify_vnc(&id("r"), &password).await;
-        assert!(matches!(vnc, Err(Error::AccessDenied { reason: DenialReason::Revoked })));
+        assert!(matches!(
+            vnc,
+            Err(Error::AccessDenied {
+                reason: DenialReason::Revoked
+            })
+        ));
         clock.advance(Duration::from_secs(24 * 3600));
     }
     // Within the retention the tombstone stays.
     assert_eq!(authority.purge().await.unwrap(), 0);
     let session = authority.session(&id("r")).await.unwrap();
-    assert_eq!(session.end().map(|(r, _)| r.clone()), Some(EndReason::Revoked("security review".into())));
+    assert_eq!(
+        session.end().map(|(r, _)| r.clone()),
+        Some(EndReason::Revoked("security review".into()))
+    );
 
     clock.advance(Duration::from_secs(30 * 24 * 3600));
     assert_eq!(authority.purge().await.unwrap(), 1);
     // Purged: the username is unknown now, still refused.
-    assert_eq!(denial(authority.verify_ssh(creds.username(), creds.public_key()).await), DenialReason::UnknownUser);
-    assert!(matches!(authority.session(&id("r")).await, Err(Error::UnknownBuild { .. })));
+    assert_eq!(
+        denial(
+            authority
+                .verify_ssh(creds.username(), creds.public_key())
+                .await
+        ),
+        DenialReason::UnknownUser
+    );
+    assert!(matches!(
+        authority.session(&id("r")).await,
+        Err(Error::UnknownBuild { .. })
+    ));
 }
 
 #[tokio::test]
@@ -110,10 +170,23 @@ async fn vnc_password_is_checked_per_session() {
     let (authority, _) = setup();
     let a = authority.issue(BuildRequest::new(id("va"))).await.unwrap();
     let b = authority.issue(BuildRequest::new(id("vb"))).await.unwrap();
-    authority.verify_vnc(&id("va"), a.vnc_password().expose()).await.unwrap();
-    for wrong in [b.vnc_password().expose().as_str(), "", "x", &"y".repeat(4096)] {
+    authority
+        .verify_vnc(&id("va"), a.vnc_password().expose())
+        .await
+        .unwrap();
+    for wrong in [
+        b.vnc_password().expose().as_str(),
+        "",
+        "x",
+        &"y".repeat(4096),
+    ] {
         let result = authority.verify_vnc(&id("va"), wrong).await;
-        assert!(matches!(result, Err(Error::AccessDenied { reason: DenialReason::WrongPassword })));
+        assert!(matches!(
+            result,
+            Err(Error::AccessDenied {
+                reason: DenialReason::WrongPassword
+            })
+        ));
     }
     let unknown = authority.verify_vnc(&id("nope"), "whatever").await;
     assert!(matches!(unknown, Err(Error::UnknownBuild { .. })));
@@ -125,30 +198,59 @@ async fn the_deadline_expires_the_session_on_the_clock() {
     let mut events = authority.subscribe();
     let creds = authority.issue(BuildRequest::new(id("e"))).await.unwrap();
     authority.steps_completed(&id("e")).await.unwrap();
-    assert_eq!(authority.next_deadline().await.unwrap(), Some(authority.now() + min(20)));
+    assert_eq!(
+        authority.next_deadline().await.unwrap(),
+        Some(authority.now() + min(20))
+    );
 
     clock.advance(min(19));
     assert_eq!(authority.expire_due().await.unwrap(), 0);
-    authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap();
+    authority
+        .verify_ssh(creds.username(), creds.public_key())
+        .await
+        .unwrap();
 
     clock.advance(min(1));
     assert_eq!(authority.expire_due().await.unwrap(), 1);
-    assert_eq!(denial(authority.verify_ssh(creds.username(), creds.public_key()).await), DenialReason::Revoked);
+    assert_eq!(
+        denial(
+            authority
+                .verify_ssh(creds.username(), creds.public_key())
+                .await
+        ),
+        DenialReason::Revoked
+    );
     assert_eq!(authority.next_deadline().await.unwrap(), None);
 
     let kinds: Vec<_> = drain(&mut events).iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["issued", "steps_completed", "expired", "finish_build"]);
+    assert_eq!(
+        kinds,
+        ["issued", "steps_completed", "expired", "finish_build"]
+    );
 }
 
 #[tokio::test]
 async fn verification_alone_enforces_a_passed_deadline() {
     // Nobody runs the expiry task: verification must still refuse after the deadline.
     let (authority, clock) = setup();
-    let creds = authority.issue(BuildRequest::new(id("lazy"))).await.unwrap();
+    let creds = authority
+        .issue(BuildRequest::new(id("lazy")))
+        .await
+        .unwrap();
     clock.advance(min(120));
-    assert_eq!(denial(authority.verify_ssh(creds.username(), creds.public_key()).await), DenialReason::Revoked);
+    assert_eq!(
+        denial(
+            authority
+                .verify_ssh(creds.username(), creds.public_key())
+                .await
+        ),
+        DenialReason::Revoked
+    );
     let session = authority.session(&id("lazy")).await.unwrap();
-    assert_eq!(session.end().map(|(r, _)| r.clone()), Some(EndReason::MaxDurationReached));
+    assert_eq!(
+        session.end().map(|(r, _)| r.clone()),
+        Some(EndReason::MaxDurationReached)
+    );
 }
 
 #[tokio::test]
@@ -156,31 +258,62 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
     let (authority, _) = setup();
     let mut events = authority.subscribe();
     let build = id("l");
-    authority.issue(BuildRequest::new(build.clone())).await.unwrap();
+    authority
+        .issue(BuildRequest::new(build.clone()))
+        .await
+        .unwrap();
     let ssh = authority.connected(&build, Protocol::Ssh).await.unwrap();
     let vnc = authority.connected(&build, Protocol::Vnc).await.unwrap();
     authority.steps_completed(&build).await.unwrap();
     authority.disconnected(&vnc).await.unwrap();
-    assert_eq!(authority.session(&build).await.unwrap().phase(), Phase::StepsCompleted);
+    assert_eq!(
+        authority.session(&build).await.unwrap().phase(),
+        Phase::StepsCompleted
+    );
     authority.disconnected(&ssh).await.unwrap();
     authority.disconnected(&ssh).await.unwrap(); // a duplicate report changes nothing
-    assert_eq!(authority.session(&build).await.unwrap().phase(), Phase::Ended);
+    assert_eq!(
+        authority.session(&build).await.unwrap().phase(),
+        Phase::Ended
+    );
 
     let events = drain(&mut events);
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["issued", "connected", "connected", "steps_completed", "disconnected", "disconnected", "logged_out", "finish_build"]
+        [
+            "issued",
+            "connected",
+            "connected",
+            "steps_completed",
+            "disconnected",
+            "disconnected",
+            "logged_out",
+            "finish_build"
+        ]
     );
-    assert!(events.iter().all(|e| e.build_id == build && !e.reason.is_empty()));
-    assert!(matches!(events[1].kind, EventKind::Connected { protocol: Protocol::Ssh, .. }));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.build_id == build && !e.reason.is_empty())
+    );
+    assert!(matches!(
+        events[1].kind,
+        EventKind::Connected {
+            protocol: Protocol::Ssh,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
 async fn revoking_cuts_live_connections_and_refuses_new_ones() {
     let (authority, _) = setup();
     let build = id("c");
-    authority.issue(BuildRequest::new(build.clone())).await.unwrap();
+    authority
+        .issue(BuildRequest::new(build.clone()))
+        .await
+        .unwrap();
     let live = authority.connected(&build, Protocol::Ssh).await.unwrap();
     let mut cut = live.cut_signal();
     assert!(!cut.is_cut());
@@ -192,12 +325,20 @@ async fn revoking_cuts_live_connections_and_refuses_new_ones() {
 
     let late = authority.connected(&build, Protocol::Vnc).await;
     match late {
-        Err(Error::SessionEnded { reason, .. }) => assert_eq!(reason, EndReason::Revoked("admin".into())),
+        Err(Error::SessionEnded { reason, .. }) => {
+            assert_eq!(reason, EndReason::Revoked("admin".into()))
+        }
         other => panic!("expected SessionEnded, got {other:?}"),
     }
     // Other builds are untouched.
-    authority.issue(BuildRequest::new(id("other"))).await.unwrap();
-    let other = authority.connected(&id("other"), Protocol::Ssh).await.unwrap();
+    authority
+        .issue(BuildRequest::new(id("other")))
+        .await
+        .unwrap();
+    let other = authority
+        .connected(&id("other"), Protocol::Ssh)
+        .await
+        .unwrap();
     assert!(!other.cut_signal().is_cut());
 }
 
@@ -207,9 +348,18 @@ async fn revoke_reasons_are_checked() {
     authority.issue(BuildRequest::new(id("rr"))).await.unwrap();
     for bad in ["line\nbreak", &"x".repeat(257)] {
         let result = authority.revoke(&id("rr"), bad).await;
-        assert!(matches!(result, Err(Error::InvalidInput { what: "revoke reason", .. })));
+        assert!(matches!(
+            result,
+            Err(Error::InvalidInput {
+                what: "revoke reason",
+                ..
+            })
+        ));
     }
-    assert!(matches!(authority.revoke(&id("none"), "x").await, Err(Error::UnknownBuild { .. })));
+    assert!(matches!(
+        authority.revoke(&id("none"), "x").await,
+        Err(Error::UnknownBuild { .. })
+    ));
 }
 
 #[tokio::test]
@@ -218,11 +368,20 @@ async fn a_build_started_earlier_keeps_its_maximum_duration() {
     let mut request = BuildRequest::new(id("old"));
     request.started_at = Some(authority.now() - min(100));
     authority.issue(request).await.unwrap();
-    assert_eq!(authority.next_deadline().await.unwrap(), Some(authority.now() + min(20)));
+    assert_eq!(
+        authority.next_deadline().await.unwrap(),
+        Some(authority.now() + min(20))
+    );
 
     let mut too_old = BuildRequest::new(id("older"));
     too_old.started_at = Some(authority.now() - min(121));
-    assert!(matches!(authority.issue(too_old).await, Err(Error::InvalidInput { what: "started_at", .. })));
+    assert!(matches!(
+        authority.issue(too_old).await,
+        Err(Error::InvalidInput {
+            what: "started_at",
+            ..
+        })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,22 +389,37 @@ async fn concurrent_connections_are_all_counted_and_logout_happens_once() {
     let (authority, _) = setup();
     let mut events = authority.subscribe();
     let build = id("busy");
-    authority.issue(BuildRequest::new(build.clone())).await.unwrap();
+    authority
+        .issue(BuildRequest::new(build.clone()))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let (authority, build) = (authority.clone(), build.clone());
-        tasks.push(tokio::spawn(async move { authority.connected(&build, Protocol::Ssh).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            authority.connected(&build, Protocol::Ssh).await.unwrap()
+        }));
     }
     let mut live = Vec::new();
     for task in tasks {
         live.push(task.await.unwrap());
     }
-    assert_eq!(authority.session(&build).await.unwrap().live_connections().count(), 64);
+    assert_eq!(
+        authority
+            .session(&build)
+            .await
+            .unwrap()
+            .live_connections()
+            .count(),
+        64
+    );
     authority.steps_completed(&build).await.unwrap();
     let mut tasks = Vec::new();
     for connection in live {
         let authority = authority.clone();
-        tasks.push(tokio::spawn(async move { authority.disconnected(&connection).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            authority.disconnected(&connection).await.unwrap()
+        }));
     }
     for task in tasks {
         task.await.unwrap();
@@ -265,7 +439,11 @@ async fn the_expiry_task_enforces_deadlines_while_nothing_else_happens() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn({
         let authority = authority.clone();
-        async move { authority.run_expiry(async { stopped.await.unwrap_or(()) }).await }
+        async move {
+            authority
+                .run_expiry(async { stopped.await.unwrap_or(()) })
+                .await
+        }
     });
     clock.advance(min(21));
     loop {
@@ -284,7 +462,10 @@ async fn exported_keys_are_what_openssh_reads() {
     let (authority, _) = setup();
     let creds = authority.issue(BuildRequest::new(id("k-1"))).await.unwrap();
     assert!(creds.public_key().starts_with("ssh-ed25519 AAAA"));
-    assert_eq!(creds.authorized_keys_line(), format!("{} remote-access build k-1", creds.public_key()));
+    assert_eq!(
+        creds.authorized_keys_line(),
+        format!("{} remote-access build k-1", creds.public_key())
+    );
 
     let dir = std::env::temp_dir().join(format!("ra-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -293,15 +474,43 @@ async fn exported_keys_are_what_openssh_reads() {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let pem = creds.private_key_openssh().unwrap();
-        assert!(pem.expose().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+        assert!(
+            pem.expose()
+                .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
         file.write_all(pem.expose().as_bytes()).unwrap();
     }
-    let public = Command::new("ssh-keygen").arg("-y").arg("-f").arg(&path).output().expect("ssh-keygen runs");
-    let fingerprint = Command::new("ssh-keygen").arg("-l").arg("-f").arg(&path).output().expect("ssh-keygen runs");
+    let public = Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen runs");
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen runs");
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(public.status.success(), "{}", String::from_utf8_lossy(&public.stderr));
-    assert_eq!(String::from_utf8_lossy(&public.stdout).trim(), creds.public_key());
+    assert!(
+        public.status.success(),
+        "{}",
+        String::from_utf8_lossy(&public.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&public.stdout).trim(),
+        creds.public_key()
+    );
     let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).to_string();
-    assert!(fingerprint.starts_with(&format!("256 {} ", creds.fingerprint())), "{fingerprint}");
+    assert!(
+        fingerprint.starts_with(&format!("256 {} ", creds.fingerprint())),
+        "{fingerprint}"
+    );
 }

@@ -62,7 +62,10 @@ fn must_finish(reason: &EndReason, steps_completed: bool) -> bool {
 }
 
 fn is_end_event(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut)
+    matches!(
+        kind,
+        EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut
+    )
 }
 
 proptest! {
@@ -204,15 +207,15 @@ proptest! {
                     AOp::Steps(i) => if let Some(i) = pick(i) { authority.steps_completed(builds[i].build_id()).await.unwrap() },
                     AOp::Cancel(i) => if let Some(i) = pick(i) { authority.cancel(builds[i].build_id()).await.unwrap() },
                     AOp::Revoke(i) => if let Some(i) = pick(i) { authority.revoke(builds[i].build_id(), "test").await.unwrap() },
-                    AOp::Connect(i) => if let Some(i) = pick(i) {
-                        if let Ok(c) = authority.connected(builds[i].build_id(), Protocol::Ssh).await {
-                            live.entry(i).or_default().push(c);
-                        }
+                    AOp::Connect(i) => if let Some(i) = pick(i)
+                        && let Ok(c) = authority.connected(builds[i].build_id(), Protocol::Ssh).await
+                    {
+                        live.entry(i).or_default().push(c);
                     },
-                    AOp::Disconnect(i) => if let Some(i) = pick(i) {
-                        if let Some(c) = live.get_mut(&i).and_then(Vec::pop) {
-                            authority.disconnected(&c).await.unwrap();
-                        }
+                    AOp::Disconnect(i) => if let Some(i) = pick(i)
+                        && let Some(c) = live.get_mut(&i).and_then(Vec::pop)
+                    {
+                        authority.disconnected(&c).await.unwrap();
                     },
                     AOp::VerifySsh(i) => if let Some(i) = pick(i) {
                         let c = &builds[i];
@@ -250,7 +253,11 @@ fn collect(
 ) {
     while let Some(event) = events.try_next() {
         if is_end_event(&event.kind) {
-            assert!(ended.insert(event.build_id.clone()), "two end events for {}", event.build_id);
+            assert!(
+                ended.insert(event.build_id.clone()),
+                "two end events for {}",
+                event.build_id
+            );
         }
         if event.kind == EventKind::FinishBuild {
             *finished.entry(event.build_id).or_default() += 1;

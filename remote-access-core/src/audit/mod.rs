@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
 use crate::build::BuildId;
@@ -75,14 +76,9 @@ impl EventKind {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} build={} at={} reason={}",
-            self.kind.as_str(),
-            self.build_id,
-            self.at,
-            self.reason
-        )
+        let at = self.at.format(&Rfc3339).map_err(|_| fmt::Error)?;
+        let (kind, build, reason) = (self.kind.as_str(), &self.build_id, &self.reason);
+        write!(f, "{kind} build={build} at={at} reason={reason}")
     }
 }
 
