@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest};
+use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Trigger};
 
 fn issuance(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -19,7 +19,7 @@ fn issuance(c: &mut Criterion) {
             let id = BuildId::new(format!("bench-{}", next.fetch_add(1, Ordering::Relaxed)))
                 .expect("id");
             runtime
-                .block_on(authority.issue(BuildRequest::new(id)))
+                .block_on(authority.issue(BuildRequest::new(id, Trigger::Manual, true)))
                 .expect("issue")
         })
     });

@@ -26,6 +26,8 @@ const MAX_GENERATE_ATTEMPTS: usize = 8;
 /// The expiry task looks at the clock at least this often, so new sessions and clock jumps
 /// are noticed without a wake-up channel.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The expiry task never spins: a deadline it could not act on is retried after this.
+const EXPIRY_MIN_WAIT: Duration = Duration::from_millis(20);
 /// Usernames longer than this are refused without a store lookup.
 const MAX_USERNAME_LEN: usize = 64;
 /// Revocation reasons end up in events and logs; keep them short.
@@ -58,13 +60,13 @@ impl Default for AuthorityOptions {
 /// are enforced while nothing else happens.
 ///
 /// ```
-/// use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Error};
+/// use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Error, Trigger};
 /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
 /// let authority = Authority::new(AuthorityOptions::default())?;
 /// let build = BuildId::new("build-1001")?;
 ///
 /// // Issue: the platform gets the key pair, username and VNC password once.
-/// let credentials = authority.issue(BuildRequest::new(build.clone())).await?;
+/// let credentials = authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await?;
 ///
 /// // Verify: what the gateway asks when a user presents them.
 /// let verified = authority.verify_ssh(credentials.username(), credentials.public_key()).await?;
@@ -93,12 +95,49 @@ struct Inner {
 
 /// A user connection that the session has accepted. Its [`CutSignal`] fires when access ends;
 /// report its end with [`Authority::disconnected`].
-#[derive(Debug)]
+///
+/// It is also a guard: dropped without that report (a panic, a cancelled task), it reports the
+/// disconnect itself on the current tokio runtime, so a lost connection can never hold a
+/// session open and block the logout.
 pub struct LiveConnection {
     build_id: BuildId,
     id: ConnectionId,
     protocol: Protocol,
     cut: CutSignal,
+    /// Set until the disconnect has been recorded.
+    reporter: Option<Authority>,
+}
+
+impl std::fmt::Debug for LiveConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveConnection")
+            .field("build_id", &self.build_id)
+            .field("id", &self.id)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        let Some(authority) = self.reporter.take() else {
+            return;
+        };
+        let (build_id, connection) = (self.build_id.clone(), self.id);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let input = Input::Disconnected { connection };
+                    if let Err(err) = authority.apply(&build_id, input).await {
+                        tracing::warn!(%build_id, %err, "recording a dropped connection's disconnect failed");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%build_id, %connection, "connection dropped outside a tokio runtime; its disconnect is not recorded");
+            }
+        }
+    }
 }
 
 impl LiveConnection {
@@ -169,7 +208,7 @@ impl Authority {
 
     /// The current time by the authority's clock.
     pub fn now(&self) -> OffsetDateTime {
-        self.inner.clock.now()
+        self.inner.clock.now().to_offset(time::UtcOffset::UTC)
     }
 
     /// Subscribes to every event from now on. Nothing is dropped: each subscription queues
@@ -358,16 +397,21 @@ impl Authority {
             id: connection,
             protocol,
             cut,
+            reporter: Some(self.clone()),
         })
     }
 
     /// Records that a connection closed. After the steps completed, the last one to close is a
     /// logout: the session ends and the build is finished.
-    pub async fn disconnected(&self, connection: &LiveConnection) -> Result<()> {
+    pub async fn disconnected(&self, mut connection: LiveConnection) -> Result<()> {
         let input = Input::Disconnected {
             connection: connection.id,
         };
-        self.apply(&connection.build_id, input).await.map(drop)
+        // If this future is dropped mid-way, `connection` drops with its reporter still set and
+        // reports the disconnect itself; a second report of the same id changes nothing.
+        let result = self.apply(&connection.build_id, input).await;
+        connection.reporter = None;
+        result.map(drop)
     }
 
     /// The build's session as of now (a passed deadline is applied first).
@@ -381,14 +425,22 @@ impl Authority {
     pub async fn expire_due(&self) -> Result<usize> {
         let due = self.inner.store.due_sessions(self.now()).await?;
         let mut ended = 0;
+        let mut failure = None;
         for build_id in due {
+            // One failing build must not hold back the others' deadlines.
             match self.apply(&build_id, Input::Tick).await {
                 Ok((_, t)) if t.actions.contains(&Action::RevokeCredentials) => ended += 1,
                 Ok(_) | Err(Error::UnknownBuild { .. }) => {}
-                Err(err) => return Err(err),
+                Err(err) => {
+                    tracing::warn!(%build_id, %err, "could not expire session");
+                    failure = Some(err);
+                }
             }
         }
-        Ok(ended)
+        match failure {
+            Some(err) if ended == 0 => Err(err),
+            _ => Ok(ended),
+        }
     }
 
     /// The earliest time at which a live session's deadline falls.
@@ -428,7 +480,7 @@ impl Authority {
             let wait = match self.next_deadline().await {
                 Ok(Some(at)) => Duration::try_from(at - self.now())
                     .unwrap_or(Duration::ZERO)
-                    .min(EXPIRY_CHECK_INTERVAL),
+                    .clamp(EXPIRY_MIN_WAIT, EXPIRY_CHECK_INTERVAL),
                 _ => EXPIRY_CHECK_INTERVAL,
             };
             tokio::select! {
@@ -447,8 +499,9 @@ impl Authority {
         Ok(())
     }
 
-    /// Feeds one input to the build's session, saves it by compare-and-swap, then carries out
-    /// the actions and publishes the events.
+    /// Feeds one input to the build's session and saves it by compare-and-swap, together with
+    /// the tombstone when the session ends. Once saved, the cut and the events happen without
+    /// another await, so dropping this future can never lose them.
     async fn apply(&self, build_id: &BuildId, input: Input) -> Result<(Session, Transition)> {
         let store = &self.inner.store;
         for _ in 0..MAX_CAS_RETRIES {
@@ -459,15 +512,33 @@ impl Authority {
                     build_id: build_id.clone(),
                 })?;
             let mut session = current.value;
+            if session.is_ended() {
+                // Another authority on a shared store may have ended it: cut here too.
+                self.inner.registry.cut(build_id);
+            }
             let t = session.handle(input.clone(), self.now());
             if t.changed() {
+                let revocation = t
+                    .actions
+                    .contains(&Action::RevokeCredentials)
+                    .then(|| {
+                        session.end().map(|(reason, at)| Revocation {
+                            at,
+                            reason: reason.to_string(),
+                        })
+                    })
+                    .flatten();
                 if !store
-                    .replace_session(session.clone(), current.version)
+                    .replace_session(session.clone(), current.version, revocation)
                     .await?
                 {
                     continue; // another caller changed the session first: redo on its version
                 }
-                self.carry_out(&session, &t).await?;
+                if t.actions.contains(&Action::CutConnections) {
+                    self.inner.registry.cut(build_id);
+                }
+                // FinishBuild is carried out by the platform when it reads the event.
+                self.inner.events.publish(t.events.clone());
             }
             return Ok((session, t));
         }
@@ -475,43 +546,15 @@ impl Authority {
             message: format!(
                 "session of build {build_id} kept changing; gave up after {MAX_CAS_RETRIES} attempts"
             ),
+            source: None,
         })
-    }
-
-    /// Carries out every action even if one fails, and always publishes the events: the
-    /// session is already saved as ended, so its events must not be lost.
-    async fn carry_out(&self, session: &Session, t: &Transition) -> Result<()> {
-        let mut outcome = Ok(());
-        for action in &t.actions {
-            match action {
-                Action::RevokeCredentials => {
-                    let (reason, at) = session
-                        .end()
-                        .map(|(reason, at)| (reason.to_string(), at))
-                        .unwrap_or_else(|| ("session ended".to_owned(), self.now()));
-                    let revoked = self
-                        .inner
-                        .store
-                        .revoke_credential(session.build_id(), Revocation { at, reason });
-                    if let Err(err) = revoked.await {
-                        // Verification also checks the session, which is already ended.
-                        tracing::error!(build_id = %session.build_id(), %err, "could not store the tombstone");
-                        outcome = Err(err);
-                    }
-                }
-                Action::CutConnections => self.inner.registry.cut(session.build_id()),
-                // The platform finishes the build when it reads the FinishBuild event.
-                Action::FinishBuild => {}
-            }
-        }
-        self.inner.events.publish(t.events.clone());
-        outcome
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Trigger;
     use crate::clock::ManualClock;
 
     /// A generator that replays an earlier build's key and password before drawing fresh ones:
@@ -529,9 +572,10 @@ mod tests {
         let (first_key, first_password) = (first.key.clone(), first.vnc_password.clone());
         let mut first = Some(first);
         let creds = authority
-            .issue_with(BuildRequest::new(BuildId::new("one").unwrap()), || {
-                Ok(first.take().unwrap())
-            })
+            .issue_with(
+                BuildRequest::new(BuildId::new("one").unwrap(), Trigger::Manual, true),
+                || Ok(first.take().unwrap()),
+            )
             .await
             .unwrap();
         authority.revoke(creds.build_id(), "done").await.unwrap();
@@ -540,7 +584,7 @@ mod tests {
             let mut calls = 0;
             let build = BuildId::new(format!("two-{replay}")).unwrap();
             let second = authority
-                .issue_with(BuildRequest::new(build), || {
+                .issue_with(BuildRequest::new(build, Trigger::Manual, true), || {
                     calls += 1;
                     let mut fresh = credential::generate()?;
                     if calls == 1 {
@@ -576,7 +620,10 @@ mod tests {
             Ok(g)
         };
         let stuck = authority
-            .issue_with(BuildRequest::new(BuildId::new("three").unwrap()), replaying)
+            .issue_with(
+                BuildRequest::new(BuildId::new("three").unwrap(), Trigger::Manual, true),
+                replaying,
+            )
             .await;
         assert!(matches!(stuck, Err(Error::KeyMaterial { .. })));
     }

@@ -1,6 +1,8 @@
 //! What the platform tells us about a build when it asks for remote access.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -11,8 +13,22 @@ use crate::session::Policy;
 ///
 /// The id ends up in `authorized_keys` comments, scripts and events, so it is checked once, here,
 /// and is inert everywhere after.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BuildId(String);
+
+impl TryFrom<String> for BuildId {
+    type Error = Error;
+    fn try_from(id: String) -> Result<Self> {
+        Self::new(id)
+    }
+}
+
+impl From<BuildId> for String {
+    fn from(id: BuildId) -> String {
+        id.0
+    }
+}
 
 impl BuildId {
     /// The longest id accepted.
@@ -62,11 +78,10 @@ impl std::str::FromStr for BuildId {
 }
 
 /// How a build was started. Only [`Trigger::Manual`] builds may get remote access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Trigger {
     /// A person started the build by hand.
-    #[default]
     Manual,
     /// A push, pull request, tag or other webhook started it.
     Webhook,
@@ -79,8 +94,8 @@ pub enum Trigger {
 /// A platform's request for remote access to one build.
 ///
 /// ```
-/// use remote_access_core::{BuildId, BuildRequest};
-/// let request = BuildRequest::new(BuildId::new("build-42")?);
+/// use remote_access_core::{BuildId, BuildRequest, Trigger};
+/// let request = BuildRequest::new(BuildId::new("build-42")?, Trigger::Manual, true);
 /// assert!(request.remote_access_enabled);
 /// # Ok::<(), remote_access_core::Error>(())
 /// ```
@@ -100,12 +115,14 @@ pub struct BuildRequest {
 }
 
 impl BuildRequest {
-    /// A manually triggered build with remote access enabled, started now, default policy.
-    pub fn new(build_id: BuildId) -> Self {
+    /// A request started now with the default policy. The trigger and the user's "enable
+    /// remote access" choice have no defaults on purpose: a platform that forgets to pass them
+    /// must not grant access by accident.
+    pub fn new(build_id: BuildId, trigger: Trigger, remote_access_enabled: bool) -> Self {
         Self {
             build_id,
-            trigger: Trigger::Manual,
-            remote_access_enabled: true,
+            trigger,
+            remote_access_enabled,
             started_at: None,
             policy: None,
         }

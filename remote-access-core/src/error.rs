@@ -71,6 +71,9 @@ pub enum Error {
     StoreUnavailable {
         /// What the store reported.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
     /// Generating or encoding key material failed; this points to a broken system RNG or a bug.

@@ -43,13 +43,13 @@ fn denial(result: Result<BuildId, Error>) -> DenialReason {
 #[tokio::test]
 async fn only_manual_builds_with_remote_access_enabled_get_credentials() {
     let (authority, _) = setup();
-    let mut webhook = BuildRequest::new(id("w"));
+    let mut webhook = BuildRequest::new(id("w"), Trigger::Manual, true);
     webhook.trigger = Trigger::Webhook;
     assert!(matches!(
         authority.issue(webhook).await,
         Err(Error::NotManuallyTriggered { .. })
     ));
-    let mut disabled = BuildRequest::new(id("d"));
+    let mut disabled = BuildRequest::new(id("d"), Trigger::Manual, true);
     disabled.remote_access_enabled = false;
     let err = authority.issue(disabled).await.unwrap_err();
     assert!(matches!(err, Error::RemoteAccessDisabled { .. }));
@@ -60,18 +60,26 @@ async fn only_manual_builds_with_remote_access_enabled_get_credentials() {
 async fn each_build_gets_exactly_one_credential_set() {
     let (authority, _) = setup();
     authority
-        .issue(BuildRequest::new(id("once")))
+        .issue(BuildRequest::new(id("once"), Trigger::Manual, true))
         .await
         .unwrap();
-    let again = authority.issue(BuildRequest::new(id("once"))).await;
+    let again = authority
+        .issue(BuildRequest::new(id("once"), Trigger::Manual, true))
+        .await;
     assert!(matches!(again, Err(Error::BuildExists { .. })));
 }
 
 #[tokio::test]
 async fn ssh_verification_needs_the_right_user_and_key_of_a_live_session() {
     let (authority, _) = setup();
-    let a = authority.issue(BuildRequest::new(id("a"))).await.unwrap();
-    let b = authority.issue(BuildRequest::new(id("b"))).await.unwrap();
+    let a = authority
+        .issue(BuildRequest::new(id("a"), Trigger::Manual, true))
+        .await
+        .unwrap();
+    let b = authority
+        .issue(BuildRequest::new(id("b"), Trigger::Manual, true))
+        .await
+        .unwrap();
 
     assert_eq!(
         authority
@@ -118,7 +126,10 @@ async fn ssh_verification_needs_the_right_user_and_key_of_a_live_session() {
 #[tokio::test]
 async fn revoked_credentials_are_refused_forever_until_the_tombstone_is_purged() {
     let (authority, clock) = setup();
-    let creds = authority.issue(BuildRequest::new(id("r"))).await.unwrap();
+    let creds = authority
+        .issue(BuildRequest::new(id("r"), Trigger::Manual, true))
+        .await
+        .unwrap();
     let password = creds.vnc_password().expose().clone();
     authority.revoke(&id("r"), "security review").await.unwrap();
 
@@ -168,8 +179,14 @@ async fn revoked_credentials_are_refused_forever_until_the_tombstone_is_purged()
 #[tokio::test]
 async fn vnc_password_is_checked_per_session() {
     let (authority, _) = setup();
-    let a = authority.issue(BuildRequest::new(id("va"))).await.unwrap();
-    let b = authority.issue(BuildRequest::new(id("vb"))).await.unwrap();
+    let a = authority
+        .issue(BuildRequest::new(id("va"), Trigger::Manual, true))
+        .await
+        .unwrap();
+    let b = authority
+        .issue(BuildRequest::new(id("vb"), Trigger::Manual, true))
+        .await
+        .unwrap();
     authority
         .verify_vnc(&id("va"), a.vnc_password().expose())
         .await
@@ -196,7 +213,10 @@ async fn vnc_password_is_checked_per_session() {
 async fn the_deadline_expires_the_session_on_the_clock() {
     let (authority, clock) = setup();
     let mut events = authority.subscribe();
-    let creds = authority.issue(BuildRequest::new(id("e"))).await.unwrap();
+    let creds = authority
+        .issue(BuildRequest::new(id("e"), Trigger::Manual, true))
+        .await
+        .unwrap();
     authority.steps_completed(&id("e")).await.unwrap();
     assert_eq!(
         authority.next_deadline().await.unwrap(),
@@ -234,7 +254,7 @@ async fn verification_alone_enforces_a_passed_deadline() {
     // Nobody runs the expiry task: verification must still refuse after the deadline.
     let (authority, clock) = setup();
     let creds = authority
-        .issue(BuildRequest::new(id("lazy")))
+        .issue(BuildRequest::new(id("lazy"), Trigger::Manual, true))
         .await
         .unwrap();
     clock.advance(min(120));
@@ -259,19 +279,18 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
     let mut events = authority.subscribe();
     let build = id("l");
     authority
-        .issue(BuildRequest::new(build.clone()))
+        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
         .await
         .unwrap();
     let ssh = authority.connected(&build, Protocol::Ssh).await.unwrap();
     let vnc = authority.connected(&build, Protocol::Vnc).await.unwrap();
     authority.steps_completed(&build).await.unwrap();
-    authority.disconnected(&vnc).await.unwrap();
+    authority.disconnected(vnc).await.unwrap();
     assert_eq!(
         authority.session(&build).await.unwrap().phase(),
         Phase::StepsCompleted
     );
-    authority.disconnected(&ssh).await.unwrap();
-    authority.disconnected(&ssh).await.unwrap(); // a duplicate report changes nothing
+    authority.disconnected(ssh).await.unwrap();
     assert_eq!(
         authority.session(&build).await.unwrap().phase(),
         Phase::Ended
@@ -307,11 +326,71 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_connection_dropped_without_a_report_still_logs_out() {
+    // A gateway task that panics or is cancelled drops its LiveConnection: the guard reports it.
+    let (authority, _) = setup();
+    let mut events = authority.subscribe();
+    let build = id("dropped");
+    authority
+        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
+        .await
+        .unwrap();
+    let live = authority.connected(&build, Protocol::Ssh).await.unwrap();
+    authority.steps_completed(&build).await.unwrap();
+    drop(live);
+    loop {
+        let event = events.next().await.unwrap();
+        if event.kind == EventKind::FinishBuild {
+            assert_eq!(event.reason, "user logged out");
+            break;
+        }
+    }
+    assert_eq!(
+        authority.session(&build).await.unwrap().phase(),
+        Phase::Ended
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_disconnect_report_is_completed_by_the_guard() {
+    let (authority, _) = setup();
+    let build = id("cancelled-report");
+    authority
+        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
+        .await
+        .unwrap();
+    let live = authority.connected(&build, Protocol::Vnc).await.unwrap();
+    authority.steps_completed(&build).await.unwrap();
+    // Poll the report once, then drop it: whatever point it reached, the logout must land.
+    let report = authority.disconnected(live);
+    let _ = futures_poll_once(report).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        authority.session(&build).await.unwrap().phase(),
+        Phase::Ended
+    );
+}
+
+/// Polls a future once and drops it.
+async fn futures_poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+#[tokio::test]
 async fn revoking_cuts_live_connections_and_refuses_new_ones() {
     let (authority, _) = setup();
     let build = id("c");
     authority
-        .issue(BuildRequest::new(build.clone()))
+        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
         .await
         .unwrap();
     let live = authority.connected(&build, Protocol::Ssh).await.unwrap();
@@ -332,7 +411,7 @@ async fn revoking_cuts_live_connections_and_refuses_new_ones() {
     }
     // Other builds are untouched.
     authority
-        .issue(BuildRequest::new(id("other")))
+        .issue(BuildRequest::new(id("other"), Trigger::Manual, true))
         .await
         .unwrap();
     let other = authority
@@ -345,7 +424,10 @@ async fn revoking_cuts_live_connections_and_refuses_new_ones() {
 #[tokio::test]
 async fn revoke_reasons_are_checked() {
     let (authority, _) = setup();
-    authority.issue(BuildRequest::new(id("rr"))).await.unwrap();
+    authority
+        .issue(BuildRequest::new(id("rr"), Trigger::Manual, true))
+        .await
+        .unwrap();
     for bad in ["line\nbreak", &"x".repeat(257)] {
         let result = authority.revoke(&id("rr"), bad).await;
         assert!(matches!(
@@ -365,7 +447,7 @@ async fn revoke_reasons_are_checked() {
 #[tokio::test]
 async fn a_build_started_earlier_keeps_its_maximum_duration() {
     let (authority, _) = setup();
-    let mut request = BuildRequest::new(id("old"));
+    let mut request = BuildRequest::new(id("old"), Trigger::Manual, true);
     request.started_at = Some(authority.now() - min(100));
     authority.issue(request).await.unwrap();
     assert_eq!(
@@ -373,7 +455,7 @@ async fn a_build_started_earlier_keeps_its_maximum_duration() {
         Some(authority.now() + min(20))
     );
 
-    let mut too_old = BuildRequest::new(id("older"));
+    let mut too_old = BuildRequest::new(id("older"), Trigger::Manual, true);
     too_old.started_at = Some(authority.now() - min(121));
     assert!(matches!(
         authority.issue(too_old).await,
@@ -390,7 +472,7 @@ async fn concurrent_connections_are_all_counted_and_logout_happens_once() {
     let mut events = authority.subscribe();
     let build = id("busy");
     authority
-        .issue(BuildRequest::new(build.clone()))
+        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -418,7 +500,7 @@ async fn concurrent_connections_are_all_counted_and_logout_happens_once() {
     for connection in live {
         let authority = authority.clone();
         tasks.push(tokio::spawn(async move {
-            authority.disconnected(&connection).await.unwrap()
+            authority.disconnected(connection).await.unwrap()
         }));
     }
     for task in tasks {
@@ -434,7 +516,10 @@ async fn concurrent_connections_are_all_counted_and_logout_happens_once() {
 async fn the_expiry_task_enforces_deadlines_while_nothing_else_happens() {
     let (authority, clock) = setup();
     let mut events = authority.subscribe();
-    authority.issue(BuildRequest::new(id("t"))).await.unwrap();
+    authority
+        .issue(BuildRequest::new(id("t"), Trigger::Manual, true))
+        .await
+        .unwrap();
     authority.steps_completed(&id("t")).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn({
@@ -460,7 +545,10 @@ async fn the_expiry_task_enforces_deadlines_while_nothing_else_happens() {
 #[tokio::test]
 async fn exported_keys_are_what_openssh_reads() {
     let (authority, _) = setup();
-    let creds = authority.issue(BuildRequest::new(id("k-1"))).await.unwrap();
+    let creds = authority
+        .issue(BuildRequest::new(id("k-1"), Trigger::Manual, true))
+        .await
+        .unwrap();
     assert!(creds.public_key().starts_with("ssh-ed25519 AAAA"));
     assert_eq!(
         creds.authorized_keys_line(),
@@ -513,4 +601,120 @@ async fn exported_keys_are_what_openssh_reads() {
         fingerprint.starts_with(&format!("256 {} ", creds.fingerprint())),
         "{fingerprint}"
     );
+}
+
+/// A store that yields to the scheduler inside every call, so that concurrent callers
+/// interleave between reading a session and swapping it.
+struct YieldingStore(MemoryStore);
+
+impl remote_access_core::Store for YieldingStore {
+    fn insert(
+        &self,
+        session: remote_access_core::Session,
+        credential: remote_access_core::CredentialRecord,
+    ) -> remote_access_core::StoreFuture<'_, remote_access_core::Insert> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.0.insert(session, credential).await
+        })
+    }
+    fn session<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+    ) -> remote_access_core::StoreFuture<
+        'a,
+        Option<remote_access_core::Versioned<remote_access_core::Session>>,
+    > {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.0.session(build_id).await
+        })
+    }
+    fn replace_session(
+        &self,
+        session: remote_access_core::Session,
+        version: u64,
+        revocation: Option<remote_access_core::Revocation>,
+    ) -> remote_access_core::StoreFuture<'_, bool> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.0.replace_session(session, version, revocation).await
+        })
+    }
+    fn credential_for_user<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> remote_access_core::StoreFuture<'a, Option<remote_access_core::CredentialRecord>> {
+        self.0.credential_for_user(username)
+    }
+    fn credential_for_build<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+    ) -> remote_access_core::StoreFuture<'a, Option<remote_access_core::CredentialRecord>> {
+        self.0.credential_for_build(build_id)
+    }
+    fn due_sessions(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
+        self.0.due_sessions(now)
+    }
+    fn next_deadline(&self) -> remote_access_core::StoreFuture<'_, Option<time::OffsetDateTime>> {
+        self.0.next_deadline()
+    }
+    fn purge(
+        &self,
+        ended_before: time::OffsetDateTime,
+    ) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
+        self.0.purge(ended_before)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_connections_against_a_revoke_are_all_cut() {
+    for round in 0..20 {
+        let clock = ManualClock::new(datetime!(2026-05-04 10:00 UTC));
+        let store = Arc::new(YieldingStore(MemoryStore::new()));
+        let authority =
+            Authority::with_parts(AuthorityOptions::default(), store, Arc::new(clock)).unwrap();
+        let mut events = authority.subscribe();
+        let build = id(&format!("race-{round}"));
+        let creds = authority
+            .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let (authority, build) = (authority.clone(), build.clone());
+            tasks.push(tokio::spawn(async move {
+                if i == 12 {
+                    authority.revoke(&build, "race").await.unwrap();
+                    None
+                } else {
+                    authority.connected(&build, Protocol::Ssh).await.ok()
+                }
+            }));
+        }
+        let mut accepted = Vec::new();
+        for task in tasks {
+            accepted.extend(task.await.unwrap());
+        }
+        // Whoever got in before the revoke is cut now; nobody gets in after it.
+        assert!(
+            accepted.iter().all(|c| c.cut_signal().is_cut()),
+            "round {round}: a connection survived the revoke"
+        );
+        assert!(authority.connected(&build, Protocol::Ssh).await.is_err());
+        assert!(
+            authority
+                .verify_ssh(creds.username(), creds.public_key())
+                .await
+                .is_err()
+        );
+        let ends = drain(&mut events)
+            .iter()
+            .filter(|e| e.kind == EventKind::Revoked)
+            .count();
+        assert_eq!(ends, 1);
+    }
 }

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use remote_access_core::{
     Action, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionId, Credentials,
     EndReason, EventKind, Input, LiveConnection, ManualClock, MemoryStore, Policy, Protocol,
-    Session,
+    Session, Trigger,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -198,7 +198,7 @@ proptest! {
                 match op {
                     AOp::Issue => {
                         let id = BuildId::new(format!("b{}", builds.len())).unwrap();
-                        let creds = authority.issue(BuildRequest::new(id)).await.unwrap();
+                        let creds = authority.issue(BuildRequest::new(id, Trigger::Manual, true)).await.unwrap();
                         prop_assert!(fingerprints.insert(creds.fingerprint().to_owned()), "a key was issued twice");
                         prop_assert!(passwords.insert(creds.vnc_password().expose().clone()), "a password was issued twice");
                         builds.push(creds);
@@ -215,7 +215,7 @@ proptest! {
                     AOp::Disconnect(i) => if let Some(i) = pick(i)
                         && let Some(c) = live.get_mut(&i).and_then(Vec::pop)
                     {
-                        authority.disconnected(&c).await.unwrap();
+                        authority.disconnected(c).await.unwrap();
                     },
                     AOp::VerifySsh(i) => if let Some(i) = pick(i) {
                         let c = &builds[i];

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Error, ManualClock, MemoryStore, Protocol,
-    Secret, Store,
+    Secret, Store, Trigger,
 };
 use time::macros::datetime;
 
@@ -62,7 +62,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         let mut events = authority.subscribe();
         let build = BuildId::new("secret-test").unwrap();
         let creds = authority
-            .issue(BuildRequest::new(build.clone()))
+            .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
             .await
             .unwrap();
 
@@ -102,7 +102,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
                 .await
                 .unwrap_err(),
             authority
-                .issue(BuildRequest::new(build.clone()))
+                .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
                 .await
                 .unwrap_err(),
         ];
@@ -117,7 +117,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         let live = authority.connected(&build, Protocol::Vnc).await.unwrap();
         texts.push(("LiveConnection".into(), format!("{live:?}")));
         authority.steps_completed(&build).await.unwrap();
-        authority.disconnected(&live).await.unwrap();
+        authority.disconnected(live).await.unwrap();
         let after: Vec<Error> = vec![
             authority
                 .verify_vnc(&build, creds.vnc_password().expose())

@@ -251,7 +251,15 @@ fn zero_grace_ends_access_when_the_steps_complete() {
 #[test]
 fn sessions_refuse_impossible_starts() {
     let id = BuildId::new("b-2").unwrap();
-    let future = Session::new(id.clone(), Policy::default(), at(1), START);
+    // A little clock skew is absorbed (the start is taken as now); a minute or more is refused.
+    let skewed = Session::new(
+        id.clone(),
+        Policy::default(),
+        START + Duration::from_secs(30),
+        START,
+    );
+    assert_eq!(skewed.unwrap().started_at(), START);
+    let future = Session::new(id.clone(), Policy::default(), at(2), START);
     assert!(matches!(
         future,
         Err(Error::InvalidInput {
@@ -323,4 +331,25 @@ fn build_ids_are_checked() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn sessions_survive_serialization_for_networked_stores() {
+    let mut s = session(Policy::default());
+    connect(&mut s, 1, 1);
+    connect(&mut s, 2, 2);
+    s.handle(Input::StepsCompleted, at(3));
+    let live = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<Session>(&live).unwrap(), s);
+    s.handle(Input::Revoke { reason: "r".into() }, at(4));
+    let ended = serde_json::to_string(&s).unwrap();
+    let back: Session = serde_json::from_str(&ended).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(
+        back.end().map(|(r, at)| (r.clone(), at)),
+        Some((EndReason::Revoked("r".into()), at(4)))
+    );
+    // A stored build id is validated on the way back in.
+    let forged = live.replace("\"b-1\"", "\"a;rm -rf\"");
+    assert!(serde_json::from_str::<Session>(&forged).is_err());
 }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
-use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Protocol};
+use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Protocol, Trigger};
 use time::format_description::well_known::Rfc3339;
 
 #[tokio::main(flavor = "current_thread")]
@@ -22,7 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let authority = Authority::new(AuthorityOptions::default())?;
     let mut events = authority.subscribe();
 
-    let credentials = authority.issue(BuildRequest::new(build_id.clone())).await?;
+    let credentials = authority
+        .issue(BuildRequest::new(build_id.clone(), Trigger::Manual, true))
+        .await?;
     let dir = TempDir::create()?;
     let key_path = dir.0.join("id_ed25519");
     std::fs::OpenOptions::new()
@@ -56,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let connection = authority.connected(&build_id, Protocol::Ssh).await?;
     authority.steps_completed(&build_id).await?;
-    authority.disconnected(&connection).await?;
+    authority.disconnected(connection).await?;
 
     println!("events:");
     while let Some(event) = events.try_next() {

@@ -76,7 +76,9 @@ impl EventKind {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = self.at.format(&Rfc3339).map_err(|_| fmt::Error)?;
+        // RFC 3339 cannot express offsets with seconds; events are in UTC anyway.
+        let at = self.at.to_offset(time::UtcOffset::UTC);
+        let at = at.format(&Rfc3339).map_err(|_| fmt::Error)?;
         let (kind, build, reason) = (self.kind.as_str(), &self.build_id, &self.reason);
         write!(f, "{kind} build={build} at={at} reason={reason}")
     }

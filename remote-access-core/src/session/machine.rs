@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Policy;
@@ -16,8 +17,12 @@ use crate::build::BuildId;
 use crate::clock::later;
 use crate::error::{Error, Result};
 
+/// How far ahead of our clock a platform's `started_at` may be before it is refused.
+const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Phase {
     /// The build's steps are running; the user may connect, leave and come back.
     StepsRunning,
@@ -28,7 +33,8 @@ pub enum Phase {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EndReason {
     /// The grace period after the steps completed elapsed.
@@ -77,7 +83,9 @@ impl fmt::Display for EndReason {
 }
 
 /// Which kind of connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Protocol {
     /// An SSH connection (ProxyJump through the gateway).
     Ssh,
@@ -96,7 +104,7 @@ impl Protocol {
 }
 
 /// Identifies one live connection within a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnectionId(pub u64);
 
 impl fmt::Display for ConnectionId {
@@ -138,6 +146,7 @@ pub enum Input {
 
 /// What the caller must do after an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Revoke the build's credentials (they become tombstones).
     RevokeCredentials,
@@ -167,6 +176,14 @@ impl Transition {
     }
 }
 
+/// Why and when a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Ended {
+    reason: EndReason,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
 /// The remote access session of one build.
 ///
 /// ```
@@ -183,15 +200,20 @@ impl Transition {
 /// assert!(t.actions.contains(&Action::FinishBuild));
 /// # Ok::<(), remote_access_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It serializes (serde) so that a networked store can keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     build_id: BuildId,
     policy: Policy,
+    #[serde(with = "time::serde::rfc3339")]
     started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
     steps_completed_at: Option<OffsetDateTime>,
     live: BTreeMap<ConnectionId, Protocol>,
     ever_connected: bool,
-    ended: Option<(EndReason, OffsetDateTime)>,
+    #[serde(default)]
+    ended: Option<Ended>,
     finish_requested: bool,
 }
 
@@ -204,12 +226,14 @@ impl Session {
         now: OffsetDateTime,
     ) -> Result<Self> {
         policy.validate()?;
-        if started_at > now {
+        // The platform's clock and ours may disagree a little; beyond that it is a mistake.
+        if started_at > later(now, MAX_CLOCK_SKEW) {
             return Err(Error::invalid(
                 "started_at",
-                "the build cannot start in the future",
+                "the build cannot start in the future (more than 60 s ahead of this clock)",
             ));
         }
+        let started_at = started_at.min(now);
         let session = Self {
             build_id,
             policy,
@@ -260,7 +284,7 @@ impl Session {
 
     /// Why and when the session ended, once it has.
     pub fn end(&self) -> Option<(&EndReason, OffsetDateTime)> {
-        self.ended.as_ref().map(|(reason, at)| (reason, *at))
+        self.ended.as_ref().map(|e| (&e.reason, e.at))
     }
 
     /// Whether the session has ended.
@@ -319,7 +343,7 @@ impl Session {
                 connection,
                 protocol,
             } => {
-                if let Some((reason, _)) = &self.ended {
+                if let Some(Ended { reason, .. }) = &self.ended {
                     t.refused = Some(reason.clone());
                 } else if self.live.insert(connection, protocol).is_none() {
                     self.ever_connected = true;
@@ -408,7 +432,7 @@ impl Session {
             t.events
                 .push(self.event(EventKind::FinishBuild, now, reason.to_string()));
         }
-        self.ended = Some((reason, now));
+        self.ended = Some(Ended { reason, at: now });
     }
 
     fn event(&self, kind: EventKind, at: OffsetDateTime, reason: impl Into<String>) -> Event {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// How long remote access lasts. Defaults: 20 minutes of grace after the steps complete, a
@@ -14,7 +16,7 @@ use crate::error::{Error, Result};
 /// policy.grace = Duration::from_secs(10 * 60);
 /// assert_eq!(policy.max_build_duration, Duration::from_secs(120 * 60));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Policy {
     /// Access lasts this long after all build steps have completed.

@@ -10,18 +10,29 @@ use crate::build::BuildId;
 use crate::session::Session;
 
 /// A [`Store`] in memory. Fine for one gateway; use a networked store for several.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     sessions: HashMap<BuildId, Versioned<Session>>,
     credentials: HashMap<BuildId, CredentialRecord>,
     by_username: HashMap<String, BuildId>,
     by_fingerprint: HashMap<String, BuildId>,
     by_password: HashMap<[u8; 32], BuildId>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Counts only: the records hold passwords and digests of them.
+        let inner = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("sessions", &inner.sessions.len())
+            .field("credentials", &inner.credentials.len())
+            .finish()
+    }
 }
 
 impl MemoryStore {
@@ -85,9 +96,15 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(found) })
     }
 
-    fn replace_session(&self, session: Session, version: u64) -> StoreFuture<'_, bool> {
+    fn replace_session(
+        &self,
+        session: Session,
+        version: u64,
+        revocation: Option<Revocation>,
+    ) -> StoreFuture<'_, bool> {
         let mut inner = self.lock();
-        let replaced = match inner.sessions.get_mut(session.build_id()) {
+        let id = session.build_id().clone();
+        let replaced = match inner.sessions.get_mut(&id) {
             Some(current) if current.version == version => {
                 *current = Versioned {
                     value: session,
@@ -97,6 +114,12 @@ impl Store for MemoryStore {
             }
             _ => false,
         };
+        if replaced
+            && let Some(revocation) = revocation
+            && let Some(record) = inner.credentials.get_mut(&id)
+        {
+            record.revoked.get_or_insert(revocation);
+        }
         Box::pin(async move { Ok(replaced) })
     }
 
@@ -119,17 +142,6 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Option<CredentialRecord>> {
         let found = self.lock().credentials.get(build_id).cloned();
         Box::pin(async move { Ok(found) })
-    }
-
-    fn revoke_credential<'a>(
-        &'a self,
-        build_id: &'a BuildId,
-        revocation: Revocation,
-    ) -> StoreFuture<'a, ()> {
-        if let Some(record) = self.lock().credentials.get_mut(build_id) {
-            record.revoked.get_or_insert(revocation);
-        }
-        Box::pin(async { Ok(()) })
     }
 
     fn due_sessions(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {

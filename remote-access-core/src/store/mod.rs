@@ -23,8 +23,9 @@ pub use memory::MemoryStore;
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 /// What the store keeps of a build's credentials. The user's private key is not here: it is
-/// handed to the platform once, at issue, and never stored.
-#[derive(Debug, Clone)]
+/// handed to the platform once, at issue, and never stored. `Debug` leaves out the password and
+/// its digest.
+#[derive(Clone)]
 pub struct CredentialRecord {
     /// The build.
     pub build_id: BuildId,
@@ -38,6 +39,18 @@ pub struct CredentialRecord {
     pub password_digest: [u8; 32],
     /// Set once revoked or expired: the record is then a tombstone, refused forever.
     pub revoked: Option<Revocation>,
+}
+
+impl std::fmt::Debug for CredentialRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialRecord")
+            .field("build_id", &self.build_id)
+            .field("username", &self.username)
+            .field("key_fingerprint", &self.key_fingerprint)
+            .field("vnc_password", &self.vnc_password)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
 }
 
 /// When and why a credential was revoked.
@@ -60,6 +73,7 @@ pub struct Versioned<T> {
 
 /// The outcome of [`Store::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Insert {
     /// Stored.
     Done,
@@ -69,6 +83,7 @@ pub enum Insert {
 
 /// Which unique value clashed on insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Conflict {
     /// The build already has a session.
     BuildId,
@@ -89,8 +104,15 @@ pub trait Store: Send + Sync + 'static {
     /// The build's session and its version.
     fn session<'a>(&'a self, build_id: &'a BuildId) -> StoreFuture<'a, Option<Versioned<Session>>>;
 
-    /// Replaces the session if its version is still `version`; returns whether it did.
-    fn replace_session(&self, session: Session, version: u64) -> StoreFuture<'_, bool>;
+    /// Replaces the session if its version is still `version`; returns whether it did. With
+    /// `revocation`, the build's credential becomes a tombstone in the same atomic step (the
+    /// first revocation stays), so a session is never saved as ended with a live credential.
+    fn replace_session(
+        &self,
+        session: Session,
+        version: u64,
+        revocation: Option<Revocation>,
+    ) -> StoreFuture<'_, bool>;
 
     /// The credential issued with this username, live or tombstone.
     fn credential_for_user<'a>(
@@ -103,13 +125,6 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         build_id: &'a BuildId,
     ) -> StoreFuture<'a, Option<CredentialRecord>>;
-
-    /// Turns the build's credential into a tombstone. Idempotent: the first revocation stays.
-    fn revoke_credential<'a>(
-        &'a self,
-        build_id: &'a BuildId,
-        revocation: Revocation,
-    ) -> StoreFuture<'a, ()>;
 
     /// Builds whose live session has a deadline at or before `now`.
     fn due_sessions(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
