@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::audit::{Event, EventBus, EventKind, Subscription};
-use crate::build::{BuildId, BuildRequest};
+use crate::build::{BuildId, BuildRequest, Builder};
 use crate::clock::{Clock, SystemClock};
 use crate::credential::{self, Credentials, Generated};
 use crate::error::{DenialReason, Error, Result};
@@ -232,9 +232,11 @@ impl Authority {
         let policy = request.policy.unwrap_or(self.inner.options.policy);
         let now = self.now();
         let started_at = request.started_at.unwrap_or(now);
+        let builder = request.builder.map(Builder::validated).transpose()?;
         let build_id = request.build_id;
         for _ in 0..MAX_GENERATE_ATTEMPTS {
-            let session = Session::new(build_id.clone(), policy, started_at, now)?;
+            let session = Session::new(build_id.clone(), policy, started_at, now)?
+                .with_builder(builder.clone());
             let credentials = Credentials::new(build_id.clone(), generate()?)?;
             let record = CredentialRecord {
                 build_id: build_id.clone(),
@@ -375,6 +377,16 @@ impl Authority {
         build_id: &BuildId,
         protocol: Protocol,
     ) -> Result<LiveConnection> {
+        self.connect(build_id, protocol).await.map(|(_, live)| live)
+    }
+
+    /// [`Authority::connected`], also returning the session as it was when the connection was
+    /// admitted (the gateway needs its route).
+    async fn connect(
+        &self,
+        build_id: &BuildId,
+        protocol: Protocol,
+    ) -> Result<(Session, LiveConnection)> {
         let connection = ConnectionId(russh::keys::key::safe_rng().next_u64());
         let (session, t) = self
             .apply(
@@ -392,13 +404,51 @@ impl Authority {
             });
         }
         let cut = self.inner.registry.signal(build_id);
-        Ok(LiveConnection {
+        let live = LiveConnection {
             build_id: build_id.clone(),
             id: connection,
             protocol,
             cut,
             reporter: Some(self.clone()),
-        })
+        };
+        Ok((session, live))
+    }
+
+    /// Verifies an SSH login and admits it as a live connection in one step: the gateway's
+    /// path from a presented key to a connection that is cut when access ends.
+    pub(crate) async fn admit_ssh(
+        &self,
+        username: &str,
+        fingerprint: &str,
+    ) -> Result<(Session, LiveConnection)> {
+        let build_id = self.verify_ssh_fingerprint(username, fingerprint).await?;
+        self.connect(&build_id, Protocol::Ssh)
+            .await
+            .map_err(|err| match err {
+                Error::SessionEnded { .. } => Error::denied(DenialReason::Revoked),
+                other => other,
+            })
+    }
+
+    /// Records that a connection was closed by its gateway shutting down: not a logout.
+    pub async fn detached(&self, mut connection: LiveConnection) -> Result<()> {
+        let input = Input::Detached {
+            connection: connection.id,
+        };
+        let result = self.apply(&connection.build_id, input).await;
+        connection.reporter = None;
+        result.map(drop)
+    }
+
+    /// Publishes a refusal of something a logged-in user asked for.
+    pub(crate) fn refused(&self, build_id: &BuildId, reason: String) {
+        let event = Event {
+            build_id: build_id.clone(),
+            at: self.now(),
+            kind: EventKind::Refused,
+            reason,
+        };
+        self.inner.events.publish(vec![event]);
     }
 
     /// Records that a connection closed. After the steps completed, the last one to close is a

@@ -1,6 +1,7 @@
 //! What the platform tells us about a build when it asks for remote access.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -112,6 +113,9 @@ pub struct BuildRequest {
     pub started_at: Option<OffsetDateTime>,
     /// This build's time rules; `None` uses the authority's default policy.
     pub policy: Option<Policy>,
+    /// Where the gateway reaches the builder. `None` until a route exists (users are refused
+    /// with a clear reason meanwhile).
+    pub builder: Option<Builder>,
 }
 
 impl BuildRequest {
@@ -125,6 +129,7 @@ impl BuildRequest {
             remote_access_enabled,
             started_at: None,
             policy: None,
+            builder: None,
         }
     }
 
@@ -141,5 +146,86 @@ impl BuildRequest {
             });
         }
         Ok(())
+    }
+}
+
+/// The builder machine of a build, as the gateway reaches it.
+///
+/// Users may reach exactly this address, on `ssh_port` and `extra_ports`, and nothing else.
+///
+/// ```
+/// use remote_access_core::Builder;
+/// let builder = Builder::new("10.0.3.7".parse().unwrap());
+/// assert_eq!((builder.ssh_port, builder.user.as_str()), (22, "builder"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Builder {
+    /// The builder's private address. An address, not a name: resolving names at connect time
+    /// would let DNS decide where users go.
+    pub address: IpAddr,
+    /// Its sshd port (default 22).
+    pub ssh_port: u16,
+    /// Further ports users may reach through the gateway (none by default).
+    pub extra_ports: Vec<u16>,
+    /// The account users log in to on the builder (default `builder`).
+    pub user: String,
+    /// The builder sshd's host key (`ssh-ed25519 AAAA...`), pinned by the connection scripts.
+    /// Without it, scripts trust the builder's key on first use.
+    pub host_key: Option<String>,
+}
+
+impl Builder {
+    /// A builder at `address` with the defaults.
+    pub fn new(address: IpAddr) -> Self {
+        Self {
+            address,
+            ssh_port: 22,
+            extra_ports: Vec::new(),
+            user: "builder".into(),
+            host_key: None,
+        }
+    }
+
+    /// Whether a user may open a channel to `host:port`: only this builder's address, written
+    /// as an IP address in its canonical form, on an allowed port.
+    pub(crate) fn allows(&self, host: &str, port: u32) -> bool {
+        let port_allowed = u16::try_from(port).is_ok_and(|port| {
+            port != 0 && (port == self.ssh_port || self.extra_ports.contains(&port))
+        });
+        port_allowed && host.parse::<IpAddr>().is_ok_and(|ip| ip == self.address)
+    }
+
+    /// Checks every field and normalizes the host key (its comment, free text, is dropped).
+    pub(crate) fn validated(mut self) -> Result<Self> {
+        if self.ssh_port == 0 || self.extra_ports.contains(&0) {
+            return Err(Error::invalid("builder port", "port 0 is not a port"));
+        }
+        if self.extra_ports.len() > 16 {
+            return Err(Error::invalid("builder.extra_ports", "at most 16 ports"));
+        }
+        let user_ok = (1..=32).contains(&self.user.len())
+            && self
+                .user
+                .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && self
+                .user
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !user_ok {
+            return Err(Error::invalid(
+                "builder.user",
+                "use 1-32 characters of a-z 0-9 _ -, starting with a letter or _",
+            ));
+        }
+        if let Some(text) = &self.host_key {
+            let mut key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|_| {
+                Error::invalid("builder.host_key", "not an OpenSSH public key line")
+            })?;
+            key.set_comment("");
+            let line = key.to_openssh().map_err(Error::key_material)?;
+            self.host_key = Some(line.trim().to_owned());
+        }
+        Ok(self)
     }
 }

@@ -76,6 +76,11 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
+    /// A network operation failed (binding, accepting, reaching a builder); check the address
+    /// and the network.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+
     /// Generating or encoding key material failed; this points to a broken system RNG or a bug.
     #[error("key material could not be generated or encoded: {message}")]
     KeyMaterial {

@@ -40,16 +40,21 @@ mod build;
 mod clock;
 mod credential;
 mod error;
+mod gateway;
+mod script;
 mod secret;
 mod session;
 mod store;
+mod tunnel;
 
 pub use crate::audit::{Event, EventKind, Subscription};
 pub use crate::authority::{Authority, AuthorityOptions, LiveConnection};
-pub use crate::build::{BuildId, BuildRequest, Trigger};
+pub use crate::build::{BuildId, BuildRequest, Builder, Trigger};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credential::Credentials;
 pub use crate::error::{DenialReason, Error, Result};
+pub use crate::gateway::{Gateway, GatewayOptions, HostKey, RunningGateway};
+pub use crate::script::{ConnectionInfo, ScriptOptions};
 pub use crate::secret::Secret;
 pub use crate::session::{
     Action, ConnectionId, CutSignal, EndReason, Input, Phase, Policy, Protocol, Session, Transition,

@@ -56,6 +56,9 @@ pub enum EventKind {
     LoggedOut,
     /// The platform must finish the build now. Emitted at most once per build.
     FinishBuild,
+    /// The gateway refused something a logged-in user asked for (another host or port, a
+    /// shell on the gateway, forwarding, agent, X11); the reason says what.
+    Refused,
 }
 
 impl EventKind {
@@ -70,6 +73,7 @@ impl EventKind {
             Self::Expired => "expired",
             Self::LoggedOut => "logged_out",
             Self::FinishBuild => "finish_build",
+            Self::Refused => "refused",
         }
     }
 }

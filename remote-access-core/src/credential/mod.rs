@@ -68,6 +68,12 @@ impl Credentials {
         format!("{} remote-access build {}", self.public_key, self.build_id)
     }
 
+    /// [`Credentials::authorized_keys_line`] with OpenSSH's `restrict,pty` options: a terminal,
+    /// but no port, agent or X11 forwarding from the builder and no `~/.ssh/rc`.
+    pub fn authorized_keys_line_restricted(&self) -> String {
+        format!("restrict,pty {}", self.authorized_keys_line())
+    }
+
     /// The key's `SHA256:` fingerprint, as `ssh-keygen -lf` prints it.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::Policy;
 use crate::audit::{Event, EventKind};
-use crate::build::BuildId;
+use crate::build::{BuildId, Builder};
 use crate::clock::later;
 use crate::error::{Error, Result};
 
@@ -142,6 +142,12 @@ pub enum Input {
         /// The id given when it opened.
         connection: ConnectionId,
     },
+    /// A connection was closed by its gateway shutting down. Not a logout: the user did not
+    /// leave, so the session goes on and the user may reconnect to another gateway.
+    Detached {
+        /// The id given when it opened.
+        connection: ConnectionId,
+    },
 }
 
 /// What the caller must do after an input.
@@ -214,6 +220,8 @@ pub struct Session {
     ever_connected: bool,
     #[serde(default)]
     ended: Option<Ended>,
+    #[serde(default)]
+    builder: Option<Builder>,
     finish_requested: bool,
 }
 
@@ -243,6 +251,7 @@ impl Session {
             ever_connected: false,
             ended: None,
             finish_requested: false,
+            builder: None,
         };
         if now >= session.deadline() {
             return Err(Error::invalid(
@@ -251,6 +260,17 @@ impl Session {
             ));
         }
         Ok(session)
+    }
+
+    /// The same session with a route to its builder.
+    pub fn with_builder(mut self, builder: Option<Builder>) -> Self {
+        self.builder = builder;
+        self
+    }
+
+    /// Where users reach the builder, if known.
+    pub fn builder(&self) -> Option<&Builder> {
+        self.builder.as_ref()
     }
 
     /// The build.
@@ -375,6 +395,19 @@ impl Session {
                     {
                         self.finish(EndReason::LoggedOut, now, &mut t);
                     }
+                }
+            }
+            Input::Detached { connection } => {
+                if let Some(protocol) = self.live.remove(&connection) {
+                    let reason = format!(
+                        "{} connection {connection} closed by the gateway shutting down",
+                        protocol.as_str()
+                    );
+                    let kind = EventKind::Disconnected {
+                        connection,
+                        protocol,
+                    };
+                    t.events.push(self.event(kind, now, reason));
                 }
             }
         }

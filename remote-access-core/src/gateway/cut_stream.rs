@@ -1,0 +1,102 @@
+//! A transport wrapper that fails all I/O once cut.
+//!
+//! russh runs each connection in a task of its own that a dropped handle does not stop, and a
+//! polite DISCONNECT can wait behind a full peer window. Cutting the transport underneath ends
+//! the connection for certain: the session loop's next read fails and it drops the socket.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared between a [`CutStream`] and whoever may cut it.
+#[derive(Debug, Default)]
+pub(crate) struct CutFlag {
+    cut: AtomicBool,
+    reader: Mutex<Option<Waker>>,
+}
+
+impl CutFlag {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Fails the stream's I/O from now on and wakes its reader.
+    pub(crate) fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Some(waker) = self
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            waker.wake();
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "remote access ended")
+}
+
+/// `S`, until its [`CutFlag`] is cut.
+pub(crate) struct CutStream<S> {
+    inner: S,
+    flag: Arc<CutFlag>,
+}
+
+impl<S> CutStream<S> {
+    pub(crate) fn new(inner: S, flag: Arc<CutFlag>) -> Self {
+        Self { inner, flag }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CutStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Register before checking, so a cut between the two still wakes us.
+        *self
+            .flag
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        if self.flag.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CutStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.flag.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.flag.is_cut() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,393 @@
+//! Every russh callback of one user connection, in one place.
+//!
+//! The callbacks run inline in russh's connection loop, so none of them waits on slow I/O:
+//! dialing the builder happens in a spawned task that then accepts or rejects the channel.
+//! Authentication does consult the store (the in-memory one answers at once).
+
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
+
+use russh::keys::HashAlg;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+use tokio::sync::{oneshot, watch};
+
+use super::Shared;
+use crate::authority::LiveConnection;
+use crate::build::{BuildId, Builder};
+use crate::session::CutSignal;
+use crate::tunnel;
+
+/// What a connection may reach once its user is authenticated.
+struct Route {
+    build_id: BuildId,
+    builder: Option<Builder>,
+    cut: CutSignal,
+}
+
+pub(crate) struct Handler {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    /// Hands the admitted connection to the task that watches it; taken on first success.
+    admitted: Option<oneshot::Sender<LiveConnection>>,
+    route: Option<Route>,
+    /// Closed (its sender dropped) when this user connection ends; stops its splices.
+    closed: watch::Receiver<()>,
+}
+
+impl Handler {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        admitted: oneshot::Sender<LiveConnection>,
+        closed: watch::Receiver<()>,
+    ) -> Self {
+        Self {
+            shared,
+            peer,
+            admitted: Some(admitted),
+            route: None,
+            closed,
+        }
+    }
+
+    fn peer(&self) -> String {
+        self.peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "unknown peer".into())
+    }
+
+    /// Refuses a request of a logged-in user: an event for the platform, a log line for us.
+    fn refuse(&self, what: String) {
+        tracing::info!(peer = %self.peer(), refused = %what, "gateway refused a request");
+        if let Some(route) = &self.route {
+            self.shared.authority.refused(&route.build_id, what);
+        }
+    }
+}
+
+/// A user-supplied string made safe and short for events and logs.
+fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect();
+    if text.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// What the user sees when they open a shell on the gateway itself.
+const NO_SHELL: &str = "This is a remote-access gateway: it only forwards SSH to your build's builder.\r\n\
+Connect with the connection script of your build, or: ssh -J <user>@<gateway> <builder>\r\n";
+
+impl russh::server::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Only a probe: no state changes here; the decision is made again with the signature.
+        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        match self
+            .shared
+            .authority
+            .verify_ssh_fingerprint(user, &fingerprint)
+            .await
+        {
+            Ok(_) => Ok(Auth::Accept),
+            Err(_) => Ok(Auth::reject()),
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        let (session, live) = match self.shared.authority.admit_ssh(user, &fingerprint).await {
+            Ok(admitted) => admitted,
+            Err(err) => {
+                // The reason goes to our log only; the client sees the same refusal for all.
+                tracing::info!(peer = %self.peer(), user = %shown(user), %err, "authentication refused");
+                return Ok(Auth::reject());
+            }
+        };
+        let Some(admitted) = self.admitted.take() else {
+            return Ok(Auth::reject());
+        };
+        tracing::info!(peer = %self.peer(), build_id = %session.build_id(), "user authenticated");
+        self.route = Some(Route {
+            build_id: session.build_id().clone(),
+            builder: session.builder().cloned(),
+            cut: live.cut_signal(),
+        });
+        // If the watching task is gone the connection is closing anyway; `live` then drops and
+        // reports its own disconnect.
+        let _ = admitted.send(live);
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(route) = &self.route else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let target = route.builder.as_ref().filter(|b| b.allows(host, port));
+        let Some(builder) = target else {
+            let why = match &route.builder {
+                None => "this build's builder has no route yet".to_owned(),
+                Some(b) => format!("only this build's builder ({}) may be reached", allowed(b)),
+            };
+            self.refuse(format!(
+                "direct-tcpip to {}:{port} refused: {why}",
+                shown(host)
+            ));
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: why,
+                })
+                .await;
+            return Ok(());
+        };
+        let addr = SocketAddr::new(
+            builder.address,
+            u16::try_from(port).unwrap_or(builder.ssh_port),
+        );
+        let (mut cut, mut closed) = (route.cut.clone(), self.closed.clone());
+        let (authority, build_id) = (self.shared.authority.clone(), route.build_id.clone());
+        let dial_timeout = self.shared.options.dial_timeout;
+        tokio::spawn(async move {
+            let tcp = match tunnel::dial(addr, dial_timeout).await {
+                Ok(tcp) => tcp,
+                Err(err) => {
+                    tracing::warn!(%build_id, %addr, %err, "could not reach the builder");
+                    authority.refused(&build_id, format!("builder {addr} unreachable: {err}"));
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                }
+            };
+            reply.accept().await;
+            let stop = async move {
+                tokio::select! {
+                    () = cut.cut() => {}
+                    _ = closed.changed() => {}
+                }
+            };
+            if let Err(err) = tunnel::splice(channel.into_stream(), tcp, stop).await {
+                tracing::debug!(%build_id, %err, "builder tunnel ended with an error");
+            }
+        });
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Accepted only to tell the user where to go; every request on it is then answered by
+        // that message and an exit.
+        drop(channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("a shell on the gateway itself refused".into());
+        refuse_session(channel, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("a command on the gateway itself refused".into());
+        refuse_session(channel, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(format!("subsystem {} on the gateway refused", shown(name)));
+        refuse_session(channel, session)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("X11 forwarding refused".into());
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse("agent forwarding refused".into());
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse(format!(
+            "remote forwarding of {}:{port} refused",
+            shown(address)
+        ));
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse(format!(
+            "remote forwarding of socket {} refused",
+            shown(socket_path)
+        ));
+        Ok(false)
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("X11 channel refused".into());
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(format!(
+            "direct-streamlocal to {} refused",
+            shown(socket_path)
+        ));
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("forwarded-tcpip channel from a user refused".into());
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+}
+
+/// Answers a shell, command or subsystem on the gateway with a message and exit status 1.
+fn refuse_session(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+    session.channel_success(channel)?;
+    session.extended_data(channel, 1, NO_SHELL.as_bytes().to_vec())?;
+    session.exit_status_request(channel, 1)?;
+    session.eof(channel)?;
+    session.close(channel)?;
+    Ok(())
+}
+
+/// `10.0.0.5:22` or `[fd00::5]:22, 2222`: the builder's reachable ports, for messages.
+fn allowed(builder: &Builder) -> String {
+    let first = match builder.address {
+        std::net::IpAddr::V4(ip) => SocketAddrV4::new(ip, builder.ssh_port).to_string(),
+        std::net::IpAddr::V6(ip) => SocketAddrV6::new(ip, builder.ssh_port, 0, 0).to_string(),
+    };
+    let extra: Vec<String> = builder.extra_ports.iter().map(u16::to_string).collect();
+    if extra.is_empty() {
+        first
+    } else {
+        format!("{first}, {}", extra.join(", "))
+    }
+}

@@ -1,0 +1,379 @@
+//! The SSH gateway: a russh server that lets each build's user ProxyJump to that build's own
+//! builder and nowhere else. russh types stay inside this module.
+
+mod cut_stream;
+mod handler;
+mod host_key;
+
+pub use host_key::HostKey;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::server::Config;
+use russh::{Disconnect, MethodKind, MethodSet, SshId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::authority::{Authority, LiveConnection};
+use crate::error::{Error, Result};
+use cut_stream::{CutFlag, CutStream};
+use handler::Handler;
+
+/// Options for a [`Gateway`]; every field has a default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GatewayOptions {
+    /// The host key users pin. `None` generates one, which changes at every start: persist a
+    /// key in production (see [`HostKey`]).
+    pub host_key: Option<HostKey>,
+    /// A connection must authenticate within this time or is cut (default 30 s), however
+    /// slowly it trickles bytes.
+    pub pre_auth_timeout: Duration,
+    /// Every refused authentication attempt takes this long (default 1 s), so that timing
+    /// tells nothing about which usernames exist.
+    pub auth_rejection_delay: Duration,
+    /// Authentication attempts allowed per connection (default 6).
+    pub max_auth_attempts: usize,
+    /// At most this many connections may be waiting to authenticate at once (default 256);
+    /// further ones are closed at once.
+    pub max_unauthenticated: usize,
+    /// Idle connections are probed this often (default 30 s); three unanswered probes close
+    /// them.
+    pub keepalive_interval: Duration,
+    /// SSH channel window in bytes (default 8 MiB): large enough not to cap throughput.
+    pub window_size: u32,
+    /// How long to wait for a builder to accept a connection (default 10 s).
+    pub dial_timeout: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            host_key: None,
+            pre_auth_timeout: Duration::from_secs(30),
+            auth_rejection_delay: Duration::from_secs(1),
+            max_auth_attempts: 6,
+            max_unauthenticated: 256,
+            keepalive_interval: Duration::from_secs(30),
+            window_size: 8 * 1024 * 1024,
+            dial_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How long a polite DISCONNECT may take before the transport is cut underneath it.
+const DISCONNECT_GRACE: Duration = Duration::from_millis(250);
+/// How long a stopping gateway waits for its connections to close before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by the accept loop and every connection.
+pub(crate) struct Shared {
+    authority: Authority,
+    options: GatewayOptions,
+    config: Arc<Config>,
+    unauthenticated: Arc<Semaphore>,
+}
+
+/// The SSH gateway. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
+/// tokio runtime (it never builds one).
+///
+/// ```no_run
+/// use remote_access_core::{Authority, AuthorityOptions, Gateway, GatewayOptions, HostKey};
+/// # async fn demo(persisted_host_key: &str) -> Result<(), remote_access_core::Error> {
+/// let authority = Authority::new(AuthorityOptions::default())?;
+/// let mut options = GatewayOptions::default();
+/// options.host_key = Some(HostKey::from_openssh(persisted_host_key)?);
+/// let gateway = Gateway::new(authority, options)?;
+/// let running = gateway.start("0.0.0.0:2222").await?;
+/// // ... issue credentials, hand out scripts ...
+/// running.stop().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    host_key: HostKey,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("host_key", &self.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway that admits the users of `authority`'s sessions.
+    pub fn new(authority: Authority, options: GatewayOptions) -> Result<Self> {
+        if options.pre_auth_timeout.is_zero() || options.dial_timeout.is_zero() {
+            return Err(Error::invalid(
+                "gateway timeouts",
+                "must be longer than zero",
+            ));
+        }
+        if options.max_unauthenticated == 0 || options.max_auth_attempts == 0 {
+            return Err(Error::invalid("gateway limits", "must be at least 1"));
+        }
+        if options.window_size < 32 * 1024 {
+            return Err(Error::invalid("window_size", "must be at least 32 KiB"));
+        }
+        let host_key = match &options.host_key {
+            Some(key) => key.clone(),
+            None => {
+                tracing::warn!(
+                    "no host key given: generated one; users' pinned keys break at restart"
+                );
+                HostKey::generate()?
+            }
+        };
+        let config = Config {
+            server_id: SshId::Standard("SSH-2.0-remote-access".into()),
+            methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+            auth_rejection_time: options.auth_rejection_delay,
+            // OpenSSH always starts with a "none" probe; answering it at once costs nothing.
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key.key.clone()],
+            window_size: options.window_size,
+            maximum_packet_size: 32768,
+            channel_buffer_size: 256,
+            event_buffer_size: 100,
+            max_auth_attempts: options.max_auth_attempts,
+            // Keepalives keep live clients from reaching this; it only collects dead ones.
+            inactivity_timeout: Some(options.keepalive_interval.saturating_mul(4)),
+            keepalive_interval: Some(options.keepalive_interval),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Config::default()
+        };
+        let unauthenticated = Arc::new(Semaphore::new(options.max_unauthenticated));
+        let shared = Shared {
+            authority,
+            options,
+            config: Arc::new(config),
+            unauthenticated,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+            host_key,
+        })
+    }
+
+    /// The host key users pin (public parts via [`HostKey::public_key`]).
+    pub fn host_key(&self) -> &HostKey {
+        &self.host_key
+    }
+
+    /// The authority whose sessions this gateway serves.
+    pub fn authority(&self) -> &Authority {
+        &self.shared.authority
+    }
+
+    /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. Then it
+    /// stops accepting, closes every connection (without counting it as a logout) and returns.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let (stopping, stop) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let expiry = self.shared.authority.run_expiry({
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            }
+        });
+        tokio::pin!(shutdown, expiry);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = &mut expiry => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        connections.spawn(serve(self.shared.clone(), tcp, peer, stop.clone()));
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%err, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        let _ = stopping.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "connections did not close in time; aborting them"
+            );
+            connections.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves it in a task on the current runtime.
+    pub async fn start(&self, addr: &str) -> Result<RunningGateway> {
+        let listener = TcpListener::bind(addr).await?;
+        self.start_on(listener)
+    }
+
+    /// Serves an already bound listener in a task on the current runtime.
+    pub fn start_on(&self, listener: TcpListener) -> Result<RunningGateway> {
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let gateway = self.clone();
+        let task = tokio::spawn(async move {
+            gateway
+                .run(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(RunningGateway {
+            local_addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// A gateway serving in the background. [`RunningGateway::stop`] stops it and waits; dropping
+/// it stops it without waiting.
+#[derive(Debug)]
+pub struct RunningGateway {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl RunningGateway {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection and waits until all are gone.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|err| Error::Io(std::io::Error::other(err)))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Why an authenticated connection stopped being served.
+enum Ending {
+    ClientLeft,
+    AccessEnded,
+    GatewayStopping,
+}
+
+/// Serves one TCP connection: pre-auth deadline, admission, then cut on revocation.
+async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "too many connections waiting to authenticate; closing this one");
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + shared.options.pre_auth_timeout;
+    let flag = CutFlag::new();
+    let (admitted_tx, admitted_rx) = oneshot::channel::<LiveConnection>();
+    // Dropped when this function returns, which stops the connection's builder splices.
+    let (_closed_tx, closed_rx) = watch::channel(());
+    let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx);
+    let stream = CutStream::new(tcp, flag.clone());
+
+    let started = tokio::time::timeout_at(
+        deadline,
+        russh::server::run_stream(shared.config.clone(), stream, handler),
+    );
+    let running = match started.await {
+        Ok(Ok(running)) => running,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, %err, "SSH handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no SSH identification before the pre-auth deadline; cut");
+            return;
+        }
+    };
+    let handle = running.handle();
+    tokio::pin!(running);
+
+    let live = tokio::select! {
+        _ = &mut running => return,
+        admitted = admitted_rx => match admitted {
+            Ok(live) => live,
+            Err(_) => return,
+        },
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut");
+            flag.cut();
+            return;
+        }
+        _ = stop.wait_for(|stopping| *stopping) => {
+            flag.cut();
+            return;
+        }
+    };
+    drop(permit);
+
+    let mut cut = live.cut_signal();
+    let ending = tokio::select! {
+        _ = &mut running => Ending::ClientLeft,
+        () = cut.cut() => Ending::AccessEnded,
+        _ = stop.wait_for(|stopping| *stopping) => Ending::GatewayStopping,
+    };
+    let authority = &shared.authority;
+    let outcome = match ending {
+        Ending::ClientLeft => authority.disconnected(live).await,
+        Ending::AccessEnded => {
+            say_goodbye(&handle, "remote access to this build has ended").await;
+            flag.cut();
+            authority.disconnected(live).await
+        }
+        Ending::GatewayStopping => {
+            say_goodbye(&handle, "the gateway is shutting down").await;
+            flag.cut();
+            authority.detached(live).await
+        }
+    };
+    if let Err(err) = outcome {
+        tracing::warn!(%peer, %err, "could not record the end of a connection");
+    }
+}
+
+/// Sends DISCONNECT with a reason the user's `ssh` prints, if it goes out quickly.
+async fn say_goodbye(handle: &russh::server::Handle, reason: &str) {
+    let polite = handle.disconnect(Disconnect::ByApplication, reason.to_owned(), String::new());
+    let _ = tokio::time::timeout(DISCONNECT_GRACE, polite).await;
+    // Give the session loop a moment to flush the message before the transport is cut.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}

@@ -1,0 +1,367 @@
+//! What the user gets: connection info for a web UI, an `ssh_config` block, and scripts for
+//! POSIX shells and PowerShell that connect with the pinned gateway key.
+
+mod quote;
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+use crate::credential::Credentials;
+use crate::error::{Error, Result};
+use crate::gateway::HostKey;
+use crate::secret::Secret;
+use crate::session::Session;
+
+/// Names the scripts give the two hops; they are also the `HostKeyAlias`es the pinned keys are
+/// filed under, so known_hosts lines do not depend on addresses or ports.
+const GATEWAY_ALIAS: &str = "remote-access-gateway";
+const BUILDER_ALIAS: &str = "remote-access-builder";
+/// The builder with an interactive login shell in the build directory.
+const SHELL_ALIAS: &str = "remote-access-shell";
+/// The builder running the command given to the PowerShell script (a config entry, because
+/// Windows PowerShell mangles quotes in native command arguments).
+const COMMAND_ALIAS: &str = "remote-access-command";
+/// Ends every here-document; no generated line can equal it.
+const HEREDOC_END: &str = "REMOTE_ACCESS_END";
+
+/// Where users reach the gateway, and how the scripts behave; every field but the host has a
+/// default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScriptOptions {
+    /// The gateway's public host name or address, as users reach it.
+    pub gateway_host: String,
+    /// The gateway's public port (default 22).
+    pub gateway_port: u16,
+    /// The directory the login shell starts in: `$NAME` for an environment variable on the
+    /// builder (default `$FCI_BUILD_DIR`), or a path.
+    pub build_dir: String,
+}
+
+impl ScriptOptions {
+    /// Options for a gateway reached at `gateway_host:gateway_port`.
+    pub fn new(gateway_host: impl Into<String>, gateway_port: u16) -> Self {
+        Self {
+            gateway_host: gateway_host.into(),
+            gateway_port,
+            build_dir: "$FCI_BUILD_DIR".into(),
+        }
+    }
+}
+
+/// Everything a client needs to connect, without secrets; serializes to JSON for web UIs.
+///
+/// ```
+/// # use remote_access_core::*;
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let authority = Authority::new(AuthorityOptions::default())?;
+/// let mut request = BuildRequest::new(BuildId::new("b-7")?, Trigger::Manual, true);
+/// request.builder = Some(Builder::new("10.0.3.7".parse()?));
+/// let credentials = authority.issue(request).await?;
+/// let session = authority.session(credentials.build_id()).await?;
+/// let host_key = HostKey::generate()?;
+/// let info = ConnectionInfo::new(&credentials, &session, &host_key, &ScriptOptions::new("gw.example.com", 2222))?;
+/// assert!(info.to_json().contains("\"gateway_port\": 2222"));
+/// let script = info.posix_script(&credentials)?; // holds the private key: a Secret
+/// assert!(script.expose().starts_with("#!/bin/sh"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The build.
+    pub build_id: String,
+    /// The gateway's public host.
+    pub gateway_host: String,
+    /// The gateway's public port.
+    pub gateway_port: u16,
+    /// The username on the gateway.
+    pub gateway_user: String,
+    /// The gateway's host key, pinned (`ssh-ed25519 AAAA...`).
+    pub gateway_host_key: String,
+    /// Its `SHA256:` fingerprint, to compare with what `ssh` shows.
+    pub gateway_host_key_fingerprint: String,
+    /// The builder's private address (reached through the gateway).
+    pub builder_host: String,
+    /// The builder's sshd port.
+    pub builder_port: u16,
+    /// The account on the builder.
+    pub builder_user: String,
+    /// The builder's host key, pinned when known.
+    pub builder_host_key: Option<String>,
+    /// The user key's `SHA256:` fingerprint.
+    pub key_fingerprint: String,
+    /// The latest time access can last (RFC 3339, UTC); it ends earlier once the steps complete.
+    pub access_ends_by: String,
+    /// The directory the login shell starts in.
+    pub build_dir: String,
+}
+
+impl ConnectionInfo {
+    /// Collects and checks the connection details of an issued build.
+    pub fn new(
+        credentials: &Credentials,
+        session: &Session,
+        gateway_host_key: &HostKey,
+        options: &ScriptOptions,
+    ) -> Result<Self> {
+        if session.build_id() != credentials.build_id() {
+            return Err(Error::invalid(
+                "session",
+                "belongs to another build than the credentials",
+            ));
+        }
+        quote::check_host("gateway_host", &options.gateway_host)?;
+        if options.gateway_port == 0 {
+            return Err(Error::invalid("gateway_port", "port 0 is not a port"));
+        }
+        quote::check_build_dir(&options.build_dir)?;
+        let builder = session.builder().ok_or_else(|| {
+            Error::invalid(
+                "builder",
+                "the build has no builder address; set BuildRequest::builder",
+            )
+        })?;
+        let access_ends_by = session
+            .deadline()
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(|err| Error::invalid("deadline", err.to_string()))?;
+        Ok(Self {
+            build_id: credentials.build_id().to_string(),
+            gateway_host: options.gateway_host.clone(),
+            gateway_port: options.gateway_port,
+            gateway_user: credentials.username().to_owned(),
+            gateway_host_key: gateway_host_key.public_key(),
+            gateway_host_key_fingerprint: gateway_host_key.fingerprint(),
+            builder_host: builder.address.to_string(),
+            builder_port: builder.ssh_port,
+            builder_user: builder.user.clone(),
+            builder_host_key: builder.host_key.clone(),
+            key_fingerprint: credentials.fingerprint().to_owned(),
+            access_ends_by,
+            build_dir: options.build_dir.clone(),
+        })
+    }
+
+    /// The info as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).
+    pub fn known_hosts(&self) -> String {
+        let mut out = format!("{GATEWAY_ALIAS} {}\n", self.gateway_host_key);
+        if let Some(key) = &self.builder_host_key {
+            out.push_str(&format!("{BUILDER_ALIAS} {key}\n"));
+        }
+        out
+    }
+
+    /// An `ssh_config` block for users who keep the key themselves: with it,
+    /// `ssh -F <file> remote-access-shell` opens a shell in the build directory and
+    /// `ssh -F <file> remote-access-builder CMD` runs a command. `identity_file` and
+    /// `known_hosts_file` are where the user stored the key and [`ConnectionInfo::known_hosts`].
+    pub fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> Result<String> {
+        for (what, path) in [
+            ("identity_file", identity_file),
+            ("known_hosts_file", known_hosts_file),
+        ] {
+            if path.is_empty() || path.chars().any(|c| c.is_control() || c == '"') {
+                return Err(Error::invalid(
+                    what,
+                    "must be a path without quotes or control characters",
+                ));
+            }
+        }
+        let mut config = self.config_hosts(None);
+        let _ = write!(
+            config,
+            "Host *\n  IdentityFile \"{}\"\n  UserKnownHostsFile \"{}\"\n",
+            quote::ssh_config_tokens(identity_file),
+            quote::ssh_config_tokens(known_hosts_file)
+        );
+        Ok(config)
+    }
+
+    /// A POSIX `sh` script for Linux and macOS. Run with no arguments it opens a login shell in
+    /// the build directory; with arguments it runs them there as a command. It keeps the key and
+    /// the pinned host keys in a private temporary directory that it removes on exit. The
+    /// script contains the private key, so it is returned as a [`Secret`].
+    pub fn posix_script(&self, credentials: &Credentials) -> Result<Secret<String>> {
+        let key = self.private_key(credentials)?;
+        let banner = self.banner();
+        let cd = quote::cd_command(&self.build_dir);
+        let mut s = String::with_capacity(4096);
+        let _ = write!(
+            s,
+            "#!/bin/sh\n\
+             # remote-access: SSH into build {build} through {gw}.\n\
+             # Usage: sh {file} [command ...]   (no command: a login shell in the build directory)\n\
+             # This file holds a private key: keep it private and delete it when done.\n\
+             set -eu\n\
+             umask 077\n\
+             command -v ssh >/dev/null 2>&1 || {{ echo 'remote-access: ssh (OpenSSH) is not installed' >&2; exit 127; }}\n\
+             dir=$(mktemp -d \"${{TMPDIR:-/tmp}}/remote-access.XXXXXXXX\")\n\
+             trap 'rm -rf \"$dir\"' EXIT\n\
+             trap 'exit 129' HUP\n\
+             trap 'exit 130' INT\n\
+             trap 'exit 143' TERM\n\
+             cat > \"$dir/id_ed25519\" <<'{END}'\n{key}{END}\n\
+             cat > \"$dir/known_hosts\" <<'{END}'\n{known}{END}\n\
+             cat > \"$dir/config\" <<'{END}'\n{hosts}{END}\n\
+             printf 'Host *\\n  IdentityFile \"%s/id_ed25519\"\\n  UserKnownHostsFile \"%s/known_hosts\"\\n' \"$dir\" \"$dir\" >> \"$dir/config\"\n\
+             echo {banner} >&2\n\
+             status=0\n\
+             if [ \"$#\" -eq 0 ]; then\n\
+             \x20 ssh -F \"$dir/config\" {SHELL_ALIAS} || status=$?\n\
+             else\n\
+             \x20 cd_command={cd}\n\
+             \x20 ssh -F \"$dir/config\" {BUILDER_ALIAS} \"$cd_command && $*\" || status=$?\n\
+             fi\n\
+             exit \"$status\"\n",
+            build = self.build_id,
+            gw = self.gateway_host,
+            file = format_args!("remote-access-{}.sh", self.build_id),
+            END = HEREDOC_END,
+            key = key.expose(),
+            known = self.known_hosts(),
+            hosts = self.config_hosts(None),
+            banner = quote::sh(&banner),
+            cd = quote::sh(&cd),
+        );
+        Ok(Secret::new(s))
+    }
+
+    /// A PowerShell script for Windows' built-in OpenSSH client (no Git Bash needed); same
+    /// behaviour as [`ConnectionInfo::posix_script`]. Returned as a [`Secret`].
+    pub fn powershell_script(&self, credentials: &Credentials) -> Result<Secret<String>> {
+        let key = self.private_key(credentials)?;
+        let cd = quote::cd_command(&self.build_dir);
+        let mut s = String::with_capacity(4096);
+        let _ = write!(
+            s,
+            "# remote-access: SSH into build {build} through {gw}.\r\n\
+             # Usage: powershell -ExecutionPolicy Bypass -File {file} [command ...]\r\n\
+             # This file holds a private key: keep it private and delete it when done.\r\n\
+             $ErrorActionPreference = 'Stop'\r\n\
+             if (-not (Get-Command ssh.exe -ErrorAction SilentlyContinue)) {{\r\n\
+             \x20   Write-Error 'remote-access: the OpenSSH client is not installed (Settings > Apps > Optional features > OpenSSH Client)'\r\n\
+             \x20   exit 127\r\n\
+             }}\r\n\
+             $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('remote-access-' + [System.Guid]::NewGuid().ToString('N'))\r\n\
+             New-Item -ItemType Directory -Path $dir | Out-Null\r\n\
+             $status = 1\r\n\
+             try {{\r\n\
+             \x20   # Only this user may read the key: OpenSSH for Windows refuses keys that others can read.\r\n\
+             \x20   icacls $dir /inheritance:r /grant:r \"$($env:USERNAME):(OI)(CI)F\" | Out-Null\r\n\
+             \x20   $key = @'\r\n{key}'@\r\n\
+             \x20   $knownHosts = @'\r\n{known}'@\r\n\
+             \x20   $hosts = @'\r\n{hosts}'@\r\n\
+             \x20   $cdCommand = {cd}\r\n\
+             \x20   $unix = $dir.Replace('\\', '/')\r\n\
+             \x20   $config = $hosts + \"Host *`n  IdentityFile `\"$unix/id_ed25519`\"`n  UserKnownHostsFile `\"$unix/known_hosts`\"`n\"\r\n\
+             \x20   if ($args.Count -gt 0) {{\r\n\
+             \x20       $command = ($cdCommand + ' && ' + ($args -join ' ')).Replace('%', '%%')\r\n\
+             \x20       $config = \"Host {COMMAND_ALIAS}`n  RemoteCommand $command`n\" + $config\r\n\
+             \x20   }}\r\n\
+             \x20   $utf8 = New-Object System.Text.UTF8Encoding($false)\r\n\
+             \x20   [System.IO.File]::WriteAllText((Join-Path $dir 'id_ed25519'), $key.Replace(\"`r`n\", \"`n\"), $utf8)\r\n\
+             \x20   [System.IO.File]::WriteAllText((Join-Path $dir 'known_hosts'), $knownHosts.Replace(\"`r`n\", \"`n\"), $utf8)\r\n\
+             \x20   [System.IO.File]::WriteAllText((Join-Path $dir 'config'), $config.Replace(\"`r`n\", \"`n\"), $utf8)\r\n\
+             \x20   Write-Host {banner}\r\n\
+             \x20   $target = if ($args.Count -gt 0) {{ '{COMMAND_ALIAS}' }} else {{ '{SHELL_ALIAS}' }}\r\n\
+             \x20   & ssh.exe -F (Join-Path $dir 'config') $target\r\n\
+             \x20   $status = $LASTEXITCODE\r\n\
+             }} finally {{\r\n\
+             \x20   Remove-Item -Recurse -Force -LiteralPath $dir -ErrorAction SilentlyContinue\r\n\
+             }}\r\n\
+             exit $status\r\n",
+            build = self.build_id,
+            gw = self.gateway_host,
+            file = format_args!("remote-access-{}.ps1", self.build_id),
+            key = crlf(key.expose()),
+            known = crlf(&self.known_hosts()),
+            hosts = crlf(&self.config_hosts(Some(COMMAND_ALIAS))),
+            cd = quote::powershell(&cd),
+            banner = quote::powershell(&self.banner()),
+        );
+        Ok(Secret::new(s))
+    }
+
+    fn private_key(&self, credentials: &Credentials) -> Result<Secret<String>> {
+        if credentials.build_id().as_str() != self.build_id {
+            return Err(Error::invalid(
+                "credentials",
+                "belong to another build than this connection info",
+            ));
+        }
+        credentials.private_key_openssh()
+    }
+
+    fn banner(&self) -> String {
+        format!(
+            "remote-access: build {} through {}:{}; access ends by {} at the latest (20 minutes after the build steps complete by default).",
+            self.build_id, self.gateway_host, self.gateway_port, self.access_ends_by
+        )
+    }
+
+    /// The `Host` entries shared by every output (paths to the key and known_hosts excluded).
+    fn config_hosts(&self, command_alias: Option<&str>) -> String {
+        let builders = match command_alias {
+            Some(alias) => format!("{BUILDER_ALIAS} {SHELL_ALIAS} {alias}"),
+            None => format!("{BUILDER_ALIAS} {SHELL_ALIAS}"),
+        };
+        let builder_checking = if self.builder_host_key.is_some() {
+            "yes"
+        } else {
+            // Unknown builder key: trust it on first use, in this private file only.
+            "accept-new"
+        };
+        let remote = quote::ssh_config_tokens(&format!(
+            "{} ; exec \"${{SHELL:-/bin/sh}}\" -l",
+            quote::cd_command(&self.build_dir)
+        ));
+        format!(
+            "# remote-access: build {build}\n\
+             Host {GATEWAY_ALIAS}\n\
+             \x20 HostName {gw_host}\n\
+             \x20 Port {gw_port}\n\
+             \x20 User {gw_user}\n\
+             \x20 HostKeyAlias {GATEWAY_ALIAS}\n\
+             \x20 StrictHostKeyChecking yes\n\
+             Host {builders}\n\
+             \x20 HostName {b_host}\n\
+             \x20 Port {b_port}\n\
+             \x20 User {b_user}\n\
+             \x20 HostKeyAlias {BUILDER_ALIAS}\n\
+             \x20 StrictHostKeyChecking {builder_checking}\n\
+             \x20 ProxyJump {GATEWAY_ALIAS}\n\
+             Host {SHELL_ALIAS}\n\
+             \x20 RequestTTY yes\n\
+             \x20 RemoteCommand {remote}\n\
+             Host *\n\
+             \x20 IdentitiesOnly yes\n\
+             \x20 PasswordAuthentication no\n\
+             \x20 KbdInteractiveAuthentication no\n\
+             \x20 ForwardAgent no\n\
+             \x20 ForwardX11 no\n\
+             \x20 ServerAliveInterval 30\n",
+            build = self.build_id,
+            gw_host = self.gateway_host,
+            gw_port = self.gateway_port,
+            gw_user = self.gateway_user,
+            b_host = self.builder_host,
+            b_port = self.builder_port,
+            b_user = self.builder_user,
+        )
+    }
+}
+
+fn crlf(text: &str) -> String {
+    text.replace('\n', "\r\n")
+}

@@ -1,0 +1,190 @@
+//! Real test peers: an OpenSSH `sshd` playing the builder, started and stopped by PID.
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use remote_access_core::{
+    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, Gateway, GatewayOptions, Trigger,
+};
+
+/// A free loopback port (bind :0, read it, close it).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on the port.
+pub fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real OpenSSH sshd on a loopback port, as the builder. Root logs in with keys from
+/// `authorized_keys`; `FCI_BUILD_DIR` is set for every session.
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub host_key: String,
+    pub build_dir: PathBuf,
+    child: Child,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        let dir = tempfile::Builder::new()
+            .prefix("ra-sshd-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let build_dir = d.join("build dir");
+        std::fs::create_dir_all(&build_dir).unwrap();
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(d.join("host_ed25519")));
+        std::fs::write(d.join("authorized_keys"), "").unwrap();
+        let config = format!(
+            "ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
+             AllowTcpForwarding yes\nSetEnv \"FCI_BUILD_DIR={b}\"\nLogLevel VERBOSE\n",
+            d = d.display(),
+            b = build_dir.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let host_key = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();
+        let host_key = host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(d.join("sshd_config"))
+                .args(["-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+                .spawn()
+                .expect("start sshd (apt-get install openssh-server)");
+            let start = Instant::now();
+            while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
+                if std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                    return Sshd {
+                        dir,
+                        port,
+                        host_key,
+                        build_dir,
+                        child,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop(&mut child); // the port was taken meanwhile, or sshd failed: try another
+        }
+        panic!(
+            "sshd did not start: {}",
+            std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Lets `line` (an authorized_keys line) log in.
+    pub fn authorize(&self, line: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// The builder route for a build served by this sshd.
+    pub fn builder(&self) -> Builder {
+        let mut builder = Builder::new("127.0.0.1".parse().unwrap());
+        builder.ssh_port = self.port;
+        builder.user = "root".into();
+        builder.host_key = Some(self.host_key.clone());
+        builder
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// SIGTERM, a moment to exit, then SIGKILL.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Gateway options for tests: a short rejection delay keeps refusal tests quick.
+pub fn gateway_options() -> GatewayOptions {
+    let mut options = GatewayOptions::default();
+    options.auth_rejection_delay = Duration::from_millis(100);
+    options
+}
+
+pub fn authority(options: AuthorityOptions) -> Authority {
+    Authority::new(options).unwrap()
+}
+
+pub fn gateway(authority: &Authority) -> Gateway {
+    Gateway::new(authority.clone(), gateway_options()).unwrap()
+}
+
+pub fn request(id: &str, builder: Builder) -> BuildRequest {
+    let mut request = BuildRequest::new(BuildId::new(id).unwrap(), Trigger::Manual, true);
+    request.builder = Some(builder);
+    request
+}
+
+/// Writes a script (mode 600) and returns its path.
+pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    path
+}
