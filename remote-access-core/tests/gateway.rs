@@ -60,7 +60,13 @@ impl Fixture {
         let gateway = gateway(&authority);
         let running = gateway.start("127.0.0.1:0").await.unwrap();
         let scratch = tempfile::tempdir().unwrap();
-        Fixture { builder, authority, gateway, running: Some(running), scratch }
+        Fixture {
+            builder,
+            authority,
+            gateway,
+            running: Some(running),
+            scratch,
+        }
     }
 
     fn port(&self) -> u16 {
@@ -68,7 +74,8 @@ impl Fixture {
     }
 
     async fn issue(&self, id: &str) -> UserKit {
-        self.issue_with(common::request(id, self.builder.builder())).await
+        self.issue_with(common::request(id, self.builder.builder()))
+            .await
     }
 
     async fn issue_with(&self, request: BuildRequest) -> UserKit {
@@ -76,15 +83,31 @@ impl Fixture {
         self.builder.authorize(&creds.authorized_keys_line());
         let session = self.authority.session(creds.build_id()).await.unwrap();
         let options = ScriptOptions::new("127.0.0.1", self.port());
-        let info = ConnectionInfo::new(&creds, &session, self.gateway.host_key(), &options).unwrap();
+        let info =
+            ConnectionInfo::new(&creds, &session, self.gateway.host_key(), &options).unwrap();
         let id = creds.build_id().to_string();
         let dir = self.scratch.path();
-        let script = write_script(dir, &format!("{id}.sh"), info.posix_script(&creds).unwrap().expose());
-        let key = write_script(dir, &format!("{id}.key"), creds.private_key_openssh().unwrap().expose());
+        let script = write_script(
+            dir,
+            &format!("{id}.sh"),
+            info.posix_script(&creds).unwrap().expose(),
+        );
+        let key = write_script(
+            dir,
+            &format!("{id}.key"),
+            creds.private_key_openssh().unwrap().expose(),
+        );
         let known = write_script(dir, &format!("{id}.known_hosts"), &info.known_hosts());
-        let text = info.ssh_config(key.to_str().unwrap(), known.to_str().unwrap()).unwrap();
+        let text = info
+            .ssh_config(key.to_str().unwrap(), known.to_str().unwrap())
+            .unwrap();
         let config = write_script(dir, &format!("{id}.config"), &(text + "  BatchMode yes\n"));
-        UserKit { creds, info, script, config }
+        UserKit {
+            creds,
+            info,
+            script,
+            config,
+        }
     }
 }
 
@@ -92,7 +115,12 @@ impl Fixture {
 async fn ssh(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        Command::new("ssh").arg("-F").arg(config).args(args).stdin(Stdio::null()).output(),
+        Command::new("ssh")
+            .arg("-F")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
     )
     .await
     .expect("ssh finishes")
@@ -146,7 +174,9 @@ async fn exit_of(mut child: tokio::process::Child) -> (i32, String) {
 }
 
 fn count(events: &mut Subscription, kind: &str) -> usize {
-    std::iter::from_fn(|| events.try_next()).filter(|e| e.kind.as_str() == kind).count()
+    std::iter::from_fn(|| events.try_next())
+        .filter(|e| e.kind.as_str() == kind)
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,9 +233,16 @@ async fn without_a_command_the_script_opens_a_login_shell_in_the_build_directory
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"pwd\nexit 0\n").await.unwrap();
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.trim(), fx.builder.build_dir.display().to_string());
 }
 
@@ -217,10 +254,16 @@ async fn revoke_cuts_the_live_connection_and_the_script_then_fails_to_authentica
     let live = start_long_script(&kit.script);
     next_event(&mut events, "connected").await;
 
-    fx.authority.revoke(kit.creds.build_id(), "security review").await.unwrap();
+    fx.authority
+        .revoke(kit.creds.build_id(), "security review")
+        .await
+        .unwrap();
     let (code, stderr) = exit_of(live).await;
     assert_ne!(code, 0, "the cut connection failed: {stderr}");
-    assert!(stderr.contains("remote access to this build has ended"), "{stderr}");
+    assert!(
+        stderr.contains("remote access to this build has ended"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = run_script(&kit.script, &["true"]).await;
     assert_eq!(code, 255, "{stderr}");
@@ -237,7 +280,10 @@ async fn at_the_deadline_the_live_connection_is_cut_and_the_build_finished_once(
     let kit = fx.issue("deadline-1").await;
     let live = start_long_script(&kit.script);
     next_event(&mut events, "connected").await;
-    fx.authority.steps_completed(kit.creds.build_id()).await.unwrap();
+    fx.authority
+        .steps_completed(kit.creds.build_id())
+        .await
+        .unwrap();
 
     // Nobody calls the authority now: the gateway's own expiry task must end the session.
     let (code, stderr) = exit_of(live).await;
@@ -246,7 +292,11 @@ async fn at_the_deadline_the_live_connection_is_cut_and_the_build_finished_once(
     assert_eq!(expired.reason, "grace period after the build steps elapsed");
     next_event(&mut events, "finish_build").await;
     tokio::time::sleep(Duration::from_millis(300)).await; // let the disconnect land
-    assert_eq!(count(&mut events, "finish_build"), 0, "finish-build only once");
+    assert_eq!(
+        count(&mut events, "finish_build"),
+        0,
+        "finish-build only once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,16 +310,29 @@ async fn logout_finishes_the_build_once_after_the_steps_but_not_while_they_run()
     assert_eq!(code, 0, "{stderr}");
     next_event(&mut events, "disconnected").await;
     assert_eq!(count(&mut events, "finish_build"), 0);
-    assert!(!fx.authority.session(kit.creds.build_id()).await.unwrap().is_ended());
+    assert!(
+        !fx.authority
+            .session(kit.creds.build_id())
+            .await
+            .unwrap()
+            .is_ended()
+    );
 
     // After the steps, the last connection closing is.
-    fx.authority.steps_completed(kit.creds.build_id()).await.unwrap();
+    fx.authority
+        .steps_completed(kit.creds.build_id())
+        .await
+        .unwrap();
     let (code, _, stderr) = run_script(&kit.script, &["true"]).await;
     assert_eq!(code, 0, "{stderr}");
     let logged_out = next_event(&mut events, "logged_out").await;
     assert_eq!(logged_out.build_id, *kit.creds.build_id());
     next_event(&mut events, "finish_build").await;
-    assert_eq!(count(&mut events, "finish_build"), 0, "finish-build only once");
+    assert_eq!(
+        count(&mut events, "finish_build"),
+        0,
+        "finish-build only once"
+    );
     let (code, _, _) = run_script(&kit.script, &["true"]).await;
     assert_eq!(code, 255, "no way back in after the logout");
 }
@@ -281,7 +344,9 @@ async fn everything_but_the_own_builder_is_refused_and_the_user_keeps_working() 
     let a = fx.issue("mine").await;
     // Another build, on another builder (a second sshd) that user A must not reach.
     let other = Sshd::start();
-    let b = fx.issue_with(common::request("theirs", other.builder())).await;
+    let b = fx
+        .issue_with(common::request("theirs", other.builder()))
+        .await;
 
     // Another build's key, a wrong username: plain authentication failures.
     let config_a = std::fs::read_to_string(&a.config).unwrap();
@@ -289,39 +354,78 @@ async fn everything_but_the_own_builder_is_refused_and_the_user_keeps_working() 
     let with_nobody = config_a.replace(&a.info.gateway_user, "ra-nobody");
     for (name, text) in [("b-user", with_b_user), ("nobody", with_nobody)] {
         let path = write_script(fx.scratch.path(), name, &text);
-        let (code, _, stderr) = ssh(&path, &["-W", &format!("127.0.0.1:{}", fx.builder.port), "remote-access-gateway"]).await;
+        let (code, _, stderr) = ssh(
+            &path,
+            &[
+                "-W",
+                &format!("127.0.0.1:{}", fx.builder.port),
+                "remote-access-gateway",
+            ],
+        )
+        .await;
         assert_eq!(code, 255, "{name}: {stderr}");
-        assert!(stderr.contains("Permission denied (publickey)"), "{name}: {stderr}");
+        assert!(
+            stderr.contains("Permission denied (publickey)"),
+            "{name}: {stderr}"
+        );
     }
 
     // Forbidden targets for an authenticated user.
     let forbidden = [
-        format!("127.0.0.1:{}", other.port),    // another build's builder
-        format!("127.0.0.1:{}", fx.port()),     // the gateway itself
-        "127.0.0.1:1".to_owned(),               // another port on the builder's address
-        "169.254.169.254:80".to_owned(),        // cloud metadata
+        format!("127.0.0.1:{}", other.port), // another build's builder
+        format!("127.0.0.1:{}", fx.port()),  // the gateway itself
+        "127.0.0.1:1".to_owned(),            // another port on the builder's address
+        "169.254.169.254:80".to_owned(),     // cloud metadata
         format!("[::ffff:127.0.0.1]:{}", fx.builder.port), // the builder, as an IPv6 form
         format!("localhost:{}", fx.builder.port), // the builder, by a name
     ];
     for target in &forbidden {
         let (code, _, stderr) = ssh(&a.config, &["-W", target, "remote-access-gateway"]).await;
         assert_eq!(code, 255, "{target}: {stderr}");
-        assert!(stderr.contains("only this build's builder"), "{target}: {stderr}");
+        assert!(
+            stderr.contains("only this build's builder"),
+            "{target}: {stderr}"
+        );
         let refused = next_event(&mut events, "refused").await;
-        assert!(refused.reason.starts_with("direct-tcpip to "), "{}", refused.reason);
+        assert!(
+            refused.reason.starts_with("direct-tcpip to "),
+            "{}",
+            refused.reason
+        );
     }
 
     // A shell on the gateway: a pointer to the script, then exit status 1.
     let (code, _, stderr) = ssh(&a.config, &["remote-access-gateway", "id"]).await;
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("only forwards SSH to your build's builder"), "{stderr}");
-    assert_eq!(next_event(&mut events, "refused").await.reason, "a command on the gateway itself refused");
+    assert!(
+        stderr.contains("only forwards SSH to your build's builder"),
+        "{stderr}"
+    );
+    assert_eq!(
+        next_event(&mut events, "refused").await.reason,
+        "a command on the gateway itself refused"
+    );
 
     // Remote forwarding from a user.
-    let (code, _, stderr) =
-        ssh(&a.config, &["-N", "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22", "remote-access-gateway"]).await;
+    let (code, _, stderr) = ssh(
+        &a.config,
+        &[
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "0:127.0.0.1:22",
+            "remote-access-gateway",
+        ],
+    )
+    .await;
     assert_eq!(code, 255, "{stderr}");
-    assert!(next_event(&mut events, "refused").await.reason.starts_with("remote forwarding of"));
+    assert!(
+        next_event(&mut events, "refused")
+            .await
+            .reason
+            .starts_with("remote forwarding of")
+    );
 
     // Through all of this, the legitimate user still gets in.
     let (code, stdout, stderr) = run_script(&a.script, &["echo still-here"]).await;

@@ -129,6 +129,8 @@ impl ConnectionInfo {
         let access_ends_by = session
             .deadline()
             .to_offset(time::UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| session.deadline())
             .format(&Rfc3339)
             .map_err(|err| Error::invalid("deadline", err.to_string()))?;
         Ok(Self {

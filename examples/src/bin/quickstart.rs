@@ -1,0 +1,176 @@
+//! The quickstart: a gateway and a stand-in builder on loopback, with the in-memory defaults.
+//!
+//! It issues credentials for one build, writes the connection script to a private file, prints
+//! how to run it and when access ends, and serves until Ctrl-C or until the session ends (log
+//! out of the builder to end it: the build's steps are already complete, so logging out
+//! finishes the build).
+//!
+//! `--self-test` runs the generated script itself with the system `ssh`, prints what came back,
+//! logs out, and exits 0 only if everything worked.
+//!
+//! Run: `cargo run -p remote-access-examples --bin quickstart [-- --self-test]`
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use remote_access_core::{
+    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, EventKind,
+    Gateway, GatewayOptions, ScriptOptions, Trigger,
+};
+use remote_access_examples::stand_in_builder::StandInBuilder;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(std::env::args().any(|a| a == "--self-test")).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("quickstart failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
+    let work = PrivateDir::create()?;
+    let build_dir = work.0.join("build");
+    std::fs::create_dir(&build_dir)?;
+    std::fs::write(
+        build_dir.join("README.txt"),
+        "This is the stand-in builder's build directory.\n",
+    )?;
+
+    // The platform side: an authority and a gateway on loopback.
+    let authority = Authority::new(AuthorityOptions::default())?;
+    let gateway = Gateway::new(authority.clone(), GatewayOptions::default())?;
+    let running = gateway.start("127.0.0.1:0").await?;
+    let builder = StandInBuilder::start(build_dir.clone()).await?;
+    let mut events = authority.subscribe();
+
+    // A user starts build 1 by hand with remote access enabled.
+    let build_id = BuildId::new("quickstart-1")?;
+    let mut request = BuildRequest::new(build_id.clone(), Trigger::Manual, true);
+    let mut route = Builder::new(builder.addr.ip());
+    route.ssh_port = builder.addr.port();
+    route.user = builder.user.clone();
+    route.host_key = Some(builder.host_key.clone());
+    request.builder = Some(route);
+    let credentials = authority.issue(request).await?;
+    builder.authorize(&credentials.authorized_keys_line())?;
+    // The build's steps are done: remote access runs for the grace period, or until logout.
+    authority.steps_completed(&build_id).await?;
+
+    let session = authority.session(&build_id).await?;
+    let options = ScriptOptions::new("127.0.0.1", running.local_addr().port());
+    let info = ConnectionInfo::new(&credentials, &session, gateway.host_key(), &options)?;
+    let script = work.0.join("connect.sh");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&script)?
+        .write_all(info.posix_script(&credentials)?.expose().as_bytes())?;
+    drop(credentials); // the private key now lives only in the script
+
+    println!(
+        "gateway:     127.0.0.1:{} (host key {})",
+        info.gateway_port, info.gateway_host_key_fingerprint
+    );
+    println!(
+        "builder:     {}:{} (stand-in, build dir {})",
+        info.builder_host,
+        info.builder_port,
+        build_dir.display()
+    );
+    println!("script:      {}", script.display());
+    println!(
+        "access ends: {} at the latest, or when you log out",
+        info.access_ends_by
+    );
+
+    if self_test {
+        return self_test_run(&script, &build_dir, &mut events).await;
+    }
+    println!(
+        "\nIn another terminal run:\n\n    sh {}\n\nCtrl-C here stops everything.\n",
+        script.display()
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                println!("stopping");
+                break;
+            }
+            event = events.next() => {
+                let Some(event) = event else { break };
+                println!("event: {:<16} {}", event.kind.as_str(), event.reason);
+                if event.kind == EventKind::FinishBuild {
+                    println!("the session is over; the platform would now finish the build");
+                    break;
+                }
+            }
+        }
+    }
+    running.stop().await?;
+    Ok(true)
+}
+
+/// Runs the generated script with the system ssh and checks what came back.
+async fn self_test_run(
+    script: &std::path::Path,
+    build_dir: &std::path::Path,
+    events: &mut remote_access_core::Subscription,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    println!(
+        "\nself-test: sh {} 'printenv FCI_BUILD_DIR; pwd'",
+        script.display()
+    );
+    let out = tokio::process::Command::new("sh")
+        .arg(script)
+        .arg("printenv FCI_BUILD_DIR; pwd")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let expected = build_dir.display().to_string();
+    let ok = out.status.success()
+        && stdout.lines().collect::<Vec<_>>() == [expected.as_str(), expected.as_str()];
+    // That command was the only connection: its end is the user's logout.
+    let mut finished = false;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await
+    {
+        println!("event: {:<16} {}", event.kind.as_str(), event.reason);
+        if event.kind == EventKind::FinishBuild {
+            finished = true;
+            break;
+        }
+    }
+    println!(
+        "self-test: {}",
+        if ok && finished { "passed" } else { "FAILED" }
+    );
+    Ok(ok && finished)
+}
+
+/// A private (0700) working directory, removed when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create() -> std::io::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("remote-access-quickstart-{}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,3 @@
+//! Support code for the runnable examples in `src/bin/`.
+
+pub mod stand_in_builder;
