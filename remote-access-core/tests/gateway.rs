@@ -74,15 +74,18 @@ impl Fixture {
     }
 
     async fn issue(&self, id: &str) -> UserKit {
-        self.issue_with(common::request(id, self.builder.builder()))
+        self.issue_with(common::request(id, self.builder.builder()), None)
             .await
     }
 
-    async fn issue_with(&self, request: BuildRequest) -> UserKit {
+    async fn issue_with(&self, request: BuildRequest, build_dir: Option<&str>) -> UserKit {
         let creds = self.authority.issue(request).await.unwrap();
         self.builder.authorize(&creds.authorized_keys_line());
         let session = self.authority.session(creds.build_id()).await.unwrap();
-        let options = ScriptOptions::new("127.0.0.1", self.port());
+        let mut options = ScriptOptions::new("127.0.0.1", self.port());
+        if let Some(dir) = build_dir {
+            options.build_dir = dir.to_owned();
+        }
         let info =
             ConnectionInfo::new(&creds, &session, self.gateway.host_key(), &options).unwrap();
         let id = creds.build_id().to_string();
@@ -345,7 +348,7 @@ async fn everything_but_the_own_builder_is_refused_and_the_user_keeps_working() 
     // Another build, on another builder (a second sshd) that user A must not reach.
     let other = Sshd::start();
     let b = fx
-        .issue_with(common::request("theirs", other.builder()))
+        .issue_with(common::request("theirs", other.builder()), None)
         .await;
 
     // Another build's key, a wrong username: plain authentication failures.
@@ -430,4 +433,59 @@ async fn everything_but_the_own_builder_is_refused_and_the_user_keeps_working() 
     // Through all of this, the legitimate user still gets in.
     let (code, stdout, stderr) = run_script(&a.script, &["echo still-here"]).await;
     assert_eq!((code, stdout.trim()), (0, "still-here"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_directory_full_of_shell_syntax_is_entered_literally() {
+    let fx = Fixture::new(AuthorityOptions::default()).await;
+    let root = fx.builder.dir.path();
+    let dir = root.join("it's $(touch pwned1) `touch pwned2` \"; touch pwned3; \" 100%h");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_text = dir.to_str().unwrap();
+    let kit = fx
+        .issue_with(
+            common::request("literal-1", fx.builder.builder()),
+            Some(dir_text),
+        )
+        .await;
+
+    let (code, stdout, stderr) = run_script(&kit.script, &["pwd"]).await;
+    assert_eq!((code, stdout.trim_end()), (0, dir_text), "{stderr}");
+    // And the interactive path (RemoteCommand in the config) lands there too.
+    let mut child = Command::new("sh")
+        .arg(&kit.script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pwd\n")
+            .await
+            .unwrap();
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), dir_text);
+    for place in [
+        root,
+        dir.as_path(),
+        Path::new("/root"),
+        fx.builder.build_dir.as_path(),
+    ] {
+        for marker in ["pwned1", "pwned2", "pwned3"] {
+            assert!(
+                !place.join(marker).exists(),
+                "{marker} was created in {}",
+                place.display()
+            );
+        }
+    }
 }

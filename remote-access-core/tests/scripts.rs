@@ -1,0 +1,275 @@
+//! Generated scripts and configs stay inert whatever goes into them: every value is validated
+//! or quoted. Checked by parsing (`sh -n`, and an independent reading of the quoted words),
+//! never by running hostile text.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use remote_access_core::{
+    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials,
+    Error, HostKey, ManualClock, MemoryStore, ScriptOptions, Session, Trigger,
+};
+use time::macros::datetime;
+
+fn issue(id: &str, user: &str) -> Result<(Credentials, Session), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
+        let authority = Authority::with_parts(
+            AuthorityOptions::default(),
+            Arc::new(MemoryStore::new()),
+            Arc::new(clock),
+        )?;
+        let mut request = BuildRequest::new(BuildId::new(id)?, Trigger::Manual, true);
+        let mut builder = Builder::new("10.1.2.3".parse().unwrap());
+        builder.user = user.to_owned();
+        request.builder = Some(builder);
+        let creds = authority.issue(request).await?;
+        let session = authority.session(creds.build_id()).await?;
+        Ok((creds, session))
+    })
+}
+
+/// Reads one POSIX shell word made only of '...' segments and \' escapes; `None` if the word
+/// has any other form (which would mean something was left unquoted).
+fn sh_word(word: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = word;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("\\'") {
+            out.push('\'');
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix('\'') {
+            let end = after.find('\'')?;
+            out.push_str(&after[..end]);
+            rest = &after[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Reads one PowerShell single-quoted string ('' and doubled typographic quotes inside).
+fn ps_word(word: &str) -> Option<String> {
+    let is_quote = |c: char| matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}');
+    let mut chars = word.chars().peekable();
+    if !chars.next().is_some_and(is_quote) {
+        return None;
+    }
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        if is_quote(c) {
+            match chars.peek() {
+                Some(&next) if is_quote(next) => {
+                    chars.next();
+                    out.push(c);
+                }
+                None => return Some(out),
+                Some(_) => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    None
+}
+
+/// `NAME` when the build directory is `$NAME` or `${NAME}`: expanded on the builder.
+fn env_name(dir: &str) -> Option<&str> {
+    let name = dir
+        .strip_prefix("${")
+        .and_then(|d| d.strip_suffix('}'))
+        .or_else(|| dir.strip_prefix('$'))?;
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
+}
+
+/// Checks that a `cd` command, as the builder's shell will read it, enters exactly `dir`
+/// (or the named variable's value).
+fn check_cd(cd: &str, dir: &str) {
+    match env_name(dir) {
+        Some(name) => assert_eq!(cd, format!("cd -- \"${{{name}:-$HOME}}\"")),
+        None => {
+            let word = cd.strip_prefix("cd -- ").expect("a cd command");
+            assert_eq!(sh_word(word).as_deref(), Some(dir), "cd word {word:?}");
+        }
+    }
+}
+
+fn sh_parses(shell: &str, script: &str) -> bool {
+    let mut child = Command::new(shell)
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        eprintln!("{shell} -n: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
+}
+
+/// Every check on the outputs for one set of inputs.
+fn check_outputs(creds: &Credentials, info: &ConnectionInfo, dir: &str) {
+    let posix = info.posix_script(creds).unwrap();
+    let posix = posix.expose();
+    assert!(sh_parses("sh", posix), "sh -n rejects the script");
+    assert!(sh_parses("bash", posix), "bash -n rejects the script");
+    // The cd command is one quoted word that reads back exactly.
+    let line = posix
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("cd_command="))
+        .expect("cd_command line");
+    let cd = sh_word(line).expect("cd_command is a single-quoted word");
+    check_cd(&cd, dir);
+    // The config's RemoteCommand reads back too (ssh_config doubles %).
+    let remote = posix
+        .lines()
+        .find_map(|l| l.strip_prefix("  RemoteCommand "))
+        .expect("RemoteCommand");
+    let remote = remote.replace("%%", "%");
+    let remote_cd = remote
+        .strip_suffix(" ; exec \"${SHELL:-/bin/sh}\" -l")
+        .expect("RemoteCommand shape");
+    check_cd(remote_cd, dir);
+    // Here-documents end only where we end them.
+    assert_eq!(
+        posix.lines().filter(|l| *l == "REMOTE_ACCESS_END").count(),
+        3
+    );
+
+    let ps = info.powershell_script(creds).unwrap();
+    let ps = ps.expose();
+    let line = ps
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("$cdCommand = "))
+        .expect("$cdCommand line");
+    assert_eq!(
+        ps_word(line.trim_end_matches('\r')).as_deref(),
+        Some(cd.as_str())
+    );
+    let openers = ps.lines().filter(|l| l.trim_end().ends_with("@'")).count();
+    let closers = ps.lines().filter(|l| l.starts_with("'@")).count();
+    assert_eq!((openers, closers), (3, 3), "here-strings are balanced");
+    serde_json::from_str::<serde_json::Value>(&info.to_json()).expect("connection info is JSON");
+}
+
+#[test]
+fn hostile_build_directories_stay_inside_their_quotes() {
+    let (creds, session) = issue("hostile-1", "builder").unwrap();
+    let key = HostKey::generate().unwrap();
+    for dir in [
+        "$FCI_BUILD_DIR",
+        "/home/builder/it's here",
+        "'; rm -rf ~; echo '",
+        "$(touch /tmp/pwned)",
+        "`touch /tmp/pwned`",
+        "\"; touch /tmp/pwned; \"",
+        "%h %d %% 100%",
+        "‘quoted’ ‚low‛ \\ back",
+        "${HOME}",
+        "$HOME/sub dir",
+        "REMOTE_ACCESS_END",
+        "'@",
+    ] {
+        let mut options = ScriptOptions::new("gw.example.com", 2222);
+        options.build_dir = dir.to_owned();
+        let info = ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
+        check_outputs(&creds, &info, dir);
+    }
+    for bad_dir in ["", "line\nbreak", "tab\there", "nul\0"] {
+        let mut options = ScriptOptions::new("gw.example.com", 2222);
+        options.build_dir = bad_dir.to_owned();
+        let err = ConnectionInfo::new(&creds, &session, &key, &options).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidInput {
+                    what: "build_dir",
+                    ..
+                }
+            ),
+            "{bad_dir:?}"
+        );
+    }
+}
+
+#[test]
+fn hostile_hosts_and_users_are_refused() {
+    let (creds, session) = issue("hostile-2", "builder").unwrap();
+    let key = HostKey::generate().unwrap();
+    for host in [
+        "gw.example.com; rm -rf ~",
+        "-oProxyCommand=touch",
+        "$(x)",
+        "a b",
+        "",
+        "gw\nHost *",
+        "x'y",
+        "[::1]",
+    ] {
+        let err =
+            ConnectionInfo::new(&creds, &session, &key, &ScriptOptions::new(host, 22)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidInput {
+                    what: "gateway_host",
+                    ..
+                }
+            ),
+            "{host:?}"
+        );
+    }
+    for user in [
+        "root;id",
+        "-o",
+        "a b",
+        "Builder",
+        "x$(y)",
+        "",
+        &"u".repeat(33),
+    ] {
+        let err = issue("hostile-3", user).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidInput {
+                    what: "builder.user",
+                    ..
+                }
+            ),
+            "{user:?}: {err}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_build_directory_and_build_id_give_parseable_inert_scripts(
+        dir in "\\PC{1,40}",
+        id in "[A-Za-z0-9][A-Za-z0-9._-]{0,30}",
+        host in prop_oneof!["[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9]{0,5}){0,2}", "\\PC{1,20}"],
+        port in 1u16..,
+    ) {
+        let (creds, session) = issue(&id, "builder").unwrap();
+        let key = HostKey::generate().unwrap();
+        let mut options = ScriptOptions::new(host.clone(), port);
+        options.build_dir = dir.clone();
+        match ConnectionInfo::new(&creds, &session, &key, &options) {
+            Ok(info) => check_outputs(&creds, &info, &dir),
+            Err(Error::InvalidInput { what, .. }) => prop_assert!(matches!(what, "gateway_host" | "build_dir"), "{what}"),
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+    }
+}
