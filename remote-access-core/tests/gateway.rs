@@ -489,3 +489,43 @@ async fn a_build_directory_full_of_shell_syntax_is_entered_literally() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_authenticate_in_time_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = authority(AuthorityOptions::default());
+    let mut options = gateway_options();
+    options.pre_auth_timeout = Duration::from_millis(500);
+    options.max_unauthenticated = 2;
+    let gateway = remote_access_core::Gateway::new(authority, options).unwrap();
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let addr = running.local_addr();
+
+    // Silent, and trickling one byte at a time: both are cut at the pre-auth deadline.
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The limit of two connections waiting to authenticate is reached: a third is closed at once.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0))), "the third connection is closed without a banner: {read:?} {buf:?}");
+
+    let trickler = tokio::spawn(async move {
+        for byte in b"SSH-2.0-slow" {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Past the deadline: the gateway must have closed it.
+        let mut rest = Vec::new();
+        matches!(tokio::time::timeout(Duration::from_secs(10), trickle.read_to_end(&mut rest)).await, Ok(Ok(_)) | Ok(Err(_)))
+    });
+    let mut silent = silent;
+    let mut banner = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut banner)).await;
+    assert!(closed.is_ok(), "the silent connection was cut");
+    assert!(banner.starts_with(b"SSH-2.0-remote-access"), "{:?}", String::from_utf8_lossy(&banner));
+    assert!(trickler.await.unwrap(), "the trickling connection was cut");
+    running.stop().await.unwrap();
+}
