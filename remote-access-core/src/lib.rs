@@ -4,8 +4,9 @@
 //! gateway, with credentials that are generated per build, valid for that build only, and
 //! revoked when it ends.
 //!
-//! A platform creates one [`Authority`], calls [`Authority::issue`] when a user starts a build
-//! by hand with remote access enabled, hands the user the [`Credentials`], reports the build's
+//! A platform creates one [`Authority`] and a [`Gateway`] in front of its builders, calls
+//! [`Authority::issue`] when a user starts a build by hand with remote access enabled, hands the
+//! user a connection script from [`ConnectionInfo`], reports the build's
 //! progress ([`Authority::steps_completed`], [`Authority::cancel`], ...) and reacts to the
 //! [`Event`]s from [`Authority::subscribe`], above all [`EventKind::FinishBuild`].
 //!
@@ -24,6 +25,9 @@
 //! - `store`: the [`Store`] trait and the default [`MemoryStore`].
 //! - `audit`: [`Event`]s and [`Subscription`]s.
 //! - `authority`: [`Authority`], which ties them together.
+//! - `gateway`: the SSH [`Gateway`] (russh; its types stay inside), [`HostKey`].
+//! - `tunnel`: dialing builders and splicing bytes.
+//! - `script`: [`ConnectionInfo`], connection scripts and `ssh_config`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +37,11 @@
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The SSH guide's example compiles too.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/ssh.md")]
+struct SshGuideDoctests;
 
 mod audit;
 mod authority;

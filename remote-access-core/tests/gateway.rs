@@ -508,7 +508,10 @@ async fn connections_that_do_not_authenticate_in_time_are_cut() {
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0))), "the third connection is closed without a banner: {read:?} {buf:?}");
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the third connection is closed without a banner: {read:?} {buf:?}"
+    );
 
     let trickler = tokio::spawn(async move {
         for byte in b"SSH-2.0-slow" {
@@ -519,13 +522,21 @@ async fn connections_that_do_not_authenticate_in_time_are_cut() {
         }
         // Past the deadline: the gateway must have closed it.
         let mut rest = Vec::new();
-        matches!(tokio::time::timeout(Duration::from_secs(10), trickle.read_to_end(&mut rest)).await, Ok(Ok(_)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), trickle.read_to_end(&mut rest)).await,
+            Ok(Ok(_)) | Ok(Err(_))
+        )
     });
     let mut silent = silent;
     let mut banner = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut banner)).await;
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut banner)).await;
     assert!(closed.is_ok(), "the silent connection was cut");
-    assert!(banner.starts_with(b"SSH-2.0-remote-access"), "{:?}", String::from_utf8_lossy(&banner));
+    assert!(
+        banner.starts_with(b"SSH-2.0-remote-access"),
+        "{:?}",
+        String::from_utf8_lossy(&banner)
+    );
     assert!(trickler.await.unwrap(), "the trickling connection was cut");
     running.stop().await.unwrap();
 }
