@@ -14,6 +14,7 @@ use crate::build::{BuildId, BuildRequest, Builder};
 use crate::clock::{Clock, SystemClock};
 use crate::credential::{self, Credentials, Generated};
 use crate::error::{DenialReason, Error, Result};
+use crate::secret::Secret;
 use crate::session::{
     Action, ConnectionId, CutSignal, Input, Policy, Protocol, Registry, Session, Transition,
 };
@@ -42,6 +43,9 @@ pub struct AuthorityOptions {
     /// How long a revoked or expired credential is kept as a tombstone (default 30 days).
     /// Until then the same key or password is refused and never issued again.
     pub tombstone_retention: Duration,
+    /// The gateway ports users' VNC clients connect to, one per live session with VNC (none by
+    /// default: VNC off). Each port identifies its session; the password then proves the user.
+    pub vnc_ports: Vec<u16>,
 }
 
 impl Default for AuthorityOptions {
@@ -49,6 +53,7 @@ impl Default for AuthorityOptions {
         Self {
             policy: Policy::default(),
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
+            vnc_ports: Vec::new(),
         }
     }
 }
@@ -183,6 +188,16 @@ impl Authority {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         options.policy.validate()?;
+        if options.vnc_ports.contains(&0) || options.vnc_ports.len() > 10_000 {
+            return Err(Error::invalid(
+                "vnc_ports",
+                "ports must be non-zero, at most 10,000 of them",
+            ));
+        }
+        let distinct: std::collections::HashSet<_> = options.vnc_ports.iter().collect();
+        if distinct.len() != options.vnc_ports.len() {
+            return Err(Error::invalid("vnc_ports", "a port is listed twice"));
+        }
         if options.tombstone_retention > Policy::MAX_DURATION * 10 {
             return Err(Error::invalid(
                 "tombstone_retention",
@@ -233,44 +248,91 @@ impl Authority {
         let now = self.now();
         let started_at = request.started_at.unwrap_or(now);
         let builder = request.builder.map(Builder::validated).transpose()?;
+        let builder_vnc_password = match request.builder_vnc_password {
+            Some(password) => Some(check_builder_vnc_password(password)?),
+            None => None,
+        };
+        let wants_vnc = builder.as_ref().is_some_and(|b| b.vnc_port.is_some());
+        let ports = &self.inner.options.vnc_ports;
+        if wants_vnc && ports.is_empty() {
+            return Err(Error::invalid(
+                "builder.vnc_port",
+                "this authority has no VNC ports (AuthorityOptions::vnc_ports)",
+            ));
+        }
         let build_id = request.build_id;
-        for _ in 0..MAX_GENERATE_ATTEMPTS {
+        // VNC ports are tried from a random start, so sessions spread over the range.
+        let first_port = if ports.is_empty() {
+            0
+        } else {
+            russh::keys::key::safe_rng().next_u64() as usize % ports.len()
+        };
+        let mut port_tries = 0;
+        let mut credential_draws = 0;
+        let mut credentials: Option<Credentials> = None;
+        loop {
+            let creds = match credentials.take() {
+                Some(creds) => creds,
+                None if credential_draws < MAX_GENERATE_ATTEMPTS => {
+                    credential_draws += 1;
+                    Credentials::new(build_id.clone(), generate()?)?
+                }
+                None => {
+                    return Err(Error::KeyMaterial {
+                        message: format!(
+                            "{MAX_GENERATE_ATTEMPTS} fresh credential sets in a row clashed with earlier builds; the system RNG is suspect"
+                        ),
+                    });
+                }
+            };
+            let vnc_port = wants_vnc.then(|| ports[(first_port + port_tries) % ports.len()]);
             let session = Session::new(build_id.clone(), policy, started_at, now)?
-                .with_builder(builder.clone());
-            let credentials = Credentials::new(build_id.clone(), generate()?)?;
+                .with_builder(builder.clone())
+                .with_vnc_port(vnc_port);
             let record = CredentialRecord {
                 build_id: build_id.clone(),
-                username: credentials.username.clone(),
-                key_fingerprint: credentials.fingerprint.clone(),
-                password_digest: credential::password_digest(credentials.vnc_password.expose()),
-                vnc_password: credentials.vnc_password.clone(),
+                username: creds.username.clone(),
+                key_fingerprint: creds.fingerprint.clone(),
+                password_digest: credential::password_digest(creds.vnc_password.expose()),
+                vnc_password: creds.vnc_password.clone(),
+                builder_vnc_password: builder_vnc_password.clone(),
                 revoked: None,
             };
             match self.inner.store.insert(session, record).await? {
                 Insert::Done => {
-                    let reason = format!(
+                    let mut reason = format!(
                         "credentials issued: user {} key {}",
-                        credentials.username, credentials.fingerprint
+                        creds.username, creds.fingerprint
                     );
+                    if let Some(port) = vnc_port {
+                        reason.push_str(&format!(" vnc port {port}"));
+                    }
                     self.inner.events.publish(vec![Event {
                         build_id,
                         at: now,
                         kind: EventKind::Issued,
                         reason,
                     }]);
-                    return Ok(credentials);
+                    return Ok(creds);
                 }
                 Insert::Conflict(Conflict::BuildId) => return Err(Error::BuildExists { build_id }),
+                Insert::Conflict(Conflict::VncPort) => {
+                    port_tries += 1;
+                    if port_tries >= ports.len() {
+                        return Err(Error::NoCapacity {
+                            message: format!(
+                                "all {} VNC ports are in use by live sessions; add ports or wait",
+                                ports.len()
+                            ),
+                        });
+                    }
+                    credentials = Some(creds); // the credentials were fine: try the next port
+                }
                 Insert::Conflict(clash) => {
                     tracing::warn!(build_id = %build_id, ?clash, "fresh credentials clashed with an earlier build's; drawing again");
                 }
             }
         }
-        Err(Error::KeyMaterial {
-            message: format!(
-                "{MAX_GENERATE_ATTEMPTS} fresh credential sets in a row clashed with earlier builds; the system RNG is suspect"
-            ),
-        })
     }
 
     /// Reports that all of the build's steps have completed: the grace period starts, and the
@@ -438,6 +500,46 @@ impl Authority {
         let result = self.apply(&connection.build_id, input).await;
         connection.reporter = None;
         result.map(drop)
+    }
+
+    /// The live session that holds a gateway VNC port, with its session (a passed deadline is
+    /// applied first).
+    pub(crate) async fn vnc_route(&self, port: u16) -> Result<Option<Session>> {
+        let Some(build_id) = self.inner.store.session_for_vnc_port(port).await? else {
+            return Ok(None);
+        };
+        match self.session(&build_id).await {
+            Ok(session) if !session.is_ended() => Ok(Some(session)),
+            Ok(_) | Err(Error::UnknownBuild { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Checks a VNC Authentication response against the build's password (constant time) and
+    /// that the session is live; returns the builder's own VNC password for the upstream login.
+    pub(crate) async fn verify_vnc_response(
+        &self,
+        build_id: &BuildId,
+        challenge: &[u8; 16],
+        response: &[u8; 16],
+    ) -> Result<Option<Secret<String>>> {
+        let record = self
+            .inner
+            .store
+            .credential_for_build(build_id)
+            .await?
+            .ok_or_else(|| Error::UnknownBuild {
+                build_id: build_id.clone(),
+            })?;
+        if record.revoked.is_some() {
+            return Err(Error::denied(DenialReason::Revoked));
+        }
+        if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response)
+        {
+            return Err(Error::denied(DenialReason::WrongPassword));
+        }
+        self.require_live(build_id).await?;
+        Ok(record.builder_vnc_password)
     }
 
     /// Publishes a refusal of something a logged-in user asked for.
@@ -677,4 +779,21 @@ mod tests {
             .await;
         assert!(matches!(stuck, Err(Error::KeyMaterial { .. })));
     }
+}
+
+/// A builder's own VNC password: what its server expects, injected by the gateway. VNC ignores
+/// bytes past 8 and libvncserver stops at NUL, so NUL is refused and non-ASCII too (clients
+/// disagree on its encoding).
+fn check_builder_vnc_password(password: Secret<String>) -> Result<Secret<String>> {
+    let text = password.expose();
+    if text.is_empty()
+        || text.len() > 64
+        || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(Error::invalid(
+            "builder_vnc_password",
+            "1 to 64 printable ASCII characters (only 8 count)",
+        ));
+    }
+    Ok(password)
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 use crate::session::Policy;
 
 /// The platform's id for a build: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, not starting
@@ -113,6 +114,9 @@ pub struct BuildRequest {
     pub started_at: Option<OffsetDateTime>,
     /// This build's time rules; `None` uses the authority's default policy.
     pub policy: Option<Policy>,
+    /// The password of the builder's own VNC server (see [`Builder::vnc_port`]), injected by
+    /// the gateway; the user never sees it. `None` if the server asks for none.
+    pub builder_vnc_password: Option<Secret<String>>,
     /// Where the gateway reaches the builder. `None` until a route exists (users are refused
     /// with a clear reason meanwhile).
     pub builder: Option<Builder>,
@@ -129,6 +133,7 @@ impl BuildRequest {
             remote_access_enabled,
             started_at: None,
             policy: None,
+            builder_vnc_password: None,
             builder: None,
         }
     }
@@ -168,6 +173,9 @@ pub struct Builder {
     pub ssh_port: u16,
     /// Further ports users may reach through the gateway (none by default).
     pub extra_ports: Vec<u16>,
+    /// The builder's VNC server port, if users get VNC (none by default). The gateway gives the
+    /// user a port of its own and logs in here with the builder's password.
+    pub vnc_port: Option<u16>,
     /// The account users log in to on the builder (default `builder`).
     pub user: String,
     /// The builder sshd's host key (`ssh-ed25519 AAAA...`), pinned by the connection scripts.
@@ -182,6 +190,7 @@ impl Builder {
             address,
             ssh_port: 22,
             extra_ports: Vec::new(),
+            vnc_port: None,
             user: "builder".into(),
             host_key: None,
         }
@@ -198,7 +207,7 @@ impl Builder {
 
     /// Checks every field and normalizes the host key (its comment, free text, is dropped).
     pub(crate) fn validated(mut self) -> Result<Self> {
-        if self.ssh_port == 0 || self.extra_ports.contains(&0) {
+        if self.ssh_port == 0 || self.extra_ports.contains(&0) || self.vnc_port == Some(0) {
             return Err(Error::invalid("builder port", "port 0 is not a port"));
         }
         if self.extra_ports.len() > 16 {

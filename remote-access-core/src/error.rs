@@ -76,6 +76,13 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
+    /// A limited resource is used up (for example every VNC port); free some or add more.
+    #[error("out of capacity: {message}")]
+    NoCapacity {
+        /// What ran out.
+        message: String,
+    },
+
     /// A network operation failed (binding, accepting, reaching a builder); check the address
     /// and the network.
     #[error("network error: {0}")]

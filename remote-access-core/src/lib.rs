@@ -55,6 +55,7 @@ mod secret;
 mod session;
 mod store;
 mod tunnel;
+mod vnc;
 
 pub use crate::audit::{Event, EventKind, Subscription};
 pub use crate::authority::{Authority, AuthorityOptions, LiveConnection};
@@ -71,3 +72,4 @@ pub use crate::session::{
 pub use crate::store::{
     Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store, StoreFuture, Versioned,
 };
+pub use crate::vnc::vnc_password_file;

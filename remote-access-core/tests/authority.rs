@@ -653,6 +653,12 @@ impl remote_access_core::Store for YieldingStore {
     ) -> remote_access_core::StoreFuture<'a, Option<remote_access_core::CredentialRecord>> {
         self.0.credential_for_build(build_id)
     }
+    fn session_for_vnc_port(
+        &self,
+        port: u16,
+    ) -> remote_access_core::StoreFuture<'_, Option<BuildId>> {
+        self.0.session_for_vnc_port(port)
+    }
     fn due_sessions(
         &self,
         now: time::OffsetDateTime,

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::authority::{Authority, LiveConnection};
 use crate::error::{Error, Result};
+use crate::vnc;
 use cut_stream::{CutFlag, CutStream};
 use handler::Handler;
 
@@ -173,8 +174,9 @@ impl Gateway {
         &self.shared.authority
     }
 
-    /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. Then it
-    /// stops accepting, closes every connection (without counting it as a logout) and returns.
+    /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. VNC is
+    /// served on the authority's `vnc_ports`, on the same address as `listener`. Then it stops
+    /// accepting, closes every connection (without counting it as a logout) and returns.
     pub async fn run(
         &self,
         listener: TcpListener,
@@ -182,6 +184,28 @@ impl Gateway {
     ) -> Result<()> {
         let (stopping, stop) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let mut vnc_ports = JoinSet::new();
+        let ip = listener.local_addr()?.ip();
+        let settings = Arc::new(vnc::ProxySettings {
+            pre_auth_timeout: self.shared.options.pre_auth_timeout,
+            dial_timeout: self.shared.options.dial_timeout,
+            shutdown_grace: SHUTDOWN_GRACE,
+        });
+        for &port in &self.shared.authority.options().vnc_ports {
+            let vnc_listener = TcpListener::bind((ip, port)).await.map_err(|err| {
+                Error::Io(std::io::Error::new(
+                    err.kind(),
+                    format!("binding VNC port {ip}:{port}: {err}"),
+                ))
+            })?;
+            let authority = self.shared.authority.clone();
+            vnc_ports.spawn(vnc::serve_port(
+                authority,
+                settings.clone(),
+                vnc_listener,
+                stop.clone(),
+            ));
+        }
         let expiry = self.shared.authority.run_expiry({
             let mut stop = stop.clone();
             async move {
@@ -209,6 +233,7 @@ impl Gateway {
         let _ = stopping.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while connections.join_next().await.is_some() {}
+            while vnc_ports.join_next().await.is_some() {}
         });
         if drained.await.is_err() {
             tracing::warn!(
@@ -216,6 +241,7 @@ impl Gateway {
                 "connections did not close in time; aborting them"
             );
             connections.abort_all();
+            vnc_ports.abort_all();
         }
         Ok(())
     }
@@ -338,7 +364,7 @@ async fn serve(
             flag.cut();
             return;
         }
-        _ = stop.wait_for(|stopping| *stopping) => {
+        () = stopped(&mut stop) => {
             flag.cut();
             return;
         }
@@ -349,7 +375,7 @@ async fn serve(
     let ending = tokio::select! {
         _ = &mut running => Ending::ClientLeft,
         () = cut.cut() => Ending::AccessEnded,
-        _ = stop.wait_for(|stopping| *stopping) => Ending::GatewayStopping,
+        () = stopped(&mut stop) => Ending::GatewayStopping,
     };
     let authority = &shared.authority;
     let outcome = match ending {
@@ -376,4 +402,9 @@ async fn say_goodbye(handle: &russh::server::Handle, reason: &str) {
     let _ = tokio::time::timeout(DISCONNECT_GRACE, polite).await;
     // Give the session loop a moment to flush the message before the transport is cut.
     tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// Resolves once the gateway is stopping (or its stop sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }

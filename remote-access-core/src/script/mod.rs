@@ -99,6 +99,11 @@ pub struct ConnectionInfo {
     pub access_ends_by: String,
     /// The directory the login shell starts in.
     pub build_dir: String,
+    /// Where a VNC client connects (the gateway host), if the session has VNC.
+    pub vnc_host: Option<String>,
+    /// The gateway's VNC port for this session, if it has VNC. The password is
+    /// `Credentials::vnc_password` (see [`ConnectionInfo::vnc_instructions`]).
+    pub vnc_port: Option<u16>,
 }
 
 impl ConnectionInfo {
@@ -147,12 +152,36 @@ impl ConnectionInfo {
             key_fingerprint: credentials.fingerprint().to_owned(),
             access_ends_by,
             build_dir: options.build_dir.clone(),
+            vnc_host: session.vnc_port().map(|_| options.gateway_host.clone()),
+            vnc_port: session.vnc_port(),
         })
     }
 
     /// The info as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// What to enter in a VNC client, password included (so it is a [`Secret`]); `None` if the
+    /// session has no VNC. Hand it to the user next to the scripts.
+    pub fn vnc_instructions(&self, credentials: &Credentials) -> Result<Option<Secret<String>>> {
+        if credentials.build_id().as_str() != self.build_id {
+            return Err(Error::invalid(
+                "credentials",
+                "belong to another build than this connection info",
+            ));
+        }
+        let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) else {
+            return Ok(None);
+        };
+        let text = format!(
+            "VNC for build {}\n  host:     {host}\n  port:     {port}   (in most clients: {host}::{port} or {host}:{port})\n  \
+             password: {}\naccess ends by {} at the latest\n",
+            self.build_id,
+            credentials.vnc_password().expose(),
+            self.access_ends_by
+        );
+        Ok(Some(Secret::new(text)))
     }
 
     /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).
@@ -306,8 +335,15 @@ impl ConnectionInfo {
     }
 
     fn banner(&self) -> String {
+        let vnc = match self.vnc_port {
+            Some(port) => format!(
+                " VNC: {}::{port} with this build's VNC password.",
+                self.gateway_host
+            ),
+            None => String::new(),
+        };
         format!(
-            "remote-access: build {} through {}:{}; access ends by {} at the latest (20 minutes after the build steps complete by default).",
+            "remote-access: build {} through {}:{}; access ends by {} at the latest (20 minutes after the build steps complete by default).{vnc}",
             self.build_id, self.gateway_host, self.gateway_port, self.access_ends_by
         )
     }

@@ -222,6 +222,8 @@ pub struct Session {
     ended: Option<Ended>,
     #[serde(default)]
     builder: Option<Builder>,
+    #[serde(default)]
+    vnc_port: Option<u16>,
     finish_requested: bool,
 }
 
@@ -252,6 +254,7 @@ impl Session {
             ended: None,
             finish_requested: false,
             builder: None,
+            vnc_port: None,
         };
         if now >= session.deadline() {
             return Err(Error::invalid(
@@ -266,6 +269,17 @@ impl Session {
     pub fn with_builder(mut self, builder: Option<Builder>) -> Self {
         self.builder = builder;
         self
+    }
+
+    /// The same session with a gateway VNC port of its own.
+    pub fn with_vnc_port(mut self, port: Option<u16>) -> Self {
+        self.vnc_port = port;
+        self
+    }
+
+    /// The gateway port users' VNC clients connect to, if the session has VNC.
+    pub fn vnc_port(&self) -> Option<u16> {
+        self.vnc_port
     }
 
     /// Where users reach the builder, if known.

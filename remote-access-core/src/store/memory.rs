@@ -22,6 +22,8 @@ struct Inner {
     by_username: HashMap<String, BuildId>,
     by_fingerprint: HashMap<String, BuildId>,
     by_password: HashMap<[u8; 32], BuildId>,
+    /// VNC ports of live sessions only: a port is free again once its session ends.
+    by_vnc_port: HashMap<u16, BuildId>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -61,6 +63,11 @@ impl Store for MemoryStore {
             Some(Conflict::Key)
         } else if inner.by_password.contains_key(&credential.password_digest) {
             Some(Conflict::Password)
+        } else if session
+            .vnc_port()
+            .is_some_and(|port| inner.by_vnc_port.contains_key(&port))
+        {
+            Some(Conflict::VncPort)
         } else {
             None
         };
@@ -77,6 +84,9 @@ impl Store for MemoryStore {
                 inner
                     .by_password
                     .insert(credential.password_digest, id.clone());
+                if let Some(port) = session.vnc_port() {
+                    inner.by_vnc_port.insert(port, id.clone());
+                }
                 inner.credentials.insert(id.clone(), credential);
                 inner.sessions.insert(
                     id,
@@ -115,6 +125,16 @@ impl Store for MemoryStore {
             _ => false,
         };
         if replaced
+            && let Some(port) = inner
+                .sessions
+                .get(&id)
+                .filter(|s| s.value.is_ended())
+                .and_then(|s| s.value.vnc_port())
+            && inner.by_vnc_port.get(&port) == Some(&id)
+        {
+            inner.by_vnc_port.remove(&port);
+        }
+        if replaced
             && let Some(revocation) = revocation
             && let Some(record) = inner.credentials.get_mut(&id)
         {
@@ -141,6 +161,11 @@ impl Store for MemoryStore {
         build_id: &'a BuildId,
     ) -> StoreFuture<'a, Option<CredentialRecord>> {
         let found = self.lock().credentials.get(build_id).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn session_for_vnc_port(&self, port: u16) -> StoreFuture<'_, Option<BuildId>> {
+        let found = self.lock().by_vnc_port.get(&port).cloned();
         Box::pin(async move { Ok(found) })
     }
 

@@ -37,6 +37,8 @@ pub struct CredentialRecord {
     pub vnc_password: Secret<String>,
     /// SHA-256 of the VNC password, the index that keeps passwords unique across builds.
     pub password_digest: [u8; 32],
+    /// The builder's own VNC password, which the gateway injects upstream; users never see it.
+    pub builder_vnc_password: Option<Secret<String>>,
     /// Set once revoked or expired: the record is then a tombstone, refused forever.
     pub revoked: Option<Revocation>,
 }
@@ -93,6 +95,8 @@ pub enum Conflict {
     Key,
     /// The VNC password was issued before.
     Password,
+    /// The session's VNC port is in use by another live session.
+    VncPort,
 }
 
 /// Storage for sessions, credentials and tombstones.
@@ -125,6 +129,9 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         build_id: &'a BuildId,
     ) -> StoreFuture<'a, Option<CredentialRecord>>;
+
+    /// The live session that holds this VNC port.
+    fn session_for_vnc_port(&self, port: u16) -> StoreFuture<'_, Option<BuildId>>;
 
     /// Builds whose live session has a deadline at or before `now`.
     fn due_sessions(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
