@@ -188,3 +188,170 @@ pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
     path
 }
+
+/// A child process stopped by PID when dropped (in its own process group, so helpers it
+/// forks, like Xtigervnc's xkbcomp, go too).
+pub struct Server {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Server {
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> Server {
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Server { child, name }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free X display number (no socket and no lock file yet). Tests of one process take turns
+/// through a counter; processes start at different offsets.
+fn free_display() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = 100 + (std::process::id() % 200) * 4;
+    (0..2000)
+        .map(|_| start + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2000)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        })
+        .expect("a free X display")
+}
+
+/// A builder's VNC server with its own password, on a loopback port.
+pub struct VncServer {
+    pub port: u16,
+    pub password: String,
+    pub width: u32,
+    pub height: u32,
+    pub dir: tempfile::TempDir,
+    _servers: Vec<Server>,
+}
+
+/// Waits until an X display's socket exists.
+fn wait_for_display(n: u32) {
+    let start = Instant::now();
+    while !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "X display :{n} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl VncServer {
+    /// Xvfb + x11vnc, with a password file written by the library's own helper.
+    pub fn x11vnc(password: &str) -> VncServer {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, remote_access_core::vnc_password_file(password)).unwrap();
+        let display = free_display();
+        let xvfb = Server::spawn(
+            "Xvfb",
+            Command::new("Xvfb")
+                .arg(format!(":{display}"))
+                .args(["-screen", "0", "640x480x24", "-nolisten", "tcp"])
+                .stderr(Stdio::null()),
+        );
+        wait_for_display(display);
+        let port = free_port();
+        let vnc = Server::spawn(
+            "x11vnc",
+            Command::new("x11vnc")
+                .args([
+                    "-display",
+                    &format!(":{display}"),
+                    "-rfbport",
+                    &port.to_string(),
+                    "-localhost",
+                    "-rfbauth",
+                ])
+                .arg(&passwd)
+                .args(["-forever", "-shared", "-quiet", "-nopw"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_for_port(port);
+        VncServer {
+            port,
+            password: password.into(),
+            width: 640,
+            height: 480,
+            dir,
+            _servers: vec![vnc, xvfb],
+        }
+    }
+
+    /// TigerVNC's Xtigervnc (its own X server), password file from the library's helper.
+    pub fn tigervnc(password: &str) -> VncServer {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, remote_access_core::vnc_password_file(password)).unwrap();
+        let display = free_display();
+        let port = free_port();
+        let vnc = Server::spawn(
+            "Xtigervnc",
+            Command::new("Xtigervnc")
+                .arg(format!(":{display}"))
+                .args([
+                    "-geometry",
+                    "800x600",
+                    "-depth",
+                    "24",
+                    "-rfbport",
+                    &port.to_string(),
+                    "-localhost=1",
+                ])
+                .args(["-SecurityTypes", "VncAuth", "-PasswordFile"])
+                .arg(&passwd)
+                .args(["-nolisten", "tcp", "-desktop", "ci-vm"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_for_port(port);
+        VncServer {
+            port,
+            password: password.into(),
+            width: 800,
+            height: 600,
+            dir,
+            _servers: vec![vnc],
+        }
+    }
+
+    /// The builder route, with this VNC server and the SSH side of `sshd` (if any).
+    pub fn builder(&self) -> Builder {
+        let mut builder = Builder::new("127.0.0.1".parse().unwrap());
+        builder.vnc_port = Some(self.port);
+        builder
+    }
+}
+
+/// The width and height in a PNG's header.
+pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" {
+        return None;
+    }
+    let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    Some((word(16), word(20)))
+}
