@@ -1,3 +1,4 @@
 //! Support code for the runnable examples in `src/bin/`.
 
 pub mod stand_in_builder;
+pub mod stand_in_vnc;

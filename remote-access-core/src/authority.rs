@@ -703,6 +703,23 @@ impl Authority {
     }
 }
 
+/// A builder's own VNC password: what its server expects, injected by the gateway. VNC ignores
+/// bytes past 8 and libvncserver stops at NUL, so NUL is refused and non-ASCII too (clients
+/// disagree on its encoding).
+fn check_builder_vnc_password(password: Secret<String>) -> Result<Secret<String>> {
+    let text = password.expose();
+    if text.is_empty()
+        || text.len() > 64
+        || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(Error::invalid(
+            "builder_vnc_password",
+            "1 to 64 printable ASCII characters (only 8 count)",
+        ));
+    }
+    Ok(password)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,21 +796,4 @@ mod tests {
             .await;
         assert!(matches!(stuck, Err(Error::KeyMaterial { .. })));
     }
-}
-
-/// A builder's own VNC password: what its server expects, injected by the gateway. VNC ignores
-/// bytes past 8 and libvncserver stops at NUL, so NUL is refused and non-ASCII too (clients
-/// disagree on its encoding).
-fn check_builder_vnc_password(password: Secret<String>) -> Result<Secret<String>> {
-    let text = password.expose();
-    if text.is_empty()
-        || text.len() > 64
-        || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-    {
-        return Err(Error::invalid(
-            "builder_vnc_password",
-            "1 to 64 printable ASCII characters (only 8 count)",
-        ));
-    }
-    Ok(password)
 }

@@ -72,4 +72,4 @@ pub use crate::session::{
 pub use crate::store::{
     Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store, StoreFuture, Versioned,
 };
-pub use crate::vnc::vnc_password_file;
+pub use crate::vnc::{vnc_auth_response, vnc_password_file};

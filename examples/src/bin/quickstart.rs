@@ -15,11 +15,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use remote_access_core::Secret;
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, EventKind,
     Gateway, GatewayOptions, ScriptOptions, Trigger,
 };
 use remote_access_examples::stand_in_builder::StandInBuilder;
+use remote_access_examples::stand_in_vnc::{HEIGHT, StandInVnc, WIDTH, fetch_frame};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,11 +44,20 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
         "This is the stand-in builder's build directory.\n",
     )?;
 
-    // The platform side: an authority and a gateway on loopback.
-    let authority = Authority::new(AuthorityOptions::default())?;
+    // The platform side: an authority with one VNC port, and a gateway on loopback.
+    let mut options = AuthorityOptions::default();
+    options.vnc_ports = vec![
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port(),
+    ];
+    let authority = Authority::new(options)?;
     let gateway = Gateway::new(authority.clone(), GatewayOptions::default())?;
     let running = gateway.start("127.0.0.1:0").await?;
+    // The builder: an SSH server and a VNC server with its own password (never shown to users).
     let builder = StandInBuilder::start(build_dir.clone()).await?;
+    let builder_vnc_password = random_password();
+    let vnc = StandInVnc::start(builder_vnc_password.clone()).await?;
     let mut events = authority.subscribe();
 
     // A user starts build 1 by hand with remote access enabled.
@@ -56,7 +67,9 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     route.ssh_port = builder.addr.port();
     route.user = builder.user.clone();
     route.host_key = Some(builder.host_key.clone());
+    route.vnc_port = Some(vnc.addr.port());
     request.builder = Some(route);
+    request.builder_vnc_password = Some(Secret::new(builder_vnc_password));
     let credentials = authority.issue(request).await?;
     builder.authorize(&credentials.authorized_keys_line())?;
     // The build's steps are done: remote access runs for the grace period, or until logout.
@@ -72,6 +85,17 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
         .mode(0o600)
         .open(&script)?
         .write_all(info.posix_script(&credentials)?.expose().as_bytes())?;
+    let vnc_file = work.0.join("vnc.txt");
+    if let Some(text) = info.vnc_instructions(&credentials)? {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&vnc_file)?
+            .write_all(text.expose().as_bytes())?;
+    }
+    // Only the self-test plays the user's VNC client; the password otherwise stays in the file.
+    let user_vnc_password = self_test.then(|| credentials.vnc_password().clone());
     drop(credentials); // the private key now lives only in the script
 
     println!(
@@ -89,9 +113,15 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
         "access ends: {} at the latest, or when you log out",
         info.access_ends_by
     );
+    if let (Some(host), Some(port)) = (&info.vnc_host, info.vnc_port) {
+        let file = vnc_file.display();
+        println!(
+            "vnc:         {host}::{port} (stand-in screen {WIDTH}x{HEIGHT}); password in {file}"
+        );
+    }
 
-    if self_test {
-        return self_test_run(&script, &build_dir, &mut events).await;
+    if let (Some(password), Some(port)) = (user_vnc_password, info.vnc_port) {
+        return self_test_run(&script, &build_dir, port, password.expose(), &mut events).await;
     }
     println!(
         "\nIn another terminal run:\n\n    sh {}\n\nCtrl-C here stops everything.\n",
@@ -121,10 +151,25 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
 async fn self_test_run(
     script: &std::path::Path,
     build_dir: &std::path::Path,
+    vnc_port: u16,
+    vnc_password: &str,
     events: &mut remote_access_core::Subscription,
 ) -> Result<bool, Box<dyn std::error::Error>> {
+    // VNC first, held open while SSH runs: only the last connection to close is the logout.
+    println!("\nself-test: VNC to 127.0.0.1::{vnc_port} with the build's password");
+    let mut vnc = tokio::net::TcpStream::connect(("127.0.0.1", vnc_port)).await?;
+    let vnc_ok = match fetch_frame(&mut vnc, vnc_password).await {
+        Ok(size) => {
+            println!("self-test: VNC framebuffer {}x{} received", size.0, size.1);
+            size == (WIDTH, HEIGHT)
+        }
+        Err(err) => {
+            println!("self-test: VNC failed: {err}");
+            false
+        }
+    };
     println!(
-        "\nself-test: sh {} 'printenv FCI_BUILD_DIR; pwd'",
+        "self-test: sh {} 'printenv FCI_BUILD_DIR; pwd'",
         script.display()
     );
     let out = tokio::process::Command::new("sh")
@@ -137,9 +182,11 @@ async fn self_test_run(
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let expected = build_dir.display().to_string();
-    let ok = out.status.success()
+    let ssh_ok = out.status.success()
         && stdout.lines().collect::<Vec<_>>() == [expected.as_str(), expected.as_str()];
-    // That command was the only connection: its end is the user's logout.
+    let ok = vnc_ok && ssh_ok;
+    // Closing VNC, the last connection, is the user's logout.
+    drop(vnc);
     let mut finished = false;
     while let Ok(Some(event)) =
         tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await
@@ -155,6 +202,21 @@ async fn self_test_run(
         if ok && finished { "passed" } else { "FAILED" }
     );
     Ok(ok && finished)
+}
+
+/// The stand-in builder's own VNC password: 8 random alphanumerics.
+fn random_password() -> String {
+    use rand_core::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = russh::keys::key::safe_rng();
+    let mut out = String::new();
+    while out.len() < 8 {
+        let b = (rng.next_u32() & 0xff) as usize;
+        if b < 248 {
+            out.push(ALPHABET[b % 62] as char);
+        }
+    }
+    out
 }
 
 /// A private (0700) working directory, removed when dropped.

@@ -38,6 +38,18 @@ pub(crate) fn response(password: &[u8], challenge: &[u8; 16]) -> [u8; 16] {
     out
 }
 
+/// What a VNC client answers to a VNC Authentication `challenge` with `password` (only the
+/// first 8 bytes count). For clients and test tools; the gateway computes it on both legs.
+///
+/// ```
+/// let challenge: [u8; 16] = core::array::from_fn(|i| i as u8);
+/// let answer = remote_access_core::vnc_auth_response("secret", &challenge);
+/// assert_eq!(answer[..4], [0xee, 0x22, 0x53, 0x9f]);
+/// ```
+pub fn vnc_auth_response(password: &str, challenge: &[u8; 16]) -> [u8; 16] {
+    response(password.as_bytes(), challenge)
+}
+
 /// Whether `answer` is the right response, compared in constant time.
 pub(crate) fn check(password: &[u8], challenge: &[u8; 16], answer: &[u8; 16]) -> bool {
     response(password, challenge).ct_eq(answer).into()

@@ -13,7 +13,7 @@ mod auth;
 mod handshake;
 
 pub(crate) use auth::check as check_response;
-pub use auth::vnc_password_file;
+pub use auth::{vnc_auth_response, vnc_password_file};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
