@@ -252,6 +252,21 @@ impl Authority {
             Some(password) => Some(check_builder_vnc_password(password)?),
             None => None,
         };
+        let builder_vnc_username = request.builder_vnc_username;
+        if let Some(name) = &builder_vnc_username {
+            if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "builder_vnc_username",
+                    "1 to 63 bytes, no control characters",
+                ));
+            }
+            if builder_vnc_password.is_none() {
+                return Err(Error::invalid(
+                    "builder_vnc_username",
+                    "needs builder_vnc_password (the account's password)",
+                ));
+            }
+        }
         let wants_vnc = builder.as_ref().is_some_and(|b| b.vnc_port.is_some());
         let ports = &self.inner.options.vnc_ports;
         if wants_vnc && ports.is_empty() {
@@ -296,6 +311,7 @@ impl Authority {
                 password_digest: credential::password_digest(creds.vnc_password.expose()),
                 vnc_password: creds.vnc_password.clone(),
                 builder_vnc_password: builder_vnc_password.clone(),
+                builder_vnc_username: builder_vnc_username.clone(),
                 revoked: None,
             };
             match self.inner.store.insert(session, record).await? {
@@ -522,7 +538,7 @@ impl Authority {
         build_id: &BuildId,
         challenge: &[u8; 16],
         response: &[u8; 16],
-    ) -> Result<Option<Secret<String>>> {
+    ) -> Result<Option<(Secret<String>, Option<String>)>> {
         let record = self
             .inner
             .store
@@ -539,7 +555,9 @@ impl Authority {
             return Err(Error::denied(DenialReason::WrongPassword));
         }
         self.require_live(build_id).await?;
-        Ok(record.builder_vnc_password)
+        Ok(record
+            .builder_vnc_password
+            .map(|password| (password, record.builder_vnc_username)))
     }
 
     /// Publishes a refusal of something a logged-in user asked for.

@@ -117,6 +117,9 @@ pub struct BuildRequest {
     /// The password of the builder's own VNC server (see [`Builder::vnc_port`]), injected by
     /// the gateway; the user never sees it. `None` if the server asks for none.
     pub builder_vnc_password: Option<Secret<String>>,
+    /// For macOS builders: the account the gateway logs in as with Apple's type-30
+    /// authentication (the password is then that account's, up to 63 bytes).
+    pub builder_vnc_username: Option<String>,
     /// Where the gateway reaches the builder. `None` until a route exists (users are refused
     /// with a clear reason meanwhile).
     pub builder: Option<Builder>,
@@ -134,6 +137,7 @@ impl BuildRequest {
             started_at: None,
             policy: None,
             builder_vnc_password: None,
+            builder_vnc_username: None,
             builder: None,
         }
     }

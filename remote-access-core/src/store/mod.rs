@@ -39,6 +39,8 @@ pub struct CredentialRecord {
     pub password_digest: [u8; 32],
     /// The builder's own VNC password, which the gateway injects upstream; users never see it.
     pub builder_vnc_password: Option<Secret<String>>,
+    /// A macOS username for Apple's type-30 login to the builder (with the password above).
+    pub builder_vnc_username: Option<String>,
     /// Set once revoked or expired: the record is then a tombstone, refused forever.
     pub revoked: Option<Revocation>,
 }

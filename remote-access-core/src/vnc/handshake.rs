@@ -15,6 +15,16 @@ const MAX_REASON: u32 = 4096;
 /// RFB security types.
 const SECURITY_NONE: u8 = 1;
 const SECURITY_VNC_AUTH: u8 = 2;
+const SECURITY_ARD: u8 = 30;
+
+/// How the gateway logs in to a builder's VNC server.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct BuilderLogin<'a> {
+    /// The VNC password (type 2) or, with `ard_username`, the macOS account's password.
+    pub(crate) password: Option<&'a str>,
+    /// A macOS username: use Apple's type 30 when the server offers it.
+    pub(crate) ard_username: Option<&'a str>,
+}
 
 /// The protocol versions the gateway speaks; 3.889 (macOS) is 3.8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,13 +168,15 @@ where
     Ok(())
 }
 
-/// Logs in to the builder's VNC server: version `min(server, 3.8)`, VNC Authentication with
-/// the builder's password (or None if the server offers only that and no password is set).
-/// Never Tight or TLS types, and never a second try: some servers blacklist the address.
+/// Logs in to the builder's VNC server: version `min(server, 3.8)`; Apple's type 30 when a
+/// macOS username is configured and offered, else VNC Authentication with the builder's
+/// password, else None if that is all the server offers. Never Tight or TLS types, and never a
+/// second try: some servers blacklist the address.
 pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
     builder: &mut S,
-    password: Option<&[u8]>,
+    login: BuilderLogin<'_>,
 ) -> Result<()> {
+    let password = login.password.map(str::as_bytes);
     let mut theirs = [0u8; 12];
     builder.read_exact(&mut theirs).await?;
     let version =
@@ -192,19 +204,29 @@ pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let mut offered = vec![0u8; usize::from(count[0])];
         builder.read_exact(&mut offered).await?;
-        let chosen = if offered.contains(&SECURITY_VNC_AUTH) && password.is_some() {
+        let chosen = if offered.contains(&SECURITY_ARD)
+            && login.ard_username.is_some()
+            && password.is_some()
+        {
+            SECURITY_ARD
+        } else if offered.contains(&SECURITY_VNC_AUTH) && password.is_some() {
             SECURITY_VNC_AUTH
         } else if offered.contains(&SECURITY_NONE) {
             SECURITY_NONE
         } else {
             return Err(HandshakeError::Protocol(
-                "builder offers neither VNC Authentication nor None",
+                "builder offers no security type the gateway may use",
             ));
         };
         builder.write_all(&[chosen]).await?;
         chosen
     };
 
+    if let (SECURITY_ARD, Some(username), Some(password)) =
+        (chosen, login.ard_username, login.password)
+    {
+        super::ard::login(builder, username, password).await?;
+    }
     if chosen == SECURITY_VNC_AUTH {
         let password = password.ok_or(HandshakeError::Protocol(
             "builder wants a password; none is configured",
@@ -216,7 +238,7 @@ pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
             .await?;
     }
     // None under 3.3 and 3.7 has no SecurityResult; everything else does.
-    if chosen == SECURITY_VNC_AUTH || version == Version::V3_8 {
+    if chosen != SECURITY_NONE || version == Version::V3_8 {
         let mut result = [0u8; 4];
         builder.read_exact(&mut result).await?;
         if u32::from_be_bytes(result) != 0 {
@@ -273,10 +295,17 @@ mod tests {
     }
 
     /// A scripted peer on an in-memory duplex stream.
-    async fn login_against(server: Vec<u8>, password: Option<&[u8]>) -> (Result<()>, Vec<u8>) {
+    async fn login_against(server: Vec<u8>, password: Option<&str>) -> (Result<()>, Vec<u8>) {
         let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
         theirs.write_all(&server).await.unwrap();
-        let result = login_builder(&mut ours, password).await;
+        let result = login_builder(
+            &mut ours,
+            BuilderLogin {
+                password,
+                ard_username: None,
+            },
+        )
+        .await;
         drop(ours);
         let mut sent = Vec::new();
         theirs.read_to_end(&mut sent).await.unwrap();
@@ -290,7 +319,7 @@ mod tests {
         server.extend([3, 16, 2, 19]); // Tight, VNC Auth, VeNCrypt
         server.extend(challenge);
         server.extend([0, 0, 0, 0]);
-        let (result, sent) = login_against(server, Some(b"secret")).await;
+        let (result, sent) = login_against(server, Some("secret")).await;
         assert!(result.is_ok(), "{:?}", result.err().map(|e| e.to_string()));
         let mut expected = b"RFB 003.008\n".to_vec();
         expected.push(2); // VNC Auth, never Tight or VeNCrypt
@@ -304,7 +333,7 @@ mod tests {
         let mut server = b"RFB 003.003\n".to_vec();
         server.extend([0, 0, 0, 0, 0, 0, 0, 26]);
         server.extend(b"Too many security failures");
-        let (result, _) = login_against(server, Some(b"x")).await;
+        let (result, _) = login_against(server, Some("x")).await;
         assert!(
             matches!(result, Err(HandshakeError::Refused(r)) if r == "Too many security failures")
         );
@@ -315,21 +344,54 @@ mod tests {
         server.extend([7u8; 16]);
         server.extend([0, 0, 0, 1, 0, 0, 0, 6]);
         server.extend(b"denied");
-        let (result, sent) = login_against(server, Some(b"x")).await;
+        let (result, sent) = login_against(server, Some("x")).await;
         assert!(matches!(result, Err(HandshakeError::Refused(r)) if r == "denied"));
         assert_eq!(sent.len(), 12 + 1 + 16, "exactly one attempt");
 
         // A huge reason length is not believed.
         let mut server = b"RFB 003.008\n".to_vec();
         server.extend([0, 0xff, 0xff, 0xff, 0xff]);
-        let (result, _) = login_against(server, Some(b"x")).await;
+        let (result, _) = login_against(server, Some("x")).await;
         assert!(matches!(result, Err(HandshakeError::Protocol(_))));
 
         // Only Tight or TLS on offer: refuse rather than pick them.
         let mut server = b"RFB 003.008\n".to_vec();
         server.extend([2, 16, 18]);
-        let (result, _) = login_against(server, Some(b"x")).await;
+        let (result, _) = login_against(server, Some("x")).await;
         assert!(matches!(result, Err(HandshakeError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn macos_servers_get_type_30_only_with_a_username() {
+        // Without a macOS username, a server offering only Apple's types is refused.
+        let mut server = b"RFB 003.889\n".to_vec();
+        server.extend([3, 30, 33, 36]);
+        let (result, _) = login_against(server, Some("pw")).await;
+        assert!(matches!(result, Err(HandshakeError::Protocol(_))));
+
+        // With one, type 30 is chosen over type 2 (and the DH exchange starts).
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut server = b"RFB 003.889\n".to_vec();
+        server.extend([2, 2, 30]);
+        server.extend([0, 2, 0xff, 0xff]); // generator 2, key length 65535: refused
+        theirs.write_all(&server).await.unwrap();
+        let login = BuilderLogin {
+            password: Some("pw"),
+            ard_username: Some("ci"),
+        };
+        let result = login_builder(&mut ours, login).await;
+        assert!(matches!(
+            result,
+            Err(HandshakeError::Protocol("ARD key length out of range"))
+        ));
+        drop(ours);
+        let mut sent = Vec::new();
+        theirs.read_to_end(&mut sent).await.unwrap();
+        assert_eq!(
+            sent,
+            [b"RFB 003.008\n".as_slice(), &[30]].concat(),
+            "3.889 answered as 3.8, type 30 chosen"
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 //! sessions at once. With a port per session, a guess is tested against one session only. The
 //! price is a port range to open on the gateway.
 
+mod ard;
 mod auth;
 mod handshake;
 
@@ -163,7 +164,7 @@ async fn admit(
         return Err(Refusal::NoSession);
     };
     let build_id = session.build_id().clone();
-    let builder_password = match authority
+    let builder_login = match authority
         .verify_vnc_response(&build_id, &hello.challenge, &hello.response)
         .await
     {
@@ -191,8 +192,15 @@ async fn admit(
             return Err(Refusal::Builder(err.to_string()));
         }
     };
-    let password = builder_password.as_ref().map(|p| p.expose().as_bytes());
-    if let Err(err) = handshake::login_builder(&mut builder, password).await {
+    let (password, username) = match &builder_login {
+        Some((password, username)) => (Some(password.expose().as_str()), username.as_deref()),
+        None => (None, None),
+    };
+    let login = handshake::BuilderLogin {
+        password,
+        ard_username: username,
+    };
+    if let Err(err) = handshake::login_builder(&mut builder, login).await {
         handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
         authority.refused(
             &build_id,
