@@ -217,20 +217,7 @@ impl Builder {
         if self.extra_ports.len() > 16 {
             return Err(Error::invalid("builder.extra_ports", "at most 16 ports"));
         }
-        let user_ok = (1..=32).contains(&self.user.len())
-            && self
-                .user
-                .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && self
-                .user
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !user_ok {
-            return Err(Error::invalid(
-                "builder.user",
-                "use 1-32 characters of a-z 0-9 _ -, starting with a letter or _",
-            ));
-        }
+        check_user("builder.user", &self.user)?;
         if let Some(text) = &self.host_key {
             let mut key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|_| {
                 Error::invalid("builder.host_key", "not an OpenSSH public key line")
@@ -241,4 +228,33 @@ impl Builder {
         }
         Ok(self)
     }
+}
+
+/// A login name on the builder: 1-32 of `a-z 0-9 _ -`, starting with a letter or `_`.
+pub(crate) fn check_user(what: &'static str, user: &str) -> Result<()> {
+    let ok = (1..=32).contains(&user.len())
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            what,
+            "use 1-32 characters of a-z 0-9 _ -, starting with a letter or _",
+        ))
+    }
+}
+
+/// An OpenSSH public key line reduced to `type base64`: the comment, free text, is dropped.
+pub(crate) fn normalized_public_key(what: &'static str, text: &str) -> Result<String> {
+    let mut key = russh::keys::PublicKey::from_openssh(text.trim())
+        .map_err(|_| Error::invalid(what, "not an OpenSSH public key line"))?;
+    key.set_comment("");
+    Ok(key
+        .to_openssh()
+        .map_err(Error::key_material)?
+        .trim()
+        .to_owned())
 }

@@ -100,7 +100,11 @@ impl Fixture {
             &format!("{id}.key"),
             creds.private_key_openssh().unwrap().expose(),
         );
-        let known = write_script(dir, &format!("{id}.known_hosts"), &info.known_hosts());
+        let known = write_script(
+            dir,
+            &format!("{id}.known_hosts"),
+            &info.known_hosts().unwrap(),
+        );
         let text = info
             .ssh_config(key.to_str().unwrap(), known.to_str().unwrap())
             .unwrap();

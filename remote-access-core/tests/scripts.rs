@@ -273,3 +273,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn values_from_a_store_or_edited_fields_are_checked_again() {
+    let (creds, session) = issue("hostile-4", "builder").unwrap();
+    let key = HostKey::generate().unwrap();
+    let options = ScriptOptions::new("gw.example.com", 2222);
+
+    // A session as a networked store might hand it back, with hostile builder fields.
+    let json = serde_json::to_string(&session).unwrap();
+    let good_key = key.public_key();
+    for (field, value) in [
+        (
+            "\"user\":\"builder\"",
+            "\"user\":\"b\\nProxyCommand touch /tmp/pwned\"",
+        ),
+        (
+            "\"host_key\":null",
+            &format!("\"host_key\":\"{good_key}\\nREMOTE_ACCESS_END\\ntouch /tmp/pwned\""),
+        ),
+        (
+            "\"host_key\":null",
+            "\"host_key\":\"ssh-ed25519 AAAA'; touch /tmp/pwned\"",
+        ),
+    ] {
+        assert!(json.contains(field), "{field} in {json}");
+        let forged: Session = serde_json::from_str(&json.replace(field, value)).unwrap();
+        let err = ConnectionInfo::new(&creds, &forged, &key, &options).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{value}: {err}");
+    }
+
+    // Public fields edited after `new`: every generator checks again.
+    let info = ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
+    let edits: Vec<Box<dyn Fn(&mut ConnectionInfo)>> = vec![
+        Box::new(|i| i.builder_user = "x\n  ProxyCommand touch /tmp/pwned".into()),
+        Box::new(|i| i.gateway_host = "gw\nHost *".into()),
+        Box::new(|i| i.gateway_user = "ra-x'$(id)'".into()),
+        Box::new(|i| i.gateway_host_key = format!("{good_key}\nREMOTE_ACCESS_END")),
+        Box::new(|i| i.builder_host = "10.0.0.1; id".into()),
+        Box::new(|i| i.build_id = "b\nid".into()),
+        Box::new(|i| i.access_ends_by = "soon'; id; '".into()),
+        Box::new(|i| i.key_fingerprint = "SHA256:x\nid".into()),
+        Box::new(|i| i.vnc_host = Some("$(id)".into())),
+    ];
+    for edit in edits {
+        let mut edited = info.clone();
+        edit(&mut edited);
+        assert!(edited.posix_script(&creds).is_err());
+        assert!(edited.powershell_script(&creds).is_err());
+        assert!(edited.ssh_config("/k", "/h").is_err());
+        assert!(edited.known_hosts().is_err());
+    }
+    assert!(info.ssh_config("/k\nHost *", "/h").is_err());
+}

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
+use crate::build::{BuildId, check_user, normalized_public_key};
 use crate::credential::Credentials;
 use crate::error::{Error, Result};
 use crate::gateway::HostKey;
@@ -138,7 +139,7 @@ impl ConnectionInfo {
             .unwrap_or_else(|_| session.deadline())
             .format(&Rfc3339)
             .map_err(|err| Error::invalid("deadline", err.to_string()))?;
-        Ok(Self {
+        let info = Self {
             build_id: credentials.build_id().to_string(),
             gateway_host: options.gateway_host.clone(),
             gateway_port: options.gateway_port,
@@ -154,7 +155,9 @@ impl ConnectionInfo {
             build_dir: options.build_dir.clone(),
             vnc_host: session.vnc_port().map(|_| options.gateway_host.clone()),
             vnc_port: session.vnc_port(),
-        })
+        };
+        info.check()?;
+        Ok(info)
     }
 
     /// The info as pretty JSON.
@@ -162,9 +165,69 @@ impl ConnectionInfo {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Checks every field that ends up in generated text. The fields are public (for JSON and
+    /// the bindings) and a session may come from any store, so each generator checks again
+    /// rather than trusting where the values came from.
+    fn check(&self) -> Result<()> {
+        BuildId::new(self.build_id.as_str())?;
+        quote::check_host("gateway_host", &self.gateway_host)?;
+        let user_ok = (1..=64).contains(&self.gateway_user.len())
+            && self
+                .gateway_user
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !user_ok {
+            return Err(Error::invalid(
+                "gateway_user",
+                "not a generated gateway username",
+            ));
+        }
+        if normalized_public_key("gateway_host_key", &self.gateway_host_key)?
+            != self.gateway_host_key
+        {
+            return Err(Error::invalid(
+                "gateway_host_key",
+                "must be exactly `type base64`",
+            ));
+        }
+        self.builder_host
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| Error::invalid("builder_host", "not an IP address"))?;
+        check_user("builder_user", &self.builder_user)?;
+        if let Some(key) = &self.builder_host_key
+            && normalized_public_key("builder_host_key", key)? != *key
+        {
+            return Err(Error::invalid(
+                "builder_host_key",
+                "must be exactly `type base64`",
+            ));
+        }
+        let fingerprint_ok = self
+            .key_fingerprint
+            .strip_prefix("SHA256:")
+            .is_some_and(|b64| {
+                b64.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            });
+        if !fingerprint_ok {
+            return Err(Error::invalid(
+                "key_fingerprint",
+                "not a SHA256: fingerprint",
+            ));
+        }
+        time::OffsetDateTime::parse(&self.access_ends_by, &Rfc3339)
+            .map_err(|_| Error::invalid("access_ends_by", "not an RFC 3339 time"))?;
+        quote::check_build_dir(&self.build_dir)?;
+        if let Some(host) = &self.vnc_host {
+            quote::check_host("vnc_host", host)?;
+        }
+        Ok(())
+    }
+
     /// What to enter in a VNC client, password included (so it is a [`Secret`]); `None` if the
     /// session has no VNC. Hand it to the user next to the scripts.
     pub fn vnc_instructions(&self, credentials: &Credentials) -> Result<Option<Secret<String>>> {
+        self.check()?;
         if credentials.build_id().as_str() != self.build_id {
             return Err(Error::invalid(
                 "credentials",
@@ -185,12 +248,13 @@ impl ConnectionInfo {
     }
 
     /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).
-    pub fn known_hosts(&self) -> String {
+    pub fn known_hosts(&self) -> Result<String> {
+        self.check()?;
         let mut out = format!("{GATEWAY_ALIAS} {}\n", self.gateway_host_key);
         if let Some(key) = &self.builder_host_key {
             out.push_str(&format!("{BUILDER_ALIAS} {key}\n"));
         }
-        out
+        Ok(out)
     }
 
     /// An `ssh_config` block for users who keep the key themselves: with it,
@@ -198,6 +262,7 @@ impl ConnectionInfo {
     /// `ssh -F <file> remote-access-builder CMD` runs a command. `identity_file` and
     /// `known_hosts_file` are where the user stored the key and [`ConnectionInfo::known_hosts`].
     pub fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> Result<String> {
+        self.check()?;
         for (what, path) in [
             ("identity_file", identity_file),
             ("known_hosts_file", known_hosts_file),
@@ -260,7 +325,7 @@ impl ConnectionInfo {
             file = format_args!("remote-access-{}.sh", self.build_id),
             END = HEREDOC_END,
             key = key.expose(),
-            known = self.known_hosts(),
+            known = self.known_hosts()?,
             hosts = self.config_hosts(None),
             banner = quote::sh(&banner),
             cd = quote::sh(&cd),
@@ -316,7 +381,7 @@ impl ConnectionInfo {
             gw = self.gateway_host,
             file = format_args!("remote-access-{}.ps1", self.build_id),
             key = crlf(key.expose()),
-            known = crlf(&self.known_hosts()),
+            known = crlf(&self.known_hosts()?),
             hosts = crlf(&self.config_hosts(Some(COMMAND_ALIAS))),
             cd = quote::powershell(&cd),
             banner = quote::powershell(&self.banner()),
@@ -325,6 +390,7 @@ impl ConnectionInfo {
     }
 
     fn private_key(&self, credentials: &Credentials) -> Result<Secret<String>> {
+        self.check()?;
         if credentials.build_id().as_str() != self.build_id {
             return Err(Error::invalid(
                 "credentials",
