@@ -47,16 +47,10 @@ impl StandInBuilder {
         let addr = listener.local_addr()?;
         let keys = Arc::new(Mutex::new(HashSet::new()));
         let user = "builder".to_owned();
-        let shared = Arc::new(Shared {
-            keys: keys.clone(),
-            user: user.clone(),
-            build_dir,
-        });
+        let shared = Arc::new(Shared { keys: keys.clone(), user: user.clone(), build_dir });
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let handler = BuilderHandler {
-                    shared: shared.clone(),
-                };
+                let handler = BuilderHandler { shared: shared.clone() };
                 let config = config.clone();
                 tokio::spawn(async move {
                     if let Ok(session) = russh::server::run_stream(config, tcp, handler).await {
@@ -65,22 +59,13 @@ impl StandInBuilder {
                 });
             }
         });
-        Ok(Self {
-            addr,
-            host_key,
-            user,
-            keys,
-            task,
-        })
+        Ok(Self { addr, host_key, user, keys, task })
     }
 
     /// Lets the key of an `authorized_keys` line log in.
     pub fn authorize(&self, authorized_keys_line: &str) -> Result<(), Box<dyn std::error::Error>> {
         let key = PublicKey::from_openssh(authorized_keys_line)?;
-        self.keys
-            .lock()
-            .map_err(|_| "lock")?
-            .insert(key.fingerprint(HashAlg::Sha256).to_string());
+        self.keys.lock().map_err(|_| "lock")?.insert(key.fingerprint(HashAlg::Sha256).to_string());
         Ok(())
     }
 }
@@ -104,12 +89,7 @@ struct BuilderHandler {
 impl BuilderHandler {
     fn allowed(&self, user: &str, key: &PublicKey) -> bool {
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        user == self.shared.user
-            && self
-                .shared
-                .keys
-                .lock()
-                .is_ok_and(|keys| keys.contains(&fingerprint))
+        user == self.shared.user && self.shared.keys.lock().is_ok_and(|keys| keys.contains(&fingerprint))
     }
 }
 
@@ -121,11 +101,7 @@ impl russh::server::Handler for BuilderHandler {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.allowed(user, offer.public_key) {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        Ok(if self.allowed(user, offer.public_key) { Auth::Accept } else { Auth::reject() })
     }
 
     async fn auth_publickey(
@@ -133,11 +109,7 @@ impl russh::server::Handler for BuilderHandler {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.allowed(user, key.public_key) {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        Ok(if self.allowed(user, key.public_key) { Auth::Accept } else { Auth::reject() })
     }
 
     async fn channel_open_session(
@@ -174,11 +146,7 @@ impl russh::server::Handler for BuilderHandler {
         session.channel_success(channel)
     }
 
-    async fn shell_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
@@ -229,9 +197,7 @@ async fn serve_channel(mut channel: Channel<Msg>, build_dir: PathBuf) {
     let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
-            let _ = channel
-                .extended_data_bytes(1, format!("stand-in builder: {err}\r\n").into_bytes())
-                .await;
+            let _ = channel.extended_data_bytes(1, format!("stand-in builder: {err}\r\n").into_bytes()).await;
             let _ = channel.exit_status(127).await;
             let _ = channel.close().await;
             return;
@@ -267,12 +233,14 @@ async fn serve_channel(mut channel: Channel<Msg>, build_dir: PathBuf) {
             status = child.wait() => break status.ok(),
         }
     };
+    // The client is gone or the command ended: close its input and make sure it is gone too.
+    drop(stdin);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
     let _ = pump_out.await;
     let _ = pump_err.await;
     let code = status.and_then(|s| s.code()).unwrap_or(255);
-    let _ = channel
-        .exit_status(u32::try_from(code).unwrap_or(255))
-        .await;
+    let _ = channel.exit_status(u32::try_from(code).unwrap_or(255)).await;
     let _ = channel.eof().await;
     let _ = channel.close().await;
     // Keep reading until the client closes, so the channel is drained.

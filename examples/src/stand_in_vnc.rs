@@ -155,11 +155,7 @@ async fn serve(mut s: TcpStream, password: &str) -> io::Result<()> {
 
 async fn skip<S: AsyncRead + Unpin>(s: &mut S, n: usize) -> io::Result<()> {
     let copied = tokio::io::copy(&mut s.take(n as u64), &mut tokio::io::sink()).await?;
-    if copied as usize == n {
-        Ok(())
-    } else {
-        Err(io::ErrorKind::UnexpectedEof.into())
-    }
+    if copied as usize == n { Ok(()) } else { Err(io::ErrorKind::UnexpectedEof.into()) }
 }
 
 /// A full-screen raw update: a gradient, so a screenshot shows something.
@@ -201,8 +197,7 @@ pub async fn fetch_frame<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(&[2]).await?;
     let mut challenge = [0u8; 16];
     s.read_exact(&mut challenge).await?;
-    s.write_all(&remote_access_core::vnc_auth_response(password, &challenge))
-        .await?;
+    s.write_all(&remote_access_core::vnc_auth_response(password, &challenge)).await?;
     let mut result = [0u8; 4];
     s.read_exact(&mut result).await?;
     if result != [0; 4] {
@@ -211,10 +206,7 @@ pub async fn fetch_frame<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(&[1]).await?; // shared
     let mut init = [0u8; 24];
     s.read_exact(&mut init).await?;
-    let (width, height) = (
-        u16::from_be_bytes([init[0], init[1]]),
-        u16::from_be_bytes([init[2], init[3]]),
-    );
+    let (width, height) = (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]));
     let bytes_per_pixel = usize::from(init[4] / 8);
     let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
     skip(s, name_len.min(4096)).await?;
@@ -224,10 +216,7 @@ pub async fn fetch_frame<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(&request).await?;
     let mut head = [0u8; 16];
     s.read_exact(&mut head).await?;
-    let (w, h) = (
-        u16::from_be_bytes([head[8], head[9]]),
-        u16::from_be_bytes([head[10], head[11]]),
-    );
+    let (w, h) = (u16::from_be_bytes([head[8], head[9]]), u16::from_be_bytes([head[10], head[11]]));
     if head[0] != 0 || (w, h) != (width, height) || head[12..16] != [0, 0, 0, 0] {
         return Err(io::Error::other("unexpected framebuffer update"));
     }

@@ -7,20 +7,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use remote_access_core::{Authority, AuthorityOptions, BuildId, BuildRequest, Trigger};
 
 fn issuance(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let authority = Authority::new(AuthorityOptions::default()).expect("authority");
     let next = AtomicU64::new(0);
     let mut group = c.benchmark_group("credential");
     group.throughput(Throughput::Elements(1));
     group.bench_function("issue", |b| {
         b.iter(|| {
-            let id = BuildId::new(format!("bench-{}", next.fetch_add(1, Ordering::Relaxed)))
-                .expect("id");
-            runtime
-                .block_on(authority.issue(BuildRequest::new(id, Trigger::Manual, true)))
-                .expect("issue")
+            let id = BuildId::new(format!("bench-{}", next.fetch_add(1, Ordering::Relaxed))).expect("id");
+            runtime.block_on(authority.issue(BuildRequest::new(id, Trigger::Manual, true))).expect("issue")
         })
     });
     group.finish();

@@ -111,6 +111,8 @@ pub struct LiveConnection {
     cut: CutSignal,
     /// Set until the disconnect has been recorded.
     reporter: Option<Authority>,
+    /// Report a drop as a detach (gateway stopping), not as the user leaving.
+    detach: bool,
 }
 
 impl std::fmt::Debug for LiveConnection {
@@ -128,11 +130,15 @@ impl Drop for LiveConnection {
         let Some(authority) = self.reporter.take() else {
             return;
         };
-        let (build_id, connection) = (self.build_id.clone(), self.id);
+        let (build_id, connection, detach) = (self.build_id.clone(), self.id, self.detach);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    let input = Input::Disconnected { connection };
+                    let input = if detach {
+                        Input::Detached { connection }
+                    } else {
+                        Input::Disconnected { connection }
+                    };
                     if let Err(err) = authority.apply(&build_id, input).await {
                         tracing::warn!(%build_id, %err, "recording a dropped connection's disconnect failed");
                     }
@@ -165,13 +171,17 @@ impl LiveConnection {
     pub fn cut_signal(&self) -> CutSignal {
         self.cut.clone()
     }
+
+    /// From now on, a drop without a report counts as the gateway letting go of the connection
+    /// (not a logout): for a gateway that is stopping.
+    pub fn detach_on_drop(&mut self) {
+        self.detach = true;
+    }
 }
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority")
-            .field("options", &self.inner.options)
-            .finish_non_exhaustive()
+        f.debug_struct("Authority").field("options", &self.inner.options).finish_non_exhaustive()
     }
 }
 
@@ -189,31 +199,18 @@ impl Authority {
     ) -> Result<Self> {
         options.policy.validate()?;
         if options.vnc_ports.contains(&0) || options.vnc_ports.len() > 10_000 {
-            return Err(Error::invalid(
-                "vnc_ports",
-                "ports must be non-zero, at most 10,000 of them",
-            ));
+            return Err(Error::invalid("vnc_ports", "ports must be non-zero, at most 10,000 of them"));
         }
         let distinct: std::collections::HashSet<_> = options.vnc_ports.iter().collect();
         if distinct.len() != options.vnc_ports.len() {
             return Err(Error::invalid("vnc_ports", "a port is listed twice"));
         }
         if options.tombstone_retention > Policy::MAX_DURATION * 10 {
-            return Err(Error::invalid(
-                "tombstone_retention",
-                "longer than ten years",
-            ));
+            return Err(Error::invalid("tombstone_retention", "longer than ten years"));
         }
-        let inner = Inner {
-            store,
-            clock,
-            options,
-            events: EventBus::default(),
-            registry: Registry::default(),
-        };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner =
+            Inner { store, clock, options, events: EventBus::default(), registry: Registry::default() };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The options in force.
@@ -255,10 +252,7 @@ impl Authority {
         let builder_vnc_username = request.builder_vnc_username;
         if let Some(name) = &builder_vnc_username {
             if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
-                return Err(Error::invalid(
-                    "builder_vnc_username",
-                    "1 to 63 bytes, no control characters",
-                ));
+                return Err(Error::invalid("builder_vnc_username", "1 to 63 bytes, no control characters"));
             }
             if builder_vnc_password.is_none() {
                 return Err(Error::invalid(
@@ -277,11 +271,8 @@ impl Authority {
         }
         let build_id = request.build_id;
         // VNC ports are tried from a random start, so sessions spread over the range.
-        let first_port = if ports.is_empty() {
-            0
-        } else {
-            russh::keys::key::safe_rng().next_u64() as usize % ports.len()
-        };
+        let first_port =
+            if ports.is_empty() { 0 } else { russh::keys::key::safe_rng().next_u64() as usize % ports.len() };
         let mut port_tries = 0;
         let mut credential_draws = 0;
         let mut credentials: Option<Credentials> = None;
@@ -316,10 +307,8 @@ impl Authority {
             };
             match self.inner.store.insert(session, record).await? {
                 Insert::Done => {
-                    let mut reason = format!(
-                        "credentials issued: user {} key {}",
-                        creds.username, creds.fingerprint
-                    );
+                    let mut reason =
+                        format!("credentials issued: user {} key {}", creds.username, creds.fingerprint);
                     if let Some(port) = vnc_port {
                         reason.push_str(&format!(" vnc port {port}"));
                     }
@@ -371,25 +360,12 @@ impl Authority {
     /// connection is cut. Revoking an ended session changes nothing.
     pub async fn revoke(&self, build_id: &BuildId, reason: &str) -> Result<()> {
         if reason.len() > MAX_REASON_LEN {
-            return Err(Error::invalid(
-                "revoke reason",
-                format!("longer than {MAX_REASON_LEN} bytes"),
-            ));
+            return Err(Error::invalid("revoke reason", format!("longer than {MAX_REASON_LEN} bytes")));
         }
         if reason.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "revoke reason",
-                "contains control characters",
-            ));
+            return Err(Error::invalid("revoke reason", "contains control characters"));
         }
-        self.apply(
-            build_id,
-            Input::Revoke {
-                reason: reason.to_owned(),
-            },
-        )
-        .await
-        .map(drop)
+        self.apply(build_id, Input::Revoke { reason: reason.to_owned() }).await.map(drop)
     }
 
     /// Checks an SSH login: `username` and the public key (OpenSSH text, `ssh-ed25519 AAAA...`)
@@ -402,11 +378,7 @@ impl Authority {
     }
 
     /// [`Authority::verify_ssh`] with the key's `SHA256:` fingerprint.
-    pub(crate) async fn verify_ssh_fingerprint(
-        &self,
-        username: &str,
-        fingerprint: &str,
-    ) -> Result<BuildId> {
+    pub(crate) async fn verify_ssh_fingerprint(&self, username: &str, fingerprint: &str) -> Result<BuildId> {
         if username.len() > MAX_USERNAME_LEN {
             return Err(Error::denied(DenialReason::UnknownUser));
         }
@@ -433,53 +405,28 @@ impl Authority {
             .store
             .credential_for_build(build_id)
             .await?
-            .ok_or_else(|| Error::UnknownBuild {
-                build_id: build_id.clone(),
-            })?;
+            .ok_or_else(|| Error::UnknownBuild { build_id: build_id.clone() })?;
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
-        if !bool::from(
-            password
-                .as_bytes()
-                .ct_eq(record.vnc_password.expose().as_bytes()),
-        ) {
+        if !bool::from(password.as_bytes().ct_eq(record.vnc_password.expose().as_bytes())) {
             return Err(Error::denied(DenialReason::WrongPassword));
         }
         self.require_live(build_id).await
     }
 
     /// Records a new user connection. Refused with [`Error::SessionEnded`] once access is over.
-    pub async fn connected(
-        &self,
-        build_id: &BuildId,
-        protocol: Protocol,
-    ) -> Result<LiveConnection> {
+    pub async fn connected(&self, build_id: &BuildId, protocol: Protocol) -> Result<LiveConnection> {
         self.connect(build_id, protocol).await.map(|(_, live)| live)
     }
 
     /// [`Authority::connected`], also returning the session as it was when the connection was
     /// admitted (the gateway needs its route).
-    async fn connect(
-        &self,
-        build_id: &BuildId,
-        protocol: Protocol,
-    ) -> Result<(Session, LiveConnection)> {
+    async fn connect(&self, build_id: &BuildId, protocol: Protocol) -> Result<(Session, LiveConnection)> {
         let connection = ConnectionId(russh::keys::key::safe_rng().next_u64());
-        let (session, t) = self
-            .apply(
-                build_id,
-                Input::Connected {
-                    connection,
-                    protocol,
-                },
-            )
-            .await?;
+        let (session, t) = self.apply(build_id, Input::Connected { connection, protocol }).await?;
         if let Some(reason) = t.refused {
-            return Err(Error::SessionEnded {
-                build_id: session.build_id().clone(),
-                reason,
-            });
+            return Err(Error::SessionEnded { build_id: session.build_id().clone(), reason });
         }
         let cut = self.inner.registry.signal(build_id);
         let live = LiveConnection {
@@ -488,6 +435,7 @@ impl Authority {
             protocol,
             cut,
             reporter: Some(self.clone()),
+            detach: false,
         };
         Ok((session, live))
     }
@@ -500,19 +448,15 @@ impl Authority {
         fingerprint: &str,
     ) -> Result<(Session, LiveConnection)> {
         let build_id = self.verify_ssh_fingerprint(username, fingerprint).await?;
-        self.connect(&build_id, Protocol::Ssh)
-            .await
-            .map_err(|err| match err {
-                Error::SessionEnded { .. } => Error::denied(DenialReason::Revoked),
-                other => other,
-            })
+        self.connect(&build_id, Protocol::Ssh).await.map_err(|err| match err {
+            Error::SessionEnded { .. } => Error::denied(DenialReason::Revoked),
+            other => other,
+        })
     }
 
     /// Records that a connection was closed by its gateway shutting down: not a logout.
     pub async fn detached(&self, mut connection: LiveConnection) -> Result<()> {
-        let input = Input::Detached {
-            connection: connection.id,
-        };
+        let input = Input::Detached { connection: connection.id };
         let result = self.apply(&connection.build_id, input).await;
         connection.reporter = None;
         result.map(drop)
@@ -544,39 +488,27 @@ impl Authority {
             .store
             .credential_for_build(build_id)
             .await?
-            .ok_or_else(|| Error::UnknownBuild {
-                build_id: build_id.clone(),
-            })?;
+            .ok_or_else(|| Error::UnknownBuild { build_id: build_id.clone() })?;
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
-        if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response)
-        {
+        if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response) {
             return Err(Error::denied(DenialReason::WrongPassword));
         }
         self.require_live(build_id).await?;
-        Ok(record
-            .builder_vnc_password
-            .map(|password| (password, record.builder_vnc_username)))
+        Ok(record.builder_vnc_password.map(|password| (password, record.builder_vnc_username)))
     }
 
     /// Publishes a refusal of something a logged-in user asked for.
     pub(crate) fn refused(&self, build_id: &BuildId, reason: String) {
-        let event = Event {
-            build_id: build_id.clone(),
-            at: self.now(),
-            kind: EventKind::Refused,
-            reason,
-        };
+        let event = Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::Refused, reason };
         self.inner.events.publish(vec![event]);
     }
 
     /// Records that a connection closed. After the steps completed, the last one to close is a
     /// logout: the session ends and the build is finished.
     pub async fn disconnected(&self, mut connection: LiveConnection) -> Result<()> {
-        let input = Input::Disconnected {
-            connection: connection.id,
-        };
+        let input = Input::Disconnected { connection: connection.id };
         // If this future is dropped mid-way, `connection` drops with its reporter still set and
         // reports the disconnect itself; a second report of the same id changes nothing.
         let result = self.apply(&connection.build_id, input).await;
@@ -586,9 +518,7 @@ impl Authority {
 
     /// The build's session as of now (a passed deadline is applied first).
     pub async fn session(&self, build_id: &BuildId) -> Result<Session> {
-        self.apply(build_id, Input::Tick)
-            .await
-            .map(|(session, _)| session)
+        self.apply(build_id, Input::Tick).await.map(|(session, _)| session)
     }
 
     /// Ends every session whose deadline has passed on the clock; returns how many ended.
@@ -623,10 +553,7 @@ impl Authority {
     pub async fn purge(&self) -> Result<usize> {
         let retention = time::Duration::try_from(self.inner.options.tombstone_retention)
             .map_err(|_| Error::invalid("tombstone_retention", "out of range"))?;
-        let cutoff = self
-            .now()
-            .checked_sub(retention)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let cutoff = self.now().checked_sub(retention).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let purged = self.inner.store.purge(cutoff).await?;
         self.inner.registry.forget(&purged);
         Ok(purged.len())
@@ -678,9 +605,7 @@ impl Authority {
             let current = store
                 .session(build_id)
                 .await?
-                .ok_or_else(|| Error::UnknownBuild {
-                    build_id: build_id.clone(),
-                })?;
+                .ok_or_else(|| Error::UnknownBuild { build_id: build_id.clone() })?;
             let mut session = current.value;
             if session.is_ended() {
                 // Another authority on a shared store may have ended it: cut here too.
@@ -691,17 +616,9 @@ impl Authority {
                 let revocation = t
                     .actions
                     .contains(&Action::RevokeCredentials)
-                    .then(|| {
-                        session.end().map(|(reason, at)| Revocation {
-                            at,
-                            reason: reason.to_string(),
-                        })
-                    })
+                    .then(|| session.end().map(|(reason, at)| Revocation { at, reason: reason.to_string() }))
                     .flatten();
-                if !store
-                    .replace_session(session.clone(), current.version, revocation)
-                    .await?
-                {
+                if !store.replace_session(session.clone(), current.version, revocation).await? {
                     continue; // another caller changed the session first: redo on its version
                 }
                 if t.actions.contains(&Action::CutConnections) {
@@ -726,10 +643,7 @@ impl Authority {
 /// disagree on its encoding).
 fn check_builder_vnc_password(password: Secret<String>) -> Result<Secret<String>> {
     let text = password.expose();
-    if text.is_empty()
-        || text.len() > 64
-        || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-    {
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
         return Err(Error::invalid(
             "builder_vnc_password",
             "1 to 64 printable ASCII characters (only 8 count)",
@@ -749,20 +663,16 @@ mod tests {
     #[tokio::test]
     async fn a_clashing_key_or_password_is_never_issued_again() {
         let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
-        let authority = Authority::with_parts(
-            AuthorityOptions::default(),
-            Arc::new(MemoryStore::new()),
-            Arc::new(clock),
-        )
-        .unwrap();
+        let authority =
+            Authority::with_parts(AuthorityOptions::default(), Arc::new(MemoryStore::new()), Arc::new(clock))
+                .unwrap();
         let first = credential::generate().unwrap();
         let (first_key, first_password) = (first.key.clone(), first.vnc_password.clone());
         let mut first = Some(first);
         let creds = authority
-            .issue_with(
-                BuildRequest::new(BuildId::new("one").unwrap(), Trigger::Manual, true),
-                || Ok(first.take().unwrap()),
-            )
+            .issue_with(BuildRequest::new(BuildId::new("one").unwrap(), Trigger::Manual, true), || {
+                Ok(first.take().unwrap())
+            })
             .await
             .unwrap();
         authority.revoke(creds.build_id(), "done").await.unwrap();
@@ -788,15 +698,9 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(
-                calls, 2,
-                "the clash with a tombstone was caught and credentials drawn again"
-            );
+            assert_eq!(calls, 2, "the clash with a tombstone was caught and credentials drawn again");
             assert_ne!(second.fingerprint(), creds.fingerprint());
-            assert_ne!(
-                second.vnc_password().expose(),
-                creds.vnc_password().expose()
-            );
+            assert_ne!(second.vnc_password().expose(), creds.vnc_password().expose());
             assert_ne!(second.username(), creds.username());
         }
 
@@ -807,10 +711,7 @@ mod tests {
             Ok(g)
         };
         let stuck = authority
-            .issue_with(
-                BuildRequest::new(BuildId::new("three").unwrap(), Trigger::Manual, true),
-                replaying,
-            )
+            .issue_with(BuildRequest::new(BuildId::new("three").unwrap(), Trigger::Manual, true), replaying)
             .await;
         assert!(matches!(stuck, Err(Error::KeyMaterial { .. })));
     }

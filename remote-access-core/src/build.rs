@@ -42,11 +42,7 @@ impl BuildId {
         let problem = if id.is_empty() {
             Some("it is empty".to_string())
         } else if id.len() > Self::MAX_LEN {
-            Some(format!(
-                "it is {} bytes long; the limit is {}",
-                id.len(),
-                Self::MAX_LEN
-            ))
+            Some(format!("it is {} bytes long; the limit is {}", id.len(), Self::MAX_LEN))
         } else if id.starts_with(['-', '.']) {
             Some("it must not start with '-' or '.'".to_string())
         } else {
@@ -145,14 +141,10 @@ impl BuildRequest {
     /// Refuses anything but a manual build with remote access enabled.
     pub(crate) fn check_eligible(&self) -> Result<()> {
         if self.trigger != Trigger::Manual {
-            return Err(Error::NotManuallyTriggered {
-                build_id: self.build_id.clone(),
-            });
+            return Err(Error::NotManuallyTriggered { build_id: self.build_id.clone() });
         }
         if !self.remote_access_enabled {
-            return Err(Error::RemoteAccessDisabled {
-                build_id: self.build_id.clone(),
-            });
+            return Err(Error::RemoteAccessDisabled { build_id: self.build_id.clone() });
         }
         Ok(())
     }
@@ -203,9 +195,8 @@ impl Builder {
     /// Whether a user may open a channel to `host:port`: only this builder's address, written
     /// as an IP address in its canonical form, on an allowed port.
     pub(crate) fn allows(&self, host: &str, port: u32) -> bool {
-        let port_allowed = u16::try_from(port).is_ok_and(|port| {
-            port != 0 && (port == self.ssh_port || self.extra_ports.contains(&port))
-        });
+        let port_allowed = u16::try_from(port)
+            .is_ok_and(|port| port != 0 && (port == self.ssh_port || self.extra_ports.contains(&port)));
         port_allowed && host.parse::<IpAddr>().is_ok_and(|ip| ip == self.address)
     }
 
@@ -219,9 +210,8 @@ impl Builder {
         }
         check_user("builder.user", &self.user)?;
         if let Some(text) = &self.host_key {
-            let mut key = russh::keys::PublicKey::from_openssh(text.trim()).map_err(|_| {
-                Error::invalid("builder.host_key", "not an OpenSSH public key line")
-            })?;
+            let mut key = russh::keys::PublicKey::from_openssh(text.trim())
+                .map_err(|_| Error::invalid("builder.host_key", "not an OpenSSH public key line"))?;
             key.set_comment("");
             let line = key.to_openssh().map_err(Error::key_material)?;
             self.host_key = Some(line.trim().to_owned());
@@ -234,16 +224,11 @@ impl Builder {
 pub(crate) fn check_user(what: &'static str, user: &str) -> Result<()> {
     let ok = (1..=32).contains(&user.len())
         && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && user
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && user.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(
-            what,
-            "use 1-32 characters of a-z 0-9 _ -, starting with a letter or _",
-        ))
+        Err(Error::invalid(what, "use 1-32 characters of a-z 0-9 _ -, starting with a letter or _"))
     }
 }
 
@@ -252,9 +237,5 @@ pub(crate) fn normalized_public_key(what: &'static str, text: &str) -> Result<St
     let mut key = russh::keys::PublicKey::from_openssh(text.trim())
         .map_err(|_| Error::invalid(what, "not an OpenSSH public key line"))?;
     key.set_comment("");
-    Ok(key
-        .to_openssh()
-        .map_err(Error::key_material)?
-        .trim()
-        .to_owned())
+    Ok(key.to_openssh().map_err(Error::key_material)?.trim().to_owned())
 }

@@ -11,9 +11,7 @@ use crate::session::EndReason;
 #[non_exhaustive]
 pub enum Error {
     /// Remote access is offered only for builds started by hand; start the build manually.
-    #[error(
-        "build {build_id} was not triggered manually; remote access is only offered for manual builds"
-    )]
+    #[error("build {build_id} was not triggered manually; remote access is only offered for manual builds")]
     NotManuallyTriggered {
         /// The build that asked for access.
         build_id: BuildId,
@@ -126,10 +124,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid(what: &'static str, problem: impl Into<String>) -> Self {
-        Self::InvalidInput {
-            what,
-            problem: problem.into(),
-        }
+        Self::InvalidInput { what, problem: problem.into() }
     }
 
     pub(crate) fn denied(reason: DenialReason) -> Self {
@@ -137,8 +132,6 @@ impl Error {
     }
 
     pub(crate) fn key_material(err: impl std::fmt::Display) -> Self {
-        Self::KeyMaterial {
-            message: err.to_string(),
-        }
+        Self::KeyMaterial { message: err.to_string() }
     }
 }

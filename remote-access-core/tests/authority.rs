@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remote_access_core::{
-    Authority, AuthorityOptions, BuildId, BuildRequest, DenialReason, EndReason, Error, Event,
-    EventKind, ManualClock, MemoryStore, Phase, Protocol, Subscription, Trigger,
+    Authority, AuthorityOptions, BuildId, BuildRequest, DenialReason, EndReason, Error, Event, EventKind,
+    ManualClock, MemoryStore, Phase, Protocol, Subscription, Trigger,
 };
 use time::macros::datetime;
 
@@ -45,10 +45,7 @@ async fn only_manual_builds_with_remote_access_enabled_get_credentials() {
     let (authority, _) = setup();
     let mut webhook = BuildRequest::new(id("w"), Trigger::Manual, true);
     webhook.trigger = Trigger::Webhook;
-    assert!(matches!(
-        authority.issue(webhook).await,
-        Err(Error::NotManuallyTriggered { .. })
-    ));
+    assert!(matches!(authority.issue(webhook).await, Err(Error::NotManuallyTriggered { .. })));
     let mut disabled = BuildRequest::new(id("d"), Trigger::Manual, true);
     disabled.remote_access_enabled = false;
     let err = authority.issue(disabled).await.unwrap_err();
@@ -59,151 +56,70 @@ async fn only_manual_builds_with_remote_access_enabled_get_credentials() {
 #[tokio::test]
 async fn each_build_gets_exactly_one_credential_set() {
     let (authority, _) = setup();
-    authority
-        .issue(BuildRequest::new(id("once"), Trigger::Manual, true))
-        .await
-        .unwrap();
-    let again = authority
-        .issue(BuildRequest::new(id("once"), Trigger::Manual, true))
-        .await;
+    authority.issue(BuildRequest::new(id("once"), Trigger::Manual, true)).await.unwrap();
+    let again = authority.issue(BuildRequest::new(id("once"), Trigger::Manual, true)).await;
     assert!(matches!(again, Err(Error::BuildExists { .. })));
 }
 
 #[tokio::test]
 async fn ssh_verification_needs_the_right_user_and_key_of_a_live_session() {
     let (authority, _) = setup();
-    let a = authority
-        .issue(BuildRequest::new(id("a"), Trigger::Manual, true))
-        .await
-        .unwrap();
-    let b = authority
-        .issue(BuildRequest::new(id("b"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    let a = authority.issue(BuildRequest::new(id("a"), Trigger::Manual, true)).await.unwrap();
+    let b = authority.issue(BuildRequest::new(id("b"), Trigger::Manual, true)).await.unwrap();
 
-    assert_eq!(
-        authority
-            .verify_ssh(a.username(), a.public_key())
-            .await
-            .unwrap(),
-        id("a")
-    );
+    assert_eq!(authority.verify_ssh(a.username(), a.public_key()).await.unwrap(), id("a"));
     // The key's comment does not matter; the key does.
     let with_comment = format!("{} someone@laptop", a.public_key());
-    assert_eq!(
-        authority
-            .verify_ssh(a.username(), &with_comment)
-            .await
-            .unwrap(),
-        id("a")
-    );
+    assert_eq!(authority.verify_ssh(a.username(), &with_comment).await.unwrap(), id("a"));
 
-    assert_eq!(
-        denial(authority.verify_ssh(a.username(), b.public_key()).await),
-        DenialReason::WrongKey
-    );
-    assert_eq!(
-        denial(authority.verify_ssh("ra-nobody", a.public_key()).await),
-        DenialReason::UnknownUser
-    );
+    assert_eq!(denial(authority.verify_ssh(a.username(), b.public_key()).await), DenialReason::WrongKey);
+    assert_eq!(denial(authority.verify_ssh("ra-nobody", a.public_key()).await), DenialReason::UnknownUser);
     let long = "u".repeat(10_000);
-    assert_eq!(
-        denial(authority.verify_ssh(&long, a.public_key()).await),
-        DenialReason::UnknownUser
-    );
-    let garbage = authority
-        .verify_ssh(a.username(), "ssh-ed25519 not-base64!")
-        .await;
-    assert!(matches!(
-        garbage,
-        Err(Error::InvalidInput {
-            what: "public key",
-            ..
-        })
-    ));
+    assert_eq!(denial(authority.verify_ssh(&long, a.public_key()).await), DenialReason::UnknownUser);
+    let garbage = authority.verify_ssh(a.username(), "ssh-ed25519 not-base64!").await;
+    assert!(matches!(garbage, Err(Error::InvalidInput { what: "public key", .. })));
 }
 
 #[tokio::test]
 async fn revoked_credentials_are_refused_forever_until_the_tombstone_is_purged() {
     let (authority, clock) = setup();
-    let creds = authority
-        .issue(BuildRequest::new(id("r"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    let creds = authority.issue(BuildRequest::new(id("r"), Trigger::Manual, true)).await.unwrap();
     let password = creds.vnc_password().expose().clone();
     authority.revoke(&id("r"), "security review").await.unwrap();
 
     for _ in 0..3 {
         assert_eq!(
-            denial(
-                authority
-                    .verify_ssh(creds.username(), creds.public_key())
-                    .await
-            ),
+            denial(authority.verify_ssh(creds.username(), creds.public_key()).await),
             DenialReason::Revoked
         );
         let vnc = authority.verify_vnc(&id("r"), &password).await;
-        assert!(matches!(
-            vnc,
-            Err(Error::AccessDenied {
-                reason: DenialReason::Revoked
-            })
-        ));
+        assert!(matches!(vnc, Err(Error::AccessDenied { reason: DenialReason::Revoked })));
         clock.advance(Duration::from_secs(24 * 3600));
     }
     // Within the retention the tombstone stays.
     assert_eq!(authority.purge().await.unwrap(), 0);
     let session = authority.session(&id("r")).await.unwrap();
-    assert_eq!(
-        session.end().map(|(r, _)| r.clone()),
-        Some(EndReason::Revoked("security review".into()))
-    );
+    assert_eq!(session.end().map(|(r, _)| r.clone()), Some(EndReason::Revoked("security review".into())));
 
     clock.advance(Duration::from_secs(30 * 24 * 3600));
     assert_eq!(authority.purge().await.unwrap(), 1);
     // Purged: the username is unknown now, still refused.
     assert_eq!(
-        denial(
-            authority
-                .verify_ssh(creds.username(), creds.public_key())
-                .await
-        ),
+        denial(authority.verify_ssh(creds.username(), creds.public_key()).await),
         DenialReason::UnknownUser
     );
-    assert!(matches!(
-        authority.session(&id("r")).await,
-        Err(Error::UnknownBuild { .. })
-    ));
+    assert!(matches!(authority.session(&id("r")).await, Err(Error::UnknownBuild { .. })));
 }
 
 #[tokio::test]
 async fn vnc_password_is_checked_per_session() {
     let (authority, _) = setup();
-    let a = authority
-        .issue(BuildRequest::new(id("va"), Trigger::Manual, true))
-        .await
-        .unwrap();
-    let b = authority
-        .issue(BuildRequest::new(id("vb"), Trigger::Manual, true))
-        .await
-        .unwrap();
-    authority
-        .verify_vnc(&id("va"), a.vnc_password().expose())
-        .await
-        .unwrap();
-    for wrong in [
-        b.vnc_password().expose().as_str(),
-        "",
-        "x",
-        &"y".repeat(4096),
-    ] {
+    let a = authority.issue(BuildRequest::new(id("va"), Trigger::Manual, true)).await.unwrap();
+    let b = authority.issue(BuildRequest::new(id("vb"), Trigger::Manual, true)).await.unwrap();
+    authority.verify_vnc(&id("va"), a.vnc_password().expose()).await.unwrap();
+    for wrong in [b.vnc_password().expose().as_str(), "", "x", &"y".repeat(4096)] {
         let result = authority.verify_vnc(&id("va"), wrong).await;
-        assert!(matches!(
-            result,
-            Err(Error::AccessDenied {
-                reason: DenialReason::WrongPassword
-            })
-        ));
+        assert!(matches!(result, Err(Error::AccessDenied { reason: DenialReason::WrongPassword })));
     }
     let unknown = authority.verify_vnc(&id("nope"), "whatever").await;
     assert!(matches!(unknown, Err(Error::UnknownBuild { .. })));
@@ -213,64 +129,38 @@ async fn vnc_password_is_checked_per_session() {
 async fn the_deadline_expires_the_session_on_the_clock() {
     let (authority, clock) = setup();
     let mut events = authority.subscribe();
-    let creds = authority
-        .issue(BuildRequest::new(id("e"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    let creds = authority.issue(BuildRequest::new(id("e"), Trigger::Manual, true)).await.unwrap();
     authority.steps_completed(&id("e")).await.unwrap();
-    assert_eq!(
-        authority.next_deadline().await.unwrap(),
-        Some(authority.now() + min(20))
-    );
+    assert_eq!(authority.next_deadline().await.unwrap(), Some(authority.now() + min(20)));
 
     clock.advance(min(19));
     assert_eq!(authority.expire_due().await.unwrap(), 0);
-    authority
-        .verify_ssh(creds.username(), creds.public_key())
-        .await
-        .unwrap();
+    authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap();
 
     clock.advance(min(1));
     assert_eq!(authority.expire_due().await.unwrap(), 1);
     assert_eq!(
-        denial(
-            authority
-                .verify_ssh(creds.username(), creds.public_key())
-                .await
-        ),
+        denial(authority.verify_ssh(creds.username(), creds.public_key()).await),
         DenialReason::Revoked
     );
     assert_eq!(authority.next_deadline().await.unwrap(), None);
 
     let kinds: Vec<_> = drain(&mut events).iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        ["issued", "steps_completed", "expired", "finish_build"]
-    );
+    assert_eq!(kinds, ["issued", "steps_completed", "expired", "finish_build"]);
 }
 
 #[tokio::test]
 async fn verification_alone_enforces_a_passed_deadline() {
     // Nobody runs the expiry task: verification must still refuse after the deadline.
     let (authority, clock) = setup();
-    let creds = authority
-        .issue(BuildRequest::new(id("lazy"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    let creds = authority.issue(BuildRequest::new(id("lazy"), Trigger::Manual, true)).await.unwrap();
     clock.advance(min(120));
     assert_eq!(
-        denial(
-            authority
-                .verify_ssh(creds.username(), creds.public_key())
-                .await
-        ),
+        denial(authority.verify_ssh(creds.username(), creds.public_key()).await),
         DenialReason::Revoked
     );
     let session = authority.session(&id("lazy")).await.unwrap();
-    assert_eq!(
-        session.end().map(|(r, _)| r.clone()),
-        Some(EndReason::MaxDurationReached)
-    );
+    assert_eq!(session.end().map(|(r, _)| r.clone()), Some(EndReason::MaxDurationReached));
 }
 
 #[tokio::test]
@@ -278,23 +168,14 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
     let (authority, _) = setup();
     let mut events = authority.subscribe();
     let build = id("l");
-    authority
-        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
     let ssh = authority.connected(&build, Protocol::Ssh).await.unwrap();
     let vnc = authority.connected(&build, Protocol::Vnc).await.unwrap();
     authority.steps_completed(&build).await.unwrap();
     authority.disconnected(vnc).await.unwrap();
-    assert_eq!(
-        authority.session(&build).await.unwrap().phase(),
-        Phase::StepsCompleted
-    );
+    assert_eq!(authority.session(&build).await.unwrap().phase(), Phase::StepsCompleted);
     authority.disconnected(ssh).await.unwrap();
-    assert_eq!(
-        authority.session(&build).await.unwrap().phase(),
-        Phase::Ended
-    );
+    assert_eq!(authority.session(&build).await.unwrap().phase(), Phase::Ended);
 
     let events = drain(&mut events);
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
@@ -311,18 +192,8 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
             "finish_build"
         ]
     );
-    assert!(
-        events
-            .iter()
-            .all(|e| e.build_id == build && !e.reason.is_empty())
-    );
-    assert!(matches!(
-        events[1].kind,
-        EventKind::Connected {
-            protocol: Protocol::Ssh,
-            ..
-        }
-    ));
+    assert!(events.iter().all(|e| e.build_id == build && !e.reason.is_empty()));
+    assert!(matches!(events[1].kind, EventKind::Connected { protocol: Protocol::Ssh, .. }));
 }
 
 #[tokio::test]
@@ -331,10 +202,7 @@ async fn a_connection_dropped_without_a_report_still_logs_out() {
     let (authority, _) = setup();
     let mut events = authority.subscribe();
     let build = id("dropped");
-    authority
-        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
     let live = authority.connected(&build, Protocol::Ssh).await.unwrap();
     authority.steps_completed(&build).await.unwrap();
     drop(live);
@@ -345,20 +213,14 @@ async fn a_connection_dropped_without_a_report_still_logs_out() {
             break;
         }
     }
-    assert_eq!(
-        authority.session(&build).await.unwrap().phase(),
-        Phase::Ended
-    );
+    assert_eq!(authority.session(&build).await.unwrap().phase(), Phase::Ended);
 }
 
 #[tokio::test]
 async fn a_cancelled_disconnect_report_is_completed_by_the_guard() {
     let (authority, _) = setup();
     let build = id("cancelled-report");
-    authority
-        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
     let live = authority.connected(&build, Protocol::Vnc).await.unwrap();
     authority.steps_completed(&build).await.unwrap();
     // Poll the report once, then drop it: whatever point it reached, the logout must land.
@@ -367,10 +229,7 @@ async fn a_cancelled_disconnect_report_is_completed_by_the_guard() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(
-        authority.session(&build).await.unwrap().phase(),
-        Phase::Ended
-    );
+    assert_eq!(authority.session(&build).await.unwrap().phase(), Phase::Ended);
 }
 
 /// Polls a future once and drops it.
@@ -389,10 +248,7 @@ async fn futures_poll_once<F: std::future::Future>(future: F) -> Option<F::Outpu
 async fn revoking_cuts_live_connections_and_refuses_new_ones() {
     let (authority, _) = setup();
     let build = id("c");
-    authority
-        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
     let live = authority.connected(&build, Protocol::Ssh).await.unwrap();
     let mut cut = live.cut_signal();
     assert!(!cut.is_cut());
@@ -410,38 +266,20 @@ async fn revoking_cuts_live_connections_and_refuses_new_ones() {
         other => panic!("expected SessionEnded, got {other:?}"),
     }
     // Other builds are untouched.
-    authority
-        .issue(BuildRequest::new(id("other"), Trigger::Manual, true))
-        .await
-        .unwrap();
-    let other = authority
-        .connected(&id("other"), Protocol::Ssh)
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(id("other"), Trigger::Manual, true)).await.unwrap();
+    let other = authority.connected(&id("other"), Protocol::Ssh).await.unwrap();
     assert!(!other.cut_signal().is_cut());
 }
 
 #[tokio::test]
 async fn revoke_reasons_are_checked() {
     let (authority, _) = setup();
-    authority
-        .issue(BuildRequest::new(id("rr"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(id("rr"), Trigger::Manual, true)).await.unwrap();
     for bad in ["line\nbreak", &"x".repeat(257)] {
         let result = authority.revoke(&id("rr"), bad).await;
-        assert!(matches!(
-            result,
-            Err(Error::InvalidInput {
-                what: "revoke reason",
-                ..
-            })
-        ));
+        assert!(matches!(result, Err(Error::InvalidInput { what: "revoke reason", .. })));
     }
-    assert!(matches!(
-        authority.revoke(&id("none"), "x").await,
-        Err(Error::UnknownBuild { .. })
-    ));
+    assert!(matches!(authority.revoke(&id("none"), "x").await, Err(Error::UnknownBuild { .. })));
 }
 
 #[tokio::test]
@@ -450,20 +288,11 @@ async fn a_build_started_earlier_keeps_its_maximum_duration() {
     let mut request = BuildRequest::new(id("old"), Trigger::Manual, true);
     request.started_at = Some(authority.now() - min(100));
     authority.issue(request).await.unwrap();
-    assert_eq!(
-        authority.next_deadline().await.unwrap(),
-        Some(authority.now() + min(20))
-    );
+    assert_eq!(authority.next_deadline().await.unwrap(), Some(authority.now() + min(20)));
 
     let mut too_old = BuildRequest::new(id("older"), Trigger::Manual, true);
     too_old.started_at = Some(authority.now() - min(121));
-    assert!(matches!(
-        authority.issue(too_old).await,
-        Err(Error::InvalidInput {
-            what: "started_at",
-            ..
-        })
-    ));
+    assert!(matches!(authority.issue(too_old).await, Err(Error::InvalidInput { what: "started_at", .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,37 +300,22 @@ async fn concurrent_connections_are_all_counted_and_logout_happens_once() {
     let (authority, _) = setup();
     let mut events = authority.subscribe();
     let build = id("busy");
-    authority
-        .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let (authority, build) = (authority.clone(), build.clone());
-        tasks.push(tokio::spawn(async move {
-            authority.connected(&build, Protocol::Ssh).await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { authority.connected(&build, Protocol::Ssh).await.unwrap() }));
     }
     let mut live = Vec::new();
     for task in tasks {
         live.push(task.await.unwrap());
     }
-    assert_eq!(
-        authority
-            .session(&build)
-            .await
-            .unwrap()
-            .live_connections()
-            .count(),
-        64
-    );
+    assert_eq!(authority.session(&build).await.unwrap().live_connections().count(), 64);
     authority.steps_completed(&build).await.unwrap();
     let mut tasks = Vec::new();
     for connection in live {
         let authority = authority.clone();
-        tasks.push(tokio::spawn(async move {
-            authority.disconnected(connection).await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { authority.disconnected(connection).await.unwrap() }));
     }
     for task in tasks {
         task.await.unwrap();
@@ -516,19 +330,12 @@ async fn concurrent_connections_are_all_counted_and_logout_happens_once() {
 async fn the_expiry_task_enforces_deadlines_while_nothing_else_happens() {
     let (authority, clock) = setup();
     let mut events = authority.subscribe();
-    authority
-        .issue(BuildRequest::new(id("t"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    authority.issue(BuildRequest::new(id("t"), Trigger::Manual, true)).await.unwrap();
     authority.steps_completed(&id("t")).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn({
         let authority = authority.clone();
-        async move {
-            authority
-                .run_expiry(async { stopped.await.unwrap_or(()) })
-                .await
-        }
+        async move { authority.run_expiry(async { stopped.await.unwrap_or(()) }).await }
     });
     clock.advance(min(21));
     loop {
@@ -545,15 +352,9 @@ async fn the_expiry_task_enforces_deadlines_while_nothing_else_happens() {
 #[tokio::test]
 async fn exported_keys_are_what_openssh_reads() {
     let (authority, _) = setup();
-    let creds = authority
-        .issue(BuildRequest::new(id("k-1"), Trigger::Manual, true))
-        .await
-        .unwrap();
+    let creds = authority.issue(BuildRequest::new(id("k-1"), Trigger::Manual, true)).await.unwrap();
     assert!(creds.public_key().starts_with("ssh-ed25519 AAAA"));
-    assert_eq!(
-        creds.authorized_keys_line(),
-        format!("{} remote-access build k-1", creds.public_key())
-    );
+    assert_eq!(creds.authorized_keys_line(), format!("{} remote-access build k-1", creds.public_key()));
 
     let dir = std::env::temp_dir().join(format!("ra-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -562,45 +363,19 @@ async fn exported_keys_are_what_openssh_reads() {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let pem = creds.private_key_openssh().unwrap();
-        assert!(
-            pem.expose()
-                .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n")
-        );
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap();
+        assert!(pem.expose().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
         file.write_all(pem.expose().as_bytes()).unwrap();
     }
-    let public = Command::new("ssh-keygen")
-        .arg("-y")
-        .arg("-f")
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen runs");
-    let fingerprint = Command::new("ssh-keygen")
-        .arg("-l")
-        .arg("-f")
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen runs");
+    let public = Command::new("ssh-keygen").arg("-y").arg("-f").arg(&path).output().expect("ssh-keygen runs");
+    let fingerprint =
+        Command::new("ssh-keygen").arg("-l").arg("-f").arg(&path).output().expect("ssh-keygen runs");
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(
-        public.status.success(),
-        "{}",
-        String::from_utf8_lossy(&public.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&public.stdout).trim(),
-        creds.public_key()
-    );
+    assert!(public.status.success(), "{}", String::from_utf8_lossy(&public.stderr));
+    assert_eq!(String::from_utf8_lossy(&public.stdout).trim(), creds.public_key());
     let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).to_string();
-    assert!(
-        fingerprint.starts_with(&format!("256 {} ", creds.fingerprint())),
-        "{fingerprint}"
-    );
+    assert!(fingerprint.starts_with(&format!("256 {} ", creds.fingerprint())), "{fingerprint}");
 }
 
 /// A store that yields to the scheduler inside every call, so that concurrent callers
@@ -621,10 +396,8 @@ impl remote_access_core::Store for YieldingStore {
     fn session<'a>(
         &'a self,
         build_id: &'a BuildId,
-    ) -> remote_access_core::StoreFuture<
-        'a,
-        Option<remote_access_core::Versioned<remote_access_core::Session>>,
-    > {
+    ) -> remote_access_core::StoreFuture<'a, Option<remote_access_core::Versioned<remote_access_core::Session>>>
+    {
         Box::pin(async move {
             tokio::task::yield_now().await;
             self.0.session(build_id).await
@@ -653,25 +426,16 @@ impl remote_access_core::Store for YieldingStore {
     ) -> remote_access_core::StoreFuture<'a, Option<remote_access_core::CredentialRecord>> {
         self.0.credential_for_build(build_id)
     }
-    fn session_for_vnc_port(
-        &self,
-        port: u16,
-    ) -> remote_access_core::StoreFuture<'_, Option<BuildId>> {
+    fn session_for_vnc_port(&self, port: u16) -> remote_access_core::StoreFuture<'_, Option<BuildId>> {
         self.0.session_for_vnc_port(port)
     }
-    fn due_sessions(
-        &self,
-        now: time::OffsetDateTime,
-    ) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
+    fn due_sessions(&self, now: time::OffsetDateTime) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
         self.0.due_sessions(now)
     }
     fn next_deadline(&self) -> remote_access_core::StoreFuture<'_, Option<time::OffsetDateTime>> {
         self.0.next_deadline()
     }
-    fn purge(
-        &self,
-        ended_before: time::OffsetDateTime,
-    ) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
+    fn purge(&self, ended_before: time::OffsetDateTime) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
         self.0.purge(ended_before)
     }
 }
@@ -681,14 +445,10 @@ async fn racing_connections_against_a_revoke_are_all_cut() {
     for round in 0..20 {
         let clock = ManualClock::new(datetime!(2026-05-04 10:00 UTC));
         let store = Arc::new(YieldingStore(MemoryStore::new()));
-        let authority =
-            Authority::with_parts(AuthorityOptions::default(), store, Arc::new(clock)).unwrap();
+        let authority = Authority::with_parts(AuthorityOptions::default(), store, Arc::new(clock)).unwrap();
         let mut events = authority.subscribe();
         let build = id(&format!("race-{round}"));
-        let creds = authority
-            .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-            .await
-            .unwrap();
+        let creds = authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..24 {
             let (authority, build) = (authority.clone(), build.clone());
@@ -711,16 +471,8 @@ async fn racing_connections_against_a_revoke_are_all_cut() {
             "round {round}: a connection survived the revoke"
         );
         assert!(authority.connected(&build, Protocol::Ssh).await.is_err());
-        assert!(
-            authority
-                .verify_ssh(creds.username(), creds.public_key())
-                .await
-                .is_err()
-        );
-        let ends = drain(&mut events)
-            .iter()
-            .filter(|e| e.kind == EventKind::Revoked)
-            .count();
+        assert!(authority.verify_ssh(creds.username(), creds.public_key()).await.is_err());
+        let ends = drain(&mut events).iter().filter(|e| e.kind == EventKind::Revoked).count();
         assert_eq!(ends, 1);
     }
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use remote_access_core::{
-    Action, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionId, Credentials,
-    EndReason, EventKind, Input, LiveConnection, ManualClock, MemoryStore, Policy, Protocol,
-    Session, Trigger,
+    Action, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionId, Credentials, EndReason,
+    EventKind, Input, LiveConnection, ManualClock, MemoryStore, Policy, Protocol, Session, Trigger,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -62,10 +61,7 @@ fn must_finish(reason: &EndReason, steps_completed: bool) -> bool {
 }
 
 fn is_end_event(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut
-    )
+    matches!(kind, EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut)
 }
 
 proptest! {
@@ -253,11 +249,7 @@ fn collect(
 ) {
     while let Some(event) = events.try_next() {
         if is_end_event(&event.kind) {
-            assert!(
-                ended.insert(event.build_id.clone()),
-                "two end events for {}",
-                event.build_id
-            );
+            assert!(ended.insert(event.build_id.clone()), "two end events for {}", event.build_id);
         }
         if event.kind == EventKind::FinishBuild {
             *finished.entry(event.build_id).or_default() += 1;

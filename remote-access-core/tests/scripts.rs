@@ -7,15 +7,13 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use remote_access_core::{
-    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials,
-    Error, HostKey, ManualClock, MemoryStore, ScriptOptions, Session, Trigger,
+    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials, Error, HostKey,
+    ManualClock, MemoryStore, ScriptOptions, Session, Trigger,
 };
 use time::macros::datetime;
 
 fn issue(id: &str, user: &str) -> Result<(Credentials, Session), Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
         let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
         let authority = Authority::with_parts(
@@ -80,10 +78,7 @@ fn ps_word(word: &str) -> Option<String> {
 
 /// `NAME` when the build directory is `$NAME` or `${NAME}`: expanded on the builder.
 fn env_name(dir: &str) -> Option<&str> {
-    let name = dir
-        .strip_prefix("${")
-        .and_then(|d| d.strip_suffix('}'))
-        .or_else(|| dir.strip_prefix('$'))?;
+    let name = dir.strip_prefix("${").and_then(|d| d.strip_suffix('}')).or_else(|| dir.strip_prefix('$'))?;
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     valid.then_some(name)
@@ -124,38 +119,23 @@ fn check_outputs(creds: &Credentials, info: &ConnectionInfo, dir: &str) {
     assert!(sh_parses("sh", posix), "sh -n rejects the script");
     assert!(sh_parses("bash", posix), "bash -n rejects the script");
     // The cd command is one quoted word that reads back exactly.
-    let line = posix
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("cd_command="))
-        .expect("cd_command line");
+    let line =
+        posix.lines().find_map(|l| l.trim_start().strip_prefix("cd_command=")).expect("cd_command line");
     let cd = sh_word(line).expect("cd_command is a single-quoted word");
     check_cd(&cd, dir);
     // The config's RemoteCommand reads back too (ssh_config doubles %).
-    let remote = posix
-        .lines()
-        .find_map(|l| l.strip_prefix("  RemoteCommand "))
-        .expect("RemoteCommand");
+    let remote = posix.lines().find_map(|l| l.strip_prefix("  RemoteCommand ")).expect("RemoteCommand");
     let remote = remote.replace("%%", "%");
-    let remote_cd = remote
-        .strip_suffix(" ; exec \"${SHELL:-/bin/sh}\" -l")
-        .expect("RemoteCommand shape");
+    let remote_cd = remote.strip_suffix(" ; exec \"${SHELL:-/bin/sh}\" -l").expect("RemoteCommand shape");
     check_cd(remote_cd, dir);
     // Here-documents end only where we end them.
-    assert_eq!(
-        posix.lines().filter(|l| *l == "REMOTE_ACCESS_END").count(),
-        3
-    );
+    assert_eq!(posix.lines().filter(|l| *l == "REMOTE_ACCESS_END").count(), 3);
 
     let ps = info.powershell_script(creds).unwrap();
     let ps = ps.expose();
-    let line = ps
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("$cdCommand = "))
-        .expect("$cdCommand line");
-    assert_eq!(
-        ps_word(line.trim_end_matches('\r')).as_deref(),
-        Some(cd.as_str())
-    );
+    let line =
+        ps.lines().find_map(|l| l.trim_start().strip_prefix("$cdCommand = ")).expect("$cdCommand line");
+    assert_eq!(ps_word(line.trim_end_matches('\r')).as_deref(), Some(cd.as_str()));
     let openers = ps.lines().filter(|l| l.trim_end().ends_with("@'")).count();
     let closers = ps.lines().filter(|l| l.starts_with("'@")).count();
     assert_eq!((openers, closers), (3, 3), "here-strings are balanced");
@@ -189,16 +169,7 @@ fn hostile_build_directories_stay_inside_their_quotes() {
         let mut options = ScriptOptions::new("gw.example.com", 2222);
         options.build_dir = bad_dir.to_owned();
         let err = ConnectionInfo::new(&creds, &session, &key, &options).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidInput {
-                    what: "build_dir",
-                    ..
-                }
-            ),
-            "{bad_dir:?}"
-        );
+        assert!(matches!(err, Error::InvalidInput { what: "build_dir", .. }), "{bad_dir:?}");
     }
 }
 
@@ -206,49 +177,15 @@ fn hostile_build_directories_stay_inside_their_quotes() {
 fn hostile_hosts_and_users_are_refused() {
     let (creds, session) = issue("hostile-2", "builder").unwrap();
     let key = HostKey::generate().unwrap();
-    for host in [
-        "gw.example.com; rm -rf ~",
-        "-oProxyCommand=touch",
-        "$(x)",
-        "a b",
-        "",
-        "gw\nHost *",
-        "x'y",
-        "[::1]",
-    ] {
-        let err =
-            ConnectionInfo::new(&creds, &session, &key, &ScriptOptions::new(host, 22)).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidInput {
-                    what: "gateway_host",
-                    ..
-                }
-            ),
-            "{host:?}"
-        );
+    for host in
+        ["gw.example.com; rm -rf ~", "-oProxyCommand=touch", "$(x)", "a b", "", "gw\nHost *", "x'y", "[::1]"]
+    {
+        let err = ConnectionInfo::new(&creds, &session, &key, &ScriptOptions::new(host, 22)).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { what: "gateway_host", .. }), "{host:?}");
     }
-    for user in [
-        "root;id",
-        "-o",
-        "a b",
-        "Builder",
-        "x$(y)",
-        "",
-        &"u".repeat(33),
-    ] {
+    for user in ["root;id", "-o", "a b", "Builder", "x$(y)", "", &"u".repeat(33)] {
         let err = issue("hostile-3", user).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidInput {
-                    what: "builder.user",
-                    ..
-                }
-            ),
-            "{user:?}: {err}"
-        );
+        assert!(matches!(err, Error::InvalidInput { what: "builder.user", .. }), "{user:?}: {err}");
     }
 }
 
@@ -284,18 +221,9 @@ fn values_from_a_store_or_edited_fields_are_checked_again() {
     let json = serde_json::to_string(&session).unwrap();
     let good_key = key.public_key();
     for (field, value) in [
-        (
-            "\"user\":\"builder\"",
-            "\"user\":\"b\\nProxyCommand touch /tmp/pwned\"",
-        ),
-        (
-            "\"host_key\":null",
-            &format!("\"host_key\":\"{good_key}\\nREMOTE_ACCESS_END\\ntouch /tmp/pwned\""),
-        ),
-        (
-            "\"host_key\":null",
-            "\"host_key\":\"ssh-ed25519 AAAA'; touch /tmp/pwned\"",
-        ),
+        ("\"user\":\"builder\"", "\"user\":\"b\\nProxyCommand touch /tmp/pwned\""),
+        ("\"host_key\":null", &format!("\"host_key\":\"{good_key}\\nREMOTE_ACCESS_END\\ntouch /tmp/pwned\"")),
+        ("\"host_key\":null", "\"host_key\":\"ssh-ed25519 AAAA'; touch /tmp/pwned\""),
     ] {
         assert!(json.contains(field), "{field} in {json}");
         let forged: Session = serde_json::from_str(&json.replace(field, value)).unwrap();
@@ -305,7 +233,8 @@ fn values_from_a_store_or_edited_fields_are_checked_again() {
 
     // Public fields edited after `new`: every generator checks again.
     let info = ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
-    let edits: Vec<Box<dyn Fn(&mut ConnectionInfo)>> = vec![
+    type Edit = Box<dyn Fn(&mut ConnectionInfo)>;
+    let edits: Vec<Edit> = vec![
         Box::new(|i| i.builder_user = "x\n  ProxyCommand touch /tmp/pwned".into()),
         Box::new(|i| i.gateway_host = "gw\nHost *".into()),
         Box::new(|i| i.gateway_user = "ra-x'$(id)'".into()),

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use remote_access_core::{
-    Authority, AuthorityOptions, BuildId, BuildRequest, Error, ManualClock, MemoryStore, Protocol,
-    Secret, Store, Trigger,
+    Authority, AuthorityOptions, BuildId, BuildRequest, Error, ManualClock, MemoryStore, Protocol, Secret,
+    Store, Trigger,
 };
 use time::macros::datetime;
 
@@ -28,10 +28,7 @@ impl Write for Captured {
 
 fn assert_secret_free(what: &str, text: &str, secrets: &[String]) {
     for secret in secrets {
-        assert!(
-            !text.contains(secret.as_str()),
-            "{what} leaks a secret: {text}"
-        );
+        assert!(!text.contains(secret.as_str()), "{what} leaks a secret: {text}");
     }
 }
 
@@ -48,23 +45,16 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let mut texts: Vec<(String, String)> = Vec::new();
     let secrets = runtime.block_on(async {
         let store = Arc::new(MemoryStore::new());
         let clock = ManualClock::new(datetime!(2026-02-02 2:00 UTC));
         let authority =
-            Authority::with_parts(AuthorityOptions::default(), store.clone(), Arc::new(clock))
-                .unwrap();
+            Authority::with_parts(AuthorityOptions::default(), store.clone(), Arc::new(clock)).unwrap();
         let mut events = authority.subscribe();
         let build = BuildId::new("secret-test").unwrap();
-        let creds = authority
-            .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-            .await
-            .unwrap();
+        let creds = authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
 
         let pem = creds.private_key_openssh().unwrap();
         let mut secrets: Vec<String> = pem
@@ -77,10 +67,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         secrets.push(creds.vnc_password().expose().clone());
 
         texts.push(("Credentials Debug".into(), format!("{creds:?} {creds:#?}")));
-        texts.push((
-            "Secret<String>".into(),
-            format!("{pem:?} {pem} {:?}", creds.vnc_password()),
-        ));
+        texts.push(("Secret<String>".into(), format!("{pem:?} {pem} {:?}", creds.vnc_password())));
         let record = store.credential_for_build(&build).await.unwrap().unwrap();
         texts.push(("CredentialRecord".into(), format!("{record:?}")));
         texts.push(("MemoryStore".into(), format!("{store:?}")));
@@ -89,48 +76,21 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         // Every refusal a user can provoke, as Display and Debug.
         let errors: Vec<Error> = vec![
             authority.verify_vnc(&build, "wrongpw1").await.unwrap_err(),
-            authority
-                .verify_ssh("ra-nobody", creds.public_key())
-                .await
-                .unwrap_err(),
-            authority
-                .verify_ssh(creds.username(), "garbage")
-                .await
-                .unwrap_err(),
-            authority
-                .verify_ssh(creds.username(), creds.vnc_password().expose())
-                .await
-                .unwrap_err(),
-            authority
-                .issue(BuildRequest::new(build.clone(), Trigger::Manual, true))
-                .await
-                .unwrap_err(),
+            authority.verify_ssh("ra-nobody", creds.public_key()).await.unwrap_err(),
+            authority.verify_ssh(creds.username(), "garbage").await.unwrap_err(),
+            authority.verify_ssh(creds.username(), creds.vnc_password().expose()).await.unwrap_err(),
+            authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap_err(),
         ];
-        authority
-            .verify_ssh(creds.username(), creds.public_key())
-            .await
-            .unwrap();
-        authority
-            .verify_vnc(&build, creds.vnc_password().expose())
-            .await
-            .unwrap();
+        authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap();
+        authority.verify_vnc(&build, creds.vnc_password().expose()).await.unwrap();
         let live = authority.connected(&build, Protocol::Vnc).await.unwrap();
         texts.push(("LiveConnection".into(), format!("{live:?}")));
         authority.steps_completed(&build).await.unwrap();
         authority.disconnected(live).await.unwrap();
         let after: Vec<Error> = vec![
-            authority
-                .verify_vnc(&build, creds.vnc_password().expose())
-                .await
-                .unwrap_err(),
-            authority
-                .verify_ssh(creds.username(), creds.public_key())
-                .await
-                .unwrap_err(),
-            authority
-                .connected(&build, Protocol::Ssh)
-                .await
-                .unwrap_err(),
+            authority.verify_vnc(&build, creds.vnc_password().expose()).await.unwrap_err(),
+            authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap_err(),
+            authority.connected(&build, Protocol::Ssh).await.unwrap_err(),
         ];
         for err in errors.iter().chain(&after) {
             texts.push(("Error".into(), format!("{err} {err:?}")));
@@ -150,10 +110,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
     });
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("remote access event"),
-        "the capture saw the library's logs"
-    );
+    assert!(logs.contains("remote access event"), "the capture saw the library's logs");
     texts.push(("logs".into(), logs));
     for (what, text) in &texts {
         assert_secret_free(what, text, &secrets);
@@ -163,12 +120,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
 #[test]
 fn secret_wrapper_redacts_every_format() {
     let s = Secret::new(String::from("p4ssw0rd"));
-    for text in [
-        format!("{s}"),
-        format!("{s:?}"),
-        format!("{s:#?}"),
-        format!("{:>20}", s),
-    ] {
+    for text in [format!("{s}"), format!("{s:?}"), format!("{s:#?}"), format!("{:>20}", s)] {
         assert!(!text.contains("p4ssw0rd"), "{text}");
     }
 }

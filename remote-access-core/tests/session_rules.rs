@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use remote_access_core::{
-    Action, BuildId, ConnectionId, EndReason, Error, EventKind, Input, Phase, Policy, Protocol,
-    Session, Transition,
+    Action, BuildId, ConnectionId, EndReason, Error, EventKind, Input, Phase, Policy, Protocol, Session,
+    Transition,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -24,22 +24,11 @@ fn session(policy: Policy) -> Session {
 }
 
 fn connect(s: &mut Session, id: u64, m: u64) -> Transition {
-    s.handle(
-        Input::Connected {
-            connection: ConnectionId(id),
-            protocol: Protocol::Ssh,
-        },
-        at(m),
-    )
+    s.handle(Input::Connected { connection: ConnectionId(id), protocol: Protocol::Ssh }, at(m))
 }
 
 fn disconnect(s: &mut Session, id: u64, m: u64) -> Transition {
-    s.handle(
-        Input::Disconnected {
-            connection: ConnectionId(id),
-        },
-        at(m),
-    )
+    s.handle(Input::Disconnected { connection: ConnectionId(id) }, at(m))
 }
 
 fn kinds(t: &Transition) -> Vec<&'static str> {
@@ -47,11 +36,7 @@ fn kinds(t: &Transition) -> Vec<&'static str> {
 }
 
 const END_ACTIONS: [Action; 2] = [Action::RevokeCredentials, Action::CutConnections];
-const END_AND_FINISH: [Action; 3] = [
-    Action::RevokeCredentials,
-    Action::CutConnections,
-    Action::FinishBuild,
-];
+const END_AND_FINISH: [Action; 3] = [Action::RevokeCredentials, Action::CutConnections, Action::FinishBuild];
 
 #[test]
 fn while_steps_run_the_deadline_is_the_maximum_duration() {
@@ -62,10 +47,7 @@ fn while_steps_run_the_deadline_is_the_maximum_duration() {
     let t = s.handle(Input::Tick, at(120));
     assert_eq!(t.actions, END_AND_FINISH);
     assert_eq!(kinds(&t), ["expired", "finish_build"]);
-    assert_eq!(
-        s.end().map(|(r, _)| r.clone()),
-        Some(EndReason::MaxDurationReached)
-    );
+    assert_eq!(s.end().map(|(r, _)| r.clone()), Some(EndReason::MaxDurationReached));
 }
 
 #[test]
@@ -76,23 +58,13 @@ fn after_the_steps_the_deadline_is_grace_or_maximum_whichever_is_first() {
     assert_eq!(early.deadline(), at(50));
     assert!(early.handle(Input::Tick, at(49)).actions.is_empty());
     early.handle(Input::Tick, at(50));
-    assert_eq!(
-        early.end().map(|(r, _)| r.clone()),
-        Some(EndReason::GraceElapsed)
-    );
+    assert_eq!(early.end().map(|(r, _)| r.clone()), Some(EndReason::GraceElapsed));
 
     let mut late = session(Policy::default());
     late.handle(Input::StepsCompleted, at(110));
-    assert_eq!(
-        late.deadline(),
-        at(120),
-        "grace is cut short by the maximum duration"
-    );
+    assert_eq!(late.deadline(), at(120), "grace is cut short by the maximum duration");
     late.handle(Input::Tick, at(120));
-    assert_eq!(
-        late.end().map(|(r, _)| r.clone()),
-        Some(EndReason::MaxDurationReached)
-    );
+    assert_eq!(late.end().map(|(r, _)| r.clone()), Some(EndReason::MaxDurationReached));
 }
 
 #[test]
@@ -117,12 +89,7 @@ fn last_logout_after_the_steps_ends_the_session_and_finishes_the_build_once() {
     assert_eq!(t.actions, END_AND_FINISH);
     assert_eq!(s.end().map(|(r, _)| r.clone()), Some(EndReason::LoggedOut));
     // Nothing after the end finishes the build again.
-    for input in [
-        Input::Tick,
-        Input::Cancelled,
-        Input::BuildFinished,
-        Input::StepsCompleted,
-    ] {
+    for input in [Input::Tick, Input::Cancelled, Input::BuildFinished, Input::StepsCompleted] {
         assert!(s.handle(input, at(100)).actions.is_empty());
     }
 }
@@ -162,26 +129,13 @@ fn cancel_ends_at_once_without_finishing_the_build() {
 #[test]
 fn revoke_finishes_the_build_only_once_the_steps_completed() {
     let mut running = session(Policy::default());
-    let t = running.handle(
-        Input::Revoke {
-            reason: "abuse".into(),
-        },
-        at(3),
-    );
-    assert_eq!(
-        t.actions, END_ACTIONS,
-        "a build whose steps still run keeps running"
-    );
+    let t = running.handle(Input::Revoke { reason: "abuse".into() }, at(3));
+    assert_eq!(t.actions, END_ACTIONS, "a build whose steps still run keeps running");
     assert_eq!(t.events[0].reason, "revoked: abuse");
 
     let mut done = session(Policy::default());
     done.handle(Input::StepsCompleted, at(3));
-    let t = done.handle(
-        Input::Revoke {
-            reason: "done".into(),
-        },
-        at(4),
-    );
+    let t = done.handle(Input::Revoke { reason: "done".into() }, at(4));
     assert_eq!(t.actions, END_AND_FINISH);
 }
 
@@ -191,10 +145,7 @@ fn build_finished_by_the_platform_needs_no_finishing() {
     s.handle(Input::StepsCompleted, at(3));
     let t = s.handle(Input::BuildFinished, at(4));
     assert_eq!(t.actions, END_ACTIONS);
-    assert_eq!(
-        s.end().map(|(r, _)| r.clone()),
-        Some(EndReason::BuildFinished)
-    );
+    assert_eq!(s.end().map(|(r, _)| r.clone()), Some(EndReason::BuildFinished));
 }
 
 #[test]
@@ -208,10 +159,7 @@ fn finish_if_unused_applies_only_when_nobody_ever_connected() {
     assert_eq!(unused.deadline(), at(30), "the hard deadline is unchanged");
     let t = unused.handle(Input::Tick, at(15));
     assert_eq!(t.actions, END_AND_FINISH);
-    assert_eq!(
-        unused.end().map(|(r, _)| r.clone()),
-        Some(EndReason::NobodyConnected)
-    );
+    assert_eq!(unused.end().map(|(r, _)| r.clone()), Some(EndReason::NobodyConnected));
 
     let mut used = session(policy);
     connect(&mut used, 1, 1);
@@ -252,39 +200,16 @@ fn zero_grace_ends_access_when_the_steps_complete() {
 fn sessions_refuse_impossible_starts() {
     let id = BuildId::new("b-2").unwrap();
     // A little clock skew is absorbed (the start is taken as now); a minute or more is refused.
-    let skewed = Session::new(
-        id.clone(),
-        Policy::default(),
-        START + Duration::from_secs(30),
-        START,
-    );
+    let skewed = Session::new(id.clone(), Policy::default(), START + Duration::from_secs(30), START);
     assert_eq!(skewed.unwrap().started_at(), START);
     let future = Session::new(id.clone(), Policy::default(), at(2), START);
-    assert!(matches!(
-        future,
-        Err(Error::InvalidInput {
-            what: "started_at",
-            ..
-        })
-    ));
+    assert!(matches!(future, Err(Error::InvalidInput { what: "started_at", .. })));
     let too_old = Session::new(id.clone(), Policy::default(), START, at(120));
-    assert!(matches!(
-        too_old,
-        Err(Error::InvalidInput {
-            what: "started_at",
-            ..
-        })
-    ));
+    assert!(matches!(too_old, Err(Error::InvalidInput { what: "started_at", .. })));
     let mut zero = Policy::default();
     zero.max_build_duration = Duration::ZERO;
     let bad = Session::new(id, zero, START, START);
-    assert!(matches!(
-        bad,
-        Err(Error::InvalidInput {
-            what: "policy.max_build_duration",
-            ..
-        })
-    ));
+    assert!(matches!(bad, Err(Error::InvalidInput { what: "policy.max_build_duration", .. })));
 }
 
 #[test]
@@ -296,10 +221,7 @@ fn every_event_names_the_build_time_and_reason() {
     assert_eq!(event.at, at(4));
     assert!(matches!(
         event.kind,
-        EventKind::Connected {
-            connection: ConnectionId(7),
-            protocol: Protocol::Ssh
-        }
+        EventKind::Connected { connection: ConnectionId(7), protocol: Protocol::Ssh }
     ));
     assert_eq!(event.reason, "ssh connection 0000000000000007 opened");
 }
@@ -309,27 +231,8 @@ fn build_ids_are_checked() {
     for good in ["b", "build-42", "A.b_c-1", &"x".repeat(128)] {
         assert!(BuildId::new(good).is_ok(), "{good}");
     }
-    for bad in [
-        "",
-        "-x",
-        ".x",
-        "a b",
-        "a/b",
-        "a\nb",
-        "ü",
-        "a;rm",
-        &"x".repeat(129),
-    ] {
-        assert!(
-            matches!(
-                BuildId::new(bad),
-                Err(Error::InvalidInput {
-                    what: "build id",
-                    ..
-                })
-            ),
-            "{bad:?}"
-        );
+    for bad in ["", "-x", ".x", "a b", "a/b", "a\nb", "ü", "a;rm", &"x".repeat(129)] {
+        assert!(matches!(BuildId::new(bad), Err(Error::InvalidInput { what: "build id", .. })), "{bad:?}");
     }
 }
 
@@ -345,10 +248,7 @@ fn sessions_survive_serialization_for_networked_stores() {
     let ended = serde_json::to_string(&s).unwrap();
     let back: Session = serde_json::from_str(&ended).unwrap();
     assert_eq!(back, s);
-    assert_eq!(
-        back.end().map(|(r, at)| (r.clone(), at)),
-        Some((EndReason::Revoked("r".into()), at(4)))
-    );
+    assert_eq!(back.end().map(|(r, at)| (r.clone(), at)), Some((EndReason::Revoked("r".into()), at(4))));
     // A stored build id is validated on the way back in.
     let forged = live.replace("\"b-1\"", "\"a;rm -rf\"");
     assert!(serde_json::from_str::<Session>(&forged).is_err());

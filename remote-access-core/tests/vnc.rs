@@ -22,47 +22,27 @@ impl Fixture {
         options.vnc_ports = vec![free_port(), free_port(), free_port()];
         let authority = authority(options);
         let running = gateway(&authority).start("127.0.0.1:0").await.unwrap();
-        Fixture {
-            authority,
-            running,
-            scratch: tempfile::tempdir().unwrap(),
-        }
+        Fixture { authority, running, scratch: tempfile::tempdir().unwrap() }
     }
 
     /// Issues a build whose builder runs `server`; returns the credentials and the gateway's
     /// VNC port for it.
     async fn issue(&self, id: &str, server: &VncServer) -> (Credentials, u16) {
         let mut request: BuildRequest = common::request(id, server.builder());
-        request.builder_vnc_password =
-            Some(remote_access_core::Secret::new(server.password.clone()));
+        request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
         let creds = self.authority.issue(request).await.unwrap();
-        let port = self
-            .authority
-            .session(creds.build_id())
-            .await
-            .unwrap()
-            .vnc_port()
-            .expect("a VNC port");
+        let port = self.authority.session(creds.build_id()).await.unwrap().vnc_port().expect("a VNC port");
         (creds, port)
     }
 }
 
 /// `vncdo -s 127.0.0.1::PORT -p PASSWORD capture FILE`: (exit code, the PNG's size).
 async fn capture(fx: &Fixture, port: u16, password: &str) -> (i32, Option<(u32, u32)>) {
-    let shot = fx
-        .scratch
-        .path()
-        .join(format!("shot-{port}-{}.png", rand_suffix()));
+    let shot = fx.scratch.path().join(format!("shot-{port}-{}.png", rand_suffix()));
     let status = tokio::time::timeout(
         Duration::from_secs(60),
         Command::new("vncdo")
-            .args([
-                "-s",
-                &format!("127.0.0.1::{port}"),
-                "-p",
-                password,
-                "capture",
-            ])
+            .args(["-s", &format!("127.0.0.1::{port}"), "-p", password, "capture"])
             .arg(&shot)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -97,14 +77,7 @@ async fn next_event(events: &mut Subscription, kind: &str) -> Event {
 /// A vncdo session that stays connected (`pause`), to be cut.
 fn hold_open(port: u16, password: &str) -> tokio::process::Child {
     Command::new("vncdo")
-        .args([
-            "-s",
-            &format!("127.0.0.1::{port}"),
-            "-p",
-            password,
-            "pause",
-            "600",
-        ])
+        .args(["-s", &format!("127.0.0.1::{port}"), "-p", password, "pause", "600"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -123,18 +96,10 @@ async fn exits(mut child: tokio::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vncdotool_captures_the_builders_screen_through_the_gateway() {
     let fx = Fixture::new(AuthorityOptions::default()).await;
-    for server in [
-        VncServer::x11vnc("builder-pw"),
-        VncServer::tigervnc("tiger-pw"),
-    ] {
+    for server in [VncServer::x11vnc("builder-pw"), VncServer::tigervnc("tiger-pw")] {
         let (creds, port) = fx.issue(&format!("vnc-{}", server.port), &server).await;
         let (code, size) = capture(&fx, port, creds.vnc_password().expose()).await;
-        assert_eq!(
-            (code, size),
-            (0, Some((server.width, server.height))),
-            "builder on {}",
-            server.port
-        );
+        assert_eq!((code, size), (0, Some((server.width, server.height))), "builder on {}", server.port);
         // The builder's own password is not the user's: it does not open the gateway.
         let (code, _) = capture(&fx, port, &server.password).await;
         assert_ne!(code, 0);
@@ -147,11 +112,7 @@ async fn vncsnapshot_speaking_rfb_33_gets_through() {
     let server = VncServer::x11vnc("snap-pw");
     let (creds, port) = fx.issue("snap-1", &server).await;
     let passwd = fx.scratch.path().join("user.passwd");
-    std::fs::write(
-        &passwd,
-        remote_access_core::vnc_password_file(creds.vnc_password().expose()),
-    )
-    .unwrap();
+    std::fs::write(&passwd, remote_access_core::vnc_password_file(creds.vnc_password().expose())).unwrap();
     let snap = fx.scratch.path().join("snap.jpg");
     let status = tokio::time::timeout(
         Duration::from_secs(60),
@@ -169,10 +130,7 @@ async fn vncsnapshot_speaking_rfb_33_gets_through() {
     .unwrap();
     assert!(status.success());
     let jpeg = std::fs::read(&snap).unwrap();
-    assert!(
-        jpeg.starts_with(&[0xff, 0xd8]) && jpeg.len() > 1000,
-        "a JPEG of the screen"
-    );
+    assert!(jpeg.starts_with(&[0xff, 0xd8]) && jpeg.len() > 1000, "a JPEG of the screen");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,27 +139,11 @@ async fn wrong_other_and_revoked_passwords_are_refused() {
     let server = VncServer::x11vnc("builder-pw");
     let (a, port_a) = fx.issue("pw-a", &server).await;
     let (b, _) = fx.issue("pw-b", &server).await;
-    assert_eq!(
-        capture(&fx, port_a, "wrongpw1").await.0,
-        3,
-        "vncdo's exit status for a refused password"
-    );
-    assert_eq!(
-        capture(&fx, port_a, b.vnc_password().expose()).await.0,
-        3,
-        "another build's password"
-    );
-    assert_eq!(
-        capture(&fx, port_a, a.vnc_password().expose()).await.0,
-        0,
-        "the right one still works"
-    );
+    assert_eq!(capture(&fx, port_a, "wrongpw1").await.0, 3, "vncdo's exit status for a refused password");
+    assert_eq!(capture(&fx, port_a, b.vnc_password().expose()).await.0, 3, "another build's password");
+    assert_eq!(capture(&fx, port_a, a.vnc_password().expose()).await.0, 0, "the right one still works");
     fx.authority.revoke(a.build_id(), "done").await.unwrap();
-    assert_ne!(
-        capture(&fx, port_a, a.vnc_password().expose()).await.0,
-        0,
-        "revoked"
-    );
+    assert_ne!(capture(&fx, port_a, a.vnc_password().expose()).await.0, 0, "revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,14 +165,8 @@ async fn live_vnc_connections_are_cut_at_revoke_and_at_the_deadline() {
     next_event(&mut events, "connected").await;
     fx.authority.steps_completed(b.build_id()).await.unwrap();
     exits(live).await;
-    assert_eq!(
-        next_event(&mut events, "expired").await.build_id,
-        *b.build_id()
-    );
-    assert_eq!(
-        next_event(&mut events, "finish_build").await.build_id,
-        *b.build_id()
-    );
+    assert_eq!(next_event(&mut events, "expired").await.build_id, *b.build_id());
+    assert_eq!(next_event(&mut events, "finish_build").await.build_id, *b.build_id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,10 +175,7 @@ async fn closing_the_last_vnc_connection_after_the_steps_is_a_logout() {
     let mut events = fx.authority.subscribe();
     let server = VncServer::tigervnc("builder-pw");
     let (creds, port) = fx.issue("vnc-logout", &server).await;
-    fx.authority
-        .steps_completed(creds.build_id())
-        .await
-        .unwrap();
+    fx.authority.steps_completed(creds.build_id()).await.unwrap();
     assert_eq!(capture(&fx, port, creds.vnc_password().expose()).await.0, 0);
     let logged_out = next_event(&mut events, "logged_out").await;
     assert_eq!(logged_out.build_id, *creds.build_id());

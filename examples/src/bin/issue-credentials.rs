@@ -14,17 +14,11 @@ use time::format_description::well_known::Rfc3339;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let build_id = BuildId::new(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "build-1001".into()),
-    )?;
+    let build_id = BuildId::new(std::env::args().nth(1).unwrap_or_else(|| "build-1001".into()))?;
     let authority = Authority::new(AuthorityOptions::default())?;
     let mut events = authority.subscribe();
 
-    let credentials = authority
-        .issue(BuildRequest::new(build_id.clone(), Trigger::Manual, true))
-        .await?;
+    let credentials = authority.issue(BuildRequest::new(build_id.clone(), Trigger::Manual, true)).await?;
     let dir = TempDir::create()?;
     let key_path = dir.0.join("id_ed25519");
     std::fs::OpenOptions::new()
@@ -39,23 +33,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("gateway username:   {}", credentials.username());
     println!("key fingerprint:    {}", credentials.fingerprint());
     println!("private key file:   {} (mode 600)", key_path.display());
-    println!(
-        "builder authorized_keys line:\n  {}",
-        credentials.authorized_keys_line()
-    );
+    println!("builder authorized_keys line:\n  {}", credentials.authorized_keys_line());
     println!(
         "vnc password:       {} characters (Credentials::vnc_password)",
         credentials.vnc_password().expose().len()
     );
-    println!(
-        "access ends by:     {} at the latest",
-        session.deadline().format(&Rfc3339)?
-    );
+    println!("access ends by:     {} at the latest", session.deadline().format(&Rfc3339)?);
 
     // What the gateway would do when the user logs in and out.
-    authority
-        .verify_ssh(credentials.username(), credentials.public_key())
-        .await?;
+    authority.verify_ssh(credentials.username(), credentials.public_key()).await?;
     let connection = authority.connected(&build_id, Protocol::Ssh).await?;
     authority.steps_completed(&build_id).await?;
     authority.disconnected(connection).await?;
@@ -64,15 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(event) = events.try_next() {
         println!("  {:<16} {}", event.kind.as_str(), event.reason);
     }
-    let refused = authority
-        .verify_ssh(credentials.username(), credentials.public_key())
-        .await;
+    let refused = authority.verify_ssh(credentials.username(), credentials.public_key()).await;
     println!(
         "login after logout: {}",
-        refused
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "accepted (bug!)".into())
+        refused.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted (bug!)".into())
     );
     Ok(())
 }

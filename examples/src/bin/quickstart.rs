@@ -17,8 +17,8 @@ use std::process::ExitCode;
 
 use remote_access_core::Secret;
 use remote_access_core::{
-    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, EventKind,
-    Gateway, GatewayOptions, ScriptOptions, Trigger,
+    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, EventKind, Gateway,
+    GatewayOptions, ScriptOptions, Trigger,
 };
 use remote_access_examples::stand_in_builder::StandInBuilder;
 use remote_access_examples::stand_in_vnc::{HEIGHT, StandInVnc, WIDTH, fetch_frame};
@@ -39,18 +39,11 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let work = PrivateDir::create()?;
     let build_dir = work.0.join("build");
     std::fs::create_dir(&build_dir)?;
-    std::fs::write(
-        build_dir.join("README.txt"),
-        "This is the stand-in builder's build directory.\n",
-    )?;
+    std::fs::write(build_dir.join("README.txt"), "This is the stand-in builder's build directory.\n")?;
 
     // The platform side: an authority with one VNC port, and a gateway on loopback.
     let mut options = AuthorityOptions::default();
-    options.vnc_ports = vec![
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port(),
-    ];
+    options.vnc_ports = vec![std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()];
     let authority = Authority::new(options)?;
     let gateway = Gateway::new(authority.clone(), GatewayOptions::default())?;
     let running = gateway.start("127.0.0.1:0").await?;
@@ -98,10 +91,7 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let user_vnc_password = self_test.then(|| credentials.vnc_password().clone());
     drop(credentials); // the private key now lives only in the script
 
-    println!(
-        "gateway:     127.0.0.1:{} (host key {})",
-        info.gateway_port, info.gateway_host_key_fingerprint
-    );
+    println!("gateway:     127.0.0.1:{} (host key {})", info.gateway_port, info.gateway_host_key_fingerprint);
     println!(
         "builder:     {}:{} (stand-in, build dir {})",
         info.builder_host,
@@ -109,24 +99,16 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
         build_dir.display()
     );
     println!("script:      {}", script.display());
-    println!(
-        "access ends: {} at the latest, or when you log out",
-        info.access_ends_by
-    );
+    println!("access ends: {} at the latest, or when you log out", info.access_ends_by);
     if let (Some(host), Some(port)) = (&info.vnc_host, info.vnc_port) {
         let file = vnc_file.display();
-        println!(
-            "vnc:         {host}::{port} (stand-in screen {WIDTH}x{HEIGHT}); password in {file}"
-        );
+        println!("vnc:         {host}::{port} (stand-in screen {WIDTH}x{HEIGHT}); password in {file}");
     }
 
     if let (Some(password), Some(port)) = (user_vnc_password, info.vnc_port) {
         return self_test_run(&script, &build_dir, port, password.expose(), &mut events).await;
     }
-    println!(
-        "\nIn another terminal run:\n\n    sh {}\n\nCtrl-C here stops everything.\n",
-        script.display()
-    );
+    println!("\nIn another terminal run:\n\n    sh {}\n\nCtrl-C here stops everything.\n", script.display());
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -168,10 +150,7 @@ async fn self_test_run(
             false
         }
     };
-    println!(
-        "self-test: sh {} 'printenv FCI_BUILD_DIR; pwd'",
-        script.display()
-    );
+    println!("self-test: sh {} 'printenv FCI_BUILD_DIR; pwd'", script.display());
     let out = tokio::process::Command::new("sh")
         .arg(script)
         .arg("printenv FCI_BUILD_DIR; pwd")
@@ -182,14 +161,13 @@ async fn self_test_run(
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let expected = build_dir.display().to_string();
-    let ssh_ok = out.status.success()
-        && stdout.lines().collect::<Vec<_>>() == [expected.as_str(), expected.as_str()];
+    let ssh_ok =
+        out.status.success() && stdout.lines().collect::<Vec<_>>() == [expected.as_str(), expected.as_str()];
     let ok = vnc_ok && ssh_ok;
     // Closing VNC, the last connection, is the user's logout.
     drop(vnc);
     let mut finished = false;
-    while let Ok(Some(event)) =
-        tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await
+    while let Ok(Some(event)) = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await
     {
         println!("event: {:<16} {}", event.kind.as_str(), event.reason);
         if event.kind == EventKind::FinishBuild {
@@ -197,10 +175,7 @@ async fn self_test_run(
             break;
         }
     }
-    println!(
-        "self-test: {}",
-        if ok && finished { "passed" } else { "FAILED" }
-    );
+    println!("self-test: {}", if ok && finished { "passed" } else { "FAILED" });
     Ok(ok && finished)
 }
 
@@ -224,8 +199,7 @@ struct PrivateDir(PathBuf);
 
 impl PrivateDir {
     fn create() -> std::io::Result<Self> {
-        let path =
-            std::env::temp_dir().join(format!("remote-access-quickstart-{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("remote-access-quickstart-{}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(Self(path))
     }

@@ -112,10 +112,7 @@ pub(crate) struct EventBus {
 impl EventBus {
     pub(crate) fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(tx);
+        self.subscribers.lock().unwrap_or_else(PoisonError::into_inner).push(tx);
         Subscription(rx)
     }
 
@@ -126,10 +123,7 @@ impl EventBus {
         for event in &events {
             tracing::info!(build_id = %event.build_id, kind = event.kind.as_str(), reason = %event.reason, "remote access event");
         }
-        let mut subscribers = self
-            .subscribers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
         subscribers.retain(|tx| events.iter().all(|event| tx.send(event.clone()).is_ok()));
     }
 }

@@ -29,17 +29,9 @@ pub(crate) fn generate() -> Result<Generated> {
     let mut rng = russh::keys::key::safe_rng();
     let key = PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(Error::key_material)?;
     let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
-    let username = format!(
-        "ra-{}",
-        random_text(&mut rng, LOWER_ALPHANUMERIC, USERNAME_RANDOM_LEN)
-    );
+    let username = format!("ra-{}", random_text(&mut rng, LOWER_ALPHANUMERIC, USERNAME_RANDOM_LEN));
     let vnc_password = Secret::new(random_text(&mut rng, ALPHANUMERIC, VNC_PASSWORD_LEN));
-    Ok(Generated {
-        username,
-        key,
-        fingerprint,
-        vnc_password,
-    })
+    Ok(Generated { username, key, fingerprint, vnc_password })
 }
 
 /// `len` characters drawn uniformly from `alphabet` (rejection sampling, so no modulo bias).
@@ -78,10 +70,7 @@ mod tests {
             assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
             let rest = g.username.strip_prefix("ra-").unwrap_or_default();
             assert_eq!(rest.len(), USERNAME_RANDOM_LEN);
-            assert!(
-                rest.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            );
+            assert!(rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
             assert!(g.fingerprint.starts_with("SHA256:"));
         }
         Ok(())

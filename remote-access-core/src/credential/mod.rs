@@ -30,21 +30,9 @@ pub struct Credentials {
 
 impl Credentials {
     pub(crate) fn new(build_id: BuildId, generated: Generated) -> Result<Self> {
-        let Generated {
-            username,
-            key,
-            fingerprint,
-            vnc_password,
-        } = generated;
+        let Generated { username, key, fingerprint, vnc_password } = generated;
         let public_key = key.public_key().to_openssh().map_err(Error::key_material)?;
-        Ok(Self {
-            build_id,
-            username,
-            key,
-            public_key,
-            fingerprint,
-            vnc_password,
-        })
+        Ok(Self { build_id, username, key, public_key, fingerprint, vnc_password })
     }
 
     /// The build these credentials open.
@@ -82,10 +70,7 @@ impl Credentials {
     /// The private key in OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`), for the user's
     /// connection script. The text is zeroized when the returned value drops.
     pub fn private_key_openssh(&self) -> Result<Secret<String>> {
-        let pem = self
-            .key
-            .to_openssh(LineEnding::LF)
-            .map_err(Error::key_material)?;
+        let pem = self.key.to_openssh(LineEnding::LF).map_err(Error::key_material)?;
         // Copy out of the `Zeroizing` into our own zeroized wrapper; both are wiped on drop.
         Ok(Secret::new(pem.as_str().to_owned()))
     }

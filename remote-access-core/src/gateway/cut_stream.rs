@@ -27,12 +27,7 @@ impl CutFlag {
     /// Fails the stream's I/O from now on and wakes its reader.
     pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
-        if let Some(waker) = self
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        if let Some(waker) = self.reader.lock().unwrap_or_else(PoisonError::into_inner).take() {
             waker.wake();
         }
     }
@@ -65,11 +60,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for CutStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         // Register before checking, so a cut between the two still wakes us.
-        *self
-            .flag
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        *self.flag.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
         if self.flag.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
@@ -78,11 +69,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for CutStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for CutStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.flag.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }

@@ -13,10 +13,12 @@ use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::sync::{oneshot, watch};
 
 use super::Shared;
+use super::cut_stream::CutFlag;
 use crate::authority::LiveConnection;
 use crate::build::{BuildId, Builder};
 use crate::session::CutSignal;
 use crate::tunnel;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a connection may reach once its user is authenticated.
 struct Route {
@@ -33,6 +35,26 @@ pub(crate) struct Handler {
     route: Option<Route>,
     /// Closed (its sender dropped) when this user connection ends; stops its splices.
     closed: watch::Receiver<()>,
+    /// Cuts this connection's transport: for clients that keep asking for what they may not.
+    flag: Arc<CutFlag>,
+    /// Forwarding channels open now (a builder connection each).
+    open_channels: Arc<AtomicUsize>,
+    refusals: usize,
+    auth_failures: usize,
+}
+
+/// Builder connections one user connection may hold at once.
+const MAX_CHANNELS: usize = 32;
+/// Refused requests after which a connection is cut.
+const MAX_REFUSALS: usize = 32;
+
+/// Releases a channel slot when the splice ends.
+struct ChannelSlot(Arc<AtomicUsize>);
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Handler {
@@ -41,6 +63,7 @@ impl Handler {
         peer: Option<SocketAddr>,
         admitted: oneshot::Sender<LiveConnection>,
         closed: watch::Receiver<()>,
+        flag: Arc<CutFlag>,
     ) -> Self {
         Self {
             shared,
@@ -48,18 +71,38 @@ impl Handler {
             admitted: Some(admitted),
             route: None,
             closed,
+            flag,
+            open_channels: Arc::new(AtomicUsize::new(0)),
+            refusals: 0,
+            auth_failures: 0,
         }
     }
 
+    /// Counts a failed authentication; past the limit the connection is cut. (russh does not
+    /// count rejected key probes against `max_auth_attempts`.)
+    fn auth_failed(&mut self) -> Auth {
+        self.auth_failures += 1;
+        if self.auth_failures > self.shared.options.max_auth_attempts {
+            tracing::info!(peer = %self.peer(), "too many failed authentication attempts; cut");
+            self.flag.cut();
+        }
+        Auth::reject()
+    }
+
     fn peer(&self) -> String {
-        self.peer
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "unknown peer".into())
+        self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown peer".into())
     }
 
     /// Refuses a request of a logged-in user: an event for the platform, a log line for us.
-    fn refuse(&self, what: String) {
+    /// A connection that keeps asking is cut.
+    fn refuse(&mut self, what: String) {
         tracing::info!(peer = %self.peer(), refused = %what, "gateway refused a request");
+        self.refusals += 1;
+        if self.refusals > MAX_REFUSALS {
+            tracing::info!(peer = %self.peer(), "too many refused requests; cut");
+            self.flag.cut();
+            return;
+        }
         if let Some(route) = &self.route {
             self.shared.authority.refused(&route.build_id, what);
         }
@@ -68,11 +111,7 @@ impl Handler {
 
 /// A user-supplied string made safe and short for events and logs.
 fn shown(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(64)
-        .flat_map(char::escape_default)
-        .collect();
+    let mut out: String = text.chars().take(64).flat_map(char::escape_default).collect();
     if text.chars().count() > 64 {
         out.push_str("...");
     }
@@ -97,29 +136,20 @@ impl russh::server::Handler for Handler {
     ) -> Result<Auth, Self::Error> {
         // Only a probe: no state changes here; the decision is made again with the signature.
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-        match self
-            .shared
-            .authority
-            .verify_ssh_fingerprint(user, &fingerprint)
-            .await
-        {
+        match self.shared.authority.verify_ssh_fingerprint(user, &fingerprint).await {
             Ok(_) => Ok(Auth::Accept),
-            Err(_) => Ok(Auth::reject()),
+            Err(_) => Ok(self.auth_failed()),
         }
     }
 
-    async fn auth_publickey(
-        &mut self,
-        user: &str,
-        key: VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let (session, live) = match self.shared.authority.admit_ssh(user, &fingerprint).await {
             Ok(admitted) => admitted,
             Err(err) => {
                 // The reason goes to our log only; the client sees the same refusal for all.
                 tracing::info!(peer = %self.peer(), user = %shown(user), %err, "authentication refused");
-                return Ok(Auth::reject());
+                return Ok(self.auth_failed());
             }
         };
         let Some(admitted) = self.admitted.take() else {
@@ -148,38 +178,42 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(route) = &self.route else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
-        let target = route.builder.as_ref().filter(|b| b.allows(host, port));
+        let target = route.builder.as_ref().filter(|b| b.allows(host, port)).cloned();
         let Some(builder) = target else {
             let why = match &route.builder {
                 None => "this build's builder has no route yet".to_owned(),
                 Some(b) => format!("only this build's builder ({}) may be reached", allowed(b)),
             };
-            self.refuse(format!(
-                "direct-tcpip to {}:{port} refused: {why}",
-                shown(host)
-            ));
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 1,
-                    reason: why,
-                })
-                .await;
+            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
             return Ok(());
         };
-        let addr = SocketAddr::new(
-            builder.address,
-            u16::try_from(port).unwrap_or(builder.ssh_port),
-        );
+        if self.open_channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS {
+            self.open_channels.fetch_sub(1, Ordering::SeqCst);
+            self.refuse(format!("more than {MAX_CHANNELS} channels at once refused"));
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let slot = ChannelSlot(self.open_channels.clone());
+        let Some(route) = &self.route else { return Ok(()) };
+        let addr = SocketAddr::new(builder.address, u16::try_from(port).unwrap_or(builder.ssh_port));
         let (mut cut, mut closed) = (route.cut.clone(), self.closed.clone());
         let (authority, build_id) = (self.shared.authority.clone(), route.build_id.clone());
         let dial_timeout = self.shared.options.dial_timeout;
         tokio::spawn(async move {
-            let tcp = match tunnel::dial(addr, dial_timeout).await {
+            // The dial races the end of access and of the user's connection.
+            let dialed = tokio::select! {
+                dialed = tunnel::dial(addr, dial_timeout) => dialed,
+                () = cut.cut() => {
+                    reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                    return;
+                }
+                _ = closed.changed() => return,
+            };
+            let tcp = match dialed {
                 Ok(tcp) => tcp,
                 Err(err) => {
                     tracing::warn!(%build_id, %addr, %err, "could not reach the builder");
@@ -188,6 +222,10 @@ impl russh::server::Handler for Handler {
                     return;
                 }
             };
+            if cut.is_cut() {
+                reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                return;
+            }
             reply.accept().await;
             let stop = async move {
                 tokio::select! {
@@ -198,6 +236,7 @@ impl russh::server::Handler for Handler {
             if let Err(err) = tunnel::splice(channel.into_stream(), tcp, stop).await {
                 tracing::debug!(%build_id, %err, "builder tunnel ended with an error");
             }
+            drop(slot);
         });
         Ok(())
     }
@@ -230,11 +269,7 @@ impl russh::server::Handler for Handler {
         Ok(())
     }
 
-    async fn shell_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         self.refuse("a shell on the gateway itself refused".into());
         refuse_session(channel, session)
     }
@@ -299,10 +334,7 @@ impl russh::server::Handler for Handler {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(format!(
-            "remote forwarding of {}:{port} refused",
-            shown(address)
-        ));
+        self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
         Ok(false)
     }
 
@@ -311,10 +343,7 @@ impl russh::server::Handler for Handler {
         socket_path: &str,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(format!(
-            "remote forwarding of socket {} refused",
-            shown(socket_path)
-        ));
+        self.refuse(format!("remote forwarding of socket {} refused", shown(socket_path)));
         Ok(false)
     }
 
@@ -327,9 +356,7 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refuse("X11 channel refused".into());
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }
 
@@ -340,13 +367,8 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse(format!(
-            "direct-streamlocal to {} refused",
-            shown(socket_path)
-        ));
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        self.refuse(format!("direct-streamlocal to {} refused", shown(socket_path)));
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }
 
@@ -361,9 +383,7 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.refuse("forwarded-tcpip channel from a user refused".into());
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }
 }
@@ -385,9 +405,5 @@ fn allowed(builder: &Builder) -> String {
         std::net::IpAddr::V6(ip) => SocketAddrV6::new(ip, builder.ssh_port, 0, 0).to_string(),
     };
     let extra: Vec<String> = builder.extra_ports.iter().map(u16::to_string).collect();
-    if extra.is_empty() {
-        first
-    } else {
-        format!("{first}, {}", extra.join(", "))
-    }
+    if extra.is_empty() { first } else { format!("{first}, {}", extra.join(", ")) }
 }

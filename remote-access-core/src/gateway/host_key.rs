@@ -43,10 +43,7 @@ impl HostKey {
 
     /// The private key as OpenSSH text, to persist. Zeroized when dropped.
     pub fn to_openssh(&self) -> Result<Secret<String>> {
-        let pem = self
-            .key
-            .to_openssh(LineEnding::LF)
-            .map_err(Error::key_material)?;
+        let pem = self.key.to_openssh(LineEnding::LF).map_err(Error::key_material)?;
         Ok(Secret::new(pem.as_str().to_owned()))
     }
 
@@ -54,25 +51,17 @@ impl HostKey {
     pub fn public_key(&self) -> String {
         let mut public = self.key.public_key().clone();
         public.set_comment("");
-        public
-            .to_openssh()
-            .map(|line| line.trim().to_owned())
-            .unwrap_or_default()
+        public.to_openssh().map(|line| line.trim().to_owned()).unwrap_or_default()
     }
 
     /// The `SHA256:` fingerprint users can compare with what `ssh` shows.
     pub fn fingerprint(&self) -> String {
-        self.key
-            .public_key()
-            .fingerprint(HashAlg::Sha256)
-            .to_string()
+        self.key.public_key().fingerprint(HashAlg::Sha256).to_string()
     }
 }
 
 impl fmt::Debug for HostKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostKey")
-            .field("fingerprint", &self.fingerprint())
-            .finish_non_exhaustive()
+        f.debug_struct("HostKey").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
     }
 }

@@ -7,9 +7,12 @@ mod host_key;
 
 pub use host_key::HostKey;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use russh::server::Config;
@@ -42,6 +45,8 @@ pub struct GatewayOptions {
     /// At most this many connections may be waiting to authenticate at once (default 256);
     /// further ones are closed at once.
     pub max_unauthenticated: usize,
+    /// The same, per source address (default 32), so one host cannot take every slot.
+    pub max_unauthenticated_per_ip: usize,
     /// Idle connections are probed this often (default 30 s); three unanswered probes close
     /// them.
     pub keepalive_interval: Duration,
@@ -59,6 +64,7 @@ impl Default for GatewayOptions {
             auth_rejection_delay: Duration::from_secs(1),
             max_auth_attempts: 6,
             max_unauthenticated: 256,
+            max_unauthenticated_per_ip: 32,
             keepalive_interval: Duration::from_secs(30),
             window_size: 8 * 1024 * 1024,
             dial_timeout: Duration::from_secs(10),
@@ -77,6 +83,37 @@ pub(crate) struct Shared {
     options: GatewayOptions,
     config: Arc<Config>,
     unauthenticated: Arc<Semaphore>,
+    unauthenticated_per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One of a source address's slots for connections waiting to authenticate.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let mut counts = shared.unauthenticated_per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_default();
+        if *count >= shared.options.max_unauthenticated_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(Self { shared: shared.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.shared.unauthenticated_per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The SSH gateway. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
@@ -102,9 +139,7 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("host_key", &self.host_key)
-            .finish_non_exhaustive()
+        f.debug_struct("Gateway").field("host_key", &self.host_key).finish_non_exhaustive()
     }
 }
 
@@ -112,12 +147,12 @@ impl Gateway {
     /// A gateway that admits the users of `authority`'s sessions.
     pub fn new(authority: Authority, options: GatewayOptions) -> Result<Self> {
         if options.pre_auth_timeout.is_zero() || options.dial_timeout.is_zero() {
-            return Err(Error::invalid(
-                "gateway timeouts",
-                "must be longer than zero",
-            ));
+            return Err(Error::invalid("gateway timeouts", "must be longer than zero"));
         }
-        if options.max_unauthenticated == 0 || options.max_auth_attempts == 0 {
+        if options.max_unauthenticated == 0
+            || options.max_unauthenticated_per_ip == 0
+            || options.max_auth_attempts == 0
+        {
             return Err(Error::invalid("gateway limits", "must be at least 1"));
         }
         if options.window_size < 32 * 1024 {
@@ -126,9 +161,7 @@ impl Gateway {
         let host_key = match &options.host_key {
             Some(key) => key.clone(),
             None => {
-                tracing::warn!(
-                    "no host key given: generated one; users' pinned keys break at restart"
-                );
+                tracing::warn!("no host key given: generated one; users' pinned keys break at restart");
                 HostKey::generate()?
             }
         };
@@ -157,11 +190,9 @@ impl Gateway {
             options,
             config: Arc::new(config),
             unauthenticated,
+            unauthenticated_per_ip: Mutex::new(HashMap::new()),
         };
-        Ok(Self {
-            shared: Arc::new(shared),
-            host_key,
-        })
+        Ok(Self { shared: Arc::new(shared), host_key })
     }
 
     /// The host key users pin (public parts via [`HostKey::public_key`]).
@@ -177,11 +208,7 @@ impl Gateway {
     /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. VNC is
     /// served on the authority's `vnc_ports`, on the same address as `listener`. Then it stops
     /// accepting, closes every connection (without counting it as a logout) and returns.
-    pub async fn run(
-        &self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
+    pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
         let (stopping, stop) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut vnc_ports = JoinSet::new();
@@ -193,18 +220,10 @@ impl Gateway {
         });
         for &port in &self.shared.authority.options().vnc_ports {
             let vnc_listener = TcpListener::bind((ip, port)).await.map_err(|err| {
-                Error::Io(std::io::Error::new(
-                    err.kind(),
-                    format!("binding VNC port {ip}:{port}: {err}"),
-                ))
+                Error::Io(std::io::Error::new(err.kind(), format!("binding VNC port {ip}:{port}: {err}")))
             })?;
             let authority = self.shared.authority.clone();
-            vnc_ports.spawn(vnc::serve_port(
-                authority,
-                settings.clone(),
-                vnc_listener,
-                stop.clone(),
-            ));
+            vnc_ports.spawn(vnc::serve_port(authority, settings.clone(), vnc_listener, stop.clone()));
         }
         let expiry = self.shared.authority.run_expiry({
             let mut stop = stop.clone();
@@ -236,10 +255,7 @@ impl Gateway {
             while vnc_ports.join_next().await.is_some() {}
         });
         if drained.await.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "connections did not close in time; aborting them"
-            );
+            tracing::warn!(left = connections.len(), "connections did not close in time; aborting them");
             connections.abort_all();
             vnc_ports.abort_all();
         }
@@ -264,11 +280,7 @@ impl Gateway {
                 })
                 .await
         });
-        Ok(RunningGateway {
-            local_addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(RunningGateway { local_addr, stop: Some(stop), task: Some(task) })
     }
 }
 
@@ -293,9 +305,7 @@ impl RunningGateway {
             let _ = stop.send(());
         }
         match self.task.take() {
-            Some(task) => task
-                .await
-                .map_err(|err| Error::Io(std::io::Error::other(err)))?,
+            Some(task) => task.await.map_err(|err| Error::Io(std::io::Error::other(err)))?,
             None => Ok(()),
         }
     }
@@ -317,14 +327,13 @@ enum Ending {
 }
 
 /// Serves one TCP connection: pre-auth deadline, admission, then cut on revocation.
-async fn serve(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
     let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
         tracing::warn!(%peer, "too many connections waiting to authenticate; closing this one");
+        return;
+    };
+    let Some(ip_slot) = IpSlot::acquire(&shared, peer.ip()) else {
+        tracing::warn!(%peer, "too many connections from this address waiting to authenticate; closing this one");
         return;
     };
     let deadline = tokio::time::Instant::now() + shared.options.pre_auth_timeout;
@@ -332,14 +341,16 @@ async fn serve(
     let (admitted_tx, admitted_rx) = oneshot::channel::<LiveConnection>();
     // Dropped when this function returns, which stops the connection's builder splices.
     let (_closed_tx, closed_rx) = watch::channel(());
-    let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx);
+    let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx, flag.clone());
     let stream = CutStream::new(tcp, flag.clone());
 
-    let started = tokio::time::timeout_at(
-        deadline,
-        russh::server::run_stream(shared.config.clone(), stream, handler),
-    );
-    let running = match started.await {
+    let started =
+        tokio::time::timeout_at(deadline, russh::server::run_stream(shared.config.clone(), stream, handler));
+    let started = tokio::select! {
+        started = started => started,
+        () = stopped(&mut stop) => return,
+    };
+    let running = match started {
         Ok(Ok(running)) => running,
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "SSH handshake failed");
@@ -353,7 +364,7 @@ async fn serve(
     let handle = running.handle();
     tokio::pin!(running);
 
-    let live = tokio::select! {
+    let mut live = tokio::select! {
         _ = &mut running => return,
         admitted = admitted_rx => match admitted {
             Ok(live) => live,
@@ -370,6 +381,7 @@ async fn serve(
         }
     };
     drop(permit);
+    drop(ip_slot);
 
     let mut cut = live.cut_signal();
     let ending = tokio::select! {
@@ -381,12 +393,14 @@ async fn serve(
     let outcome = match ending {
         Ending::ClientLeft => authority.disconnected(live).await,
         Ending::AccessEnded => {
-            say_goodbye(&handle, "remote access to this build has ended").await;
+            say_goodbye(&handle, &mut running, "remote access to this build has ended").await;
             flag.cut();
             authority.disconnected(live).await
         }
         Ending::GatewayStopping => {
-            say_goodbye(&handle, "the gateway is shutting down").await;
+            // Should this task be aborted from here on, the guard must not report a logout.
+            live.detach_on_drop();
+            say_goodbye(&handle, &mut running, "the gateway is shutting down").await;
             flag.cut();
             authority.detached(live).await
         }
@@ -396,12 +410,14 @@ async fn serve(
     }
 }
 
-/// Sends DISCONNECT with a reason the user's `ssh` prints, if it goes out quickly.
-async fn say_goodbye(handle: &russh::server::Handle, reason: &str) {
-    let polite = handle.disconnect(Disconnect::ByApplication, reason.to_owned(), String::new());
+/// Sends DISCONNECT with a reason the user's `ssh` prints and waits for the session to finish
+/// sending it, bounded: a peer whose window is full must not hold up the cut.
+async fn say_goodbye<F: Future + Unpin>(handle: &russh::server::Handle, running: &mut F, reason: &str) {
+    let polite = async {
+        let _ = handle.disconnect(Disconnect::ByApplication, reason.to_owned(), String::new()).await;
+        let _ = running.await;
+    };
     let _ = tokio::time::timeout(DISCONNECT_GRACE, polite).await;
-    // Give the session loop a moment to flush the message before the transport is cut.
-    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// Resolves once the gateway is stopping (or its stop sender is gone).

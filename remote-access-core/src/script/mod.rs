@@ -44,11 +44,7 @@ pub struct ScriptOptions {
 impl ScriptOptions {
     /// Options for a gateway reached at `gateway_host:gateway_port`.
     pub fn new(gateway_host: impl Into<String>, gateway_port: u16) -> Self {
-        Self {
-            gateway_host: gateway_host.into(),
-            gateway_port,
-            build_dir: "$FCI_BUILD_DIR".into(),
-        }
+        Self { gateway_host: gateway_host.into(), gateway_port, build_dir: "$FCI_BUILD_DIR".into() }
     }
 }
 
@@ -116,10 +112,7 @@ impl ConnectionInfo {
         options: &ScriptOptions,
     ) -> Result<Self> {
         if session.build_id() != credentials.build_id() {
-            return Err(Error::invalid(
-                "session",
-                "belongs to another build than the credentials",
-            ));
+            return Err(Error::invalid("session", "belongs to another build than the credentials"));
         }
         quote::check_host("gateway_host", &options.gateway_host)?;
         if options.gateway_port == 0 {
@@ -127,10 +120,7 @@ impl ConnectionInfo {
         }
         quote::check_build_dir(&options.build_dir)?;
         let builder = session.builder().ok_or_else(|| {
-            Error::invalid(
-                "builder",
-                "the build has no builder address; set BuildRequest::builder",
-            )
+            Error::invalid("builder", "the build has no builder address; set BuildRequest::builder")
         })?;
         let access_ends_by = session
             .deadline()
@@ -177,18 +167,10 @@ impl ConnectionInfo {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !user_ok {
-            return Err(Error::invalid(
-                "gateway_user",
-                "not a generated gateway username",
-            ));
+            return Err(Error::invalid("gateway_user", "not a generated gateway username"));
         }
-        if normalized_public_key("gateway_host_key", &self.gateway_host_key)?
-            != self.gateway_host_key
-        {
-            return Err(Error::invalid(
-                "gateway_host_key",
-                "must be exactly `type base64`",
-            ));
+        if normalized_public_key("gateway_host_key", &self.gateway_host_key)? != self.gateway_host_key {
+            return Err(Error::invalid("gateway_host_key", "must be exactly `type base64`"));
         }
         self.builder_host
             .parse::<std::net::IpAddr>()
@@ -197,23 +179,13 @@ impl ConnectionInfo {
         if let Some(key) = &self.builder_host_key
             && normalized_public_key("builder_host_key", key)? != *key
         {
-            return Err(Error::invalid(
-                "builder_host_key",
-                "must be exactly `type base64`",
-            ));
+            return Err(Error::invalid("builder_host_key", "must be exactly `type base64`"));
         }
-        let fingerprint_ok = self
-            .key_fingerprint
-            .strip_prefix("SHA256:")
-            .is_some_and(|b64| {
-                b64.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-            });
+        let fingerprint_ok = self.key_fingerprint.strip_prefix("SHA256:").is_some_and(|b64| {
+            b64.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        });
         if !fingerprint_ok {
-            return Err(Error::invalid(
-                "key_fingerprint",
-                "not a SHA256: fingerprint",
-            ));
+            return Err(Error::invalid("key_fingerprint", "not a SHA256: fingerprint"));
         }
         time::OffsetDateTime::parse(&self.access_ends_by, &Rfc3339)
             .map_err(|_| Error::invalid("access_ends_by", "not an RFC 3339 time"))?;
@@ -229,10 +201,7 @@ impl ConnectionInfo {
     pub fn vnc_instructions(&self, credentials: &Credentials) -> Result<Option<Secret<String>>> {
         self.check()?;
         if credentials.build_id().as_str() != self.build_id {
-            return Err(Error::invalid(
-                "credentials",
-                "belong to another build than this connection info",
-            ));
+            return Err(Error::invalid("credentials", "belong to another build than this connection info"));
         }
         let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) else {
             return Ok(None);
@@ -263,15 +232,9 @@ impl ConnectionInfo {
     /// `known_hosts_file` are where the user stored the key and [`ConnectionInfo::known_hosts`].
     pub fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> Result<String> {
         self.check()?;
-        for (what, path) in [
-            ("identity_file", identity_file),
-            ("known_hosts_file", known_hosts_file),
-        ] {
+        for (what, path) in [("identity_file", identity_file), ("known_hosts_file", known_hosts_file)] {
             if path.is_empty() || path.chars().any(|c| c.is_control() || c == '"') {
-                return Err(Error::invalid(
-                    what,
-                    "must be a path without quotes or control characters",
-                ));
+                return Err(Error::invalid(what, "must be a path without quotes or control characters"));
             }
         }
         let mut config = self.config_hosts(None);
@@ -299,10 +262,15 @@ impl ConnectionInfo {
              # remote-access: SSH into build {build} through {gw}.\n\
              # Usage: sh {file} [command ...]   (no command: a login shell in the build directory)\n\
              # This file holds a private key: keep it private and delete it when done.\n\
+             # Everything runs in a subshell, so pasting this into a terminal leaves it open.\n\
+             (\n\
              set -eu\n\
              umask 077\n\
              command -v ssh >/dev/null 2>&1 || {{ echo 'remote-access: ssh (OpenSSH) is not installed' >&2; exit 127; }}\n\
-             dir=$(mktemp -d \"${{TMPDIR:-/tmp}}/remote-access.XXXXXXXX\")\n\
+             # ssh passes the config path to the jump hop unquoted: keep it free of spaces.\n\
+             base=\"${{TMPDIR:-/tmp}}\"\n\
+             case \"$base\" in *[!A-Za-z0-9/._-]*) base=/tmp ;; esac\n\
+             dir=$(mktemp -d \"$base/remote-access.XXXXXXXX\")\n\
              trap 'rm -rf \"$dir\"' EXIT\n\
              trap 'exit 129' HUP\n\
              trap 'exit 130' INT\n\
@@ -319,7 +287,8 @@ impl ConnectionInfo {
              \x20 cd_command={cd}\n\
              \x20 ssh -F \"$dir/config\" {BUILDER_ALIAS} \"$cd_command && $*\" || status=$?\n\
              fi\n\
-             exit \"$status\"\n",
+             exit \"$status\"\n\
+             )\n",
             build = self.build_id,
             gw = self.gateway_host,
             file = format_args!("remote-access-{}.sh", self.build_id),
@@ -351,6 +320,9 @@ impl ConnectionInfo {
              }}\r\n\
              $dir = Join-Path ([System.IO.Path]::GetTempPath()) ('remote-access-' + [System.Guid]::NewGuid().ToString('N'))\r\n\
              New-Item -ItemType Directory -Path $dir | Out-Null\r\n\
+             # ssh passes the config path to the jump hop unquoted: use the short (8.3) form if the\r\n\
+             # path has spaces or other special characters (e.g. in the user name).\r\n\
+             if ($dir -match '[^A-Za-z0-9\\\\/:._-]') {{ $dir = (New-Object -ComObject Scripting.FileSystemObject).GetFolder($dir).ShortPath }}\r\n\
              $status = 1\r\n\
              try {{\r\n\
              \x20   # Only this user may read the key: OpenSSH for Windows refuses keys that others can read.\r\n\
@@ -392,20 +364,14 @@ impl ConnectionInfo {
     fn private_key(&self, credentials: &Credentials) -> Result<Secret<String>> {
         self.check()?;
         if credentials.build_id().as_str() != self.build_id {
-            return Err(Error::invalid(
-                "credentials",
-                "belong to another build than this connection info",
-            ));
+            return Err(Error::invalid("credentials", "belong to another build than this connection info"));
         }
         credentials.private_key_openssh()
     }
 
     fn banner(&self) -> String {
         let vnc = match self.vnc_port {
-            Some(port) => format!(
-                " VNC: {}::{port} with this build's VNC password.",
-                self.gateway_host
-            ),
+            Some(port) => format!(" VNC: {}::{port} with this build's VNC password.", self.gateway_host),
             None => String::new(),
         };
         format!(

@@ -44,11 +44,7 @@ pub(crate) fn check_host(what: &'static str, host: &str) -> Result<()> {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
-    if labels_ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(what, "not a DNS name or IP address"))
-    }
+    if labels_ok { Ok(()) } else { Err(Error::invalid(what, "not a DNS name or IP address")) }
 }
 
 /// The build directory: `$NAME` (an environment variable on the builder) or a path without
@@ -58,10 +54,7 @@ pub(crate) fn check_build_dir(dir: &str) -> Result<()> {
         return Err(Error::invalid("build_dir", "must be 1 to 1024 bytes"));
     }
     if dir.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "build_dir",
-            "must not contain control characters",
-        ));
+        return Err(Error::invalid("build_dir", "must not contain control characters"));
     }
     Ok(())
 }
@@ -77,10 +70,7 @@ pub(crate) fn cd_command(dir: &str) -> String {
 
 /// `NAME` when `dir` is exactly `$NAME` or `${NAME}` with a valid variable name.
 fn env_var(dir: &str) -> Option<&str> {
-    let name = dir
-        .strip_prefix("${")
-        .and_then(|d| d.strip_suffix('}'))
-        .or_else(|| dir.strip_prefix('$'))?;
+    let name = dir.strip_prefix("${").and_then(|d| d.strip_suffix('}')).or_else(|| dir.strip_prefix('$'))?;
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     valid.then_some(name)
@@ -94,10 +84,7 @@ mod tests {
     fn quoting() {
         assert_eq!(sh("a'b"), r"'a'\''b'");
         assert_eq!(powershell("it's ‘x’"), "'it''s ‘‘x’’'");
-        assert_eq!(
-            cd_command("$FCI_BUILD_DIR"),
-            r#"cd -- "${FCI_BUILD_DIR:-$HOME}""#
-        );
+        assert_eq!(cd_command("$FCI_BUILD_DIR"), r#"cd -- "${FCI_BUILD_DIR:-$HOME}""#);
         assert_eq!(cd_command("${X_1}"), r#"cd -- "${X_1:-$HOME}""#);
         assert_eq!(cd_command("$(rm -rf ~)"), r"cd -- '$(rm -rf ~)'");
         assert_eq!(ssh_config_tokens("50%"), "50%%");
@@ -105,14 +92,7 @@ mod tests {
 
     #[test]
     fn hosts() {
-        for good in [
-            "gw.example.com",
-            "localhost",
-            "10.0.0.1",
-            "::1",
-            "fd00::5",
-            "a-b.c",
-        ] {
+        for good in ["gw.example.com", "localhost", "10.0.0.1", "::1", "fd00::5", "a-b.c"] {
             assert!(check_host("host", good).is_ok(), "{good}");
         }
         for bad in ["", "-x", "a b", "a;b", "a..b", "x\n", "'", "a_b", "[::1]"] {

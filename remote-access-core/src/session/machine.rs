@@ -57,9 +57,7 @@ impl EndReason {
     /// The event that announces this end.
     fn event_kind(&self) -> EventKind {
         match self {
-            Self::GraceElapsed | Self::MaxDurationReached | Self::NobodyConnected => {
-                EventKind::Expired
-            }
+            Self::GraceElapsed | Self::MaxDurationReached | Self::NobodyConnected => EventKind::Expired,
             Self::LoggedOut => EventKind::LoggedOut,
             Self::Revoked(_) | Self::Cancelled | Self::BuildFinished => EventKind::Revoked,
         }
@@ -71,9 +69,7 @@ impl fmt::Display for EndReason {
         match self {
             Self::GraceElapsed => f.write_str("grace period after the build steps elapsed"),
             Self::MaxDurationReached => f.write_str("build reached its maximum duration"),
-            Self::NobodyConnected => {
-                f.write_str("nobody connected after the build steps completed")
-            }
+            Self::NobodyConnected => f.write_str("nobody connected after the build steps completed"),
             Self::LoggedOut => f.write_str("user logged out"),
             Self::Revoked(reason) => write!(f, "revoked: {reason}"),
             Self::Cancelled => f.write_str("build cancelled"),
@@ -257,10 +253,7 @@ impl Session {
             vnc_port: None,
         };
         if now >= session.deadline() {
-            return Err(Error::invalid(
-                "started_at",
-                "the build has already run past its maximum duration",
-            ));
+            return Err(Error::invalid("started_at", "the build has already run past its maximum duration"));
         }
         Ok(session)
     }
@@ -361,11 +354,7 @@ impl Session {
                 // Idempotent: a repeated report must not push the deadline back.
                 if self.ended.is_none() && self.steps_completed_at.is_none() {
                     self.steps_completed_at = Some(now);
-                    t.events.push(self.event(
-                        EventKind::StepsCompleted,
-                        now,
-                        "all build steps completed",
-                    ));
+                    t.events.push(self.event(EventKind::StepsCompleted, now, "all build steps completed"));
                     // A zero grace (or zero unused time) ends access right here.
                     self.end_if_due(now, &mut t);
                 }
@@ -373,40 +362,20 @@ impl Session {
             Input::BuildFinished => self.finish(EndReason::BuildFinished, now, &mut t),
             Input::Cancelled => self.finish(EndReason::Cancelled, now, &mut t),
             Input::Revoke { reason } => self.finish(EndReason::Revoked(reason), now, &mut t),
-            Input::Connected {
-                connection,
-                protocol,
-            } => {
+            Input::Connected { connection, protocol } => {
                 if let Some(Ended { reason, .. }) = &self.ended {
                     t.refused = Some(reason.clone());
                 } else if self.live.insert(connection, protocol).is_none() {
                     self.ever_connected = true;
                     let reason = format!("{} connection {connection} opened", protocol.as_str());
-                    t.events.push(self.event(
-                        EventKind::Connected {
-                            connection,
-                            protocol,
-                        },
-                        now,
-                        reason,
-                    ));
+                    t.events.push(self.event(EventKind::Connected { connection, protocol }, now, reason));
                 }
             }
             Input::Disconnected { connection } => {
                 if let Some(protocol) = self.live.remove(&connection) {
                     let reason = format!("{} connection {connection} closed", protocol.as_str());
-                    t.events.push(self.event(
-                        EventKind::Disconnected {
-                            connection,
-                            protocol,
-                        },
-                        now,
-                        reason,
-                    ));
-                    if self.ended.is_none()
-                        && self.steps_completed_at.is_some()
-                        && self.live.is_empty()
-                    {
+                    t.events.push(self.event(EventKind::Disconnected { connection, protocol }, now, reason));
+                    if self.ended.is_none() && self.steps_completed_at.is_some() && self.live.is_empty() {
                         self.finish(EndReason::LoggedOut, now, &mut t);
                     }
                 }
@@ -417,10 +386,7 @@ impl Session {
                         "{} connection {connection} closed by the gateway shutting down",
                         protocol.as_str()
                     );
-                    let kind = EventKind::Disconnected {
-                        connection,
-                        protocol,
-                    };
+                    let kind = EventKind::Disconnected { connection, protocol };
                     t.events.push(self.event(kind, now, reason));
                 }
             }
@@ -446,8 +412,7 @@ impl Session {
             if grace < due.0 {
                 due = (grace, EndReason::GraceElapsed);
             }
-            if let (Some(unused), false) = (self.policy.finish_if_unused_after, self.ever_connected)
-            {
+            if let (Some(unused), false) = (self.policy.finish_if_unused_after, self.ever_connected) {
                 let unused = later(done, unused);
                 if unused < due.0 {
                     due = (unused, EndReason::NobodyConnected);
@@ -471,23 +436,16 @@ impl Session {
         };
         t.actions.push(Action::RevokeCredentials);
         t.actions.push(Action::CutConnections);
-        t.events
-            .push(self.event(reason.event_kind(), now, reason.to_string()));
+        t.events.push(self.event(reason.event_kind(), now, reason.to_string()));
         if finish_build && !self.finish_requested {
             self.finish_requested = true;
             t.actions.push(Action::FinishBuild);
-            t.events
-                .push(self.event(EventKind::FinishBuild, now, reason.to_string()));
+            t.events.push(self.event(EventKind::FinishBuild, now, reason.to_string()));
         }
         self.ended = Some(Ended { reason, at: now });
     }
 
     fn event(&self, kind: EventKind, at: OffsetDateTime, reason: impl Into<String>) -> Event {
-        Event {
-            build_id: self.build_id.clone(),
-            at,
-            kind,
-            reason: reason.into(),
-        }
+        Event { build_id: self.build_id.clone(), at, kind, reason: reason.into() }
     }
 }

@@ -37,10 +37,7 @@ impl Policy {
             if d.is_zero() && !may_be_zero {
                 Err(Error::invalid(what, "must be longer than zero"))
             } else if d > Self::MAX_DURATION {
-                Err(Error::invalid(
-                    what,
-                    format!("{d:?} is longer than the limit of 366 days"),
-                ))
+                Err(Error::invalid(what, format!("{d:?} is longer than the limit of 366 days")))
             } else {
                 Ok(())
             }

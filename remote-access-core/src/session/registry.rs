@@ -20,18 +20,14 @@ impl Registry {
     /// A signal that fires when `build_id`'s access ends (at once if it already has).
     pub(crate) fn signal(&self, build_id: &BuildId) -> CutSignal {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = builds
-            .entry(build_id.clone())
-            .or_insert_with(|| watch::channel(false).0);
+        let sender = builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0);
         CutSignal(sender.subscribe())
     }
 
     /// Cuts every connection of the build, present and future.
     pub(crate) fn cut(&self, build_id: &BuildId) {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = builds
-            .entry(build_id.clone())
-            .or_insert_with(|| watch::channel(false).0);
+        let sender = builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0);
         sender.send_replace(true);
     }
 

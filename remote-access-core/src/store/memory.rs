@@ -56,17 +56,11 @@ impl Store for MemoryStore {
             Some(Conflict::BuildId)
         } else if inner.by_username.contains_key(&credential.username) {
             Some(Conflict::Username)
-        } else if inner
-            .by_fingerprint
-            .contains_key(&credential.key_fingerprint)
-        {
+        } else if inner.by_fingerprint.contains_key(&credential.key_fingerprint) {
             Some(Conflict::Key)
         } else if inner.by_password.contains_key(&credential.password_digest) {
             Some(Conflict::Password)
-        } else if session
-            .vnc_port()
-            .is_some_and(|port| inner.by_vnc_port.contains_key(&port))
-        {
+        } else if session.vnc_port().is_some_and(|port| inner.by_vnc_port.contains_key(&port)) {
             Some(Conflict::VncPort)
         } else {
             None
@@ -75,26 +69,14 @@ impl Store for MemoryStore {
             Some(conflict) => Insert::Conflict(conflict),
             None => {
                 let id = session.build_id().clone();
-                inner
-                    .by_username
-                    .insert(credential.username.clone(), id.clone());
-                inner
-                    .by_fingerprint
-                    .insert(credential.key_fingerprint.clone(), id.clone());
-                inner
-                    .by_password
-                    .insert(credential.password_digest, id.clone());
+                inner.by_username.insert(credential.username.clone(), id.clone());
+                inner.by_fingerprint.insert(credential.key_fingerprint.clone(), id.clone());
+                inner.by_password.insert(credential.password_digest, id.clone());
                 if let Some(port) = session.vnc_port() {
                     inner.by_vnc_port.insert(port, id.clone());
                 }
                 inner.credentials.insert(id.clone(), credential);
-                inner.sessions.insert(
-                    id,
-                    Versioned {
-                        value: session,
-                        version: 0,
-                    },
-                );
+                inner.sessions.insert(id, Versioned { value: session, version: 0 });
                 Insert::Done
             }
         };
@@ -116,20 +98,14 @@ impl Store for MemoryStore {
         let id = session.build_id().clone();
         let replaced = match inner.sessions.get_mut(&id) {
             Some(current) if current.version == version => {
-                *current = Versioned {
-                    value: session,
-                    version: version.wrapping_add(1),
-                };
+                *current = Versioned { value: session, version: version.wrapping_add(1) };
                 true
             }
             _ => false,
         };
         if replaced
-            && let Some(port) = inner
-                .sessions
-                .get(&id)
-                .filter(|s| s.value.is_ended())
-                .and_then(|s| s.value.vnc_port())
+            && let Some(port) =
+                inner.sessions.get(&id).filter(|s| s.value.is_ended()).and_then(|s| s.value.vnc_port())
             && inner.by_vnc_port.get(&port) == Some(&id)
         {
             inner.by_vnc_port.remove(&port);
@@ -143,16 +119,9 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(replaced) })
     }
 
-    fn credential_for_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> StoreFuture<'a, Option<CredentialRecord>> {
+    fn credential_for_user<'a>(&'a self, username: &'a str) -> StoreFuture<'a, Option<CredentialRecord>> {
         let inner = self.lock();
-        let found = inner
-            .by_username
-            .get(username)
-            .and_then(|id| inner.credentials.get(id))
-            .cloned();
+        let found = inner.by_username.get(username).and_then(|id| inner.credentials.get(id)).cloned();
         Box::pin(async move { Ok(found) })
     }
 
@@ -181,12 +150,7 @@ impl Store for MemoryStore {
     }
 
     fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
-        let next = self
-            .lock()
-            .sessions
-            .values()
-            .filter_map(|s| s.value.next_deadline())
-            .min();
+        let next = self.lock().sessions.values().filter_map(|s| s.value.next_deadline()).min();
         Box::pin(async move { Ok(next) })
     }
 

@@ -121,16 +121,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'_, bool>;
 
     /// The credential issued with this username, live or tombstone.
-    fn credential_for_user<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> StoreFuture<'a, Option<CredentialRecord>>;
+    fn credential_for_user<'a>(&'a self, username: &'a str) -> StoreFuture<'a, Option<CredentialRecord>>;
 
     /// The credential of this build, live or tombstone.
-    fn credential_for_build<'a>(
-        &'a self,
-        build_id: &'a BuildId,
-    ) -> StoreFuture<'a, Option<CredentialRecord>>;
+    fn credential_for_build<'a>(&'a self, build_id: &'a BuildId)
+    -> StoreFuture<'a, Option<CredentialRecord>>;
 
     /// The live session that holds this VNC port.
     fn session_for_vnc_port(&self, port: u16) -> StoreFuture<'_, Option<BuildId>>;

@@ -14,25 +14,16 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 
 /// Connects to a builder, bounded by `timeout`, with Nagle off (interactive SSH and VNC).
 pub(crate) async fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer from {addr} within {timeout:?}"),
-            )
-        })??;
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {timeout:?}"))
+    })??;
     tcp.set_nodelay(true)?;
     Ok(tcp)
 }
 
 /// Copies bytes both ways until both sides close, either fails, or `stop` resolves (access
 /// ended, or the user's connection is gone). Returns the bytes carried each way.
-pub(crate) async fn splice<A, B>(
-    mut a: A,
-    mut b: B,
-    stop: impl Future<Output = ()>,
-) -> io::Result<(u64, u64)>
+pub(crate) async fn splice<A, B>(mut a: A, mut b: B, stop: impl Future<Output = ()>) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

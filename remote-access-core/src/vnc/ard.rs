@@ -31,9 +31,7 @@ fn fixed_width(value: &BigUint, len: usize) -> Vec<u8> {
 /// A 64-byte credential field: UTF-8, NUL, random fill.
 fn field(text: &str, rng: &mut impl Rng) -> Result<[u8; 64], HandshakeError> {
     if text.len() > 63 || text.contains('\0') {
-        return Err(HandshakeError::Protocol(
-            "ARD username or password longer than 63 bytes",
-        ));
+        return Err(HandshakeError::Protocol("ARD username or password longer than 63 bytes"));
     }
     let mut out = [0u8; 64];
     rng.fill_bytes(&mut out);
@@ -62,14 +60,9 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let prime = BigUint::from_bytes_be(&prime);
     let their_public = BigUint::from_bytes_be(&their_public);
     let one = BigUint::from(1u8);
-    if prime <= BigUint::from(3u8)
-        || their_public <= one
-        || their_public >= &prime - &one
-        || generator <= one
+    if prime <= BigUint::from(3u8) || their_public <= one || their_public >= &prime - &one || generator <= one
     {
-        return Err(HandshakeError::Protocol(
-            "ARD Diffie-Hellman parameters out of range",
-        ));
+        return Err(HandshakeError::Protocol("ARD Diffie-Hellman parameters out of range"));
     }
 
     let answer = answer(&generator, &prime, &their_public, len, username, password)?;
@@ -101,9 +94,7 @@ fn answer(
     credentials[64..].copy_from_slice(&field(password, &mut rng)?);
     let aes = Aes128::new(&key.into());
     for block in credentials.chunks_exact_mut(16) {
-        let block: &mut [u8; 16] = block
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("chunks of 16"));
+        let block: &mut [u8; 16] = block.try_into().unwrap_or_else(|_| unreachable!("chunks of 16"));
         aes.encrypt_block(block.into());
     }
     let mut answer = credentials.to_vec();

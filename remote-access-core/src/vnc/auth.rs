@@ -24,9 +24,7 @@ fn password_key(password: &[u8]) -> [u8; 8] {
 fn encrypt(key: [u8; 8], data: &mut [u8]) {
     let des = Des::new(&key.into());
     for block in data.chunks_exact_mut(8) {
-        let block: &mut [u8; 8] = block
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("chunks of 8"));
+        let block: &mut [u8; 8] = block.try_into().unwrap_or_else(|_| unreachable!("chunks of 8"));
         des.encrypt_block(block.into());
     }
 }
@@ -87,33 +85,13 @@ mod tests {
     fn reference_des_vectors() {
         // docs: shared/reference/vnc.md §2
         for (password, key, answer) in [
-            (
-                "secret",
-                "cea6c64ea62e0000",
-                "ee22539f33a5983ec12f9c2edbc995dd",
-            ),
-            (
-                "password",
-                "0e86ceceeef64e26",
-                "b866924125c8eebb9debc1db61c538e2",
-            ),
-            (
-                "longpassword",
-                "36f676e60e86cece",
-                "5931256585fd62106d317e09fc963baf",
-            ),
-            (
-                "longpass",
-                "36f676e60e86cece",
-                "5931256585fd62106d317e09fc963baf",
-            ),
+            ("secret", "cea6c64ea62e0000", "ee22539f33a5983ec12f9c2edbc995dd"),
+            ("password", "0e86ceceeef64e26", "b866924125c8eebb9debc1db61c538e2"),
+            ("longpassword", "36f676e60e86cece", "5931256585fd62106d317e09fc963baf"),
+            ("longpass", "36f676e60e86cece", "5931256585fd62106d317e09fc963baf"),
         ] {
             assert_eq!(hex(&password_key(password.as_bytes())), key, "{password}");
-            assert_eq!(
-                hex(&response(password.as_bytes(), &CHALLENGE)),
-                answer,
-                "{password}"
-            );
+            assert_eq!(hex(&response(password.as_bytes(), &CHALLENGE)), answer, "{password}");
             let mut right = [0u8; 16];
             right.copy_from_slice(&response(password.as_bytes(), &CHALLENGE));
             assert!(check(password.as_bytes(), &CHALLENGE, &right));

@@ -103,26 +103,20 @@ pub(crate) struct UserHello {
 
 /// Runs the user's side up to the authentication response: our version, theirs, only VNC
 /// Authentication offered, a fresh challenge.
-pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
-    user: &mut S,
-) -> Result<UserHello> {
+pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(user: &mut S) -> Result<UserHello> {
     user.write_all(Version::V3_8.bytes()).await?;
     let mut theirs = [0u8; 12];
     user.read_exact(&mut theirs).await?;
-    let version =
-        Version::parse(&theirs).ok_or(HandshakeError::Protocol("client version is not RFB"))?;
+    let version = Version::parse(&theirs).ok_or(HandshakeError::Protocol("client version is not RFB"))?;
     if version == Version::V3_3 {
-        user.write_all(&u32::from(SECURITY_VNC_AUTH).to_be_bytes())
-            .await?;
+        user.write_all(&u32::from(SECURITY_VNC_AUTH).to_be_bytes()).await?;
     } else {
         user.write_all(&[1, SECURITY_VNC_AUTH]).await?;
         let mut chosen = [0u8; 1];
         user.read_exact(&mut chosen).await?;
         if chosen[0] != SECURITY_VNC_AUTH {
             refuse_user(user, version, "security type not offered").await;
-            return Err(HandshakeError::Protocol(
-                "client chose a security type that was not offered",
-            ));
+            return Err(HandshakeError::Protocol("client chose a security type that was not offered"));
         }
     }
     let mut challenge = [0u8; 16];
@@ -130,20 +124,12 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
     user.write_all(&challenge).await?;
     let mut response = [0u8; 16];
     user.read_exact(&mut response).await?;
-    Ok(UserHello {
-        version,
-        challenge,
-        response,
-    })
+    Ok(UserHello { version, challenge, response })
 }
 
 /// Tells the user authentication failed, with a reason where the version allows one. Errors
 /// are ignored: the connection closes next anyway.
-pub(crate) async fn refuse_user<S: AsyncWrite + Unpin>(
-    user: &mut S,
-    version: Version,
-    reason: &str,
-) {
+pub(crate) async fn refuse_user<S: AsyncWrite + Unpin>(user: &mut S, version: Version, reason: &str) {
     let mut out = 1u32.to_be_bytes().to_vec();
     if version == Version::V3_8 {
         out.extend_from_slice(&u32::try_from(reason.len()).unwrap_or(0).to_be_bytes());
@@ -179,8 +165,7 @@ pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
     let password = login.password.map(str::as_bytes);
     let mut theirs = [0u8; 12];
     builder.read_exact(&mut theirs).await?;
-    let version =
-        Version::parse(&theirs).ok_or(HandshakeError::Protocol("server version is not RFB"))?;
+    let version = Version::parse(&theirs).ok_or(HandshakeError::Protocol("server version is not RFB"))?;
     builder.write_all(version.bytes()).await?;
 
     let chosen = if version == Version::V3_3 {
@@ -191,9 +176,7 @@ pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
             1 => SECURITY_NONE,
             2 => SECURITY_VNC_AUTH,
             _ => {
-                return Err(HandshakeError::Protocol(
-                    "3.3 server named an unknown security type",
-                ));
+                return Err(HandshakeError::Protocol("3.3 server named an unknown security type"));
             }
         }
     } else {
@@ -204,9 +187,7 @@ pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let mut offered = vec![0u8; usize::from(count[0])];
         builder.read_exact(&mut offered).await?;
-        let chosen = if offered.contains(&SECURITY_ARD)
-            && login.ard_username.is_some()
-            && password.is_some()
+        let chosen = if offered.contains(&SECURITY_ARD) && login.ard_username.is_some() && password.is_some()
         {
             SECURITY_ARD
         } else if offered.contains(&SECURITY_VNC_AUTH) && password.is_some() {
@@ -214,39 +195,28 @@ pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
         } else if offered.contains(&SECURITY_NONE) {
             SECURITY_NONE
         } else {
-            return Err(HandshakeError::Protocol(
-                "builder offers no security type the gateway may use",
-            ));
+            return Err(HandshakeError::Protocol("builder offers no security type the gateway may use"));
         };
         builder.write_all(&[chosen]).await?;
         chosen
     };
 
-    if let (SECURITY_ARD, Some(username), Some(password)) =
-        (chosen, login.ard_username, login.password)
-    {
+    if let (SECURITY_ARD, Some(username), Some(password)) = (chosen, login.ard_username, login.password) {
         super::ard::login(builder, username, password).await?;
     }
     if chosen == SECURITY_VNC_AUTH {
-        let password = password.ok_or(HandshakeError::Protocol(
-            "builder wants a password; none is configured",
-        ))?;
+        let password =
+            password.ok_or(HandshakeError::Protocol("builder wants a password; none is configured"))?;
         let mut challenge = [0u8; 16];
         builder.read_exact(&mut challenge).await?;
-        builder
-            .write_all(&auth::response(password, &challenge))
-            .await?;
+        builder.write_all(&auth::response(password, &challenge)).await?;
     }
     // None under 3.3 and 3.7 has no SecurityResult; everything else does.
     if chosen != SECURITY_NONE || version == Version::V3_8 {
         let mut result = [0u8; 4];
         builder.read_exact(&mut result).await?;
         if u32::from_be_bytes(result) != 0 {
-            let reason = if version == Version::V3_8 {
-                read_reason(builder).await?
-            } else {
-                String::new()
-            };
+            let reason = if version == Version::V3_8 { read_reason(builder).await? } else { String::new() };
             return Err(HandshakeError::Refused(reason));
         }
     }
@@ -263,11 +233,7 @@ async fn read_reason<S: AsyncRead + Unpin>(peer: &mut S) -> Result<String> {
     }
     let mut reason = vec![0u8; len as usize];
     peer.read_exact(&mut reason).await?;
-    Ok(String::from_utf8_lossy(&reason)
-        .chars()
-        .take(200)
-        .flat_map(char::escape_default)
-        .collect())
+    Ok(String::from_utf8_lossy(&reason).chars().take(200).flat_map(char::escape_default).collect())
 }
 
 #[cfg(test)]
@@ -283,13 +249,7 @@ mod tests {
         assert_eq!(v(b"RFB 003.008\n"), Some(Version::V3_8));
         assert_eq!(v(b"RFB 003.889\n"), Some(Version::V3_8));
         assert_eq!(v(b"RFB 004.001\n"), Some(Version::V3_8));
-        for bad in [
-            b"RFB 003.008 ",
-            b"RFB 03.0008\n",
-            b"XYZ 003.008\n",
-            b"RFB 00a.008\n",
-            b"RFB 003.-08\n",
-        ] {
+        for bad in [b"RFB 003.008 ", b"RFB 03.0008\n", b"XYZ 003.008\n", b"RFB 00a.008\n", b"RFB 003.-08\n"] {
             assert_eq!(v(bad), None, "{bad:?}");
         }
     }
@@ -298,14 +258,7 @@ mod tests {
     async fn login_against(server: Vec<u8>, password: Option<&str>) -> (Result<()>, Vec<u8>) {
         let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
         theirs.write_all(&server).await.unwrap();
-        let result = login_builder(
-            &mut ours,
-            BuilderLogin {
-                password,
-                ard_username: None,
-            },
-        )
-        .await;
+        let result = login_builder(&mut ours, BuilderLogin { password, ard_username: None }).await;
         drop(ours);
         let mut sent = Vec::new();
         theirs.read_to_end(&mut sent).await.unwrap();
@@ -334,9 +287,7 @@ mod tests {
         server.extend([0, 0, 0, 0, 0, 0, 0, 26]);
         server.extend(b"Too many security failures");
         let (result, _) = login_against(server, Some("x")).await;
-        assert!(
-            matches!(result, Err(HandshakeError::Refused(r)) if r == "Too many security failures")
-        );
+        assert!(matches!(result, Err(HandshakeError::Refused(r)) if r == "Too many security failures"));
 
         // Wrong password under 3.8: one attempt, and the reason is read.
         let mut server = b"RFB 003.008\n".to_vec();
@@ -375,15 +326,9 @@ mod tests {
         server.extend([2, 2, 30]);
         server.extend([0, 2, 0xff, 0xff]); // generator 2, key length 65535: refused
         theirs.write_all(&server).await.unwrap();
-        let login = BuilderLogin {
-            password: Some("pw"),
-            ard_username: Some("ci"),
-        };
+        let login = BuilderLogin { password: Some("pw"), ard_username: Some("ci") };
         let result = login_builder(&mut ours, login).await;
-        assert!(matches!(
-            result,
-            Err(HandshakeError::Protocol("ARD key length out of range"))
-        ));
+        assert!(matches!(result, Err(HandshakeError::Protocol("ARD key length out of range"))));
         drop(ours);
         let mut sent = Vec::new();
         theirs.read_to_end(&mut sent).await.unwrap();

@@ -88,11 +88,8 @@ async fn serve(
     port: u16,
     mut stop: watch::Receiver<bool>,
 ) {
-    let admitted = tokio::time::timeout(
-        settings.pre_auth_timeout,
-        admit(&authority, &settings, &mut user, port),
-    )
-    .await;
+    let admitted =
+        tokio::time::timeout(settings.pre_auth_timeout, admit(&authority, &settings, &mut user, port)).await;
     let (live, builder) = match admitted {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(err)) => {
@@ -117,7 +114,9 @@ async fn serve(
         () = cut.cut() => false,
         () = stopped(&mut stop) => true,
     };
+    let mut live = live;
     let outcome = if gateway_stopping {
+        live.detach_on_drop();
         authority.detached(live).await
     } else {
         authority.disconnected(live).await
@@ -155,28 +154,22 @@ async fn admit(
     user: &mut TcpStream,
     port: u16,
 ) -> Result<(LiveConnection, TcpStream), Refusal> {
-    let hello = handshake::greet_user(user)
-        .await
-        .map_err(Refusal::Handshake)?;
+    let hello = handshake::greet_user(user).await.map_err(Refusal::Handshake)?;
     // A port without a live session answers exactly like a wrong password.
     let Some(session) = authority.vnc_route(port).await.map_err(Refusal::Denied)? else {
         handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
         return Err(Refusal::NoSession);
     };
     let build_id = session.build_id().clone();
-    let builder_login = match authority
-        .verify_vnc_response(&build_id, &hello.challenge, &hello.response)
-        .await
-    {
-        Ok(password) => password,
-        Err(err) => {
-            handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
-            return Err(Refusal::Denied(err));
-        }
-    };
-    let target = session
-        .builder()
-        .and_then(|b| b.vnc_port.map(|p| SocketAddr::new(b.address, p)));
+    let builder_login =
+        match authority.verify_vnc_response(&build_id, &hello.challenge, &hello.response).await {
+            Ok(password) => password,
+            Err(err) => {
+                handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
+                return Err(Refusal::Denied(err));
+            }
+        };
+    let target = session.builder().and_then(|b| b.vnc_port.map(|p| SocketAddr::new(b.address, p)));
     let Some(target) = target else {
         handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
         return Err(Refusal::Builder("the build has no builder VNC port".into()));
@@ -185,10 +178,7 @@ async fn admit(
         Ok(builder) => builder,
         Err(err) => {
             handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
-            authority.refused(
-                &build_id,
-                format!("builder VNC server {target} unreachable: {err}"),
-            );
+            authority.refused(&build_id, format!("builder VNC server {target} unreachable: {err}"));
             return Err(Refusal::Builder(err.to_string()));
         }
     };
@@ -196,16 +186,11 @@ async fn admit(
         Some((password, username)) => (Some(password.expose().as_str()), username.as_deref()),
         None => (None, None),
     };
-    let login = handshake::BuilderLogin {
-        password,
-        ard_username: username,
-    };
+    let login = handshake::BuilderLogin { password, ard_username: username };
     if let Err(err) = handshake::login_builder(&mut builder, login).await {
         handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
-        authority.refused(
-            &build_id,
-            format!("builder VNC server {target} refused the gateway's login: {err}"),
-        );
+        authority
+            .refused(&build_id, format!("builder VNC server {target} refused the gateway's login: {err}"));
         return Err(Refusal::Builder(err.to_string()));
     }
     let live = match authority.connected(&build_id, Protocol::Vnc).await {
@@ -215,8 +200,6 @@ async fn admit(
             return Err(Refusal::Denied(err));
         }
     };
-    handshake::welcome_user(user, &mut builder)
-        .await
-        .map_err(Refusal::Handshake)?;
+    handshake::welcome_user(user, &mut builder).await.map_err(Refusal::Handshake)?;
     Ok((live, builder))
 }

@@ -13,21 +13,14 @@ use remote_access_core::{
 
 /// A free loopback port (bind :0, read it, close it).
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until something accepts TCP connections on the port.
 pub fn wait_for_port(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nothing listens on {port}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -36,6 +29,7 @@ pub fn wait_for_port(port: u16) {
 /// `authorized_keys`; `FCI_BUILD_DIR` is set for every session.
 pub struct Sshd {
     pub dir: tempfile::TempDir,
+    pub address: std::net::IpAddr,
     pub port: u16,
     pub host_key: String,
     pub build_dir: PathBuf,
@@ -44,10 +38,12 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        let dir = tempfile::Builder::new()
-            .prefix("ra-sshd-")
-            .tempdir()
-            .unwrap();
+        Self::start_on("127.0.0.1")
+    }
+
+    /// An sshd listening on another loopback address (e.g. 127.0.0.2).
+    pub fn start_on(address: &str) -> Sshd {
+        let dir = tempfile::Builder::new().prefix("ra-sshd-").tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all("/run/sshd").unwrap();
         let build_dir = d.join("build dir");
@@ -57,7 +53,7 @@ impl Sshd {
             .arg(d.join("host_ed25519")));
         std::fs::write(d.join("authorized_keys"), "").unwrap();
         let config = format!(
-            "ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+            "ListenAddress {address}\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
              AllowTcpForwarding yes\nSetEnv \"FCI_BUILD_DIR={b}\"\nLogLevel VERBOSE\n",
@@ -66,11 +62,7 @@ impl Sshd {
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         let host_key = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();
-        let host_key = host_key
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         for _attempt in 0..5 {
             let port = free_port();
             let mut child = Command::new("/usr/sbin/sshd")
@@ -83,32 +75,21 @@ impl Sshd {
                 .expect("start sshd (apt-get install openssh-server)");
             let start = Instant::now();
             while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
-                if std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    return Sshd {
-                        dir,
-                        port,
-                        host_key,
-                        build_dir,
-                        child,
-                    };
+                if std::net::TcpStream::connect((address, port)).is_ok() {
+                    return Sshd { dir, address: address.parse().unwrap(), port, host_key, build_dir, child };
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             stop(&mut child); // the port was taken meanwhile, or sshd failed: try another
         }
-        panic!(
-            "sshd did not start: {}",
-            std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
-        );
+        panic!("sshd did not start: {}", std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default());
     }
 
     /// Lets `line` (an authorized_keys line) log in.
     pub fn authorize(&self, line: &str) {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("authorized_keys"))
-            .unwrap();
+        let mut file =
+            std::fs::OpenOptions::new().append(true).open(self.dir.path().join("authorized_keys")).unwrap();
         writeln!(file, "{line}").unwrap();
     }
 
@@ -118,7 +99,7 @@ impl Sshd {
 
     /// The builder route for a build served by this sshd.
     pub fn builder(&self) -> Builder {
-        let mut builder = Builder::new("127.0.0.1".parse().unwrap());
+        let mut builder = Builder::new(self.address);
         builder.ssh_port = self.port;
         builder.user = "root".into();
         builder.host_key = Some(self.host_key.clone());
@@ -147,11 +128,7 @@ pub fn stop(child: &mut Child) {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Gateway options for tests: a short rejection delay keeps refusal tests quick.
@@ -179,12 +156,7 @@ pub fn request(id: &str, builder: Builder) -> BuildRequest {
 pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
     std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
     path
 }
@@ -199,11 +171,8 @@ pub struct Server {
 impl Server {
     pub fn spawn(name: &'static str, cmd: &mut Command) -> Server {
         use std::os::unix::process::CommandExt;
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let child =
+            cmd.process_group(0).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         Server { child, name }
     }
 }
@@ -251,10 +220,7 @@ pub struct VncServer {
 fn wait_for_display(n: u32) {
     let start = Instant::now();
     while !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "X display :{n} did not come up"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "X display :{n} did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -292,14 +258,7 @@ impl VncServer {
                 .stderr(Stdio::null()),
         );
         wait_for_port(port);
-        VncServer {
-            port,
-            password: password.into(),
-            width: 640,
-            height: 480,
-            dir,
-            _servers: vec![vnc, xvfb],
-        }
+        VncServer { port, password: password.into(), width: 640, height: 480, dir, _servers: vec![vnc, xvfb] }
     }
 
     /// TigerVNC's Xtigervnc (its own X server), password file from the library's helper.
@@ -313,15 +272,7 @@ impl VncServer {
             "Xtigervnc",
             Command::new("Xtigervnc")
                 .arg(format!(":{display}"))
-                .args([
-                    "-geometry",
-                    "800x600",
-                    "-depth",
-                    "24",
-                    "-rfbport",
-                    &port.to_string(),
-                    "-localhost=1",
-                ])
+                .args(["-geometry", "800x600", "-depth", "24", "-rfbport", &port.to_string(), "-localhost=1"])
                 .args(["-SecurityTypes", "VncAuth", "-PasswordFile"])
                 .arg(&passwd)
                 .args(["-nolisten", "tcp", "-desktop", "ci-vm"])
@@ -329,14 +280,7 @@ impl VncServer {
                 .stderr(Stdio::null()),
         );
         wait_for_port(port);
-        VncServer {
-            port,
-            password: password.into(),
-            width: 800,
-            height: 600,
-            dir,
-            _servers: vec![vnc],
-        }
+        VncServer { port, password: password.into(), width: 800, height: 600, dir, _servers: vec![vnc] }
     }
 
     /// The builder route, with this VNC server and the SSH side of `sshd` (if any).
