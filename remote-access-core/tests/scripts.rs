@@ -233,8 +233,8 @@ fn values_from_a_store_or_edited_fields_are_checked_again() {
 
     // Public fields edited after `new`: every generator checks again.
     let info = ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
-    type Edit = Box<dyn Fn(&mut ConnectionInfo)>;
-    let edits: Vec<Edit> = vec![
+    type Edit<'a> = Box<dyn Fn(&mut ConnectionInfo) + 'a>;
+    let edits: Vec<Edit<'_>> = vec![
         Box::new(|i| i.builder_user = "x\n  ProxyCommand touch /tmp/pwned".into()),
         Box::new(|i| i.gateway_host = "gw\nHost *".into()),
         Box::new(|i| i.gateway_user = "ra-x'$(id)'".into()),
