@@ -98,6 +98,23 @@ struct Inner {
     registry: Registry,
 }
 
+/// Who an SSH credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The user: may open channels to the builder.
+    User,
+    /// The builder's agent: may only register the build's reverse tunnel.
+    Agent,
+}
+
+/// An SSH login the gateway let in.
+pub(crate) enum Admitted {
+    /// A user connection, counted in the session.
+    User(Session, LiveConnection),
+    /// The build's agent, with the signal that ends it with the session.
+    Agent(Session, CutSignal),
+}
+
 /// A user connection that the session has accepted. Its [`CutSignal`] fires when access ends;
 /// report its end with [`Authority::disconnected`].
 ///
@@ -281,7 +298,11 @@ impl Authority {
                 Some(creds) => creds,
                 None if credential_draws < MAX_GENERATE_ATTEMPTS => {
                     credential_draws += 1;
-                    Credentials::new(build_id.clone(), generate()?)?
+                    let mut creds = Credentials::new(build_id.clone(), generate()?)?;
+                    if builder.as_ref().is_some_and(|b| b.reverse_tunnel) {
+                        creds.agent = Some(credential::generate_agent()?);
+                    }
+                    creds
                 }
                 None => {
                     return Err(Error::KeyMaterial {
@@ -301,6 +322,8 @@ impl Authority {
                 key_fingerprint: creds.fingerprint.clone(),
                 password_digest: credential::password_digest(creds.vnc_password.expose()),
                 vnc_password: creds.vnc_password.clone(),
+                agent_username: creds.agent.as_ref().map(|a| a.username.clone()),
+                agent_key_fingerprint: creds.agent.as_ref().map(|a| a.fingerprint.clone()),
                 builder_vnc_password: builder_vnc_password.clone(),
                 builder_vnc_username: builder_vnc_username.clone(),
                 revoked: None,
@@ -379,6 +402,15 @@ impl Authority {
 
     /// [`Authority::verify_ssh`] with the key's `SHA256:` fingerprint.
     pub(crate) async fn verify_ssh_fingerprint(&self, username: &str, fingerprint: &str) -> Result<BuildId> {
+        match self.verify_login(username, fingerprint).await? {
+            (build_id, Role::User) => Ok(build_id),
+            // An agent's credential is no user's: it opens nothing.
+            (_, Role::Agent) => Err(Error::denied(DenialReason::WrongKey)),
+        }
+    }
+
+    /// Checks an SSH login of either kind: the user's credential or the build agent's.
+    pub(crate) async fn verify_login(&self, username: &str, fingerprint: &str) -> Result<(BuildId, Role)> {
         if username.len() > MAX_USERNAME_LEN {
             return Err(Error::denied(DenialReason::UnknownUser));
         }
@@ -391,11 +423,17 @@ impl Authority {
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
-        if record.key_fingerprint != fingerprint {
+        let role = if record.username == username && record.key_fingerprint == fingerprint {
+            Role::User
+        } else if record.agent_username.as_deref() == Some(username)
+            && record.agent_key_fingerprint.as_deref() == Some(fingerprint)
+        {
+            Role::Agent
+        } else {
             return Err(Error::denied(DenialReason::WrongKey));
-        }
+        };
         self.require_live(&record.build_id).await?;
-        Ok(record.build_id)
+        Ok((record.build_id, role))
     }
 
     /// Checks a VNC password for the build's session, in constant time.
@@ -442,16 +480,27 @@ impl Authority {
 
     /// Verifies an SSH login and admits it as a live connection in one step: the gateway's
     /// path from a presented key to a connection that is cut when access ends.
-    pub(crate) async fn admit_ssh(
-        &self,
-        username: &str,
-        fingerprint: &str,
-    ) -> Result<(Session, LiveConnection)> {
-        let build_id = self.verify_ssh_fingerprint(username, fingerprint).await?;
-        self.connect(&build_id, Protocol::Ssh).await.map_err(|err| match err {
-            Error::SessionEnded { .. } => Error::denied(DenialReason::Revoked),
-            other => other,
-        })
+    pub(crate) async fn admit_ssh(&self, username: &str, fingerprint: &str) -> Result<Admitted> {
+        let (build_id, role) = self.verify_login(username, fingerprint).await?;
+        match role {
+            Role::User => {
+                let (session, live) =
+                    self.connect(&build_id, Protocol::Ssh).await.map_err(|err| match err {
+                        Error::SessionEnded { .. } => Error::denied(DenialReason::Revoked),
+                        other => other,
+                    })?;
+                Ok(Admitted::User(session, live))
+            }
+            // An agent is not a user connection: it never counts towards logout.
+            Role::Agent => {
+                let session = self.session(&build_id).await?;
+                if session.is_ended() {
+                    return Err(Error::denied(DenialReason::Revoked));
+                }
+                let cut = self.inner.registry.signal(&build_id);
+                Ok(Admitted::Agent(session, cut))
+            }
+        }
     }
 
     /// Records that a connection was closed by its gateway shutting down: not a logout.

@@ -174,6 +174,10 @@ pub struct Builder {
     pub vnc_port: Option<u16>,
     /// The account users log in to on the builder (default `builder`).
     pub user: String,
+    /// The builder is reached only through its agent's reverse tunnel: the gateway never dials
+    /// `address`; users' channels go over the agent's connection, and the agent connects to
+    /// `address` on the builder itself. Issuing then also makes the agent's credential.
+    pub reverse_tunnel: bool,
     /// The builder sshd's host key (`ssh-ed25519 AAAA...`), pinned by the connection scripts.
     /// Without it, scripts trust the builder's key on first use.
     pub host_key: Option<String>,
@@ -187,6 +191,7 @@ impl Builder {
             ssh_port: 22,
             extra_ports: Vec::new(),
             vnc_port: None,
+            reverse_tunnel: false,
             user: "builder".into(),
             host_key: None,
         }

@@ -34,6 +34,22 @@ pub(crate) fn generate() -> Result<Generated> {
     Ok(Generated { username, key, fingerprint, vnc_password })
 }
 
+/// A builder agent's credential: its own key pair and an `rt-` username, distinct from the
+/// user's and good only for registering the build's reverse tunnel.
+pub(crate) struct GeneratedAgent {
+    pub(crate) username: String,
+    pub(crate) key: PrivateKey,
+    pub(crate) fingerprint: String,
+}
+
+pub(crate) fn generate_agent() -> Result<GeneratedAgent> {
+    let mut rng = russh::keys::key::safe_rng();
+    let key = PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(Error::key_material)?;
+    let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+    let username = format!("rt-{}", random_text(&mut rng, LOWER_ALPHANUMERIC, USERNAME_RANDOM_LEN));
+    Ok(GeneratedAgent { username, key, fingerprint })
+}
+
 /// `len` characters drawn uniformly from `alphabet` (rejection sampling, so no modulo bias).
 fn random_text(rng: &mut impl Rng, alphabet: &[u8], len: usize) -> String {
     // The largest multiple of the alphabet's size that fits in a byte; bytes above it are redrawn.

@@ -2,7 +2,7 @@
 
 mod generate;
 
-pub(crate) use generate::{Generated, generate, password_digest};
+pub(crate) use generate::{Generated, GeneratedAgent, generate, generate_agent, password_digest};
 
 use std::fmt;
 
@@ -26,13 +26,15 @@ pub struct Credentials {
     pub(crate) public_key: String,
     pub(crate) fingerprint: String,
     pub(crate) vnc_password: Secret<String>,
+    /// Only for builds reached by a reverse tunnel.
+    pub(crate) agent: Option<GeneratedAgent>,
 }
 
 impl Credentials {
     pub(crate) fn new(build_id: BuildId, generated: Generated) -> Result<Self> {
         let Generated { username, key, fingerprint, vnc_password } = generated;
         let public_key = key.public_key().to_openssh().map_err(Error::key_material)?;
-        Ok(Self { build_id, username, key, public_key, fingerprint, vnc_password })
+        Ok(Self { build_id, username, key, public_key, fingerprint, vnc_password, agent: None })
     }
 
     /// The build these credentials open.
@@ -75,6 +77,24 @@ impl Credentials {
         Ok(Secret::new(pem.as_str().to_owned()))
     }
 
+    /// The builder agent's username, for builds reached by a reverse tunnel.
+    pub fn agent_username(&self) -> Option<&str> {
+        self.agent.as_ref().map(|a| a.username.as_str())
+    }
+
+    /// The builder agent's key fingerprint, for builds reached by a reverse tunnel.
+    pub fn agent_fingerprint(&self) -> Option<&str> {
+        self.agent.as_ref().map(|a| a.fingerprint.as_str())
+    }
+
+    /// The builder agent's private key (OpenSSH text), to install on the builder for its agent.
+    /// It can only register this build's tunnel; it opens nothing for a user.
+    pub fn agent_private_key_openssh(&self) -> Result<Option<Secret<String>>> {
+        let Some(agent) = &self.agent else { return Ok(None) };
+        let pem = agent.key.to_openssh(LineEnding::LF).map_err(Error::key_material)?;
+        Ok(Some(Secret::new(pem.as_str().to_owned())))
+    }
+
     /// The 8-character VNC password the user types into their VNC client.
     pub fn vnc_password(&self) -> &Secret<String> {
         &self.vnc_password
@@ -89,6 +109,7 @@ impl fmt::Debug for Credentials {
             .field("fingerprint", &self.fingerprint)
             .field("private_key", &"[redacted]")
             .field("vnc_password", &self.vnc_password)
+            .field("agent_username", &self.agent_username())
             .finish()
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::Shared;
 use super::cut_stream::CutFlag;
-use crate::authority::LiveConnection;
+use crate::authority::{Admitted, LiveConnection, Role};
 use crate::build::{BuildId, Builder};
 use crate::session::CutSignal;
 use crate::tunnel;
@@ -25,13 +25,32 @@ struct Route {
     build_id: BuildId,
     builder: Option<Builder>,
     cut: CutSignal,
+    role: Role,
+    /// Set once this agent connection registered the build's reverse tunnel.
+    tunnel: Option<u64>,
+}
+
+/// What the connection task watches once a login succeeded.
+pub(crate) enum Login {
+    /// A user connection (its guard reports the disconnect).
+    User(LiveConnection),
+    /// The build's agent: ends with the session.
+    Agent(CutSignal),
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        if let Some(Route { build_id, tunnel: Some(generation), .. }) = &self.route {
+            self.shared.router.unregister(build_id, *generation);
+        }
+    }
 }
 
 pub(crate) struct Handler {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     /// Hands the admitted connection to the task that watches it; taken on first success.
-    admitted: Option<oneshot::Sender<LiveConnection>>,
+    admitted: Option<oneshot::Sender<Login>>,
     route: Option<Route>,
     /// Closed (its sender dropped) when this user connection ends; stops its splices.
     closed: watch::Receiver<()>,
@@ -61,7 +80,7 @@ impl Handler {
     pub(crate) fn new(
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
-        admitted: oneshot::Sender<LiveConnection>,
+        admitted: oneshot::Sender<Login>,
         closed: watch::Receiver<()>,
         flag: Arc<CutFlag>,
     ) -> Self {
@@ -144,7 +163,7 @@ impl russh::server::Handler for Handler {
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        let (session, live) = match self.shared.authority.admit_ssh(user, &fingerprint).await {
+        let admitted_login = match self.shared.authority.admit_ssh(user, &fingerprint).await {
             Ok(admitted) => admitted,
             Err(err) => {
                 // The reason goes to our log only; the client sees the same refusal for all.
@@ -155,15 +174,24 @@ impl russh::server::Handler for Handler {
         let Some(admitted) = self.admitted.take() else {
             return Ok(Auth::reject());
         };
-        tracing::info!(peer = %self.peer(), build_id = %session.build_id(), "user authenticated");
+        let (session, role, cut, login) = match admitted_login {
+            Admitted::User(session, live) => {
+                let cut = live.cut_signal();
+                (session, Role::User, cut, Login::User(live))
+            }
+            Admitted::Agent(session, cut) => (session, Role::Agent, cut.clone(), Login::Agent(cut)),
+        };
+        tracing::info!(peer = %self.peer(), build_id = %session.build_id(), ?role, "authenticated");
         self.route = Some(Route {
             build_id: session.build_id().clone(),
             builder: session.builder().cloned(),
-            cut: live.cut_signal(),
+            cut,
+            role,
+            tunnel: None,
         });
-        // If the watching task is gone the connection is closing anyway; `live` then drops and
-        // reports its own disconnect.
-        let _ = admitted.send(live);
+        // If the watching task is gone the connection is closing anyway; a user's `live` then
+        // drops and reports its own disconnect.
+        let _ = admitted.send(login);
         Ok(Auth::Accept)
     }
 
@@ -181,6 +209,11 @@ impl russh::server::Handler for Handler {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
+        if route.role == Role::Agent {
+            self.refuse("an agent credential cannot open channels".into());
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
         let target = route.builder.as_ref().filter(|b| b.allows(host, port)).cloned();
         let Some(builder) = target else {
             let why = match &route.builder {
@@ -199,14 +232,15 @@ impl russh::server::Handler for Handler {
         }
         let slot = ChannelSlot(self.open_channels.clone());
         let Some(route) = &self.route else { return Ok(()) };
-        let addr = SocketAddr::new(builder.address, u16::try_from(port).unwrap_or(builder.ssh_port));
+        let port = u16::try_from(port).unwrap_or(builder.ssh_port);
+        let addr = SocketAddr::new(builder.address, port);
         let (mut cut, mut closed) = (route.cut.clone(), self.closed.clone());
         let (authority, build_id) = (self.shared.authority.clone(), route.build_id.clone());
-        let dial_timeout = self.shared.options.dial_timeout;
+        let (router, dial_timeout) = (self.shared.router.clone(), self.shared.options.dial_timeout);
         tokio::spawn(async move {
             // The dial races the end of access and of the user's connection.
             let dialed = tokio::select! {
-                dialed = tunnel::dial(addr, dial_timeout) => dialed,
+                dialed = router.open(&build_id, &builder, port, dial_timeout) => dialed,
                 () = cut.cut() => {
                     reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
                     return;
@@ -218,7 +252,8 @@ impl russh::server::Handler for Handler {
                 Err(err) => {
                     tracing::warn!(%build_id, %addr, %err, "could not reach the builder");
                     authority.refused(&build_id, format!("builder {addr} unreachable: {err}"));
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    // The reason reaches the user's ssh ("open failed: ..."): no hang, no guess.
+                    reply.reject(ChannelOpenFailure::Other { code: 2, reason: err.to_string() }).await;
                     return;
                 }
             };
@@ -332,10 +367,33 @@ impl russh::server::Handler for Handler {
         &mut self,
         address: &str,
         port: &mut u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
-        Ok(false)
+        // Only the build's agent may register, and only for a builder reached in reverse.
+        let agent = self
+            .route
+            .as_ref()
+            .filter(|r| r.role == Role::Agent)
+            .map(|r| (r.build_id.clone(), r.builder.clone()));
+        let Some((build_id, Some(builder))) =
+            agent.filter(|(_, b)| b.as_ref().is_some_and(|b| b.reverse_tunnel))
+        else {
+            self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
+            return Ok(false);
+        };
+        let flag = self.flag.clone();
+        let generation =
+            self.shared.router.register(&build_id, session.handle(), Arc::new(move || flag.cut()));
+        if let Some(route) = self.route.as_mut() {
+            route.tunnel = Some(generation);
+        }
+        tracing::info!(peer = %self.peer(), %build_id, "builder agent registered the reverse tunnel");
+        // A port-0 request is answered with the builder's SSH port; russh sends it with the
+        // reply (no separate request_success: that would drop the port).
+        if *port == 0 {
+            *port = u32::from(builder.ssh_port);
+        }
+        Ok(true)
     }
 
     async fn streamlocal_forward(

@@ -21,11 +21,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::authority::{Authority, LiveConnection};
+use crate::authority::Authority;
 use crate::error::{Error, Result};
+use crate::tunnel;
 use crate::vnc;
 use cut_stream::{CutFlag, CutStream};
-use handler::Handler;
+use handler::{Handler, Login};
 
 /// Options for a [`Gateway`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -84,6 +85,7 @@ pub(crate) struct Shared {
     config: Arc<Config>,
     unauthenticated: Arc<Semaphore>,
     unauthenticated_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) router: Arc<tunnel::Router>,
 }
 
 /// One of a source address's slots for connections waiting to authenticate.
@@ -191,6 +193,7 @@ impl Gateway {
             config: Arc::new(config),
             unauthenticated,
             unauthenticated_per_ip: Mutex::new(HashMap::new()),
+            router: Arc::new(tunnel::Router::default()),
         };
         Ok(Self { shared: Arc::new(shared), host_key })
     }
@@ -217,6 +220,7 @@ impl Gateway {
             pre_auth_timeout: self.shared.options.pre_auth_timeout,
             dial_timeout: self.shared.options.dial_timeout,
             shutdown_grace: SHUTDOWN_GRACE,
+            router: self.shared.router.clone(),
         });
         for &port in &self.shared.authority.options().vnc_ports {
             let vnc_listener = TcpListener::bind((ip, port)).await.map_err(|err| {
@@ -338,7 +342,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
     };
     let deadline = tokio::time::Instant::now() + shared.options.pre_auth_timeout;
     let flag = CutFlag::new();
-    let (admitted_tx, admitted_rx) = oneshot::channel::<LiveConnection>();
+    let (admitted_tx, admitted_rx) = oneshot::channel::<Login>();
     // Dropped when this function returns, which stops the connection's builder splices.
     let (_closed_tx, closed_rx) = watch::channel(());
     let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx, flag.clone());
@@ -364,10 +368,10 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
     let handle = running.handle();
     tokio::pin!(running);
 
-    let mut live = tokio::select! {
+    let login = tokio::select! {
         _ = &mut running => return,
         admitted = admitted_rx => match admitted {
-            Ok(live) => live,
+            Ok(login) => login,
             Err(_) => return,
         },
         () = tokio::time::sleep_until(deadline) => {
@@ -383,6 +387,23 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
     drop(permit);
     drop(ip_slot);
 
+    let mut live = match login {
+        Login::User(live) => live,
+        Login::Agent(mut cut) => {
+            // The agent is no user connection: it ends with the session or the gateway, and its
+            // handler unregisters the tunnel when the connection goes.
+            let ended = tokio::select! {
+                _ = &mut running => false,
+                () = cut.cut() => true,
+                () = stopped(&mut stop) => false,
+            };
+            let reason =
+                if ended { "remote access to this build has ended" } else { "the gateway is shutting down" };
+            say_goodbye(&handle, &mut running, reason).await;
+            flag.cut();
+            return;
+        }
+    };
     let mut cut = live.cut_signal();
     let ending = tokio::select! {
         _ = &mut running => Ending::ClientLeft,

@@ -54,9 +54,13 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let conflict = if inner.sessions.contains_key(session.build_id()) {
             Some(Conflict::BuildId)
-        } else if inner.by_username.contains_key(&credential.username) {
+        } else if inner.by_username.contains_key(&credential.username)
+            || credential.agent_username.as_ref().is_some_and(|u| inner.by_username.contains_key(u))
+        {
             Some(Conflict::Username)
-        } else if inner.by_fingerprint.contains_key(&credential.key_fingerprint) {
+        } else if inner.by_fingerprint.contains_key(&credential.key_fingerprint)
+            || credential.agent_key_fingerprint.as_ref().is_some_and(|f| inner.by_fingerprint.contains_key(f))
+        {
             Some(Conflict::Key)
         } else if inner.by_password.contains_key(&credential.password_digest) {
             Some(Conflict::Password)
@@ -74,6 +78,12 @@ impl Store for MemoryStore {
                 inner.by_password.insert(credential.password_digest, id.clone());
                 if let Some(port) = session.vnc_port() {
                     inner.by_vnc_port.insert(port, id.clone());
+                }
+                if let Some(agent) = &credential.agent_username {
+                    inner.by_username.insert(agent.clone(), id.clone());
+                }
+                if let Some(agent) = &credential.agent_key_fingerprint {
+                    inner.by_fingerprint.insert(agent.clone(), id.clone());
                 }
                 inner.credentials.insert(id.clone(), credential);
                 inner.sessions.insert(id, Versioned { value: session, version: 0 });
@@ -168,6 +178,10 @@ impl Store for MemoryStore {
                 inner.by_username.remove(&record.username);
                 inner.by_fingerprint.remove(&record.key_fingerprint);
                 inner.by_password.remove(&record.password_digest);
+                for agent in [&record.agent_username, &record.agent_key_fingerprint].into_iter().flatten() {
+                    inner.by_username.remove(agent);
+                    inner.by_fingerprint.remove(agent);
+                }
             }
         }
         Box::pin(async move { Ok(old) })

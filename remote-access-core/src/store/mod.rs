@@ -37,6 +37,10 @@ pub struct CredentialRecord {
     pub vnc_password: Secret<String>,
     /// SHA-256 of the VNC password, the index that keeps passwords unique across builds.
     pub password_digest: [u8; 32],
+    /// The builder agent's username, for builds reached by a reverse tunnel.
+    pub agent_username: Option<String>,
+    /// The builder agent's key fingerprint.
+    pub agent_key_fingerprint: Option<String>,
     /// The builder's own VNC password, which the gateway injects upstream; users never see it.
     pub builder_vnc_password: Option<Secret<String>>,
     /// A macOS username for Apple's type-30 login to the builder (with the password above).
@@ -51,6 +55,7 @@ impl std::fmt::Debug for CredentialRecord {
             .field("build_id", &self.build_id)
             .field("username", &self.username)
             .field("key_fingerprint", &self.key_fingerprint)
+            .field("agent_username", &self.agent_username)
             .field("vnc_password", &self.vnc_password)
             .field("revoked", &self.revoked)
             .finish_non_exhaustive()

@@ -33,3 +33,96 @@ where
         () = stop => Ok((0, 0)),
     }
 }
+
+/// A byte stream to a builder: a TCP connection (forward mode) or a channel over the builder
+/// agent's connection (reverse mode).
+pub(crate) trait BuilderStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> BuilderStream for T {}
+
+/// The live agent connection of a build.
+struct AgentLink {
+    handle: russh::server::Handle,
+    generation: u64,
+    /// Cuts the agent's connection (when a newer agent replaces it).
+    cut: std::sync::Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Where users' connections to builders go: dialed directly, or over a builder's agent.
+///
+/// Rule for a second agent of the same build: the newer one replaces the older, whose
+/// connection is cut. An agent that reconnects after a network failure must not be locked out
+/// by its own half-dead previous connection; only the holder of the build's agent credential
+/// can register at all.
+#[derive(Default)]
+pub(crate) struct Router {
+    agents: std::sync::Mutex<std::collections::HashMap<crate::BuildId, AgentLink>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl Router {
+    /// Registers a build's agent connection; returns its generation for [`Router::unregister`].
+    pub(crate) fn register(
+        &self,
+        build_id: &crate::BuildId,
+        handle: russh::server::Handle,
+        cut: std::sync::Arc<dyn Fn() + Send + Sync>,
+    ) -> u64 {
+        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let old = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(build_id.clone(), AgentLink { handle, generation, cut });
+        if let Some(old) = old {
+            tracing::info!(%build_id, "a new agent connection replaces the previous one");
+            (old.cut)();
+        }
+        generation
+    }
+
+    /// Forgets an agent connection that ended, unless a newer one replaced it already.
+    pub(crate) fn unregister(&self, build_id: &crate::BuildId, generation: u64) {
+        let mut agents = self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if agents.get(build_id).is_some_and(|link| link.generation == generation) {
+            agents.remove(build_id);
+        }
+    }
+
+    /// Opens a stream to `port` on the build's builder, by whichever route it has.
+    pub(crate) async fn open(
+        &self,
+        build_id: &crate::BuildId,
+        builder: &crate::Builder,
+        port: u16,
+        timeout: Duration,
+    ) -> io::Result<Box<dyn BuilderStream>> {
+        if !builder.reverse_tunnel {
+            let tcp = dial(SocketAddr::new(builder.address, port), timeout).await?;
+            return Ok(Box::new(tcp));
+        }
+        let handle = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(build_id)
+            .map(|link| link.handle.clone());
+        let Some(handle) = handle else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the builder's agent is not connected; try again shortly",
+            ));
+        };
+        let opened =
+            handle.channel_open_forwarded_tcpip(builder.address.to_string(), u32::from(port), "gateway", 0);
+        match tokio::time::timeout(timeout, opened).await {
+            Ok(Ok(channel)) => Ok(Box::new(channel.into_stream())),
+            Ok(Err(err)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("the builder's agent refused: {err}"),
+            )),
+            Err(_) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "the builder's agent did not answer in time"))
+            }
+        }
+    }
+}

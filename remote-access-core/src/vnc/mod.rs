@@ -37,11 +37,12 @@ const GENERIC_FAILURE: &str = "VM unavailable";
 const AUTH_FAILURE: &str = "Authentication failed";
 
 /// How the VNC proxy behaves; set through the gateway options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ProxySettings {
     pub(crate) pre_auth_timeout: Duration,
     pub(crate) dial_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) router: Arc<tunnel::Router>,
 }
 
 /// Serves one gateway VNC port until `stop` turns true, then closes its connections (not as
@@ -153,7 +154,7 @@ async fn admit(
     settings: &ProxySettings,
     user: &mut TcpStream,
     port: u16,
-) -> Result<(LiveConnection, TcpStream), Refusal> {
+) -> Result<(LiveConnection, Box<dyn tunnel::BuilderStream>), Refusal> {
     let hello = handshake::greet_user(user).await.map_err(Refusal::Handshake)?;
     // A port without a live session answers exactly like a wrong password.
     let Some(session) = authority.vnc_route(port).await.map_err(Refusal::Denied)? else {
@@ -169,12 +170,13 @@ async fn admit(
                 return Err(Refusal::Denied(err));
             }
         };
-    let target = session.builder().and_then(|b| b.vnc_port.map(|p| SocketAddr::new(b.address, p)));
-    let Some(target) = target else {
+    let target = session.builder().and_then(|b| b.vnc_port.map(|p| (b, p)));
+    let Some((route, vnc_port)) = target else {
         handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
         return Err(Refusal::Builder("the build has no builder VNC port".into()));
     };
-    let mut builder = match tunnel::dial(target, settings.dial_timeout).await {
+    let target = SocketAddr::new(route.address, vnc_port);
+    let mut builder = match settings.router.open(&build_id, route, vnc_port, settings.dial_timeout).await {
         Ok(builder) => builder,
         Err(err) => {
             handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
