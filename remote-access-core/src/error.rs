@@ -81,6 +81,14 @@ pub enum Error {
         message: String,
     },
 
+    /// A server's host key is not the pinned one: a misconfiguration or a man in the middle.
+    /// Check the pinned key; never accept the new one blindly.
+    #[error("the host key of {host} does not match the pinned key")]
+    HostKeyMismatch {
+        /// The server that presented the wrong key.
+        host: String,
+    },
+
     /// A network operation failed (binding, accepting, reaching a builder); check the address
     /// and the network.
     #[error("network error: {0}")]

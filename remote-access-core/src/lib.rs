@@ -72,4 +72,5 @@ pub use crate::session::{
 pub use crate::store::{
     Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store, StoreFuture, Versioned,
 };
+pub use crate::tunnel::{AgentExit, AgentOptions, run_agent};
 pub use crate::vnc::{vnc_auth_response, vnc_password_file};

@@ -155,7 +155,7 @@ impl russh::server::Handler for Handler {
     ) -> Result<Auth, Self::Error> {
         // Only a probe: no state changes here; the decision is made again with the signature.
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-        match self.shared.authority.verify_ssh_fingerprint(user, &fingerprint).await {
+        match self.shared.authority.verify_login(user, &fingerprint).await {
             Ok(_) => Ok(Auth::Accept),
             Err(_) => Ok(self.auth_failed()),
         }

@@ -397,8 +397,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
                 () = cut.cut() => true,
                 () = stopped(&mut stop) => false,
             };
-            let reason =
-                if ended { "remote access to this build has ended" } else { "the gateway is shutting down" };
+            let reason = if ended { tunnel::ACCESS_ENDED } else { "the gateway is shutting down" };
             say_goodbye(&handle, &mut running, reason).await;
             flag.cut();
             return;
@@ -414,7 +413,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
     let outcome = match ending {
         Ending::ClientLeft => authority.disconnected(live).await,
         Ending::AccessEnded => {
-            say_goodbye(&handle, &mut running, "remote access to this build has ended").await;
+            say_goodbye(&handle, &mut running, tunnel::ACCESS_ENDED).await;
             flag.cut();
             authority.disconnected(live).await
         }

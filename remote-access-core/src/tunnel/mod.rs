@@ -1,5 +1,10 @@
-//! Tunnels to builders: dialing a builder's private address (forward mode) and splicing a
-//! user's channel to it. Reverse tunnels (a builder agent dialing out) come with their issue.
+//! Tunnels to builders: dialing a builder's private address (forward mode), routing over a
+//! builder agent's connection (reverse mode), splicing bytes, and the agent itself.
+
+mod agent;
+
+pub(crate) use agent::ACCESS_ENDED;
+pub use agent::{AgentExit, AgentOptions, run_agent};
 
 use std::future::Future;
 use std::io;

@@ -16,11 +16,21 @@ pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
-/// Waits until something accepts TCP connections on the port.
+/// Waits until something accepts TCP connections on the loopback port.
 pub fn wait_for_port(port: u16) {
+    wait_for(("127.0.0.1", port));
+}
+
+/// Waits until something accepts TCP connections at the address.
+pub fn wait_for(addr: (&str, u16)) {
+    wait_for_or(addr, String::new);
+}
+
+/// [`wait_for`], showing `log()` if it never comes up.
+pub fn wait_for_or(addr: (&str, u16), log: impl Fn() -> String) {
     let start = Instant::now();
-    while std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on {addr:?}: {}", log());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -228,6 +238,11 @@ fn wait_for_display(n: u32) {
 impl VncServer {
     /// Xvfb + x11vnc, with a password file written by the library's own helper.
     pub fn x11vnc(password: &str) -> VncServer {
+        Self::x11vnc_on(password, "127.0.0.1")
+    }
+
+    /// The same, listening on another loopback address (e.g. 127.0.0.2).
+    pub fn x11vnc_on(password: &str, address: &str) -> VncServer {
         let dir = tempfile::tempdir().unwrap();
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, remote_access_core::vnc_password_file(password)).unwrap();
@@ -249,15 +264,17 @@ impl VncServer {
                     &format!(":{display}"),
                     "-rfbport",
                     &port.to_string(),
-                    "-localhost",
+                    "-listen",
+                    address,
                     "-rfbauth",
                 ])
                 .arg(&passwd)
                 .args(["-forever", "-shared", "-quiet", "-nopw"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+                .stderr(std::fs::File::create(dir.path().join("x11vnc.log")).unwrap()),
         );
-        wait_for_port(port);
+        let log = dir.path().join("x11vnc.log");
+        wait_for_or((address, port), || std::fs::read_to_string(&log).unwrap_or_default());
         VncServer { port, password: password.into(), width: 640, height: 480, dir, _servers: vec![vnc, xvfb] }
     }
 

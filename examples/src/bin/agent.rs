@@ -1,0 +1,99 @@
+//! The builder agent program: start it on a builder the gateway cannot reach. It dials out to
+//! the gateway with the build's agent credential, keeps the build's reverse tunnel up
+//! (reconnecting with backoff), and exits when the build's session is over.
+//!
+//! ```text
+//! agent --gateway gw.example.com:2222 --host-key 'ssh-ed25519 AAAA...' \
+//!       --user rt-xxxxxxxxxxxx --key-file /run/remote-access/agent_key \
+//!       [--local 127.0.0.1] [--port 22] [--port 5900]
+//! ```
+//!
+//! Exit status: 0 when the session ended (or on Ctrl-C / SIGTERM), 2 when the gateway refused
+//! the credential, 1 on any other error.
+
+use std::process::ExitCode;
+
+use remote_access_core::{AgentExit, AgentOptions, Secret, run_agent};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: agent --gateway HOST:PORT --host-key 'ssh-ed25519 AAAA...' --user USER --key-file PATH \
+         [--local ADDRESS] [--port PORT]..."
+    );
+    ExitCode::from(1)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mut gateway, mut host_key, mut user, mut key_file, mut local, mut ports) =
+        (None, None, None, None, None, Vec::new());
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else { return usage() };
+        match flag.as_str() {
+            "--gateway" => gateway = Some(value.clone()),
+            "--host-key" => host_key = Some(value.clone()),
+            "--user" => user = Some(value.clone()),
+            "--key-file" => key_file = Some(value.clone()),
+            "--local" => local = Some(value.clone()),
+            "--port" => match value.parse::<u16>() {
+                Ok(port) => ports.push(port),
+                Err(_) => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    let (Some(gateway), Some(host_key), Some(user), Some(key_file)) = (gateway, host_key, user, key_file)
+    else {
+        return usage();
+    };
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(key) => Secret::new(key),
+        Err(err) => {
+            eprintln!("agent: cannot read {key_file}: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut options = AgentOptions::new(gateway, host_key, user, key);
+    if let Some(local) = local {
+        match local.parse() {
+            Ok(ip) => options.local_host = ip,
+            Err(_) => return usage(),
+        }
+    }
+    if !ports.is_empty() {
+        options.ports = ports;
+    }
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match run_agent(options, shutdown).await {
+        Ok(AgentExit::SessionEnded) => {
+            eprintln!("agent: the build's remote access session has ended");
+            ExitCode::SUCCESS
+        }
+        Ok(AgentExit::Stopped) => ExitCode::SUCCESS,
+        Ok(AgentExit::Refused) => {
+            eprintln!(
+                "agent: the gateway refused this agent's credential (session over, or not this build's)"
+            );
+            ExitCode::from(2)
+        }
+        Ok(other) => {
+            eprintln!("agent: stopped ({other:?})");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("agent: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
