@@ -171,6 +171,16 @@ async fn a_builder_reachable_only_through_its_agent() {
     assert_eq!(code, 255, "user credential registered a tunnel: {stderr}");
     assert!(ssh_works().await, "the real agent's tunnel is untouched");
 
+    // A second agent for the build replaces the first, which stops instead of fighting back.
+    let mut first = agent;
+    let agent = Agent::start(&gateway_addr, &host_key, &creds, &agent_key, &[sshd.port, vnc.port]);
+    let status = tokio::time::timeout(Duration::from_secs(30), first.child.wait())
+        .await
+        .expect("replaced agent stops")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    eventually("ssh through the second agent", ssh_works).await;
+
     // Kill the agent mid-session: users are refused; a restarted agent restores access.
     drop(agent);
     eventually("refusal while the agent is away", || async {

@@ -81,6 +81,10 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(AgentExit::Stopped) => ExitCode::SUCCESS,
+        Ok(AgentExit::Replaced) => {
+            eprintln!("agent: a newer agent of this build took over the tunnel; stopping");
+            ExitCode::SUCCESS
+        }
         Ok(AgentExit::Refused) => {
             eprintln!(
                 "agent: the gateway refused this agent's credential (session over, or not this build's)"

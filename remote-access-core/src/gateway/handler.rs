@@ -381,9 +381,22 @@ impl russh::server::Handler for Handler {
             self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
             return Ok(false);
         };
-        let flag = self.flag.clone();
-        let generation =
-            self.shared.router.register(&build_id, session.handle(), Arc::new(move || flag.cut()));
+        let (flag, handle) = (self.flag.clone(), session.handle());
+        // A replaced agent is told so (it then stops rather than fight back), then cut.
+        let replace = move || {
+            let (flag, handle) = (flag.clone(), handle.clone());
+            tokio::spawn(async move {
+                let goodbye = handle.disconnect(
+                    russh::Disconnect::ByApplication,
+                    tunnel::REPLACED.into(),
+                    String::new(),
+                );
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(250), goodbye).await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                flag.cut();
+            });
+        };
+        let generation = self.shared.router.register(&build_id, session.handle(), Arc::new(replace));
         if let Some(route) = self.route.as_mut() {
             route.tunnel = Some(generation);
         }

@@ -20,6 +20,9 @@ use crate::secret::Secret;
 
 /// What the gateway says when a session ends; the agent then stops instead of reconnecting.
 pub(crate) const ACCESS_ENDED: &str = "remote access to this build has ended";
+/// What the gateway says to an agent connection that a newer one replaced; that agent stops,
+/// so two agents of one build do not take turns replacing each other.
+pub(crate) const REPLACED: &str = "replaced by a newer agent connection for this build";
 
 /// How a builder agent connects and what it may reach; every field but the first four has a
 /// default.
@@ -79,6 +82,8 @@ pub enum AgentExit {
     Refused,
     /// The shutdown future resolved.
     Stopped,
+    /// Another agent of the same build connected and replaced this one.
+    Replaced,
 }
 
 /// Runs the agent until the session ends, the gateway refuses it, or `shutdown` resolves.
@@ -102,8 +107,8 @@ pub async fn run_agent(options: AgentOptions, shutdown: impl Future<Output = ()>
             () = &mut shutdown => return Ok(AgentExit::Stopped),
         };
         match outcome {
-            Attempt::Served { ended: true } => return Ok(AgentExit::SessionEnded),
-            Attempt::Served { ended: false } => {
+            Attempt::Served { ended: Some(exit) } => return Ok(exit),
+            Attempt::Served { ended: None } => {
                 tracing::info!("agent connection lost; reconnecting");
                 backoff = options.min_backoff;
             }
@@ -126,7 +131,7 @@ pub async fn run_agent(options: AgentOptions, shutdown: impl Future<Output = ()>
 enum Attempt {
     /// Registered and served until the connection ended; `ended` when the session is over.
     Served {
-        ended: bool,
+        ended: Option<AgentExit>,
     },
     Refused,
     WrongHostKey,
@@ -146,7 +151,7 @@ async fn connect_once(
         ..client::Config::default()
     });
     let host_key_ok = Arc::new(AtomicBool::new(true));
-    let ended = Arc::new(AtomicBool::new(false));
+    let ended = Arc::new(std::sync::Mutex::new(None));
     let handler = AgentHandler {
         pinned: pinned.clone(),
         host_key_ok: host_key_ok.clone(),
@@ -177,13 +182,14 @@ async fn connect_once(
     }
     tracing::info!(gateway = %options.gateway, "reverse tunnel registered");
     let _ = (&mut handle).await;
-    Attempt::Served { ended: ended.load(Ordering::SeqCst) }
+    let ended = *ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Attempt::Served { ended }
 }
 
 struct AgentHandler {
     pinned: PublicKey,
     host_key_ok: Arc<AtomicBool>,
-    ended: Arc<AtomicBool>,
+    ended: Arc<std::sync::Mutex<Option<AgentExit>>>,
     local_host: IpAddr,
     ports: Arc<Vec<u16>>,
     dial_timeout: Duration,
@@ -235,10 +241,15 @@ impl client::Handler for AgentHandler {
     }
 
     async fn disconnected(&mut self, reason: DisconnectReason<Self::Error>) -> Result<(), Self::Error> {
-        if let DisconnectReason::ReceivedDisconnect(info) = reason
-            && info.message.contains(ACCESS_ENDED)
-        {
-            self.ended.store(true, Ordering::SeqCst);
+        if let DisconnectReason::ReceivedDisconnect(info) = reason {
+            let exit = if info.message.contains(ACCESS_ENDED) {
+                Some(AgentExit::SessionEnded)
+            } else if info.message.contains(REPLACED) {
+                Some(AgentExit::Replaced)
+            } else {
+                None
+            };
+            *self.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = exit;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 mod agent;
 
-pub(crate) use agent::ACCESS_ENDED;
+pub(crate) use agent::{ACCESS_ENDED, REPLACED};
 pub use agent::{AgentExit, AgentOptions, run_agent};
 
 use std::future::Future;
