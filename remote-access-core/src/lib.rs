@@ -26,7 +26,9 @@
 //! - `audit`: [`Event`]s and [`Subscription`]s.
 //! - `authority`: [`Authority`], which ties them together.
 //! - `gateway`: the SSH [`Gateway`] (russh; its types stay inside), [`HostKey`].
-//! - `tunnel`: dialing builders and splicing bytes.
+//! - `tunnel`: routes to builders (forward, or reverse over a builder agent), splicing bytes,
+//!   and the builder agent ([`run_agent`]).
+//! - `vnc`: the VNC proxy; [`vnc_password_file`], [`vnc_auth_response`].
 //! - `script`: [`ConnectionInfo`], connection scripts and `ssh_config`.
 
 #![forbid(unsafe_code)]
