@@ -116,17 +116,24 @@ async fn next_event(events: &mut Subscription, kind: &str) -> Event {
     .unwrap_or_else(|_| panic!("no {kind} event"))
 }
 
-/// Starts a script that keeps its connection open (`sleep`), to be cut.
-fn start_long_script(script: &Path) -> tokio::process::Child {
-    Command::new("sh")
+/// Starts a script that keeps its connection open (`sleep`), to be cut; returns once the
+/// builder has answered through it, so the connection is fully up.
+async fn start_long_script(script: &Path) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new("sh")
         .arg(script)
-        .arg("sleep 600")
+        .arg("echo ready; sleep 600")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    assert!(matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"), "the long script came up: {ready:?}");
+    child
 }
 
 /// Waits for a process to exit; returns its code and stderr.
@@ -197,7 +204,7 @@ async fn revoke_cuts_the_live_connection_and_the_script_then_fails_to_authentica
     let fx = Fixture::new(AuthorityOptions::default()).await;
     let mut events = fx.authority.subscribe();
     let kit = fx.issue("revoke-1").await;
-    let live = start_long_script(&kit.script);
+    let live = start_long_script(&kit.script).await;
     next_event(&mut events, "connected").await;
 
     fx.authority.revoke(kit.creds.build_id(), "security review").await.unwrap();
@@ -218,7 +225,7 @@ async fn at_the_deadline_the_live_connection_is_cut_and_the_build_finished_once(
     let fx = Fixture::new(options).await;
     let mut events = fx.authority.subscribe();
     let kit = fx.issue("deadline-1").await;
-    let live = start_long_script(&kit.script);
+    let live = start_long_script(&kit.script).await;
     next_event(&mut events, "connected").await;
     fx.authority.steps_completed(kit.creds.build_id()).await.unwrap();
 

@@ -242,7 +242,7 @@ impl russh::server::Handler for Handler {
             let dialed = tokio::select! {
                 dialed = router.open(&build_id, &builder, port, dial_timeout) => dialed,
                 () = cut.cut() => {
-                    reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                    reply.reject(ChannelOpenFailure::Other { code: 1, reason: tunnel::ACCESS_ENDED.into() }).await;
                     return;
                 }
                 _ = closed.changed() => return,
@@ -258,7 +258,9 @@ impl russh::server::Handler for Handler {
                 }
             };
             if cut.is_cut() {
-                reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                reply
+                    .reject(ChannelOpenFailure::Other { code: 1, reason: tunnel::ACCESS_ENDED.into() })
+                    .await;
                 return;
             }
             reply.accept().await;
