@@ -78,7 +78,10 @@ async fn a_builder_reachable_only_through_its_agent() {
     let gateway_addr = running.local_addr().to_string();
     let mut events = authority.subscribe();
 
+    // The route names 127.0.0.3, where nothing listens: were the gateway to dial it, users would
+    // fail. The builder really listens on 127.0.0.2, which only the agent is told about.
     let mut route = sshd.builder();
+    route.address = "127.0.0.3".parse().unwrap();
     route.vnc_port = Some(vnc.port);
     route.reverse_tunnel = true;
     let mut request = common::request("reverse-1", route);
@@ -154,11 +157,12 @@ async fn a_builder_reachable_only_through_its_agent() {
         .replace(user_key.to_str().unwrap(), agent_key.to_str().unwrap());
     let agent_config = write_script(scratch.path(), "agent.config", &agent_config);
     let user_config = write_script(scratch.path(), "user.config", &user_config);
-    let target = format!("127.0.0.2:{}", sshd.port);
+    let target = format!("127.0.0.3:{}", sshd.port);
     let (code, _, stderr) =
         run(Command::new("ssh").arg("-F").arg(&agent_config).args(["-W", &target, "remote-access-gateway"]))
             .await;
     assert_eq!(code, 255, "agent credential opened a channel: {stderr}");
+    assert!(stderr.contains("open failed: administratively prohibited"), "logged in, then refused: {stderr}");
     let (code, _, stderr) = run(Command::new("ssh").arg("-F").arg(&user_config).args([
         "-N",
         "-o",
@@ -169,6 +173,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     ]))
     .await;
     assert_eq!(code, 255, "user credential registered a tunnel: {stderr}");
+    assert!(stderr.contains("remote port forwarding failed"), "logged in, then refused: {stderr}");
     assert!(ssh_works().await, "the real agent's tunnel is untouched");
 
     // A second agent for the build replaces the first, which stops instead of fighting back.

@@ -548,6 +548,13 @@ impl Authority {
         Ok(record.builder_vnc_password.map(|password| (password, record.builder_vnc_username)))
     }
 
+    /// Publishes that a builder agent registered the build's reverse tunnel.
+    pub(crate) fn tunnel_registered(&self, build_id: &BuildId, reason: String) {
+        let event =
+            Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::TunnelRegistered, reason };
+        self.inner.events.publish(vec![event]);
+    }
+
     /// Publishes a refusal of something a logged-in user asked for.
     pub(crate) fn refused(&self, build_id: &BuildId, reason: String) {
         let event = Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::Refused, reason };

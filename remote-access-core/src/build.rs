@@ -175,8 +175,9 @@ pub struct Builder {
     /// The account users log in to on the builder (default `builder`).
     pub user: String,
     /// The builder is reached only through its agent's reverse tunnel: the gateway never dials
-    /// `address`; users' channels go over the agent's connection, and the agent connects to
-    /// `address` on the builder itself. Issuing then also makes the agent's credential.
+    /// `address` (then only the name users' scripts ask for); users' channels go over the
+    /// agent's connection, and the agent connects to its own configured local address and
+    /// ports. Issuing then also makes the agent's credential.
     pub reverse_tunnel: bool,
     /// The builder sshd's host key (`ssh-ed25519 AAAA...`), pinned by the connection scripts.
     /// Without it, scripts trust the builder's key on first use.

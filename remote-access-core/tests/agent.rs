@@ -78,7 +78,6 @@ async fn the_agent_reconnects_after_the_gateway_restarts_and_stops_when_the_sess
 
     // The gateway goes away and comes back on the same address: the agent finds it again.
     running.stop().await.unwrap();
-    assert!(!script_works(&script).await);
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let running = gateway.start_on(listener).unwrap();
     eventually_works(&script).await;

@@ -56,6 +56,8 @@ pub enum EventKind {
     LoggedOut,
     /// The platform must finish the build now. Emitted at most once per build.
     FinishBuild,
+    /// A builder agent registered the build's reverse tunnel (a newer one replaces the older).
+    TunnelRegistered,
     /// The gateway refused something a logged-in user asked for (another host or port, a
     /// shell on the gateway, forwarding, agent, X11); the reason says what.
     Refused,
@@ -74,6 +76,7 @@ impl EventKind {
             Self::LoggedOut => "logged_out",
             Self::FinishBuild => "finish_build",
             Self::Refused => "refused",
+            Self::TunnelRegistered => "tunnel_registered",
         }
     }
 }

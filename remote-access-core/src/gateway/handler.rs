@@ -16,6 +16,7 @@ use super::Shared;
 use super::cut_stream::CutFlag;
 use crate::authority::{Admitted, LiveConnection, Role};
 use crate::build::{BuildId, Builder};
+use crate::error::Error;
 use crate::session::CutSignal;
 use crate::tunnel;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -165,10 +166,19 @@ impl russh::server::Handler for Handler {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let admitted_login = match self.shared.authority.admit_ssh(user, &fingerprint).await {
             Ok(admitted) => admitted,
-            Err(err) => {
+            Err(
+                err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
+            ) => {
                 // The reason goes to our log only; the client sees the same refusal for all.
                 tracing::info!(peer = %self.peer(), user = %shown(user), %err, "authentication refused");
                 return Ok(self.auth_failed());
+            }
+            Err(err) => {
+                // Not a verdict on the credential (the store failed): drop the connection rather
+                // than refuse, so clients, and agents above all, retry instead of giving up.
+                tracing::warn!(peer = %self.peer(), %err, "could not check a login; closing the connection");
+                self.flag.cut();
+                return Ok(Auth::reject());
             }
         };
         let Some(admitted) = self.admitted.take() else {
@@ -284,9 +294,14 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        drop(channel);
+        if self.route.as_ref().is_some_and(|r| r.role == Role::Agent) {
+            self.refuse("an agent credential cannot open a session".into());
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
         // Accepted only to tell the user where to go; every request on it is then answered by
         // that message and an exit.
-        drop(channel);
         reply.accept().await;
         Ok(())
     }
@@ -383,6 +398,9 @@ impl russh::server::Handler for Handler {
             self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
             return Ok(false);
         };
+        if self.route.as_ref().is_some_and(|r| r.tunnel.is_some()) {
+            return Ok(true); // already registered on this connection
+        }
         let (flag, handle) = (self.flag.clone(), session.handle());
         // A replaced agent is told so (it then stops rather than fight back), then cut.
         let replace = move || {
@@ -403,6 +421,11 @@ impl russh::server::Handler for Handler {
             route.tunnel = Some(generation);
         }
         tracing::info!(peer = %self.peer(), %build_id, "builder agent registered the reverse tunnel");
+        // Every registration is on the record: a credential holder replacing the real agent
+        // shows up here.
+        self.shared
+            .authority
+            .tunnel_registered(&build_id, format!("builder agent connected from {}", self.peer()));
         // A port-0 request is answered with the builder's SSH port; russh sends it with the
         // reply (no separate request_success: that would drop the port).
         if *port == 0 {

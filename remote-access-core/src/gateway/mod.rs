@@ -392,12 +392,12 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
         Login::Agent(mut cut) => {
             // The agent is no user connection: it ends with the session or the gateway, and its
             // handler unregisters the tunnel when the connection goes.
-            let ended = tokio::select! {
-                _ = &mut running => false,
-                () = cut.cut() => true,
-                () = stopped(&mut stop) => false,
+            let reason = tokio::select! {
+                // Gone by itself: nothing to say (and `running` must not be polled again).
+                _ = &mut running => return,
+                () = cut.cut() => tunnel::ACCESS_ENDED,
+                () = stopped(&mut stop) => "the gateway is shutting down",
             };
-            let reason = if ended { tunnel::ACCESS_ENDED } else { "the gateway is shutting down" };
             say_goodbye(&handle, &mut running, reason).await;
             flag.cut();
             return;

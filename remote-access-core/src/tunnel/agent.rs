@@ -100,6 +100,8 @@ pub async fn run_agent(options: AgentOptions, shutdown: impl Future<Output = ()>
     }
     tokio::pin!(shutdown);
     let mut backoff = options.min_backoff;
+    // Once the credential worked, a later refusal means the session is over.
+    let mut registered_once = false;
     loop {
         let attempt = connect_once(&options, &pinned, key.clone());
         let outcome = tokio::select! {
@@ -109,9 +111,11 @@ pub async fn run_agent(options: AgentOptions, shutdown: impl Future<Output = ()>
         match outcome {
             Attempt::Served { ended: Some(exit) } => return Ok(exit),
             Attempt::Served { ended: None } => {
+                registered_once = true;
                 tracing::info!("agent connection lost; reconnecting");
                 backoff = options.min_backoff;
             }
+            Attempt::Refused if registered_once => return Ok(AgentExit::SessionEnded),
             Attempt::Refused => return Ok(AgentExit::Refused),
             Attempt::WrongHostKey => {
                 return Err(Error::HostKeyMismatch { host: options.gateway.clone() });
