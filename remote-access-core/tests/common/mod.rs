@@ -103,6 +103,12 @@ impl Sshd {
         writeln!(file, "{line}").unwrap();
     }
 
+    /// The listening sshd's process id (its per-connection children are reaped into its
+    /// `cutime`/`cstime`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }

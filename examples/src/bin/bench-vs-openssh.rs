@@ -1,0 +1,310 @@
+//! Benchmark harness: our gateway against OpenSSH's `sshd` as the jump host, side by side in
+//! one run on loopback, with the same real `sshd` as the builder behind both.
+//!
+//! Run: `cargo run --release -p remote-access-examples --bin bench-vs-openssh [-- --quick]`
+//! (needs `ssh` and `sshd`; run as root, like the tests). Prints a Markdown table and writes
+//! the raw results as JSON to `docs/benchmarks.json` (or the path in `BENCH_JSON`).
+//!
+//! Measured: connection setup (`ssh -J jump builder true`, interleaved), throughput of 1 GiB
+//! and the jump host's CPU seconds per GiB, forward vs reverse tunnel for both, and revocation
+//! latency with 1,000 live connections over 100 builds (plus the process RSS at that point).
+
+#[path = "../../../remote-access-core/tests/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Sshd, write_script};
+use remote_access_core::{
+    AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionInfo, Credentials, Gateway,
+    GatewayOptions, HostKey, ScriptOptions, Trigger, run_agent,
+};
+use tokio::process::Command;
+
+const GIB: u64 = 1 << 30;
+
+/// CPU seconds (user + system, including reaped children) of a process, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that closes the command name: state is field 3; utime 14 .. cstime 17.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = (11..15).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// One way of reaching the builder: an ssh config file and the host alias to ask for.
+struct Route {
+    name: &'static str,
+    config: PathBuf,
+    target: &'static str,
+    /// Whose CPU to count for the jump host: `self` for our in-process gateway, or sshd's pid.
+    jump_pid: String,
+}
+
+async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
+    let start = Instant::now();
+    let status = Command::new("ssh")
+        .arg("-F")
+        .arg(&path.config)
+        .arg(path.target)
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    (matches!(status, Ok(s) if s.success()), start.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let setup_runs = if quick { 5 } else { 30 };
+    let bytes = if quick { 64 << 20 } else { GIB };
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+
+    // The builder (a real sshd) and OpenSSH's jump host (another sshd).
+    let builder = Sshd::start();
+    let jump = Sshd::start();
+
+    // Our gateway, forward and reverse builds on the same builder.
+    let authority = Authority::new(AuthorityOptions::default())?;
+    let mut gopts = GatewayOptions::default();
+    gopts.host_key = Some(HostKey::generate()?);
+    let gateway = Gateway::new(authority.clone(), gopts)?;
+    let running = gateway.start("127.0.0.1:0").await?;
+    let port = running.local_addr().port();
+
+    let issue = |id: &str, reverse: bool| {
+        let mut route = builder.builder();
+        route.reverse_tunnel = reverse;
+        let mut request = BuildRequest::new(BuildId::new(id).expect("id"), Trigger::Manual, true);
+        request.builder = Some(route);
+        request
+    };
+    let forward = authority.issue(issue("bench-forward", false)).await?;
+    let reverse = authority.issue(issue("bench-reverse", true)).await?;
+    let mut paths = Vec::new();
+    for (name, creds) in [("gateway (forward)", &forward), ("gateway (reverse)", &reverse)] {
+        builder.authorize(&creds.authorized_keys_line());
+        let session = authority.session(creds.build_id()).await?;
+        let info =
+            ConnectionInfo::new(creds, &session, gateway.host_key(), &ScriptOptions::new("127.0.0.1", port))?;
+        let id = creds.build_id().to_string();
+        let key = write_script(dir, &format!("{id}.key"), creds.private_key_openssh()?.expose());
+        let known = write_script(dir, &format!("{id}.known"), &info.known_hosts()?);
+        let config = info.ssh_config(key.to_str().unwrap_or_default(), known.to_str().unwrap_or_default())?
+            + "  BatchMode yes\n";
+        paths.push(Route {
+            name,
+            config: write_script(dir, &format!("{id}.config"), &config),
+            target: "remote-access-builder",
+            jump_pid: "self".into(),
+        });
+    }
+    // OpenSSH as the jump host: the forward build's key, authorized on the jump sshd too.
+    jump.authorize(&forward.authorized_keys_line());
+    let key = dir.join(format!("{}.key", forward.build_id()));
+    let known = write_script(
+        dir,
+        "openssh.known",
+        &format!(
+            "[127.0.0.1]:{} {}\n[127.0.0.1]:{} {}\n",
+            jump.port, jump.host_key, builder.port, builder.host_key
+        ),
+    );
+    let openssh = format!(
+        "Host jump\n  HostName 127.0.0.1\n  Port {jp}\n  User root\nHost builder\n  HostName 127.0.0.1\n  Port {bp}\n  User root\n  ProxyJump jump\n\
+         Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+        jp = jump.port,
+        bp = builder.port,
+        key = key.display(),
+        known = known.display()
+    );
+    paths.insert(
+        1,
+        Route {
+            name: "OpenSSH sshd",
+            config: write_script(dir, "openssh.config", &openssh),
+            target: "builder",
+            jump_pid: jump.pid().to_string(),
+        },
+    );
+
+    // The reverse build's agent, in this process.
+    let mut agent_options = AgentOptions::new(
+        format!("127.0.0.1:{port}"),
+        gateway.host_key().public_key(),
+        reverse.agent_username().unwrap_or_default(),
+        reverse.agent_private_key_openssh()?.unwrap_or_default(),
+    );
+    agent_options.ports = vec![builder.port];
+    tokio::spawn(run_agent(agent_options, std::future::pending()));
+    for path in &paths {
+        let start = Instant::now();
+        while !ssh_run(path, "true").await.0 {
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!("{} never worked", path.name).into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // 1 (and 7): connection setup, interleaved.
+    let mut setup: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for _ in 0..setup_runs {
+        for (i, path) in paths.iter().enumerate() {
+            let (ok, took) = ssh_run(path, "true").await;
+            if ok {
+                setup[i].push(took.as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    // 2 (and 7): throughput and the jump host's CPU per GiB.
+    let mut throughput = Vec::new();
+    for path in &paths {
+        let cpu_before = cpu_seconds(&path.jump_pid);
+        let (ok, took) = ssh_run(path, &format!("head -c {bytes} /dev/zero")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // let sshd reap its children
+        let cpu = cpu_seconds(&path.jump_pid) - cpu_before;
+        let gib = bytes as f64 / GIB as f64;
+        throughput.push((ok, bytes as f64 / took.as_secs_f64() / (1 << 20) as f64, cpu / gib));
+    }
+
+    // 3: revocation with 1,000 live connections over 100 builds (in-process russh clients).
+    let (revoke, rss_per_conn) = revocation(&authority, &gateway, port, &builder, dir).await?;
+    running.stop().await?;
+
+    // Report.
+    let date = time::OffsetDateTime::now_utc().date();
+    println!("# remote-access vs OpenSSH, {date}, bytes per transfer {bytes}\n");
+    println!("| path | setup median ms | setup p90 ms | MiB/s | jump CPU s/GiB |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut json = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let s = sorted(setup[i].clone());
+        let (ok, mibs, cpu) = throughput[i];
+        println!(
+            "| {} | {:.1} | {:.1} | {} | {} |",
+            path.name,
+            percentile(&s, 50.0),
+            percentile(&s, 90.0),
+            if ok { format!("{mibs:.0}") } else { "failed".into() },
+            if ok { format!("{cpu:.2}") } else { "-".into() },
+        );
+        json.push(serde_json::json!({
+            "path": path.name, "setup_ms": s, "setup_median_ms": percentile(&s, 50.0),
+            "setup_p90_ms": percentile(&s, 90.0), "transfer_ok": ok, "mib_per_s": mibs, "jump_cpu_s_per_gib": cpu,
+        }));
+    }
+    let r = sorted(revoke);
+    println!(
+        "\nrevocation, 1,000 connections over 100 builds: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&r, 50.0),
+        percentile(&r, 99.0),
+        r.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("process RSS per live connection (gateway and client sides together): {rss_per_conn:.1} KiB");
+    let report = serde_json::json!({
+        "date": date.to_string(), "bytes": bytes, "paths": json,
+        "revocation_ms": {"p50": percentile(&r, 50.0), "p99": percentile(&r, 99.0), "samples": r.len()},
+        "rss_kib_per_connection_both_sides": rss_per_conn,
+    });
+    let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| "docs/benchmarks.json".into());
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nraw results: {out}");
+    Ok(())
+}
+
+/// Opens 10 authenticated connections to each of 100 builds, then revokes each build and
+/// measures, per connection, the time from `revoke` to the client seeing the connection closed.
+async fn revocation(
+    authority: &Authority,
+    gateway: &Gateway,
+    port: u16,
+    builder: &Sshd,
+    _dir: &Path,
+) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
+    struct Client;
+    impl russh::client::Handler for Client {
+        type Error = russh::Error;
+        async fn check_server_key(
+            &mut self,
+            _: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true) // loopback benchmark client; the real clients pin the key
+        }
+    }
+    let rss_before = rss_kib();
+    let config = Arc::new(russh::client::Config::default());
+    let mut builds: Vec<(Credentials, Vec<russh::client::Handle<Client>>)> = Vec::new();
+    for b in 0..100 {
+        let mut request = BuildRequest::new(BuildId::new(format!("revoke-{b}"))?, Trigger::Manual, true);
+        request.builder = Some(builder.builder());
+        let creds = authority.issue(request).await?;
+        let key = Arc::new(russh::keys::decode_secret_key(creds.private_key_openssh()?.expose(), None)?);
+        let mut handles = Vec::new();
+        for _ in 0..10 {
+            let mut handle = russh::client::connect(config.clone(), ("127.0.0.1", port), Client).await?;
+            let auth = handle
+                .authenticate_publickey(
+                    creds.username(),
+                    russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None),
+                )
+                .await?;
+            if !auth.success() {
+                return Err("load client refused".into());
+            }
+            handles.push(handle);
+        }
+        builds.push((creds, handles));
+    }
+    let _ = gateway;
+    let rss_per_conn = (rss_kib().saturating_sub(rss_before)) as f64 / 1000.0;
+    let mut samples = Vec::new();
+    for (creds, handles) in builds {
+        let start = Instant::now();
+        let waits: Vec<_> = handles
+            .into_iter()
+            .map(|handle| {
+                tokio::spawn(async move {
+                    let _ = handle.await;
+                    start.elapsed()
+                })
+            })
+            .collect();
+        authority.revoke(creds.build_id(), "benchmark").await?;
+        for wait in waits {
+            samples.push(wait.await?.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok((samples, rss_per_conn))
+}
