@@ -10,7 +10,7 @@
 //! latency with 1,000 live connections over 100 builds (plus the process RSS at that point).
 
 #[path = "../../../remote-access-core/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::path::{Path, PathBuf};
