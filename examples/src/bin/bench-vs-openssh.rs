@@ -86,7 +86,9 @@ async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let setup_runs = if quick { 5 } else { 30 };
+    // `--throughput-only` skips setup and revocation: for profiling the data path.
+    let throughput_only = std::env::args().any(|a| a == "--throughput-only");
+    let setup_runs = if throughput_only { 0 } else if quick { 5 } else { 30 };
     let bytes = if quick { 64 << 20 } else { GIB };
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
@@ -200,7 +202,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 3: revocation with 1,000 live connections over 100 builds (in-process russh clients).
-    let (revoke, rss_per_conn) = revocation(&authority, &gateway, port, &builder, dir).await?;
+    let (revoke, rss_per_conn) = if throughput_only {
+        (Vec::new(), f64::NAN)
+    } else {
+        revocation(&authority, &gateway, port, &builder, dir).await?
+    };
     running.stop().await?;
 
     // Report.
