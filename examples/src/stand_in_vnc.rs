@@ -184,6 +184,20 @@ pub async fn fetch_frame<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     password: &str,
 ) -> io::Result<(u16, u16)> {
+    let (width, height, bytes_per_pixel) = login(s, password).await?;
+    let got = request_update(s, width, height, bytes_per_pixel).await?;
+    if got != usize::from(width) * usize::from(height) {
+        return Err(io::Error::other("unexpected framebuffer update"));
+    }
+    Ok((width, height))
+}
+
+/// Logs in (RFB 3.8, VNC Authentication, shared) and reads ServerInit: (width, height, bytes
+/// per pixel).
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    password: &str,
+) -> io::Result<(u16, u16, usize)> {
     let mut version = [0u8; 12];
     s.read_exact(&mut version).await?;
     s.write_all(b"RFB 003.008\n").await?;
@@ -209,17 +223,54 @@ pub async fn fetch_frame<S: AsyncRead + AsyncWrite + Unpin>(
     let (width, height) = (u16::from_be_bytes([init[0], init[1]]), u16::from_be_bytes([init[2], init[3]]));
     let bytes_per_pixel = usize::from(init[4] / 8);
     let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
-    skip(s, name_len.min(4096)).await?;
+    if name_len > 4096 {
+        return Err(io::Error::other("desktop name too long"));
+    }
+    skip(s, name_len).await?;
+    Ok((width, height, bytes_per_pixel))
+}
+
+/// Requests a non-incremental update of the top-left `width` x `height` region and reads it
+/// (raw rectangles only); returns the pixels received.
+pub async fn request_update<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    width: u16,
+    height: u16,
+    bytes_per_pixel: usize,
+) -> io::Result<usize> {
     let mut request = vec![3, 0, 0, 0, 0, 0];
     request.extend(width.to_be_bytes());
     request.extend(height.to_be_bytes());
     s.write_all(&request).await?;
-    let mut head = [0u8; 16];
-    s.read_exact(&mut head).await?;
-    let (w, h) = (u16::from_be_bytes([head[8], head[9]]), u16::from_be_bytes([head[10], head[11]]));
-    if head[0] != 0 || (w, h) != (width, height) || head[12..16] != [0, 0, 0, 0] {
-        return Err(io::Error::other("unexpected framebuffer update"));
+    loop {
+        let mut kind = [0u8; 1];
+        s.read_exact(&mut kind).await?;
+        match kind[0] {
+            0 => break,
+            2 => continue, // bell
+            3 => {
+                let mut head = [0u8; 7];
+                s.read_exact(&mut head).await?;
+                let len = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+                skip(s, len.min(1 << 20)).await?;
+            }
+            _ => return Err(io::Error::other("unexpected server message")),
+        }
     }
-    skip(s, usize::from(w) * usize::from(h) * bytes_per_pixel).await?;
-    Ok((width, height))
+    let mut head = [0u8; 3];
+    s.read_exact(&mut head).await?;
+    let rects = u16::from_be_bytes([head[1], head[2]]);
+    let mut pixels = 0;
+    for _ in 0..rects {
+        let mut rect = [0u8; 12];
+        s.read_exact(&mut rect).await?;
+        let (w, h) = (u16::from_be_bytes([rect[4], rect[5]]), u16::from_be_bytes([rect[6], rect[7]]));
+        if rect[8..12] != [0, 0, 0, 0] {
+            return Err(io::Error::other("only raw rectangles are expected"));
+        }
+        let n = usize::from(w) * usize::from(h);
+        skip(s, n * bytes_per_pixel).await?;
+        pixels += n;
+    }
+    Ok(pixels)
 }

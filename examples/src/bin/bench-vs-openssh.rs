@@ -88,7 +88,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--throughput-only` skips setup and revocation: for profiling the data path.
     let throughput_only = std::env::args().any(|a| a == "--throughput-only");
-    let setup_runs = if throughput_only { 0 } else if quick { 5 } else { 30 };
+    let setup_runs = if throughput_only {
+        0
+    } else if quick {
+        5
+    } else {
+        30
+    };
     let bytes = if quick { 64 << 20 } else { GIB };
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
@@ -98,7 +104,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let jump = Sshd::start();
 
     // Our gateway, forward and reverse builds on the same builder.
-    let authority = Authority::new(AuthorityOptions::default())?;
+    let mut aopts = AuthorityOptions::default();
+    aopts.vnc_ports = vec![common::free_port()];
+    let authority = Authority::new(aopts)?;
     let mut gopts = GatewayOptions::default();
     gopts.host_key = Some(HostKey::generate()?);
     let gateway = Gateway::new(authority.clone(), gopts)?;
@@ -201,6 +209,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         throughput.push((ok, bytes as f64 / took.as_secs_f64() / (1 << 20) as f64, cpu / gib));
     }
 
+    // 6: VNC through the proxy against a direct connection to the same x11vnc.
+    let vnc = if throughput_only {
+        None
+    } else {
+        Some(vnc_bench(&authority, &gateway, running.local_addr(), quick).await?)
+    };
+
     // 3: revocation with 1,000 live connections over 100 builds (in-process russh clients).
     let (revoke, rss_per_conn) = if throughput_only {
         (Vec::new(), f64::NAN)
@@ -231,6 +246,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "setup_p90_ms": percentile(&s, 90.0), "transfer_ok": ok, "mib_per_s": mibs, "jump_cpu_s_per_gib": cpu,
         }));
     }
+    if let Some(v) = &vnc {
+        println!(
+            "\nVNC (x11vnc 640x480, raw full frames): direct {:.0} MiB/s, through the gateway {:.0} MiB/s ({:.0} %); \
+             1x1 update round trip median direct {:.3} ms, through the gateway {:.3} ms",
+            v.direct_mib_s,
+            v.gateway_mib_s,
+            100.0 * v.gateway_mib_s / v.direct_mib_s,
+            v.direct_rtt_ms,
+            v.gateway_rtt_ms
+        );
+    }
     let r = sorted(revoke);
     println!(
         "\nrevocation, 1,000 connections over 100 builds: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -243,6 +269,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "date": date.to_string(), "bytes": bytes, "paths": json,
         "revocation_ms": {"p50": percentile(&r, 50.0), "p99": percentile(&r, 99.0), "samples": r.len()},
         "rss_kib_per_connection_both_sides": rss_per_conn,
+        "vnc": vnc.as_ref().map(|v| serde_json::json!({
+            "direct_mib_per_s": v.direct_mib_s, "gateway_mib_per_s": v.gateway_mib_s,
+            "direct_rtt_median_ms": v.direct_rtt_ms, "gateway_rtt_median_ms": v.gateway_rtt_ms,
+        })),
     });
     let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| "docs/benchmarks.json".into());
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
@@ -313,4 +343,71 @@ async fn revocation(
         }
     }
     Ok((samples, rss_per_conn))
+}
+
+struct VncFigures {
+    direct_mib_s: f64,
+    gateway_mib_s: f64,
+    direct_rtt_ms: f64,
+    gateway_rtt_ms: f64,
+}
+
+/// Full-frame throughput and 1x1-update round trips, direct and through the gateway, taking
+/// turns, against one x11vnc on Xvfb.
+async fn vnc_bench(
+    authority: &Authority,
+    gateway: &Gateway,
+    gateway_addr: std::net::SocketAddr,
+    quick: bool,
+) -> Result<VncFigures, Box<dyn std::error::Error>> {
+    use remote_access_examples::stand_in_vnc::{login, request_update};
+    let _ = gateway;
+    let server = common::VncServer::x11vnc("bench-pw");
+    let Some(&vnc_port) = authority.options().vnc_ports.first() else {
+        return Err("no VNC port configured".into());
+    };
+    let _ = gateway_addr;
+    let mut request = BuildRequest::new(BuildId::new("bench-vnc")?, Trigger::Manual, true);
+    request.builder = Some(server.builder());
+    request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
+    let creds = authority.issue(request).await?;
+    let session = authority.session(creds.build_id()).await?;
+    let user_port = session.vnc_port().unwrap_or(vnc_port);
+
+    // x11vnc paces its updates itself, so single passes vary a lot: take turns over several
+    // rounds and report the medians.
+    let (frames, rounds) = if quick { (20, 3) } else { (50, 7) };
+    let mut throughput = [Vec::new(), Vec::new()];
+    let mut rtt = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, (port, password)) in
+            [(server.port, server.password.as_str()), (user_port, creds.vnc_password().expose().as_str())]
+                .into_iter()
+                .enumerate()
+        {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            s.set_nodelay(true)?;
+            let (w, h, bpp) = login(&mut s, password).await?;
+            let start = Instant::now();
+            for _ in 0..frames {
+                request_update(&mut s, w, h, bpp).await?;
+            }
+            let frames_took = start.elapsed().as_secs_f64();
+            let mib = (frames as f64) * f64::from(w) * f64::from(h) * bpp as f64 / f64::from(1 << 20);
+            throughput[i].push(mib / frames_took);
+            for _ in 0..50 {
+                let t = Instant::now();
+                request_update(&mut s, 1, 1, bpp).await?;
+                rtt[i].push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let median = |v: &Vec<f64>| percentile(&sorted(v.clone()), 50.0);
+    let figures = [(median(&throughput[0]), median(&rtt[0])), (median(&throughput[1]), median(&rtt[1]))];
+    Ok(VncFigures {
+        direct_mib_s: figures[0].0,
+        gateway_mib_s: figures[1].0,
+        direct_rtt_ms: figures[0].1,
+        gateway_rtt_ms: figures[1].1,
+    })
 }

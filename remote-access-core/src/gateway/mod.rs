@@ -187,10 +187,7 @@ impl Gateway {
             preferred: russh::Preferred {
                 // Hardware AES (ring) costs far less CPU per byte than ChaCha20 in software;
                 // offering only AES-GCM makes every current OpenSSH client pick it.
-                cipher: std::borrow::Cow::Borrowed(&[
-                    russh::cipher::AES_128_GCM,
-                    russh::cipher::AES_256_GCM,
-                ]),
+                cipher: std::borrow::Cow::Borrowed(&[russh::cipher::AES_128_GCM, russh::cipher::AES_256_GCM]),
                 ..russh::Preferred::default()
             },
             ..Config::default()
