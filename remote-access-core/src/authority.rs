@@ -436,8 +436,8 @@ impl Authority {
         Ok((record.build_id, role))
     }
 
-    /// Checks a VNC password for the build's session, in constant time.
-    pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
+    /// The build's credential, unless it is a tombstone.
+    async fn live_credential(&self, build_id: &BuildId) -> Result<CredentialRecord> {
         let record = self
             .inner
             .store
@@ -447,6 +447,12 @@ impl Authority {
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
+        Ok(record)
+    }
+
+    /// Checks a VNC password for the build's session, in constant time.
+    pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
+        let record = self.live_credential(build_id).await?;
         if !bool::from(password.as_bytes().ct_eq(record.vnc_password.expose().as_bytes())) {
             return Err(Error::denied(DenialReason::WrongPassword));
         }
@@ -532,15 +538,7 @@ impl Authority {
         challenge: &[u8; 16],
         response: &[u8; 16],
     ) -> Result<Option<(Secret<String>, Option<String>)>> {
-        let record = self
-            .inner
-            .store
-            .credential_for_build(build_id)
-            .await?
-            .ok_or_else(|| Error::UnknownBuild { build_id: build_id.clone() })?;
-        if record.revoked.is_some() {
-            return Err(Error::denied(DenialReason::Revoked));
-        }
+        let record = self.live_credential(build_id).await?;
         if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response) {
             return Err(Error::denied(DenialReason::WrongPassword));
         }

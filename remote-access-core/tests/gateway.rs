@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use remote_access_core::{
-    AuthorityOptions, BuildRequest, ConnectionInfo, Credentials, Event, Policy, ScriptOptions, Subscription,
+    AuthorityOptions, BuildRequest, ConnectionInfo, Credentials, Policy, ScriptOptions, Subscription,
 };
 use tokio::process::Command;
 
@@ -100,20 +100,6 @@ async fn ssh(config: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Waits for the next event of `kind`, skipping others; panics after a minute.
-async fn next_event(events: &mut Subscription, kind: &str) -> Event {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let event = events.next().await.expect("the authority is alive");
-            if event.kind.as_str() == kind {
-                return event;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind} event"))
 }
 
 /// Starts a script that keeps its connection open (`sleep`), to be cut; returns once the

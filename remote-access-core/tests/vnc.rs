@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use remote_access_core::{AuthorityOptions, BuildRequest, Credentials, Event, Subscription};
+use remote_access_core::{AuthorityOptions, BuildRequest, Credentials};
 use tokio::process::Command;
 
 struct Fixture {
@@ -59,19 +59,6 @@ async fn capture(fx: &Fixture, port: u16, password: &str) -> (i32, Option<(u32, 
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
-async fn next_event(events: &mut Subscription, kind: &str) -> Event {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let event = events.next().await.expect("the authority is alive");
-            if event.kind.as_str() == kind {
-                return event;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind} event"))
 }
 
 /// A vncdo session that stays connected (`pause`), to be cut.

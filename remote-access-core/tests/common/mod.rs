@@ -322,3 +322,20 @@ pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     Some((word(16), word(20)))
 }
+
+/// Waits for the next event of `kind`, skipping others; panics after a minute.
+pub async fn next_event(
+    events: &mut remote_access_core::Subscription,
+    kind: &str,
+) -> remote_access_core::Event {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let event = events.next().await.expect("the authority is alive");
+            if event.kind.as_str() == kind {
+                return event;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} event"))
+}
