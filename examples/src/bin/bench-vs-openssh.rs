@@ -85,6 +85,10 @@ async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(i) = std::env::args().position(|a| a == "--load-client") {
+        let args: Vec<String> = std::env::args().skip(i + 1).collect();
+        return load_client(&args).await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     // `--throughput-only` skips setup and revocation: for profiling the data path.
     let throughput_only = std::env::args().any(|a| a == "--throughput-only");
@@ -222,6 +226,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         revocation(&authority, &gateway, port, &builder, dir).await?
     };
+    // 4: the gateway's memory with 1,000 and 10,000 live connections from a separate process,
+    // and OpenSSH's with a smaller count (one process pair per connection).
+    let memory = if throughput_only || quick {
+        Vec::new()
+    } else {
+        let mut rows = Vec::new();
+        for n in [1_000usize, 10_000] {
+            rows.push((n, gateway_memory(&authority, port, &builder, dir, n).await?));
+        }
+        rows
+    };
+    let openssh_kib =
+        if throughput_only || quick { None } else { Some(openssh_memory(&paths[1], &jump, 50).await?) };
     running.stop().await?;
 
     // Report.
@@ -257,6 +274,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             v.gateway_rtt_ms
         );
     }
+    for (n, kib) in &memory {
+        println!(
+            "gateway RSS per live connection with {n} connections (clients in another process): {kib:.1} KiB"
+        );
+    }
+    if let Some(kib) = openssh_kib {
+        println!(
+            "OpenSSH jump host RSS per live connection (50 `ssh -N` to the jump sshd, its processes summed): {kib:.0} KiB"
+        );
+    }
     let r = sorted(revoke);
     println!(
         "\nrevocation, 1,000 connections over 100 builds: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -269,6 +296,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "date": date.to_string(), "bytes": bytes, "paths": json,
         "revocation_ms": {"p50": percentile(&r, 50.0), "p99": percentile(&r, 99.0), "samples": r.len()},
         "rss_kib_per_connection_both_sides": rss_per_conn,
+        "gateway_rss_kib_per_connection": memory.iter().map(|(n, kib)| serde_json::json!({"connections": n, "kib": kib})).collect::<Vec<_>>(),
+        "openssh_rss_kib_per_connection_50": openssh_kib,
         "vnc": vnc.as_ref().map(|v| serde_json::json!({
             "direct_mib_per_s": v.direct_mib_s, "gateway_mib_per_s": v.gateway_mib_s,
             "direct_rtt_median_ms": v.direct_rtt_ms, "gateway_rtt_median_ms": v.gateway_rtt_ms,
@@ -410,4 +439,146 @@ async fn vnc_bench(
         direct_rtt_ms: figures[0].1,
         gateway_rtt_ms: figures[1].1,
     })
+}
+
+/// The load client: `--load-client ADDR CREDS_FILE PER_CREDENTIAL`. Opens that many
+/// authenticated connections per credential (file: `username\tprivate-key-path` lines), prints
+/// `ready N`, and holds them until its stdin closes.
+async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    struct Client;
+    impl russh::client::Handler for Client {
+        type Error = russh::Error;
+        async fn check_server_key(
+            &mut self,
+            _: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true) // loopback benchmark client
+        }
+    }
+    let [addr, creds, per] = args else {
+        return Err("usage: --load-client ADDR CREDS_FILE PER_CREDENTIAL".into());
+    };
+    let per: usize = per.parse()?;
+    let config =
+        Arc::new(russh::client::Config { inactivity_timeout: None, ..russh::client::Config::default() });
+    let mut handles = Vec::new();
+    for line in std::fs::read_to_string(creds)?.lines() {
+        let Some((user, key_path)) = line.split_once('\t') else { continue };
+        let key = Arc::new(russh::keys::decode_secret_key(&std::fs::read_to_string(key_path)?, None)?);
+        for _ in 0..per {
+            let mut handle = russh::client::connect(config.clone(), addr.as_str(), Client).await?;
+            let auth = handle
+                .authenticate_publickey(user, russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None))
+                .await?;
+            if !auth.success() {
+                return Err("load client refused".into());
+            }
+            handles.push(handle);
+        }
+    }
+    println!("ready {}", handles.len());
+    let mut sink = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    Ok(())
+}
+
+/// RSS growth of this process (the gateway) per connection while `n` connections from a
+/// separate load-client process are live.
+async fn gateway_memory(
+    authority: &Authority,
+    port: u16,
+    builder: &Sshd,
+    dir: &Path,
+    n: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let builds = 100;
+    let mut lines = String::new();
+    for b in 0..builds {
+        let mut request = BuildRequest::new(BuildId::new(format!("mem-{n}-{b}"))?, Trigger::Manual, true);
+        request.builder = Some(builder.builder());
+        let creds = authority.issue(request).await?;
+        let key = write_script(dir, &format!("mem-{n}-{b}.key"), creds.private_key_openssh()?.expose());
+        lines.push_str(&format!("{}\t{}\n", creds.username(), key.display()));
+    }
+    let file = write_script(dir, &format!("mem-{n}.creds"), &lines);
+    let rss_before = rss_kib();
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--load-client")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(&file)
+        .arg((n / builds).to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let ready = tokio::io::BufReader::new(stdout).lines().next_line().await?;
+    if !ready.as_deref().is_some_and(|l| l.starts_with("ready")) {
+        return Err(format!("load client did not come up: {ready:?}").into());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per = rss_kib().saturating_sub(rss_before) as f64 / n as f64;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.shutdown().await;
+    }
+    let _ = child.wait().await;
+    Ok(per)
+}
+
+/// RSS of OpenSSH's jump sshd processes per live connection: `n` idle `ssh -N jump` clients.
+async fn openssh_memory(openssh: &Route, jump: &Sshd, n: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let sum_rss = || -> u64 {
+        let mut total = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().to_string();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            // Walk up the parent chain: is this process the jump sshd or one of its descendants?
+            let mut current = pid.clone();
+            let mut ours = false;
+            for _ in 0..8 {
+                if current == jump.pid().to_string() {
+                    ours = true;
+                    break;
+                }
+                let stat = std::fs::read_to_string(format!("/proc/{current}/stat")).unwrap_or_default();
+                let Some(ppid) = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)) else {
+                    break;
+                };
+                current = ppid.to_owned();
+            }
+            if ours {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                total += status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    };
+    let before = sum_rss();
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(
+            Command::new("ssh")
+                .arg("-F")
+                .arg(&openssh.config)
+                .args(["-N", "jump"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per = sum_rss().saturating_sub(before) as f64 / n as f64;
+    drop(clients);
+    Ok(per)
 }
