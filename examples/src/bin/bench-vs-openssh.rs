@@ -37,8 +37,9 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident memory of a process (`self` or a pid), from /proc.
+fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -328,7 +329,7 @@ async fn revocation(
             Ok(true) // loopback benchmark client; the real clients pin the key
         }
     }
-    let rss_before = rss_kib();
+    let rss_before = rss_kib("self");
     let config = Arc::new(russh::client::Config::default());
     let mut builds: Vec<(Credentials, Vec<russh::client::Handle<Client>>)> = Vec::new();
     for b in 0..100 {
@@ -353,7 +354,7 @@ async fn revocation(
         builds.push((creds, handles));
     }
     let _ = gateway;
-    let rss_per_conn = (rss_kib().saturating_sub(rss_before)) as f64 / 1000.0;
+    let rss_per_conn = (rss_kib("self").saturating_sub(rss_before)) as f64 / 1000.0;
     let mut samples = Vec::new();
     for (creds, handles) in builds {
         let start = Instant::now();
@@ -503,7 +504,7 @@ async fn gateway_memory(
         lines.push_str(&format!("{}\t{}\n", creds.username(), key.display()));
     }
     let file = write_script(dir, &format!("mem-{n}.creds"), &lines);
-    let rss_before = rss_kib();
+    let rss_before = rss_kib("self");
     let mut child = Command::new(std::env::current_exe()?)
         .arg("--load-client")
         .arg(format!("127.0.0.1:{port}"))
@@ -519,7 +520,7 @@ async fn gateway_memory(
         return Err(format!("load client did not come up: {ready:?}").into());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let per = rss_kib().saturating_sub(rss_before) as f64 / n as f64;
+    let per = rss_kib("self").saturating_sub(rss_before) as f64 / n as f64;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.shutdown().await;
     }
@@ -551,12 +552,7 @@ async fn openssh_memory(openssh: &Route, jump: &Sshd, n: usize) -> Result<f64, B
                 current = ppid.to_owned();
             }
             if ours {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                total += status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                    .unwrap_or(0);
+                total += rss_kib(&pid);
             }
         }
         total

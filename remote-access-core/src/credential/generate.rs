@@ -25,10 +25,16 @@ pub(crate) struct Generated {
     pub(crate) vnc_password: Secret<String>,
 }
 
+/// A fresh Ed25519 key pair and its `SHA256:` fingerprint.
+fn key_pair(rng: &mut impl rand_core::CryptoRng) -> Result<(PrivateKey, String)> {
+    let key = PrivateKey::random(rng, Algorithm::Ed25519).map_err(Error::key_material)?;
+    let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+    Ok((key, fingerprint))
+}
+
 pub(crate) fn generate() -> Result<Generated> {
     let mut rng = russh::keys::key::safe_rng();
-    let key = PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(Error::key_material)?;
-    let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+    let (key, fingerprint) = key_pair(&mut rng)?;
     let username = format!("ra-{}", random_text(&mut rng, LOWER_ALPHANUMERIC, USERNAME_RANDOM_LEN));
     let vnc_password = Secret::new(random_text(&mut rng, ALPHANUMERIC, VNC_PASSWORD_LEN));
     Ok(Generated { username, key, fingerprint, vnc_password })
@@ -44,8 +50,7 @@ pub(crate) struct GeneratedAgent {
 
 pub(crate) fn generate_agent() -> Result<GeneratedAgent> {
     let mut rng = russh::keys::key::safe_rng();
-    let key = PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(Error::key_material)?;
-    let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+    let (key, fingerprint) = key_pair(&mut rng)?;
     let username = format!("rt-{}", random_text(&mut rng, LOWER_ALPHANUMERIC, USERNAME_RANDOM_LEN));
     Ok(GeneratedAgent { username, key, fingerprint })
 }

@@ -225,6 +225,7 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         let target = route.builder.as_ref().filter(|b| b.allows(host, port)).cloned();
+        let (mut cut, build_id) = (route.cut.clone(), route.build_id.clone());
         let Some(builder) = target else {
             let why = match &route.builder {
                 None => "this build's builder has no route yet".to_owned(),
@@ -241,11 +242,9 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         let slot = ChannelSlot(self.open_channels.clone());
-        let Some(route) = &self.route else { return Ok(()) };
         let port = u16::try_from(port).unwrap_or(builder.ssh_port);
         let addr = SocketAddr::new(builder.address, port);
-        let (mut cut, mut closed) = (route.cut.clone(), self.closed.clone());
-        let (authority, build_id) = (self.shared.authority.clone(), route.build_id.clone());
+        let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());
         let (router, dial_timeout) = (self.shared.router.clone(), self.shared.options.dial_timeout);
         tokio::spawn(async move {
             // The dial races the end of access and of the user's connection.

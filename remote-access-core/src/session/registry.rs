@@ -19,16 +19,18 @@ pub(crate) struct Registry {
 impl Registry {
     /// A signal that fires when `build_id`'s access ends (at once if it already has).
     pub(crate) fn signal(&self, build_id: &BuildId) -> CutSignal {
-        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0);
-        CutSignal(sender.subscribe())
+        self.with_sender(build_id, |sender| CutSignal(sender.subscribe()))
     }
 
     /// Cuts every connection of the build, present and future.
     pub(crate) fn cut(&self, build_id: &BuildId) {
+        self.with_sender(build_id, |sender| sender.send_replace(true));
+    }
+
+    /// Runs `f` on the build's sender, creating it (not cut) on first use.
+    fn with_sender<T>(&self, build_id: &BuildId, f: impl FnOnce(&watch::Sender<bool>) -> T) -> T {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        let sender = builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0);
-        sender.send_replace(true);
+        f(builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0))
     }
 
     /// Drops the signals of purged builds.

@@ -93,8 +93,7 @@ fn answer(
     credentials[..64].copy_from_slice(&field(username, &mut rng)?);
     credentials[64..].copy_from_slice(&field(password, &mut rng)?);
     let aes = Aes128::new(&key.into());
-    for block in credentials.chunks_exact_mut(16) {
-        let block: &mut [u8; 16] = block.try_into().unwrap_or_else(|_| unreachable!("chunks of 16"));
+    for block in credentials.as_chunks_mut::<16>().0 {
         aes.encrypt_block(block.into());
     }
     let mut answer = credentials.to_vec();

@@ -23,8 +23,8 @@ fn password_key(password: &[u8]) -> [u8; 8] {
 
 fn encrypt(key: [u8; 8], data: &mut [u8]) {
     let des = Des::new(&key.into());
-    for block in data.chunks_exact_mut(8) {
-        let block: &mut [u8; 8] = block.try_into().unwrap_or_else(|_| unreachable!("chunks of 8"));
+    // Callers pass whole blocks (8 or 16 bytes); a remainder, if any, is left as it is.
+    for block in data.as_chunks_mut::<8>().0 {
         des.encrypt_block(block.into());
     }
 }
