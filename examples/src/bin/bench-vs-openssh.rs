@@ -21,19 +21,24 @@ use std::time::{Duration, Instant};
 use common::{Sshd, write_script};
 use remote_access_core::{
     AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionInfo, Credentials, Gateway,
-    GatewayOptions, HostKey, ScriptOptions, Trigger, run_agent,
+    GatewayOptions, HostKey, ScriptOptions, Secret, Trigger, run_agent,
 };
 use tokio::process::Command;
 
 const GIB: u64 = 1 << 30;
 
-/// CPU seconds (user + system, including reaped children) of a process, from /proc.
+/// CPU seconds (user + system) of a jump host process, from /proc.
+///
+/// An `sshd`'s per-connection processes are reaped into it, so their time (cutime, cstime)
+/// is part of the jump host. The harness (`self`, which runs the gateway) is different: its
+/// reaped children are the `ssh` clients it ran, which are not, so only its own time counts.
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" that closes the command name: state is field 3; utime 14 .. cstime 17.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = (11..15).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
+    let last = if pid == "self" { 13 } else { 15 };
+    let ticks: f64 = (11..last).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
@@ -55,6 +60,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+fn median(v: &[f64]) -> f64 {
+    percentile(&sorted(v.to_vec()), 50.0)
+}
+
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     v
@@ -67,6 +76,18 @@ struct Route {
     target: &'static str,
     /// Whose CPU to count for the jump host: `self` for our in-process gateway, or sshd's pid.
     jump_pid: String,
+    /// The reverse path's agent process (on the builder in a real deployment), counted apart.
+    agent_pid: Option<String>,
+}
+
+/// One 1 GiB transfer: whether it worked, MiB/s, and CPU seconds per GiB of the jump host and
+/// (reverse path) of the agent.
+#[derive(Clone, Copy)]
+struct Transfer {
+    ok: bool,
+    mib_s: f64,
+    jump_cpu: f64,
+    agent_cpu: Option<f64>,
 }
 
 async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
@@ -90,10 +111,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let args: Vec<String> = std::env::args().skip(i + 1).collect();
         return load_client(&args).await;
     }
+    if let Some(i) = std::env::args().position(|a| a == "--agent") {
+        let args: Vec<String> = std::env::args().skip(i + 1).collect();
+        return agent(&args).await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     // `--throughput-only` skips setup and revocation: for profiling the data path.
     let throughput_only = std::env::args().any(|a| a == "--throughput-only");
-    let setup_runs = if throughput_only {
+    // `--vnc-only` runs only the VNC comparison.
+    let vnc_only = std::env::args().any(|a| a == "--vnc-only");
+    let setup_runs = if throughput_only || vnc_only {
         0
     } else if quick {
         5
@@ -110,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Our gateway, forward and reverse builds on the same builder.
     let mut aopts = AuthorityOptions::default();
-    aopts.vnc_ports = vec![common::free_port()];
+    aopts.vnc_ports = vec![common::free_port(), common::free_port()];
     let authority = Authority::new(aopts)?;
     let mut gopts = GatewayOptions::default();
     gopts.host_key = Some(HostKey::generate()?);
@@ -127,6 +154,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let forward = authority.issue(issue("bench-forward", false)).await?;
     let reverse = authority.issue(issue("bench-reverse", true)).await?;
+    // The reverse build's agent, in a process of its own as on a real builder, so that its CPU
+    // is counted apart from the gateway's.
+    let agent_key =
+        write_script(dir, "agent.key", reverse.agent_private_key_openssh()?.unwrap_or_default().expose());
+    let agent = Command::new(std::env::current_exe()?)
+        .arg("--agent")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(gateway.host_key().public_key())
+        .arg(reverse.agent_username().unwrap_or_default())
+        .arg(&agent_key)
+        .arg(builder.port.to_string())
+        .kill_on_drop(true)
+        .spawn()?;
+    let agent_pid = agent.id().map(|pid| pid.to_string());
     let mut paths = Vec::new();
     for (name, creds) in [("gateway (forward)", &forward), ("gateway (reverse)", &reverse)] {
         builder.authorize(&creds.authorized_keys_line());
@@ -143,6 +184,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             config: write_script(dir, &format!("{id}.config"), &config),
             target: "remote-access-builder",
             jump_pid: "self".into(),
+            agent_pid: if creds.build_id() == reverse.build_id() { agent_pid.clone() } else { None },
         });
     }
     // OpenSSH as the jump host: the forward build's key, authorized on the jump sshd too.
@@ -171,18 +213,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             config: write_script(dir, "openssh.config", &openssh),
             target: "builder",
             jump_pid: jump.pid().to_string(),
+            agent_pid: None,
         },
     );
 
-    // The reverse build's agent, in this process.
-    let mut agent_options = AgentOptions::new(
-        format!("127.0.0.1:{port}"),
-        gateway.host_key().public_key(),
-        reverse.agent_username().unwrap_or_default(),
-        reverse.agent_private_key_openssh()?.unwrap_or_default(),
-    );
-    agent_options.ports = vec![builder.port];
-    tokio::spawn(run_agent(agent_options, std::future::pending()));
     for path in &paths {
         let start = Instant::now();
         while !ssh_run(path, "true").await.0 {
@@ -203,33 +237,71 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    // 2 (and 7): throughput and the jump host's CPU per GiB.
-    let mut throughput = Vec::new();
-    for path in &paths {
-        let cpu_before = cpu_seconds(&path.jump_pid);
-        let (ok, took) = ssh_run(path, &format!("head -c {bytes} /dev/zero")).await;
-        tokio::time::sleep(Duration::from_millis(300)).await; // let sshd reap its children
-        let cpu = cpu_seconds(&path.jump_pid) - cpu_before;
-        let gib = bytes as f64 / GIB as f64;
-        throughput.push((ok, bytes as f64 / took.as_secs_f64() / (1 << 20) as f64, cpu / gib));
+    // 2 (and 7): throughput and the jump host's CPU per GiB, the paths taking turns; one transfer
+    // varies by ±10 %, so the report gives the median of the rounds.
+    let rounds = if vnc_only {
+        0
+    } else if quick {
+        1
+    } else {
+        3
+    };
+    let mut transfers: Vec<Vec<Transfer>> = vec![Vec::new(); paths.len()];
+    let gib = bytes as f64 / GIB as f64;
+    for _ in 0..rounds {
+        for (i, path) in paths.iter().enumerate() {
+            let agent_before = path.agent_pid.as_deref().map(cpu_seconds);
+            let cpu_before = cpu_seconds(&path.jump_pid);
+            let (ok, took) = ssh_run(path, &format!("head -c {bytes} /dev/zero")).await;
+            tokio::time::sleep(Duration::from_millis(300)).await; // let sshd reap its children
+            let jump_cpu = (cpu_seconds(&path.jump_pid) - cpu_before) / gib;
+            let agent_cpu = path
+                .agent_pid
+                .as_deref()
+                .zip(agent_before)
+                .map(|(pid, before)| (cpu_seconds(pid) - before) / gib);
+            let mib_s = bytes as f64 / took.as_secs_f64() / (1 << 20) as f64;
+            transfers[i].push(Transfer { ok, mib_s, jump_cpu, agent_cpu });
+        }
+    }
+    // Per path, the median of each figure over the rounds.
+    let throughput: Vec<Transfer> = transfers
+        .iter()
+        .map(|runs| {
+            let of = |f: fn(&Transfer) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            Transfer {
+                ok: runs.iter().all(|r| r.ok),
+                mib_s: of(|r| r.mib_s),
+                jump_cpu: of(|r| r.jump_cpu),
+                agent_cpu: runs
+                    .iter()
+                    .all(|r| r.agent_cpu.is_some())
+                    .then(|| of(|r| r.agent_cpu.unwrap_or(0.0))),
+            }
+        })
+        .collect();
+
+    // 6: VNC through the proxy against a direct connection to the same server: x11vnc (which
+    // paces its updates) and TigerVNC (which answers at once).
+    let mut vnc = Vec::new();
+    if !throughput_only {
+        for (name, server) in [
+            ("x11vnc (Xvfb 640x480)", common::VncServer::x11vnc("bench-pw")),
+            ("TigerVNC (Xtigervnc 800x600)", common::VncServer::tigervnc("bench-pw")),
+        ] {
+            vnc.push((name, vnc_bench(&authority, &server, quick).await?));
+        }
     }
 
-    // 6: VNC through the proxy against a direct connection to the same x11vnc.
-    let vnc = if throughput_only {
-        None
-    } else {
-        Some(vnc_bench(&authority, &gateway, running.local_addr(), quick).await?)
-    };
-
     // 3: revocation with 1,000 live connections over 100 builds (in-process russh clients).
-    let (revoke, rss_per_conn) = if throughput_only {
+    let (revoke, rss_per_conn) = if throughput_only || vnc_only {
         (Vec::new(), f64::NAN)
     } else {
         revocation(&authority, &gateway, port, &builder, dir).await?
     };
     // 4: the gateway's memory with 1,000 and 10,000 live connections from a separate process,
     // and OpenSSH's with a smaller count (one process pair per connection).
-    let memory = if throughput_only || quick {
+    let memory = if throughput_only || vnc_only || quick {
         Vec::new()
     } else {
         let mut rows = Vec::new();
@@ -238,35 +310,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         rows
     };
-    let openssh_kib =
-        if throughput_only || quick { None } else { Some(openssh_memory(&paths[1], &jump, 50).await?) };
+    let openssh_kib = if throughput_only || vnc_only || quick {
+        None
+    } else {
+        Some(openssh_memory(&paths[1], &jump, 50).await?)
+    };
     running.stop().await?;
 
     // Report.
     let date = time::OffsetDateTime::now_utc().date();
     println!("# remote-access vs OpenSSH, {date}, bytes per transfer {bytes}\n");
-    println!("| path | setup median ms | setup p90 ms | MiB/s | jump CPU s/GiB |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| path | setup median ms | setup p90 ms | MiB/s | jump CPU s/GiB | agent CPU s/GiB |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     let mut json = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let s = sorted(setup[i].clone());
-        let (ok, mibs, cpu) = throughput[i];
+        let Transfer { ok, mib_s, jump_cpu, agent_cpu } = throughput[i];
         println!(
-            "| {} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {:.1} | {:.1} | {} | {} | {} |",
             path.name,
             percentile(&s, 50.0),
             percentile(&s, 90.0),
-            if ok { format!("{mibs:.0}") } else { "failed".into() },
-            if ok { format!("{cpu:.2}") } else { "-".into() },
+            if ok { format!("{mib_s:.0}") } else { "failed".into() },
+            if ok { format!("{jump_cpu:.2}") } else { "-".into() },
+            agent_cpu.map_or("-".into(), |cpu| format!("{cpu:.2}")),
         );
         json.push(serde_json::json!({
             "path": path.name, "setup_ms": s, "setup_median_ms": percentile(&s, 50.0),
-            "setup_p90_ms": percentile(&s, 90.0), "transfer_ok": ok, "mib_per_s": mibs, "jump_cpu_s_per_gib": cpu,
+            "setup_p90_ms": percentile(&s, 90.0), "transfer_ok": ok, "mib_per_s": mib_s,
+            "jump_cpu_s_per_gib": jump_cpu, "agent_cpu_s_per_gib": agent_cpu,
+            "transfers": transfers[i].iter().map(|r| serde_json::json!({
+                "ok": r.ok, "mib_per_s": r.mib_s, "jump_cpu_s_per_gib": r.jump_cpu, "agent_cpu_s_per_gib": r.agent_cpu,
+            })).collect::<Vec<_>>(),
         }));
     }
-    if let Some(v) = &vnc {
+    for (name, v) in &vnc {
         println!(
-            "\nVNC (x11vnc 640x480, raw full frames): direct {:.0} MiB/s, through the gateway {:.0} MiB/s ({:.0} %); \
+            "\nVNC ({name}, raw full frames): direct {:.0} MiB/s, through the gateway {:.0} MiB/s ({:.0} %); \
              1x1 update round trip median direct {:.3} ms, through the gateway {:.3} ms",
             v.direct_mib_s,
             v.gateway_mib_s,
@@ -299,10 +379,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rss_kib_per_connection_both_sides": rss_per_conn,
         "gateway_rss_kib_per_connection": memory.iter().map(|(n, kib)| serde_json::json!({"connections": n, "kib": kib})).collect::<Vec<_>>(),
         "openssh_rss_kib_per_connection_50": openssh_kib,
-        "vnc": vnc.as_ref().map(|v| serde_json::json!({
-            "direct_mib_per_s": v.direct_mib_s, "gateway_mib_per_s": v.gateway_mib_s,
+        "vnc": vnc.iter().map(|(name, v)| serde_json::json!({
+            "server": name, "direct_mib_per_s": v.direct_mib_s, "gateway_mib_per_s": v.gateway_mib_s,
             "direct_rtt_median_ms": v.direct_rtt_ms, "gateway_rtt_median_ms": v.gateway_rtt_ms,
-        })),
+        })).collect::<Vec<_>>(),
     });
     let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| "docs/benchmarks.json".into());
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
@@ -383,30 +463,27 @@ struct VncFigures {
 }
 
 /// Full-frame throughput and 1x1-update round trips, direct and through the gateway, taking
-/// turns, against one x11vnc on Xvfb.
+/// turns, against one VNC server (a build of its own, revoked at the end).
 async fn vnc_bench(
     authority: &Authority,
-    gateway: &Gateway,
-    gateway_addr: std::net::SocketAddr,
+    server: &common::VncServer,
     quick: bool,
 ) -> Result<VncFigures, Box<dyn std::error::Error>> {
     use remote_access_examples::stand_in_vnc::{login, request_update};
-    let _ = gateway;
-    let server = common::VncServer::x11vnc("bench-pw");
     let Some(&vnc_port) = authority.options().vnc_ports.first() else {
         return Err("no VNC port configured".into());
     };
-    let _ = gateway_addr;
-    let mut request = BuildRequest::new(BuildId::new("bench-vnc")?, Trigger::Manual, true);
+    let mut request =
+        BuildRequest::new(BuildId::new(format!("bench-vnc-{}", server.port))?, Trigger::Manual, true);
     request.builder = Some(server.builder());
     request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
     let creds = authority.issue(request).await?;
     let session = authority.session(creds.build_id()).await?;
     let user_port = session.vnc_port().unwrap_or(vnc_port);
 
-    // x11vnc paces its updates itself, so single passes vary a lot: take turns over several
-    // rounds and report the medians.
-    let (frames, rounds) = if quick { (20, 3) } else { (50, 7) };
+    // Full frames for a fixed time per pass, the two paths taking turns over several rounds;
+    // the report gives the medians (x11vnc paces its updates, so single passes vary a lot).
+    let (pass, rounds) = if quick { (Duration::from_millis(300), 3) } else { (Duration::from_secs(1), 7) };
     let mut throughput = [Vec::new(), Vec::new()];
     let mut rtt = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
@@ -419,11 +496,13 @@ async fn vnc_bench(
             s.set_nodelay(true)?;
             let (w, h, bpp) = login(&mut s, password).await?;
             let start = Instant::now();
-            for _ in 0..frames {
+            let mut frames = 0u32;
+            while start.elapsed() < pass {
                 request_update(&mut s, w, h, bpp).await?;
+                frames += 1;
             }
             let frames_took = start.elapsed().as_secs_f64();
-            let mib = (frames as f64) * f64::from(w) * f64::from(h) * bpp as f64 / f64::from(1 << 20);
+            let mib = f64::from(frames) * f64::from(w) * f64::from(h) * bpp as f64 / f64::from(1 << 20);
             throughput[i].push(mib / frames_took);
             for _ in 0..50 {
                 let t = Instant::now();
@@ -432,14 +511,26 @@ async fn vnc_bench(
             }
         }
     }
-    let median = |v: &Vec<f64>| percentile(&sorted(v.clone()), 50.0);
     let figures = [(median(&throughput[0]), median(&rtt[0])), (median(&throughput[1]), median(&rtt[1]))];
+    authority.revoke(creds.build_id(), "benchmark done").await?;
     Ok(VncFigures {
         direct_mib_s: figures[0].0,
         gateway_mib_s: figures[1].0,
         direct_rtt_ms: figures[0].1,
         gateway_rtt_ms: figures[1].1,
     })
+}
+
+/// `--agent ADDR HOST_KEY USER KEY_FILE PORT`: the reverse build's agent, until killed.
+async fn agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let [addr, host_key, user, key_file, port] = args else {
+        return Err("usage: --agent ADDR HOST_KEY USER KEY_FILE PORT".into());
+    };
+    let key = Secret::new(std::fs::read_to_string(key_file)?);
+    let mut options = AgentOptions::new(addr.clone(), host_key.clone(), user.clone(), key);
+    options.ports = vec![port.parse()?];
+    run_agent(options, std::future::pending()).await?;
+    Ok(())
 }
 
 /// The load client: `--load-client ADDR CREDS_FILE PER_CREDENTIAL`. Opens that many
