@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run --release -p remote-access-examples --bin bench-vs-openssh [-- --quick]`
 //! (needs `ssh` and `sshd`; run as root, like the tests). Prints a Markdown table and writes
-//! the raw results as JSON to `docs/benchmarks.json` (or the path in `BENCH_JSON`).
+//! the raw results as JSON to `docs/benchmarks.json` (partial runs: `target/benchmarks-partial.json`;
+//! or the path in `BENCH_JSON`).
 //!
 //! Measured: connection setup (`ssh -J jump builder true`, interleaved), throughput of 1 GiB
 //! and the jump host's CPU seconds per GiB, forward vs reverse tunnel for both, and revocation
@@ -384,7 +385,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "direct_rtt_median_ms": v.direct_rtt_ms, "gateway_rtt_median_ms": v.gateway_rtt_ms,
         })).collect::<Vec<_>>(),
     });
-    let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| "docs/benchmarks.json".into());
+    // A partial run must not replace the recorded full results.
+    let partial = quick || throughput_only || vnc_only;
+    let default_out = if partial { "target/benchmarks-partial.json" } else { "docs/benchmarks.json" };
+    let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| default_out.into());
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("\nraw results: {out}");
     Ok(())
