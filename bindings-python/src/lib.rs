@@ -1,2 +1,55 @@
-//! Python bindings for `remote-access-core`: a skeleton until the bindings issue fills it.
-//! Nothing is exposed yet; see README.md.
+//! Python bindings for `remote-access-core`: the `remote_access._native` extension module,
+//! re-exported by the `remote_access` package (`python/remote_access/__init__.py`).
+//!
+//! Thin by design: each function converts its arguments, calls the core and converts the
+//! result or error. Decisions belong in the core, so Rust, Python and Node behave the same.
+//!
+//! # Layout
+//!
+//! - `runtime`: the one tokio runtime, and Rust futures as asyncio awaitables.
+//! - `errors`: `RemoteAccessError` and a subclass per core error.
+//! - `convert`: durations, build ids and addresses from Python values.
+//! - `authority`: `Authority`, `Policy`, `Builder`, `ManualClock`, `Credentials`, `Session`.
+//! - `events`: `Event` and the `Subscription` async iterator.
+//! - `gateway`: `HostKey`, `Gateway`, `RunningGateway`.
+//! - `script`: `ScriptOptions` and the connection info behind `remote_access.ConnectionInfo`.
+//! - `agent`: `run_agent`, `vnc_password_file`, `vnc_auth_response`.
+
+#![forbid(unsafe_code)]
+
+mod agent;
+mod authority;
+mod convert;
+mod errors;
+mod events;
+mod gateway;
+mod runtime;
+mod script;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<authority::Policy>()?;
+    m.add_class::<authority::Builder>()?;
+    m.add_class::<authority::ManualClock>()?;
+    m.add_class::<authority::Credentials>()?;
+    m.add_class::<authority::Session>()?;
+    m.add_class::<authority::Authority>()?;
+    m.add_class::<authority::LiveConnection>()?;
+    m.add_class::<events::Event>()?;
+    m.add_class::<events::Subscription>()?;
+    m.add_class::<gateway::HostKey>()?;
+    m.add_class::<gateway::Gateway>()?;
+    m.add_class::<gateway::RunningGateway>()?;
+    m.add_class::<script::ScriptOptions>()?;
+    m.add_class::<script::NativeConnectionInfo>()?;
+    m.add_function(wrap_pyfunction!(agent::run_agent, m)?)?;
+    m.add_function(wrap_pyfunction!(agent::vnc_password_file, m)?)?;
+    m.add_function(wrap_pyfunction!(agent::vnc_auth_response, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::_error_for_test, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -89,6 +89,29 @@ pub enum Trigger {
     Api,
 }
 
+impl Trigger {
+    /// `manual`, `webhook`, `scheduled` or `api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Webhook => "webhook",
+            Self::Scheduled => "scheduled",
+            Self::Api => "api",
+        }
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = Error;
+    /// The names of [`Trigger::as_str`].
+    fn from_str(s: &str) -> Result<Self> {
+        [Self::Manual, Self::Webhook, Self::Scheduled, Self::Api]
+            .into_iter()
+            .find(|trigger| trigger.as_str() == s)
+            .ok_or_else(|| Error::invalid("trigger", "expected manual, webhook, scheduled or api"))
+    }
+}
+
 /// A platform's request for remote access to one build.
 ///
 /// ```

@@ -116,6 +116,19 @@ pub enum DenialReason {
     Revoked,
 }
 
+impl DenialReason {
+    /// A stable code for logs and bindings: `unknown_user`, `wrong_key`, `wrong_password` or
+    /// `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownUser => "unknown_user",
+            Self::WrongKey => "wrong_key",
+            Self::WrongPassword => "wrong_password",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 impl std::fmt::Display for DenialReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -131,6 +144,27 @@ impl std::fmt::Display for DenialReason {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A stable code per kind of error, for bindings and logs: `not_manually_triggered`,
+    /// `remote_access_disabled`, `invalid_input`, `build_exists`, `unknown_build`,
+    /// `session_ended`, `access_denied`, `store_unavailable`, `no_capacity`,
+    /// `host_key_mismatch`, `io` or `key_material`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotManuallyTriggered { .. } => "not_manually_triggered",
+            Self::RemoteAccessDisabled { .. } => "remote_access_disabled",
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::BuildExists { .. } => "build_exists",
+            Self::UnknownBuild { .. } => "unknown_build",
+            Self::SessionEnded { .. } => "session_ended",
+            Self::AccessDenied { .. } => "access_denied",
+            Self::StoreUnavailable { .. } => "store_unavailable",
+            Self::NoCapacity { .. } => "no_capacity",
+            Self::HostKeyMismatch { .. } => "host_key_mismatch",
+            Self::Io(_) => "io",
+            Self::KeyMaterial { .. } => "key_material",
+        }
+    }
+
     pub(crate) fn invalid(what: &'static str, problem: impl Into<String>) -> Self {
         Self::InvalidInput { what, problem: problem.into() }
     }

@@ -32,6 +32,17 @@ pub enum Phase {
     Ended,
 }
 
+impl Phase {
+    /// `steps_running`, `steps_completed` or `ended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StepsRunning => "steps_running",
+            Self::StepsCompleted => "steps_completed",
+            Self::Ended => "ended",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,125 @@
+"""Temporary, per-build SSH and VNC access to CI builders through a public gateway.
+
+The Rust core (``remote-access-core``) does the work; this package exposes it to Python with
+the same names and behaviour. Every awaitable runs on the caller's asyncio loop. See
+``docs/python.md``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from remote_access import _native
+from remote_access._native import (
+    AccessDeniedError,
+    Authority,
+    Builder,
+    BuildExistsError,
+    Credentials,
+    Event,
+    Gateway,
+    HostKey,
+    HostKeyMismatchError,
+    InvalidInputError,
+    KeyMaterialError,
+    LiveConnection,
+    ManualClock,
+    NoCapacityError,
+    NotManuallyTriggeredError,
+    Policy,
+    RemoteAccessDisabledError,
+    RemoteAccessError,
+    RunningGateway,
+    ScriptOptions,
+    Session,
+    SessionEndedError,
+    StoreUnavailableError,
+    Subscription,
+    UnknownBuildError,
+    __version__,
+    run_agent,
+    vnc_auth_response,
+    vnc_password_file,
+)
+
+__all__ = [
+    "AccessDeniedError",
+    "Authority",
+    "Builder",
+    "BuildExistsError",
+    "ConnectionInfo",
+    "Credentials",
+    "Event",
+    "Gateway",
+    "HostKey",
+    "HostKeyMismatchError",
+    "InvalidInputError",
+    "KeyMaterialError",
+    "LiveConnection",
+    "ManualClock",
+    "NoCapacityError",
+    "NotManuallyTriggeredError",
+    "Policy",
+    "RemoteAccessDisabledError",
+    "RemoteAccessError",
+    "RunningGateway",
+    "ScriptOptions",
+    "Session",
+    "SessionEndedError",
+    "StoreUnavailableError",
+    "Subscription",
+    "UnknownBuildError",
+    "__version__",
+    "run_agent",
+    "vnc_auth_response",
+    "vnc_password_file",
+]
+
+
+class ConnectionInfo(dict):  # type: ignore[type-arg]
+    """Everything a client needs to connect, without secrets.
+
+    A ``dict`` with the core's JSON fields (so ``json.dumps(info)`` works and a web UI gets
+    the same keys as from Rust and Node); the methods generate the scripts. The dict is a
+    snapshot: changing it does not change what the methods produce.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        session: Session,
+        host_key: HostKey,
+        options: ScriptOptions,
+    ) -> None:
+        native = _native.ConnectionInfo(credentials, session, host_key, options)
+        super().__init__(json.loads(native.to_json()))
+        self._native = native
+
+    def to_json(self) -> str:
+        """The info as pretty JSON."""
+        return self._native.to_json()
+
+    def known_hosts(self) -> str:
+        """The ``known_hosts`` lines that pin the gateway (and the builder, when known)."""
+        return self._native.known_hosts()
+
+    def ssh_config(self, identity_file: str, known_hosts_file: str) -> str:
+        """An ``ssh_config`` block for users who keep the key and ``known_hosts()`` in files."""
+        return self._native.ssh_config(identity_file, known_hosts_file)
+
+    def posix_script(self, credentials: Credentials) -> str:
+        """A POSIX ``sh`` script that opens a shell in the build directory (or runs its
+        arguments there). It contains the private key: a secret for the user only."""
+        return self._native.posix_script(credentials)
+
+    def powershell_script(self, credentials: Credentials) -> str:
+        """The same for PowerShell on Windows. A secret too."""
+        return self._native.powershell_script(credentials)
+
+    def vnc_instructions(self, credentials: Credentials) -> str | None:
+        """What to enter in a VNC client, password included (a secret); None without VNC."""
+        return self._native.vnc_instructions(credentials)
+
+    def __reduce__(self) -> tuple[type[dict], tuple[dict]]:  # type: ignore[type-arg]
+        # Pickles (and copies) as the plain dict: the info holds no secret.
+        return (dict, (dict(self),))

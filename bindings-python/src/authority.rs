@@ -1,0 +1,571 @@
+//! The credential authority and what it deals in: policies, builders, credentials, sessions.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use remote_access_core as core;
+use time::OffsetDateTime;
+
+use crate::convert::{Seconds, build_id, ip};
+use crate::errors::IntoPyResult;
+use crate::events::Subscription;
+use crate::runtime::awaitable;
+
+/// How long access lasts: `grace` after the build steps complete, never past
+/// `max_build_duration` from the build's start; optionally ended early when nobody connected
+/// within `finish_if_unused_after` of the steps completing.
+#[pyclass(module = "remote_access", frozen)]
+#[derive(Clone)]
+pub(crate) struct Policy(pub(crate) core::Policy);
+
+#[pymethods]
+impl Policy {
+    #[new]
+    #[pyo3(signature = (*, grace = None, max_build_duration = None, finish_if_unused_after = None))]
+    fn new(
+        grace: Option<Seconds>,
+        max_build_duration: Option<Seconds>,
+        finish_if_unused_after: Option<Seconds>,
+    ) -> PyResult<Self> {
+        let mut policy = core::Policy::default();
+        if let Some(Seconds(grace)) = grace {
+            policy.grace = grace;
+        }
+        if let Some(Seconds(max)) = max_build_duration {
+            policy.max_build_duration = max;
+        }
+        policy.finish_if_unused_after = finish_if_unused_after.map(|Seconds(d)| d);
+        policy.validate().py()?;
+        Ok(Self(policy))
+    }
+
+    #[getter]
+    fn grace(&self) -> std::time::Duration {
+        self.0.grace
+    }
+
+    #[getter]
+    fn max_build_duration(&self) -> std::time::Duration {
+        self.0.max_build_duration
+    }
+
+    #[getter]
+    fn finish_if_unused_after(&self) -> Option<std::time::Duration> {
+        self.0.finish_if_unused_after
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Policy(grace={:?}, max_build_duration={:?}, finish_if_unused_after={:?})",
+            self.0.grace, self.0.max_build_duration, self.0.finish_if_unused_after
+        )
+    }
+}
+
+/// Where a build's machine is and what the gateway may reach on it.
+#[pyclass(module = "remote_access", frozen)]
+#[derive(Clone)]
+pub(crate) struct Builder(pub(crate) core::Builder);
+
+#[pymethods]
+impl Builder {
+    #[new]
+    #[pyo3(signature = (address, *, ssh_port = 22, extra_ports = Vec::new(), vnc_port = None, user = None, reverse_tunnel = false, host_key = None))]
+    fn new(
+        address: &str,
+        ssh_port: u16,
+        extra_ports: Vec<u16>,
+        vnc_port: Option<u16>,
+        user: Option<String>,
+        reverse_tunnel: bool,
+        host_key: Option<String>,
+    ) -> PyResult<Self> {
+        let mut builder = core::Builder::new(ip("builder address", address)?);
+        builder.ssh_port = ssh_port;
+        builder.extra_ports = extra_ports;
+        builder.vnc_port = vnc_port;
+        if let Some(user) = user {
+            builder.user = user;
+        }
+        builder.reverse_tunnel = reverse_tunnel;
+        builder.host_key = host_key;
+        Ok(Self(builder))
+    }
+
+    #[getter]
+    fn address(&self) -> String {
+        self.0.address.to_string()
+    }
+    #[getter]
+    fn ssh_port(&self) -> u16 {
+        self.0.ssh_port
+    }
+    #[getter]
+    fn extra_ports(&self) -> Vec<u16> {
+        self.0.extra_ports.clone()
+    }
+    #[getter]
+    fn vnc_port(&self) -> Option<u16> {
+        self.0.vnc_port
+    }
+    #[getter]
+    fn user(&self) -> String {
+        self.0.user.clone()
+    }
+    #[getter]
+    fn reverse_tunnel(&self) -> bool {
+        self.0.reverse_tunnel
+    }
+    #[getter]
+    fn host_key(&self) -> Option<String> {
+        self.0.host_key.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Builder({:?}, ssh_port={}, extra_ports={:?}, vnc_port={:?}, user={:?}, reverse_tunnel={})",
+            self.0.address.to_string(),
+            self.0.ssh_port,
+            self.0.extra_ports,
+            self.0.vnc_port,
+            self.0.user,
+            self.0.reverse_tunnel
+        )
+    }
+}
+
+/// A clock that only moves when told to: for tests of the time rules.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct ManualClock(pub(crate) Arc<core::ManualClock>);
+
+#[pymethods]
+impl ManualClock {
+    #[new]
+    fn new(start: OffsetDateTime) -> Self {
+        Self(Arc::new(core::ManualClock::new(start)))
+    }
+
+    /// Moves the clock forward.
+    fn advance(&self, by: Seconds) {
+        self.0.advance(by.0);
+    }
+
+    /// Sets the clock.
+    fn set(&self, to: OffsetDateTime) {
+        self.0.set(to);
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        core::Clock::now(self.0.as_ref())
+    }
+}
+
+/// One build's credentials. The private keys and the VNC password are only returned by the
+/// explicit `*_private_key_openssh()` and `vnc_password()` calls: never in `repr()`, `str()`,
+/// errors, or pickles (these objects cannot be pickled).
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct Credentials(pub(crate) core::Credentials);
+
+#[pymethods]
+impl Credentials {
+    #[getter]
+    fn build_id(&self) -> String {
+        self.0.build_id().to_string()
+    }
+    #[getter]
+    fn username(&self) -> String {
+        self.0.username().to_owned()
+    }
+    #[getter]
+    fn public_key(&self) -> String {
+        self.0.public_key().to_owned()
+    }
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.0.fingerprint().to_owned()
+    }
+    #[getter]
+    fn agent_username(&self) -> Option<String> {
+        self.0.agent_username().map(str::to_owned)
+    }
+    #[getter]
+    fn agent_fingerprint(&self) -> Option<String> {
+        self.0.agent_fingerprint().map(str::to_owned)
+    }
+
+    /// The line to put in the builder's `authorized_keys`.
+    fn authorized_keys_line(&self) -> String {
+        self.0.authorized_keys_line()
+    }
+
+    /// The same line with OpenSSH restrictions (no agent or X11 forwarding, no port forwarding).
+    fn authorized_keys_line_restricted(&self) -> String {
+        self.0.authorized_keys_line_restricted()
+    }
+
+    /// The user's private key in OpenSSH format. A secret: hand it only to the user.
+    fn private_key_openssh(&self) -> PyResult<String> {
+        Ok(self.0.private_key_openssh().py()?.expose().clone())
+    }
+
+    /// The builder agent's private key (reverse-tunnel builds), in OpenSSH format. A secret.
+    fn agent_private_key_openssh(&self) -> PyResult<Option<String>> {
+        Ok(self.0.agent_private_key_openssh().py()?.map(|key| key.expose().clone()))
+    }
+
+    /// The VNC password the user types. A secret.
+    fn vnc_password(&self) -> String {
+        self.0.vnc_password().expose().clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Credentials(build_id={:?}, username={:?}, fingerprint={:?}, secrets=<redacted>)",
+            self.0.build_id().as_str(),
+            self.0.username(),
+            self.0.fingerprint()
+        )
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyTypeError::new_err("Credentials hold secrets and cannot be pickled"))
+    }
+}
+
+/// A snapshot of one build's remote access session.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct Session(pub(crate) core::Session);
+
+#[pymethods]
+impl Session {
+    #[getter]
+    fn build_id(&self) -> String {
+        self.0.build_id().to_string()
+    }
+    /// `steps_running`, `steps_completed` or `ended`.
+    #[getter]
+    fn phase(&self) -> &'static str {
+        self.0.phase().as_str()
+    }
+    #[getter]
+    fn policy(&self) -> Policy {
+        Policy(self.0.policy().clone())
+    }
+    #[getter]
+    fn builder(&self) -> Option<Builder> {
+        self.0.builder().cloned().map(Builder)
+    }
+    #[getter]
+    fn started_at(&self) -> OffsetDateTime {
+        self.0.started_at()
+    }
+    #[getter]
+    fn steps_completed_at(&self) -> Option<OffsetDateTime> {
+        self.0.steps_completed_at()
+    }
+    /// When access ends at the latest, as things stand.
+    #[getter]
+    fn deadline(&self) -> OffsetDateTime {
+        self.0.deadline()
+    }
+    #[getter]
+    fn is_ended(&self) -> bool {
+        self.0.is_ended()
+    }
+    /// Why the session ended, if it has.
+    #[getter]
+    fn end_reason(&self) -> Option<String> {
+        self.0.end().map(|(reason, _)| reason.to_string())
+    }
+    #[getter]
+    fn ended_at(&self) -> Option<OffsetDateTime> {
+        self.0.end().map(|(_, at)| at)
+    }
+    /// The gateway port for this build's VNC, if it has one.
+    #[getter]
+    fn vnc_port(&self) -> Option<u16> {
+        self.0.vnc_port()
+    }
+    #[getter]
+    fn ever_connected(&self) -> bool {
+        self.0.ever_connected()
+    }
+    /// `(connection id, "ssh" | "vnc")` for each live connection.
+    #[getter]
+    fn live_connections(&self) -> Vec<(String, &'static str)> {
+        self.0.live_connections().map(|(id, protocol)| (id.to_string(), protocol.as_str())).collect()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Session(build_id={:?}, phase={:?}, deadline={})",
+            self.0.build_id().as_str(),
+            self.0.phase().as_str(),
+            self.0.deadline()
+        )
+    }
+}
+
+/// Issues, verifies and revokes per-build credentials and enforces each build's time rules.
+/// Options are keyword arguments; the store is in memory.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct Authority(pub(crate) core::Authority);
+
+#[pymethods]
+impl Authority {
+    #[new]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None))]
+    fn new(
+        policy: Option<PyRef<'_, Policy>>,
+        tombstone_retention: Option<Seconds>,
+        vnc_ports: Vec<u16>,
+        clock: Option<PyRef<'_, ManualClock>>,
+    ) -> PyResult<Self> {
+        let mut options = core::AuthorityOptions::default();
+        if let Some(policy) = policy {
+            options.policy = policy.0.clone();
+        }
+        if let Some(Seconds(retention)) = tombstone_retention {
+            options.tombstone_retention = retention;
+        }
+        options.vnc_ports = vnc_ports;
+        let clock: Arc<dyn core::Clock> = match clock {
+            Some(clock) => clock.0.clone(),
+            None => Arc::new(core::SystemClock),
+        };
+        core::Authority::with_parts(options, Arc::new(core::MemoryStore::new()), clock).py().map(Self)
+    }
+
+    #[getter]
+    fn policy(&self) -> Policy {
+        Policy(self.0.options().policy.clone())
+    }
+    #[getter]
+    fn vnc_ports(&self) -> Vec<u16> {
+        self.0.options().vnc_ports.clone()
+    }
+    #[getter]
+    fn tombstone_retention(&self) -> std::time::Duration {
+        self.0.options().tombstone_retention
+    }
+
+    /// The authority's clock.
+    fn now(&self) -> OffsetDateTime {
+        self.0.now()
+    }
+
+    /// Every event from now on, as an async iterator.
+    fn subscribe(&self) -> Subscription {
+        Subscription::new(self.0.subscribe())
+    }
+
+    /// Issues credentials for a build (awaitable → `Credentials`).
+    #[pyo3(signature = (build_id, *, trigger = "manual", remote_access_enabled = true, started_at = None, policy = None, builder = None, builder_vnc_password = None, builder_vnc_username = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn issue<'py>(
+        &self,
+        py: Python<'py>,
+        build_id: &str,
+        trigger: &str,
+        remote_access_enabled: bool,
+        started_at: Option<OffsetDateTime>,
+        policy: Option<PyRef<'_, Policy>>,
+        builder: Option<PyRef<'_, Builder>>,
+        builder_vnc_password: Option<String>,
+        builder_vnc_username: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut request =
+            core::BuildRequest::new(self::build_id(build_id)?, trigger.parse().py()?, remote_access_enabled);
+        request.started_at = started_at;
+        request.policy = policy.map(|p| p.0.clone());
+        request.builder = builder.map(|b| b.0.clone());
+        request.builder_vnc_password = builder_vnc_password.map(core::Secret::new);
+        request.builder_vnc_username = builder_vnc_username;
+        let authority = self.0.clone();
+        awaitable(py, async move { authority.issue(request).await.py().map(Credentials) })
+    }
+
+    /// Records that the build's steps completed: the grace period starts.
+    fn steps_completed<'py>(&self, py: Python<'py>, build_id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        awaitable(py, async move { authority.steps_completed(&id).await.py() })
+    }
+
+    /// Records that the platform finished the build itself: access ends.
+    fn build_finished<'py>(&self, py: Python<'py>, build_id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        awaitable(py, async move { authority.build_finished(&id).await.py() })
+    }
+
+    /// Records that the build was cancelled: access ends.
+    fn cancel<'py>(&self, py: Python<'py>, build_id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        awaitable(py, async move { authority.cancel(&id).await.py() })
+    }
+
+    /// Revokes the build's credentials now and cuts its live connections.
+    fn revoke<'py>(&self, py: Python<'py>, build_id: &str, reason: String) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        awaitable(py, async move { authority.revoke(&id, &reason).await.py() })
+    }
+
+    /// The build's session (awaitable → `Session`).
+    fn session<'py>(&self, py: Python<'py>, build_id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        awaitable(py, async move { authority.session(&id).await.py().map(Session) })
+    }
+
+    /// Checks an SSH login (awaitable → the build id it belongs to).
+    fn verify_ssh<'py>(
+        &self,
+        py: Python<'py>,
+        username: String,
+        public_key: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move {
+            authority.verify_ssh(&username, &public_key).await.py().map(|id| id.to_string())
+        })
+    }
+
+    /// Checks a VNC password for a build.
+    fn verify_vnc<'py>(
+        &self,
+        py: Python<'py>,
+        build_id: &str,
+        password: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        let password = core::Secret::new(password);
+        awaitable(py, async move { authority.verify_vnc(&id, password.expose()).await.py() })
+    }
+
+    /// Records a user connection to the build (awaitable → `LiveConnection`); `protocol` is
+    /// `ssh` or `vnc`. Raises `SessionEndedError` once access is over.
+    fn connected<'py>(&self, py: Python<'py>, build_id: &str, protocol: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        let protocol = match protocol {
+            "ssh" => core::Protocol::Ssh,
+            "vnc" => core::Protocol::Vnc,
+            other => {
+                return Err(crate::convert::invalid("protocol", format!("{other:?}; expected ssh or vnc")));
+            }
+        };
+        awaitable(py, async move {
+            let connection = authority.connected(&id, protocol).await.py()?;
+            Ok(LiveConnection {
+                build_id: connection.build_id().to_string(),
+                id: connection.id().to_string(),
+                protocol: connection.protocol().as_str(),
+                cut: connection.cut_signal(),
+                connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+            })
+        })
+    }
+
+    /// Records that a connection closed (after the build steps, the last one closing is a
+    /// logout, which ends access and asks to finish the build).
+    fn disconnected<'py>(
+        &self,
+        py: Python<'py>,
+        connection: PyRef<'_, LiveConnection>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, connection) = (self.0.clone(), connection.connection.clone());
+        awaitable(py, async move {
+            match connection.lock().await.take() {
+                Some(connection) => authority.disconnected(connection).await.py(),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Records that a connection went away because its carrier stopped (not a logout).
+    fn detached<'py>(
+        &self,
+        py: Python<'py>,
+        connection: PyRef<'_, LiveConnection>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, connection) = (self.0.clone(), connection.connection.clone());
+        awaitable(py, async move {
+            match connection.lock().await.take() {
+                Some(connection) => authority.detached(connection).await.py(),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Ends every session whose deadline has passed (awaitable → how many). A running gateway
+    /// does this by itself.
+    fn expire_due<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move { authority.expire_due().await.py() })
+    }
+
+    /// The earliest deadline of any live session (awaitable → datetime or None).
+    fn next_deadline<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move { authority.next_deadline().await.py() })
+    }
+
+    /// Forgets tombstones older than the retention (awaitable → how many).
+    fn purge<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move { authority.purge().await.py() })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Authority(policy={}, vnc_ports={:?})",
+            Policy(self.0.options().policy.clone()).__repr__(),
+            self.0.options().vnc_ports
+        )
+    }
+}
+
+/// A user connection the platform carries itself (for transports other than the built-in
+/// gateway): `await authority.connected(build_id, "ssh")`, then `await
+/// authority.disconnected(connection)` when it closes; `await connection.cut()` resolves when
+/// access ends and the connection must be closed.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct LiveConnection {
+    build_id: String,
+    id: String,
+    protocol: &'static str,
+    cut: core::CutSignal,
+    connection: Arc<tokio::sync::Mutex<Option<core::LiveConnection>>>,
+}
+
+#[pymethods]
+impl LiveConnection {
+    #[getter]
+    fn build_id(&self) -> String {
+        self.build_id.clone()
+    }
+    #[getter]
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    #[getter]
+    fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+    /// Whether access has ended for this connection.
+    #[getter]
+    fn is_cut(&self) -> bool {
+        self.cut.is_cut()
+    }
+    /// Resolves when access ends (revoke, deadline, cancel): close the connection then.
+    fn cut<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut cut = self.cut.clone();
+        awaitable(py, async move {
+            cut.cut().await;
+            Ok(())
+        })
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "LiveConnection(build_id={:?}, id={:?}, protocol={:?})",
+            self.build_id, self.id, self.protocol
+        )
+    }
+}

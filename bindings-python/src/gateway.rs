@@ -1,0 +1,188 @@
+//! The gateway: host key, start and stop, `async with`.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use remote_access_core as core;
+use tokio::sync::Mutex;
+
+use crate::authority::Authority;
+use crate::convert::Seconds;
+use crate::errors::IntoPyResult;
+use crate::runtime::awaitable;
+
+/// The gateway's SSH host key, which users pin. Persist it (`to_openssh()`) so that it
+/// survives restarts.
+#[pyclass(module = "remote_access", frozen)]
+#[derive(Clone)]
+pub(crate) struct HostKey(pub(crate) core::HostKey);
+
+#[pymethods]
+impl HostKey {
+    /// A new Ed25519 host key.
+    #[staticmethod]
+    fn generate(py: Python<'_>) -> PyResult<Self> {
+        py.detach(core::HostKey::generate).py().map(Self)
+    }
+
+    /// A key from its OpenSSH private key text (as written by `to_openssh()` or `ssh-keygen`).
+    #[staticmethod]
+    fn from_openssh(py: Python<'_>, text: String) -> PyResult<Self> {
+        let text = core::Secret::new(text);
+        py.detach(|| core::HostKey::from_openssh(text.expose())).py().map(Self)
+    }
+
+    /// The private key in OpenSSH format. A secret: store it like one.
+    fn to_openssh(&self) -> PyResult<String> {
+        Ok(self.0.to_openssh().py()?.expose().clone())
+    }
+
+    /// The public key line (`ssh-ed25519 AAAA...`), for `known_hosts`.
+    #[getter]
+    fn public_key(&self) -> String {
+        self.0.public_key()
+    }
+
+    /// `SHA256:...`, as `ssh` prints it.
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.0.fingerprint()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("HostKey({})", self.0.fingerprint())
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "a HostKey holds a private key and cannot be pickled; persist to_openssh() instead",
+        ))
+    }
+}
+
+/// The SSH gateway (and the VNC proxy on the authority's `vnc_ports`). Options are keyword
+/// arguments with the core's defaults.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct Gateway(core::Gateway);
+
+#[pymethods]
+impl Gateway {
+    #[new]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, keepalive_interval = None, window_size = None, dial_timeout = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        authority: PyRef<'_, Authority>,
+        host_key: Option<PyRef<'_, HostKey>>,
+        pre_auth_timeout: Option<Seconds>,
+        auth_rejection_delay: Option<Seconds>,
+        max_auth_attempts: Option<usize>,
+        max_unauthenticated: Option<usize>,
+        max_unauthenticated_per_ip: Option<usize>,
+        keepalive_interval: Option<Seconds>,
+        window_size: Option<u32>,
+        dial_timeout: Option<Seconds>,
+    ) -> PyResult<Self> {
+        let mut options = core::GatewayOptions::default();
+        options.host_key = host_key.map(|key| key.0.clone());
+        let durations = [
+            (pre_auth_timeout, &mut options.pre_auth_timeout),
+            (auth_rejection_delay, &mut options.auth_rejection_delay),
+            (keepalive_interval, &mut options.keepalive_interval),
+            (dial_timeout, &mut options.dial_timeout),
+        ];
+        for (given, field) in durations {
+            if let Some(Seconds(given)) = given {
+                *field = given;
+            }
+        }
+        options.max_auth_attempts = max_auth_attempts.unwrap_or(options.max_auth_attempts);
+        options.max_unauthenticated = max_unauthenticated.unwrap_or(options.max_unauthenticated);
+        options.max_unauthenticated_per_ip =
+            max_unauthenticated_per_ip.unwrap_or(options.max_unauthenticated_per_ip);
+        options.window_size = window_size.unwrap_or(options.window_size);
+        let authority = authority.0.clone();
+        py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
+    }
+
+    #[getter]
+    fn host_key(&self) -> HostKey {
+        HostKey(self.0.host_key().clone())
+    }
+
+    #[getter]
+    fn authority(&self) -> Authority {
+        Authority(self.0.authority().clone())
+    }
+
+    /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background (awaitable →
+    /// `RunningGateway`). The VNC ports are bound on the same address.
+    fn start<'py>(&self, py: Python<'py>, addr: String) -> PyResult<Bound<'py, PyAny>> {
+        let gateway = self.0.clone();
+        awaitable(py, async move {
+            let running = gateway.start(&addr).await.py()?;
+            Ok(RunningGateway {
+                local_addr: running.local_addr(),
+                running: Arc::new(Mutex::new(Some(running))),
+            })
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Gateway(host_key={})", self.0.host_key().fingerprint())
+    }
+}
+
+/// A gateway serving in the background: `await running.stop()`, or `async with`. Dropping it
+/// stops it without waiting.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct RunningGateway {
+    local_addr: std::net::SocketAddr,
+    running: Arc<Mutex<Option<core::RunningGateway>>>,
+}
+
+#[pymethods]
+impl RunningGateway {
+    /// The host it listens on.
+    #[getter]
+    fn host(&self) -> String {
+        self.local_addr.ip().to_string()
+    }
+
+    /// The port it listens on (useful after binding port 0).
+    #[getter]
+    fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Stops accepting, closes every connection and waits until all are gone. Live sessions
+    /// are detached, not ended: a gateway started again on the same authority serves them.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let running = self.running.clone();
+        awaitable(py, async move {
+            let running = running.lock().await.take();
+            match running {
+                Some(running) => running.stop().await.py(),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        let this = slf.clone_ref(py);
+        awaitable(py, async move { Ok(this) })
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.stop(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("RunningGateway({})", self.local_addr)
+    }
+}

@@ -1,0 +1,276 @@
+"""The Python API without a network peer: every core error's exception class, secrets kept out
+of repr/str/errors/pickles, durations, cancellation, and the fork guard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import socket
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import remote_access as ra
+from conftest import free_port, next_event
+
+START = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_the_exception_classes_all_derive_from_one_base() -> None:
+    for name in [
+        "NotManuallyTriggeredError", "RemoteAccessDisabledError", "InvalidInputError",
+        "BuildExistsError", "UnknownBuildError", "SessionEndedError", "AccessDeniedError",
+        "StoreUnavailableError", "NoCapacityError", "HostKeyMismatchError", "KeyMaterialError",
+    ]:
+        assert issubclass(getattr(ra, name), ra.RemoteAccessError), name
+    assert issubclass(ra.RemoteAccessError, Exception)
+
+
+def test_each_core_error_raises_its_class() -> None:
+    async def main() -> None:
+        authority = ra.Authority(vnc_ports=[free_port()])
+        with pytest.raises(ra.NotManuallyTriggeredError) as e1:
+            await authority.issue("b-webhook", trigger="webhook")
+        assert e1.value.code == "not_manually_triggered" and e1.value.build_id == "b-webhook"
+
+        with pytest.raises(ra.RemoteAccessDisabledError) as e2:
+            await authority.issue("b-off", remote_access_enabled=False)
+        assert e2.value.code == "remote_access_disabled"
+
+        with pytest.raises(ra.InvalidInputError) as e3:
+            await authority.issue("no spaces allowed")
+        assert e3.value.code == "invalid_input" and e3.value.what == "build id"
+        with pytest.raises(ra.InvalidInputError):
+            await authority.issue("b-trigger", trigger="sometimes")
+        with pytest.raises(ra.InvalidInputError):
+            ra.Builder("builder.example.com")
+        with pytest.raises(ra.InvalidInputError):
+            ra.Policy(grace=-5)
+        with pytest.raises(TypeError):
+            ra.Policy(grace="20 minutes")  # type: ignore[arg-type]
+
+        await authority.issue("b-1")
+        with pytest.raises(ra.BuildExistsError) as e4:
+            await authority.issue("b-1")
+        assert e4.value.build_id == "b-1"
+
+        with pytest.raises(ra.UnknownBuildError) as e5:
+            await authority.session("b-nope")
+        assert e5.value.code == "unknown_build"
+
+        await authority.revoke("b-1", "test")
+        with pytest.raises(ra.SessionEndedError) as e6:
+            await authority.connected("b-1", "ssh")
+        assert "test" in e6.value.reason
+
+        with pytest.raises(ra.AccessDeniedError) as e7:
+            await authority.verify_ssh("ra-nobody", ra.HostKey.generate().public_key)
+        assert e7.value.reason == "unknown_user"
+
+        # One VNC port: a second live VNC build has none left.
+        vnc = ra.Builder("127.0.0.1", vnc_port=5900)
+        await authority.issue("b-vnc-1", builder=vnc, builder_vnc_password="pw")
+        with pytest.raises(ra.NoCapacityError) as e8:
+            await authority.issue("b-vnc-2", builder=vnc, builder_vnc_password="pw")
+        assert e8.value.code == "no_capacity"
+
+        with pytest.raises(ra.InvalidInputError) as e3b:
+            ra.HostKey.from_openssh("not a key")
+        assert e3b.value.what == "host key"
+
+        # An agent pinned to another key than the gateway's: refused, never retried.
+        agent_build = await authority.issue("b-agent", builder=ra.Builder("127.0.0.1", reverse_tunnel=True))
+        gateway = ra.Gateway(authority)
+        async with await gateway.start("127.0.0.1:0") as running:
+            with pytest.raises(ra.HostKeyMismatchError) as e9:
+                await ra.run_agent(
+                    f"127.0.0.1:{running.port}",
+                    ra.HostKey.generate().public_key,
+                    agent_build.agent_username or "",
+                    agent_build.agent_private_key_openssh() or "",
+                )
+            assert e9.value.code == "host_key_mismatch"
+
+            # Network errors are OSError (here: the address is taken).
+            with pytest.raises(OSError):
+                await gateway.start(f"127.0.0.1:{running.port}")
+
+    run(main())
+
+
+def test_errors_that_cannot_be_caused_from_python_map_to_their_classes() -> None:
+    # The in-memory store cannot fail and key generation does not fail on a working machine: the
+    # mapping is checked on core errors built for the test.
+    err = ra._native._error_for_test("store_unavailable")
+    assert isinstance(err, ra.StoreUnavailableError) and err.code == "store_unavailable"
+    err = ra._native._error_for_test("key_material")
+    assert isinstance(err, ra.KeyMaterialError) and err.code == "key_material"
+    assert isinstance(ra._native._error_for_test("io"), OSError)
+
+
+def test_secrets_stay_out_of_repr_str_errors_and_pickles() -> None:
+    async def main() -> None:
+        authority = ra.Authority(vnc_ports=[free_port()])
+        events = authority.subscribe()
+        credentials = await authority.issue(
+            "b-secret",
+            builder=ra.Builder("127.0.0.1", vnc_port=5900, reverse_tunnel=True),
+            builder_vnc_password="builderpw",
+        )
+        key = credentials.private_key_openssh()
+        agent_key = credentials.agent_private_key_openssh()
+        password = credentials.vnc_password()
+        assert key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert agent_key is not None and agent_key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert len(password) == 8
+
+        host_key = ra.HostKey.generate()
+        session = await authority.session("b-secret")
+        info = ra.ConnectionInfo(credentials, session, host_key, ra.ScriptOptions("gw.example", 2222))
+        texts = [repr(credentials), str(credentials), repr(host_key), repr(session), json.dumps(info),
+                 repr(info), repr(authority)]
+        with pytest.raises(ra.AccessDeniedError) as denied:
+            await authority.verify_vnc("b-secret", password[::-1] + "x")
+        texts.append(str(denied.value))
+        texts.append(repr(denied.value))
+        while (event := events.try_next()) is not None:
+            texts += [repr(event), str(event), json.dumps(event.to_dict())]
+        for secret in [key, agent_key, password, "builderpw", host_key.to_openssh()]:
+            body = secret.strip().splitlines()[1] if "\n" in secret.strip() else secret
+            for text in texts:
+                assert body not in text
+        for value in [credentials, host_key]:
+            with pytest.raises(TypeError):
+                pickle.dumps(value)
+        # The connection info has no secret, so it pickles, as a plain dict.
+        assert pickle.loads(pickle.dumps(info)) == dict(info)
+        # The explicit calls are the way to the secrets.
+        assert "BEGIN OPENSSH PRIVATE KEY" in info.posix_script(credentials)
+        instructions = info.vnc_instructions(credentials)
+        assert instructions is not None and password in instructions
+
+    run(main())
+
+
+def test_connection_info_is_a_json_ready_dict_with_the_core_keys() -> None:
+    async def main() -> None:
+        authority = ra.Authority()
+        credentials = await authority.issue("b-info", builder=ra.Builder("10.0.3.7", ssh_port=2200))
+        session = await authority.session("b-info")
+        info = ra.ConnectionInfo(credentials, session, ra.HostKey.generate(), ra.ScriptOptions("gw.example", 2222))
+        assert json.loads(json.dumps(info)) == json.loads(info.to_json())
+        assert info["gateway_port"] == 2222 and info["builder_host"] == "10.0.3.7" and info["builder_port"] == 2200
+        assert info["gateway_user"] == credentials.username
+        assert "remote-access-builder" in info.ssh_config("/k", "/kh")
+        with pytest.raises(ra.InvalidInputError):
+            ra.ConnectionInfo(credentials, session, ra.HostKey.generate(), ra.ScriptOptions("bad host;", 22))
+
+    run(main())
+
+
+def test_durations_take_timedelta_or_seconds_and_the_manual_clock_drives_the_rules() -> None:
+    async def main() -> None:
+        assert ra.Policy(grace=90).grace == timedelta(seconds=90)
+        assert ra.Policy(grace=timedelta(minutes=5)).grace == timedelta(minutes=5)
+        clock = ra.ManualClock(START)
+        authority = ra.Authority(policy=ra.Policy(grace=timedelta(minutes=20)), clock=clock)
+        events = authority.subscribe()
+        await authority.issue("b-clock", started_at=START)
+        await authority.steps_completed("b-clock")
+        session = await authority.session("b-clock")
+        assert session.phase == "steps_completed"
+        assert session.deadline == START + timedelta(minutes=20)
+        assert await authority.next_deadline() == START + timedelta(minutes=20)
+        clock.advance(timedelta(minutes=19))
+        assert await authority.expire_due() == 0
+        clock.advance(61)
+        assert await authority.expire_due() == 1
+        expired = await next_event(events, "expired")
+        assert expired.at == START + timedelta(minutes=20, seconds=1)
+        assert (await authority.session("b-clock")).is_ended
+
+    run(main())
+
+
+def test_cancelling_an_await_loses_no_event_and_close_ends_iteration() -> None:
+    async def main() -> None:
+        authority = ra.Authority()
+        events = authority.subscribe()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(events.__anext__(), 0.1)
+        await authority.issue("b-cancel")
+        issued = await asyncio.wait_for(events.__anext__(), 5)
+        assert issued.kind == "issued" and issued.build_id == "b-cancel"
+
+        waiting = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.05)
+        events.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, 5)
+        assert [event async for event in events] == []
+
+    run(main())
+
+
+def test_cancelling_start_or_the_agent_leaves_nothing_listening() -> None:
+    async def main() -> None:
+        authority = ra.Authority()
+        gateway = ra.Gateway(authority)
+        running = await gateway.start("127.0.0.1:0")
+        port = running.port
+        await running.stop()
+        await running.stop()  # stopping twice is harmless
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+        # An agent whose gateway is down retries forever; cancelling its awaitable stops it.
+        credentials = await authority.issue("b-agent", builder=ra.Builder("127.0.0.1", reverse_tunnel=True))
+        agent = asyncio.ensure_future(
+            ra.run_agent(
+                f"127.0.0.1:{port}",
+                gateway.host_key.public_key,
+                credentials.agent_username or "",
+                credentials.agent_private_key_openssh() or "",
+                min_backoff=0.05,
+                max_backoff=0.1,
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not agent.done()
+        agent.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await agent
+
+    run(main())
+
+
+def test_a_forked_child_gets_an_error_not_a_hang() -> None:
+    async def warm_up() -> None:
+        await ra.Authority().issue("b-parent")
+
+    run(warm_up())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read)
+        message = b"no error"
+        try:
+            asyncio.run(ra.Authority().issue("b-child"))  # type: ignore[arg-type]
+        except ra.RemoteAccessError as err:
+            message = str(err).encode()
+        except BaseException as err:  # noqa: BLE001 - reported to the parent
+            message = repr(err).encode()
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    message = os.read(read, 4096).decode()
+    os.close(read)
+    assert os.WEXITSTATUS(status) == 0
+    assert "fork" in message and "spawn" in message, message

@@ -1,0 +1,198 @@
+"""The Python API drives a real gateway: the generated script runs with the real `ssh` client
+against a real `sshd` builder; revoke, deadline and logout arrive through `async for`; VNC
+through the real `vncdo` client against TigerVNC; the reverse tunnel through `run_agent`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import remote_access as ra
+from conftest import Sshd, VncServer, free_port, next_event
+
+
+@dataclass
+class Kit:
+    authority: ra.Authority
+    gateway: ra.Gateway
+    running: ra.RunningGateway
+    events: ra.Subscription
+    scratch: pathlib.Path
+
+
+@asynccontextmanager
+async def serving(**authority_options: object) -> AsyncIterator[Kit]:
+    authority = ra.Authority(**authority_options)  # type: ignore[arg-type]
+    events = authority.subscribe()
+    gateway = ra.Gateway(authority, auth_rejection_delay=0.05)
+    with tempfile.TemporaryDirectory(prefix="ra-py-") as scratch:
+        async with await gateway.start("127.0.0.1:0") as running:
+            yield Kit(authority, gateway, running, events, pathlib.Path(scratch))
+    events.close()
+
+
+async def issue(kit: Kit, build_id: str, builder: ra.Builder, **request: object) -> tuple[ra.Credentials, pathlib.Path]:
+    """Issues credentials and writes the build's POSIX script; returns both."""
+    credentials = await kit.authority.issue(build_id, builder=builder, **request)  # type: ignore[arg-type]
+    session = await kit.authority.session(build_id)
+    info = ra.ConnectionInfo(
+        credentials, session, kit.gateway.host_key, ra.ScriptOptions("127.0.0.1", kit.running.port)
+    )
+    script = kit.scratch / f"{build_id}.sh"
+    script.write_text(info.posix_script(credentials))
+    os.chmod(script, 0o700)
+    return credentials, script
+
+
+async def run_script(script: pathlib.Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "sh", str(script), *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def test_script_reaches_the_builder_and_revoke_cuts_a_live_session(sshd: Sshd) -> None:
+    async def main() -> None:
+        async with serving() as kit:
+            credentials, script = await issue(kit, "py-revoke", sshd.builder())
+            sshd.authorize(credentials.authorized_keys_line())
+            await next_event(kit.events, "issued")
+
+            code, out, err = await run_script(script, "printenv", "FCI_BUILD_DIR")
+            assert code == 0, err
+            assert out.strip() == str(sshd.build_dir)
+
+            live = await asyncio.create_subprocess_exec(
+                "sh", str(script), "sleep", "600",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            connected = await next_event(kit.events, "connected")
+            assert connected.build_id == "py-revoke" and connected.protocol == "ssh"
+            # The first run's disconnect may still be queued; wait for the live one to register.
+            while not (await kit.authority.session("py-revoke")).live_connections:
+                await asyncio.sleep(0.05)
+
+            await kit.authority.revoke("py-revoke", "security review")
+            revoked = await next_event(kit.events, "revoked")
+            assert "security review" in revoked.reason
+            _, stderr = await asyncio.wait_for(live.communicate(), 30)
+            assert live.returncode != 0
+            assert b"remote access" in stderr, stderr
+            session = await kit.authority.session("py-revoke")
+            assert session.is_ended and session.phase == "ended"
+
+            code, _, err = await run_script(script, "true")
+            assert code == 255 and "Permission denied" in err, err
+
+    asyncio.run(main())
+
+
+def test_deadline_cuts_the_user_and_asks_to_finish_the_build_once(sshd: Sshd) -> None:
+    async def main() -> None:
+        async with serving(policy=ra.Policy(grace=2)) as kit:
+            credentials, script = await issue(kit, "py-deadline", sshd.builder())
+            sshd.authorize(credentials.authorized_keys_line())
+            live = await asyncio.create_subprocess_exec(
+                "sh", str(script), "sleep", "600",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await next_event(kit.events, "connected")
+            await kit.authority.steps_completed("py-deadline")
+            expired = await next_event(kit.events, "expired")
+            assert expired.build_id == "py-deadline"
+            await next_event(kit.events, "finish_build")
+            await asyncio.wait_for(live.wait(), 30)
+            assert live.returncode != 0
+            session = await kit.authority.session("py-deadline")
+            assert session.end_reason is not None and "grace" in session.end_reason
+
+    asyncio.run(main())
+
+
+def test_logout_after_the_steps_ends_the_build(sshd: Sshd) -> None:
+    async def main() -> None:
+        async with serving() as kit:
+            credentials, script = await issue(kit, "py-logout", sshd.builder())
+            sshd.authorize(credentials.authorized_keys_line())
+            await kit.authority.steps_completed("py-logout")
+            code, _, err = await run_script(script, "true")
+            assert code == 0, err
+            logged_out = await next_event(kit.events, "logged_out")
+            assert logged_out.build_id == "py-logout"
+            await next_event(kit.events, "finish_build")
+            code, _, _ = await run_script(script, "true")
+            assert code == 255, "no way back in after the logout"
+
+    asyncio.run(main())
+
+
+def test_vnc_through_the_gateway_with_the_per_build_password(tigervnc: VncServer) -> None:
+    async def vncdo(port: int, password: str, shot: pathlib.Path) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            "vncdo", "-s", f"127.0.0.1::{port}", "-p", password, "capture", str(shot),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await asyncio.wait_for(proc.wait(), 60)
+
+    async def main() -> None:
+        async with serving(vnc_ports=[free_port()]) as kit:
+            builder = ra.Builder("127.0.0.1", vnc_port=tigervnc.port)
+            credentials = await kit.authority.issue(
+                "py-vnc", builder=builder, builder_vnc_password=tigervnc.password
+            )
+            session = await kit.authority.session("py-vnc")
+            assert session.vnc_port is not None
+            shot = kit.scratch / "shot.png"
+            assert await vncdo(session.vnc_port, credentials.vnc_password(), shot) == 0
+            png = shot.read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+            assert (width, height) == (tigervnc.width, tigervnc.height)
+            connected = await next_event(kit.events, "connected")
+            assert connected.protocol == "vnc"
+            # The builder's own password does not open the gateway.
+            assert await vncdo(session.vnc_port, tigervnc.password, kit.scratch / "no.png") != 0
+
+    asyncio.run(main())
+
+
+def test_reverse_tunnel_through_the_agent(sshd: Sshd) -> None:
+    async def main() -> None:
+        async with serving() as kit:
+            credentials, script = await issue(kit, "py-reverse", sshd.builder(reverse_tunnel=True))
+            sshd.authorize(credentials.authorized_keys_line())
+            agent_key = credentials.agent_private_key_openssh()
+            assert agent_key is not None and credentials.agent_username is not None
+            agent = asyncio.ensure_future(
+                ra.run_agent(
+                    f"127.0.0.1:{kit.running.port}",
+                    kit.gateway.host_key.public_key,
+                    credentials.agent_username,
+                    agent_key,
+                    ports=[sshd.port],
+                )
+            )
+            await next_event(kit.events, "tunnel_registered")
+            code, out, err = await run_script(script, "printenv", "FCI_BUILD_DIR")
+            assert code == 0, err
+            assert out.strip() == str(sshd.build_dir)
+            # Access ending stops the agent by itself.
+            await kit.authority.revoke("py-reverse", "done")
+            assert await asyncio.wait_for(agent, 30) == "session_ended"
+
+    asyncio.run(main())
