@@ -249,7 +249,7 @@ impl Session {
     }
     #[getter]
     fn policy(&self) -> Policy {
-        Policy(self.0.policy().clone())
+        Policy(*self.0.policy())
     }
     #[getter]
     fn builder(&self) -> Option<Builder> {
@@ -323,7 +323,7 @@ impl Authority {
     ) -> PyResult<Self> {
         let mut options = core::AuthorityOptions::default();
         if let Some(policy) = policy {
-            options.policy = policy.0.clone();
+            options.policy = policy.0;
         }
         if let Some(Seconds(retention)) = tombstone_retention {
             options.tombstone_retention = retention;
@@ -338,7 +338,7 @@ impl Authority {
 
     #[getter]
     fn policy(&self) -> Policy {
-        Policy(self.0.options().policy.clone())
+        Policy(self.0.options().policy)
     }
     #[getter]
     fn vnc_ports(&self) -> Vec<u16> {
@@ -377,7 +377,7 @@ impl Authority {
         let mut request =
             core::BuildRequest::new(self::build_id(build_id)?, trigger.parse().py()?, remote_access_enabled);
         request.started_at = started_at;
-        request.policy = policy.map(|p| p.0.clone());
+        request.policy = policy.map(|p| p.0);
         request.builder = builder.map(|b| b.0.clone());
         request.builder_vnc_password = builder_vnc_password.map(core::Secret::new);
         request.builder_vnc_username = builder_vnc_username;
@@ -516,7 +516,7 @@ impl Authority {
     fn __repr__(&self) -> String {
         format!(
             "Authority(policy={}, vnc_ports={:?})",
-            Policy(self.0.options().policy.clone()).__repr__(),
+            Policy(self.0.options().policy).__repr__(),
             self.0.options().vnc_ports
         )
     }

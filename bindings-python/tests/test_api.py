@@ -270,7 +270,7 @@ def test_a_forked_child_gets_an_error_not_a_hang() -> None:
         os._exit(0)
     os.close(write)
     _, status = os.waitpid(pid, 0)
-    message = os.read(read, 4096).decode()
+    reported = os.read(read, 4096).decode()
     os.close(read)
     assert os.WEXITSTATUS(status) == 0
-    assert "fork" in message and "spawn" in message, message
+    assert "fork" in reported and "spawn" in reported, reported

@@ -3,11 +3,45 @@
 from collections.abc import Awaitable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import final
+from typing import NoReturn, TypeAlias, final
 
 __version__: str
+__all__ = [
+    "AccessDeniedError",
+    "Authority",
+    "BuildExistsError",
+    "Builder",
+    "ConnectionInfo",
+    "Credentials",
+    "Event",
+    "Gateway",
+    "HostKey",
+    "HostKeyMismatchError",
+    "InvalidInputError",
+    "KeyMaterialError",
+    "LiveConnection",
+    "ManualClock",
+    "NoCapacityError",
+    "NotManuallyTriggeredError",
+    "Policy",
+    "RemoteAccessDisabledError",
+    "RemoteAccessError",
+    "RunningGateway",
+    "ScriptOptions",
+    "Session",
+    "SessionEndedError",
+    "StoreUnavailableError",
+    "Subscription",
+    "UnknownBuildError",
+    "__version__",
+    "_error_for_test",
+    "run_agent",
+    "vnc_auth_response",
+    "vnc_password_file",
+]
 
-Duration = timedelta | float
+# A duration argument: a timedelta or a number of seconds.
+_Duration: TypeAlias = timedelta | float
 
 class RemoteAccessError(Exception):
     code: str
@@ -48,9 +82,9 @@ class Policy:
     def __new__(
         cls,
         *,
-        grace: Duration | None = None,
-        max_build_duration: Duration | None = None,
-        finish_if_unused_after: Duration | None = None,
+        grace: _Duration | None = None,
+        max_build_duration: _Duration | None = None,
+        finish_if_unused_after: _Duration | None = None,
     ) -> Policy: ...
     @property
     def grace(self) -> timedelta: ...
@@ -90,7 +124,7 @@ class Builder:
 @final
 class ManualClock:
     def __new__(cls, start: datetime) -> ManualClock: ...
-    def advance(self, by: Duration) -> None: ...
+    def advance(self, by: _Duration) -> None: ...
     def set(self, to: datetime) -> None: ...
     def now(self) -> datetime: ...
 
@@ -113,7 +147,7 @@ class Credentials:
     def private_key_openssh(self) -> str: ...
     def agent_private_key_openssh(self) -> str | None: ...
     def vnc_password(self) -> str: ...
-    def __reduce__(self) -> None: ...
+    def __reduce__(self) -> NoReturn: ...
 
 @final
 class Session:
@@ -175,7 +209,7 @@ class Authority:
         cls,
         *,
         policy: Policy | None = None,
-        tombstone_retention: Duration | None = None,
+        tombstone_retention: _Duration | None = None,
         vnc_ports: Sequence[int] = ...,
         clock: ManualClock | None = None,
     ) -> Authority: ...
@@ -236,7 +270,7 @@ class HostKey:
     def public_key(self) -> str: ...
     @property
     def fingerprint(self) -> str: ...
-    def __reduce__(self) -> None: ...
+    def __reduce__(self) -> NoReturn: ...
 
 @final
 class Gateway:
@@ -245,14 +279,14 @@ class Gateway:
         authority: Authority,
         *,
         host_key: HostKey | None = None,
-        pre_auth_timeout: Duration | None = None,
-        auth_rejection_delay: Duration | None = None,
+        pre_auth_timeout: _Duration | None = None,
+        auth_rejection_delay: _Duration | None = None,
         max_auth_attempts: int | None = None,
         max_unauthenticated: int | None = None,
         max_unauthenticated_per_ip: int | None = None,
-        keepalive_interval: Duration | None = None,
+        keepalive_interval: _Duration | None = None,
         window_size: int | None = None,
-        dial_timeout: Duration | None = None,
+        dial_timeout: _Duration | None = None,
     ) -> Gateway: ...
     @property
     def host_key(self) -> HostKey: ...
@@ -306,9 +340,9 @@ def run_agent(
     *,
     local_host: str = "127.0.0.1",
     ports: Sequence[int] = ...,
-    min_backoff: Duration | None = None,
-    max_backoff: Duration | None = None,
-    dial_timeout: Duration | None = None,
+    min_backoff: _Duration | None = None,
+    max_backoff: _Duration | None = None,
+    dial_timeout: _Duration | None = None,
 ) -> Awaitable[str]: ...
 def vnc_password_file(password: str) -> bytes: ...
 def vnc_auth_response(password: str, challenge: bytes) -> bytes: ...
