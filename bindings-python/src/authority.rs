@@ -535,6 +535,19 @@ pub(crate) struct LiveConnection {
     connection: Arc<tokio::sync::Mutex<Option<core::LiveConnection>>>,
 }
 
+/// A connection dropped by Python's garbage collector without `disconnected()` is recorded as
+/// disconnected: the core's drop guard needs a runtime context, which Python's threads lack.
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        if let Ok(runtime) = crate::runtime::get() {
+            let _context = runtime.enter();
+            if let Ok(mut connection) = self.connection.try_lock() {
+                drop(connection.take());
+            }
+        }
+    }
+}
+
 #[pymethods]
 impl LiveConnection {
     #[getter]

@@ -274,3 +274,28 @@ def test_a_forked_child_gets_an_error_not_a_hang() -> None:
     os.close(read)
     assert os.WEXITSTATUS(status) == 0
     assert "fork" in reported and "spawn" in reported, reported
+
+
+def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() -> None:
+    async def main() -> None:
+        authority = ra.Authority()
+        events = authority.subscribe()
+        await authority.issue("b-conn")
+        first = await authority.connected("b-conn", "ssh")
+        assert first.build_id == "b-conn" and first.protocol == "ssh" and not first.is_cut
+        assert len((await authority.session("b-conn")).live_connections) == 1
+        await authority.disconnected(first)
+        await next_event(events, "disconnected")
+
+        second = await authority.connected("b-conn", "vnc")
+        del second  # never reported: the binding records the disconnect itself
+        await next_event(events, "disconnected")
+        assert (await authority.session("b-conn")).live_connections == []
+
+        third = await authority.connected("b-conn", "ssh")
+        cut = asyncio.ensure_future(third.cut())
+        await authority.revoke("b-conn", "done")
+        await asyncio.wait_for(cut, 5)
+        assert third.is_cut
+
+    run(main())
