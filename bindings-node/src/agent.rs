@@ -1,0 +1,125 @@
+//! The builder agent (reverse tunnels) and the VNC helpers.
+
+use napi::bindgen_prelude::{Buffer, PromiseRaw};
+use napi::{Env, Result};
+use napi_derive::napi;
+use remote_access_core as core;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::convert::{ip, millis_or, ports};
+use crate::errors::{invalid, promise};
+
+/// What the builder's agent needs (durations in milliseconds).
+#[napi(object)]
+pub struct AgentOptions {
+    /// The gateway, `host:port`.
+    pub gateway: String,
+    /// The gateway's public host key (`ssh-ed25519 AAAA...`), pinned.
+    pub gateway_host_key: String,
+    /// The build's agent username (`credentials.agentUsername`).
+    pub username: String,
+    /// The build's agent private key (`credentials.agentPrivateKeyOpenssh()`). A secret.
+    pub private_key: String,
+    /// Where the builder's services listen (default 127.0.0.1).
+    pub local_host: Option<String>,
+    /// The ports the tunnel may reach (default [22]).
+    pub ports: Option<Vec<u32>>,
+    pub min_backoff_ms: Option<f64>,
+    pub max_backoff_ms: Option<f64>,
+    pub dial_timeout_ms: Option<f64>,
+}
+
+/// A running builder agent: `await agent.done()` tells why it returned (`session_ended`,
+/// `refused`, `replaced` or `stopped`); `stop()` stops it.
+#[napi]
+pub struct RunningAgent {
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    done: std::sync::Arc<Mutex<Option<oneshot::Receiver<core::Result<core::AgentExit>>>>>,
+}
+
+/// Starts a builder's agent: it dials out to the gateway with the build's agent credential and
+/// carries the build's reverse tunnel, reconnecting with backoff, until the session ends.
+#[napi]
+pub fn run_agent(env: Env, options: AgentOptions) -> Result<RunningAgent> {
+    let mut agent = core::AgentOptions::new(
+        options.gateway,
+        options.gateway_host_key,
+        options.username,
+        core::Secret::new(options.private_key),
+    );
+    if let Some(host) = &options.local_host {
+        agent.local_host = ip(&env, "localHost", host)?;
+    }
+    if let Some(list) = &options.ports {
+        agent.ports = ports(&env, "ports", list)?;
+    }
+    agent.min_backoff = millis_or(&env, "minBackoffMs", options.min_backoff_ms, agent.min_backoff)?;
+    agent.max_backoff = millis_or(&env, "maxBackoffMs", options.max_backoff_ms, agent.max_backoff)?;
+    agent.dial_timeout = millis_or(&env, "dialTimeoutMs", options.dial_timeout_ms, agent.dial_timeout)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (exit, done) = oneshot::channel();
+    napi::bindgen_prelude::spawn(async move {
+        let _ = exit.send(
+            core::run_agent(agent, async {
+                let _ = stopped.await;
+            })
+            .await,
+        );
+    });
+    Ok(RunningAgent {
+        stop: std::sync::Mutex::new(Some(stop)),
+        done: std::sync::Arc::new(Mutex::new(Some(done))),
+    })
+}
+
+#[napi]
+impl RunningAgent {
+    /// Stops the agent (its connection closes); `done()` then resolves to `stopped`.
+    #[napi]
+    pub fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Resolves when the agent returns, with why.
+    #[napi(ts_return_type = "Promise<'session_ended' | 'refused' | 'replaced' | 'stopped'>")]
+    pub fn done<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, &'static str>> {
+        let done = self.done.clone();
+        promise(
+            env,
+            async move {
+                let done = done.lock().await.take();
+                let exit = match done {
+                    Some(done) => done.await.unwrap_or(Ok(core::AgentExit::Stopped))?,
+                    // `done()` was already awaited once: the agent has returned.
+                    None => core::AgentExit::Stopped,
+                };
+                Ok(match exit {
+                    core::AgentExit::SessionEnded => "session_ended",
+                    core::AgentExit::Refused => "refused",
+                    core::AgentExit::Replaced => "replaced",
+                    _ => "stopped",
+                })
+            },
+            Ok,
+        )
+    }
+}
+
+/// The 8-byte VNC password file (`vncpasswd` format) for a builder's VNC server.
+#[napi]
+pub fn vnc_password_file(password: String) -> Buffer {
+    let password = core::Secret::new(password);
+    core::vnc_password_file(password.expose()).to_vec().into()
+}
+
+/// The 16-byte answer to a VNC Authentication challenge (for clients and tests).
+#[napi]
+pub fn vnc_auth_response(env: Env, password: String, challenge: Buffer) -> Result<Buffer> {
+    let password = core::Secret::new(password);
+    let challenge: &[u8; 16] = challenge.as_ref().try_into().map_err(|_| {
+        invalid(&env, "challenge", format!("{} bytes; a VNC challenge has 16", challenge.len()))
+    })?;
+    Ok(core::vnc_auth_response(password.expose(), challenge).to_vec().into())
+}

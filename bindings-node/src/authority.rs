@@ -1,0 +1,591 @@
+//! The credential authority and what it deals in.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::PromiseRaw;
+use napi::{Env, Result};
+use napi_derive::napi;
+use remote_access_core as core;
+
+use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, time, to_millis};
+use crate::errors::{OrThrow, invalid, promise};
+use crate::events::{EventListener, Subscription};
+
+/// How long access lasts (milliseconds): `graceMs` after the build steps complete (default 20
+/// minutes), never past `maxBuildDurationMs` from the build's start (default 2 hours);
+/// optionally ended early when nobody connected within `finishIfUnusedAfterMs` of the steps
+/// completing.
+#[napi(object)]
+#[derive(Clone, Default)]
+pub struct Policy {
+    pub grace_ms: Option<f64>,
+    pub max_build_duration_ms: Option<f64>,
+    pub finish_if_unused_after_ms: Option<f64>,
+}
+
+impl Policy {
+    pub(crate) fn to_core(&self, env: &Env) -> Result<core::Policy> {
+        let defaults = core::Policy::default();
+        let mut policy = core::Policy::default();
+        policy.grace = millis_or(env, "graceMs", self.grace_ms, defaults.grace)?;
+        policy.max_build_duration =
+            millis_or(env, "maxBuildDurationMs", self.max_build_duration_ms, defaults.max_build_duration)?;
+        policy.finish_if_unused_after =
+            self.finish_if_unused_after_ms.map(|ms| millis(env, "finishIfUnusedAfterMs", ms)).transpose()?;
+        policy.validate().or_throw(env)?;
+        Ok(policy)
+    }
+
+    pub(crate) fn from_core(policy: &core::Policy) -> Self {
+        Self {
+            grace_ms: Some(to_millis(policy.grace)),
+            max_build_duration_ms: Some(to_millis(policy.max_build_duration)),
+            finish_if_unused_after_ms: policy.finish_if_unused_after.map(to_millis),
+        }
+    }
+}
+
+/// Where a build's machine is and what the gateway may reach on it.
+#[napi(object)]
+#[derive(Clone)]
+pub struct Builder {
+    /// The builder's IP address (no host names: they could be re-pointed).
+    pub address: String,
+    pub ssh_port: Option<u32>,
+    pub extra_ports: Option<Vec<u32>>,
+    pub vnc_port: Option<u32>,
+    pub user: Option<String>,
+    /// The builder dials out through `runAgent` instead of being dialed.
+    pub reverse_tunnel: Option<bool>,
+    /// The builder's SSH host key (`ssh-ed25519 AAAA...`), pinned in the scripts when known.
+    pub host_key: Option<String>,
+}
+
+impl Builder {
+    fn to_core(&self, env: &Env) -> Result<core::Builder> {
+        let mut builder = core::Builder::new(ip(env, "builder.address", &self.address)?);
+        if let Some(p) = self.ssh_port {
+            builder.ssh_port = port(env, "builder.sshPort", p)?;
+        }
+        builder.extra_ports =
+            ports(env, "builder.extraPorts", self.extra_ports.as_deref().unwrap_or_default())?;
+        builder.vnc_port = self.vnc_port.map(|p| port(env, "builder.vncPort", p)).transpose()?;
+        if let Some(user) = &self.user {
+            builder.user = user.clone();
+        }
+        builder.reverse_tunnel = self.reverse_tunnel.unwrap_or(false);
+        builder.host_key = self.host_key.clone();
+        Ok(builder)
+    }
+
+    fn from_core(builder: &core::Builder) -> Self {
+        Self {
+            address: builder.address.to_string(),
+            ssh_port: Some(u32::from(builder.ssh_port)),
+            extra_ports: Some(builder.extra_ports.iter().map(|&p| u32::from(p)).collect()),
+            vnc_port: builder.vnc_port.map(u32::from),
+            user: Some(builder.user.clone()),
+            reverse_tunnel: Some(builder.reverse_tunnel),
+            host_key: builder.host_key.clone(),
+        }
+    }
+}
+
+/// Options of an `Authority`; every field has a default.
+#[napi(object)]
+#[derive(Default)]
+pub struct AuthorityOptions {
+    pub policy: Option<Policy>,
+    /// How long revoked and expired credentials stay refused tombstones (default 30 days).
+    pub tombstone_retention_ms: Option<f64>,
+    /// Gateway ports for VNC, one per live VNC session (default none: no VNC).
+    pub vnc_ports: Option<Vec<u32>>,
+}
+
+/// What `issue` needs besides the build id; every field has a default.
+#[napi(object)]
+#[derive(Default)]
+pub struct IssueOptions {
+    /// `manual` (default), `webhook`, `scheduled` or `api`; only manual builds get access.
+    pub trigger: Option<String>,
+    pub remote_access_enabled: Option<bool>,
+    /// When the build started (RFC 3339; default now).
+    pub started_at: Option<String>,
+    /// This build's policy instead of the authority's.
+    pub policy: Option<Policy>,
+    pub builder: Option<Builder>,
+    /// The builder VNC server's own password (the user never sees it).
+    pub builder_vnc_password: Option<String>,
+    /// The macOS account for Apple's VNC authentication, if the builder uses it.
+    pub builder_vnc_username: Option<String>,
+}
+
+/// A clock that only moves when told to: for tests of the time rules.
+#[napi]
+pub struct ManualClock(pub(crate) Arc<core::ManualClock>);
+
+#[napi]
+impl ManualClock {
+    /// A clock standing at `start` (RFC 3339).
+    #[napi(constructor)]
+    pub fn new(env: Env, start: String) -> Result<Self> {
+        Ok(Self(Arc::new(core::ManualClock::new(time(&env, "start", &start)?))))
+    }
+
+    #[napi]
+    pub fn advance(&self, env: Env, ms: f64) -> Result<()> {
+        self.0.advance(millis(&env, "ms", ms)?);
+        Ok(())
+    }
+
+    #[napi]
+    pub fn set(&self, env: Env, to: String) -> Result<()> {
+        self.0.set(time(&env, "to", &to)?);
+        Ok(())
+    }
+
+    #[napi]
+    pub fn now(&self) -> String {
+        rfc3339(core::Clock::now(self.0.as_ref()))
+    }
+}
+
+/// One build's credentials. The private keys and the VNC password come only from the explicit
+/// `privateKeyOpenssh()`, `agentPrivateKeyOpenssh()` and `vncPassword()` calls: never from
+/// `util.inspect`, `JSON.stringify` or an error.
+#[napi]
+pub struct Credentials(pub(crate) core::Credentials);
+
+#[napi]
+impl Credentials {
+    #[napi(getter)]
+    pub fn build_id(&self) -> String {
+        self.0.build_id().to_string()
+    }
+    #[napi(getter)]
+    pub fn username(&self) -> String {
+        self.0.username().to_owned()
+    }
+    #[napi(getter)]
+    pub fn public_key(&self) -> String {
+        self.0.public_key().to_owned()
+    }
+    #[napi(getter)]
+    pub fn fingerprint(&self) -> String {
+        self.0.fingerprint().to_owned()
+    }
+    #[napi(getter)]
+    pub fn agent_username(&self) -> Option<String> {
+        self.0.agent_username().map(str::to_owned)
+    }
+    #[napi(getter)]
+    pub fn agent_fingerprint(&self) -> Option<String> {
+        self.0.agent_fingerprint().map(str::to_owned)
+    }
+    /// The line to put in the builder's `authorized_keys`.
+    #[napi]
+    pub fn authorized_keys_line(&self) -> String {
+        self.0.authorized_keys_line()
+    }
+    /// The same line with OpenSSH restrictions.
+    #[napi]
+    pub fn authorized_keys_line_restricted(&self) -> String {
+        self.0.authorized_keys_line_restricted()
+    }
+    /// The user's private key in OpenSSH format. A secret: hand it only to the user.
+    #[napi]
+    pub fn private_key_openssh(&self, env: Env) -> Result<String> {
+        Ok(self.0.private_key_openssh().or_throw(&env)?.expose().clone())
+    }
+    /// The builder agent's private key (reverse-tunnel builds). A secret.
+    #[napi]
+    pub fn agent_private_key_openssh(&self, env: Env) -> Result<Option<String>> {
+        Ok(self.0.agent_private_key_openssh().or_throw(&env)?.map(|key| key.expose().clone()))
+    }
+    /// The VNC password the user types. A secret.
+    #[napi]
+    pub fn vnc_password(&self) -> String {
+        self.0.vnc_password().expose().clone()
+    }
+    /// The public parts only, for `JSON.stringify`.
+    #[napi(
+        js_name = "toJSON",
+        ts_return_type = "{ buildId: string; username: string; fingerprint: string; agentUsername: string | null }"
+    )]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "buildId": self.build_id(), "username": self.username(), "fingerprint": self.fingerprint(),
+            "agentUsername": self.agent_username(),
+        })
+    }
+}
+
+/// A snapshot of one build's remote access session.
+#[napi]
+pub struct Session(pub(crate) core::Session);
+
+#[napi]
+impl Session {
+    #[napi(getter)]
+    pub fn build_id(&self) -> String {
+        self.0.build_id().to_string()
+    }
+    /// `steps_running`, `steps_completed` or `ended`.
+    #[napi(getter)]
+    pub fn phase(&self) -> &'static str {
+        self.0.phase().as_str()
+    }
+    #[napi(getter)]
+    pub fn policy(&self) -> Policy {
+        Policy::from_core(self.0.policy())
+    }
+    #[napi(getter)]
+    pub fn builder(&self) -> Option<Builder> {
+        self.0.builder().map(Builder::from_core)
+    }
+    #[napi(getter)]
+    pub fn started_at(&self) -> String {
+        rfc3339(self.0.started_at())
+    }
+    #[napi(getter)]
+    pub fn steps_completed_at(&self) -> Option<String> {
+        self.0.steps_completed_at().map(rfc3339)
+    }
+    /// When access ends at the latest, as things stand.
+    #[napi(getter)]
+    pub fn deadline(&self) -> String {
+        rfc3339(self.0.deadline())
+    }
+    #[napi(getter)]
+    pub fn is_ended(&self) -> bool {
+        self.0.is_ended()
+    }
+    #[napi(getter)]
+    pub fn end_reason(&self) -> Option<String> {
+        self.0.end().map(|(reason, _)| reason.to_string())
+    }
+    #[napi(getter)]
+    pub fn ended_at(&self) -> Option<String> {
+        self.0.end().map(|(_, at)| rfc3339(at))
+    }
+    #[napi(getter)]
+    pub fn vnc_port(&self) -> Option<u32> {
+        self.0.vnc_port().map(u32::from)
+    }
+    #[napi(getter)]
+    pub fn ever_connected(&self) -> bool {
+        self.0.ever_connected()
+    }
+    /// `[connection id, "ssh" | "vnc"]` for each live connection.
+    #[napi(getter)]
+    pub fn live_connections(&self) -> Vec<Vec<String>> {
+        self.0
+            .live_connections()
+            .map(|(id, protocol)| vec![id.to_string(), protocol.as_str().to_owned()])
+            .collect()
+    }
+    /// The snapshot as a plain object.
+    #[napi(
+        js_name = "toJSON",
+        ts_return_type = "{ buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }"
+    )]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "buildId": self.build_id(), "phase": self.phase(), "startedAt": self.started_at(),
+            "stepsCompletedAt": self.steps_completed_at(), "deadline": self.deadline(),
+            "isEnded": self.is_ended(), "endReason": self.end_reason(), "endedAt": self.ended_at(),
+            "vncPort": self.vnc_port(), "everConnected": self.ever_connected(),
+            "liveConnections": self.live_connections(),
+        })
+    }
+}
+
+/// A user connection the platform carries itself (a transport other than the built-in
+/// gateway); see `Authority.connected`.
+#[napi]
+pub struct LiveConnection {
+    build_id: String,
+    id: String,
+    protocol: &'static str,
+    cut: core::CutSignal,
+    connection: Arc<tokio::sync::Mutex<Option<core::LiveConnection>>>,
+}
+
+#[napi]
+impl LiveConnection {
+    #[napi(getter)]
+    pub fn build_id(&self) -> String {
+        self.build_id.clone()
+    }
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.id.clone()
+    }
+    #[napi(getter)]
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
+    }
+    /// Whether access has ended for this connection.
+    #[napi(getter)]
+    pub fn is_cut(&self) -> bool {
+        self.cut.is_cut()
+    }
+    /// Resolves when access ends: close the connection then.
+    #[napi]
+    pub fn cut<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let mut cut = self.cut.clone();
+        promise(
+            env,
+            async move {
+                cut.cut().await;
+                Ok(())
+            },
+            Ok,
+        )
+    }
+}
+
+/// Issues, verifies and revokes per-build credentials and enforces each build's time rules.
+/// The store is in memory.
+#[napi]
+pub struct Authority(pub(crate) core::Authority);
+
+#[napi]
+impl Authority {
+    /// `clock`: a `ManualClock` for tests (default: the system clock).
+    #[napi(constructor)]
+    pub fn new(env: Env, options: Option<AuthorityOptions>, clock: Option<&ManualClock>) -> Result<Self> {
+        let options = options.unwrap_or_default();
+        let mut core_options = core::AuthorityOptions::default();
+        if let Some(policy) = &options.policy {
+            core_options.policy = policy.to_core(&env)?;
+        }
+        core_options.tombstone_retention = millis_or(
+            &env,
+            "tombstoneRetentionMs",
+            options.tombstone_retention_ms,
+            core_options.tombstone_retention,
+        )?;
+        core_options.vnc_ports = ports(&env, "vncPorts", options.vnc_ports.as_deref().unwrap_or_default())?;
+        let clock: Arc<dyn core::Clock> = match clock {
+            Some(clock) => clock.0.clone(),
+            None => Arc::new(core::SystemClock),
+        };
+        core::Authority::with_parts(core_options, Arc::new(core::MemoryStore::new()), clock)
+            .or_throw(&env)
+            .map(Self)
+    }
+
+    #[napi(getter)]
+    pub fn policy(&self) -> Policy {
+        Policy::from_core(&self.0.options().policy)
+    }
+    #[napi(getter)]
+    pub fn vnc_ports(&self) -> Vec<u32> {
+        self.0.options().vnc_ports.iter().map(|&p| u32::from(p)).collect()
+    }
+    /// The authority's clock (RFC 3339).
+    #[napi]
+    pub fn now(&self) -> String {
+        rfc3339(self.0.now())
+    }
+
+    /// Every event from now on: `for await (const event of authority.subscribe())`.
+    #[napi]
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(self.0.subscribe())
+    }
+
+    /// Calls `callback(event)` for every event from now on, until `close()`. It does not keep
+    /// the process alive.
+    #[napi(ts_args_type = "callback: (event: Event) => void")]
+    pub fn on_event(&self, callback: crate::events::EventCallback) -> EventListener {
+        EventListener::start(self.0.subscribe(), callback)
+    }
+
+    /// Issues credentials for a build.
+    #[napi]
+    pub fn issue<'env>(
+        &self,
+        env: &'env Env,
+        build_id: String,
+        options: Option<IssueOptions>,
+    ) -> Result<PromiseRaw<'env, Credentials>> {
+        let options = options.unwrap_or_default();
+        let trigger = match options.trigger.as_deref() {
+            Some(trigger) => trigger.parse().or_throw(env)?,
+            None => core::Trigger::Manual,
+        };
+        let mut request = core::BuildRequest::new(
+            self::build_id(env, &build_id)?,
+            trigger,
+            options.remote_access_enabled.unwrap_or(true),
+        );
+        request.started_at = options.started_at.as_deref().map(|t| time(env, "startedAt", t)).transpose()?;
+        request.policy = options.policy.as_ref().map(|p| p.to_core(env)).transpose()?;
+        request.builder = options.builder.as_ref().map(|b| b.to_core(env)).transpose()?;
+        request.builder_vnc_password = options.builder_vnc_password.map(core::Secret::new);
+        request.builder_vnc_username = options.builder_vnc_username;
+        let authority = self.0.clone();
+        promise(env, async move { authority.issue(request).await }, |c| Ok(Credentials(c)))
+    }
+
+    /// Records that the build's steps completed: the grace period starts.
+    #[napi]
+    pub fn steps_completed<'env>(&self, env: &'env Env, build_id: String) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        promise(env, async move { authority.steps_completed(&id).await }, Ok)
+    }
+
+    /// Records that the platform finished the build itself: access ends.
+    #[napi]
+    pub fn build_finished<'env>(&self, env: &'env Env, build_id: String) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        promise(env, async move { authority.build_finished(&id).await }, Ok)
+    }
+
+    /// Records that the build was cancelled: access ends.
+    #[napi]
+    pub fn cancel<'env>(&self, env: &'env Env, build_id: String) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        promise(env, async move { authority.cancel(&id).await }, Ok)
+    }
+
+    /// Revokes the build's credentials now and cuts its live connections.
+    #[napi]
+    pub fn revoke<'env>(
+        &self,
+        env: &'env Env,
+        build_id: String,
+        reason: String,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        promise(env, async move { authority.revoke(&id, &reason).await }, Ok)
+    }
+
+    /// The build's session.
+    #[napi]
+    pub fn session<'env>(&self, env: &'env Env, build_id: String) -> Result<PromiseRaw<'env, Session>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        promise(env, async move { authority.session(&id).await }, |s| Ok(Session(s)))
+    }
+
+    /// Checks an SSH login; resolves to the build id it belongs to.
+    #[napi]
+    pub fn verify_ssh<'env>(
+        &self,
+        env: &'env Env,
+        username: String,
+        public_key: String,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let authority = self.0.clone();
+        promise(env, async move { authority.verify_ssh(&username, &public_key).await }, |id| {
+            Ok(id.to_string())
+        })
+    }
+
+    /// Checks a VNC password for a build.
+    #[napi]
+    pub fn verify_vnc<'env>(
+        &self,
+        env: &'env Env,
+        build_id: String,
+        password: String,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, id, password) =
+            (self.0.clone(), self::build_id(env, &build_id)?, core::Secret::new(password));
+        promise(env, async move { authority.verify_vnc(&id, password.expose()).await }, Ok)
+    }
+
+    /// Records a user connection (`protocol`: `ssh` or `vnc`); rejects with `session_ended`
+    /// once access is over.
+    #[napi]
+    pub fn connected<'env>(
+        &self,
+        env: &'env Env,
+        build_id: String,
+        protocol: String,
+    ) -> Result<PromiseRaw<'env, LiveConnection>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        let protocol = match protocol.as_str() {
+            "ssh" => core::Protocol::Ssh,
+            "vnc" => core::Protocol::Vnc,
+            other => return Err(invalid(env, "protocol", format!("{other:?}; expected ssh or vnc"))),
+        };
+        promise(env, async move { authority.connected(&id, protocol).await }, |connection| {
+            Ok(LiveConnection {
+                build_id: connection.build_id().to_string(),
+                id: connection.id().to_string(),
+                protocol: connection.protocol().as_str(),
+                cut: connection.cut_signal(),
+                connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+            })
+        })
+    }
+
+    /// Records that a connection closed (after the steps, the last one closing is a logout).
+    #[napi]
+    pub fn disconnected<'env>(
+        &self,
+        env: &'env Env,
+        connection: &LiveConnection,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, connection) = (self.0.clone(), connection.connection.clone());
+        promise(
+            env,
+            async move {
+                match connection.lock().await.take() {
+                    Some(connection) => authority.disconnected(connection).await,
+                    None => Ok(()),
+                }
+            },
+            Ok,
+        )
+    }
+
+    /// Records that a connection went away because its carrier stopped (not a logout).
+    #[napi]
+    pub fn detached<'env>(
+        &self,
+        env: &'env Env,
+        connection: &LiveConnection,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let (authority, connection) = (self.0.clone(), connection.connection.clone());
+        promise(
+            env,
+            async move {
+                match connection.lock().await.take() {
+                    Some(connection) => authority.detached(connection).await,
+                    None => Ok(()),
+                }
+            },
+            Ok,
+        )
+    }
+
+    /// Ends every session whose deadline has passed; resolves to how many. A running gateway
+    /// does this by itself.
+    #[napi]
+    pub fn expire_due<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, u32>> {
+        let authority = self.0.clone();
+        promise(
+            env,
+            async move { authority.expire_due().await },
+            |n| Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        )
+    }
+
+    /// The earliest deadline of any live session (RFC 3339), or null.
+    #[napi]
+    pub fn next_deadline<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Option<String>>> {
+        let authority = self.0.clone();
+        promise(env, async move { authority.next_deadline().await }, |at| Ok(at.map(rfc3339)))
+    }
+
+    /// Forgets tombstones older than the retention; resolves to how many.
+    #[napi]
+    pub fn purge<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, u32>> {
+        let authority = self.0.clone();
+        promise(env, async move { authority.purge().await }, |n| Ok(u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+}

@@ -1,0 +1,91 @@
+//! JavaScript errors: every core error becomes an `Error` whose `code` is the core's stable code
+//! (`invalid_input`, `session_ended`, ...) and whose message carries the cause chain.
+
+use std::future::Future;
+
+use napi::bindgen_prelude::JsObjectValue;
+use napi::bindgen_prelude::{PromiseRaw, ToNapiValue};
+use napi::{Env, JsValue, Status};
+use remote_access_core::Error;
+
+/// The message with the causes that led to it: "outer: inner: innermost".
+fn message(err: &Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// A JavaScript `Error` for a core error, with `code` set. Needs the JS thread (an `Env`).
+pub(crate) fn to_js(env: &Env, err: &Error) -> napi::Error {
+    let fallback = || napi::Error::new(Status::GenericFailure, message(err));
+    let Ok(mut object) = env.create_error(fallback()) else { return fallback() };
+    if object.set_named_property("code", err.code()).is_err() {
+        return fallback();
+    }
+    if let Error::AccessDenied { reason } = err {
+        let _ = object.set_named_property("reason", reason.as_str());
+    }
+    // An error that wraps a JS value rejects or throws with that very object.
+    napi::Error::from(object.to_unknown())
+}
+
+/// `Result<T, core::Error>` → `napi::Result<T>` on the JS thread.
+pub(crate) trait OrThrow<T> {
+    fn or_throw(self, env: &Env) -> napi::Result<T>;
+}
+
+impl<T> OrThrow<T> for remote_access_core::Result<T> {
+    fn or_throw(self, env: &Env) -> napi::Result<T> {
+        self.map_err(|err| to_js(env, &err))
+    }
+}
+
+/// A Promise for `fut`, run on napi's tokio runtime; a core error rejects it with a coded
+/// `Error`. `convert` turns the value into what JavaScript gets, on the JS thread.
+pub(crate) fn promise<'env, T, V, F>(
+    env: &'env Env,
+    fut: F,
+    convert: impl FnOnce(T) -> napi::Result<V> + 'static,
+) -> napi::Result<PromiseRaw<'env, V>>
+where
+    T: Send + 'static,
+    V: ToNapiValue,
+    F: Future<Output = remote_access_core::Result<T>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(fut.await) }, move |env, result| match result {
+        Ok(value) => convert(value),
+        Err(err) => Err(to_js(env, &err)),
+    })
+}
+
+/// An "invalid input" error for an argument refused while converting it.
+pub(crate) fn invalid(env: &Env, what: &'static str, problem: String) -> napi::Error {
+    to_js(env, &Error::InvalidInput { what, problem })
+}
+
+/// The error thrown for a core error of kind `code` (`store_unavailable` or `key_material`),
+/// for tests of the mapping: the in-memory store cannot fail and key generation does not fail
+/// on a working machine, so these cannot be caused otherwise.
+#[napi_derive::napi(ts_return_type = "Error & { code: string }")]
+pub fn error_for_test(env: Env, code: String) -> napi::Result<napi::bindgen_prelude::Unknown<'static>> {
+    let err = match code.as_str() {
+        "store_unavailable" => Error::StoreUnavailable {
+            message: "unreachable (test)".into(),
+            source: Some(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ))),
+        },
+        "key_material" => Error::KeyMaterial { message: "test".into() },
+        other => return Err(invalid(&env, "code", format!("{other:?} is not a test error code"))),
+    };
+    Ok(napi::JsError::from(to_js(&env, &err)).into_unknown(env))
+}

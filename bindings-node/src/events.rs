@@ -1,0 +1,135 @@
+//! Events as plain objects: an async iterator (`for await`) and a callback listener.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::AsyncGenerator;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use remote_access_core as core;
+use tokio::sync::Mutex;
+
+use crate::convert::rfc3339;
+
+/// Something that happened to a build's remote access. `kind` is one of `issued`,
+/// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
+/// `finish_build`, `tunnel_registered`, `refused`; `at` is RFC 3339; `connectionId` and
+/// `protocol` are set for `connected` and `disconnected`.
+#[napi(object)]
+pub struct Event {
+    pub build_id: String,
+    pub at: String,
+    pub kind: String,
+    pub reason: String,
+    pub connection_id: Option<String>,
+    pub protocol: Option<String>,
+}
+
+impl From<core::Event> for Event {
+    fn from(event: core::Event) -> Self {
+        let connection = match event.kind {
+            core::EventKind::Connected { connection, protocol }
+            | core::EventKind::Disconnected { connection, protocol } => Some((connection, protocol)),
+            _ => None,
+        };
+        Self {
+            build_id: event.build_id.to_string(),
+            at: rfc3339(event.at),
+            kind: event.kind.as_str().to_owned(),
+            reason: event.reason,
+            connection_id: connection.map(|(id, _)| id.to_string()),
+            protocol: connection.map(|(_, protocol)| protocol.as_str().to_owned()),
+        }
+    }
+}
+
+/// The authority's events from the moment of subscribing, each subscription with its own
+/// queue: `for await (const event of subscription)`. `close()` (or leaving the loop) ends it.
+#[napi(async_iterator)]
+pub struct Subscription {
+    queue: Arc<Mutex<Option<core::Subscription>>>,
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Subscription {
+    pub(crate) fn new(subscription: core::Subscription) -> Self {
+        Self {
+            queue: Arc::new(Mutex::new(Some(subscription))),
+            closed: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+#[napi]
+impl AsyncGenerator for Subscription {
+    type Yield = Event;
+    type Next = ();
+    type Return = ();
+
+    fn next(&mut self, _: Option<()>) -> impl Future<Output = napi::Result<Option<Event>>> + Send + 'static {
+        let (queue, mut closed) = (self.queue.clone(), self.closed.subscribe());
+        async move {
+            let mut queue = queue.lock().await;
+            let next = match queue.as_mut() {
+                Some(subscription) if !*closed.borrow_and_update() => tokio::select! {
+                    next = subscription.next() => next,
+                    _ = closed.changed() => None,
+                },
+                _ => None,
+            };
+            if next.is_none() {
+                *queue = None; // unsubscribes
+            }
+            Ok(next.map(Event::from))
+        }
+    }
+
+    fn complete(
+        &mut self,
+        _: Option<()>,
+    ) -> impl Future<Output = napi::Result<Option<Event>>> + Send + 'static {
+        self.close();
+        async { Ok(None) }
+    }
+}
+
+#[napi]
+impl Subscription {
+    /// Unsubscribes: a waiting or later `next()` ends the iteration.
+    #[napi]
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+        if let Ok(mut queue) = self.queue.try_lock() {
+            *queue = None;
+        }
+    }
+}
+
+/// `callback(event)`, called on the JS thread; weak, so that it does not keep Node running.
+pub type EventCallback = ThreadsafeFunction<Event, (), Event, napi::Status, false, true>;
+
+/// A callback subscription (`authority.onEvent`); `close()` stops it. Dropping the object
+/// does not: the callbacks run until `close()` or until the authority is gone.
+#[napi]
+pub struct EventListener {
+    task: tokio::task::AbortHandle,
+}
+
+impl EventListener {
+    pub(crate) fn start(mut subscription: core::Subscription, callback: EventCallback) -> Self {
+        let task = napi::bindgen_prelude::spawn(async move {
+            while let Some(event) = subscription.next().await {
+                callback.call(Event::from(event), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        });
+        Self { task: task.abort_handle() }
+    }
+}
+
+#[napi]
+impl EventListener {
+    /// Stops the callbacks.
+    #[napi]
+    pub fn close(&self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,176 @@
+//! The gateway: host key, start and stop.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::PromiseRaw;
+use napi::{Env, Result};
+use napi_derive::napi;
+use remote_access_core as core;
+use tokio::sync::Mutex;
+
+use crate::authority::Authority;
+use crate::convert::millis_or;
+use crate::errors::{OrThrow, promise};
+
+/// The gateway's SSH host key, which users pin. Persist it (`toOpenssh()`) so that it survives
+/// restarts.
+#[napi]
+pub struct HostKey(pub(crate) core::HostKey);
+
+#[napi]
+impl HostKey {
+    /// A new Ed25519 host key.
+    #[napi(factory)]
+    pub fn generate(env: Env) -> Result<Self> {
+        core::HostKey::generate().or_throw(&env).map(Self)
+    }
+
+    /// A key from its OpenSSH private key text.
+    #[napi(factory)]
+    pub fn from_openssh(env: Env, text: String) -> Result<Self> {
+        let text = core::Secret::new(text);
+        core::HostKey::from_openssh(text.expose()).or_throw(&env).map(Self)
+    }
+
+    /// The private key in OpenSSH format. A secret: store it like one.
+    #[napi]
+    pub fn to_openssh(&self, env: Env) -> Result<String> {
+        Ok(self.0.to_openssh().or_throw(&env)?.expose().clone())
+    }
+
+    /// The public key line (`ssh-ed25519 AAAA...`), for `known_hosts`.
+    #[napi(getter)]
+    pub fn public_key(&self) -> String {
+        self.0.public_key()
+    }
+
+    /// `SHA256:...`, as `ssh` prints it.
+    #[napi(getter)]
+    pub fn fingerprint(&self) -> String {
+        self.0.fingerprint()
+    }
+
+    /// The public parts only, for `JSON.stringify`.
+    #[napi(js_name = "toJSON", ts_return_type = "{ publicKey: string; fingerprint: string }")]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "publicKey": self.public_key(), "fingerprint": self.fingerprint() })
+    }
+}
+
+/// Options of a `Gateway` (durations in milliseconds); every field has the core's default.
+#[napi(object)]
+#[derive(Default)]
+pub struct GatewayOptions {
+    /// A connection must authenticate within this time (default 30 s).
+    pub pre_auth_timeout_ms: Option<f64>,
+    /// Every refused authentication attempt takes this long (default 1 s).
+    pub auth_rejection_delay_ms: Option<f64>,
+    /// Authentication attempts allowed per connection (default 6).
+    pub max_auth_attempts: Option<u32>,
+    /// Connections waiting to authenticate at once (default 256).
+    pub max_unauthenticated: Option<u32>,
+    /// The same, per source address (default 32).
+    pub max_unauthenticated_per_ip: Option<u32>,
+    /// Idle connections are probed this often (default 30 s).
+    pub keepalive_interval_ms: Option<f64>,
+    /// SSH channel window in bytes (default 8 MiB).
+    pub window_size: Option<u32>,
+    /// How long to wait for a builder to accept a connection (default 10 s).
+    pub dial_timeout_ms: Option<f64>,
+}
+
+/// The SSH gateway (and the VNC proxy on the authority's `vncPorts`).
+#[napi]
+pub struct Gateway(core::Gateway);
+
+#[napi]
+impl Gateway {
+    /// `hostKey` omitted: a new key, which changes at every start (persist one in production).
+    #[napi(constructor)]
+    pub fn new(
+        env: Env,
+        authority: &Authority,
+        options: Option<GatewayOptions>,
+        host_key: Option<&HostKey>,
+    ) -> Result<Self> {
+        let given = options.unwrap_or_default();
+        let mut options = core::GatewayOptions::default();
+        options.host_key = host_key.map(|key| key.0.clone());
+        options.pre_auth_timeout =
+            millis_or(&env, "preAuthTimeoutMs", given.pre_auth_timeout_ms, options.pre_auth_timeout)?;
+        options.auth_rejection_delay = millis_or(
+            &env,
+            "authRejectionDelayMs",
+            given.auth_rejection_delay_ms,
+            options.auth_rejection_delay,
+        )?;
+        options.keepalive_interval =
+            millis_or(&env, "keepaliveIntervalMs", given.keepalive_interval_ms, options.keepalive_interval)?;
+        options.dial_timeout = millis_or(&env, "dialTimeoutMs", given.dial_timeout_ms, options.dial_timeout)?;
+        let count = |n: Option<u32>, default: usize| n.map_or(default, |n| n as usize);
+        options.max_auth_attempts = count(given.max_auth_attempts, options.max_auth_attempts);
+        options.max_unauthenticated = count(given.max_unauthenticated, options.max_unauthenticated);
+        options.max_unauthenticated_per_ip =
+            count(given.max_unauthenticated_per_ip, options.max_unauthenticated_per_ip);
+        options.window_size = given.window_size.unwrap_or(options.window_size);
+        core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
+    }
+
+    #[napi(getter)]
+    pub fn host_key(&self) -> HostKey {
+        HostKey(self.0.host_key().clone())
+    }
+
+    /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background; the VNC ports are
+    /// bound on the same address.
+    #[napi]
+    pub fn start<'env>(&self, env: &'env Env, addr: String) -> Result<PromiseRaw<'env, RunningGateway>> {
+        let gateway = self.0.clone();
+        promise(env, async move { gateway.start(&addr).await }, |running| {
+            Ok(RunningGateway {
+                local_addr: running.local_addr(),
+                running: Arc::new(Mutex::new(Some(running))),
+            })
+        })
+    }
+}
+
+/// A gateway serving in the background; `await running.stop()`.
+#[napi]
+pub struct RunningGateway {
+    local_addr: std::net::SocketAddr,
+    running: Arc<Mutex<Option<core::RunningGateway>>>,
+}
+
+#[napi]
+impl RunningGateway {
+    /// The host it listens on.
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.local_addr.ip().to_string()
+    }
+
+    /// The port it listens on (useful after binding port 0).
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.local_addr.port())
+    }
+
+    /// Stops accepting, closes every connection and waits until all are gone. Live sessions
+    /// are detached, not ended.
+    #[napi]
+    pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let running = self.running.clone();
+        promise(
+            env,
+            async move {
+                let running = running.lock().await.take();
+                match running {
+                    Some(running) => running.stop().await,
+                    None => Ok(()),
+                }
+            },
+            Ok,
+        )
+    }
+}

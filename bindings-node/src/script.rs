@@ -1,0 +1,89 @@
+//! Connection info and the scripts users run.
+
+use napi::{Env, Result};
+use napi_derive::napi;
+use remote_access_core as core;
+
+use crate::authority::{Credentials, Session};
+use crate::convert::port;
+use crate::errors::OrThrow;
+use crate::gateway::HostKey;
+
+/// Where users reach the gateway, and how the scripts behave.
+#[napi(object)]
+pub struct ScriptOptions {
+    /// The gateway's public host name or address, as users reach it.
+    pub gateway_host: String,
+    /// The gateway's public port (default 22).
+    pub gateway_port: Option<u32>,
+    /// The directory the login shell starts in (default `$FCI_BUILD_DIR`).
+    pub build_dir: Option<String>,
+}
+
+/// Everything a client needs to connect, without secrets. `toJSON()` is the plain object a
+/// web UI shows (the same keys as the Rust and Python APIs); the methods generate the scripts.
+#[napi]
+pub struct ConnectionInfo(core::ConnectionInfo);
+
+#[napi]
+impl ConnectionInfo {
+    #[napi(constructor)]
+    pub fn new(
+        env: Env,
+        credentials: &Credentials,
+        session: &Session,
+        host_key: &HostKey,
+        options: ScriptOptions,
+    ) -> Result<Self> {
+        let mut script_options = core::ScriptOptions::new(
+            options.gateway_host,
+            port(&env, "gatewayPort", options.gateway_port.unwrap_or(22))?,
+        );
+        if let Some(build_dir) = options.build_dir {
+            script_options.build_dir = build_dir;
+        }
+        core::ConnectionInfo::new(&credentials.0, &session.0, &host_key.0, &script_options)
+            .or_throw(&env)
+            .map(Self)
+    }
+
+    /// The info as a plain object (snake_case keys, as in the JSON of every binding).
+    #[napi(
+        js_name = "toJSON",
+        ts_return_type = "{ build_id: string; gateway_host: string; gateway_port: number; gateway_user: string; gateway_host_key: string; gateway_host_key_fingerprint: string; builder_host: string; builder_port: number; builder_user: string; builder_host_key: string | null; key_fingerprint: string; access_ends_by: string; build_dir: string; vnc_host: string | null; vnc_port: number | null }"
+    )]
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.0.to_json()).map_err(|err| napi::Error::from_reason(err.to_string()))
+    }
+
+    /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).
+    #[napi]
+    pub fn known_hosts(&self, env: Env) -> Result<String> {
+        self.0.known_hosts().or_throw(&env)
+    }
+
+    /// An `ssh_config` block for users who keep the key and `knownHosts()` in files.
+    #[napi]
+    pub fn ssh_config(&self, env: Env, identity_file: String, known_hosts_file: String) -> Result<String> {
+        self.0.ssh_config(&identity_file, &known_hosts_file).or_throw(&env)
+    }
+
+    /// A POSIX `sh` script that opens a shell in the build directory (or runs its arguments
+    /// there). It contains the private key: a secret for the user only.
+    #[napi]
+    pub fn posix_script(&self, env: Env, credentials: &Credentials) -> Result<String> {
+        Ok(self.0.posix_script(&credentials.0).or_throw(&env)?.expose().clone())
+    }
+
+    /// The same for PowerShell on Windows. A secret too.
+    #[napi]
+    pub fn powershell_script(&self, env: Env, credentials: &Credentials) -> Result<String> {
+        Ok(self.0.powershell_script(&credentials.0).or_throw(&env)?.expose().clone())
+    }
+
+    /// What to enter in a VNC client, password included (a secret); null without VNC.
+    #[napi]
+    pub fn vnc_instructions(&self, env: Env, credentials: &Credentials) -> Result<Option<String>> {
+        Ok(self.0.vnc_instructions(&credentials.0).or_throw(&env)?.map(|text| text.expose().clone()))
+    }
+}

@@ -1,0 +1,205 @@
+// @ts-check
+// The Node API without a network peer: a `code` for every core error kind, secrets kept out of
+// util.inspect / JSON.stringify / errors, durations and the manual clock, iteration and close.
+'use strict'
+
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const util = require('node:util')
+
+const ra = require('..')
+const { freePort, nextEvent } = require('./peers')
+
+/**
+ * Asserts that `action` rejects or throws an Error with `code`; returns it.
+ * @param {() => unknown} action
+ * @param {string} code
+ * @returns {Promise<Error & {code?: string, reason?: string}>}
+ */
+async function rejectsWith(action, code) {
+  try {
+    await action()
+  } catch (err) {
+    assert.ok(err instanceof Error, `not an Error: ${err}`)
+    assert.equal(/** @type {{code?: string}} */ (err).code, code, String(err))
+    return err
+  }
+  assert.fail(`no error; expected ${code}`)
+}
+
+test('every core error kind rejects with its code', async () => {
+  const authority = new ra.Authority({ vncPorts: [await freePort()] })
+  const webhook = await rejectsWith(() => authority.issue('b-webhook', { trigger: 'webhook' }), 'not_manually_triggered')
+  assert.match(webhook.message, /b-webhook/)
+  await rejectsWith(() => authority.issue('b-off', { remoteAccessEnabled: false }), 'remote_access_disabled')
+  await rejectsWith(() => authority.issue('no spaces allowed'), 'invalid_input')
+  await rejectsWith(() => authority.issue('b-trigger', { trigger: 'sometimes' }), 'invalid_input')
+  await rejectsWith(() => authority.issue('b-bad', { builder: { address: 'builder.example.com' } }), 'invalid_input')
+  await rejectsWith(() => new ra.Authority({ policy: { graceMs: -5 } }), 'invalid_input')
+
+  await authority.issue('b-1')
+  await rejectsWith(() => authority.issue('b-1'), 'build_exists')
+  await rejectsWith(() => authority.session('b-nope'), 'unknown_build')
+  await authority.revoke('b-1', 'test')
+  const ended = await rejectsWith(() => authority.connected('b-1', 'ssh'), 'session_ended')
+  assert.match(ended.message, /revoked: test/)
+  const denied = await rejectsWith(
+    () => authority.verifySsh('ra-nobody', ra.HostKey.generate().publicKey),
+    'access_denied',
+  )
+  assert.equal(denied.reason, 'unknown_user')
+
+  const vnc = { address: '127.0.0.1', vncPort: 5900 }
+  await authority.issue('b-vnc-1', { builder: vnc, builderVncPassword: 'pw' })
+  await rejectsWith(() => authority.issue('b-vnc-2', { builder: vnc, builderVncPassword: 'pw' }), 'no_capacity')
+  await rejectsWith(() => ra.HostKey.fromOpenssh('not a key'), 'invalid_input')
+
+  // An agent pinned to another key than the gateway's: refused, never retried.
+  const agentBuild = await authority.issue('b-agent', { builder: { address: '127.0.0.1', reverseTunnel: true } })
+  const gateway = new ra.Gateway(authority)
+  const running = await gateway.start('127.0.0.1:0')
+  try {
+    const agent = ra.runAgent({
+      gateway: `127.0.0.1:${running.port}`,
+      gatewayHostKey: ra.HostKey.generate().publicKey,
+      username: agentBuild.agentUsername ?? '',
+      privateKey: agentBuild.agentPrivateKeyOpenssh() ?? '',
+    })
+    await rejectsWith(() => agent.done(), 'host_key_mismatch')
+    // Network errors carry code `io` and the cause chain in the message (here: the port is taken).
+    const io = await rejectsWith(() => gateway.start(`127.0.0.1:${running.port}`), 'io')
+    assert.match(io.message, /network error: .*address/i)
+  } finally {
+    await running.stop()
+  }
+})
+
+test('errors that cannot be caused from Node map to their codes', () => {
+  // The in-memory store cannot fail and key generation does not fail on a working machine:
+  // the mapping is checked on core errors built for the test.
+  for (const code of ['store_unavailable', 'key_material']) {
+    const err = ra.errorForTest(code)
+    assert.ok(err instanceof Error)
+    assert.equal(/** @type {{code?: string}} */ (err).code, code)
+  }
+  assert.match(String(ra.errorForTest('store_unavailable').message), /unreachable \(test\): connection refused/)
+})
+
+test('secrets stay out of util.inspect, JSON.stringify and errors', async () => {
+  const authority = new ra.Authority({ vncPorts: [await freePort()] })
+  /** @type {ra.Event[]} */
+  const events = []
+  const listener = authority.onEvent((event) => events.push(event))
+  const credentials = await authority.issue('b-secret', {
+    builder: { address: '127.0.0.1', vncPort: 5900, reverseTunnel: true },
+    builderVncPassword: 'builderpw',
+  })
+  const key = credentials.privateKeyOpenssh()
+  const agentKey = credentials.agentPrivateKeyOpenssh() ?? ''
+  const password = credentials.vncPassword()
+  assert.match(key, /^-----BEGIN OPENSSH PRIVATE KEY-----/)
+  assert.match(agentKey, /^-----BEGIN OPENSSH PRIVATE KEY-----/)
+  assert.equal(password.length, 8)
+  const hostKey = ra.HostKey.generate()
+  const session = await authority.session('b-secret')
+  const info = new ra.ConnectionInfo(credentials, session, hostKey, { gatewayHost: 'gw.example', gatewayPort: 2222 })
+  const denied = await rejectsWith(() => authority.verifyVnc('b-secret', password.split('').reverse().join('') + 'x'), 'access_denied')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  listener.close()
+  const texts = [
+    util.inspect(credentials, { showHidden: true, depth: 5 }),
+    util.inspect(hostKey, { showHidden: true }),
+    util.inspect(session),
+    JSON.stringify({ credentials, hostKey, session, info }),
+    String(denied),
+    String(denied.stack),
+    JSON.stringify(events),
+  ]
+  assert.ok(events.length > 0)
+  for (const secret of [key, agentKey, password, 'builderpw', hostKey.toOpenssh()]) {
+    const body = secret.includes('\n') ? secret.trim().split('\n')[1] : secret
+    for (const text of texts) assert.ok(!text.includes(body), `a secret in: ${text.slice(0, 200)}`)
+  }
+  // JSON of the public objects is what a web UI needs.
+  assert.deepEqual(JSON.parse(JSON.stringify(credentials)), {
+    buildId: 'b-secret', username: credentials.username, fingerprint: credentials.fingerprint,
+    agentUsername: credentials.agentUsername,
+  })
+  const json = JSON.parse(JSON.stringify(info))
+  assert.equal(json.gateway_port, 2222)
+  assert.equal(json.gateway_user, credentials.username)
+  // The explicit calls are the way to the secrets.
+  assert.match(info.posixScript(credentials), /BEGIN OPENSSH PRIVATE KEY/)
+  assert.ok((info.vncInstructions(credentials) ?? '').includes(password))
+})
+
+test('the manual clock drives the time rules; durations are milliseconds', async () => {
+  const start = '2026-11-28T12:00:00Z'
+  const clock = new ra.ManualClock(start)
+  const authority = new ra.Authority({ policy: { graceMs: 20 * 60_000 } }, clock)
+  assert.equal(authority.policy.graceMs, 20 * 60_000)
+  const events = authority.subscribe()[Symbol.asyncIterator]()
+  await authority.issue('b-clock', { startedAt: start })
+  await authority.stepsCompleted('b-clock')
+  const session = await authority.session('b-clock')
+  assert.equal(session.phase, 'steps_completed')
+  assert.equal(session.deadline, '2026-11-28T12:20:00Z')
+  assert.equal(await authority.nextDeadline(), '2026-11-28T12:20:00Z')
+  clock.advance(19 * 60_000)
+  assert.equal(await authority.expireDue(), 0)
+  clock.advance(61_000)
+  assert.equal(await authority.expireDue(), 1)
+  const expired = await nextEvent(events, 'expired')
+  assert.equal(expired.at, '2026-11-28T12:20:01Z')
+  assert.equal((await authority.session('b-clock')).isEnded, true)
+  await rejectsWith(() => clock.advance(-1), 'invalid_input')
+})
+
+test('close ends a waiting iteration; for-await sees the events in order', async () => {
+  const authority = new ra.Authority()
+  const subscription = authority.subscribe()
+  await authority.issue('b-a')
+  await authority.issue('b-b')
+  /** @type {string[]} */
+  const ids = []
+  for await (const event of subscription) {
+    ids.push(event.buildId)
+    if (ids.length === 2) break // leaving the loop unsubscribes
+  }
+  assert.deepEqual(ids, ['b-a', 'b-b'])
+
+  const other = authority.subscribe()
+  const iterator = other[Symbol.asyncIterator]()
+  const waiting = iterator.next()
+  setTimeout(() => other.close(), 50)
+  assert.equal((await waiting).done, true)
+})
+
+test('platform-carried connections and stopping an agent', async () => {
+  const authority = new ra.Authority()
+  const events = authority.subscribe()[Symbol.asyncIterator]()
+  await authority.issue('b-conn')
+  const connection = await authority.connected('b-conn', 'ssh')
+  assert.equal(connection.protocol, 'ssh')
+  assert.equal((await authority.session('b-conn')).liveConnections.length, 1)
+  const cut = connection.cut()
+  await authority.revoke('b-conn', 'done')
+  await cut
+  assert.equal(connection.isCut, true)
+  await authority.disconnected(connection)
+  await nextEvent(events, 'disconnected')
+
+  // An agent whose gateway is down retries; stop() ends it.
+  const credentials = await authority.issue('b-agent', { builder: { address: '127.0.0.1', reverseTunnel: true } })
+  const agent = ra.runAgent({
+    gateway: `127.0.0.1:${await freePort()}`,
+    gatewayHostKey: ra.HostKey.generate().publicKey,
+    username: credentials.agentUsername ?? '',
+    privateKey: credentials.agentPrivateKeyOpenssh() ?? '',
+    minBackoffMs: 50,
+    maxBackoffMs: 100,
+  })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  agent.stop()
+  assert.equal(await agent.done(), 'stopped')
+})

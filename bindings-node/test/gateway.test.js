@@ -1,0 +1,199 @@
+// @ts-check
+// The Node API drives a real gateway: the generated script runs with the real `ssh` client
+// against a real `sshd` builder; revoke, deadline and logout arrive through the async iterator
+// and the callback; VNC through the real `vncdo` client against TigerVNC; the reverse tunnel
+// through `runAgent`.
+'use strict'
+
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const { spawn } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+
+const ra = require('..')
+const { freePort, startSshd, startTigervnc, nextEvent, runScript } = require('./peers')
+
+/**
+ * An authority and a started gateway; `body` gets them and an event iterator.
+ * @param {ra.AuthorityOptions} options
+ * @param {(kit: {authority: ra.Authority, gateway: ra.Gateway, running: ra.RunningGateway, events: AsyncIterator<ra.Event>, scratch: string}) => Promise<void>} body
+ */
+async function serving(options, body) {
+  const authority = new ra.Authority(options)
+  const subscription = authority.subscribe()
+  const gateway = new ra.Gateway(authority, { authRejectionDelayMs: 50 })
+  const running = await gateway.start('127.0.0.1:0')
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-'))
+  try {
+    await body({ authority, gateway, running, events: subscription[Symbol.asyncIterator](), scratch })
+  } finally {
+    subscription.close()
+    await running.stop()
+    fs.rmSync(scratch, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Issues credentials and writes the build's POSIX script.
+ * @param {{authority: ra.Authority, gateway: ra.Gateway, running: ra.RunningGateway, scratch: string}} kit
+ * @param {string} buildId
+ * @param {ra.Builder} builder
+ * @returns {Promise<[ra.Credentials, string]>}
+ */
+async function issue(kit, buildId, builder) {
+  const credentials = await kit.authority.issue(buildId, { builder })
+  const session = await kit.authority.session(buildId)
+  const info = new ra.ConnectionInfo(credentials, session, kit.gateway.hostKey, {
+    gatewayHost: '127.0.0.1',
+    gatewayPort: kit.running.port,
+  })
+  const script = path.join(kit.scratch, `${buildId}.sh`)
+  fs.writeFileSync(script, info.posixScript(credentials), { mode: 0o700 })
+  return [credentials, script]
+}
+
+test('the script reaches the builder and revoke cuts a live session', async () => {
+  const sshd = await startSshd()
+  try {
+    await serving({}, async (kit) => {
+      /** @type {ra.Event[]} */
+      const seen = []
+      const listener = kit.authority.onEvent((event) => seen.push(event))
+      const [credentials, script] = await issue(kit, 'node-revoke', sshd.builder())
+      sshd.authorize(credentials.authorizedKeysLine())
+
+      const [code, out, err] = await runScript(script, 'printenv', 'FCI_BUILD_DIR')
+      assert.equal(code, 0, err)
+      assert.equal(out.trim(), sshd.buildDir)
+
+      const live = spawn('sh', [script, 'sleep', '600'], { stdio: ['ignore', 'ignore', 'pipe'] })
+      let stderr = ''
+      live.stderr.on('data', (d) => (stderr += d))
+      const exited = new Promise((resolve) => live.on('close', resolve))
+      await nextEvent(kit.events, 'connected')
+      while ((await kit.authority.session('node-revoke')).liveConnections.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      await kit.authority.revoke('node-revoke', 'security review')
+      const revoked = await nextEvent(kit.events, 'revoked')
+      assert.match(revoked.reason, /security review/)
+      assert.notEqual(await exited, 0)
+      assert.match(stderr, /remote access/)
+      const session = await kit.authority.session('node-revoke')
+      assert.equal(session.phase, 'ended')
+      const [again, , againErr] = await runScript(script, 'true')
+      assert.equal(again, 255)
+      assert.match(againErr, /Permission denied/)
+
+      // The callback saw the same events, in order.
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      listener.close()
+      const kinds = seen.map((event) => event.kind)
+      assert.equal(kinds[0], 'issued')
+      assert.ok(kinds.includes('connected') && kinds.includes('revoked'), kinds.join(' '))
+    })
+  } finally {
+    await sshd.stop()
+  }
+})
+
+test('the deadline cuts the user and asks to finish the build', async () => {
+  const sshd = await startSshd()
+  try {
+    await serving({ policy: { graceMs: 2000 } }, async (kit) => {
+      const [credentials, script] = await issue(kit, 'node-deadline', sshd.builder())
+      sshd.authorize(credentials.authorizedKeysLine())
+      const live = spawn('sh', [script, 'sleep', '600'], { stdio: 'ignore' })
+      const exited = new Promise((resolve) => live.on('close', resolve))
+      await nextEvent(kit.events, 'connected')
+      await kit.authority.stepsCompleted('node-deadline')
+      const expired = await nextEvent(kit.events, 'expired')
+      assert.equal(expired.buildId, 'node-deadline')
+      await nextEvent(kit.events, 'finish_build')
+      assert.notEqual(await exited, 0)
+      const session = await kit.authority.session('node-deadline')
+      assert.match(session.endReason ?? '', /grace/)
+    })
+  } finally {
+    await sshd.stop()
+  }
+})
+
+test('logging out after the steps ends the build', async () => {
+  const sshd = await startSshd()
+  try {
+    await serving({}, async (kit) => {
+      const [credentials, script] = await issue(kit, 'node-logout', sshd.builder())
+      sshd.authorize(credentials.authorizedKeysLine())
+      await kit.authority.stepsCompleted('node-logout')
+      const [code, , err] = await runScript(script, 'true')
+      assert.equal(code, 0, err)
+      const loggedOut = await nextEvent(kit.events, 'logged_out')
+      assert.equal(loggedOut.buildId, 'node-logout')
+      await nextEvent(kit.events, 'finish_build')
+      const [again] = await runScript(script, 'true')
+      assert.equal(again, 255, 'no way back in after the logout')
+    })
+  } finally {
+    await sshd.stop()
+  }
+})
+
+test('VNC through the gateway with the per-build password', async () => {
+  const vnc = await startTigervnc()
+  try {
+    await serving({ vncPorts: [await freePort()] }, async (kit) => {
+      const credentials = await kit.authority.issue('node-vnc', {
+        builder: { address: '127.0.0.1', vncPort: vnc.port },
+        builderVncPassword: vnc.password,
+      })
+      const session = await kit.authority.session('node-vnc')
+      assert.ok(session.vncPort)
+      /** @param {string} password @param {string} shot @returns {Promise<number>} */
+      const vncdo = (password, shot) =>
+        new Promise((resolve) => {
+          const child = spawn('vncdo', ['-s', `127.0.0.1::${session.vncPort}`, '-p', password, 'capture', shot], {
+            stdio: 'ignore',
+          })
+          child.on('close', (code) => resolve(code ?? -1))
+        })
+      const shot = path.join(kit.scratch, 'shot.png')
+      assert.equal(await vncdo(credentials.vncPassword(), shot), 0)
+      const png = fs.readFileSync(shot)
+      assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [vnc.width, vnc.height])
+      const connected = await nextEvent(kit.events, 'connected')
+      assert.equal(connected.protocol, 'vnc')
+      // The builder's own password does not open the gateway.
+      assert.notEqual(await vncdo(vnc.password, path.join(kit.scratch, 'no.png')), 0)
+    })
+  } finally {
+    await vnc.stop()
+  }
+})
+
+test('the reverse tunnel through the agent', async () => {
+  const sshd = await startSshd()
+  try {
+    await serving({}, async (kit) => {
+      const [credentials, script] = await issue(kit, 'node-reverse', sshd.builder({ reverseTunnel: true }))
+      sshd.authorize(credentials.authorizedKeysLine())
+      const agent = ra.runAgent({
+        gateway: `127.0.0.1:${kit.running.port}`,
+        gatewayHostKey: kit.gateway.hostKey.publicKey,
+        username: credentials.agentUsername ?? '',
+        privateKey: credentials.agentPrivateKeyOpenssh() ?? '',
+        ports: [sshd.port],
+      })
+      await nextEvent(kit.events, 'tunnel_registered')
+      const [code, out, err] = await runScript(script, 'printenv', 'FCI_BUILD_DIR')
+      assert.equal(code, 0, err)
+      assert.equal(out.trim(), sshd.buildDir)
+      await kit.authority.revoke('node-reverse', 'done')
+      assert.equal(await agent.done(), 'session_ended')
+    })
+  } finally {
+    await sshd.stop()
+  }
+})
