@@ -309,6 +309,20 @@ pub struct LiveConnection {
     protocol: &'static str,
     cut: core::CutSignal,
     connection: Arc<tokio::sync::Mutex<Option<core::LiveConnection>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A connection the garbage collector drops without `disconnected()` is recorded as
+/// disconnected: the core's drop guard needs a runtime context, which the JS thread lacks.
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        // The runtime's handle stays usable while Node shuts down: a task spawned on a runtime
+        // that is gone is dropped, not a panic.
+        let _context = self.runtime.enter();
+        if let Ok(mut connection) = self.connection.try_lock() {
+            drop(connection.take());
+        }
+    }
 }
 
 #[napi]
@@ -512,8 +526,13 @@ impl Authority {
             "vnc" => core::Protocol::Vnc,
             other => return Err(invalid(env, "protocol", format!("{other:?}; expected ssh or vnc"))),
         };
-        promise(env, async move { authority.connected(&id, protocol).await }, |connection| {
+        let connected = async move {
+            let connection = authority.connected(&id, protocol).await?;
+            Ok((connection, tokio::runtime::Handle::current()))
+        };
+        promise(env, connected, |(connection, runtime)| {
             Ok(LiveConnection {
+                runtime,
                 build_id: connection.build_id().to_string(),
                 id: connection.id().to_string(),
                 protocol: connection.protocol().as_str(),

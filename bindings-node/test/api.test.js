@@ -189,6 +189,20 @@ test('platform-carried connections and stopping an agent', async () => {
   await authority.disconnected(connection)
   await nextEvent(events, 'disconnected')
 
+  // A connection the garbage collector drops is recorded as disconnected.
+  await authority.issue('b-gc')
+  await (async () => {
+    await authority.connected('b-gc', 'vnc') // not kept
+  })()
+  assert.equal((await authority.session('b-gc')).liveConnections.length, 1)
+  const gc = /** @type {(() => void) | undefined} */ (globalThis.gc)
+  assert.ok(gc, 'run with --expose-gc')
+  for (let i = 0; i < 50 && (await authority.session('b-gc')).liveConnections.length > 0; i++) {
+    gc()
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  assert.deepEqual((await authority.session('b-gc')).liveConnections, [])
+
   // An agent whose gateway is down retries; stop() ends it.
   const credentials = await authority.issue('b-agent', { builder: { address: '127.0.0.1', reverseTunnel: true } })
   const agent = ra.runAgent({
