@@ -386,3 +386,19 @@ async fn connections_that_do_not_authenticate_in_time_are_cut() {
     assert!(cut_off.is_ok(), "the trickling connection was cut");
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_vnc_port_that_cannot_be_bound_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut options = AuthorityOptions::default();
+    options.vnc_ports = vec![port];
+    let authority = remote_access_core::Authority::new(options).unwrap();
+    let gateway = remote_access_core::Gateway::new(authority, Default::default()).unwrap();
+    match gateway.start("127.0.0.1:0").await {
+        Err(remote_access_core::Error::Io(err)) => {
+            assert!(err.to_string().contains(&format!("binding VNC port 127.0.0.1:{port}")), "{err}")
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}

@@ -218,20 +218,45 @@ impl Gateway {
     /// served on the authority's `vnc_ports`, on the same address as `listener`. Then it stops
     /// accepting, closes every connection (without counting it as a logout) and returns.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let vnc_listeners = self.bind_vnc_ports(listener.local_addr()?.ip())?;
+        self.serve(listener, vnc_listeners, shutdown).await
+    }
+
+    /// Binds the authority's VNC ports on `ip` (the SSH listener's address), so that a port
+    /// that cannot be bound fails the start instead of a gateway that seems to run.
+    fn bind_vnc_ports(&self, ip: std::net::IpAddr) -> Result<Vec<TcpListener>> {
+        let bind = |port: u16| -> std::io::Result<TcpListener> {
+            let listener = std::net::TcpListener::bind((ip, port))?;
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)
+        };
+        let ports = &self.shared.authority.options().vnc_ports;
+        ports
+            .iter()
+            .map(|&port| {
+                bind(port).map_err(|err| {
+                    Error::Io(std::io::Error::new(err.kind(), format!("binding VNC port {ip}:{port}: {err}")))
+                })
+            })
+            .collect()
+    }
+
+    async fn serve(
+        &self,
+        listener: TcpListener,
+        vnc_listeners: Vec<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
         let (stopping, stop) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut vnc_ports = JoinSet::new();
-        let ip = listener.local_addr()?.ip();
         let settings = Arc::new(vnc::ProxySettings {
             pre_auth_timeout: self.shared.options.pre_auth_timeout,
             dial_timeout: self.shared.options.dial_timeout,
             shutdown_grace: SHUTDOWN_GRACE,
             router: self.shared.router.clone(),
         });
-        for &port in &self.shared.authority.options().vnc_ports {
-            let vnc_listener = TcpListener::bind((ip, port)).await.map_err(|err| {
-                Error::Io(std::io::Error::new(err.kind(), format!("binding VNC port {ip}:{port}: {err}")))
-            })?;
+        for vnc_listener in vnc_listeners {
             let authority = self.shared.authority.clone();
             vnc_ports.spawn(vnc::serve_port(authority, settings.clone(), vnc_listener, stop.clone()));
         }
@@ -281,11 +306,12 @@ impl Gateway {
     /// Serves an already bound listener in a task on the current runtime.
     pub fn start_on(&self, listener: TcpListener) -> Result<RunningGateway> {
         let local_addr = listener.local_addr()?;
+        let vnc_listeners = self.bind_vnc_ports(local_addr.ip())?;
         let (stop, stopped) = oneshot::channel::<()>();
         let gateway = self.clone();
         let task = tokio::spawn(async move {
             gateway
-                .run(listener, async {
+                .serve(listener, vnc_listeners, async {
                     let _ = stopped.await;
                 })
                 .await

@@ -75,6 +75,22 @@ impl EndReason {
     }
 }
 
+impl EndReason {
+    /// A stable code: `grace_elapsed`, `max_duration_reached`, `nobody_connected`,
+    /// `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::GraceElapsed => "grace_elapsed",
+            Self::MaxDurationReached => "max_duration_reached",
+            Self::NobodyConnected => "nobody_connected",
+            Self::LoggedOut => "logged_out",
+            Self::Revoked(_) => "revoked",
+            Self::Cancelled => "cancelled",
+            Self::BuildFinished => "build_finished",
+        }
+    }
+}
+
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -106,6 +122,18 @@ impl Protocol {
         match self {
             Self::Ssh => "ssh",
             Self::Vnc => "vnc",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = crate::Error;
+    /// `ssh` or `vnc`.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "ssh" => Ok(Self::Ssh),
+            "vnc" => Ok(Self::Vnc),
+            _ => Err(crate::Error::invalid("protocol", "expected ssh or vnc")),
         }
     }
 }
