@@ -20,15 +20,19 @@ pub(crate) fn run_agent<'py>(
     gateway: String,
     gateway_host_key: String,
     username: String,
-    private_key: String,
+    private_key: &str,
     local_host: &str,
     ports: Vec<u16>,
     min_backoff: Option<Seconds>,
     max_backoff: Option<Seconds>,
     dial_timeout: Option<Seconds>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut options =
-        core::AgentOptions::new(gateway, gateway_host_key, username, core::Secret::new(private_key));
+    let mut options = core::AgentOptions::new(
+        gateway,
+        gateway_host_key,
+        username,
+        core::Secret::new(private_key.to_owned()),
+    );
     options.local_host = ip("local_host", local_host)?;
     options.ports = ports;
     for (given, field) in [
@@ -53,8 +57,8 @@ pub(crate) fn run_agent<'py>(
 
 /// The 8-byte VNC password file (`vncpasswd` format) for a builder's VNC server.
 #[pyfunction]
-pub(crate) fn vnc_password_file<'py>(py: Python<'py>, password: String) -> Bound<'py, PyBytes> {
-    let password = core::Secret::new(password);
+pub(crate) fn vnc_password_file<'py>(py: Python<'py>, password: &str) -> Bound<'py, PyBytes> {
+    let password = core::Secret::new(password.to_owned());
     PyBytes::new(py, &core::vnc_password_file(password.expose()))
 }
 
@@ -62,10 +66,10 @@ pub(crate) fn vnc_password_file<'py>(py: Python<'py>, password: String) -> Bound
 #[pyfunction]
 pub(crate) fn vnc_auth_response<'py>(
     py: Python<'py>,
-    password: String,
+    password: &str,
     challenge: &[u8],
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let password = core::Secret::new(password);
+    let password = core::Secret::new(password.to_owned());
     let challenge: &[u8; 16] = challenge
         .try_into()
         .map_err(|_| invalid("challenge", format!("{} bytes; a VNC challenge has 16", challenge.len())))?;

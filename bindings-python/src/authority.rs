@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use remote_access_core as core;
 use time::OffsetDateTime;
 
 use crate::convert::{Seconds, build_id, ip};
 use crate::errors::IntoPyResult;
-use crate::events::Subscription;
+use crate::events::NativeSubscription;
 use crate::runtime::awaitable;
 
 /// How long access lasts: `grace` after the build steps complete, never past
@@ -204,18 +205,18 @@ impl Credentials {
     }
 
     /// The user's private key in OpenSSH format. A secret: hand it only to the user.
-    fn private_key_openssh(&self) -> PyResult<String> {
-        Ok(self.0.private_key_openssh().py()?.expose().clone())
+    fn private_key_openssh<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        Ok(PyString::new(py, self.0.private_key_openssh().py()?.expose()))
     }
 
     /// The builder agent's private key (reverse-tunnel builds), in OpenSSH format. A secret.
-    fn agent_private_key_openssh(&self) -> PyResult<Option<String>> {
-        Ok(self.0.agent_private_key_openssh().py()?.map(|key| key.expose().clone()))
+    fn agent_private_key_openssh<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
+        Ok(self.0.agent_private_key_openssh().py()?.map(|key| PyString::new(py, key.expose())))
     }
 
     /// The VNC password the user types. A secret.
-    fn vnc_password(&self) -> String {
-        self.0.vnc_password().expose().clone()
+    fn vnc_password<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, self.0.vnc_password().expose())
     }
 
     fn __repr__(&self) -> String {
@@ -276,6 +277,12 @@ impl Session {
     #[getter]
     fn end_reason(&self) -> Option<String> {
         self.0.end().map(|(reason, _)| reason.to_string())
+    }
+    /// Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
+    /// `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    #[getter]
+    fn end_reason_code(&self) -> Option<&'static str> {
+        self.0.end().map(|(reason, _)| reason.code())
     }
     #[getter]
     fn ended_at(&self) -> Option<OffsetDateTime> {
@@ -354,13 +361,16 @@ impl Authority {
         self.0.now()
     }
 
-    /// Every event from now on, as an async iterator.
-    fn subscribe(&self) -> Subscription {
-        Subscription::new(self.0.subscribe())
+    /// Every event from now on: a `remote_access.Subscription` (`async for event in ...`).
+    fn subscribe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let queue = Bound::new(py, NativeSubscription::new(self.0.subscribe()))?;
+        py.import("remote_access")?.getattr("Subscription")?.call1((queue,))
     }
 
     /// Issues credentials for a build (awaitable → `Credentials`).
-    #[pyo3(signature = (build_id, *, trigger = "manual", remote_access_enabled = true, started_at = None, policy = None, builder = None, builder_vnc_password = None, builder_vnc_username = None))]
+    /// `trigger` and `remote_access_enabled` have no defaults, as in the core: the platform
+    /// states them for every build.
+    #[pyo3(signature = (build_id, *, trigger, remote_access_enabled, started_at = None, policy = None, builder = None, builder_vnc_password = None, builder_vnc_username = None))]
     #[allow(clippy::too_many_arguments)]
     fn issue<'py>(
         &self,
@@ -371,15 +381,16 @@ impl Authority {
         started_at: Option<OffsetDateTime>,
         policy: Option<PyRef<'_, Policy>>,
         builder: Option<PyRef<'_, Builder>>,
-        builder_vnc_password: Option<String>,
+        builder_vnc_password: Option<&str>,
         builder_vnc_username: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let builder_vnc_password = builder_vnc_password.map(|p| core::Secret::new(p.to_owned()));
         let mut request =
             core::BuildRequest::new(self::build_id(build_id)?, trigger.parse().py()?, remote_access_enabled);
         request.started_at = started_at;
         request.policy = policy.map(|p| p.0);
         request.builder = builder.map(|b| b.0.clone());
-        request.builder_vnc_password = builder_vnc_password.map(core::Secret::new);
+        request.builder_vnc_password = builder_vnc_password;
         request.builder_vnc_username = builder_vnc_username;
         let authority = self.0.clone();
         awaitable(py, async move { authority.issue(request).await.py().map(Credentials) })
@@ -433,10 +444,10 @@ impl Authority {
         &self,
         py: Python<'py>,
         build_id: &str,
-        password: String,
+        password: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let password = core::Secret::new(password.to_owned());
         let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
-        let password = core::Secret::new(password);
         awaitable(py, async move { authority.verify_vnc(&id, password.expose()).await.py() })
     }
 
@@ -444,13 +455,7 @@ impl Authority {
     /// `ssh` or `vnc`. Raises `SessionEndedError` once access is over.
     fn connected<'py>(&self, py: Python<'py>, build_id: &str, protocol: &str) -> PyResult<Bound<'py, PyAny>> {
         let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
-        let protocol = match protocol {
-            "ssh" => core::Protocol::Ssh,
-            "vnc" => core::Protocol::Vnc,
-            other => {
-                return Err(crate::convert::invalid("protocol", format!("{other:?}; expected ssh or vnc")));
-            }
-        };
+        let protocol: core::Protocol = protocol.parse().py()?;
         awaitable(py, async move {
             let connection = authority.connected(&id, protocol).await.py()?;
             Ok(LiveConnection {
@@ -491,6 +496,16 @@ impl Authority {
                 Some(connection) => authority.detached(connection).await.py(),
                 None => Ok(()),
             }
+        })
+    }
+
+    /// Enforces the deadlines until cancelled (awaitable): for platforms that carry connections
+    /// themselves (`connected()`); a running gateway does this by itself.
+    fn run_expiry<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move {
+            authority.run_expiry(std::future::pending()).await;
+            Ok(())
         })
     }
 

@@ -110,7 +110,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
             Error::StoreUnavailable { .. } => (StoreUnavailableError::new_err(message), vec![]),
             Error::NoCapacity { .. } => (NoCapacityError::new_err(message), vec![]),
             Error::HostKeyMismatch { host } => (HostKeyMismatchError::new_err(message), vec![("host", host)]),
-            Error::Io(io) => (PyErr::from(io), vec![]),
+            Error::Io(io) => (os_error(io), vec![]),
             Error::KeyMaterial { .. } => (KeyMaterialError::new_err(message), vec![]),
             _ => (RemoteAccessError::new_err(message), vec![]),
         };
@@ -122,6 +122,18 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         }
         py_err
     })
+}
+
+/// An `OSError` (or the subclass its errno or kind selects), with `errno` when the system gave
+/// one; never `MemoryError` or another non-`OSError`.
+fn os_error(io: std::io::Error) -> PyErr {
+    use pyo3::exceptions::PyOSError;
+    match io.raw_os_error() {
+        // OSError(errno, strerror) picks the subclass (ConnectionRefusedError, ...) itself.
+        Some(errno) => PyOSError::new_err((errno, io.to_string())),
+        None if io.kind() == std::io::ErrorKind::OutOfMemory => PyOSError::new_err(io.to_string()),
+        None => PyErr::from(io),
+    }
 }
 
 /// `Result<T, core::Error>` → `PyResult<T>`.

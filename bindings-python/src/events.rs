@@ -80,36 +80,40 @@ impl Event {
     }
 }
 
-/// The authority's events from the moment of subscribing: `async for event in subscription`.
-/// Each subscription has its own queue, so a slow reader loses nothing; `close()` ends the
-/// iteration (also one that is waiting).
-#[pyclass(module = "remote_access", frozen)]
-pub(crate) struct Subscription {
+/// The queue behind `remote_access.Subscription` (whose `__anext__` is a Python coroutine:
+/// `while (event := try_next()) is None: await wait()`).
+///
+/// `wait()` moves the next event from the core's queue into a buffer that only `try_next()`
+/// empties, and `try_next()` runs on the asyncio loop's thread. So an event never sits in a
+/// value that a cancelled await could drop: cancelling loses nothing and keeps the order.
+#[pyclass(module = "remote_access._native", frozen, name = "Subscription")]
+pub(crate) struct NativeSubscription {
     queue: Arc<Mutex<Option<core::Subscription>>>,
+    buffer: Arc<std::sync::Mutex<std::collections::VecDeque<core::Event>>>,
     closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-impl Subscription {
+impl NativeSubscription {
     pub(crate) fn new(subscription: core::Subscription) -> Self {
         Self {
             queue: Arc::new(Mutex::new(Some(subscription))),
+            buffer: Arc::default(),
             closed: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 }
 
 #[pymethods]
-impl Subscription {
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// The next event (awaitable); `StopAsyncIteration` once closed. Cancelling the await
-    /// loses no event.
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (queue, mut closed) = (self.queue.clone(), self.closed.subscribe());
+impl NativeSubscription {
+    /// Resolves once an event is ready for `try_next()`; raises `StopAsyncIteration` once
+    /// closed (or the authority is gone) and nothing is left.
+    fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (queue, buffer, mut closed) = (self.queue.clone(), self.buffer.clone(), self.closed.subscribe());
         awaitable(py, async move {
             let mut queue = queue.lock().await;
+            if !buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
+                return Ok(());
+            }
             let next = match queue.as_mut() {
                 Some(subscription) if !*closed.borrow_and_update() => tokio::select! {
                     next = subscription.next() => next,
@@ -117,19 +121,31 @@ impl Subscription {
                 },
                 _ => None,
             };
-            if next.is_none() {
-                *queue = None; // unsubscribes
+            match next {
+                Some(event) => {
+                    buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(event);
+                    Ok(())
+                }
+                None => {
+                    *queue = None; // unsubscribes
+                    Err(PyStopAsyncIteration::new_err(()))
+                }
             }
-            next.map(Event).ok_or_else(|| PyStopAsyncIteration::new_err(()))
         })
     }
 
-    /// The next event if one is already waiting, else None.
+    /// The next event if one is ready, else None.
     fn try_next(&self) -> Option<Event> {
+        let buffered = self.buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+        if let Some(event) = buffered {
+            return Some(Event(event));
+        }
+        // While a `wait()` holds the queue, its event will arrive through the buffer.
         self.queue.try_lock().ok()?.as_mut()?.try_next().map(Event)
     }
 
-    /// Unsubscribes: a waiting or later `__anext__` raises `StopAsyncIteration`.
+    /// Unsubscribes: a waiting or later `wait()` raises `StopAsyncIteration`; events already
+    /// buffered are still returned by `try_next()`.
     fn close(&self) {
         self.closed.send_replace(true);
         if let Ok(mut queue) = self.queue.try_lock() {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use remote_access_core as core;
 use tokio::sync::Mutex;
 
@@ -27,14 +28,14 @@ impl HostKey {
 
     /// A key from its OpenSSH private key text (as written by `to_openssh()` or `ssh-keygen`).
     #[staticmethod]
-    fn from_openssh(py: Python<'_>, text: String) -> PyResult<Self> {
-        let text = core::Secret::new(text);
+    fn from_openssh(py: Python<'_>, text: &str) -> PyResult<Self> {
+        let text = core::Secret::new(text.to_owned());
         py.detach(|| core::HostKey::from_openssh(text.expose())).py().map(Self)
     }
 
     /// The private key in OpenSSH format. A secret: store it like one.
-    fn to_openssh(&self) -> PyResult<String> {
-        Ok(self.0.to_openssh().py()?.expose().clone())
+    fn to_openssh<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        Ok(PyString::new(py, self.0.to_openssh().py()?.expose()))
     }
 
     /// The public key line (`ssh-ed25519 AAAA...`), for `known_hosts`.

@@ -10,7 +10,7 @@
 //! - `errors`: `RemoteAccessError` and a subclass per core error.
 //! - `convert`: durations, build ids and addresses from Python values.
 //! - `authority`: `Authority`, `Policy`, `Builder`, `ManualClock`, `Credentials`, `Session`.
-//! - `events`: `Event` and the `Subscription` async iterator.
+//! - `events`: `Event` and the queue behind the `Subscription` async iterator.
 //! - `gateway`: `HostKey`, `Gateway`, `RunningGateway`.
 //! - `script`: `ScriptOptions` and the connection info behind `remote_access.ConnectionInfo`.
 //! - `agent`: `run_agent`, `vnc_password_file`, `vnc_auth_response`.
@@ -40,7 +40,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<authority::Authority>()?;
     m.add_class::<authority::LiveConnection>()?;
     m.add_class::<events::Event>()?;
-    m.add_class::<events::Subscription>()?;
+    m.add_class::<events::NativeSubscription>()?;
     m.add_class::<gateway::HostKey>()?;
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<gateway::RunningGateway>()?;

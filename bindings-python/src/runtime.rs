@@ -27,7 +27,7 @@ pub(crate) fn get() -> PyResult<&'static tokio::runtime::Runtime> {
     });
     let (runtime, pid) = started.as_ref().map_err(|err| RemoteAccessError::new_err(err.clone()))?;
     if *pid != std::process::id() {
-        return Err(RemoteAccessError::new_err(format!(
+        return Err(forked(format!(
             "remote_access was started in process {pid} and this process ({}) is a fork of it: its \
              network threads did not survive the fork. Use remote_access in the parent, or start \
              child processes with multiprocessing's 'spawn' or 'forkserver' method",
@@ -35,6 +35,15 @@ pub(crate) fn get() -> PyResult<&'static tokio::runtime::Runtime> {
         )));
     }
     Ok(runtime)
+}
+
+/// The error for a forked child, with `code` `forked` like every other error's code.
+fn forked(message: String) -> PyErr {
+    let err = RemoteAccessError::new_err(message);
+    Python::attach(|py| {
+        let _ = err.value(py).setattr("code", "forked");
+    });
+    err
 }
 
 /// `fut` as an awaitable on the running asyncio loop. Cancelling the awaitable drops `fut`,

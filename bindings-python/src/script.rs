@@ -1,6 +1,7 @@
 //! Connection info and the scripts users run.
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use remote_access_core as core;
 
 use crate::authority::{Credentials, Session};
@@ -82,19 +83,31 @@ impl NativeConnectionInfo {
 
     /// A POSIX `sh` script that opens a shell in the build directory (or runs its arguments
     /// there). It contains the private key: a secret for the user only.
-    fn posix_script(&self, py: Python<'_>, credentials: PyRef<'_, Credentials>) -> PyResult<String> {
+    fn posix_script<'py>(
+        &self,
+        py: Python<'py>,
+        credentials: PyRef<'_, Credentials>,
+    ) -> PyResult<Bound<'py, PyString>> {
         let credentials = &credentials.0;
-        Ok(py.detach(|| self.0.posix_script(credentials)).py()?.expose().clone())
+        Ok(PyString::new(py, py.detach(|| self.0.posix_script(credentials)).py()?.expose()))
     }
 
     /// The same for PowerShell on Windows. A secret too.
-    fn powershell_script(&self, py: Python<'_>, credentials: PyRef<'_, Credentials>) -> PyResult<String> {
+    fn powershell_script<'py>(
+        &self,
+        py: Python<'py>,
+        credentials: PyRef<'_, Credentials>,
+    ) -> PyResult<Bound<'py, PyString>> {
         let credentials = &credentials.0;
-        Ok(py.detach(|| self.0.powershell_script(credentials)).py()?.expose().clone())
+        Ok(PyString::new(py, py.detach(|| self.0.powershell_script(credentials)).py()?.expose()))
     }
 
     /// What to enter in a VNC client, password included (a secret); None without VNC.
-    fn vnc_instructions(&self, credentials: PyRef<'_, Credentials>) -> PyResult<Option<String>> {
-        Ok(self.0.vnc_instructions(&credentials.0).py()?.map(|text| text.expose().clone()))
+    fn vnc_instructions<'py>(
+        &self,
+        py: Python<'py>,
+        credentials: PyRef<'_, Credentials>,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
+        Ok(self.0.vnc_instructions(&credentials.0).py()?.map(|text| PyString::new(py, text.expose())))
     }
 }

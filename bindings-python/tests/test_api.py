@@ -4,11 +4,13 @@ of repr/str/errors/pickles, durations, cancellation, and the fork guard."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import pickle
 import socket
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,8 @@ import remote_access as ra
 from conftest import free_port, next_event
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+# A build someone started by hand, with remote access: what every issue() must state.
+MANUAL: dict[str, Any] = {"trigger": "manual", "remote_access_enabled": True}
 
 
 def run(coro: object) -> object:
@@ -36,18 +40,18 @@ def test_each_core_error_raises_its_class() -> None:
     async def main() -> None:
         authority = ra.Authority(vnc_ports=[free_port()])
         with pytest.raises(ra.NotManuallyTriggeredError) as e1:
-            await authority.issue("b-webhook", trigger="webhook")
+            await authority.issue("b-webhook", trigger="webhook", remote_access_enabled=True)
         assert e1.value.code == "not_manually_triggered" and e1.value.build_id == "b-webhook"
 
         with pytest.raises(ra.RemoteAccessDisabledError) as e2:
-            await authority.issue("b-off", remote_access_enabled=False)
+            await authority.issue("b-off", trigger="manual", remote_access_enabled=False)
         assert e2.value.code == "remote_access_disabled"
 
         with pytest.raises(ra.InvalidInputError) as e3:
-            await authority.issue("no spaces allowed")
+            await authority.issue("no spaces allowed", **MANUAL)
         assert e3.value.code == "invalid_input" and e3.value.what == "build id"
         with pytest.raises(ra.InvalidInputError):
-            await authority.issue("b-trigger", trigger="sometimes")
+            await authority.issue("b-trigger", trigger="sometimes", remote_access_enabled=True)
         with pytest.raises(ra.InvalidInputError):
             ra.Builder("builder.example.com")
         with pytest.raises(ra.InvalidInputError):
@@ -55,9 +59,9 @@ def test_each_core_error_raises_its_class() -> None:
         with pytest.raises(TypeError):
             ra.Policy(grace="20 minutes")  # type: ignore[arg-type]
 
-        await authority.issue("b-1")
+        await authority.issue("b-1", **MANUAL)
         with pytest.raises(ra.BuildExistsError) as e4:
-            await authority.issue("b-1")
+            await authority.issue("b-1", **MANUAL)
         assert e4.value.build_id == "b-1"
 
         with pytest.raises(ra.UnknownBuildError) as e5:
@@ -75,9 +79,9 @@ def test_each_core_error_raises_its_class() -> None:
 
         # One VNC port: a second live VNC build has none left.
         vnc = ra.Builder("127.0.0.1", vnc_port=5900)
-        await authority.issue("b-vnc-1", builder=vnc, builder_vnc_password="pw")
+        await authority.issue("b-vnc-1", **MANUAL, builder=vnc, builder_vnc_password="pw")
         with pytest.raises(ra.NoCapacityError) as e8:
-            await authority.issue("b-vnc-2", builder=vnc, builder_vnc_password="pw")
+            await authority.issue("b-vnc-2", **MANUAL, builder=vnc, builder_vnc_password="pw")
         assert e8.value.code == "no_capacity"
 
         with pytest.raises(ra.InvalidInputError) as e3b:
@@ -85,21 +89,23 @@ def test_each_core_error_raises_its_class() -> None:
         assert e3b.value.what == "host key"
 
         # An agent pinned to another key than the gateway's: refused, never retried.
-        agent_build = await authority.issue("b-agent", builder=ra.Builder("127.0.0.1", reverse_tunnel=True))
+        agent_build = await authority.issue("b-agent", **MANUAL, builder=ra.Builder("127.0.0.1", reverse_tunnel=True))
         gateway = ra.Gateway(authority)
         async with await gateway.start("127.0.0.1:0") as running:
             with pytest.raises(ra.HostKeyMismatchError) as e9:
-                await ra.run_agent(
+                agent = ra.run_agent(
                     f"127.0.0.1:{running.port}",
                     ra.HostKey.generate().public_key,
                     agent_build.agent_username or "",
                     agent_build.agent_private_key_openssh() or "",
                 )
+                await asyncio.wait_for(agent, 60)
             assert e9.value.code == "host_key_mismatch"
 
-            # Network errors are OSError (here: the address is taken).
-            with pytest.raises(OSError):
+            # Network errors are OSError with the system's errno (here: the address is taken).
+            with pytest.raises(OSError) as e10:
                 await gateway.start(f"127.0.0.1:{running.port}")
+            assert e10.value.errno == errno.EADDRINUSE
 
     run(main())
 
@@ -120,6 +126,7 @@ def test_secrets_stay_out_of_repr_str_errors_and_pickles() -> None:
         events = authority.subscribe()
         credentials = await authority.issue(
             "b-secret",
+            **MANUAL,
             builder=ra.Builder("127.0.0.1", vnc_port=5900, reverse_tunnel=True),
             builder_vnc_password="builderpw",
         )
@@ -161,7 +168,7 @@ def test_secrets_stay_out_of_repr_str_errors_and_pickles() -> None:
 def test_connection_info_is_a_json_ready_dict_with_the_core_keys() -> None:
     async def main() -> None:
         authority = ra.Authority()
-        credentials = await authority.issue("b-info", builder=ra.Builder("10.0.3.7", ssh_port=2200))
+        credentials = await authority.issue("b-info", **MANUAL, builder=ra.Builder("10.0.3.7", ssh_port=2200))
         session = await authority.session("b-info")
         info = ra.ConnectionInfo(credentials, session, ra.HostKey.generate(), ra.ScriptOptions("gw.example", 2222))
         assert json.loads(json.dumps(info)) == json.loads(info.to_json())
@@ -181,7 +188,7 @@ def test_durations_take_timedelta_or_seconds_and_the_manual_clock_drives_the_rul
         clock = ra.ManualClock(START)
         authority = ra.Authority(policy=ra.Policy(grace=timedelta(minutes=20)), clock=clock)
         events = authority.subscribe()
-        await authority.issue("b-clock", started_at=START)
+        await authority.issue("b-clock", **MANUAL, started_at=START)
         await authority.steps_completed("b-clock")
         session = await authority.session("b-clock")
         assert session.phase == "steps_completed"
@@ -198,13 +205,42 @@ def test_durations_take_timedelta_or_seconds_and_the_manual_clock_drives_the_rul
     run(main())
 
 
+def test_cancelled_waits_lose_no_event() -> None:
+    # Hundreds of waits cancelled by a tiny timeout while events arrive: every event is still
+    # delivered once, in order (a cancelled wait puts back an event it had already taken).
+    async def main() -> None:
+        authority = ra.Authority()
+        events = authority.subscribe()
+        ids = [f"b-{i}" for i in range(200)]
+
+        async def publish() -> None:
+            for build_id in ids:
+                await authority.issue(build_id, **MANUAL)
+                await asyncio.sleep(0.002)
+
+        publisher = asyncio.ensure_future(publish())
+        seen: list[str] = []
+        cancelled = 0
+        while len(seen) < len(ids):
+            try:
+                seen.append((await asyncio.wait_for(events.__anext__(), 0.0003)).build_id)
+            except asyncio.TimeoutError:
+                cancelled += 1
+        await publisher
+        assert seen == ids
+        assert cancelled > 0
+        assert events.try_next() is None
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
 def test_cancelling_an_await_loses_no_event_and_close_ends_iteration() -> None:
     async def main() -> None:
         authority = ra.Authority()
         events = authority.subscribe()
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(events.__anext__(), 0.1)
-        await authority.issue("b-cancel")
+        await authority.issue("b-cancel", **MANUAL)
         issued = await asyncio.wait_for(events.__anext__(), 5)
         assert issued.kind == "issued" and issued.build_id == "b-cancel"
 
@@ -218,7 +254,7 @@ def test_cancelling_an_await_loses_no_event_and_close_ends_iteration() -> None:
     run(main())
 
 
-def test_cancelling_start_or_the_agent_leaves_nothing_listening() -> None:
+def test_stopping_the_gateway_and_cancelling_the_agent_release_their_sockets() -> None:
     async def main() -> None:
         authority = ra.Authority()
         gateway = ra.Gateway(authority)
@@ -229,30 +265,45 @@ def test_cancelling_start_or_the_agent_leaves_nothing_listening() -> None:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
-        # An agent whose gateway is down retries forever; cancelling its awaitable stops it.
-        credentials = await authority.issue("b-agent", builder=ra.Builder("127.0.0.1", reverse_tunnel=True))
+        # An agent whose "gateway" hangs up at once retries with backoff: each retry is a new
+        # connection to this listener. Cancelling the awaitable must stop the retries.
+        attempts = 0
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal attempts
+            attempts += 1
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        fake_port = server.sockets[0].getsockname()[1]
+        credentials = await authority.issue("b-agent", **MANUAL, builder=ra.Builder("127.0.0.1", reverse_tunnel=True))
         agent = asyncio.ensure_future(
             ra.run_agent(
-                f"127.0.0.1:{port}",
+                f"127.0.0.1:{fake_port}",
                 gateway.host_key.public_key,
                 credentials.agent_username or "",
                 credentials.agent_private_key_openssh() or "",
-                min_backoff=0.05,
-                max_backoff=0.1,
+                min_backoff=0.02,
+                max_backoff=0.05,
             )
         )
-        await asyncio.sleep(0.3)
-        assert not agent.done()
+        while attempts < 3:
+            await asyncio.sleep(0.02)
         agent.cancel()
         with pytest.raises(asyncio.CancelledError):
             await agent
+        await asyncio.sleep(0.1)
+        after_cancel = attempts
+        await asyncio.sleep(0.5)
+        assert attempts == after_cancel, "the agent kept reconnecting after its awaitable was cancelled"
+        server.close()
 
     run(main())
 
 
 def test_a_forked_child_gets_an_error_not_a_hang() -> None:
     async def warm_up() -> None:
-        await ra.Authority().issue("b-parent")
+        await ra.Authority().issue("b-parent", **MANUAL)
 
     run(warm_up())
     read, write = os.pipe()
@@ -261,9 +312,9 @@ def test_a_forked_child_gets_an_error_not_a_hang() -> None:
         os.close(read)
         message = b"no error"
         try:
-            asyncio.run(ra.Authority().issue("b-child"))  # type: ignore[arg-type]
+            asyncio.run(ra.Authority().issue("b-child", **MANUAL))  # type: ignore[arg-type]
         except ra.RemoteAccessError as err:
-            message = str(err).encode()
+            message = f"{err.code}: {err}".encode()
         except BaseException as err:  # noqa: BLE001 - reported to the parent
             message = repr(err).encode()
         os.write(write, message)
@@ -273,14 +324,14 @@ def test_a_forked_child_gets_an_error_not_a_hang() -> None:
     reported = os.read(read, 4096).decode()
     os.close(read)
     assert os.WEXITSTATUS(status) == 0
-    assert "fork" in reported and "spawn" in reported, reported
+    assert reported.startswith("forked: ") and "spawn" in reported, reported
 
 
 def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() -> None:
     async def main() -> None:
         authority = ra.Authority()
         events = authority.subscribe()
-        await authority.issue("b-conn")
+        await authority.issue("b-conn", **MANUAL)
         first = await authority.connected("b-conn", "ssh")
         assert first.build_id == "b-conn" and first.protocol == "ssh" and not first.is_cut
         assert len((await authority.session("b-conn")).live_connections) == 1

@@ -38,7 +38,9 @@ async def serving(**authority_options: object) -> AsyncIterator[Kit]:
 
 async def issue(kit: Kit, build_id: str, builder: ra.Builder, **request: object) -> tuple[ra.Credentials, pathlib.Path]:
     """Issues credentials and writes the build's POSIX script; returns both."""
-    credentials = await kit.authority.issue(build_id, builder=builder, **request)  # type: ignore[arg-type]
+    credentials = await kit.authority.issue(
+        build_id, trigger="manual", remote_access_enabled=True, builder=builder, **request  # type: ignore[arg-type]
+    )
     session = await kit.authority.session(build_id)
     info = ra.ConnectionInfo(
         credentials, session, kit.gateway.host_key, ra.ScriptOptions("127.0.0.1", kit.running.port)
@@ -70,6 +72,9 @@ def test_script_reaches_the_builder_and_revoke_cuts_a_live_session(sshd: Sshd) -
             code, out, err = await run_script(script, "printenv", "FCI_BUILD_DIR")
             assert code == 0, err
             assert out.strip() == str(sshd.build_dir)
+            first = await next_event(kit.events, "connected")
+            gone = await next_event(kit.events, "disconnected")
+            assert gone.connection_id == first.connection_id
 
             live = await asyncio.create_subprocess_exec(
                 "sh", str(script), "sleep", "600",
@@ -79,9 +84,9 @@ def test_script_reaches_the_builder_and_revoke_cuts_a_live_session(sshd: Sshd) -
             )
             connected = await next_event(kit.events, "connected")
             assert connected.build_id == "py-revoke" and connected.protocol == "ssh"
-            # The first run's disconnect may still be queued; wait for the live one to register.
-            while not (await kit.authority.session("py-revoke")).live_connections:
-                await asyncio.sleep(0.05)
+            assert connected.connection_id != first.connection_id
+            live_ids = [cid for cid, _ in (await kit.authority.session("py-revoke")).live_connections]
+            assert live_ids == [connected.connection_id]
 
             await kit.authority.revoke("py-revoke", "security review")
             revoked = await next_event(kit.events, "revoked")
@@ -153,7 +158,7 @@ def test_vnc_through_the_gateway_with_the_per_build_password(tigervnc: VncServer
         async with serving(vnc_ports=[free_port()]) as kit:
             builder = ra.Builder("127.0.0.1", vnc_port=tigervnc.port)
             credentials = await kit.authority.issue(
-                "py-vnc", builder=builder, builder_vnc_password=tigervnc.password
+                "py-vnc", trigger="manual", remote_access_enabled=True, builder=builder, builder_vnc_password=tigervnc.password
             )
             session = await kit.authority.session("py-vnc")
             assert session.vnc_port is not None

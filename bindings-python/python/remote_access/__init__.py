@@ -34,7 +34,6 @@ from remote_access._native import (
     Session,
     SessionEndedError,
     StoreUnavailableError,
-    Subscription,
     UnknownBuildError,
     __version__,
     run_agent,
@@ -123,3 +122,39 @@ class ConnectionInfo(dict):  # type: ignore[type-arg]
     def __reduce__(self) -> tuple[type[dict], tuple[dict]]:  # type: ignore[type-arg]
         # Pickles (and copies) as the plain dict: the info holds no secret.
         return (dict, (dict(self),))
+
+
+class Subscription:
+    """The authority's events from the moment of subscribing: ``async for event in ...``.
+
+    Each subscription has its own queue, so a slow reader loses nothing. Cancelling a waiting
+    ``__anext__`` (a timeout, ``task.cancel()``) loses no event and keeps the order: the event
+    is taken off the queue here, on the event loop's thread, only once the wait is over.
+    ``close()`` ends the iteration, also one that is waiting.
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: _native.Subscription) -> None:
+        self._queue = queue
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while (event := self._queue.try_next()) is None:
+            await self._queue.wait()  # raises StopAsyncIteration once closed
+        return event
+
+    def try_next(self) -> Event | None:
+        """The next event if one is ready, else None."""
+        return self._queue.try_next()
+
+    def close(self) -> None:
+        """Unsubscribes: a waiting or later ``__anext__`` ends the iteration."""
+        self._queue.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._queue.closed
