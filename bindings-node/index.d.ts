@@ -37,7 +37,7 @@ export declare class Authority {
    */
   onEvent(callback: (event: Event) => void): EventListener
   /** Issues credentials for a build. */
-  issue(buildId: string, options?: IssueOptions | undefined | null): Promise<Credentials>
+  issue(buildId: string, options: IssueOptions): Promise<Credentials>
   /** Records that the build's steps completed: the grace period starts. */
   stepsCompleted(buildId: string): Promise<undefined>
   /** Records that the platform finished the build itself: access ends. */
@@ -61,6 +61,11 @@ export declare class Authority {
   disconnected(connection: LiveConnection): Promise<undefined>
   /** Records that a connection went away because its carrier stopped (not a logout). */
   detached(connection: LiveConnection): Promise<undefined>
+  /**
+   * Enforces the deadlines until `stop()`: for platforms that carry connections themselves
+   * (`connected`); a running gateway does this by itself.
+   */
+  runExpiry(): RunningExpiry
   /**
    * Ends every session whose deadline has passed; resolves to how many. A running gateway
    * does this by itself.
@@ -195,6 +200,12 @@ export declare class RunningAgent {
   done(): Promise<'session_ended' | 'refused' | 'replaced' | 'stopped'>
 }
 
+/** The expiry loop started by `Authority.runExpiry()`. */
+export declare class RunningExpiry {
+  /** Stops enforcing the deadlines. */
+  stop(): void
+}
+
 /** A gateway serving in the background; `await running.stop()`. */
 export declare class RunningGateway {
   /** The host it listens on. */
@@ -221,13 +232,18 @@ export declare class Session {
   get deadline(): string
   get isEnded(): boolean
   get endReason(): string | null
+  /**
+   * Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
+   * `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
+   */
+  get endReasonCode(): string | null
   get endedAt(): string | null
   get vncPort(): number | null
   get everConnected(): boolean
   /** `[connection id, "ssh" | "vnc"]` for each live connection. */
   get liveConnections(): Array<Array<string>>
   /** The snapshot as a plain object. */
-  toJSON(): { buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }
+  toJSON(): { buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }
 }
 
 /**
@@ -329,11 +345,15 @@ export interface GatewayOptions {
   dialTimeoutMs?: number
 }
 
-/** What `issue` needs besides the build id; every field has a default. */
+/**
+ * What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
+ * defaults, as in the core: the platform states them for every build.
+ */
 export interface IssueOptions {
-  /** `manual` (default), `webhook`, `scheduled` or `api`; only manual builds get access. */
-  trigger?: string
-  remoteAccessEnabled?: boolean
+  /** `manual`, `webhook`, `scheduled` or `api`; only manual builds get access. */
+  trigger: string
+  /** Whether the build asked for remote access. */
+  remoteAccessEnabled: boolean
   /** When the build started (RFC 3339; default now). */
   startedAt?: string
   /** This build's policy instead of the authority's. */

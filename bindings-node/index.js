@@ -844,6 +844,7 @@ module.exports.HostKey = nativeBinding.HostKey
 module.exports.LiveConnection = nativeBinding.LiveConnection
 module.exports.ManualClock = nativeBinding.ManualClock
 module.exports.RunningAgent = nativeBinding.RunningAgent
+module.exports.RunningExpiry = nativeBinding.RunningExpiry
 module.exports.RunningGateway = nativeBinding.RunningGateway
 module.exports.Session = nativeBinding.Session
 module.exports.Subscription = nativeBinding.Subscription

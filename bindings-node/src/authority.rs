@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use napi::bindgen_prelude::PromiseRaw;
-use napi::{Env, Result};
+use napi::{Env, JsString, Result};
 use napi_derive::napi;
 use remote_access_core as core;
 
 use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, time, to_millis};
-use crate::errors::{OrThrow, invalid, promise};
+use crate::errors::{OrThrow, promise};
 use crate::events::{EventListener, Subscription};
 
 /// How long access lasts (milliseconds): `graceMs` after the build steps complete (default 20
@@ -102,13 +102,14 @@ pub struct AuthorityOptions {
     pub vnc_ports: Option<Vec<u32>>,
 }
 
-/// What `issue` needs besides the build id; every field has a default.
+/// What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
+/// defaults, as in the core: the platform states them for every build.
 #[napi(object)]
-#[derive(Default)]
 pub struct IssueOptions {
-    /// `manual` (default), `webhook`, `scheduled` or `api`; only manual builds get access.
-    pub trigger: Option<String>,
-    pub remote_access_enabled: Option<bool>,
+    /// `manual`, `webhook`, `scheduled` or `api`; only manual builds get access.
+    pub trigger: String,
+    /// Whether the build asked for remote access.
+    pub remote_access_enabled: bool,
     /// When the build started (RFC 3339; default now).
     pub started_at: Option<String>,
     /// This build's policy instead of the authority's.
@@ -194,18 +195,19 @@ impl Credentials {
     }
     /// The user's private key in OpenSSH format. A secret: hand it only to the user.
     #[napi]
-    pub fn private_key_openssh(&self, env: Env) -> Result<String> {
-        Ok(self.0.private_key_openssh().or_throw(&env)?.expose().clone())
+    pub fn private_key_openssh<'env>(&self, env: &'env Env) -> Result<JsString<'env>> {
+        env.create_string(self.0.private_key_openssh().or_throw(env)?.expose())
     }
     /// The builder agent's private key (reverse-tunnel builds). A secret.
     #[napi]
-    pub fn agent_private_key_openssh(&self, env: Env) -> Result<Option<String>> {
-        Ok(self.0.agent_private_key_openssh().or_throw(&env)?.map(|key| key.expose().clone()))
+    pub fn agent_private_key_openssh<'env>(&self, env: &'env Env) -> Result<Option<JsString<'env>>> {
+        let key = self.0.agent_private_key_openssh().or_throw(env)?;
+        key.map(|key| env.create_string(key.expose())).transpose()
     }
     /// The VNC password the user types. A secret.
     #[napi]
-    pub fn vnc_password(&self) -> String {
-        self.0.vnc_password().expose().clone()
+    pub fn vnc_password<'env>(&self, env: &'env Env) -> Result<JsString<'env>> {
+        env.create_string(self.0.vnc_password().expose())
     }
     /// The public parts only, for `JSON.stringify`.
     #[napi(
@@ -264,6 +266,12 @@ impl Session {
     pub fn end_reason(&self) -> Option<String> {
         self.0.end().map(|(reason, _)| reason.to_string())
     }
+    /// Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
+    /// `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    #[napi(getter)]
+    pub fn end_reason_code(&self) -> Option<&'static str> {
+        self.0.end().map(|(reason, _)| reason.code())
+    }
     #[napi(getter)]
     pub fn ended_at(&self) -> Option<String> {
         self.0.end().map(|(_, at)| rfc3339(at))
@@ -287,13 +295,14 @@ impl Session {
     /// The snapshot as a plain object.
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }"
+        ts_return_type = "{ buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "buildId": self.build_id(), "phase": self.phase(), "startedAt": self.started_at(),
             "stepsCompletedAt": self.steps_completed_at(), "deadline": self.deadline(),
-            "isEnded": self.is_ended(), "endReason": self.end_reason(), "endedAt": self.ended_at(),
+            "isEnded": self.is_ended(), "endReason": self.end_reason(), "endReasonCode": self.end_reason_code(),
+            "endedAt": self.ended_at(),
             "vncPort": self.vnc_port(), "everConnected": self.ever_connected(),
             "liveConnections": self.live_connections(),
         })
@@ -423,22 +432,16 @@ impl Authority {
         &self,
         env: &'env Env,
         build_id: String,
-        options: Option<IssueOptions>,
+        options: IssueOptions,
     ) -> Result<PromiseRaw<'env, Credentials>> {
-        let options = options.unwrap_or_default();
-        let trigger = match options.trigger.as_deref() {
-            Some(trigger) => trigger.parse().or_throw(env)?,
-            None => core::Trigger::Manual,
-        };
-        let mut request = core::BuildRequest::new(
-            self::build_id(env, &build_id)?,
-            trigger,
-            options.remote_access_enabled.unwrap_or(true),
-        );
+        let builder_vnc_password = options.builder_vnc_password.map(core::Secret::new);
+        let trigger = options.trigger.parse().or_throw(env)?;
+        let mut request =
+            core::BuildRequest::new(self::build_id(env, &build_id)?, trigger, options.remote_access_enabled);
         request.started_at = options.started_at.as_deref().map(|t| time(env, "startedAt", t)).transpose()?;
         request.policy = options.policy.as_ref().map(|p| p.to_core(env)).transpose()?;
         request.builder = options.builder.as_ref().map(|b| b.to_core(env)).transpose()?;
-        request.builder_vnc_password = options.builder_vnc_password.map(core::Secret::new);
+        request.builder_vnc_password = builder_vnc_password;
         request.builder_vnc_username = options.builder_vnc_username;
         let authority = self.0.clone();
         promise(env, async move { authority.issue(request).await }, |c| Ok(Credentials(c)))
@@ -506,8 +509,8 @@ impl Authority {
         build_id: String,
         password: String,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let (authority, id, password) =
-            (self.0.clone(), self::build_id(env, &build_id)?, core::Secret::new(password));
+        let password = core::Secret::new(password);
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
         promise(env, async move { authority.verify_vnc(&id, password.expose()).await }, Ok)
     }
 
@@ -521,11 +524,7 @@ impl Authority {
         protocol: String,
     ) -> Result<PromiseRaw<'env, LiveConnection>> {
         let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
-        let protocol = match protocol.as_str() {
-            "ssh" => core::Protocol::Ssh,
-            "vnc" => core::Protocol::Vnc,
-            other => return Err(invalid(env, "protocol", format!("{other:?}; expected ssh or vnc"))),
-        };
+        let protocol: core::Protocol = protocol.parse().or_throw(env)?;
         let connected = async move {
             let connection = authority.connected(&id, protocol).await?;
             Ok((connection, tokio::runtime::Handle::current()))
@@ -582,6 +581,22 @@ impl Authority {
         )
     }
 
+    /// Enforces the deadlines until `stop()`: for platforms that carry connections themselves
+    /// (`connected`); a running gateway does this by itself.
+    #[napi]
+    pub fn run_expiry(&self) -> RunningExpiry {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let authority = self.0.clone();
+        napi::bindgen_prelude::spawn(async move {
+            authority
+                .run_expiry(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        RunningExpiry { stop: std::sync::Mutex::new(Some(stop)) }
+    }
+
     /// Ends every session whose deadline has passed; resolves to how many. A running gateway
     /// does this by itself.
     #[napi]
@@ -606,5 +621,22 @@ impl Authority {
     pub fn purge<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, u32>> {
         let authority = self.0.clone();
         promise(env, async move { authority.purge().await }, |n| Ok(u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+}
+
+/// The expiry loop started by `Authority.runExpiry()`.
+#[napi]
+pub struct RunningExpiry {
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+#[napi]
+impl RunningExpiry {
+    /// Stops enforcing the deadlines.
+    #[napi]
+    pub fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = stop.send(());
+        }
     }
 }

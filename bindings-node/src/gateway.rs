@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use napi::bindgen_prelude::PromiseRaw;
-use napi::{Env, Result};
+use napi::{Env, JsString, Result};
 use napi_derive::napi;
 use remote_access_core as core;
 use tokio::sync::Mutex;
@@ -34,8 +34,8 @@ impl HostKey {
 
     /// The private key in OpenSSH format. A secret: store it like one.
     #[napi]
-    pub fn to_openssh(&self, env: Env) -> Result<String> {
-        Ok(self.0.to_openssh().or_throw(&env)?.expose().clone())
+    pub fn to_openssh<'env>(&self, env: &'env Env) -> Result<JsString<'env>> {
+        env.create_string(self.0.to_openssh().or_throw(env)?.expose())
     }
 
     /// The public key line (`ssh-ed25519 AAAA...`), for `known_hosts`.

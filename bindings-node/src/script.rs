@@ -1,6 +1,6 @@
 //! Connection info and the scripts users run.
 
-use napi::{Env, Result};
+use napi::{Env, JsString, Result};
 use napi_derive::napi;
 use remote_access_core as core;
 
@@ -71,19 +71,28 @@ impl ConnectionInfo {
     /// A POSIX `sh` script that opens a shell in the build directory (or runs its arguments
     /// there). It contains the private key: a secret for the user only.
     #[napi]
-    pub fn posix_script(&self, env: Env, credentials: &Credentials) -> Result<String> {
-        Ok(self.0.posix_script(&credentials.0).or_throw(&env)?.expose().clone())
+    pub fn posix_script<'env>(&self, env: &'env Env, credentials: &Credentials) -> Result<JsString<'env>> {
+        env.create_string(self.0.posix_script(&credentials.0).or_throw(env)?.expose())
     }
 
     /// The same for PowerShell on Windows. A secret too.
     #[napi]
-    pub fn powershell_script(&self, env: Env, credentials: &Credentials) -> Result<String> {
-        Ok(self.0.powershell_script(&credentials.0).or_throw(&env)?.expose().clone())
+    pub fn powershell_script<'env>(
+        &self,
+        env: &'env Env,
+        credentials: &Credentials,
+    ) -> Result<JsString<'env>> {
+        env.create_string(self.0.powershell_script(&credentials.0).or_throw(env)?.expose())
     }
 
     /// What to enter in a VNC client, password included (a secret); null without VNC.
     #[napi]
-    pub fn vnc_instructions(&self, env: Env, credentials: &Credentials) -> Result<Option<String>> {
-        Ok(self.0.vnc_instructions(&credentials.0).or_throw(&env)?.map(|text| text.expose().clone()))
+    pub fn vnc_instructions<'env>(
+        &self,
+        env: &'env Env,
+        credentials: &Credentials,
+    ) -> Result<Option<JsString<'env>>> {
+        let text = self.0.vnc_instructions(&credentials.0).or_throw(env)?;
+        text.map(|text| env.create_string(text.expose())).transpose()
     }
 }

@@ -10,6 +10,9 @@ const util = require('node:util')
 const ra = require('..')
 const { freePort, nextEvent } = require('./peers')
 
+/** A build someone started by hand, with remote access: what every issue() must state. */
+const MANUAL = { trigger: 'manual', remoteAccessEnabled: true }
+
 /**
  * Asserts that `action` rejects or throws an Error with `code`; returns it.
  * @param {() => unknown} action
@@ -29,16 +32,16 @@ async function rejectsWith(action, code) {
 
 test('every core error kind rejects with its code', async () => {
   const authority = new ra.Authority({ vncPorts: [await freePort()] })
-  const webhook = await rejectsWith(() => authority.issue('b-webhook', { trigger: 'webhook' }), 'not_manually_triggered')
+  const webhook = await rejectsWith(() => authority.issue('b-webhook', { trigger: 'webhook', remoteAccessEnabled: true }), 'not_manually_triggered')
   assert.match(webhook.message, /b-webhook/)
-  await rejectsWith(() => authority.issue('b-off', { remoteAccessEnabled: false }), 'remote_access_disabled')
-  await rejectsWith(() => authority.issue('no spaces allowed'), 'invalid_input')
-  await rejectsWith(() => authority.issue('b-trigger', { trigger: 'sometimes' }), 'invalid_input')
-  await rejectsWith(() => authority.issue('b-bad', { builder: { address: 'builder.example.com' } }), 'invalid_input')
+  await rejectsWith(() => authority.issue('b-off', { trigger: 'manual', remoteAccessEnabled: false }), 'remote_access_disabled')
+  await rejectsWith(() => authority.issue('no spaces allowed', MANUAL), 'invalid_input')
+  await rejectsWith(() => authority.issue('b-trigger', { trigger: 'sometimes', remoteAccessEnabled: true }), 'invalid_input')
+  await rejectsWith(() => authority.issue('b-bad', { ...MANUAL, builder: { address: 'builder.example.com' } }), 'invalid_input')
   await rejectsWith(() => new ra.Authority({ policy: { graceMs: -5 } }), 'invalid_input')
 
-  await authority.issue('b-1')
-  await rejectsWith(() => authority.issue('b-1'), 'build_exists')
+  await authority.issue('b-1', MANUAL)
+  await rejectsWith(() => authority.issue('b-1', MANUAL), 'build_exists')
   await rejectsWith(() => authority.session('b-nope'), 'unknown_build')
   await authority.revoke('b-1', 'test')
   const ended = await rejectsWith(() => authority.connected('b-1', 'ssh'), 'session_ended')
@@ -50,12 +53,12 @@ test('every core error kind rejects with its code', async () => {
   assert.equal(denied.reason, 'unknown_user')
 
   const vnc = { address: '127.0.0.1', vncPort: 5900 }
-  await authority.issue('b-vnc-1', { builder: vnc, builderVncPassword: 'pw' })
-  await rejectsWith(() => authority.issue('b-vnc-2', { builder: vnc, builderVncPassword: 'pw' }), 'no_capacity')
+  await authority.issue('b-vnc-1', { ...MANUAL, builder: vnc, builderVncPassword: 'pw' })
+  await rejectsWith(() => authority.issue('b-vnc-2', { ...MANUAL, builder: vnc, builderVncPassword: 'pw' }), 'no_capacity')
   await rejectsWith(() => ra.HostKey.fromOpenssh('not a key'), 'invalid_input')
 
   // An agent pinned to another key than the gateway's: refused, never retried.
-  const agentBuild = await authority.issue('b-agent', { builder: { address: '127.0.0.1', reverseTunnel: true } })
+  const agentBuild = await authority.issue('b-agent', { ...MANUAL, builder: { address: '127.0.0.1', reverseTunnel: true } })
   const gateway = new ra.Gateway(authority)
   const running = await gateway.start('127.0.0.1:0')
   try {
@@ -90,7 +93,7 @@ test('secrets stay out of util.inspect, JSON.stringify and errors', async () => 
   /** @type {ra.Event[]} */
   const events = []
   const listener = authority.onEvent((event) => events.push(event))
-  const credentials = await authority.issue('b-secret', {
+  const credentials = await authority.issue('b-secret', { ...MANUAL,
     builder: { address: '127.0.0.1', vncPort: 5900, reverseTunnel: true },
     builderVncPassword: 'builderpw',
   })
@@ -139,7 +142,7 @@ test('the manual clock drives the time rules; durations are milliseconds', async
   const authority = new ra.Authority({ policy: { graceMs: 20 * 60_000 } }, clock)
   assert.equal(authority.policy.graceMs, 20 * 60_000)
   const events = authority.subscribe()[Symbol.asyncIterator]()
-  await authority.issue('b-clock', { startedAt: start })
+  await authority.issue('b-clock', { ...MANUAL, startedAt: start })
   await authority.stepsCompleted('b-clock')
   const session = await authority.session('b-clock')
   assert.equal(session.phase, 'steps_completed')
@@ -158,8 +161,8 @@ test('the manual clock drives the time rules; durations are milliseconds', async
 test('close ends a waiting iteration; for-await sees the events in order', async () => {
   const authority = new ra.Authority()
   const subscription = authority.subscribe()
-  await authority.issue('b-a')
-  await authority.issue('b-b')
+  await authority.issue('b-a', MANUAL)
+  await authority.issue('b-b', MANUAL)
   /** @type {string[]} */
   const ids = []
   for await (const event of subscription) {
@@ -178,7 +181,7 @@ test('close ends a waiting iteration; for-await sees the events in order', async
 test('platform-carried connections and stopping an agent', async () => {
   const authority = new ra.Authority()
   const events = authority.subscribe()[Symbol.asyncIterator]()
-  await authority.issue('b-conn')
+  await authority.issue('b-conn', MANUAL)
   const connection = await authority.connected('b-conn', 'ssh')
   assert.equal(connection.protocol, 'ssh')
   assert.equal((await authority.session('b-conn')).liveConnections.length, 1)
@@ -190,7 +193,7 @@ test('platform-carried connections and stopping an agent', async () => {
   await nextEvent(events, 'disconnected')
 
   // A connection the garbage collector drops is recorded as disconnected.
-  await authority.issue('b-gc')
+  await authority.issue('b-gc', MANUAL)
   await (async () => {
     await authority.connected('b-gc', 'vnc') // not kept
   })()
@@ -204,7 +207,7 @@ test('platform-carried connections and stopping an agent', async () => {
   assert.deepEqual((await authority.session('b-gc')).liveConnections, [])
 
   // An agent whose gateway is down retries; stop() ends it.
-  const credentials = await authority.issue('b-agent', { builder: { address: '127.0.0.1', reverseTunnel: true } })
+  const credentials = await authority.issue('b-agent', { ...MANUAL, builder: { address: '127.0.0.1', reverseTunnel: true } })
   const agent = ra.runAgent({
     gateway: `127.0.0.1:${await freePort()}`,
     gatewayHostKey: ra.HostKey.generate().publicKey,
@@ -216,4 +219,20 @@ test('platform-carried connections and stopping an agent', async () => {
   await new Promise((resolve) => setTimeout(resolve, 300))
   agent.stop()
   assert.equal(await agent.done(), 'stopped')
+})
+
+test('runExpiry enforces deadlines without a gateway', async () => {
+  const authority = new ra.Authority({ policy: { graceMs: 200 } })
+  const events = authority.subscribe()[Symbol.asyncIterator]()
+  await authority.issue('b-expiry', MANUAL)
+  const connection = await authority.connected('b-expiry', 'ssh')
+  const expiry = authority.runExpiry()
+  try {
+    await authority.stepsCompleted('b-expiry')
+    await nextEvent(events, 'expired', 30_000)
+    await connection.cut()
+    assert.equal((await authority.session('b-expiry')).endReasonCode, 'grace_elapsed')
+  } finally {
+    expiry.stop()
+  }
 })

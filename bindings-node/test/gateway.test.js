@@ -43,7 +43,7 @@ async function serving(options, body) {
  * @returns {Promise<[ra.Credentials, string]>}
  */
 async function issue(kit, buildId, builder) {
-  const credentials = await kit.authority.issue(buildId, { builder })
+  const credentials = await kit.authority.issue(buildId, { trigger: 'manual', remoteAccessEnabled: true, builder })
   const session = await kit.authority.session(buildId)
   const info = new ra.ConnectionInfo(credentials, session, kit.gateway.hostKey, {
     gatewayHost: '127.0.0.1',
@@ -67,15 +67,18 @@ test('the script reaches the builder and revoke cuts a live session', async () =
       const [code, out, err] = await runScript(script, 'printenv', 'FCI_BUILD_DIR')
       assert.equal(code, 0, err)
       assert.equal(out.trim(), sshd.buildDir)
+      const first = await nextEvent(kit.events, 'connected')
+      const gone = await nextEvent(kit.events, 'disconnected')
+      assert.equal(gone.connectionId, first.connectionId)
 
       const live = spawn('sh', [script, 'sleep', '600'], { stdio: ['ignore', 'ignore', 'pipe'] })
       let stderr = ''
       live.stderr.on('data', (d) => (stderr += d))
       const exited = new Promise((resolve) => live.on('close', resolve))
-      await nextEvent(kit.events, 'connected')
-      while ((await kit.authority.session('node-revoke')).liveConnections.length === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 50))
-      }
+      const connected = await nextEvent(kit.events, 'connected')
+      assert.notEqual(connected.connectionId, first.connectionId)
+      const live_ = (await kit.authority.session('node-revoke')).liveConnections.map(([id]) => id)
+      assert.deepEqual(live_, [connected.connectionId])
       await kit.authority.revoke('node-revoke', 'security review')
       const revoked = await nextEvent(kit.events, 'revoked')
       assert.match(revoked.reason, /security review/)
@@ -146,6 +149,8 @@ test('VNC through the gateway with the per-build password', async () => {
   try {
     await serving({ vncPorts: [await freePort()] }, async (kit) => {
       const credentials = await kit.authority.issue('node-vnc', {
+        trigger: 'manual',
+        remoteAccessEnabled: true,
         builder: { address: '127.0.0.1', vncPort: vnc.port },
         builderVncPassword: vnc.password,
       })

@@ -350,3 +350,20 @@ def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() ->
         assert third.is_cut
 
     run(main())
+
+
+def test_run_expiry_enforces_deadlines_without_a_gateway() -> None:
+    async def main() -> None:
+        authority = ra.Authority(policy=ra.Policy(grace=0.2))
+        events = authority.subscribe()
+        await authority.issue("b-expiry", **MANUAL)
+        connection = await authority.connected("b-expiry", "ssh")
+        expiry = asyncio.ensure_future(authority.run_expiry())
+        await authority.steps_completed("b-expiry")
+        await next_event(events, "expired", timeout=30)
+        await asyncio.wait_for(connection.cut(), 5)
+        session = await authority.session("b-expiry")
+        assert session.end_reason_code == "grace_elapsed"
+        expiry.cancel()
+
+    run(main())
