@@ -191,7 +191,8 @@ export declare class ManualClock {
 
 /**
  * A running builder agent: `await agent.done()` tells why it returned (`session_ended`,
- * `refused`, `replaced` or `stopped`); `stop()` stops it.
+ * `refused`, `replaced` or `stopped`; every caller gets the same answer); `stop()` stops it.
+ * Only `stop()` or the end of the session stops it: not the garbage collector.
  */
 export declare class RunningAgent {
   /** Stops the agent (its connection closes); `done()` then resolves to `stopped`. */
@@ -200,13 +201,19 @@ export declare class RunningAgent {
   done(): Promise<'session_ended' | 'refused' | 'replaced' | 'stopped'>
 }
 
-/** The expiry loop started by `Authority.runExpiry()`. */
+/**
+ * The expiry loop started by `Authority.runExpiry()`; only `stop()` stops it (not the
+ * garbage collector).
+ */
 export declare class RunningExpiry {
   /** Stops enforcing the deadlines. */
   stop(): void
 }
 
-/** A gateway serving in the background; `await running.stop()`. */
+/**
+ * A gateway serving in the background until `await running.stop()` (every caller waits for
+ * the same stop); the garbage collector does not stop it.
+ */
 export declare class RunningGateway {
   /** The host it listens on. */
   get host(): string

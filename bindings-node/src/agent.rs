@@ -4,10 +4,10 @@ use napi::bindgen_prelude::{Buffer, PromiseRaw};
 use napi::{Env, Result};
 use napi_derive::napi;
 use remote_access_core as core;
-use tokio::sync::{Mutex, oneshot};
+use std::sync::Arc;
 
 use crate::convert::{ip, millis_or, ports};
-use crate::errors::{invalid, promise};
+use crate::errors::{Outcome, Stop, invalid, outcome, promise, stop_signal, stopped};
 
 /// What the builder's agent needs (durations in milliseconds).
 #[napi(object)]
@@ -23,18 +23,19 @@ pub struct AgentOptions {
     /// Where the builder's services listen (default 127.0.0.1).
     pub local_host: Option<String>,
     /// The ports the tunnel may reach (default [22]).
-    pub ports: Option<Vec<u32>>,
+    pub ports: Option<Vec<f64>>,
     pub min_backoff_ms: Option<f64>,
     pub max_backoff_ms: Option<f64>,
     pub dial_timeout_ms: Option<f64>,
 }
 
 /// A running builder agent: `await agent.done()` tells why it returned (`session_ended`,
-/// `refused`, `replaced` or `stopped`); `stop()` stops it.
+/// `refused`, `replaced` or `stopped`; every caller gets the same answer); `stop()` stops it.
+/// Only `stop()` or the end of the session stops it: not the garbage collector.
 #[napi]
 pub struct RunningAgent {
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    done: std::sync::Arc<Mutex<Option<oneshot::Receiver<core::Result<core::AgentExit>>>>>,
+    stop: Stop,
+    done: Arc<Outcome<&'static str>>,
 }
 
 /// Starts a builder's agent: it dials out to the gateway with the build's agent credential and
@@ -56,20 +57,19 @@ pub fn run_agent(env: Env, options: AgentOptions) -> Result<RunningAgent> {
     agent.min_backoff = millis_or(&env, "minBackoffMs", options.min_backoff_ms, agent.min_backoff)?;
     agent.max_backoff = millis_or(&env, "maxBackoffMs", options.max_backoff_ms, agent.max_backoff)?;
     agent.dial_timeout = millis_or(&env, "dialTimeoutMs", options.dial_timeout_ms, agent.dial_timeout)?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (exit, done) = oneshot::channel();
+    let stop = stop_signal();
+    let done: Arc<Outcome<&'static str>> = Arc::new(tokio::sync::watch::channel(None).0);
+    let (signal, result) = (stop.clone(), done.clone());
     napi::bindgen_prelude::spawn(async move {
-        let _ = exit.send(
-            core::run_agent(agent, async {
-                let _ = stopped.await;
-            })
-            .await,
-        );
+        let exit = core::run_agent(agent, stopped(signal)).await.map(|exit| match exit {
+            core::AgentExit::SessionEnded => "session_ended",
+            core::AgentExit::Refused => "refused",
+            core::AgentExit::Replaced => "replaced",
+            _ => "stopped",
+        });
+        result.send_replace(Some(exit.map_err(Arc::new)));
     });
-    Ok(RunningAgent {
-        stop: std::sync::Mutex::new(Some(stop)),
-        done: std::sync::Arc::new(Mutex::new(Some(done))),
-    })
+    Ok(RunningAgent { stop, done })
 }
 
 #[napi]
@@ -77,33 +77,13 @@ impl RunningAgent {
     /// Stops the agent (its connection closes); `done()` then resolves to `stopped`.
     #[napi]
     pub fn stop(&self) {
-        if let Some(stop) = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            let _ = stop.send(());
-        }
+        self.stop.send_replace(true);
     }
 
     /// Resolves when the agent returns, with why.
     #[napi(ts_return_type = "Promise<'session_ended' | 'refused' | 'replaced' | 'stopped'>")]
     pub fn done<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, &'static str>> {
-        let done = self.done.clone();
-        promise(
-            env,
-            async move {
-                let done = done.lock().await.take();
-                let exit = match done {
-                    Some(done) => done.await.unwrap_or(Ok(core::AgentExit::Stopped))?,
-                    // `done()` was already awaited once: the agent has returned.
-                    None => core::AgentExit::Stopped,
-                };
-                Ok(match exit {
-                    core::AgentExit::SessionEnded => "session_ended",
-                    core::AgentExit::Refused => "refused",
-                    core::AgentExit::Replaced => "replaced",
-                    _ => "stopped",
-                })
-            },
-            Ok,
-        )
+        promise(env, outcome(self.done.clone()), Ok)
     }
 }
 

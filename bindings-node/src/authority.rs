@@ -51,9 +51,9 @@ impl Policy {
 pub struct Builder {
     /// The builder's IP address (no host names: they could be re-pointed).
     pub address: String,
-    pub ssh_port: Option<u32>,
-    pub extra_ports: Option<Vec<u32>>,
-    pub vnc_port: Option<u32>,
+    pub ssh_port: Option<f64>,
+    pub extra_ports: Option<Vec<f64>>,
+    pub vnc_port: Option<f64>,
     pub user: Option<String>,
     /// The builder dials out through `runAgent` instead of being dialed.
     pub reverse_tunnel: Option<bool>,
@@ -81,9 +81,9 @@ impl Builder {
     fn from_core(builder: &core::Builder) -> Self {
         Self {
             address: builder.address.to_string(),
-            ssh_port: Some(u32::from(builder.ssh_port)),
-            extra_ports: Some(builder.extra_ports.iter().map(|&p| u32::from(p)).collect()),
-            vnc_port: builder.vnc_port.map(u32::from),
+            ssh_port: Some(f64::from(builder.ssh_port)),
+            extra_ports: Some(builder.extra_ports.iter().map(|&p| f64::from(p)).collect()),
+            vnc_port: builder.vnc_port.map(f64::from),
             user: Some(builder.user.clone()),
             reverse_tunnel: Some(builder.reverse_tunnel),
             host_key: builder.host_key.clone(),
@@ -99,7 +99,7 @@ pub struct AuthorityOptions {
     /// How long revoked and expired credentials stay refused tombstones (default 30 days).
     pub tombstone_retention_ms: Option<f64>,
     /// Gateway ports for VNC, one per live VNC session (default none: no VNC).
-    pub vnc_ports: Option<Vec<u32>>,
+    pub vnc_ports: Option<Vec<f64>>,
 }
 
 /// What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
@@ -361,7 +361,7 @@ impl LiveConnection {
             env,
             async move {
                 cut.cut().await;
-                Ok(())
+                Ok::<_, core::Error>(())
             },
             Ok,
         )
@@ -527,7 +527,7 @@ impl Authority {
         let protocol: core::Protocol = protocol.parse().or_throw(env)?;
         let connected = async move {
             let connection = authority.connected(&id, protocol).await?;
-            Ok((connection, tokio::runtime::Handle::current()))
+            Ok::<_, core::Error>((connection, tokio::runtime::Handle::current()))
         };
         promise(env, connected, |(connection, runtime)| {
             Ok(LiveConnection {
@@ -585,16 +585,12 @@ impl Authority {
     /// (`connected`); a running gateway does this by itself.
     #[napi]
     pub fn run_expiry(&self) -> RunningExpiry {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let authority = self.0.clone();
-        napi::bindgen_prelude::spawn(async move {
-            authority
-                .run_expiry(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        RunningExpiry { stop: std::sync::Mutex::new(Some(stop)) }
+        let stop = crate::errors::stop_signal();
+        let (authority, signal) = (self.0.clone(), stop.clone());
+        napi::bindgen_prelude::spawn(
+            async move { authority.run_expiry(crate::errors::stopped(signal)).await },
+        );
+        RunningExpiry { stop }
     }
 
     /// Ends every session whose deadline has passed; resolves to how many. A running gateway
@@ -624,10 +620,11 @@ impl Authority {
     }
 }
 
-/// The expiry loop started by `Authority.runExpiry()`.
+/// The expiry loop started by `Authority.runExpiry()`; only `stop()` stops it (not the
+/// garbage collector).
 #[napi]
 pub struct RunningExpiry {
-    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    stop: crate::errors::Stop,
 }
 
 #[napi]
@@ -635,8 +632,6 @@ impl RunningExpiry {
     /// Stops enforcing the deadlines.
     #[napi]
     pub fn stop(&self) {
-        if let Some(stop) = self.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            let _ = stop.send(());
-        }
+        self.stop.send_replace(true);
     }
 }

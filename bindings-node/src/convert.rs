@@ -48,10 +48,20 @@ pub(crate) fn build_id(env: &Env, id: &str) -> napi::Result<remote_access_core::
     remote_access_core::BuildId::new(id).or_throw(env)
 }
 
-pub(crate) fn port(env: &Env, what: &'static str, port: u32) -> napi::Result<u16> {
-    u16::try_from(port).map_err(|_| invalid(env, what, format!("{port} is not a port")))
+/// A whole number from 0 to `max` (JS numbers can be fractional, negative or huge; napi would
+/// wrap or truncate them silently).
+pub(crate) fn whole(env: &Env, what: &'static str, n: f64, max: f64) -> napi::Result<f64> {
+    if n.fract() == 0.0 && (0.0..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(invalid(env, what, format!("{n} is not a whole number from 0 to {max}")))
+    }
 }
 
-pub(crate) fn ports(env: &Env, what: &'static str, ports: &[u32]) -> napi::Result<Vec<u16>> {
+pub(crate) fn port(env: &Env, what: &'static str, port: f64) -> napi::Result<u16> {
+    whole(env, what, port, f64::from(u16::MAX)).map(|port| port as u16)
+}
+
+pub(crate) fn ports(env: &Env, what: &'static str, ports: &[f64]) -> napi::Result<Vec<u16>> {
     ports.iter().map(|&p| port(env, what, p)).collect()
 }

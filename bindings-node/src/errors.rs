@@ -50,7 +50,7 @@ impl<T> OrThrow<T> for remote_access_core::Result<T> {
 
 /// A Promise for `fut`, run on napi's tokio runtime; a core error rejects it with a coded
 /// `Error`. `convert` turns the value into what JavaScript gets, on the JS thread.
-pub(crate) fn promise<'env, T, V, F>(
+pub(crate) fn promise<'env, T, V, E, F>(
     env: &'env Env,
     fut: F,
     convert: impl FnOnce(T) -> napi::Result<V> + 'static,
@@ -58,12 +58,45 @@ pub(crate) fn promise<'env, T, V, F>(
 where
     T: Send + 'static,
     V: ToNapiValue,
-    F: Future<Output = remote_access_core::Result<T>> + Send + 'static,
+    E: std::borrow::Borrow<Error> + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
 {
     env.spawn_future_with_callback(async move { Ok(fut.await) }, move |env, result| match result {
         Ok(value) => convert(value),
-        Err(err) => Err(to_js(env, &err)),
+        Err(err) => Err(to_js(env, err.borrow())),
     })
+}
+
+/// A stop request for background work (gateway, agent, expiry). Only `stop()` stops the work:
+/// the work holds a clone, so the JS object being garbage-collected does not.
+pub(crate) type Stop = std::sync::Arc<tokio::sync::watch::Sender<bool>>;
+
+pub(crate) fn stop_signal() -> Stop {
+    std::sync::Arc::new(tokio::sync::watch::channel(false).0)
+}
+
+/// Resolves when `stop` is requested (never because the JS handle went away).
+pub(crate) async fn stopped(stop: Stop) {
+    let mut requested = stop.subscribe();
+    let _ = requested.wait_for(|requested| *requested).await;
+}
+
+/// How background work ended, shared by every `done()`/`stop()` caller.
+pub(crate) type Outcome<T> = tokio::sync::watch::Sender<Option<Result<T, std::sync::Arc<Error>>>>;
+
+/// Waits for the work's outcome.
+pub(crate) async fn outcome<T: Clone>(
+    outcome: std::sync::Arc<Outcome<T>>,
+) -> Result<T, std::sync::Arc<Error>> {
+    let mut watch = outcome.subscribe();
+    match watch.wait_for(Option::is_some).await {
+        Ok(value) => value
+            .clone()
+            .unwrap_or_else(|| Err(std::sync::Arc::new(Error::Io(std::io::Error::other("lost"))))),
+        Err(_) => {
+            Err(std::sync::Arc::new(Error::Io(std::io::Error::other("the task ended without an outcome"))))
+        }
+    }
 }
 
 /// An "invalid input" error for an argument refused while converting it.

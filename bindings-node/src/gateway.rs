@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::PromiseRaw;
 use napi::{Env, JsString, Result};
+
 use napi_derive::napi;
 use remote_access_core as core;
-use tokio::sync::Mutex;
 
 use crate::authority::Authority;
-use crate::convert::millis_or;
-use crate::errors::{OrThrow, promise};
+use crate::convert::{millis_or, whole};
+use crate::errors::{OrThrow, Outcome, Stop, outcome, promise, stop_signal, stopped};
 
 /// The gateway's SSH host key, which users pin. Persist it (`toOpenssh()`) so that it survives
 /// restarts.
@@ -66,15 +66,15 @@ pub struct GatewayOptions {
     /// Every refused authentication attempt takes this long (default 1 s).
     pub auth_rejection_delay_ms: Option<f64>,
     /// Authentication attempts allowed per connection (default 6).
-    pub max_auth_attempts: Option<u32>,
+    pub max_auth_attempts: Option<f64>,
     /// Connections waiting to authenticate at once (default 256).
-    pub max_unauthenticated: Option<u32>,
+    pub max_unauthenticated: Option<f64>,
     /// The same, per source address (default 32).
-    pub max_unauthenticated_per_ip: Option<u32>,
+    pub max_unauthenticated_per_ip: Option<f64>,
     /// Idle connections are probed this often (default 30 s).
     pub keepalive_interval_ms: Option<f64>,
     /// SSH channel window in bytes (default 8 MiB).
-    pub window_size: Option<u32>,
+    pub window_size: Option<f64>,
     /// How long to wait for a builder to accept a connection (default 10 s).
     pub dial_timeout_ms: Option<f64>,
 }
@@ -107,12 +107,19 @@ impl Gateway {
         options.keepalive_interval =
             millis_or(&env, "keepaliveIntervalMs", given.keepalive_interval_ms, options.keepalive_interval)?;
         options.dial_timeout = millis_or(&env, "dialTimeoutMs", given.dial_timeout_ms, options.dial_timeout)?;
-        let count = |n: Option<u32>, default: usize| n.map_or(default, |n| n as usize);
-        options.max_auth_attempts = count(given.max_auth_attempts, options.max_auth_attempts);
-        options.max_unauthenticated = count(given.max_unauthenticated, options.max_unauthenticated);
-        options.max_unauthenticated_per_ip =
-            count(given.max_unauthenticated_per_ip, options.max_unauthenticated_per_ip);
-        options.window_size = given.window_size.unwrap_or(options.window_size);
+        let count = |what: &'static str, n: Option<f64>, default: usize| -> Result<usize> {
+            n.map_or(Ok(default), |n| whole(&env, what, n, u32::MAX.into()).map(|n| n as usize))
+        };
+        options.max_auth_attempts =
+            count("maxAuthAttempts", given.max_auth_attempts, options.max_auth_attempts)?;
+        options.max_unauthenticated =
+            count("maxUnauthenticated", given.max_unauthenticated, options.max_unauthenticated)?;
+        options.max_unauthenticated_per_ip = count(
+            "maxUnauthenticatedPerIp",
+            given.max_unauthenticated_per_ip,
+            options.max_unauthenticated_per_ip,
+        )?;
+        options.window_size = count("windowSize", given.window_size, options.window_size as usize)? as u32;
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
 
@@ -126,20 +133,29 @@ impl Gateway {
     #[napi]
     pub fn start<'env>(&self, env: &'env Env, addr: String) -> Result<PromiseRaw<'env, RunningGateway>> {
         let gateway = self.0.clone();
-        promise(env, async move { gateway.start(&addr).await }, |running| {
-            Ok(RunningGateway {
-                local_addr: running.local_addr(),
-                running: Arc::new(Mutex::new(Some(running))),
-            })
-        })
+        let started = async move {
+            let running = gateway.start(&addr).await?;
+            let local_addr = running.local_addr();
+            let (stop, done) = (stop_signal(), Arc::new(tokio::sync::watch::channel(None).0));
+            let (signal, result): (Stop, Arc<Outcome<()>>) = (stop.clone(), done.clone());
+            // The task owns the gateway: only `stop()` stops it, not the JS object being collected.
+            napi::bindgen_prelude::spawn(async move {
+                stopped(signal).await;
+                result.send_replace(Some(running.stop().await.map_err(Arc::new)));
+            });
+            Ok::<_, core::Error>(RunningGateway { local_addr, stop, done })
+        };
+        promise(env, started, Ok)
     }
 }
 
-/// A gateway serving in the background; `await running.stop()`.
+/// A gateway serving in the background until `await running.stop()` (every caller waits for
+/// the same stop); the garbage collector does not stop it.
 #[napi]
 pub struct RunningGateway {
     local_addr: std::net::SocketAddr,
-    running: Arc<Mutex<Option<core::RunningGateway>>>,
+    stop: Stop,
+    done: Arc<Outcome<()>>,
 }
 
 #[napi]
@@ -160,17 +176,7 @@ impl RunningGateway {
     /// are detached, not ended.
     #[napi]
     pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let running = self.running.clone();
-        promise(
-            env,
-            async move {
-                let running = running.lock().await.take();
-                match running {
-                    Some(running) => running.stop().await,
-                    None => Ok(()),
-                }
-            },
-            Ok,
-        )
+        self.stop.send_replace(true);
+        promise(env, outcome(self.done.clone()), Ok)
     }
 }

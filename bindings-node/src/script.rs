@@ -15,7 +15,7 @@ pub struct ScriptOptions {
     /// The gateway's public host name or address, as users reach it.
     pub gateway_host: String,
     /// The gateway's public port (default 22).
-    pub gateway_port: Option<u32>,
+    pub gateway_port: Option<f64>,
     /// The directory the login shell starts in (default `$FCI_BUILD_DIR`).
     pub build_dir: Option<String>,
 }
@@ -37,7 +37,7 @@ impl ConnectionInfo {
     ) -> Result<Self> {
         let mut script_options = core::ScriptOptions::new(
             options.gateway_host,
-            port(&env, "gatewayPort", options.gateway_port.unwrap_or(22))?,
+            port(&env, "gatewayPort", options.gateway_port.unwrap_or(22.0))?,
         );
         if let Some(build_dir) = options.build_dir {
             script_options.build_dir = build_dir;

@@ -56,6 +56,10 @@ test('every core error kind rejects with its code', async () => {
   await authority.issue('b-vnc-1', { ...MANUAL, builder: vnc, builderVncPassword: 'pw' })
   await rejectsWith(() => authority.issue('b-vnc-2', { ...MANUAL, builder: vnc, builderVncPassword: 'pw' }), 'no_capacity')
   await rejectsWith(() => ra.HostKey.fromOpenssh('not a key'), 'invalid_input')
+  // Numbers out of range are refused, not wrapped or truncated.
+  await rejectsWith(() => new ra.Gateway(authority, { maxAuthAttempts: -1 }), 'invalid_input')
+  await rejectsWith(() => authority.issue('b-port', { ...MANUAL, builder: { address: '127.0.0.1', sshPort: 22.7 } }), 'invalid_input')
+  await rejectsWith(() => new ra.Authority({ vncPorts: [2 ** 32 + 5900] }), 'invalid_input')
 
   // An agent pinned to another key than the gateway's: refused, never retried.
   const agentBuild = await authority.issue('b-agent', { ...MANUAL, builder: { address: '127.0.0.1', reverseTunnel: true } })
