@@ -51,5 +51,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(agent::vnc_auth_response, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_error_for_test, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Stops the runtime's threads before Python finalizes (see `runtime`).
+    let shutdown = wrap_pyfunction!(runtime::_shutdown, m)?;
+    m.add_function(shutdown.clone())?;
+    m.py().import("atexit")?.call_method1("register", (shutdown,))?;
     Ok(())
 }

@@ -37,6 +37,7 @@ __all__ = [
     "UnknownBuildError",
     "__version__",
     "_error_for_test",
+    "_shutdown",
     "run_agent",
     "vnc_auth_response",
     "vnc_password_file",
@@ -351,3 +352,6 @@ def run_agent(
 def vnc_password_file(password: str) -> bytes: ...
 def vnc_auth_response(password: str, challenge: bytes) -> bytes: ...
 def _error_for_test(code: str) -> BaseException: ...
+
+# Registered with atexit: stops the runtime's threads before Python finalizes.
+def _shutdown() -> None: ...
