@@ -1,17 +1,17 @@
 //! The builder agent (reverse tunnels) and the VNC helpers.
 
-use napi::bindgen_prelude::{Buffer, PromiseRaw};
+use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
 use napi::{Env, Result};
 use napi_derive::napi;
 use remote_access_core as core;
 use std::sync::Arc;
 
-use crate::convert::{ip, millis_or, ports};
+use crate::convert::{ip, millis_or, ports, secret};
 use crate::errors::{Outcome, Stop, invalid, outcome, promise, stop_signal, stopped};
 
 /// What the builder's agent needs (durations in milliseconds).
 #[napi(object)]
-pub struct AgentOptions {
+pub struct AgentOptions<'a> {
     /// The gateway, `host:port`.
     pub gateway: String,
     /// The gateway's public host key (`ssh-ed25519 AAAA...`), pinned.
@@ -19,7 +19,8 @@ pub struct AgentOptions {
     /// The build's agent username (`credentials.agentUsername`).
     pub username: String,
     /// The build's agent private key (`credentials.agentPrivateKeyOpenssh()`). A secret.
-    pub private_key: String,
+    #[napi(ts_type = "string")]
+    pub private_key: Unknown<'a>,
     /// Where the builder's services listen (default 127.0.0.1).
     pub local_host: Option<String>,
     /// The ports the tunnel may reach (default [22]).
@@ -41,13 +42,10 @@ pub struct RunningAgent {
 /// Starts a builder's agent: it dials out to the gateway with the build's agent credential and
 /// carries the build's reverse tunnel, reconnecting with backoff, until the session ends.
 #[napi]
-pub fn run_agent(env: Env, options: AgentOptions) -> Result<RunningAgent> {
-    let mut agent = core::AgentOptions::new(
-        options.gateway,
-        options.gateway_host_key,
-        options.username,
-        core::Secret::new(options.private_key),
-    );
+pub fn run_agent(env: Env, options: AgentOptions<'_>) -> Result<RunningAgent> {
+    let private_key = secret(&env, "privateKey", options.private_key)?;
+    let mut agent =
+        core::AgentOptions::new(options.gateway, options.gateway_host_key, options.username, private_key);
     if let Some(host) = &options.local_host {
         agent.local_host = ip(&env, "localHost", host)?;
     }
@@ -89,15 +87,19 @@ impl RunningAgent {
 
 /// The 8-byte VNC password file (`vncpasswd` format) for a builder's VNC server.
 #[napi]
-pub fn vnc_password_file(password: String) -> Buffer {
-    let password = core::Secret::new(password);
-    core::vnc_password_file(password.expose()).to_vec().into()
+pub fn vnc_password_file(env: Env, #[napi(ts_arg_type = "string")] password: Unknown<'_>) -> Result<Buffer> {
+    let password = secret(&env, "VNC password", password)?;
+    Ok(core::vnc_password_file(password.expose()).to_vec().into())
 }
 
 /// The 16-byte answer to a VNC Authentication challenge (for clients and tests).
 #[napi]
-pub fn vnc_auth_response(env: Env, password: String, challenge: Buffer) -> Result<Buffer> {
-    let password = core::Secret::new(password);
+pub fn vnc_auth_response(
+    env: Env,
+    #[napi(ts_arg_type = "string")] password: Unknown<'_>,
+    challenge: Buffer,
+) -> Result<Buffer> {
+    let password = secret(&env, "VNC password", password)?;
     let challenge: &[u8; 16] = challenge.as_ref().try_into().map_err(|_| {
         invalid(&env, "challenge", format!("{} bytes; a VNC challenge has 16", challenge.len()))
     })?;

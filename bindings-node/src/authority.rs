@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::PromiseRaw;
+use napi::bindgen_prelude::{PromiseRaw, Unknown};
 use napi::{Env, JsString, Result};
 use napi_derive::napi;
 use remote_access_core as core;
 
-use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, time, to_millis};
+use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, secret, time, to_millis};
 use crate::errors::{OrThrow, promise};
 use crate::events::{EventListener, Subscription};
 
@@ -105,7 +105,7 @@ pub struct AuthorityOptions {
 /// What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
 /// defaults, as in the core: the platform states them for every build.
 #[napi(object)]
-pub struct IssueOptions {
+pub struct IssueOptions<'a> {
     /// `manual`, `webhook`, `scheduled` or `api`; only manual builds get access.
     pub trigger: String,
     /// Whether the build asked for remote access.
@@ -116,7 +116,8 @@ pub struct IssueOptions {
     pub policy: Option<Policy>,
     pub builder: Option<Builder>,
     /// The builder VNC server's own password (the user never sees it).
-    pub builder_vnc_password: Option<String>,
+    #[napi(ts_type = "string")]
+    pub builder_vnc_password: Option<Unknown<'a>>,
     /// The macOS account for Apple's VNC authentication, if the builder uses it.
     pub builder_vnc_username: Option<String>,
 }
@@ -432,9 +433,10 @@ impl Authority {
         &self,
         env: &'env Env,
         build_id: String,
-        options: IssueOptions,
+        options: IssueOptions<'_>,
     ) -> Result<PromiseRaw<'env, Credentials>> {
-        let builder_vnc_password = options.builder_vnc_password.map(core::Secret::new);
+        let builder_vnc_password =
+            options.builder_vnc_password.map(|p| secret(env, "builderVncPassword", p)).transpose()?;
         let trigger = options.trigger.parse().or_throw(env)?;
         let mut request =
             core::BuildRequest::new(self::build_id(env, &build_id)?, trigger, options.remote_access_enabled);
@@ -507,9 +509,9 @@ impl Authority {
         &self,
         env: &'env Env,
         build_id: String,
-        password: String,
+        #[napi(ts_arg_type = "string")] password: Unknown<'_>,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let password = core::Secret::new(password);
+        let password = secret(env, "VNC password", password)?;
         let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
         promise(env, async move { authority.verify_vnc(&id, password.expose()).await }, Ok)
     }

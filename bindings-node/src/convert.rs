@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use napi::Env;
+use napi::bindgen_prelude::Unknown;
+use napi::{Env, JsValue, ValueType};
+use remote_access_core::Secret;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -56,6 +58,18 @@ pub(crate) fn whole(env: &Env, what: &'static str, n: f64, max: f64) -> napi::Re
     } else {
         Err(invalid(env, what, format!("{n} is not a whole number from 0 to {max}")))
     }
+}
+
+/// A secret string argument (a key or a password). napi's own conversion error would quote a
+/// wrong-typed value, so the type is checked here and the refusal names only the type.
+pub(crate) fn secret(env: &Env, what: &'static str, value: Unknown<'_>) -> napi::Result<Secret<String>> {
+    let kind = value.get_type()?;
+    if kind != ValueType::String {
+        let kind = format!("{kind:?}").to_lowercase();
+        return Err(invalid(env, what, format!("must be a string, not a value of type {kind}")));
+    }
+    let text = value.coerce_to_string()?.into_utf8()?;
+    Ok(Secret::new(text.as_str()?.to_owned()))
 }
 
 pub(crate) fn port(env: &Env, what: &'static str, port: f64) -> napi::Result<u16> {

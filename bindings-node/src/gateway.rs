@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::PromiseRaw;
+use napi::bindgen_prelude::{PromiseRaw, Unknown};
 use napi::{Env, JsString, Result};
 
 use napi_derive::napi;
 use remote_access_core as core;
 
 use crate::authority::Authority;
-use crate::convert::{millis_or, whole};
+use crate::convert::{millis_or, secret, whole};
 use crate::errors::{OrThrow, Outcome, Stop, outcome, promise, stop_signal, stopped};
 
 /// The gateway's SSH host key, which users pin. Persist it (`toOpenssh()`) so that it survives
@@ -27,8 +27,8 @@ impl HostKey {
 
     /// A key from its OpenSSH private key text.
     #[napi(factory)]
-    pub fn from_openssh(env: Env, text: String) -> Result<Self> {
-        let text = core::Secret::new(text);
+    pub fn from_openssh(env: Env, #[napi(ts_arg_type = "string")] text: Unknown<'_>) -> Result<Self> {
+        let text = secret(&env, "host key", text)?;
         core::HostKey::from_openssh(text.expose()).or_throw(&env).map(Self)
     }
 

@@ -140,6 +140,33 @@ test('secrets stay out of util.inspect, JSON.stringify and errors', async () => 
   assert.ok((info.vncInstructions(credentials) ?? '').includes(password))
 })
 
+test('a secret argument of the wrong type is refused without being quoted', async () => {
+  // napi's own conversion error quotes the value it could not convert; secrets must not be.
+  const marker = 'SECRET-7f3a'
+  const wrong = [Buffer.from(marker), { key: marker }, [marker], 1234567]
+  const authority = new ra.Authority()
+  const agent = { gateway: '127.0.0.1:1', gatewayHostKey: 'ssh-ed25519 AAAA', username: 'u' }
+  for (const value of wrong) {
+    /** @type {any} */
+    const v = value
+    const calls = [
+      () => ra.HostKey.fromOpenssh(v),
+      () => ra.vncPasswordFile(v),
+      () => ra.vncAuthResponse(v, Buffer.alloc(16)),
+      () => ra.runAgent({ ...agent, privateKey: v }),
+      () => authority.issue(`b-wrong-${wrong.indexOf(value)}`, { ...MANUAL, builderVncPassword: v }),
+      () => authority.verifyVnc('b-any', v),
+    ]
+    for (const call of calls) {
+      const err = await rejectsWith(call, 'invalid_input')
+      assert.match(err.message, /must be a string, not a value of type (object|number)/)
+      for (const text of [err.message, String(err.stack), util.inspect(err)]) {
+        assert.ok(!text.includes(marker) && !text.includes('1234567'), text)
+      }
+    }
+  }
+})
+
 test('the manual clock drives the time rules; durations are milliseconds', async () => {
   const start = '2026-11-28T12:00:00Z'
   const clock = new ra.ManualClock(start)
