@@ -131,7 +131,7 @@ export declare class Credentials {
  * does not: the callbacks run until `close()` or until the authority is gone.
  */
 export declare class EventListener {
-  /** Stops the callbacks. */
+  /** Stops the callbacks, including those for events already queued for the JS thread. */
   close(): void
 }
 
@@ -176,7 +176,10 @@ export declare class LiveConnection {
   get protocol(): string
   /** Whether access has ended for this connection. */
   get isCut(): boolean
-  /** Resolves when access ends: close the connection then. */
+  /**
+   * Resolves when access ends (revoke, deadline, cancel): close the connection then. It
+   * also resolves, with `isCut` false, once the connection is recorded closed.
+   */
   cut(): Promise<undefined>
 }
 

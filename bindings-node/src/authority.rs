@@ -318,8 +318,31 @@ pub struct LiveConnection {
     id: String,
     protocol: &'static str,
     cut: core::CutSignal,
-    connection: Arc<tokio::sync::Mutex<Option<core::LiveConnection>>>,
+    carried: Arc<Carried>,
     runtime: tokio::runtime::Handle,
+}
+
+/// The core's connection until it is handed back, and whether it has been: a pending `cut()`
+/// settles then, so that it does not keep Node running for a connection that is gone.
+struct Carried {
+    connection: tokio::sync::Mutex<Option<core::LiveConnection>>,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Carried {
+    /// Hands the connection back with `record` (once; later calls do nothing).
+    async fn release<F, Fut>(&self, record: F) -> core::Result<()>
+    where
+        F: FnOnce(core::LiveConnection) -> Fut,
+        Fut: Future<Output = core::Result<()>>,
+    {
+        let connection = self.connection.lock().await.take();
+        self.released.send_replace(true);
+        match connection {
+            Some(connection) => record(connection).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// A connection the garbage collector drops without `disconnected()` is recorded as
@@ -329,9 +352,10 @@ impl Drop for LiveConnection {
         // The runtime's handle stays usable while Node shuts down: a task spawned on a runtime
         // that is gone is dropped, not a panic.
         let _context = self.runtime.enter();
-        if let Ok(mut connection) = self.connection.try_lock() {
+        if let Ok(mut connection) = self.carried.connection.try_lock() {
             drop(connection.take());
         }
+        self.carried.released.send_replace(true);
     }
 }
 
@@ -354,14 +378,18 @@ impl LiveConnection {
     pub fn is_cut(&self) -> bool {
         self.cut.is_cut()
     }
-    /// Resolves when access ends: close the connection then.
+    /// Resolves when access ends (revoke, deadline, cancel): close the connection then. It
+    /// also resolves, with `isCut` false, once the connection is recorded closed.
     #[napi]
     pub fn cut<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let mut cut = self.cut.clone();
+        let (mut cut, mut released) = (self.cut.clone(), self.carried.released.subscribe());
         promise(
             env,
             async move {
-                cut.cut().await;
+                tokio::select! {
+                    () = cut.cut() => {}
+                    _ = released.wait_for(|released| *released) => {}
+                }
                 Ok::<_, core::Error>(())
             },
             Ok,
@@ -538,7 +566,10 @@ impl Authority {
                 id: connection.id().to_string(),
                 protocol: connection.protocol().as_str(),
                 cut: connection.cut_signal(),
-                connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+                carried: Arc::new(Carried {
+                    connection: tokio::sync::Mutex::new(Some(connection)),
+                    released: tokio::sync::watch::channel(false).0,
+                }),
             })
         })
     }
@@ -550,17 +581,8 @@ impl Authority {
         env: &'env Env,
         connection: &LiveConnection,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let (authority, connection) = (self.0.clone(), connection.connection.clone());
-        promise(
-            env,
-            async move {
-                match connection.lock().await.take() {
-                    Some(connection) => authority.disconnected(connection).await,
-                    None => Ok(()),
-                }
-            },
-            Ok,
-        )
+        let (authority, carried) = (self.0.clone(), connection.carried.clone());
+        promise(env, async move { carried.release(|c| authority.disconnected(c)).await }, Ok)
     }
 
     /// Records that a connection went away because its carrier stopped (not a logout).
@@ -570,17 +592,8 @@ impl Authority {
         env: &'env Env,
         connection: &LiveConnection,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let (authority, connection) = (self.0.clone(), connection.connection.clone());
-        promise(
-            env,
-            async move {
-                match connection.lock().await.take() {
-                    Some(connection) => authority.detached(connection).await,
-                    None => Ok(()),
-                }
-            },
-            Ok,
-        )
+        let (authority, carried) = (self.0.clone(), connection.carried.clone());
+        promise(env, async move { carried.release(|c| authority.detached(c)).await }, Ok)
     }
 
     /// Enforces the deadlines until `stop()`: for platforms that carry connections themselves

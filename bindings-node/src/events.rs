@@ -112,24 +112,37 @@ pub type EventCallback = ThreadsafeFunction<Event, (), Event, napi::Status, fals
 #[napi]
 pub struct EventListener {
     task: tokio::task::AbortHandle,
+    /// Taken by `close()`.
+    callback: Arc<std::sync::Mutex<Option<EventCallback>>>,
 }
 
 impl EventListener {
     pub(crate) fn start(mut subscription: core::Subscription, callback: EventCallback) -> Self {
+        let callback = Arc::new(std::sync::Mutex::new(Some(callback)));
+        let calls = callback.clone();
         let task = napi::bindgen_prelude::spawn(async move {
             while let Some(event) = subscription.next().await {
-                callback.call(Event::from(event), ThreadsafeFunctionCallMode::NonBlocking);
+                let calls = calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let Some(call) = calls.as_ref() else { break };
+                call.call(Event::from(event), ThreadsafeFunctionCallMode::NonBlocking);
             }
         });
-        Self { task: task.abort_handle() }
+        Self { task: task.abort_handle(), callback }
     }
 }
 
 #[napi]
 impl EventListener {
-    /// Stops the callbacks.
+    /// Stops the callbacks, including those for events already queued for the JS thread.
     #[napi]
     pub fn close(&self) {
         self.task.abort();
+        let callback = self.callback.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(callback) = callback {
+            // Aborting (rather than releasing on drop, which napi-rs prefers and deprecates
+            // this for) drops the calls already queued for the JS thread.
+            #[allow(deprecated)]
+            let _ = callback.abort();
+        }
     }
 }

@@ -167,6 +167,24 @@ test('a secret argument of the wrong type is refused without being quoted', asyn
   }
 })
 
+test('no callback runs after close(), even for events already queued for the JS thread', async () => {
+  const authority = new ra.Authority()
+  let closed = false
+  let after = 0
+  const listener = authority.onEvent(() => {
+    if (closed) after++
+    closed = true
+    listener.close()
+  })
+  const issued = Array.from({ length: 200 }, (_, i) => authority.issue(`b-queued-${i}`, MANUAL))
+  // Keep the JS thread busy while the runtime issues: the events queue up for it.
+  for (const until = Date.now() + 300; Date.now() < until;);
+  await Promise.all(issued)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.ok(closed)
+  assert.equal(after, 0)
+})
+
 test('the manual clock drives the time rules; durations are milliseconds', async () => {
   const start = '2026-11-28T12:00:00Z'
   const clock = new ra.ManualClock(start)
@@ -222,6 +240,15 @@ test('platform-carried connections and stopping an agent', async () => {
   assert.equal(connection.isCut, true)
   await authority.disconnected(connection)
   await nextEvent(events, 'disconnected')
+
+  // A pending cut() settles once the connection is recorded closed, so that it does not keep
+  // Node running for a connection that is gone.
+  await authority.issue('b-closed', MANUAL)
+  const closing = await authority.connected('b-closed', 'ssh')
+  const pending = closing.cut()
+  await authority.disconnected(closing)
+  await pending
+  assert.equal(closing.isCut, false)
 
   // A connection the garbage collector drops is recorded as disconnected.
   await authority.issue('b-gc', MANUAL)

@@ -93,9 +93,17 @@ test('the script reaches the builder and revoke cuts a live session', async () =
       // The callback saw the same events, in order.
       await new Promise((resolve) => setTimeout(resolve, 100))
       listener.close()
-      const kinds = seen.map((event) => event.kind)
-      assert.equal(kinds[0], 'issued')
-      assert.ok(kinds.includes('connected') && kinds.includes('revoked'), kinds.join(' '))
+      const story = seen
+        .filter((event) => ['issued', 'connected', 'disconnected', 'revoked'].includes(event.kind))
+        .map((event) => `${event.kind}${event.connectionId ? ` ${event.connectionId}` : ''}`)
+      assert.deepEqual(story, [
+        'issued',
+        `connected ${first.connectionId}`,
+        `disconnected ${first.connectionId}`,
+        `connected ${connected.connectionId}`,
+        'revoked',
+        `disconnected ${connected.connectionId}`,
+      ])
     })
   } finally {
     await sshd.stop()

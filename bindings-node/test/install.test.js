@@ -1,6 +1,6 @@
 // @ts-check
-// Installed as a user would (`npm install <path>` in another project), the package loads with
-// `require` and with `import`.
+// Installed as a user would in another project, from the package's tarball (`npm pack`: only
+// the files package.json ships), the package loads with `require` and with `import`.
 'use strict'
 
 const { test } = require('node:test')
@@ -12,11 +12,15 @@ const path = require('node:path')
 
 const PACKAGE = path.resolve(__dirname, '..')
 
-test('npm install <path>, then require and import', () => {
+test('npm pack, npm install <tarball>, then require and import', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-install-'))
   try {
+    const tarball = execFileSync('npm', ['pack', '--loglevel=error', '--pack-destination', dir, PACKAGE], { cwd: dir, encoding: 'utf8' })
+      .trim().split('\n').pop() ?? ''
     fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'user-project', private: true }))
-    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', PACKAGE], { cwd: dir, stdio: 'pipe' })
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', path.join(dir, tarball)], { cwd: dir, stdio: 'pipe' })
+    // A copy, not a link to the checkout.
+    assert.ok(!fs.lstatSync(path.join(dir, 'node_modules', 'remote-access')).isSymbolicLink())
     const required = execFileSync(
       process.execPath,
       ['-e', "const ra = require('remote-access'); console.log(typeof ra.Authority, ra.HostKey.generate().fingerprint.slice(0, 7))"],
