@@ -1,5 +1,6 @@
 //! The credential authority and what it deals in: policies, builders, credentials, sessions.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -463,7 +464,10 @@ impl Authority {
                 id: connection.id().to_string(),
                 protocol: connection.protocol().as_str(),
                 cut: connection.cut_signal(),
-                connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+                carried: Arc::new(Carried {
+                    connection: tokio::sync::Mutex::new(Some(connection)),
+                    released: tokio::sync::watch::channel(false).0,
+                }),
             })
         })
     }
@@ -475,13 +479,8 @@ impl Authority {
         py: Python<'py>,
         connection: PyRef<'_, LiveConnection>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (authority, connection) = (self.0.clone(), connection.connection.clone());
-        awaitable(py, async move {
-            match connection.lock().await.take() {
-                Some(connection) => authority.disconnected(connection).await.py(),
-                None => Ok(()),
-            }
-        })
+        let (authority, carried) = (self.0.clone(), connection.carried.clone());
+        awaitable(py, async move { carried.release(|c| authority.disconnected(c)).await })
     }
 
     /// Records that a connection went away because its carrier stopped (not a logout).
@@ -490,13 +489,8 @@ impl Authority {
         py: Python<'py>,
         connection: PyRef<'_, LiveConnection>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (authority, connection) = (self.0.clone(), connection.connection.clone());
-        awaitable(py, async move {
-            match connection.lock().await.take() {
-                Some(connection) => authority.detached(connection).await.py(),
-                None => Ok(()),
-            }
-        })
+        let (authority, carried) = (self.0.clone(), connection.carried.clone());
+        awaitable(py, async move { carried.release(|c| authority.detached(c)).await })
     }
 
     /// Enforces the deadlines until cancelled (awaitable): for platforms that carry connections
@@ -547,7 +541,30 @@ pub(crate) struct LiveConnection {
     id: String,
     protocol: &'static str,
     cut: core::CutSignal,
-    connection: Arc<tokio::sync::Mutex<Option<core::LiveConnection>>>,
+    carried: Arc<Carried>,
+}
+
+/// The core's connection until it is handed back, and whether it has been: a waiting `cut()`
+/// returns then instead of waiting for an end that no longer concerns it.
+struct Carried {
+    connection: tokio::sync::Mutex<Option<core::LiveConnection>>,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Carried {
+    /// Hands the connection back with `record` (once; later calls do nothing).
+    async fn release<F, Fut>(&self, record: F) -> PyResult<()>
+    where
+        F: FnOnce(core::LiveConnection) -> Fut,
+        Fut: Future<Output = core::Result<()>>,
+    {
+        let connection = self.connection.lock().await.take();
+        self.released.send_replace(true);
+        match connection {
+            Some(connection) => record(connection).await.py(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A connection dropped by Python's garbage collector without `disconnected()` is recorded as
@@ -556,10 +573,11 @@ impl Drop for LiveConnection {
     fn drop(&mut self) {
         if let Ok(runtime) = crate::runtime::get() {
             let _context = runtime.enter();
-            if let Ok(mut connection) = self.connection.try_lock() {
+            if let Ok(mut connection) = self.carried.connection.try_lock() {
                 drop(connection.take());
             }
         }
+        self.carried.released.send_replace(true);
     }
 }
 
@@ -582,11 +600,15 @@ impl LiveConnection {
     fn is_cut(&self) -> bool {
         self.cut.is_cut()
     }
-    /// Resolves when access ends (revoke, deadline, cancel): close the connection then.
+    /// Resolves when access ends (revoke, deadline, cancel): close the connection then. It
+    /// also resolves, with `is_cut` false, once the connection is recorded closed.
     fn cut<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let mut cut = self.cut.clone();
+        let (mut cut, mut released) = (self.cut.clone(), self.carried.released.subscribe());
         awaitable(py, async move {
-            cut.cut().await;
+            tokio::select! {
+                () = cut.cut() => {}
+                _ = released.wait_for(|released| *released) => {}
+            }
             Ok(())
         })
     }

@@ -383,8 +383,12 @@ def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() ->
         first = await authority.connected("b-conn", "ssh")
         assert first.build_id == "b-conn" and first.protocol == "ssh" and not first.is_cut
         assert len((await authority.session("b-conn")).live_connections) == 1
+        waiting = asyncio.ensure_future(first.cut())
         await authority.disconnected(first)
         await next_event(events, "disconnected")
+        # A waiting cut() returns once the connection is recorded closed.
+        await asyncio.wait_for(waiting, 5)
+        assert not first.is_cut
 
         second = await authority.connected("b-conn", "vnc")
         del second  # never reported: the binding records the disconnect itself
