@@ -90,6 +90,18 @@ impl AsyncGenerator for Subscription {
         self.close();
         async { Ok(None) }
     }
+
+    /// `throw()` ends the iteration like `return()` and rejects with what was thrown, as a
+    /// generator does.
+    fn catch(
+        &mut self,
+        _: napi::Env,
+        value: napi::bindgen_prelude::Unknown,
+    ) -> impl Future<Output = napi::Result<Option<Event>>> + Send + 'static {
+        self.close();
+        let err = napi::Error::from_unknown_without_coercion(value);
+        async move { Err(err) }
+    }
 }
 
 #[napi]

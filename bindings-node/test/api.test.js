@@ -225,6 +225,12 @@ test('close ends a waiting iteration; for-await sees the events in order', async
   const waiting = iterator.next()
   setTimeout(() => other.close(), 50)
   assert.equal((await waiting).done, true)
+
+  // throw() rejects with what was thrown and ends the iteration, as a generator's does.
+  const thrown = authority.subscribe()[Symbol.asyncIterator]()
+  await assert.rejects(/** @type {any} */ (thrown).throw(new Error('stop here')), /stop here/)
+  await authority.issue('b-c', MANUAL)
+  assert.equal((await thrown.next()).done, true)
 })
 
 test('platform-carried connections and stopping an agent', async () => {
