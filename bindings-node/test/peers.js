@@ -54,6 +54,27 @@ async function stop(child) {
 }
 
 /**
+ * Starts `command` (`argsFor(port)`) on a free loopback port, retrying on another port when a
+ * race takes it; resolves once it accepts connections.
+ * @param {string} command
+ * @param {(port: number) => string[]} argsFor
+ * @returns {Promise<{port: number, child: import('node:child_process').ChildProcess}>}
+ */
+async function listening(command, argsFor) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort()
+    const child = spawn(command, argsFor(port), { stdio: 'ignore' })
+    try {
+      await waitForPort(port, child)
+      return { port, child }
+    } catch {
+      await stop(child)
+    }
+  }
+  throw new Error(`${command} did not start`)
+}
+
+/**
  * A real sshd on a loopback port: the build's machine.
  * @returns {Promise<{dir: string, port: number, hostKey: string, buildDir: string, authorize: (line: string) => void, builder: (extra?: Partial<ra.Builder>) => ra.Builder, stop: () => Promise<void>}>}
  */
@@ -72,31 +93,20 @@ async function startSshd() {
       `AllowTcpForwarding yes\nSetEnv "FCI_BUILD_DIR=${buildDir}"\n`,
   )
   const hostKey = fs.readFileSync(path.join(dir, 'host_ed25519.pub'), 'utf8').split(/\s+/).slice(0, 2).join(' ')
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort()
-    const child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(dir, 'sshd_config'), '-p', String(port)], {
-      stdio: 'ignore',
-    })
-    try {
-      await waitForPort(port, child)
-    } catch {
+  const { port, child } = await listening('/usr/sbin/sshd', (port) =>
+    ['-D', '-e', '-f', path.join(dir, 'sshd_config'), '-p', String(port)])
+  return {
+    dir,
+    port,
+    hostKey,
+    buildDir,
+    authorize: (line) => fs.appendFileSync(path.join(dir, 'authorized_keys'), line + '\n'),
+    builder: (extra = {}) => ({ address: '127.0.0.1', sshPort: port, user: 'root', hostKey, ...extra }),
+    stop: async () => {
       await stop(child)
-      continue
-    }
-    return {
-      dir,
-      port,
-      hostKey,
-      buildDir,
-      authorize: (line) => fs.appendFileSync(path.join(dir, 'authorized_keys'), line + '\n'),
-      builder: (extra = {}) => ({ address: '127.0.0.1', sshPort: port, user: 'root', hostKey, ...extra }),
-      stop: async () => {
-        await stop(child)
-        fs.rmSync(dir, { recursive: true, force: true })
-      },
-    }
+      fs.rmSync(dir, { recursive: true, force: true })
+    },
   }
-  throw new Error('sshd did not start')
 }
 
 /**
@@ -107,30 +117,17 @@ async function startTigervnc() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-vnc-'))
   const password = 'builder9'
   fs.writeFileSync(path.join(dir, 'passwd'), ra.vncPasswordFile(password))
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort()
-    const display = 2400 + (port % 2000)
-    const child = spawn(
-      'Xtigervnc',
-      [`:${display}`, '-geometry', '800x600', '-depth', '24', '-rfbport', String(port), '-localhost=1',
-        '-SecurityTypes', 'VncAuth', '-PasswordFile', path.join(dir, 'passwd'), '-nolisten', 'tcp'],
-      { stdio: 'ignore' },
-    )
-    try {
-      await waitForPort(port, child)
-    } catch {
+  // The display number follows the port, so a retry on another port gets another display.
+  const { port, child } = await listening('Xtigervnc', (port) =>
+    [`:${2400 + (port % 2000)}`, '-geometry', '800x600', '-depth', '24', '-rfbport', String(port), '-localhost=1',
+      '-SecurityTypes', 'VncAuth', '-PasswordFile', path.join(dir, 'passwd'), '-nolisten', 'tcp'])
+  return {
+    port, password, width: 800, height: 600,
+    stop: async () => {
       await stop(child)
-      continue
-    }
-    return {
-      port, password, width: 800, height: 600,
-      stop: async () => {
-        await stop(child)
-        fs.rmSync(dir, { recursive: true, force: true })
-      },
-    }
+      fs.rmSync(dir, { recursive: true, force: true })
+    },
   }
-  throw new Error('Xtigervnc did not start')
 }
 
 /**

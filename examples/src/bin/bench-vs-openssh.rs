@@ -394,6 +394,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The in-process SSH client of the revocation and memory measurements. It accepts any host
+/// key: it only ever dials the gateway on loopback; the real clients pin the key.
+struct Client;
+
+impl russh::client::Handler for Client {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
 /// Opens 10 authenticated connections to each of 100 builds, then revokes each build and
 /// measures, per connection, the time from `revoke` to the client seeing the connection closed.
 async fn revocation(
@@ -403,16 +417,6 @@ async fn revocation(
     builder: &Sshd,
     _dir: &Path,
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
-    struct Client;
-    impl russh::client::Handler for Client {
-        type Error = russh::Error;
-        async fn check_server_key(
-            &mut self,
-            _: &russh::keys::PublicKeyOrCertificate,
-        ) -> Result<bool, Self::Error> {
-            Ok(true) // loopback benchmark client; the real clients pin the key
-        }
-    }
     let rss_before = rss_kib("self");
     let config = Arc::new(russh::client::Config::default());
     let mut builds: Vec<(Credentials, Vec<russh::client::Handle<Client>>)> = Vec::new();
@@ -541,16 +545,6 @@ async fn agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 /// authenticated connections per credential (file: `username\tprivate-key-path` lines), prints
 /// `ready N`, and holds them until its stdin closes.
 async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    struct Client;
-    impl russh::client::Handler for Client {
-        type Error = russh::Error;
-        async fn check_server_key(
-            &mut self,
-            _: &russh::keys::PublicKeyOrCertificate,
-        ) -> Result<bool, Self::Error> {
-            Ok(true) // loopback benchmark client
-        }
-    }
     let [addr, creds, per] = args else {
         return Err("usage: --load-client ADDR CREDS_FILE PER_CREDENTIAL".into());
     };
