@@ -30,11 +30,34 @@ pub(crate) fn to_js(env: &Env, err: &Error) -> napi::Error {
     if object.set_named_property("code", err.code()).is_err() {
         return fallback();
     }
-    if let Error::AccessDenied { reason } = err {
-        let _ = object.set_named_property("reason", reason.as_str());
+    for (name, value) in fields(err) {
+        if object.set_named_property(name, value).is_err() {
+            return fallback();
+        }
     }
     // An error that wraps a JS value rejects or throws with that very object.
     napi::Error::from(object.to_unknown())
+}
+
+/// The error's details as properties, named like the Python exceptions' attributes.
+fn fields(err: &Error) -> Vec<(&'static str, String)> {
+    match err {
+        Error::NotManuallyTriggered { build_id }
+        | Error::RemoteAccessDisabled { build_id }
+        | Error::BuildExists { build_id }
+        | Error::UnknownBuild { build_id } => vec![("buildId", build_id.to_string())],
+        Error::InvalidInput { what, problem } => {
+            vec![("what", (*what).to_owned()), ("problem", problem.clone())]
+        }
+        Error::SessionEnded { build_id, reason } => vec![
+            ("buildId", build_id.to_string()),
+            ("reason", reason.to_string()),
+            ("endReasonCode", reason.code().to_owned()),
+        ],
+        Error::AccessDenied { reason } => vec![("reason", reason.as_str().to_owned())],
+        Error::HostKeyMismatch { host } => vec![("host", host.clone())],
+        _ => vec![],
+    }
 }
 
 /// `Result<T, core::Error>` → `napi::Result<T>` on the JS thread.

@@ -17,7 +17,7 @@ const MANUAL = { trigger: 'manual', remoteAccessEnabled: true }
  * Asserts that `action` rejects or throws an Error with `code`; returns it.
  * @param {() => unknown} action
  * @param {string} code
- * @returns {Promise<Error & {code?: string, reason?: string}>}
+ * @returns {Promise<Error & {code?: string, reason?: string, buildId?: string, what?: string, problem?: string, endReasonCode?: string, host?: string}>}
  */
 async function rejectsWith(action, code) {
   try {
@@ -34,18 +34,25 @@ test('every core error kind rejects with its code', async () => {
   const authority = new ra.Authority({ vncPorts: [await freePort()] })
   const webhook = await rejectsWith(() => authority.issue('b-webhook', { trigger: 'webhook', remoteAccessEnabled: true }), 'not_manually_triggered')
   assert.match(webhook.message, /b-webhook/)
-  await rejectsWith(() => authority.issue('b-off', { trigger: 'manual', remoteAccessEnabled: false }), 'remote_access_disabled')
-  await rejectsWith(() => authority.issue('no spaces allowed', MANUAL), 'invalid_input')
+  assert.equal(webhook.buildId, 'b-webhook')
+  const off = await rejectsWith(() => authority.issue('b-off', { trigger: 'manual', remoteAccessEnabled: false }), 'remote_access_disabled')
+  assert.equal(off.buildId, 'b-off')
+  const invalid = await rejectsWith(() => authority.issue('no spaces allowed', MANUAL), 'invalid_input')
+  assert.equal(invalid.what, 'build id')
+  assert.ok(invalid.problem)
   await rejectsWith(() => authority.issue('b-trigger', { trigger: 'sometimes', remoteAccessEnabled: true }), 'invalid_input')
   await rejectsWith(() => authority.issue('b-bad', { ...MANUAL, builder: { address: 'builder.example.com' } }), 'invalid_input')
   await rejectsWith(() => new ra.Authority({ policy: { graceMs: -5 } }), 'invalid_input')
 
   await authority.issue('b-1', MANUAL)
-  await rejectsWith(() => authority.issue('b-1', MANUAL), 'build_exists')
-  await rejectsWith(() => authority.session('b-nope'), 'unknown_build')
+  assert.equal((await rejectsWith(() => authority.issue('b-1', MANUAL), 'build_exists')).buildId, 'b-1')
+  assert.equal((await rejectsWith(() => authority.session('b-nope'), 'unknown_build')).buildId, 'b-nope')
   await authority.revoke('b-1', 'test')
   const ended = await rejectsWith(() => authority.connected('b-1', 'ssh'), 'session_ended')
   assert.match(ended.message, /revoked: test/)
+  assert.equal(ended.buildId, 'b-1')
+  assert.match(ended.reason ?? '', /test/)
+  assert.equal(ended.endReasonCode, 'revoked')
   const denied = await rejectsWith(
     () => authority.verifySsh('ra-nobody', ra.HostKey.generate().publicKey),
     'access_denied',
@@ -72,7 +79,8 @@ test('every core error kind rejects with its code', async () => {
       username: agentBuild.agentUsername ?? '',
       privateKey: agentBuild.agentPrivateKeyOpenssh() ?? '',
     })
-    await rejectsWith(() => agent.done(), 'host_key_mismatch')
+    const mismatch = await rejectsWith(() => agent.done(), 'host_key_mismatch')
+    assert.match(mismatch.host ?? '', /127\.0\.0\.1/)
     // Network errors carry code `io` and the cause chain in the message (here: the port is taken).
     const io = await rejectsWith(() => gateway.start(`127.0.0.1:${running.port}`), 'io')
     assert.match(io.message, /network error: .*address/i)

@@ -102,7 +102,11 @@ pub(crate) fn to_py(err: Error) -> PyErr {
             }
             Error::SessionEnded { build_id, reason } => (
                 SessionEndedError::new_err(message),
-                vec![("build_id", build_id.to_string()), ("reason", reason.to_string())],
+                vec![
+                    ("build_id", build_id.to_string()),
+                    ("reason", reason.to_string()),
+                    ("end_reason_code", reason.code().to_owned()),
+                ],
             ),
             Error::AccessDenied { reason } => {
                 (AccessDeniedError::new_err(message), vec![("reason", reason.as_str().to_owned())])

@@ -73,7 +73,7 @@ def test_each_core_error_raises_its_class() -> None:
         await authority.revoke("b-1", "test")
         with pytest.raises(ra.SessionEndedError) as e6:
             await authority.connected("b-1", "ssh")
-        assert "test" in e6.value.reason
+        assert "test" in e6.value.reason and e6.value.end_reason_code == "revoked"
 
         with pytest.raises(ra.AccessDeniedError) as e7:
             await authority.verify_ssh("ra-nobody", ra.HostKey.generate().public_key)

@@ -68,6 +68,7 @@ class UnknownBuildError(RemoteAccessError):
 class SessionEndedError(RemoteAccessError):
     build_id: str
     reason: str
+    end_reason_code: str
 
 class AccessDeniedError(RemoteAccessError):
     reason: str
