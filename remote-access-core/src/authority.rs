@@ -19,6 +19,7 @@ use crate::session::{
     Action, ConnectionId, CutSignal, Input, Policy, Protocol, Registry, Session, Transition,
 };
 use crate::store::{Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store};
+use crate::throttle::Throttle;
 
 /// How often a session may be re-read after losing a compare-and-swap race before giving up.
 const MAX_CAS_RETRIES: usize = 64;
@@ -96,6 +97,24 @@ struct Inner {
     options: AuthorityOptions,
     events: EventBus,
     registry: Registry,
+    /// Failed logins per build (a wrong key or VNC password for a live credential).
+    guesses: Throttle<BuildId>,
+}
+
+/// Failed logins in a row for one build before its logins are throttled, and the backoff: a
+/// user who mistypes the VNC password a few times is not slowed; a guesser gets one try per
+/// second, then per two, up to one per minute.
+const GUESSES_FREE: u32 = 5;
+const GUESS_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// A run of failures is forgotten after this long without one.
+const GUESS_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// An SSH key offered without a signature (a probe), or signed: only signed ones count
+/// towards throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Probe,
+    Signed,
 }
 
 /// Who an SSH credential belongs to.
@@ -225,8 +244,15 @@ impl Authority {
         if options.tombstone_retention > Policy::MAX_DURATION * 10 {
             return Err(Error::invalid("tombstone_retention", "longer than ten years"));
         }
-        let inner =
-            Inner { store, clock, options, events: EventBus::default(), registry: Registry::default() };
+        let guesses = Throttle::new(GUESSES_FREE, GUESS_BACKOFF.0, GUESS_BACKOFF.1, GUESS_MEMORY);
+        let inner = Inner {
+            store,
+            clock,
+            options,
+            events: EventBus::default(),
+            registry: Registry::default(),
+            guesses,
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -402,15 +428,21 @@ impl Authority {
 
     /// [`Authority::verify_ssh`] with the key's `SHA256:` fingerprint.
     pub(crate) async fn verify_ssh_fingerprint(&self, username: &str, fingerprint: &str) -> Result<BuildId> {
-        match self.verify_login(username, fingerprint).await? {
+        match self.login(username, fingerprint, Attempt::Signed).await? {
             (build_id, Role::User) => Ok(build_id),
             // An agent's credential is no user's: it opens nothing.
             (_, Role::Agent) => Err(Error::denied(DenialReason::WrongKey)),
         }
     }
 
-    /// Checks an SSH login of either kind: the user's credential or the build agent's.
+    /// Checks an SSH key a client offers, without a signature yet: a probe, which is not
+    /// counted as a failed login (clients offer the keys they have, one after another).
     pub(crate) async fn verify_login(&self, username: &str, fingerprint: &str) -> Result<(BuildId, Role)> {
+        self.login(username, fingerprint, Attempt::Probe).await
+    }
+
+    /// Checks an SSH login of either kind: the user's credential or the build agent's.
+    async fn login(&self, username: &str, fingerprint: &str, attempt: Attempt) -> Result<(BuildId, Role)> {
         if username.len() > MAX_USERNAME_LEN {
             return Err(Error::denied(DenialReason::UnknownUser));
         }
@@ -423,6 +455,9 @@ impl Authority {
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
+        if attempt == Attempt::Signed {
+            self.not_throttled(&record.build_id)?;
+        }
         let role = if record.username == username && record.key_fingerprint == fingerprint {
             Role::User
         } else if record.agent_username.as_deref() == Some(username)
@@ -430,8 +465,14 @@ impl Authority {
         {
             Role::Agent
         } else {
+            if attempt == Attempt::Signed {
+                self.guessed(&record.build_id, "SSH key");
+            }
             return Err(Error::denied(DenialReason::WrongKey));
         };
+        if attempt == Attempt::Signed {
+            self.inner.guesses.succeeded(&record.build_id);
+        }
         self.require_live(&record.build_id).await?;
         Ok((record.build_id, role))
     }
@@ -453,9 +494,12 @@ impl Authority {
     /// Checks a VNC password for the build's session, in constant time.
     pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
         let record = self.live_credential(build_id).await?;
+        self.not_throttled(build_id)?;
         if !bool::from(password.as_bytes().ct_eq(record.vnc_password.expose().as_bytes())) {
+            self.guessed(build_id, "VNC password");
             return Err(Error::denied(DenialReason::WrongPassword));
         }
+        self.inner.guesses.succeeded(build_id);
         self.require_live(build_id).await
     }
 
@@ -487,7 +531,7 @@ impl Authority {
     /// Verifies an SSH login and admits it as a live connection in one step: the gateway's
     /// path from a presented key to a connection that is cut when access ends.
     pub(crate) async fn admit_ssh(&self, username: &str, fingerprint: &str) -> Result<Admitted> {
-        let (build_id, role) = self.verify_login(username, fingerprint).await?;
+        let (build_id, role) = self.login(username, fingerprint, Attempt::Signed).await?;
         match role {
             Role::User => {
                 let (session, live) =
@@ -539,9 +583,12 @@ impl Authority {
         response: &[u8; 16],
     ) -> Result<Option<(Secret<String>, Option<String>)>> {
         let record = self.live_credential(build_id).await?;
+        self.not_throttled(build_id)?;
         if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response) {
+            self.guessed(build_id, "VNC password");
             return Err(Error::denied(DenialReason::WrongPassword));
         }
+        self.inner.guesses.succeeded(build_id);
         self.require_live(build_id).await?;
         Ok(record.builder_vnc_password.map(|password| (password, record.builder_vnc_username)))
     }
@@ -551,6 +598,31 @@ impl Authority {
         let event =
             Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::TunnelRegistered, reason };
         self.inner.events.publish(vec![event]);
+    }
+
+    /// Refuses a login for a build whose logins are throttled, without checking it.
+    fn not_throttled(&self, build_id: &BuildId) -> Result<()> {
+        match self.inner.guesses.blocked(build_id) {
+            Some(_) => Err(Error::denied(DenialReason::Throttled)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed login for a build; when the run reaches the limit, and at every tenth
+    /// failure after it, the platform hears of it.
+    fn guessed(&self, build_id: &BuildId, what: &str) {
+        let (count, blocked) = self.inner.guesses.failed(build_id);
+        let Some(backoff) = blocked else { return };
+        if (count - GUESSES_FREE).is_multiple_of(10) {
+            tracing::warn!(%build_id, count, "failed logins in a row; throttling the build's logins");
+            let reason = format!(
+                "{count} failed logins in a row (wrong {what}); logins for this build are refused for {}s, longer with each failure",
+                backoff.as_secs()
+            );
+            let event =
+                Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::Guessing, reason };
+            self.inner.events.publish(vec![event]);
+        }
     }
 
     /// Publishes a refusal of something a logged-in user asked for.

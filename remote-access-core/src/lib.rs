@@ -56,6 +56,7 @@ mod script;
 mod secret;
 mod session;
 mod store;
+mod throttle;
 mod tunnel;
 mod vnc;
 
@@ -65,7 +66,7 @@ pub use crate::build::{BuildId, BuildRequest, Builder, Trigger};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credential::Credentials;
 pub use crate::error::{DenialReason, Error, Result};
-pub use crate::gateway::{Gateway, GatewayOptions, HostKey, RunningGateway};
+pub use crate::gateway::{Gateway, GatewayOptions, GatewayStats, HostKey, RunningGateway};
 pub use crate::script::{ConnectionInfo, ScriptOptions};
 pub use crate::secret::Secret;
 pub use crate::session::{

@@ -61,6 +61,9 @@ pub enum EventKind {
     /// The gateway refused something a logged-in user asked for (another host or port, a
     /// shell on the gateway, forwarding, agent, X11); the reason says what.
     Refused,
+    /// A build's key or VNC password is being guessed: failed logins in a row reached the
+    /// limit, and logins for the build are throttled with backoff. Consider revoking it.
+    Guessing,
 }
 
 impl EventKind {
@@ -77,6 +80,7 @@ impl EventKind {
             Self::FinishBuild => "finish_build",
             Self::Refused => "refused",
             Self::TunnelRegistered => "tunnel_registered",
+            Self::Guessing => "guessing",
         }
     }
 }

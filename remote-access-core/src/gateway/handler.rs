@@ -68,12 +68,15 @@ const MAX_CHANNELS: usize = 32;
 /// Refused requests after which a connection is cut.
 const MAX_REFUSALS: usize = 32;
 
-/// Releases a channel slot when the splice ends.
-struct ChannelSlot(Arc<AtomicUsize>);
+/// Releases a channel slot when the splice ends (and counts it in the gateway's stats).
+struct ChannelSlot {
+    open: Arc<AtomicUsize>,
+    _counted: super::admission::Counted,
+}
 
 impl Drop for ChannelSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -101,6 +104,9 @@ impl Handler {
     /// Counts a failed authentication; past the limit the connection is cut. (russh does not
     /// count rejected key probes against `max_auth_attempts`.)
     fn auth_failed(&mut self) -> Auth {
+        if let Some(peer) = self.peer {
+            self.shared.admission.failed(peer.ip());
+        }
         self.auth_failures += 1;
         if self.auth_failures > self.shared.options.max_auth_attempts {
             tracing::info!(peer = %self.peer(), "too many failed authentication attempts; cut");
@@ -192,6 +198,9 @@ impl russh::server::Handler for Handler {
             Admitted::Agent(session, cut) => (session, Role::Agent, cut.clone(), Login::Agent(cut)),
         };
         tracing::info!(peer = %self.peer(), build_id = %session.build_id(), ?role, "authenticated");
+        if let Some(peer) = self.peer {
+            self.shared.admission.succeeded(peer.ip());
+        }
         self.route = Some(Route {
             build_id: session.build_id().clone(),
             builder: session.builder().cloned(),
@@ -241,7 +250,10 @@ impl russh::server::Handler for Handler {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
-        let slot = ChannelSlot(self.open_channels.clone());
+        let slot = ChannelSlot {
+            open: self.open_channels.clone(),
+            _counted: self.shared.admission.count(super::Kind::Channel),
+        };
         let port = u16::try_from(port).unwrap_or(builder.ssh_port);
         let addr = SocketAddr::new(builder.address, port);
         let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());

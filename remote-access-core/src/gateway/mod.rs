@@ -1,30 +1,30 @@
 //! The SSH gateway: a russh server that lets each build's user ProxyJump to that build's own
 //! builder and nowhere else. russh types stay inside this module.
 
+mod admission;
 mod cut_stream;
 mod handler;
 mod host_key;
 
+pub use admission::GatewayStats;
 pub use host_key::HostKey;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use russh::server::Config;
 use russh::{Disconnect, MethodKind, MethodSet, SshId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::authority::Authority;
 use crate::error::{Error, Result};
 use crate::tunnel;
 use crate::vnc;
+pub(crate) use admission::{Admission, Kind};
 use cut_stream::{CutFlag, CutStream};
 use handler::{Handler, Login};
 
@@ -48,6 +48,10 @@ pub struct GatewayOptions {
     pub max_unauthenticated: usize,
     /// The same, per source address (default 32), so one host cannot take every slot.
     pub max_unauthenticated_per_ip: usize,
+    /// Failed logins in a row from one source address (SSH and VNC) before its new
+    /// connections are closed at once for a backoff: 1 s, doubling with each further failure
+    /// up to 5 min (default 20). A successful login from the address ends the run.
+    pub failures_before_backoff: usize,
     /// Idle connections are probed this often (default 30 s); three unanswered probes close
     /// them.
     pub keepalive_interval: Duration,
@@ -66,6 +70,7 @@ impl Default for GatewayOptions {
             max_auth_attempts: 6,
             max_unauthenticated: 256,
             max_unauthenticated_per_ip: 32,
+            failures_before_backoff: 20,
             keepalive_interval: Duration::from_secs(30),
             window_size: 8 * 1024 * 1024,
             dial_timeout: Duration::from_secs(10),
@@ -83,39 +88,8 @@ pub(crate) struct Shared {
     authority: Authority,
     options: GatewayOptions,
     config: Arc<Config>,
-    unauthenticated: Arc<Semaphore>,
-    unauthenticated_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) admission: Arc<Admission>,
     pub(crate) router: Arc<tunnel::Router>,
-}
-
-/// One of a source address's slots for connections waiting to authenticate.
-struct IpSlot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl IpSlot {
-    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
-        let mut counts = shared.unauthenticated_per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = counts.entry(ip).or_default();
-        if *count >= shared.options.max_unauthenticated_per_ip {
-            return None;
-        }
-        *count += 1;
-        Some(Self { shared: shared.clone(), ip })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.shared.unauthenticated_per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// The SSH gateway. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
@@ -154,6 +128,7 @@ impl Gateway {
         if options.max_unauthenticated == 0
             || options.max_unauthenticated_per_ip == 0
             || options.max_auth_attempts == 0
+            || options.failures_before_backoff == 0
         {
             return Err(Error::invalid("gateway limits", "must be at least 1"));
         }
@@ -192,13 +167,11 @@ impl Gateway {
             },
             ..Config::default()
         };
-        let unauthenticated = Arc::new(Semaphore::new(options.max_unauthenticated));
         let shared = Shared {
             authority,
+            admission: Arc::new(Admission::new(&options)),
             options,
             config: Arc::new(config),
-            unauthenticated,
-            unauthenticated_per_ip: Mutex::new(HashMap::new()),
             router: Arc::new(tunnel::Router::default()),
         };
         Ok(Self { shared: Arc::new(shared), host_key })
@@ -212,6 +185,12 @@ impl Gateway {
     /// The authority whose sessions this gateway serves.
     pub fn authority(&self) -> &Authority {
         &self.shared.authority
+    }
+
+    /// What the gateway holds right now: connections, builder channels, addresses it is
+    /// backing off from. Every connection count returns to zero once its peers are gone.
+    pub fn stats(&self) -> GatewayStats {
+        self.shared.admission.stats()
     }
 
     /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. VNC is
@@ -255,6 +234,7 @@ impl Gateway {
             dial_timeout: self.shared.options.dial_timeout,
             shutdown_grace: SHUTDOWN_GRACE,
             router: self.shared.router.clone(),
+            admission: self.shared.admission.clone(),
         });
         for vnc_listener in vnc_listeners {
             let authority = self.shared.authority.clone();
@@ -364,13 +344,13 @@ enum Ending {
 
 /// Serves one TCP connection: pre-auth deadline, admission, then cut on revocation.
 async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
-    let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, "too many connections waiting to authenticate; closing this one");
-        return;
-    };
-    let Some(ip_slot) = IpSlot::acquire(&shared, peer.ip()) else {
-        tracing::warn!(%peer, "too many connections from this address waiting to authenticate; closing this one");
-        return;
+    let _counted = shared.admission.count(Kind::Ssh);
+    let waiting = match shared.admission.admit(peer.ip()) {
+        Ok(waiting) => waiting,
+        Err(refusal) => {
+            tracing::warn!(%peer, %refusal, "closing an SSH connection at once");
+            return;
+        }
     };
     let deadline = tokio::time::Instant::now() + shared.options.pre_auth_timeout;
     let flag = CutFlag::new();
@@ -394,6 +374,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
         }
         Err(_) => {
             tracing::info!(%peer, "no SSH identification before the pre-auth deadline; cut");
+            shared.admission.failed(peer.ip());
             return;
         }
     };
@@ -408,6 +389,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
         },
         () = tokio::time::sleep_until(deadline) => {
             tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut");
+            shared.admission.failed(peer.ip());
             flag.cut();
             return;
         }
@@ -416,8 +398,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
             return;
         }
     };
-    drop(permit);
-    drop(ip_slot);
+    drop(waiting);
 
     let mut live = match login {
         Login::User(live) => live,

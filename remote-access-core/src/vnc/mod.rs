@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::authority::{Authority, LiveConnection};
-use crate::gateway::stopped;
+use crate::gateway::{Kind, stopped};
 use crate::session::Protocol;
 use crate::tunnel;
 use handshake::HandshakeError;
@@ -43,6 +43,8 @@ pub(crate) struct ProxySettings {
     pub(crate) dial_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) router: Arc<tunnel::Router>,
+    /// The gateway's limits on connections that have not authenticated, and its counts.
+    pub(crate) admission: Arc<crate::gateway::Admission>,
 }
 
 /// Serves one gateway VNC port until `stop` turns true, then closes its connections (not as
@@ -89,16 +91,35 @@ async fn serve(
     port: u16,
     mut stop: watch::Receiver<bool>,
 ) {
+    let admission = &settings.admission;
+    let _counted = admission.count(Kind::Vnc);
+    let waiting = match admission.admit(peer.ip()) {
+        Ok(waiting) => waiting,
+        Err(refusal) => {
+            tracing::warn!(%peer, port, %refusal, "closing a VNC connection at once");
+            return;
+        }
+    };
     let admitted =
         tokio::time::timeout(settings.pre_auth_timeout, admit(&authority, &settings, &mut user, port)).await;
+    drop(waiting);
     let (live, builder) = match admitted {
-        Ok(Ok(admitted)) => admitted,
+        Ok(Ok(admitted)) => {
+            admission.succeeded(peer.ip());
+            admitted
+        }
         Ok(Err(err)) => {
             tracing::info!(%peer, port, %err, "VNC connection refused");
+            // A refused login counts; a handshake that just ends (a port scan, a load
+            // balancer's health check) or a builder-side failure does not.
+            if matches!(err, Refusal::Denied(_) | Refusal::NoSession) {
+                admission.failed(peer.ip());
+            }
             return;
         }
         Err(_) => {
             tracing::info!(%peer, port, "VNC handshake not finished before the pre-auth deadline; cut");
+            admission.failed(peer.ip());
             return;
         }
     };
