@@ -97,8 +97,9 @@ struct Inner {
     options: AuthorityOptions,
     events: EventBus,
     registry: Registry,
-    /// Failed logins per build (a wrong key or VNC password for a live credential).
-    guesses: Throttle<BuildId>,
+    /// Failed logins per build and credential (a wrong key, a wrong VNC password), so that
+    /// guessing one does not lock the user out of the other.
+    guesses: Throttle<(BuildId, Guessed)>,
 }
 
 /// Failed logins in a row for one build before its logins are throttled, and the backoff: a
@@ -108,6 +109,22 @@ const GUESSES_FREE: u32 = 5;
 const GUESS_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 /// A run of failures is forgotten after this long without one.
 const GUESS_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// Which of a build's credentials a failed login tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Guessed {
+    Key,
+    VncPassword,
+}
+
+impl Guessed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "SSH key",
+            Self::VncPassword => "VNC password",
+        }
+    }
+}
 
 /// An SSH key offered without a signature (a probe), or signed: only signed ones count
 /// towards throttling.
@@ -456,7 +473,7 @@ impl Authority {
             return Err(Error::denied(DenialReason::Revoked));
         }
         if attempt == Attempt::Signed {
-            self.not_throttled(&record.build_id)?;
+            self.not_throttled(&record.build_id, Guessed::Key)?;
         }
         let role = if record.username == username && record.key_fingerprint == fingerprint {
             Role::User
@@ -466,12 +483,12 @@ impl Authority {
             Role::Agent
         } else {
             if attempt == Attempt::Signed {
-                self.guessed(&record.build_id, "SSH key");
+                self.guessed(&record.build_id, Guessed::Key);
             }
             return Err(Error::denied(DenialReason::WrongKey));
         };
         if attempt == Attempt::Signed {
-            self.inner.guesses.succeeded(&record.build_id);
+            self.inner.guesses.succeeded(&(record.build_id.clone(), Guessed::Key));
         }
         self.require_live(&record.build_id).await?;
         Ok((record.build_id, role))
@@ -494,12 +511,12 @@ impl Authority {
     /// Checks a VNC password for the build's session, in constant time.
     pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
         let record = self.live_credential(build_id).await?;
-        self.not_throttled(build_id)?;
+        self.not_throttled(build_id, Guessed::VncPassword)?;
         if !bool::from(password.as_bytes().ct_eq(record.vnc_password.expose().as_bytes())) {
-            self.guessed(build_id, "VNC password");
+            self.guessed(build_id, Guessed::VncPassword);
             return Err(Error::denied(DenialReason::WrongPassword));
         }
-        self.inner.guesses.succeeded(build_id);
+        self.inner.guesses.succeeded(&(build_id.clone(), Guessed::VncPassword));
         self.require_live(build_id).await
     }
 
@@ -583,12 +600,12 @@ impl Authority {
         response: &[u8; 16],
     ) -> Result<Option<(Secret<String>, Option<String>)>> {
         let record = self.live_credential(build_id).await?;
-        self.not_throttled(build_id)?;
+        self.not_throttled(build_id, Guessed::VncPassword)?;
         if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response) {
-            self.guessed(build_id, "VNC password");
+            self.guessed(build_id, Guessed::VncPassword);
             return Err(Error::denied(DenialReason::WrongPassword));
         }
-        self.inner.guesses.succeeded(build_id);
+        self.inner.guesses.succeeded(&(build_id.clone(), Guessed::VncPassword));
         self.require_live(build_id).await?;
         Ok(record.builder_vnc_password.map(|password| (password, record.builder_vnc_username)))
     }
@@ -601,8 +618,8 @@ impl Authority {
     }
 
     /// Refuses a login for a build whose logins are throttled, without checking it.
-    fn not_throttled(&self, build_id: &BuildId) -> Result<()> {
-        match self.inner.guesses.blocked(build_id) {
+    fn not_throttled(&self, build_id: &BuildId, credential: Guessed) -> Result<()> {
+        match self.inner.guesses.blocked(&(build_id.clone(), credential)) {
             Some(_) => Err(Error::denied(DenialReason::Throttled)),
             None => Ok(()),
         }
@@ -610,8 +627,9 @@ impl Authority {
 
     /// Counts a failed login for a build; when the run reaches the limit, and at every tenth
     /// failure after it, the platform hears of it.
-    fn guessed(&self, build_id: &BuildId, what: &str) {
-        let (count, blocked) = self.inner.guesses.failed(build_id);
+    fn guessed(&self, build_id: &BuildId, credential: Guessed) {
+        let (count, blocked) = self.inner.guesses.failed(&(build_id.clone(), credential));
+        let what = credential.as_str();
         let Some(backoff) = blocked else { return };
         if (count - GUESSES_FREE).is_multiple_of(10) {
             tracing::warn!(%build_id, count, "failed logins in a row; throttling the build's logins");

@@ -114,8 +114,9 @@ pub enum DenialReason {
     WrongPassword,
     /// The credential was revoked or expired; it is a tombstone and is refused forever.
     Revoked,
-    /// Too many failed logins for this build in a row: logins are refused unchecked for a
-    /// while (see [`crate::EventKind::Guessing`]).
+    /// Too many failed logins in a row with this build's key, or its VNC password: logins
+    /// with that credential are refused unchecked for a while (see
+    /// [`crate::EventKind::Guessing`]).
     Throttled,
 }
 

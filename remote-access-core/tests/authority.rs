@@ -476,3 +476,47 @@ async fn racing_connections_against_a_revoke_are_all_cut() {
         assert_eq!(ends, 1);
     }
 }
+
+#[tokio::test]
+async fn guessing_a_password_throttles_that_credential_and_tells_the_platform() {
+    let (authority, _clock) = setup();
+    let mut events = authority.subscribe();
+    let creds = authority.issue(BuildRequest::new(id("guessed"), Trigger::Manual, true)).await.unwrap();
+    let password = creds.vnc_password().expose().clone();
+    let vnc = |guess: String| {
+        let authority = authority.clone();
+        async move {
+            match authority.verify_vnc(&id("guessed"), &guess).await {
+                Ok(()) => None,
+                Err(Error::AccessDenied { reason }) => Some(reason),
+                Err(other) => panic!("{other}"),
+            }
+        }
+    };
+    // Four mistakes are just mistakes: the right password still works, and resets the count.
+    for _ in 0..4 {
+        assert_eq!(vnc("wrong123".into()).await, Some(DenialReason::WrongPassword));
+    }
+    assert_eq!(vnc(password.clone()).await, None);
+    assert!(drain(&mut events).iter().all(|e| e.kind != EventKind::Guessing));
+
+    // Five in a row: the platform hears of it, and the password is refused unchecked for a
+    // while, even the right one; the build's SSH key is not affected.
+    for _ in 0..5 {
+        assert_eq!(vnc("wrong123".into()).await, Some(DenialReason::WrongPassword));
+    }
+    let guessing: Vec<Event> =
+        drain(&mut events).into_iter().filter(|e| e.kind == EventKind::Guessing).collect();
+    assert_eq!(guessing.len(), 1);
+    assert!(
+        guessing[0].reason.starts_with("5 failed logins in a row (wrong VNC password)"),
+        "{}",
+        guessing[0].reason
+    );
+    assert_eq!(vnc(password.clone()).await, Some(DenialReason::Throttled));
+    assert_eq!(authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap(), id("guessed"));
+
+    // The backoff is real time (1 s after the fifth failure): then the right password works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(vnc(password).await, None);
+}

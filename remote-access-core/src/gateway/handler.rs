@@ -155,6 +155,11 @@ impl russh::server::Handler for Handler {
         Ok(Auth::reject())
     }
 
+    /// Passwords are not a method here; trying one is a failed login like any other.
+    async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.auth_failed())
+    }
+
     async fn auth_publickey_offered(
         &mut self,
         user: &str,
