@@ -323,7 +323,7 @@ export declare function errorForTest(code: string): Error & { code: string }
 /**
  * Something that happened to a build's remote access. `kind` is one of `issued`,
  * `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
- * `finish_build`, `tunnel_registered`, `refused`; `at` is RFC 3339; `connectionId` and
+ * `finish_build`, `tunnel_registered`, `refused`, `guessing`; `at` is RFC 3339; `connectionId` and
  * `protocol` are set for `connected` and `disconnected`.
  */
 export interface Event {
