@@ -27,6 +27,8 @@ export declare class Authority {
   constructor(options?: AuthorityOptions | undefined | null, clock?: ManualClock | undefined | null)
   get policy(): Policy
   get vncPorts(): Array<number>
+  /** How long revoked and expired credentials stay refused tombstones. */
+  get tombstoneRetentionMs(): number
   /** The authority's clock (RFC 3339). */
   now(): string
   /** Every event from now on: `for await (const event of authority.subscribe())`. */
@@ -140,6 +142,13 @@ export declare class Gateway {
   /** `hostKey` omitted: a new key, which changes at every start (persist one in production). */
   constructor(authority: Authority, options?: GatewayOptions | undefined | null, hostKey?: HostKey | undefined | null)
   get hostKey(): HostKey
+  /** The authority whose sessions this gateway serves. */
+  get authority(): Authority
+  /**
+   * What the gateway holds now; every connection count returns to zero once its peers are
+   * gone.
+   */
+  stats(): GatewayStats
   /**
    * Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background; the VNC ports are
    * bound on the same address.
@@ -251,7 +260,7 @@ export declare class Session {
   get vncPort(): number | null
   get everConnected(): boolean
   /** `[connection id, "ssh" | "vnc"]` for each live connection. */
-  get liveConnections(): Array<Array<string>>
+  get liveConnections(): Array<[string, string]>
   /** The snapshot as a plain object. */
   toJSON(): { buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }
 }
@@ -268,8 +277,22 @@ export declare class Session {
 export declare class Subscription {
   /** Unsubscribes: a waiting or later `next()` ends the iteration. */
   close(): void
+  /**
+   * The next event if one is waiting, without waiting; null if none is, while a `next()`
+   * is waiting, or once closed.
+   */
+  tryNext(): Event | null
+  /** Whether `close()` was called (or the iteration ended). */
+  get closed(): boolean
   [globalThis.Symbol.asyncIterator](): globalThis.__NapiRsAsyncGenerator<Subscription, Event, void, undefined>
 }
+
+/**
+ * The error thrown for a core error of kind `code` (`store_unavailable` or `key_material`),
+ * for tests of the mapping: the in-memory store cannot fail and key generation does not fail
+ * on a working machine, so these cannot be caused otherwise.
+ */
+export declare function _errorForTest(code: string): Error & { code: string }
 
 /** What the builder's agent needs (durations in milliseconds). */
 export interface AgentOptions {
@@ -314,13 +337,6 @@ export interface Builder {
 }
 
 /**
- * The error thrown for a core error of kind `code` (`store_unavailable` or `key_material`),
- * for tests of the mapping: the in-memory store cannot fail and key generation does not fail
- * on a working machine, so these cannot be caused otherwise.
- */
-export declare function errorForTest(code: string): Error & { code: string }
-
-/**
  * Something that happened to a build's remote access. `kind` is one of `issued`,
  * `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
  * `finish_build`, `tunnel_registered`, `refused`, `guessing`; `at` is RFC 3339; `connectionId` and
@@ -347,12 +363,31 @@ export interface GatewayOptions {
   maxUnauthenticated?: number
   /** The same, per source address (default 32). */
   maxUnauthenticatedPerIp?: number
+  /**
+   * Failed logins in a row from one address before its new connections are closed at once,
+   * backing off from 1 s to 5 min (default 20).
+   */
+  failuresBeforeBackoff?: number
   /** Idle connections are probed this often (default 30 s). */
   keepaliveIntervalMs?: number
   /** SSH channel window in bytes (default 8 MiB). */
   windowSize?: number
   /** How long to wait for a builder to accept a connection (default 10 s). */
   dialTimeoutMs?: number
+}
+
+/** What a gateway holds right now (`gateway.stats()`). */
+export interface GatewayStats {
+  /** SSH connections being served (authenticated or not). */
+  sshConnections: number
+  /** VNC connections being served (in the handshake or spliced). */
+  vncConnections: number
+  /** Connections of either kind that have not authenticated yet. */
+  unauthenticated: number
+  /** Connections to builders that SSH users opened. */
+  builderChannels: number
+  /** Source addresses whose recent failed logins are remembered. */
+  addressesWithFailures: number
 }
 
 /**

@@ -286,7 +286,7 @@ impl Session {
         self.0.ever_connected()
     }
     /// `[connection id, "ssh" | "vnc"]` for each live connection.
-    #[napi(getter)]
+    #[napi(getter, ts_return_type = "Array<[string, string]>")]
     pub fn live_connections(&self) -> Vec<Vec<String>> {
         self.0
             .live_connections()
@@ -435,6 +435,11 @@ impl Authority {
     #[napi(getter)]
     pub fn vnc_ports(&self) -> Vec<u32> {
         self.0.options().vnc_ports.iter().map(|&p| u32::from(p)).collect()
+    }
+    /// How long revoked and expired credentials stay refused tombstones.
+    #[napi(getter)]
+    pub fn tombstone_retention_ms(&self) -> f64 {
+        to_millis(self.0.options().tombstone_retention)
     }
     /// The authority's clock (RFC 3339).
     #[napi]

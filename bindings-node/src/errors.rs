@@ -130,7 +130,7 @@ pub(crate) fn invalid(env: &Env, what: &'static str, problem: String) -> napi::E
 /// The error thrown for a core error of kind `code` (`store_unavailable` or `key_material`),
 /// for tests of the mapping: the in-memory store cannot fail and key generation does not fail
 /// on a working machine, so these cannot be caused otherwise.
-#[napi_derive::napi(ts_return_type = "Error & { code: string }")]
+#[napi_derive::napi(js_name = "_errorForTest", ts_return_type = "Error & { code: string }")]
 pub fn error_for_test(env: Env, code: String) -> napi::Result<napi::bindgen_prelude::Unknown<'static>> {
     let err = match code.as_str() {
         "store_unavailable" => Error::StoreUnavailable {

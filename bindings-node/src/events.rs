@@ -114,6 +114,23 @@ impl Subscription {
             *queue = None;
         }
     }
+
+    /// The next event if one is waiting, without waiting; null if none is, while a `next()`
+    /// is waiting, or once closed.
+    #[napi]
+    pub fn try_next(&self) -> Option<Event> {
+        if *self.closed.borrow() {
+            return None;
+        }
+        let mut queue = self.queue.try_lock().ok()?;
+        queue.as_mut()?.try_next().map(Event::from)
+    }
+
+    /// Whether `close()` was called (or the iteration ended).
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        *self.closed.borrow() || self.queue.try_lock().is_ok_and(|queue| queue.is_none())
+    }
 }
 
 /// `callback(event)`, called on the JS thread; weak, so that it does not keep Node running.

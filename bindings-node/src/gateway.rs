@@ -71,12 +71,30 @@ pub struct GatewayOptions {
     pub max_unauthenticated: Option<f64>,
     /// The same, per source address (default 32).
     pub max_unauthenticated_per_ip: Option<f64>,
+    /// Failed logins in a row from one address before its new connections are closed at once,
+    /// backing off from 1 s to 5 min (default 20).
+    pub failures_before_backoff: Option<f64>,
     /// Idle connections are probed this often (default 30 s).
     pub keepalive_interval_ms: Option<f64>,
     /// SSH channel window in bytes (default 8 MiB).
     pub window_size: Option<f64>,
     /// How long to wait for a builder to accept a connection (default 10 s).
     pub dial_timeout_ms: Option<f64>,
+}
+
+/// What a gateway holds right now (`gateway.stats()`).
+#[napi(object)]
+pub struct GatewayStats {
+    /// SSH connections being served (authenticated or not).
+    pub ssh_connections: f64,
+    /// VNC connections being served (in the handshake or spliced).
+    pub vnc_connections: f64,
+    /// Connections of either kind that have not authenticated yet.
+    pub unauthenticated: f64,
+    /// Connections to builders that SSH users opened.
+    pub builder_channels: f64,
+    /// Source addresses whose recent failed logins are remembered.
+    pub addresses_with_failures: f64,
 }
 
 /// The SSH gateway (and the VNC proxy on the authority's `vncPorts`).
@@ -119,6 +137,8 @@ impl Gateway {
             given.max_unauthenticated_per_ip,
             options.max_unauthenticated_per_ip,
         )?;
+        options.failures_before_backoff =
+            count("failuresBeforeBackoff", given.failures_before_backoff, options.failures_before_backoff)?;
         options.window_size = count("windowSize", given.window_size, options.window_size as usize)? as u32;
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
@@ -126,6 +146,26 @@ impl Gateway {
     #[napi(getter)]
     pub fn host_key(&self) -> HostKey {
         HostKey(self.0.host_key().clone())
+    }
+
+    /// The authority whose sessions this gateway serves.
+    #[napi(getter)]
+    pub fn authority(&self) -> Authority {
+        Authority(self.0.authority().clone())
+    }
+
+    /// What the gateway holds now; every connection count returns to zero once its peers are
+    /// gone.
+    #[napi]
+    pub fn stats(&self) -> GatewayStats {
+        let stats = self.0.stats();
+        GatewayStats {
+            ssh_connections: stats.ssh_connections as f64,
+            vnc_connections: stats.vnc_connections as f64,
+            unauthenticated: stats.unauthenticated as f64,
+            builder_channels: stats.builder_channels as f64,
+            addresses_with_failures: stats.addresses_with_failures as f64,
+        }
     }
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background; the VNC ports are

@@ -93,11 +93,11 @@ test('errors that cannot be caused from Node map to their codes', () => {
   // The in-memory store cannot fail and key generation does not fail on a working machine:
   // the mapping is checked on core errors built for the test.
   for (const code of ['store_unavailable', 'key_material']) {
-    const err = ra.errorForTest(code)
+    const err = ra._errorForTest(code)
     assert.ok(err instanceof Error)
     assert.equal(/** @type {{code?: string}} */ (err).code, code)
   }
-  assert.match(String(ra.errorForTest('store_unavailable').message), /unreachable \(test\): connection refused/)
+  assert.match(String(ra._errorForTest('store_unavailable').message), /unreachable \(test\): connection refused/)
 })
 
 test('secrets stay out of util.inspect, JSON.stringify and errors', async () => {
@@ -191,6 +191,41 @@ test('no callback runs after close(), even for events already queued for the JS 
   await new Promise((resolve) => setTimeout(resolve, 100))
   assert.ok(closed)
   assert.equal(after, 0)
+})
+
+test('tryNext and closed; the authority and gateway getters; gateway stats count connections', async () => {
+  const authority = new ra.Authority({ tombstoneRetentionMs: 60_000 })
+  assert.equal(authority.tombstoneRetentionMs, 60_000)
+  const subscription = authority.subscribe()
+  assert.equal(subscription.tryNext(), null)
+  await authority.issue('b-try', MANUAL)
+  assert.equal(subscription.tryNext()?.kind, 'issued')
+  assert.equal(subscription.tryNext(), null)
+  assert.equal(subscription.closed, false)
+  subscription.close()
+  assert.equal(subscription.closed, true)
+
+  await rejectsWith(() => new ra.Gateway(authority, { failuresBeforeBackoff: 0 }), 'invalid_input')
+  const gateway = new ra.Gateway(authority, { failuresBeforeBackoff: 3 })
+  assert.ok(gateway.authority instanceof ra.Authority)
+  const running = await gateway.start('127.0.0.1:0')
+  const idle = { sshConnections: 0, vncConnections: 0, unauthenticated: 0, builderChannels: 0, addressesWithFailures: 0 }
+  /** @param {(stats: ra.GatewayStats) => boolean} want */
+  const settle = async (want) => {
+    for (let i = 0; i < 300 && !want(gateway.stats()); i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    return gateway.stats()
+  }
+  try {
+    assert.deepEqual(gateway.stats(), idle)
+    const socket = require('node:net').connect(running.port, '127.0.0.1')
+    await new Promise((resolve) => socket.once('connect', resolve))
+    const busy = await settle((s) => s.sshConnections === 1)
+    assert.deepEqual(busy, { ...idle, sshConnections: 1, unauthenticated: 1 })
+    socket.destroy()
+    assert.deepEqual(await settle((s) => s.sshConnections === 0), idle)
+  } finally {
+    await running.stop()
+  }
 })
 
 test('the manual clock drives the time rules; durations are milliseconds', async () => {

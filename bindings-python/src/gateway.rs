@@ -69,7 +69,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, keepalive_interval = None, window_size = None, dial_timeout = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, failures_before_backoff = None, keepalive_interval = None, window_size = None, dial_timeout = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -80,6 +80,7 @@ impl Gateway {
         max_auth_attempts: Option<usize>,
         max_unauthenticated: Option<usize>,
         max_unauthenticated_per_ip: Option<usize>,
+        failures_before_backoff: Option<usize>,
         keepalive_interval: Option<Seconds>,
         window_size: Option<u32>,
         dial_timeout: Option<Seconds>,
@@ -101,6 +102,7 @@ impl Gateway {
         options.max_unauthenticated = max_unauthenticated.unwrap_or(options.max_unauthenticated);
         options.max_unauthenticated_per_ip =
             max_unauthenticated_per_ip.unwrap_or(options.max_unauthenticated_per_ip);
+        options.failures_before_backoff = failures_before_backoff.unwrap_or(options.failures_before_backoff);
         options.window_size = window_size.unwrap_or(options.window_size);
         let authority = authority.0.clone();
         py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
@@ -114,6 +116,19 @@ impl Gateway {
     #[getter]
     fn authority(&self) -> Authority {
         Authority(self.0.authority().clone())
+    }
+
+    /// What the gateway holds now: `ssh_connections`, `vnc_connections`, `unauthenticated`,
+    /// `builder_channels`, `addresses_with_failures`.
+    fn stats(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let stats = self.0.stats();
+        std::collections::BTreeMap::from([
+            ("ssh_connections", stats.ssh_connections),
+            ("vnc_connections", stats.vnc_connections),
+            ("unauthenticated", stats.unauthenticated),
+            ("builder_channels", stats.builder_channels),
+            ("addresses_with_failures", stats.addresses_with_failures),
+        ])
     }
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background (awaitable →

@@ -419,3 +419,31 @@ def test_run_expiry_enforces_deadlines_without_a_gateway() -> None:
         expiry.cancel()
 
     run(main())
+
+
+def test_gateway_stats_count_connections() -> None:
+    async def settle(gateway: ra.Gateway, key: str, value: int) -> dict[str, int]:
+        for _ in range(300):
+            if gateway.stats()[key] == value:
+                break
+            await asyncio.sleep(0.02)
+        return gateway.stats()
+
+    async def main() -> None:
+        authority = ra.Authority()
+        with pytest.raises(ra.InvalidInputError):
+            ra.Gateway(authority, failures_before_backoff=0)
+        gateway = ra.Gateway(authority, failures_before_backoff=3)
+        idle = {
+            "ssh_connections": 0, "vnc_connections": 0, "unauthenticated": 0,
+            "builder_channels": 0, "addresses_with_failures": 0,
+        }
+        async with await gateway.start("127.0.0.1:0") as running:
+            assert gateway.stats() == idle
+            _, writer = await asyncio.open_connection(running.host, running.port)
+            busy = await settle(gateway, "ssh_connections", 1)
+            assert busy == {**idle, "ssh_connections": 1, "unauthenticated": 1}
+            writer.close()
+            assert await settle(gateway, "ssh_connections", 0) == idle
+
+    run(main())

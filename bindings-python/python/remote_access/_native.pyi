@@ -290,6 +290,7 @@ class Gateway:
         max_auth_attempts: int | None = None,
         max_unauthenticated: int | None = None,
         max_unauthenticated_per_ip: int | None = None,
+        failures_before_backoff: int | None = None,
         keepalive_interval: _Duration | None = None,
         window_size: int | None = None,
         dial_timeout: _Duration | None = None,
@@ -298,6 +299,7 @@ class Gateway:
     def host_key(self) -> HostKey: ...
     @property
     def authority(self) -> Authority: ...
+    def stats(self) -> dict[str, int]: ...
     def start(self, addr: str) -> Awaitable[RunningGateway]: ...
 
 @final
