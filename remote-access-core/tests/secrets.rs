@@ -2,7 +2,10 @@
 //!
 //! Every type that holds a secret is formatted every way it can be, and everything the library
 //! logs at every level during a whole lifecycle is captured, then searched for the VNC password
-//! and for every line of the private key's text.
+//! and for every line of the private key's text. The same for a full session through a running
+//! gateway, with russh's own logs: the real `ssh`, a VNC login, refusals, revocation.
+
+mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,48 @@ impl Write for Captured {
     }
 }
 
+/// A TRACE-level subscriber writing into `logs`.
+fn capture(logs: &Captured) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish()
+}
+
+/// russh logs through the `log` crate: everything it logs, at every level, goes to `logs` too
+/// (process-wide, so other tests' lines may join; they are searched as well).
+fn capture_log_crate(logs: &Captured) {
+    struct Logger(Captured);
+    impl log::Log for Logger {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let _ = writeln!(self.0.clone(), "{} {}: {}", record.level(), record.target(), record.args());
+        }
+        fn flush(&self) {}
+    }
+    let logger: &'static Logger = Box::leak(Box::new(Logger(logs.clone())));
+    log::set_logger(logger).expect("the only `log` logger of this test binary");
+    log::set_max_level(log::LevelFilter::Trace);
+}
+
+/// The lines of an OpenSSH private key's body (each long enough to be telling).
+fn key_lines(pem: &Secret<String>) -> Vec<String> {
+    let lines: Vec<String> = pem
+        .expose()
+        .lines()
+        .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+        .map(str::to_owned)
+        .collect();
+    assert!(lines.len() >= 3, "the key text has a body");
+    lines
+}
+
 fn assert_secret_free(what: &str, text: &str, secrets: &[String]) {
     for secret in secrets {
         assert!(!text.contains(secret.as_str()), "{what} leaks a secret: {text}");
@@ -35,15 +80,7 @@ fn assert_secret_free(what: &str, text: &str, secrets: &[String]) {
 #[test]
 fn no_secret_in_debug_display_errors_events_or_logs() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(capture(&logs));
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let mut texts: Vec<(String, String)> = Vec::new();
@@ -57,13 +94,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         let creds = authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
 
         let pem = creds.private_key_openssh().unwrap();
-        let mut secrets: Vec<String> = pem
-            .expose()
-            .lines()
-            .filter(|line| !line.starts_with("-----") && line.len() >= 16)
-            .map(str::to_owned)
-            .collect();
-        assert!(secrets.len() >= 3, "the key text has a body");
+        let mut secrets = key_lines(&pem);
         secrets.push(creds.vnc_password().expose().clone());
 
         texts.push(("Credentials Debug".into(), format!("{creds:?} {creds:#?}")));
@@ -114,6 +145,93 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
     texts.push(("logs".into(), logs));
     for (what, text) in &texts {
         assert_secret_free(what, text, &secrets);
+    }
+}
+
+#[test]
+fn no_secret_in_the_logs_and_events_of_a_full_session_through_the_gateway() {
+    use common::*;
+    let logs = Captured::default();
+    let _guard = tracing::subscriber::set_default(capture(&logs));
+    capture_log_crate(&logs);
+    // One thread, so that every task of the gateway logs through this thread's subscriber.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (secrets, events) = runtime.block_on(async {
+        let builder = Sshd::start();
+        let screen = VncServer::x11vnc("builder1");
+        let vnc_port = free_port();
+        let mut options = AuthorityOptions::default();
+        options.vnc_ports = vec![vnc_port];
+        let authority = authority(options);
+        let mut events = authority.subscribe();
+        let host_key = remote_access_core::HostKey::generate().unwrap();
+        let mut gateway_options = gateway_options();
+        gateway_options.host_key = Some(host_key.clone());
+        let gateway = remote_access_core::Gateway::new(authority.clone(), gateway_options).unwrap();
+        let running = gateway.start("127.0.0.1:0").await.unwrap();
+
+        let mut route = builder.builder();
+        route.vnc_port = Some(screen.port);
+        let mut request = request("full-session", route);
+        request.builder_vnc_password = Some(Secret::new(screen.password.clone()));
+        let creds = authority.issue(request).await.unwrap();
+        builder.authorize(&creds.authorized_keys_line());
+        let session = authority.session(creds.build_id()).await.unwrap();
+        let options = remote_access_core::ScriptOptions::new("127.0.0.1", running.local_addr().port());
+        let info =
+            remote_access_core::ConnectionInfo::new(&creds, &session, gateway.host_key(), &options).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let script = write_script(scratch.path(), "s.sh", info.posix_script(&creds).unwrap().expose());
+
+        // A command through the real ssh; a VNC login; a wrong VNC password; revocation.
+        let out = tokio::process::Command::new("sh").arg(&script).arg("echo through").output().await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "through",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut viewer = VncViewer::connect(vnc_port, creds.vnc_password().expose()).await;
+        viewer.refresh().await;
+        drop(viewer);
+        let mut wrong = tokio::net::TcpStream::connect(("127.0.0.1", vnc_port)).await.unwrap();
+        {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 12];
+            wrong.read_exact(&mut buf).await.unwrap();
+            wrong.write_all(b"RFB 003.008\n").await.unwrap();
+            let mut types = [0u8; 2];
+            wrong.read_exact(&mut types).await.unwrap();
+            wrong.write_all(&[2]).await.unwrap();
+            let mut challenge = [0u8; 16];
+            wrong.read_exact(&mut challenge).await.unwrap();
+            wrong.write_all(&remote_access_core::vnc_auth_response("wrongpw1", &challenge)).await.unwrap();
+            assert_eq!(wrong.read_u32().await.unwrap(), 1, "the wrong password is refused");
+        }
+        authority.revoke(creds.build_id(), "end of test").await.unwrap();
+        let refused = tokio::process::Command::new("sh").arg(&script).arg("true").output().await.unwrap();
+        assert_eq!(refused.status.code(), Some(255));
+        running.stop().await.unwrap();
+
+        let mut secrets = key_lines(&creds.private_key_openssh().unwrap());
+        secrets.extend(key_lines(&host_key.to_openssh().unwrap()));
+        secrets.push(creds.vnc_password().expose().clone());
+        secrets.push(screen.password.clone());
+        let mut seen = Vec::new();
+        while let Some(event) = events.try_next() {
+            seen.push(format!("{event} {event:?}"));
+        }
+        (secrets, seen)
+    });
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // The capture saw the gateway, the VNC proxy and russh itself.
+    for expected in ["authenticated", "VNC connection admitted", "russh"] {
+        assert!(logs.contains(expected), "no {expected:?} in the logs");
+    }
+    assert!(events.len() >= 5, "{events:?}");
+    assert_secret_free("logs", &logs, &secrets);
+    for event in &events {
+        assert_secret_free("event", event, &secrets);
     }
 }
 

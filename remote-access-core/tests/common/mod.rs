@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, Gateway, GatewayOptions, Trigger,
@@ -338,4 +339,68 @@ pub async fn next_event(
     })
     .await
     .unwrap_or_else(|_| panic!("no {kind} event"))
+}
+
+/// A VNC client session through the gateway (RFB 3.8, VNC Authentication, raw encoding),
+/// held open: the user's screen.
+pub struct VncViewer {
+    tcp: tokio::net::TcpStream,
+    bytes_per_pixel: usize,
+}
+
+impl VncViewer {
+    /// RFB 3.8 with VNC Authentication, then ClientInit (shared) and the ServerInit.
+    pub async fn connect(port: u16, password: &str) -> VncViewer {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut version = [0u8; 12];
+        tcp.read_exact(&mut version).await.unwrap();
+        tcp.write_all(b"RFB 003.008\n").await.unwrap();
+        let count = tcp.read_u8().await.unwrap() as usize;
+        let mut types = vec![0u8; count];
+        tcp.read_exact(&mut types).await.unwrap();
+        assert!(types.contains(&2), "VNC Authentication offered: {types:?}");
+        tcp.write_all(&[2]).await.unwrap();
+        let mut challenge = [0u8; 16];
+        tcp.read_exact(&mut challenge).await.unwrap();
+        tcp.write_all(&remote_access_core::vnc_auth_response(password, &challenge)).await.unwrap();
+        assert_eq!(tcp.read_u32().await.unwrap(), 0, "VNC login accepted");
+        tcp.write_all(&[1]).await.unwrap();
+        let mut init = [0u8; 24];
+        tcp.read_exact(&mut init).await.unwrap();
+        let bytes_per_pixel = usize::from(init[4] / 8);
+        let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+        let mut name = vec![0u8; name_len];
+        tcp.read_exact(&mut name).await.unwrap();
+        VncViewer { tcp, bytes_per_pixel }
+    }
+
+    /// Asks for an 8x8 corner of the screen (raw encoding, the default) and reads the update.
+    pub async fn refresh(&mut self) {
+        let request = [3u8, 0, 0, 0, 0, 0, 0, 8, 0, 8];
+        self.tcp.write_all(&request).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let kind = self.tcp.read_u8().await.unwrap();
+                match kind {
+                    0 => break,                                           // FramebufferUpdate
+                    2 => continue,                                        // Bell
+                    other => panic!("unexpected server message {other}"), // no colour maps, no cut text asked
+                }
+            }
+            let _pad = self.tcp.read_u8().await.unwrap();
+            let rects = self.tcp.read_u16().await.unwrap();
+            for _ in 0..rects {
+                let mut header = [0u8; 12];
+                self.tcp.read_exact(&mut header).await.unwrap();
+                let (w, h) =
+                    (u16::from_be_bytes([header[4], header[5]]), u16::from_be_bytes([header[6], header[7]]));
+                let encoding = i32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+                assert_eq!(encoding, 0, "raw encoding");
+                let mut pixels = vec![0u8; usize::from(w) * usize::from(h) * self.bytes_per_pixel];
+                self.tcp.read_exact(&mut pixels).await.unwrap();
+            }
+        })
+        .await
+        .expect("the VNC session answers");
+    }
 }
