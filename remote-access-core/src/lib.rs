@@ -77,3 +77,73 @@ pub use crate::store::{
 };
 pub use crate::tunnel::{AgentExit, AgentOptions, run_agent};
 pub use crate::vnc::{vnc_auth_response, vnc_password_file};
+
+/// Hooks for the fuzz targets in `fuzz/` and nothing else. The RFB handshakes and the SSH
+/// gateway's per-connection entry are private, yet they are what a hostile peer talks to first;
+/// these thin wrappers let the fuzzers drive them over in-memory streams. Compiled only under
+/// `--cfg fuzzing` (cargo-fuzz sets it), so they are no part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncRead, AsyncWrite};
+
+    use crate::Gateway;
+    use crate::vnc::{self, Version};
+
+    /// What the user's side of the RFB handshake yielded.
+    pub struct UserHello {
+        /// The RFB 3.x handshake the gateway speaks with this user: 3, 7 or 8.
+        pub minor: u8,
+        /// The challenge the gateway sent.
+        pub challenge: [u8; 16],
+        /// The user's response.
+        pub response: [u8; 16],
+        version: Version,
+    }
+
+    /// The user-facing RFB handshake up to the VNC Authentication response.
+    pub async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(user: &mut S) -> Result<UserHello, String> {
+        let hello = vnc::greet_user(user).await.map_err(|err| err.to_string())?;
+        let minor = match hello.version {
+            Version::V3_3 => 3,
+            Version::V3_7 => 7,
+            Version::V3_8 => 8,
+        };
+        Ok(UserHello { minor, challenge: hello.challenge, response: hello.response, version: hello.version })
+    }
+
+    /// Tells the user authentication failed.
+    pub async fn refuse_user<S: AsyncWrite + Unpin>(user: &mut S, hello: &UserHello, reason: &str) {
+        vnc::refuse_user(user, hello.version, reason).await;
+    }
+
+    /// Tells the user authentication succeeded and forwards ClientInit, shared, to `builder`.
+    pub async fn welcome_user<U, B>(user: &mut U, builder: &mut B) -> Result<(), String>
+    where
+        U: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncWrite + Unpin,
+    {
+        vnc::welcome_user(user, builder).await.map_err(|err| err.to_string())
+    }
+
+    /// The builder-facing RFB handshake (security type choice, VNC or Apple ARD login,
+    /// SecurityResult). The error is the text the gateway would log.
+    pub async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
+        builder: &mut S,
+        password: Option<&str>,
+        ard_username: Option<&str>,
+    ) -> Result<(), String> {
+        let login = vnc::BuilderLogin { password, ard_username };
+        vnc::login_builder(builder, login).await.map_err(|err| err.to_string())
+    }
+
+    /// Serves one SSH connection on `stream` as the gateway's accept loop would.
+    pub async fn serve_ssh<S>(gateway: &Gateway, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        crate::gateway::serve_stream(gateway, stream, peer).await;
+    }
+}

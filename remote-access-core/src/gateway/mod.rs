@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use russh::server::Config;
 use russh::{Disconnect, MethodKind, MethodSet, SshId};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -342,8 +343,12 @@ enum Ending {
     GatewayStopping,
 }
 
-/// Serves one TCP connection: pre-auth deadline, admission, then cut on revocation.
-async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+/// Serves one connection: pre-auth deadline, admission, then cut on revocation. Generic over
+/// the transport only so that the fuzz targets can drive it over an in-memory stream.
+async fn serve<S>(shared: Arc<Shared>, tcp: S, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _counted = shared.admission.count(Kind::Ssh);
     let waiting = match shared.admission.admit(peer.ip()) {
         Ok(waiting) => waiting,
@@ -441,6 +446,17 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: 
     if let Err(err) = outcome {
         tracing::warn!(%peer, %err, "could not record the end of a connection");
     }
+}
+
+/// Serves one connection on any transport, as the accept loop would, with a gateway that is
+/// not stopping. Only for the fuzz targets (`crate::fuzzing`).
+#[cfg(fuzzing)]
+pub(crate) async fn serve_stream<S>(gateway: &Gateway, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (_stopping, stop) = watch::channel(false);
+    serve(gateway.shared.clone(), stream, peer, stop).await;
 }
 
 /// Sends DISCONNECT with a reason the user's `ssh` prints and waits for the session to finish

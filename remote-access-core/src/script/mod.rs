@@ -37,7 +37,8 @@ pub struct ScriptOptions {
     /// The gateway's public port (default 22).
     pub gateway_port: u16,
     /// The directory the login shell starts in: `$NAME` for an environment variable on the
-    /// builder (default `$FCI_BUILD_DIR`), or a path.
+    /// builder (default `$FCI_BUILD_DIR`), or a path (no control characters, and no backslash
+    /// before a backslash, a quote or the end: `ssh_config` would read it as an escape).
     pub build_dir: String,
 }
 
@@ -229,12 +230,19 @@ impl ConnectionInfo {
     /// An `ssh_config` block for users who keep the key themselves: with it,
     /// `ssh -F <file> remote-access-shell` opens a shell in the build directory and
     /// `ssh -F <file> remote-access-builder CMD` runs a command. `identity_file` and
-    /// `known_hosts_file` are where the user stored the key and [`ConnectionInfo::known_hosts`].
+    /// `known_hosts_file` are where the user stored the key and [`ConnectionInfo::known_hosts`]
+    /// (no `"` or control characters, and no backslash before a backslash, a quote or the end).
     pub fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> Result<String> {
         self.check()?;
         for (what, path) in [("identity_file", identity_file), ("known_hosts_file", known_hosts_file)] {
             if path.is_empty() || path.chars().any(|c| c.is_control() || c == '"') {
                 return Err(Error::invalid(what, "must be a path without quotes or control characters"));
+            }
+            if quote::has_ssh_config_escape(path) {
+                return Err(Error::invalid(
+                    what,
+                    "must not have a backslash before a backslash, a quote or the end",
+                ));
             }
         }
         let mut config = self.config_hosts(None);

@@ -56,7 +56,28 @@ pub(crate) fn check_build_dir(dir: &str) -> Result<()> {
     if dir.chars().any(char::is_control) {
         return Err(Error::invalid("build_dir", "must not contain control characters"));
     }
+    // The directory goes, single-quoted, into the ssh_config's `RemoteCommand`.
+    if has_ssh_config_escape(dir) {
+        return Err(Error::invalid(
+            "build_dir",
+            "must not have a backslash before a backslash, a quote or the end",
+        ));
+    }
     Ok(())
+}
+
+/// Whether OpenSSH would read a backslash in `text` as an escape on an `ssh_config` line: its
+/// parser (`argv_split`) takes a backslash before a backslash or a quote as an escape, inside
+/// quotes too. Such a value reads back as another one, or, with a backslash before a closing
+/// quote, makes ssh refuse the whole file ("invalid quotes").
+pub(crate) fn has_ssh_config_escape(text: &str) -> bool {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && matches!(chars.peek(), None | Some('\\' | '\'' | '"')) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The shell command, run by the builder's login shell, that enters the build directory.
@@ -88,6 +109,18 @@ mod tests {
         assert_eq!(cd_command("${X_1}"), r#"cd -- "${X_1:-$HOME}""#);
         assert_eq!(cd_command("$(rm -rf ~)"), r"cd -- '$(rm -rf ~)'");
         assert_eq!(ssh_config_tokens("50%"), "50%%");
+    }
+
+    #[test]
+    fn backslashes_that_ssh_config_would_read_as_escapes() {
+        for escape in [r"C:\build\", r"a\\b", r"it\'s", r#"a\"b"#] {
+            assert!(has_ssh_config_escape(escape), "{escape}");
+            assert!(check_build_dir(escape).is_err(), "{escape}");
+        }
+        for fine in [r"C:\Users\me", r"\ back", "/home/x"] {
+            assert!(!has_ssh_config_escape(fine), "{fine}");
+            assert!(check_build_dir(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

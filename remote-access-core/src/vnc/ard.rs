@@ -16,8 +16,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::handshake::HandshakeError;
 
-/// Key lengths seen are 128 (DH-1024) and 512 bytes; anything outside this is refused.
-const KEY_LENGTH: std::ops::RangeInclusive<usize> = 64..=1024;
+/// Key lengths seen are 128 (DH-1024) and 512 bytes; anything outside this is refused. The
+/// builder's VNC server chooses it and the builder is not trusted: the fuzzer showed that 1024
+/// bytes made each login cost seconds of CPU on a runtime thread.
+const KEY_LENGTH: std::ops::RangeInclusive<usize> = 64..=512;
+/// Our secret exponent: 256 bits, as usual for Diffie-Hellman, whatever the modulus; a
+/// full-width exponent would cost up to 16 times more per login for no gain.
+const EXPONENT_BYTES: usize = 32;
 
 /// `value` as exactly `len` big-endian bytes, left zero-padded (stripping leading zeros would
 /// break about one login in 256).
@@ -82,7 +87,7 @@ fn answer(
 ) -> Result<Vec<u8>, HandshakeError> {
     let one = BigUint::from(1u8);
     let mut rng = russh::keys::key::safe_rng();
-    let mut secret = vec![0u8; len];
+    let mut secret = [0u8; EXPONENT_BYTES];
     rng.fill_bytes(&mut secret);
     let secret = BigUint::from_bytes_be(&secret) % (prime - &one);
     let our_public = generator.modpow(&secret, prime);

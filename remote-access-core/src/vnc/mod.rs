@@ -15,6 +15,9 @@ mod handshake;
 
 pub(crate) use auth::check as check_response;
 pub use auth::{vnc_auth_response, vnc_password_file};
+/// The handshakes, for the fuzz targets only (`crate::fuzzing`).
+#[cfg(fuzzing)]
+pub(crate) use handshake::{BuilderLogin, Version, greet_user, login_builder, refuse_user, welcome_user};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
