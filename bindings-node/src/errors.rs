@@ -39,7 +39,7 @@ pub(crate) fn to_js(env: &Env, err: &Error) -> napi::Error {
     napi::Error::from(object.to_unknown())
 }
 
-/// The error's details as properties, named like the Python exceptions' attributes.
+/// The error's details as properties: the Python exceptions' attributes, in camelCase.
 fn fields(err: &Error) -> Vec<(&'static str, String)> {
     match err {
         Error::NotManuallyTriggered { build_id }
