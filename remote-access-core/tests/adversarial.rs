@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use remote_access_core::{AuthorityOptions, BuildRequest, ConnectionInfo, GatewayStats, ScriptOptions};
+use remote_access_core::{AuthorityOptions, BuildRequest, GatewayStats};
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -151,16 +151,8 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
     request.builder_vnc_password = Some(remote_access_core::Secret::new(screen.password.clone()));
     let creds = authority.issue(request).await.unwrap();
     builder.authorize(&creds.authorized_keys_line());
-    let session = authority.session(creds.build_id()).await.unwrap();
-    let info = ConnectionInfo::new(
-        &creds,
-        &session,
-        gateway.host_key(),
-        &ScriptOptions::new("127.0.0.1", addr.port()),
-    )
-    .unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let script = write_script(scratch.path(), "legit.sh", info.posix_script(&creds).unwrap().expose());
+    let script = posix_script(&authority, &gateway, addr.port(), &creds, scratch.path(), "legit.sh").await;
 
     let mut shell = Command::new("sh")
         .arg(&script)

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use remote_access_core::{
-    AgentExit, AgentOptions, AuthorityOptions, ConnectionInfo, Error, Gateway, GatewayOptions, HostKey,
-    ScriptOptions, run_agent,
+    AgentExit, AgentOptions, AuthorityOptions, Error, Gateway, GatewayOptions, HostKey, run_agent,
 };
 use tokio::process::Command;
 
@@ -42,16 +41,8 @@ async fn the_agent_reconnects_after_the_gateway_restarts_and_stops_when_the_sess
     route.reverse_tunnel = true;
     let creds = authority.issue(common::request("agent-api", route)).await.unwrap();
     sshd.authorize(&creds.authorized_keys_line());
-    let session = authority.session(creds.build_id()).await.unwrap();
-    let info = ConnectionInfo::new(
-        &creds,
-        &session,
-        gateway.host_key(),
-        &ScriptOptions::new("127.0.0.1", addr.port()),
-    )
-    .unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let script = write_script(scratch.path(), "connect.sh", info.posix_script(&creds).unwrap().expose());
+    let script = posix_script(&authority, &gateway, addr.port(), &creds, scratch.path(), "connect.sh").await;
 
     let agent_options = |pinned: String| {
         let mut o = AgentOptions::new(

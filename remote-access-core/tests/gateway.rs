@@ -148,11 +148,9 @@ async fn the_generated_script_runs_commands_on_the_builder_in_the_build_director
     let running = gateway.start("127.0.0.1:0").await.unwrap();
     let creds = authority.issue(request("e2e-1", builder.builder())).await.unwrap();
     builder.authorize(&creds.authorized_keys_line());
-    let session = authority.session(creds.build_id()).await.unwrap();
-    let options = ScriptOptions::new("127.0.0.1", running.local_addr().port());
-    let info = ConnectionInfo::new(&creds, &session, gateway.host_key(), &options).unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let script = write_script(scratch.path(), "connect.sh", info.posix_script(&creds).unwrap().expose());
+    let port = running.local_addr().port();
+    let script = posix_script(&authority, &gateway, port, &creds, scratch.path(), "connect.sh").await;
 
     let (code, stdout, stderr) = run_script(&script, &["printenv FCI_BUILD_DIR; pwd"]).await;
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}\nsshd: {}", builder.log());

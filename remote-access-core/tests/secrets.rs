@@ -176,12 +176,9 @@ fn no_secret_in_the_logs_and_events_of_a_full_session_through_the_gateway() {
         request.builder_vnc_password = Some(Secret::new(screen.password.clone()));
         let creds = authority.issue(request).await.unwrap();
         builder.authorize(&creds.authorized_keys_line());
-        let session = authority.session(creds.build_id()).await.unwrap();
-        let options = remote_access_core::ScriptOptions::new("127.0.0.1", running.local_addr().port());
-        let info =
-            remote_access_core::ConnectionInfo::new(&creds, &session, gateway.host_key(), &options).unwrap();
         let scratch = tempfile::tempdir().unwrap();
-        let script = write_script(scratch.path(), "s.sh", info.posix_script(&creds).unwrap().expose());
+        let port = running.local_addr().port();
+        let script = posix_script(&authority, &gateway, port, &creds, scratch.path(), "s.sh").await;
 
         // A command through the real ssh; a VNC login; a wrong VNC password; revocation.
         let out = tokio::process::Command::new("sh").arg(&script).arg("echo through").output().await.unwrap();

@@ -178,6 +178,23 @@ pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// The build's POSIX connection script for a gateway on 127.0.0.1:`port`, written to
+/// `dir/name` (mode 600).
+pub async fn posix_script(
+    authority: &Authority,
+    gateway: &Gateway,
+    port: u16,
+    creds: &remote_access_core::Credentials,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
+    let session = authority.session(creds.build_id()).await.unwrap();
+    let options = remote_access_core::ScriptOptions::new("127.0.0.1", port);
+    let info =
+        remote_access_core::ConnectionInfo::new(creds, &session, gateway.host_key(), &options).unwrap();
+    write_script(dir, name, info.posix_script(creds).unwrap().expose())
+}
+
 /// A child process stopped by PID when dropped (in its own process group, so helpers it
 /// forks, like Xtigervnc's xkbcomp, go too).
 pub struct Server {
