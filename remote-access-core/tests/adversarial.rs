@@ -334,12 +334,21 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
         assert!(opened.is_err(), "direct-tcpip to {host}:{port} was allowed");
     }
     assert!(user.tcpip_forward("0.0.0.0", 0).await.is_err(), "remote forwarding refused");
-    if let Ok(channel) = user.channel_open_session().await {
-        let _ = channel.agent_forward(true).await;
-        let _ = channel.request_x11(true, false, "MIT-MAGIC-COOKIE-1", "00", 0).await;
-        let _ = channel.exec(true, "id").await;
+    let session = user.channel_open_session().await.expect("a session channel opens, to be told no");
+    session.agent_forward(true).await.unwrap();
+    session.request_x11(true, false, "MIT-MAGIC-COOKIE-1", "00", 0).await.unwrap();
+    session.exec(true, "id").await.unwrap();
+    // Each refusal is an event for the platform, in order.
+    let mut refused = Vec::new();
+    while refused.len() < forbidden.len() + 4 {
+        refused.push(next_event(&mut events, "refused").await.reason);
     }
-    drop(user);
+    assert!(refused[..forbidden.len()].iter().all(|r| r.starts_with("direct-tcpip to ")), "{refused:?}");
+    let rest: Vec<&str> =
+        refused[forbidden.len()..].iter().map(|r| r.split(' ').next().unwrap_or("")).collect();
+    assert_eq!(rest, ["remote", "agent", "X11", "a"], "{refused:?}");
+    assert_eq!(refused.last().map(String::as_str), Some("a command on the gateway itself refused"));
+    drop((session, user));
 
     // Through all of it, the user's shell and screen kept working, and a new login works.
     for _ in 0..3 {
