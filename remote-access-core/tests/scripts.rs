@@ -2,10 +2,13 @@
 //! or quoted. Checked by parsing (`sh -n`, and an independent reading of the quoted words),
 //! never by running hostile text.
 
+mod reading;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use reading::{check_cd, ps_word, sh_word};
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials, Error, HostKey,
     ManualClock, MemoryStore, ScriptOptions, Session, Trigger,
@@ -29,71 +32,6 @@ fn issue(id: &str, user: &str) -> Result<(Credentials, Session), Error> {
         let session = authority.session(creds.build_id()).await?;
         Ok((creds, session))
     })
-}
-
-/// Reads one POSIX shell word made only of '...' segments and \' escapes; `None` if the word
-/// has any other form (which would mean something was left unquoted).
-fn sh_word(word: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = word;
-    while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix("\\'") {
-            out.push('\'');
-            rest = after;
-        } else if let Some(after) = rest.strip_prefix('\'') {
-            let end = after.find('\'')?;
-            out.push_str(&after[..end]);
-            rest = &after[end + 1..];
-        } else {
-            return None;
-        }
-    }
-    Some(out)
-}
-
-/// Reads one PowerShell single-quoted string ('' and doubled typographic quotes inside).
-fn ps_word(word: &str) -> Option<String> {
-    let is_quote = |c: char| matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}');
-    let mut chars = word.chars().peekable();
-    if !chars.next().is_some_and(is_quote) {
-        return None;
-    }
-    let mut out = String::new();
-    while let Some(c) = chars.next() {
-        if is_quote(c) {
-            match chars.peek() {
-                Some(&next) if is_quote(next) => {
-                    chars.next();
-                    out.push(c);
-                }
-                None => return Some(out),
-                Some(_) => return None,
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    None
-}
-
-/// `NAME` when the build directory is `$NAME` or `${NAME}`: expanded on the builder.
-fn env_name(dir: &str) -> Option<&str> {
-    let name = dir.strip_prefix("${").and_then(|d| d.strip_suffix('}')).or_else(|| dir.strip_prefix('$'))?;
-    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    valid.then_some(name)
-}
-
-/// Checks that a `cd` command, as the builder's shell will read it, enters exactly `dir`
-/// (or the named variable's value).
-fn check_cd(cd: &str, dir: &str) {
-    match env_name(dir) {
-        Some(name) => assert_eq!(cd, format!("cd -- \"${{{name}:-$HOME}}\"")),
-        None => {
-            let word = cd.strip_prefix("cd -- ").expect("a cd command");
-            assert_eq!(sh_word(word).as_deref(), Some(dir), "cd word {word:?}");
-        }
-    }
 }
 
 fn sh_parses(shell: &str, script: &str) -> bool {
