@@ -2,7 +2,7 @@
 //! session through the store, and carries out what the session decides.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use rand_core::Rng;
@@ -11,14 +11,14 @@ use time::OffsetDateTime;
 
 use crate::audit::{Event, EventBus, EventKind, Subscription};
 use crate::build::{BuildId, BuildRequest, Builder};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, later};
 use crate::credential::{self, Credentials, Generated};
 use crate::error::{DenialReason, Error, Result};
 use crate::secret::Secret;
 use crate::session::{
     Action, ConnectionId, CutSignal, Input, Policy, Protocol, Registry, Session, Transition,
 };
-use crate::store::{Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store};
+use crate::store::{Conflict, CredentialRecord, Insert, MemoryStore, Notice, Revocation, Store};
 use crate::throttle::Throttle;
 
 /// How often a session may be re-read after losing a compare-and-swap race before giving up.
@@ -34,6 +34,13 @@ const EXPIRY_MIN_WAIT: Duration = Duration::from_millis(20);
 const MAX_USERNAME_LEN: usize = 64;
 /// Revocation reasons end up in events and logs; keep them short.
 const MAX_REASON_LEN: usize = 256;
+/// How often every build with connections here is checked against the store: the safety net
+/// under a shared store's notices, which can be lost.
+const RECHECK_EVERY_ROUNDS: u32 = 5;
+/// Disconnects that could not be recorded (the store was out of reach) wait for it to come
+/// back, up to this many; beyond that the oldest are dropped and the session's grace period
+/// ends it instead of the logout.
+const MAX_UNREPORTED: usize = 100_000;
 
 /// Options for an [`Authority`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -47,6 +54,10 @@ pub struct AuthorityOptions {
     /// The gateway ports users' VNC clients connect to, one per live session with VNC (none by
     /// default: VNC off). Each port identifies its session; the password then proves the user.
     pub vnc_ports: Vec<u16>,
+    /// How long the store may be out of reach before every live connection is cut (default
+    /// 30 s). Meanwhile new logins are refused: nothing is authorised without the store. Only
+    /// [`Authority::run_expiry`] watches contact, so run it.
+    pub max_store_outage: Duration,
 }
 
 impl Default for AuthorityOptions {
@@ -55,6 +66,7 @@ impl Default for AuthorityOptions {
             policy: Policy::default(),
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             vnc_ports: Vec::new(),
+            max_store_outage: Duration::from_secs(30),
         }
     }
 }
@@ -100,6 +112,26 @@ struct Inner {
     /// Failed logins per build and credential (a wrong key, a wrong VNC password), so that
     /// guessing one does not lock the user out of the other.
     guesses: Throttle<(BuildId, Guessed)>,
+    /// Since when the store has not answered a ping, and whether connections were cut for it.
+    contact: std::sync::Mutex<Contact>,
+    /// Disconnects the store could not take, to be recorded once it answers again.
+    unreported: std::sync::Mutex<std::collections::VecDeque<(BuildId, Input)>>,
+}
+
+/// What the authority knows of its contact with the store.
+struct Contact {
+    /// When the store last answered a ping.
+    last_answer: tokio::time::Instant,
+    /// Whether the last ping failed: logins are refused until one succeeds.
+    lost: bool,
+    /// Whether this outage has already cut the connections.
+    cut: bool,
+}
+
+impl Default for Contact {
+    fn default() -> Self {
+        Self { last_answer: tokio::time::Instant::now(), lost: false, cut: false }
+    }
 }
 
 /// Failed logins in a row for one build before its logins are throttled, and the backoff: a
@@ -192,7 +224,7 @@ impl Drop for LiveConnection {
                     } else {
                         Input::Disconnected { connection }
                     };
-                    if let Err(err) = authority.apply(&build_id, input).await {
+                    if let Err(err) = authority.record_end(&build_id, input).await {
                         tracing::warn!(%build_id, %err, "recording a dropped connection's disconnect failed");
                     }
                 });
@@ -261,6 +293,11 @@ impl Authority {
         if options.tombstone_retention > Policy::MAX_DURATION * 10 {
             return Err(Error::invalid("tombstone_retention", "longer than ten years"));
         }
+        if options.max_store_outage < Duration::from_secs(1)
+            || options.max_store_outage > Duration::from_secs(3600)
+        {
+            return Err(Error::invalid("max_store_outage", "between 1 s and 1 hour"));
+        }
         let guesses = Throttle::new(GUESSES_FREE, GUESS_BACKOFF.0, GUESS_BACKOFF.1, GUESS_MEMORY);
         let inner = Inner {
             store,
@@ -269,6 +306,8 @@ impl Authority {
             events: EventBus::default(),
             registry: Registry::default(),
             guesses,
+            contact: Default::default(),
+            unreported: Default::default(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -371,7 +410,9 @@ impl Authority {
                 builder_vnc_username: builder_vnc_username.clone(),
                 revoked: None,
             };
-            match self.inner.store.insert(session, record).await? {
+            // Kept by the store until the session's latest possible end plus the retention.
+            let keep_until = later(session.deadline(), self.inner.options.tombstone_retention);
+            match self.inner.store.insert(session, record, keep_until).await? {
                 Insert::Done => {
                     let mut reason =
                         format!("credentials issued: user {} key {}", creds.username, creds.fingerprint);
@@ -463,6 +504,7 @@ impl Authority {
         if username.len() > MAX_USERNAME_LEN {
             return Err(Error::denied(DenialReason::UnknownUser));
         }
+        self.in_contact()?;
         let record = self
             .inner
             .store
@@ -496,6 +538,7 @@ impl Authority {
 
     /// The build's credential, unless it is a tombstone.
     async fn live_credential(&self, build_id: &BuildId) -> Result<CredentialRecord> {
+        self.in_contact()?;
         let record = self
             .inner
             .store
@@ -573,7 +616,7 @@ impl Authority {
     /// Records that a connection was closed by its gateway shutting down: not a logout.
     pub async fn detached(&self, mut connection: LiveConnection) -> Result<()> {
         let input = Input::Detached { connection: connection.id };
-        let result = self.apply(&connection.build_id, input).await;
+        let result = self.record_end(&connection.build_id, input).await;
         connection.reporter = None;
         result.map(drop)
     }
@@ -581,6 +624,7 @@ impl Authority {
     /// The live session that holds a gateway VNC port, with its session (a passed deadline is
     /// applied first).
     pub(crate) async fn vnc_route(&self, port: u16) -> Result<Option<Session>> {
+        self.in_contact()?;
         let Some(build_id) = self.inner.store.session_for_vnc_port(port).await? else {
             return Ok(None);
         };
@@ -655,9 +699,135 @@ impl Authority {
         let input = Input::Disconnected { connection: connection.id };
         // If this future is dropped mid-way, `connection` drops with its reporter still set and
         // reports the disconnect itself; a second report of the same id changes nothing.
-        let result = self.apply(&connection.build_id, input).await;
+        let result = self.record_end(&connection.build_id, input).await;
         connection.reporter = None;
-        result.map(drop)
+        result
+    }
+
+    /// Records a connection's end. If the store is out of reach, the report waits for it to
+    /// answer again, so that an outage never leaves a session counting a connection that is
+    /// gone (which would keep the user's logout from ending it).
+    async fn record_end(&self, build_id: &BuildId, input: Input) -> Result<()> {
+        match self.apply(build_id, input.clone()).await {
+            Err(err @ Error::StoreUnavailable { .. }) => {
+                let mut unreported = self.inner.unreported.lock().unwrap_or_else(PoisonError::into_inner);
+                if unreported.len() >= MAX_UNREPORTED {
+                    unreported.pop_front();
+                }
+                unreported.push_back((build_id.clone(), input));
+                Err(err)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Records the connection ends that waited for the store.
+    async fn report_unreported(&self) {
+        let waiting =
+            std::mem::take(&mut *self.inner.unreported.lock().unwrap_or_else(PoisonError::into_inner));
+        for (build_id, input) in waiting {
+            match self.record_end(&build_id, input).await {
+                Ok(()) | Err(Error::UnknownBuild { .. } | Error::StoreUnavailable { .. }) => {}
+                Err(err) => tracing::warn!(%build_id, %err, "recording a connection's end failed"),
+            }
+        }
+    }
+
+    /// Refuses at once while the store is out of reach: nothing is authorised without it.
+    fn in_contact(&self) -> Result<()> {
+        let contact = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        if !contact.lost {
+            return Ok(());
+        }
+        Err(Error::StoreUnavailable {
+            message: format!(
+                "no answer from the session store for {} s; logins are refused until it answers (fail closed)",
+                contact.last_answer.elapsed().as_secs()
+            ),
+            source: None,
+        })
+    }
+
+    /// Pings the store. After an outage, records what waited and checks every build with
+    /// connections here; once an outage passes `max_store_outage`, cuts every connection.
+    /// Returns whether the store answered.
+    async fn check_contact(&self) -> bool {
+        let answer = self.inner.store.ping().await;
+        let (regained, cut_now) = {
+            let mut contact = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
+            match &answer {
+                Ok(()) => {
+                    let regained = contact.lost;
+                    *contact = Contact::default();
+                    (regained, false)
+                }
+                Err(err) => {
+                    if !contact.lost {
+                        tracing::warn!(%err, "lost contact with the session store; refusing logins (fail closed)");
+                    }
+                    contact.lost = true;
+                    let over = contact.last_answer.elapsed() >= self.inner.options.max_store_outage;
+                    let cut_now = over && !contact.cut;
+                    contact.cut |= cut_now;
+                    (false, cut_now)
+                }
+            }
+        };
+        if cut_now {
+            self.cut_for_outage();
+        }
+        if regained {
+            tracing::info!("the session store answers again; logins resume");
+            self.recheck().await;
+        }
+        if answer.is_ok() {
+            self.report_unreported().await;
+        }
+        answer.is_ok()
+    }
+
+    /// Cuts every connection here because the store has been out of reach too long.
+    fn cut_for_outage(&self) {
+        let builds = self.inner.registry.cut_all();
+        let secs = self.inner.options.max_store_outage.as_secs();
+        tracing::warn!(
+            builds = builds.len(),
+            "no answer from the session store for {secs} s; cut every connection (fail closed)"
+        );
+        let at = self.now();
+        let events = builds
+            .into_iter()
+            .map(|build_id| Event {
+                build_id,
+                at,
+                kind: EventKind::StoreUnreachable,
+                reason: format!(
+                    "no answer from the session store for {secs} s: this build's connections were cut (fail closed); the session goes on, and users can reconnect once the store answers"
+                ),
+            })
+            .collect();
+        self.inner.events.publish(events);
+    }
+
+    /// Checks every build with connections here against the store and cuts those whose
+    /// session ended elsewhere (or is gone from the store).
+    async fn recheck(&self) {
+        for build_id in self.inner.registry.live() {
+            // `apply` cuts the build's connections when it finds the session ended.
+            match self.apply(&build_id, Input::Tick).await {
+                Ok(_) => {}
+                Err(Error::UnknownBuild { .. }) => self.inner.registry.cut(&build_id),
+                Err(err) => tracing::warn!(%build_id, %err, "could not check a session against the store"),
+            }
+        }
+    }
+
+    /// Acts on what a shared store reports another process changed.
+    async fn noticed(&self, notice: Notice) {
+        match notice {
+            Notice::Ended(build_id) => self.inner.registry.cut_if_known(&build_id),
+            Notice::Missed => self.recheck().await,
+        }
     }
 
     /// The build's session as of now (a passed deadline is applied first).
@@ -703,31 +873,55 @@ impl Authority {
         Ok(purged.len())
     }
 
-    /// Enforces deadlines and purges old tombstones until `shutdown` resolves. Spawn it on
-    /// your runtime next to the gateway. Store errors are logged and retried.
+    /// Enforces deadlines, purges old tombstones, follows a shared store's notices of sessions
+    /// ended elsewhere (with a periodic check of every build with connections here as the
+    /// safety net) and watches contact with the store (fail closed), until `shutdown`
+    /// resolves. Spawn it on your runtime; a [`Gateway`](crate::Gateway) runs its own. Store
+    /// errors are logged and retried.
     pub async fn run_expiry(&self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
+        let (sender, mut notices) = tokio::sync::mpsc::channel(1024);
+        let watch = async {
+            self.inner.store.watch(sender).await;
+            std::future::pending::<()>().await;
+        };
+        let next_round = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(shutdown, watch, next_round);
         let mut rounds: u32 = 0;
         loop {
-            if let Err(err) = self.expire_due().await {
-                tracing::warn!(%err, "expiring sessions failed; retrying");
-            }
-            rounds = rounds.wrapping_add(1);
-            if rounds.is_multiple_of(60)
-                && let Err(err) = self.purge().await
-            {
-                tracing::warn!(%err, "purging tombstones failed; retrying");
-            }
-            let wait = match self.next_deadline().await {
-                Ok(Some(at)) => Duration::try_from(at - self.now())
-                    .unwrap_or(Duration::ZERO)
-                    .clamp(EXPIRY_MIN_WAIT, EXPIRY_CHECK_INTERVAL),
-                _ => EXPIRY_CHECK_INTERVAL,
-            };
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
+                () = &mut watch => {}
+                Some(notice) = notices.recv() => self.noticed(notice).await,
+                () = &mut next_round => {
+                    let wait = self.round(rounds).await;
+                    rounds = rounds.wrapping_add(1);
+                    next_round.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
             }
+        }
+    }
+
+    /// One round of [`Authority::run_expiry`]; returns how long to wait for the next.
+    async fn round(&self, rounds: u32) -> Duration {
+        if !self.check_contact().await {
+            return EXPIRY_CHECK_INTERVAL;
+        }
+        if let Err(err) = self.expire_due().await {
+            tracing::warn!(%err, "expiring sessions failed; retrying");
+        }
+        if rounds % 60 == 59
+            && let Err(err) = self.purge().await
+        {
+            tracing::warn!(%err, "purging tombstones failed; retrying");
+        }
+        if rounds.is_multiple_of(RECHECK_EVERY_ROUNDS) {
+            self.recheck().await;
+        }
+        match self.next_deadline().await {
+            Ok(Some(at)) => Duration::try_from(at - self.now())
+                .unwrap_or(Duration::ZERO)
+                .clamp(EXPIRY_MIN_WAIT, EXPIRY_CHECK_INTERVAL),
+            _ => EXPIRY_CHECK_INTERVAL,
         }
     }
 

@@ -73,8 +73,10 @@ pub use crate::session::{
     Action, ConnectionId, CutSignal, EndReason, Input, Phase, Policy, Protocol, Session, Transition,
 };
 pub use crate::store::{
-    Conflict, CredentialRecord, Insert, MemoryStore, Revocation, Store, StoreFuture, Versioned,
+    Conflict, CredentialRecord, Insert, MemoryStore, Notice, Revocation, Store, StoreFuture, Versioned,
 };
+#[cfg(feature = "redis")]
+pub use crate::store::{RedisOptions, RedisStore};
 pub use crate::tunnel::{AgentExit, AgentOptions, run_agent};
 pub use crate::vnc::{vnc_auth_response, vnc_password_file};
 

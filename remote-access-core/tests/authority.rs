@@ -387,10 +387,11 @@ impl remote_access_core::Store for YieldingStore {
         &self,
         session: remote_access_core::Session,
         credential: remote_access_core::CredentialRecord,
+        keep_until: time::OffsetDateTime,
     ) -> remote_access_core::StoreFuture<'_, remote_access_core::Insert> {
         Box::pin(async move {
             tokio::task::yield_now().await;
-            self.0.insert(session, credential).await
+            self.0.insert(session, credential, keep_until).await
         })
     }
     fn session<'a>(

@@ -14,22 +14,6 @@ use remote_access_core::{
 };
 use tokio::process::Command;
 
-/// Runs a generated POSIX script with arguments; returns (exit code, stdout, stderr).
-async fn run_script(path: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new("sh").arg(path).args(args).stdin(Stdio::null()).output(),
-    )
-    .await
-    .expect("the script finishes")
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// One builder sshd, one authority and a running gateway in front of it.
 struct Fixture {
     builder: Sshd,
@@ -100,40 +84,6 @@ async fn ssh(config: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Starts a script that keeps its connection open (`sleep`), to be cut; returns once the
-/// builder has answered through it, so the connection is fully up.
-async fn start_long_script(script: &Path) -> tokio::process::Child {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = Command::new("sh")
-        .arg(script)
-        .arg("echo ready; sleep 600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
-    assert!(matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"), "the long script came up: {ready:?}");
-    child
-}
-
-/// Waits for a process to exit; returns its code and stderr.
-async fn exit_of(mut child: tokio::process::Child) -> (i32, String) {
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("the connection was cut")
-        .unwrap();
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        use tokio::io::AsyncReadExt;
-        let _ = pipe.read_to_string(&mut stderr).await;
-    }
-    (status.code().unwrap_or(-1), stderr)
 }
 
 fn count(events: &mut Subscription, kind: &str) -> usize {

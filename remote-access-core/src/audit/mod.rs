@@ -64,6 +64,10 @@ pub enum EventKind {
     /// A build's key or VNC password is being guessed: failed logins in a row reached the
     /// limit, and logins for the build are throttled with backoff. Consider revoking it.
     Guessing,
+    /// The gateway lost contact with a shared store for longer than
+    /// [`crate::AuthorityOptions::max_store_outage`] and cut the build's live connections
+    /// (fail closed). The session is not ended: users may reconnect once the store answers.
+    StoreUnreachable,
 }
 
 impl EventKind {
@@ -81,6 +85,7 @@ impl EventKind {
             Self::Refused => "refused",
             Self::TunnelRegistered => "tunnel_registered",
             Self::Guessing => "guessing",
+            Self::StoreUnreachable => "store_unreachable",
         }
     }
 }

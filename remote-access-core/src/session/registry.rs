@@ -27,6 +27,42 @@ impl Registry {
         self.with_sender(build_id, |sender| sender.send_replace(true));
     }
 
+    /// Cuts the build's connections if this process has any (a notice about a build it never
+    /// saw creates nothing: a later login consults the store, which knows it ended).
+    pub(crate) fn cut_if_known(&self, build_id: &BuildId) {
+        let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = builds.get(build_id) {
+            sender.send_replace(true);
+        }
+    }
+
+    /// Builds with connections here that have not been cut.
+    pub(crate) fn live(&self) -> Vec<BuildId> {
+        let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        builds
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Cuts every connection here and forgets the signals, so that connections admitted after
+    /// this get fresh ones: for a cut that does not end the sessions (the store is out of
+    /// reach). Returns the builds that had live connections.
+    pub(crate) fn cut_all(&self) -> Vec<BuildId> {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = builds
+            .iter()
+            .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for sender in builds.values() {
+            sender.send_replace(true);
+        }
+        builds.clear();
+        live
+    }
+
     /// Runs `f` on the build's sender, creating it (not cut) on first use.
     fn with_sender<T>(&self, build_id: &BuildId, f: impl FnOnce(&watch::Sender<bool>) -> T) -> T {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);

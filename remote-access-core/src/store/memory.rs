@@ -50,7 +50,12 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn insert(&self, session: Session, credential: CredentialRecord) -> StoreFuture<'_, Insert> {
+    fn insert(
+        &self,
+        session: Session,
+        credential: CredentialRecord,
+        _keep_until: OffsetDateTime, // purge() forgets records here
+    ) -> StoreFuture<'_, Insert> {
         let mut inner = self.lock();
         let conflict = if inner.sessions.contains_key(session.build_id()) {
             Some(Conflict::BuildId)

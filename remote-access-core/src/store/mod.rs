@@ -4,8 +4,13 @@
 //! the in-memory default without changing any caller. Sessions are replaced by compare-and-swap
 //! on a version number, which both a mutex and a Redis script can provide, so two gateways
 //! driving the same session never lose each other's inputs.
+//!
+//! A shared store also tells each authority what other processes changed ([`Store::watch`]),
+//! and answers [`Store::ping`], which the authority uses to fail closed when it loses contact.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +23,8 @@ use crate::secret::Secret;
 use crate::session::Session;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{RedisOptions, RedisStore};
 
 /// The future every [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -106,11 +113,28 @@ pub enum Conflict {
     VncPort,
 }
 
+/// What a shared store reports that another process changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The build's session ended (revoked, expired, logged out): cut its connections here too.
+    Ended(BuildId),
+    /// Notices may have been lost (the store's feed reconnected): check every live build.
+    Missed,
+}
+
 /// Storage for sessions, credentials and tombstones.
 pub trait Store: Send + Sync + 'static {
     /// Stores a new session and its credentials atomically, unless the build id, username, key
-    /// fingerprint or password digest is already present (live or tombstone).
-    fn insert(&self, session: Session, credential: CredentialRecord) -> StoreFuture<'_, Insert>;
+    /// fingerprint or password digest is already present (live or tombstone). A store that
+    /// expires records by itself keeps these at least until `keep_until` (the latest the session
+    /// can end plus the tombstone retention).
+    fn insert(
+        &self,
+        session: Session,
+        credential: CredentialRecord,
+        keep_until: OffsetDateTime,
+    ) -> StoreFuture<'_, Insert>;
 
     /// The build's session and its version.
     fn session<'a>(&'a self, build_id: &'a BuildId) -> StoreFuture<'a, Option<Versioned<Session>>>;
@@ -144,4 +168,20 @@ pub trait Store: Send + Sync + 'static {
     /// Removes ended sessions, and their tombstones, that ended before `ended_before`; returns
     /// the builds removed.
     fn purge(&self, ended_before: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
+
+    /// One round trip to the store: fails when it cannot be reached. The authority calls it
+    /// every second and cuts live connections when it has failed for too long.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Sends [`Notice`]s of changes made by other processes until `notices` closes. The
+    /// in-memory store has no other process to hear from, so by default this never sends.
+    fn watch(
+        &self,
+        notices: tokio::sync::mpsc::Sender<Notice>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        drop(notices);
+        Box::pin(std::future::pending())
+    }
 }

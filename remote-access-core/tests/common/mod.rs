@@ -188,10 +188,21 @@ pub async fn posix_script(
     dir: &Path,
     name: &str,
 ) -> PathBuf {
+    posix_script_at(authority, gateway.host_key(), ("127.0.0.1", port), creds, dir, name).await
+}
+
+/// The same for a gateway at `address` with `host_key`.
+pub async fn posix_script_at(
+    authority: &Authority,
+    host_key: &remote_access_core::HostKey,
+    address: (&str, u16),
+    creds: &remote_access_core::Credentials,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
     let session = authority.session(creds.build_id()).await.unwrap();
-    let options = remote_access_core::ScriptOptions::new("127.0.0.1", port);
-    let info =
-        remote_access_core::ConnectionInfo::new(creds, &session, gateway.host_key(), &options).unwrap();
+    let options = remote_access_core::ScriptOptions::new(address.0, address.1);
+    let info = remote_access_core::ConnectionInfo::new(creds, &session, host_key, &options).unwrap();
     write_script(dir, name, info.posix_script(creds).unwrap().expose())
 }
 
@@ -420,4 +431,95 @@ impl VncViewer {
         .await
         .expect("the VNC session answers");
     }
+}
+
+/// A real `redis-server` on a free loopback port, with an append-only file synced at every
+/// write, so that killing it (even with SIGKILL) and starting it again loses nothing.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    server: Option<Server>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::Builder::new().prefix("ra-redis-").tempdir().unwrap();
+        let mut redis = RedisServer { port: free_port(), dir, server: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on the same port and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "already running");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null());
+        self.server = Some(Server::spawn("redis-server", &mut cmd));
+        wait_for_port(self.port);
+    }
+
+    /// SIGKILL: Redis vanishes at once, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+    }
+}
+
+/// Runs a generated POSIX script with arguments; returns (exit code, stdout, stderr).
+pub async fn run_script(path: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("sh").arg(path).args(args).stdin(Stdio::null()).output(),
+    )
+    .await
+    .expect("the script finishes")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts a script that keeps its connection open (`sleep`), to be cut; returns once the
+/// builder has answered through it, so the connection is fully up.
+pub async fn start_long_script(script: &Path) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("sh")
+        .arg(script)
+        .arg("echo ready; sleep 600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    assert!(matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"), "the long script came up: {ready:?}");
+    child
+}
+
+/// Waits for a process to exit; returns its code and stderr.
+pub async fn exit_of(mut child: tokio::process::Child) -> (i32, String) {
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the connection was cut")
+        .unwrap();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = pipe.read_to_string(&mut stderr).await;
+    }
+    (status.code().unwrap_or(-1), stderr)
 }

@@ -1,0 +1,682 @@
+//! A store in Redis, shared by every gateway of a deployment (cargo feature `redis`).
+//!
+//! Keys, under a prefix `{p}` (default `remote-access`), one set per build:
+//!
+//! | key | holds |
+//! | --- | --- |
+//! | `{p}:session:{build}` | hash: `v` version, `s` session (JSON) |
+//! | `{p}:credential:{build}` | hash: `record` (JSON), `revoked` (JSON, written once) |
+//! | `{p}:user:{name}`, `{p}:key:{fingerprint}`, `{p}:password:{sha256 hex}` | the build id: uniqueness, live or tombstone |
+//! | `{p}:vnc-port:{port}` | the build id, while its session is live |
+//! | `{p}:deadlines` | sorted set: live builds by next deadline (ms) |
+//! | `{p}:ended` | sorted set: ended builds by end time (ms), for purging |
+//!
+//! Every write is one Lua script, so it is atomic: a session's compare-and-swap, its tombstone
+//! and its announcement on the channel `{p}:ended` happen together or not at all. Every key of
+//! a build expires by itself at `keep_until` (the latest the session can end plus the tombstone
+//! retention), so nothing outlives its retention even if every gateway is gone; a live session's
+//! VNC port key expires at its deadline. Times are absolute, from the authority's clock, which
+//! must therefore be the real time (the system clock).
+//!
+//! The scripts name some keys they build from the prefix (purging reads a record to find its
+//! indexes), so the store needs one Redis (or a primary with replicas), not Redis Cluster.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::{OnceCell, mpsc};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{Conflict, CredentialRecord, Insert, Notice, Revocation, Store, StoreFuture, Versioned};
+use crate::build::BuildId;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::session::Session;
+
+/// Records bigger than this are refused as corrupt rather than parsed.
+const MAX_RECORD_LEN: usize = 64 * 1024;
+/// Builds handled per call of the due and purge scripts; the rest wait for the next round.
+const BATCH: usize = 1000;
+/// How long the change feed waits before it reconnects after losing Redis.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// Options for a [`RedisStore`]; every field but the URL has a default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Where Redis is: `redis://[user:password@]host:port/db`. Kept out of `Debug`.
+    pub url: Secret<String>,
+    /// The prefix of every key and channel, so that deployments can share a Redis
+    /// (default `remote-access`).
+    pub key_prefix: String,
+    /// The deadline of every call to Redis, connecting included (default 2 s). A call that
+    /// misses it fails as [`Error::StoreUnavailable`].
+    pub timeout: Duration,
+}
+
+impl RedisOptions {
+    /// The defaults, for the Redis at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url.into()),
+            key_prefix: "remote-access".to_owned(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A [`Store`] in Redis: several gateways (and the platform's own processes) share it, so a
+/// revocation through any of them reaches all, and a restarted gateway finds its sessions.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use remote_access_core::{Authority, AuthorityOptions, RedisOptions, RedisStore, SystemClock};
+/// let store = RedisStore::new(RedisOptions::new("redis://127.0.0.1:6379/0"))?;
+/// let authority = Authority::with_parts(AuthorityOptions::default(), Arc::new(store), Arc::new(SystemClock))?;
+/// # Ok::<(), remote_access_core::Error>(())
+/// ```
+pub struct RedisStore {
+    client: redis::Client,
+    options: RedisOptions,
+    /// Connected on first use, on the caller's runtime; reconnects by itself after that.
+    connection: OnceCell<ConnectionManager>,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may carry a password.
+        f.debug_struct("RedisStore").field("key_prefix", &self.options.key_prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on the Redis at `options.url`. Nothing is contacted yet: the first call
+    /// connects, so an unreachable Redis shows as [`Error::StoreUnavailable`] then, and the
+    /// authority fails closed.
+    pub fn new(options: RedisOptions) -> Result<Self> {
+        let client = redis::Client::open(options.url.expose().as_str())
+            .map_err(|_| Error::invalid("redis url", "not a Redis URL (redis://host:port/db)"))?;
+        let prefix = &options.key_prefix;
+        if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid("redis key_prefix", "1 to 64 printable ASCII characters, no spaces"));
+        }
+        if options.timeout.is_zero() || options.timeout > Duration::from_secs(60) {
+            return Err(Error::invalid("redis timeout", "between 1 ms and 60 s"));
+        }
+        let keys = Keys { prefix: prefix.clone() };
+        Ok(Self { client, options, connection: OnceCell::new(), keys })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| async {
+                // Few, quick retries: a call must fail within its deadline, not wait out a
+                // long reconnect; the next call tries again.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.options.timeout))
+                    .set_response_timeout(Some(self.options.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(connection.clone())
+    }
+
+    /// Runs one call on the shared connection, with the deadline. A connection that dropped
+    /// (Redis restarted) shows only when used: the call is made once more on the reconnected
+    /// one. That is safe for every call here: reads, and scripts that are compare-and-swaps or
+    /// inserts whose repeat is recognised (see `insert`).
+    async fn run<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        match self.call(what, call(connection.clone())).await {
+            Err(RetryOnce(err)) if err.is_connection_dropped() || err.is_io_error() => {
+                self.call(what, call(connection)).await.map_err(|RetryOnce(err)| unavailable(err))
+            }
+            other => other.map_err(|RetryOnce(err)| unavailable(err)),
+        }
+    }
+
+    /// One attempt with the deadline.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> std::result::Result<T, RetryOnce> {
+        match tokio::time::timeout(self.options.timeout, call).await {
+            Ok(result) => result.map_err(RetryOnce),
+            Err(_) => Err(RetryOnce(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer in time",
+                format!("Redis did not answer {what} within {:?}", self.options.timeout),
+            )))),
+        }
+    }
+
+    async fn read_credential(&self, build_id: &BuildId) -> Result<Option<CredentialRecord>> {
+        let key = &self.keys.credential(build_id);
+        let (record, revoked): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .run("a credential read", |mut con| async move { con.hmget(key, &["record", "revoked"]).await })
+            .await?;
+        let Some(record) = record.map(Zeroizing::new) else { return Ok(None) };
+        let stored: StoredCredential = parse(&record, "credential")?;
+        let revoked = revoked.map(|r| parse::<StoredRevocation>(&r, "revocation")).transpose()?;
+        Ok(Some(stored.into_record(build_id, revoked.map(Revocation::from))?))
+    }
+
+    async fn index(&self, key: String) -> Result<Option<BuildId>> {
+        let key = &key;
+        let found: Option<String> =
+            self.run("an index read", |mut con| async move { con.get(key).await }).await?;
+        found.map(|id| BuildId::new(id).map_err(|_| corrupt("index"))).transpose()
+    }
+}
+
+impl Store for RedisStore {
+    fn insert(
+        &self,
+        session: Session,
+        credential: CredentialRecord,
+        keep_until: OffsetDateTime,
+    ) -> StoreFuture<'_, Insert> {
+        Box::pin(async move {
+            let id = session.build_id().clone();
+            let session_json = serde_json::to_string(&session).map_err(|_| corrupt("session"))?;
+            let record = StoredCredential::from_record(&credential);
+            // Sized up front so that the buffer holding the passwords is never reallocated
+            // (and a stale copy left behind); zeroized when dropped.
+            let mut record_json = Zeroizing::new(Vec::with_capacity(4096));
+            serde_json::to_writer(&mut *record_json, &record).map_err(|_| corrupt("credential"))?;
+            let mut script = INSERT.prepare_invoke();
+            script
+                .key(self.keys.session(&id))
+                .key(self.keys.credential(&id))
+                .key(self.keys.deadlines())
+                .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)));
+            let mut conflicts = Vec::new();
+            let mut unique = |key: String, conflict: &'static str| {
+                script.key(key);
+                conflicts.push(conflict);
+            };
+            unique(self.keys.user(&credential.username), "username");
+            if let Some(agent) = &credential.agent_username {
+                unique(self.keys.user(agent), "username");
+            }
+            unique(self.keys.fingerprint(&credential.key_fingerprint), "key");
+            if let Some(agent) = &credential.agent_key_fingerprint {
+                unique(self.keys.fingerprint(agent), "key");
+            }
+            unique(self.keys.password(&credential.password_digest), "password");
+            script
+                .arg(id.as_str())
+                .arg(session_json)
+                .arg(record_json.as_slice())
+                .arg(session.next_deadline().map_or(0, ms_ceil))
+                .arg(ms_ceil(keep_until))
+                .arg(session.vnc_port().map_or(0, |_| ms_ceil(session.deadline())));
+            for conflict in conflicts {
+                script.arg(conflict);
+            }
+            let script = &script;
+            let outcome: String =
+                self.run("an insert", |mut con| async move { script.invoke_async(&mut con).await }).await?;
+            Ok(match outcome.as_str() {
+                "done" => Insert::Done,
+                // If the first attempt was stored but its answer lost, the repeat finds the
+                // build taken by this very insert: recognised by its (fresh, unique) username.
+                "build_id" => match self.read_credential(&id).await? {
+                    Some(stored) if stored.username == credential.username => Insert::Done,
+                    _ => Insert::Conflict(Conflict::BuildId),
+                },
+                "username" => Insert::Conflict(Conflict::Username),
+                "key" => Insert::Conflict(Conflict::Key),
+                "password" => Insert::Conflict(Conflict::Password),
+                "vnc_port" => Insert::Conflict(Conflict::VncPort),
+                _ => return Err(corrupt("insert outcome")),
+            })
+        })
+    }
+
+    fn session<'a>(&'a self, build_id: &'a BuildId) -> StoreFuture<'a, Option<Versioned<Session>>> {
+        Box::pin(async move {
+            let key = &self.keys.session(build_id);
+            let (version, session): (Option<u64>, Option<Vec<u8>>) = self
+                .run("a session read", |mut con| async move { con.hmget(key, &["v", "s"]).await })
+                .await?;
+            let (Some(version), Some(session)) = (version, session) else { return Ok(None) };
+            let value: Session = parse(&session, "session")?;
+            if value.build_id() != build_id {
+                return Err(corrupt("session"));
+            }
+            Ok(Some(Versioned { value, version }))
+        })
+    }
+
+    fn replace_session(
+        &self,
+        session: Session,
+        version: u64,
+        revocation: Option<Revocation>,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let id = session.build_id().clone();
+            let json = serde_json::to_string(&session).map_err(|_| corrupt("session"))?;
+            let revocation = match &revocation {
+                Some(r) => {
+                    serde_json::to_string(&StoredRevocation::from(r)).map_err(|_| corrupt("revocation"))?
+                }
+                None => String::new(),
+            };
+            let mut script = REPLACE.prepare_invoke();
+            script
+                .key(self.keys.session(&id))
+                .key(self.keys.credential(&id))
+                .key(self.keys.deadlines())
+                .key(self.keys.ended())
+                .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)))
+                .arg(version)
+                .arg(json)
+                .arg(id.as_str())
+                .arg(session.next_deadline().map_or(0, ms_ceil))
+                .arg(session.end().map_or(0, |(_, at)| ms_ceil(at)))
+                .arg(revocation)
+                .arg(self.keys.channel());
+            let script = &script;
+            let replaced: i64 = self
+                .run("a session update", |mut con| async move { script.invoke_async(&mut con).await })
+                .await?;
+            Ok(replaced == 1)
+        })
+    }
+
+    fn credential_for_user<'a>(&'a self, username: &'a str) -> StoreFuture<'a, Option<CredentialRecord>> {
+        Box::pin(async move {
+            let Some(build_id) = self.index(self.keys.user(username)).await? else { return Ok(None) };
+            self.read_credential(&build_id).await
+        })
+    }
+
+    fn credential_for_build<'a>(
+        &'a self,
+        build_id: &'a BuildId,
+    ) -> StoreFuture<'a, Option<CredentialRecord>> {
+        Box::pin(self.read_credential(build_id))
+    }
+
+    fn session_for_vnc_port(&self, port: u16) -> StoreFuture<'_, Option<BuildId>> {
+        Box::pin(self.index(self.keys.vnc_port(port)))
+    }
+
+    fn due_sessions(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+        Box::pin(async move {
+            let mut script = DUE.prepare_invoke();
+            script.key(self.keys.deadlines()).arg(ms_floor(now)).arg(self.keys.session_prefix()).arg(BATCH);
+            let script = &script;
+            let due: Vec<String> = self
+                .run("the due sessions", |mut con| async move { script.invoke_async(&mut con).await })
+                .await?;
+            due.into_iter().map(|id| BuildId::new(id).map_err(|_| corrupt("deadline index"))).collect()
+        })
+    }
+
+    fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
+        Box::pin(async move {
+            let key = &self.keys.deadlines();
+            let first: Vec<(String, f64)> = self
+                .run("the next deadline", |mut con| async move { con.zrange_withscores(key, 0, 0).await })
+                .await?;
+            Ok(first.first().and_then(|(_, ms)| from_ms(*ms as i64)))
+        })
+    }
+
+    fn purge(&self, ended_before: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+        Box::pin(async move {
+            let mut script = PURGE.prepare_invoke();
+            script
+                .key(self.keys.ended())
+                .key(self.keys.deadlines())
+                .arg(ms_floor(ended_before))
+                .arg(format!("{}:", self.keys.prefix))
+                .arg(BATCH);
+            let script = &script;
+            let purged: Vec<String> =
+                self.run("a purge", |mut con| async move { script.invoke_async(&mut con).await }).await?;
+            purged.into_iter().map(|id| BuildId::new(id).map_err(|_| corrupt("ended index"))).collect()
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let _: String = self
+                .run("a ping", |mut con| async move { redis::cmd("PING").query_async(&mut con).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn watch(&self, notices: mpsc::Sender<Notice>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let channel = self.keys.channel();
+            loop {
+                match self.follow(&channel, &notices).await {
+                    Ok(()) => return, // the authority stopped listening
+                    Err(err) => tracing::warn!(%err, "lost the Redis change feed; reconnecting"),
+                }
+                if notices.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        })
+    }
+}
+
+impl RedisStore {
+    /// Subscribes to the channel of ended sessions and forwards what it hears. Returns `Ok`
+    /// when `notices` closes, an error when the subscription is lost.
+    async fn follow(&self, channel: &str, notices: &mpsc::Sender<Notice>) -> Result<()> {
+        let mut pubsub = self
+            .call("a subscription", self.client.get_async_pubsub())
+            .await
+            .map_err(|RetryOnce(e)| unavailable(e))?;
+        self.call("a subscription", pubsub.subscribe(channel))
+            .await
+            .map_err(|RetryOnce(e)| unavailable(e))?;
+        // Whatever ended while we were not subscribed was not heard: have it checked.
+        if notices.send(Notice::Missed).await.is_err() {
+            return Ok(());
+        }
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                () = notices.closed() => return Ok(()),
+                message = next(&mut messages) => {
+                    let Some(message) = message else {
+                        return Err(Error::StoreUnavailable { message: "the subscription closed".into(), source: None });
+                    };
+                    let payload = message.get_payload_bytes();
+                    match std::str::from_utf8(payload).ok().and_then(|id| BuildId::new(id).ok()) {
+                        Some(id) => {
+                            if notices.send(Notice::Ended(id)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        None => tracing::warn!(len = payload.len(), "ignored a malformed message on the Redis channel"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stream's next item (the one stream method we need, without a stream utility crate).
+async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+/// The key names, in one place.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn session(&self, id: &BuildId) -> String {
+        format!("{}:session:{id}", self.prefix)
+    }
+    fn session_prefix(&self) -> String {
+        format!("{}:session:", self.prefix)
+    }
+    fn credential(&self, id: &BuildId) -> String {
+        format!("{}:credential:{id}", self.prefix)
+    }
+    fn user(&self, name: &str) -> String {
+        format!("{}:user:{name}", self.prefix)
+    }
+    fn fingerprint(&self, fingerprint: &str) -> String {
+        format!("{}:key:{fingerprint}", self.prefix)
+    }
+    fn password(&self, digest: &[u8; 32]) -> String {
+        format!("{}:password:{}", self.prefix, hex(digest))
+    }
+    fn vnc_port(&self, port: u16) -> String {
+        format!("{}:vnc-port:{port}", self.prefix)
+    }
+    /// Named by scripts for sessions without VNC; never written.
+    fn vnc_port_none(&self) -> String {
+        format!("{}:vnc-port:none", self.prefix)
+    }
+    fn deadlines(&self) -> String {
+        format!("{}:deadlines", self.prefix)
+    }
+    fn ended(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
+    fn channel(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
+}
+
+/// Inserts a build unless a unique value is taken. KEYS: session, credential, deadlines, VNC
+/// port, then the unique indexes; ARGV: build id, session, record, next deadline, keep until,
+/// VNC port expiry (0: no VNC), then each unique index's conflict name.
+static INSERT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'build_id' end
+for i = 5, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return ARGV[i + 2] end
+end
+if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[4]) == 1 then return 'vnc_port' end
+redis.call('HSET', KEYS[1], 'v', '0', 's', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[2], 'record', ARGV[3])
+redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PXAT', ARGV[5]) end
+if ARGV[6] ~= '0' then redis.call('SET', KEYS[4], ARGV[1], 'PXAT', ARGV[6]) end
+if ARGV[4] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+return 'done'
+",
+    )
+});
+
+/// Compare-and-swap of a session, with its indexes, its tombstone and its announcement.
+/// KEYS: session, credential, deadlines, ended, VNC port; ARGV: expected version, session,
+/// build id, next deadline (0: none), ended at (0: live), revocation ('' : none), channel.
+static REPLACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 's', ARGV[2])
+if ARGV[4] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) else redis.call('ZREM', KEYS[3], ARGV[3]) end
+if ARGV[5] ~= '0' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+  if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
+end
+if ARGV[6] ~= '' then
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSETNX', KEYS[2], 'revoked', ARGV[6]) end
+  redis.call('PUBLISH', ARGV[7], ARGV[3])
+end
+return 1
+",
+    )
+});
+
+/// Live builds whose deadline is at or before ARGV[1]; members whose session expired away are
+/// dropped from the index. ARGV: now, session key prefix, batch size.
+static DUE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local due = {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 1 then table.insert(due, id) else redis.call('ZREM', KEYS[1], id) end
+end
+return due
+",
+    )
+});
+
+/// Deletes builds that ended before ARGV[1], with their indexes (each only if it still names
+/// the build). KEYS: ended, deadlines; ARGV: cutoff, key prefix, batch size.
+static PURGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local p = ARGV[2]
+local function drop_index(key, id)
+  if redis.call('GET', key) == id then redis.call('DEL', key) end
+end
+for _, id in ipairs(ids) do
+  local raw = redis.call('HGET', p .. 'credential:' .. id, 'record')
+  if raw then
+    local ok, record = pcall(cjson.decode, raw)
+    if ok and type(record) == 'table' then
+      for _, field in ipairs({'username', 'agent_username'}) do
+        if type(record[field]) == 'string' then drop_index(p .. 'user:' .. record[field], id) end
+      end
+      for _, field in ipairs({'key_fingerprint', 'agent_key_fingerprint'}) do
+        if type(record[field]) == 'string' then drop_index(p .. 'key:' .. record[field], id) end
+      end
+      if type(record['password_digest']) == 'string' then drop_index(p .. 'password:' .. record['password_digest'], id) end
+    end
+  end
+  redis.call('DEL', p .. 'session:' .. id, p .. 'credential:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return ids
+",
+    )
+});
+
+/// A credential record as stored: the password digest in hex; the secrets are zeroized on drop.
+#[derive(Serialize, Deserialize)]
+struct StoredCredential {
+    username: String,
+    key_fingerprint: String,
+    vnc_password: String,
+    password_digest: String,
+    agent_username: Option<String>,
+    agent_key_fingerprint: Option<String>,
+    builder_vnc_password: Option<String>,
+    builder_vnc_username: Option<String>,
+}
+
+impl Drop for StoredCredential {
+    fn drop(&mut self) {
+        self.vnc_password.zeroize();
+        self.builder_vnc_password.zeroize();
+    }
+}
+
+impl StoredCredential {
+    fn from_record(record: &CredentialRecord) -> Self {
+        Self {
+            username: record.username.clone(),
+            key_fingerprint: record.key_fingerprint.clone(),
+            vnc_password: record.vnc_password.expose().clone(),
+            password_digest: hex(&record.password_digest),
+            agent_username: record.agent_username.clone(),
+            agent_key_fingerprint: record.agent_key_fingerprint.clone(),
+            builder_vnc_password: record.builder_vnc_password.as_ref().map(|p| p.expose().clone()),
+            builder_vnc_username: record.builder_vnc_username.clone(),
+        }
+    }
+
+    fn into_record(mut self, build_id: &BuildId, revoked: Option<Revocation>) -> Result<CredentialRecord> {
+        let mut password_digest = [0; 32];
+        if self.password_digest.len() != 64 {
+            return Err(corrupt("credential"));
+        }
+        for (byte, pair) in password_digest.iter_mut().zip(self.password_digest.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| corrupt("credential"))?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| corrupt("credential"))?;
+        }
+        Ok(CredentialRecord {
+            build_id: build_id.clone(),
+            username: std::mem::take(&mut self.username),
+            key_fingerprint: std::mem::take(&mut self.key_fingerprint),
+            vnc_password: Secret::new(std::mem::take(&mut self.vnc_password)),
+            password_digest,
+            agent_username: self.agent_username.take(),
+            agent_key_fingerprint: self.agent_key_fingerprint.take(),
+            builder_vnc_password: self.builder_vnc_password.take().map(Secret::new),
+            builder_vnc_username: self.builder_vnc_username.take(),
+            revoked,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRevocation {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    reason: String,
+}
+
+impl From<&Revocation> for StoredRevocation {
+    fn from(r: &Revocation) -> Self {
+        Self { at: r.at, reason: r.reason.clone() }
+    }
+}
+
+impl From<StoredRevocation> for Revocation {
+    fn from(r: StoredRevocation) -> Self {
+        Self { at: r.at, reason: r.reason }
+    }
+}
+
+/// Parses what Redis returned, within a size limit.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    if bytes.len() > MAX_RECORD_LEN {
+        return Err(corrupt(what));
+    }
+    serde_json::from_slice(bytes).map_err(|_| corrupt(what))
+}
+
+/// A record that does not parse: someone else wrote under our prefix, or a different version.
+fn corrupt(what: &str) -> Error {
+    Error::StoreUnavailable {
+        message: format!(
+            "Redis holds a {what} this version cannot read (another program writing under the key prefix?)"
+        ),
+        source: None,
+    }
+}
+
+/// A failed attempt, which [`RedisStore::run`] may repeat once.
+struct RetryOnce(redis::RedisError);
+
+fn unavailable(err: redis::RedisError) -> Error {
+    Error::StoreUnavailable { message: format!("Redis: {err}"), source: Some(Box::new(err)) }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ms_floor(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos().div_euclid(1_000_000)) as i64
+}
+
+/// Deadlines round up, so that "due at or before now" never fires early.
+fn ms_ceil(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() + 999_999).div_euclid(1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
