@@ -14,28 +14,6 @@ use common::*;
 use remote_access_core::{AuthorityOptions, ConnectionInfo, Credentials, ScriptOptions, Secret};
 use tokio::process::Command;
 
-async fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.stdin(Stdio::null()).output())
-        .await
-        .expect("finishes")
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-}
-
-/// Retries until `check` passes (the agent reconnects in the background); panics after 30 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 struct Agent {
     child: tokio::process::Child,
 }
@@ -99,7 +77,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     let vnc_port = info.vnc_port.unwrap();
     let password = creds.vnc_password().expose().clone();
     let ssh_works = || async {
-        let (code, _, stderr) = run(Command::new("sh").arg(&script).arg("pwd")).await;
+        let (code, _, stderr) = output_of(Command::new("sh").arg(&script).arg("pwd")).await;
         if code != 0 {
             eprintln!("ssh not yet through ({code}): {stderr}");
         }
@@ -109,16 +87,18 @@ async fn a_builder_reachable_only_through_its_agent() {
         let shot: PathBuf = scratch.path().join("shot.png");
         let password = password.clone();
         async move {
-            let (code, _, _) = run(Command::new("vncdo")
-                .args(["-s", &format!("127.0.0.1::{vnc_port}"), "-p", &password, "capture"])
-                .arg(&shot))
+            let (code, _, _) = output_of(
+                Command::new("vncdo")
+                    .args(["-s", &format!("127.0.0.1::{vnc_port}"), "-p", &password, "capture"])
+                    .arg(&shot),
+            )
             .await;
             (code, std::fs::read(&shot).ok().and_then(|png| png_size(&png)))
         }
     };
 
     // No agent yet: a clear refusal, not a hang; the gateway never dials 127.0.0.2 itself.
-    let (code, _, stderr) = run(Command::new("sh").arg(&script).arg("true")).await;
+    let (code, _, stderr) = output_of(Command::new("sh").arg(&script).arg("true")).await;
     assert_eq!(code, 255, "{stderr}");
     assert!(stderr.contains("agent is not connected"), "{stderr}");
     assert_ne!(vnc_capture().await.0, 0);
@@ -128,7 +108,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     let agent = Agent::start(&gateway_addr, &host_key, &creds, &agent_key, &[sshd.port, vnc.port]);
     eventually("ssh through the agent", ssh_works).await;
     let (code, stdout, stderr) =
-        run(Command::new("sh").arg(&script).arg("printenv FCI_BUILD_DIR; pwd")).await;
+        output_of(Command::new("sh").arg(&script).arg("printenv FCI_BUILD_DIR; pwd")).await;
     let build_dir = sshd.build_dir.display().to_string();
     assert_eq!(
         (code, stdout.lines().collect::<Vec<_>>()),
@@ -148,12 +128,15 @@ async fn a_builder_reachable_only_through_its_agent() {
     let agent_config = write_script(scratch.path(), "agent.config", &agent_config);
     let user_config = write_script(scratch.path(), "user.config", &user_config);
     let target = format!("127.0.0.3:{}", sshd.port);
-    let (code, _, stderr) =
-        run(Command::new("ssh").arg("-F").arg(&agent_config).args(["-W", &target, "remote-access-gateway"]))
-            .await;
+    let (code, _, stderr) = output_of(Command::new("ssh").arg("-F").arg(&agent_config).args([
+        "-W",
+        &target,
+        "remote-access-gateway",
+    ]))
+    .await;
     assert_eq!(code, 255, "agent credential opened a channel: {stderr}");
     assert!(stderr.contains("open failed: administratively prohibited"), "logged in, then refused: {stderr}");
-    let (code, _, stderr) = run(Command::new("ssh").arg("-F").arg(&user_config).args([
+    let (code, _, stderr) = output_of(Command::new("ssh").arg("-F").arg(&user_config).args([
         "-N",
         "-o",
         "ExitOnForwardFailure=yes",
@@ -179,7 +162,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     // Kill the agent mid-session: users are refused; a restarted agent restores access.
     drop(agent);
     eventually("refusal while the agent is away", || async {
-        let (code, _, stderr) = run(Command::new("sh").arg(&script).arg("true")).await;
+        let (code, _, stderr) = output_of(Command::new("sh").arg(&script).arg("true")).await;
         code == 255 && stderr.contains("agent is not connected")
     })
     .await;

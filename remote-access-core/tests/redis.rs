@@ -97,7 +97,7 @@ async fn the_store_keeps_the_contract_atomically_and_with_expiries() {
     assert_eq!(found.password_digest, [1; 32]);
     assert_eq!(found.builder_vnc_password.unwrap().expose(), "builder");
     assert_eq!(store.session_for_vnc_port(5901).await.unwrap(), Some(one.clone()));
-    assert_eq!(store.next_deadline().await.unwrap(), session.next_deadline().map(|at| ceil_ms(at)));
+    assert_eq!(store.next_deadline().await.unwrap(), session.next_deadline().map(ceil_ms));
 
     // Every key carries an expiry at keep_until (the VNC port's at the deadline).
     for key in ["session:one", "credential:one", "user:user1", "key:SHA256:key1"] {
@@ -126,7 +126,7 @@ async fn the_store_keeps_the_contract_atomically_and_with_expiries() {
 
     // Purging forgets the build and its indexes, and only builds ended before the cutoff.
     assert!(store.purge(now - Duration::from_secs(1)).await.unwrap().is_empty());
-    assert_eq!(store.purge(now + Duration::from_secs(1)).await.unwrap(), [one.clone()]);
+    assert_eq!(store.purge(now + Duration::from_secs(1)).await.unwrap(), std::slice::from_ref(&one));
     assert!(store.credential_for_user("user1").await.unwrap().is_none());
     assert!(store.session(&one).await.unwrap().is_none());
     assert_eq!(redis_cli(&redis, &["DBSIZE"]).await, "0", "nothing left behind");

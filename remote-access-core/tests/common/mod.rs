@@ -523,3 +523,26 @@ pub async fn exit_of(mut child: tokio::process::Child) -> (i32, String) {
     }
     (status.code().unwrap_or(-1), stderr)
 }
+
+/// Runs a command to its end (60 s at most); returns (exit code, stdout, stderr).
+pub async fn output_of(cmd: &mut tokio::process::Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.stdin(Stdio::null()).output())
+        .await
+        .expect("finishes")
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// Retries until `check` passes (the agent reconnects in the background); panics after 30 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,134 @@
+//! One gateway of a fleet: serves SSH (and VNC) with its sessions in a shared Redis, so that
+//! any number of these behind a load balancer act as one (`docs/scaling.md`).
+//!
+//! ```text
+//! gateway --listen 0.0.0.0:2222 --redis redis://redis.internal:6379/0 \
+//!         --host-key-file /etc/remote-access/host_key \
+//!         [--vnc-port 5901]... [--key-prefix remote-access] [--max-store-outage-secs 30]
+//! ```
+//!
+//! Every gateway of a fleet needs the same host key file (users pin one key, whichever gateway
+//! they land on) and the same `--vnc-port` list. The key file is an OpenSSH private key; with
+//! `--generate-host-key` a new one is written there (mode 600) if the file does not exist.
+//!
+//! It prints `listening on ADDRESS`, then one line per event, and stops cleanly on Ctrl-C or
+//! SIGTERM (live connections are let go, not counted as logouts). Issue and revoke builds from
+//! the platform's own process on the same Redis (an `Authority` on a `RedisStore`).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remote_access_core::{
+    Authority, AuthorityOptions, Gateway, GatewayOptions, HostKey, RedisOptions, RedisStore, SystemClock,
+};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: gateway --listen ADDRESS:PORT --redis URL --host-key-file PATH [--generate-host-key] \
+         [--vnc-port PORT]... [--key-prefix PREFIX] [--max-store-outage-secs SECONDS]"
+    );
+    ExitCode::from(1)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (mut listen, mut redis, mut key_file, mut generate, mut prefix, mut outage) =
+        (None, None, None, false, None, None);
+    let mut vnc_ports = Vec::new();
+    while let Some(flag) = args.next() {
+        if flag == "--generate-host-key" {
+            generate = true;
+            continue;
+        }
+        let Some(value) = args.next() else { return usage() };
+        match flag.as_str() {
+            "--listen" => listen = Some(value),
+            "--redis" => redis = Some(value),
+            "--host-key-file" => key_file = Some(value),
+            "--key-prefix" => prefix = Some(value),
+            "--vnc-port" => match value.parse::<u16>() {
+                Ok(port) => vnc_ports.push(port),
+                Err(_) => return usage(),
+            },
+            "--max-store-outage-secs" => match value.parse::<u64>() {
+                Ok(secs) => outage = Some(Duration::from_secs(secs)),
+                Err(_) => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    let (Some(listen), Some(redis), Some(key_file)) = (listen, redis, key_file) else { return usage() };
+    match run(&listen, redis, &key_file, generate, prefix, outage, vnc_ports).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gateway: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(
+    listen: &str,
+    redis: String,
+    key_file: &str,
+    generate: bool,
+    prefix: Option<String>,
+    outage: Option<Duration>,
+    vnc_ports: Vec<u16>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let host_key = load_host_key(key_file, generate)?;
+    let mut redis_options = RedisOptions::new(redis);
+    if let Some(prefix) = prefix {
+        redis_options.key_prefix = prefix;
+    }
+    let store = RedisStore::new(redis_options)?;
+    let mut options = AuthorityOptions::default();
+    options.vnc_ports = vnc_ports;
+    if let Some(outage) = outage {
+        options.max_store_outage = outage;
+    }
+    let authority = Authority::with_parts(options, Arc::new(store), Arc::new(SystemClock))?;
+    let mut events = authority.subscribe();
+    let mut gateway_options = GatewayOptions::default();
+    gateway_options.host_key = Some(host_key);
+    let gateway = Gateway::new(authority, gateway_options)?;
+    let running = gateway.start(listen).await?;
+    println!("listening on {}", running.local_addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            event = events.next() => match event {
+                Some(event) => println!("event: {event}"),
+                None => break,
+            },
+        }
+        // Lines go to a pipe in production (a log collector): flush each one.
+        let _ = std::io::stdout().flush();
+    }
+    running.stop().await?;
+    Ok(())
+}
+
+/// Reads the fleet's host key, or writes a new one (mode 600) when asked and none exists.
+fn load_host_key(path: &str, generate: bool) -> Result<HostKey, Box<dyn std::error::Error>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(HostKey::from_openssh(&text)?),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && generate => {
+            let key = HostKey::generate()?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?
+                .write_all(key.to_openssh()?.expose().as_bytes())?;
+            Ok(key)
+        }
+        Err(err) => Err(format!("cannot read the host key {path}: {err}").into()),
+    }
+}
