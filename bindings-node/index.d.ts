@@ -20,15 +20,17 @@ declare global {
 
 /**
  * Issues, verifies and revokes per-build credentials and enforces each build's time rules.
- * The store is in memory.
+ * The store is in memory unless `redisUrl` names a Redis that several gateways share.
  */
 export declare class Authority {
-  /** `clock`: a `ManualClock` for tests (default: the system clock). */
+  /** `clock`: a `ManualClock` for tests (default: the system clock; a Redis store needs it). */
   constructor(options?: AuthorityOptions | undefined | null, clock?: ManualClock | undefined | null)
   get policy(): Policy
   get vncPorts(): Array<number>
   /** How long revoked and expired credentials stay refused tombstones. */
   get tombstoneRetentionMs(): number
+  /** How long the store may be out of reach before live connections are cut. */
+  get maxStoreOutageMs(): number
   /** The authority's clock (RFC 3339). */
   now(): string
   /** Every event from now on: `for await (const event of authority.subscribe())`. */
@@ -320,6 +322,18 @@ export interface AuthorityOptions {
   tombstoneRetentionMs?: number
   /** Gateway ports for VNC, one per live VNC session (default none: no VNC). */
   vncPorts?: Array<number>
+  /**
+   * A Redis shared by several gateways (`redis://[user:password@]host:port/db`) instead of
+   * the in-memory store; see `docs/scaling.md`. May hold a password: treated as a secret.
+   */
+  redisUrl?: string
+  /** The prefix of every Redis key (default `remote-access`). */
+  redisKeyPrefix?: string
+  /**
+   * How long the store may be out of reach before every live connection is cut (default
+   * 30 000 ms); meanwhile logins are refused.
+   */
+  maxStoreOutageMs?: number
 }
 
 /** Where a build's machine is and what the gateway may reach on it. */
@@ -339,7 +353,7 @@ export interface Builder {
 /**
  * Something that happened to a build's remote access. `kind` is one of `issued`,
  * `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
- * `finish_build`, `tunnel_registered`, `refused`, `guessing`; `at` is RFC 3339; `connectionId` and
+ * `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is RFC 3339; `connectionId` and
  * `protocol` are set for `connected` and `disconnected`.
  */
 export interface Event {

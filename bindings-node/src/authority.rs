@@ -94,12 +94,21 @@ impl Builder {
 /// Options of an `Authority`; every field has a default.
 #[napi(object)]
 #[derive(Default)]
-pub struct AuthorityOptions {
+pub struct AuthorityOptions<'a> {
     pub policy: Option<Policy>,
     /// How long revoked and expired credentials stay refused tombstones (default 30 days).
     pub tombstone_retention_ms: Option<f64>,
     /// Gateway ports for VNC, one per live VNC session (default none: no VNC).
     pub vnc_ports: Option<Vec<f64>>,
+    /// A Redis shared by several gateways (`redis://[user:password@]host:port/db`) instead of
+    /// the in-memory store; see `docs/scaling.md`. May hold a password: treated as a secret.
+    #[napi(ts_type = "string")]
+    pub redis_url: Option<Unknown<'a>>,
+    /// The prefix of every Redis key (default `remote-access`).
+    pub redis_key_prefix: Option<String>,
+    /// How long the store may be out of reach before every live connection is cut (default
+    /// 30 000 ms); meanwhile logins are refused.
+    pub max_store_outage_ms: Option<f64>,
 }
 
 /// What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
@@ -398,15 +407,15 @@ impl LiveConnection {
 }
 
 /// Issues, verifies and revokes per-build credentials and enforces each build's time rules.
-/// The store is in memory.
+/// The store is in memory unless `redisUrl` names a Redis that several gateways share.
 #[napi]
 pub struct Authority(pub(crate) core::Authority);
 
 #[napi]
 impl Authority {
-    /// `clock`: a `ManualClock` for tests (default: the system clock).
+    /// `clock`: a `ManualClock` for tests (default: the system clock; a Redis store needs it).
     #[napi(constructor)]
-    pub fn new(env: Env, options: Option<AuthorityOptions>, clock: Option<&ManualClock>) -> Result<Self> {
+    pub fn new(env: Env, options: Option<AuthorityOptions<'_>>, clock: Option<&ManualClock>) -> Result<Self> {
         let options = options.unwrap_or_default();
         let mut core_options = core::AuthorityOptions::default();
         if let Some(policy) = &options.policy {
@@ -418,14 +427,40 @@ impl Authority {
             options.tombstone_retention_ms,
             core_options.tombstone_retention,
         )?;
+        core_options.max_store_outage =
+            millis_or(&env, "maxStoreOutageMs", options.max_store_outage_ms, core_options.max_store_outage)?;
         core_options.vnc_ports = ports(&env, "vncPorts", options.vnc_ports.as_deref().unwrap_or_default())?;
-        let clock: Arc<dyn core::Clock> = match clock {
-            Some(clock) => clock.0.clone(),
-            None => Arc::new(core::SystemClock),
+        let redis = match options.redis_url {
+            Some(url) => {
+                let mut redis = core::RedisOptions::new(String::new());
+                redis.url = secret(&env, "redisUrl", url)?;
+                if let Some(prefix) = options.redis_key_prefix {
+                    redis.key_prefix = prefix;
+                }
+                Some(redis)
+            }
+            None => None,
         };
-        core::Authority::with_parts(core_options, Arc::new(core::MemoryStore::new()), clock)
-            .or_throw(&env)
-            .map(Self)
+        match (redis, clock) {
+            (Some(redis), None) => core::Authority::with_redis(core_options, redis).or_throw(&env).map(Self),
+            (Some(_), Some(_)) => Err(crate::errors::to_js(
+                &env,
+                &core::Error::InvalidInput {
+                    what: "clock",
+                    problem: "a manual clock cannot drive a Redis store (Redis expires records in real time)"
+                        .into(),
+                },
+            )),
+            (None, clock) => {
+                let clock: Arc<dyn core::Clock> = match clock {
+                    Some(clock) => clock.0.clone(),
+                    None => Arc::new(core::SystemClock),
+                };
+                core::Authority::with_parts(core_options, Arc::new(core::MemoryStore::new()), clock)
+                    .or_throw(&env)
+                    .map(Self)
+            }
+        }
     }
 
     #[napi(getter)]
@@ -440,6 +475,11 @@ impl Authority {
     #[napi(getter)]
     pub fn tombstone_retention_ms(&self) -> f64 {
         to_millis(self.0.options().tombstone_retention)
+    }
+    /// How long the store may be out of reach before live connections are cut.
+    #[napi(getter)]
+    pub fn max_store_outage_ms(&self) -> f64 {
+        to_millis(self.0.options().max_store_outage)
     }
     /// The authority's clock (RFC 3339).
     #[napi]

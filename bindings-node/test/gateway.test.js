@@ -13,7 +13,7 @@ const os = require('node:os')
 const path = require('node:path')
 
 const ra = require('..')
-const { freePort, startSshd, startTigervnc, nextEvent, runScript } = require('./peers')
+const { freePort, startSshd, startTigervnc, startRedis, nextEvent, runScript } = require('./peers')
 
 /**
  * An authority and a started gateway; `body` gets them and an event iterator.
@@ -44,14 +44,24 @@ async function serving(options, body) {
  */
 async function issue(kit, buildId, builder) {
   const credentials = await kit.authority.issue(buildId, { trigger: 'manual', remoteAccessEnabled: true, builder })
-  const session = await kit.authority.session(buildId)
+  return [credentials, await writeScript(kit, credentials)]
+}
+
+/**
+ * Writes the build's POSIX script for this kit's gateway.
+ * @param {{authority: ra.Authority, gateway: ra.Gateway, running: ra.RunningGateway, scratch: string}} kit
+ * @param {ra.Credentials} credentials
+ * @returns {Promise<string>}
+ */
+async function writeScript(kit, credentials) {
+  const session = await kit.authority.session(credentials.buildId)
   const info = new ra.ConnectionInfo(credentials, session, kit.gateway.hostKey, {
     gatewayHost: '127.0.0.1',
     gatewayPort: kit.running.port,
   })
-  const script = path.join(kit.scratch, `${buildId}.sh`)
+  const script = path.join(kit.scratch, `${credentials.buildId}-${kit.running.port}.sh`)
   fs.writeFileSync(script, info.posixScript(credentials), { mode: 0o700 })
-  return [credentials, script]
+  return script
 }
 
 test('the script reaches the builder and revoke cuts a live session', async () => {
@@ -209,4 +219,53 @@ test('the reverse tunnel through the agent', async () => {
   } finally {
     await sshd.stop()
   }
+})
+
+test('two gateways on one Redis share sessions, and a revoke through one cuts the other', async () => {
+  // Each gateway has its own authority on the same Redis, as separate processes would.
+  const sshd = await startSshd()
+  const redis = await startRedis()
+  try {
+    await serving({ redisUrl: redis.url }, async (a) => {
+      await serving({ redisUrl: redis.url }, async (b) => {
+        const [credentials] = await issue(a, 'node-fleet', sshd.builder())
+        sshd.authorize(credentials.authorizedKeysLine())
+        const scriptB = await writeScript(b, credentials)
+        const child = spawn('sh', [scriptB, 'echo ready; sleep 600'], { stdio: ['ignore', 'pipe', 'pipe'] })
+        const exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
+        await new Promise((resolve) => child.stdout.once('data', resolve))
+        await nextEvent(b.events, 'connected')
+
+        await a.authority.revoke('node-fleet', 'revoked through gateway A')
+        assert.notEqual(await exited, 0)
+        await assert.rejects(b.authority.verifySsh(credentials.username, credentials.publicKey), {
+          code: 'access_denied',
+        })
+        assert.equal(a.authority.maxStoreOutageMs, 30_000)
+      })
+    })
+  } finally {
+    await redis.stop()
+    await sshd.stop()
+  }
+})
+
+test('a Redis store refuses bad settings and reports an unreachable Redis without its password', async () => {
+  assert.throws(() => new ra.Authority({ redisUrl: 'http://example.invalid' }), { code: 'invalid_input' })
+  assert.throws(() => new ra.Authority({ redisUrl: 'redis://127.0.0.1:1/0' }, new ra.ManualClock(new Date().toISOString())), {
+    code: 'invalid_input',
+    message: /manual clock/,
+  })
+  // @ts-expect-error a number is not a URL; the message must not quote it
+  assert.throws(() => new ra.Authority({ redisUrl: 424242 }), (err) => {
+    assert.equal(/** @type {any} */ (err).code, 'invalid_input')
+    assert.doesNotMatch(String(/** @type {any} */ (err).message), /424242/)
+    return true
+  })
+  const nowhere = new ra.Authority({ redisUrl: `redis://:hunter2@127.0.0.1:${await freePort()}/0` })
+  await assert.rejects(nowhere.issue('node-nowhere', { trigger: 'manual', remoteAccessEnabled: true }), (err) => {
+    assert.equal(/** @type {any} */ (err).code, 'store_unavailable')
+    assert.doesNotMatch(String(/** @type {any} */ (err).message), /hunter2/)
+    return true
+  })
 })

@@ -169,4 +169,14 @@ function runScript(script, ...args) {
   })
 }
 
-module.exports = { freePort, startSshd, startTigervnc, nextEvent, runScript, stop }
+/**
+ * A real redis-server on a free loopback port, in memory only.
+ * @returns {Promise<{url: string, stop: () => Promise<void>}>}
+ */
+async function startRedis() {
+  const { port, child } = await listening('redis-server', (port) =>
+    ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'])
+  return { url: `redis://127.0.0.1:${port}/0`, stop: () => stop(child) }
+}
+
+module.exports = { freePort, startSshd, startTigervnc, startRedis, nextEvent, runScript, stop }

@@ -315,19 +315,24 @@ impl Session {
 }
 
 /// Issues, verifies and revokes per-build credentials and enforces each build's time rules.
-/// Options are keyword arguments; the store is in memory.
+/// Options are keyword arguments. The store is in memory unless `redis_url` names a Redis that
+/// several gateways share (`docs/scaling.md`).
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct Authority(pub(crate) core::Authority);
 
 #[pymethods]
 impl Authority {
     #[new]
-    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None))]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, max_store_outage = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         policy: Option<PyRef<'_, Policy>>,
         tombstone_retention: Option<Seconds>,
         vnc_ports: Vec<u16>,
         clock: Option<PyRef<'_, ManualClock>>,
+        redis_url: Option<String>,
+        redis_key_prefix: Option<String>,
+        max_store_outage: Option<Seconds>,
     ) -> PyResult<Self> {
         let mut options = core::AuthorityOptions::default();
         if let Some(policy) = policy {
@@ -336,12 +341,34 @@ impl Authority {
         if let Some(Seconds(retention)) = tombstone_retention {
             options.tombstone_retention = retention;
         }
+        if let Some(Seconds(outage)) = max_store_outage {
+            options.max_store_outage = outage;
+        }
         options.vnc_ports = vnc_ports;
-        let clock: Arc<dyn core::Clock> = match clock {
-            Some(clock) => clock.0.clone(),
-            None => Arc::new(core::SystemClock),
-        };
-        core::Authority::with_parts(options, Arc::new(core::MemoryStore::new()), clock).py().map(Self)
+        let redis = redis_url.map(|url| {
+            let mut redis = core::RedisOptions::new(String::new());
+            redis.url = core::Secret::new(url);
+            if let Some(prefix) = redis_key_prefix {
+                redis.key_prefix = prefix;
+            }
+            redis
+        });
+        match (redis, clock) {
+            (Some(redis), None) => core::Authority::with_redis(options, redis).py().map(Self),
+            (Some(_), Some(_)) => Err(core::Error::InvalidInput {
+                what: "clock",
+                problem: "a manual clock cannot drive a Redis store (Redis expires records in real time)"
+                    .into(),
+            })
+            .py(),
+            (None, clock) => {
+                let clock: Arc<dyn core::Clock> = match clock {
+                    Some(clock) => clock.0.clone(),
+                    None => Arc::new(core::SystemClock),
+                };
+                core::Authority::with_parts(options, Arc::new(core::MemoryStore::new()), clock).py().map(Self)
+            }
+        }
     }
 
     #[getter]
@@ -355,6 +382,10 @@ impl Authority {
     #[getter]
     fn tombstone_retention(&self) -> std::time::Duration {
         self.0.options().tombstone_retention
+    }
+    #[getter]
+    fn max_store_outage(&self) -> std::time::Duration {
+        self.0.options().max_store_outage
     }
 
     /// The authority's clock.

@@ -13,7 +13,7 @@ use crate::runtime::awaitable;
 
 /// Something that happened to a build's remote access. `kind` is one of `issued`,
 /// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
-/// `finish_build`, `tunnel_registered`, `refused`, `guessing`.
+/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`.
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct Event(core::Event);
 

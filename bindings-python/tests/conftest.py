@@ -107,6 +107,28 @@ def sshd() -> Iterator[Sshd]:
         raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text())
 
 
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, in-memory only; yields its URL."""
+    for _attempt in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, proc, "redis-server")
+        except RuntimeError:
+            stop(proc)
+            continue
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop(proc)
+        return
+    raise RuntimeError("redis-server did not start")
+
+
 @dataclass
 class VncServer:
     """TigerVNC's Xtigervnc with its own password (the builder's, which users never see)."""

@@ -8,9 +8,12 @@ import asyncio
 import os
 import pathlib
 import tempfile
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+import pytest
 
 import remote_access as ra
 from conftest import Sshd, VncServer, free_port, next_event
@@ -41,14 +44,18 @@ async def issue(kit: Kit, build_id: str, builder: ra.Builder, **request: object)
     credentials = await kit.authority.issue(
         build_id, trigger="manual", remote_access_enabled=True, builder=builder, **request  # type: ignore[arg-type]
     )
-    session = await kit.authority.session(build_id)
+    return credentials, write_script(kit, credentials, await kit.authority.session(build_id))
+
+
+def write_script(kit: Kit, credentials: ra.Credentials, session: ra.Session) -> pathlib.Path:
+    """Writes the build's POSIX script for this kit's gateway."""
     info = ra.ConnectionInfo(
         credentials, session, kit.gateway.host_key, ra.ScriptOptions("127.0.0.1", kit.running.port)
     )
-    script = kit.scratch / f"{build_id}.sh"
+    script = kit.scratch / f"{credentials.build_id}-{kit.running.port}.sh"
     script.write_text(info.posix_script(credentials))
     os.chmod(script, 0o700)
-    return credentials, script
+    return script
 
 
 async def run_script(script: pathlib.Path, *args: str) -> tuple[int, str, str]:
@@ -199,5 +206,50 @@ def test_reverse_tunnel_through_the_agent(sshd: Sshd) -> None:
             # Access ending stops the agent by itself.
             await kit.authority.revoke("py-reverse", "done")
             assert await asyncio.wait_for(agent, 30) == "session_ended"
+
+    asyncio.run(main())
+
+
+def test_two_gateways_on_one_redis_share_sessions_and_revocations(sshd: Sshd, redis_url: str) -> None:
+    """Each gateway has its own authority on the same Redis (as separate processes would):
+    credentials issued through A work through B, and revoking through A cuts B's connection."""
+
+    async def main() -> None:
+        async with serving(redis_url=redis_url) as a, serving(redis_url=redis_url) as b:
+            credentials, _ = await issue(a, "py-fleet", sshd.builder())
+            sshd.authorize(credentials.authorized_keys_line())
+            script_b = write_script(b, credentials, await b.authority.session("py-fleet"))
+            proc = await asyncio.create_subprocess_exec(
+                "sh", str(script_b), "echo ready; sleep 600",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            assert (await asyncio.wait_for(proc.stdout.readline(), 60)) == b"ready\n"
+            await next_event(b.events, "connected")
+
+            await a.authority.revoke("py-fleet", "revoked through gateway A")
+            assert await asyncio.wait_for(proc.wait(), 30) != 0
+            with pytest.raises(ra.AccessDeniedError):
+                await b.authority.verify_ssh(credentials.username, credentials.public_key)
+            assert a.authority.max_store_outage == timedelta(seconds=30)
+
+    asyncio.run(main())
+
+
+def test_a_redis_store_refuses_bad_settings_and_reports_an_unreachable_redis() -> None:
+    with pytest.raises(ra.InvalidInputError, match="redis url"):
+        ra.Authority(redis_url="http://example.invalid")
+    with pytest.raises(ra.InvalidInputError, match="manual clock"):
+        ra.Authority(redis_url="redis://127.0.0.1:1/0", clock=ra.ManualClock(datetime.now(timezone.utc)))
+    with pytest.raises(ra.InvalidInputError, match="max_store_outage"):
+        ra.Authority(redis_url="redis://127.0.0.1:1/0", max_store_outage=0)
+
+    async def main() -> None:
+        nowhere = ra.Authority(redis_url=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+        with pytest.raises(ra.StoreUnavailableError) as refused:
+            await nowhere.issue("py-nowhere", trigger="manual", remote_access_enabled=True)
+        assert "hunter2" not in str(refused.value)
 
     asyncio.run(main())

@@ -312,6 +312,15 @@ impl Authority {
         Ok(Self { inner: Arc::new(inner) })
     }
 
+    /// An authority on a Redis store shared with other gateways and the platform's own
+    /// processes (see [`crate::RedisStore`]), on the system clock: Redis expires records in
+    /// real time, so a manual clock cannot drive it.
+    #[cfg(feature = "redis")]
+    pub fn with_redis(options: AuthorityOptions, redis: crate::store::RedisOptions) -> Result<Self> {
+        let store = crate::store::RedisStore::new(redis)?;
+        Self::with_parts(options, Arc::new(store), Arc::new(SystemClock))
+    }
+
     /// The options in force.
     pub fn options(&self) -> &AuthorityOptions {
         &self.inner.options
