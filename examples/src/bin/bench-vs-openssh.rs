@@ -8,7 +8,9 @@
 //!
 //! Measured: connection setup (`ssh -J jump builder true`, interleaved), throughput of 1 GiB
 //! and the jump host's CPU seconds per GiB, forward vs reverse tunnel for both, and revocation
-//! latency with 1,000 live connections over 100 builds (plus the process RSS at that point).
+//! latency with 1,000 live connections over 100 builds (plus the process RSS at that point),
+//! and the same across gateways sharing a Redis: connections on two gateways, revoked through
+//! a third authority (the platform's). `--redis-only` runs only that part.
 
 #[path = "../../../remote-access-core/tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::{Sshd, write_script};
 use remote_access_core::{
     AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionInfo, Credentials, Gateway,
-    GatewayOptions, HostKey, ScriptOptions, Secret, Trigger, run_agent,
+    GatewayOptions, HostKey, RedisOptions, ScriptOptions, Secret, Trigger, run_agent,
 };
 use tokio::process::Command;
 
@@ -115,6 +117,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(i) = std::env::args().position(|a| a == "--agent") {
         let args: Vec<String> = std::env::args().skip(i + 1).collect();
         return agent(&args).await;
+    }
+    if std::env::args().any(|a| a == "--redis-only") {
+        let builder = Sshd::start();
+        let r = sorted(redis_revocation(&builder).await?);
+        print_redis_revocation(&r);
+        let report = serde_json::json!({"redis_revocation_ms": revocation_json(&r)});
+        let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| "target/benchmarks-partial.json".into());
+        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+        println!("\nraw results: {out}");
+        return Ok(());
     }
     let quick = std::env::args().any(|a| a == "--quick");
     // `--throughput-only` skips setup and revocation: for profiling the data path.
@@ -298,8 +310,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (revoke, rss_per_conn) = if throughput_only || vnc_only {
         (Vec::new(), f64::NAN)
     } else {
-        revocation(&authority, &gateway, port, &builder, dir).await?
+        revocation(&authority, &[port], &builder, "revoke").await?
     };
+    // 5: the same across gateways sharing a Redis.
+    let redis_revoke =
+        if throughput_only || vnc_only { Vec::new() } else { redis_revocation(&builder).await? };
     // 4: the gateway's memory with 1,000 and 10,000 live connections from a separate process,
     // and OpenSSH's with a smaller count (one process pair per connection).
     let memory = if throughput_only || vnc_only || quick {
@@ -374,9 +389,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.last().copied().unwrap_or(f64::NAN)
     );
     println!("process RSS per live connection (gateway and client sides together): {rss_per_conn:.1} KiB");
+    let redis_revoke = sorted(redis_revoke);
+    print_redis_revocation(&redis_revoke);
     let report = serde_json::json!({
         "date": date.to_string(), "bytes": bytes, "paths": json,
-        "revocation_ms": {"p50": percentile(&r, 50.0), "p99": percentile(&r, 99.0), "samples": r.len()},
+        "revocation_ms": revocation_json(&r),
+        "redis_revocation_ms": revocation_json(&redis_revoke),
         "rss_kib_per_connection_both_sides": rss_per_conn,
         "gateway_rss_kib_per_connection": memory.iter().map(|(n, kib)| serde_json::json!({"connections": n, "kib": kib})).collect::<Vec<_>>(),
         "openssh_rss_kib_per_connection_50": openssh_kib,
@@ -408,25 +426,63 @@ impl russh::client::Handler for Client {
     }
 }
 
-/// Opens 10 authenticated connections to each of 100 builds, then revokes each build and
-/// measures, per connection, the time from `revoke` to the client seeing the connection closed.
+fn revocation_json(sorted: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "p50": percentile(sorted, 50.0), "p99": percentile(sorted, 99.0),
+        "max": sorted.last().copied().unwrap_or(f64::NAN), "samples": sorted.len(),
+    })
+}
+
+fn print_redis_revocation(sorted: &[f64]) {
+    println!(
+        "revocation across gateways on one Redis, 1,000 connections over 100 builds on two gateways, \
+         revoked through a third authority: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(sorted, 50.0),
+        percentile(sorted, 99.0),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// Two gateways, each with its own authority and Redis connections (as two processes would),
+/// and the platform's authority, which serves nothing, on one in-memory `redis-server`: the
+/// revocation goes through the platform and must reach both gateways (Redis pub/sub).
+async fn redis_revocation(builder: &Sshd) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let redis = common::RedisServer::start_in_memory();
+    let open = || Authority::with_redis(AuthorityOptions::default(), RedisOptions::new(redis.url()));
+    let platform = open()?;
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let gateway = Gateway::new(open()?, GatewayOptions::default())?;
+        running.push(gateway.start("127.0.0.1:0").await?);
+    }
+    let ports: Vec<u16> = running.iter().map(|r| r.local_addr().port()).collect();
+    let (samples, _) = revocation(&platform, &ports, builder, "redis-revoke").await?;
+    for gateway in running {
+        gateway.stop().await?;
+    }
+    Ok(samples)
+}
+
+/// Opens 10 authenticated connections to each of 100 builds (spread over the gateways at
+/// `ports`), then revokes each build through `authority` and measures, per connection, the
+/// time from `revoke` to the client seeing the connection closed.
 async fn revocation(
     authority: &Authority,
-    gateway: &Gateway,
-    port: u16,
+    ports: &[u16],
     builder: &Sshd,
-    _dir: &Path,
+    prefix: &str,
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
     let rss_before = rss_kib("self");
     let config = Arc::new(russh::client::Config::default());
     let mut builds: Vec<(Credentials, Vec<russh::client::Handle<Client>>)> = Vec::new();
     for b in 0..100 {
-        let mut request = BuildRequest::new(BuildId::new(format!("revoke-{b}"))?, Trigger::Manual, true);
+        let mut request = BuildRequest::new(BuildId::new(format!("{prefix}-{b}"))?, Trigger::Manual, true);
         request.builder = Some(builder.builder());
         let creds = authority.issue(request).await?;
         let key = Arc::new(russh::keys::decode_secret_key(creds.private_key_openssh()?.expose(), None)?);
         let mut handles = Vec::new();
-        for _ in 0..10 {
+        for c in 0..10 {
+            let port = ports[c % ports.len()];
             let mut handle = russh::client::connect(config.clone(), ("127.0.0.1", port), Client).await?;
             let auth = handle
                 .authenticate_publickey(
@@ -441,7 +497,6 @@ async fn revocation(
         }
         builds.push((creds, handles));
     }
-    let _ = gateway;
     let rss_per_conn = (rss_kib("self").saturating_sub(rss_before)) as f64 / 1000.0;
     let mut samples = Vec::new();
     for (creds, handles) in builds {

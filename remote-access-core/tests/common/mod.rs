@@ -438,13 +438,23 @@ impl VncViewer {
 pub struct RedisServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
+    durable: bool,
     server: Option<Server>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    /// Without the append-only file: what a benchmark of the gateways (not of a disk) needs.
+    pub fn start_in_memory() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    fn start_with(durable: bool) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("ra-redis-").tempdir().unwrap();
-        let mut redis = RedisServer { port: free_port(), dir, server: None };
+        let mut redis = RedisServer { port: free_port(), dir, durable, server: None };
         redis.restart();
         redis
     }
@@ -458,7 +468,12 @@ impl RedisServer {
         assert!(self.server.is_none(), "already running");
         let mut cmd = Command::new("redis-server");
         cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
+            .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null());
         self.server = Some(Server::spawn("redis-server", &mut cmd));
