@@ -18,6 +18,9 @@ use remote_access_core::{
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
+/// The fleet's `max_store_outage`.
+const OUTAGE: Duration = Duration::from_secs(2);
+
 /// A gateway process on `address` (fixed, so a restart comes back on the same one).
 struct GatewayProcess {
     child: Child,
@@ -29,6 +32,8 @@ impl GatewayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(["--listen", address, "--redis", &redis.url(), "--host-key-file"])
             .arg(key_file)
+            // Short, so that a killed gateway's connections are detached within seconds.
+            .args(["--max-store-outage-secs", &OUTAGE.as_secs().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -94,8 +99,13 @@ async fn a_gateway_killed_and_restarted_serves_the_same_sessions() {
     assert_eq!(code, 0, "{stderr}");
     platform.revoke(gone.build_id(), "tombstone before the crash").await.unwrap();
     let deadline = platform.session(live.build_id()).await.unwrap().deadline();
+    // A shell is open through the gateway when it dies.
+    let shell = start_long_script(&live_script).await;
+    assert_eq!(platform.session(live.build_id()).await.unwrap().live_connections().count(), 1);
 
     gateway.kill().await;
+    let (code, _) = exit_of(shell).await;
+    assert_ne!(code, 0, "the shell died with its gateway");
     let (code, _, _) = run_script(&live_script, &["true"]).await;
     assert_eq!(code, 255, "nothing serves while the gateway is down");
     let gateway = GatewayProcess::start(&redis, &key_file, &address).await;
@@ -111,6 +121,26 @@ async fn a_gateway_killed_and_restarted_serves_the_same_sessions() {
     assert!(!session.is_ended());
     let refused = platform.verify_ssh(gone.username(), gone.public_key()).await;
     assert!(matches!(refused, Err(Error::AccessDenied { .. })), "{refused:?}");
+
+    // The dead gateway's connection is detached from the session by the fleet (here the
+    // restarted gateway, which is a new instance) once its heartbeat is older than the bound,
+    // so the user's logout still ends the session and finishes the build.
+    eventually("the dead gateway's connection is detached", || async {
+        platform.session(live.build_id()).await.unwrap().live_connections().count() == 0
+    })
+    .await;
+    platform.steps_completed(live.build_id()).await.unwrap();
+    let (code, _, stderr) = run_script(&live_script, &["true"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    eventually("the logout ends the session", || async {
+        platform
+            .session(live.build_id())
+            .await
+            .unwrap()
+            .end()
+            .is_some_and(|(reason, _)| reason.code() == "logged_out")
+    })
+    .await;
     gateway.kill().await;
 }
 

@@ -41,6 +41,9 @@ const RECHECK_EVERY_ROUNDS: u32 = 5;
 /// back, up to this many; beyond that the oldest are dropped and the session's grace period
 /// ends it instead of the logout.
 const MAX_UNREPORTED: usize = 100_000;
+/// An authority whose heartbeat is older than its `max_store_outage` plus this has cut its
+/// connections (or died with them): others may detach them from the sessions.
+const SILENCE_SLACK: Duration = Duration::from_secs(5);
 
 /// Options for an [`Authority`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -116,6 +119,9 @@ struct Inner {
     contact: std::sync::Mutex<Contact>,
     /// Disconnects the store could not take, to be recorded once it answers again.
     unreported: std::sync::Mutex<std::collections::VecDeque<(BuildId, Input)>>,
+    /// This authority's id in a shared store: the high 32 bits of its connection ids, and the
+    /// name of its heartbeat.
+    instance: u32,
 }
 
 /// What the authority knows of its contact with the store.
@@ -308,6 +314,7 @@ impl Authority {
             guesses,
             contact: Default::default(),
             unreported: Default::default(),
+            instance: russh::keys::key::safe_rng().next_u32(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -580,7 +587,11 @@ impl Authority {
     /// [`Authority::connected`], also returning the session as it was when the connection was
     /// admitted (the gateway needs its route).
     async fn connect(&self, build_id: &BuildId, protocol: Protocol) -> Result<(Session, LiveConnection)> {
-        let connection = ConnectionId(russh::keys::key::safe_rng().next_u64());
+        // The high half names this authority, so that if it dies others can tell its
+        // connections apart in the shared sessions (see `detach_silent`).
+        let connection = ConnectionId(
+            u64::from(self.inner.instance) << 32 | u64::from(russh::keys::key::safe_rng().next_u32()),
+        );
         let (session, t) = self.apply(build_id, Input::Connected { connection, protocol }).await?;
         if let Some(reason) = t.refused {
             return Err(Error::SessionEnded { build_id: session.build_id().clone(), reason });
@@ -831,6 +842,37 @@ impl Authority {
         }
     }
 
+    /// Detaches, from the shared sessions, the connections of authorities that stopped
+    /// heart-beating: killed or crashed (their connections died with them), or out of contact
+    /// for longer than `max_store_outage` (they cut theirs). Without this a dead gateway's
+    /// connections would count as live until the deadline, and the user's logout would not
+    /// end the session. Every gateway of a fleet must share `max_store_outage`.
+    async fn detach_silent(&self) -> Result<()> {
+        let silence = self.inner.options.max_store_outage + SILENCE_SLACK;
+        let before = self.now().checked_sub(time::Duration::try_from(silence).unwrap_or(time::Duration::MAX));
+        let instances =
+            self.inner.store.claim_silent_instances(before.unwrap_or(OffsetDateTime::UNIX_EPOCH)).await?;
+        if instances.is_empty() {
+            return Ok(());
+        }
+        let mut detached = 0;
+        for build_id in self.inner.store.live_sessions().await? {
+            let Ok(session) = self.session(&build_id).await else { continue };
+            for (connection, _) in session.live_connections() {
+                if instances.contains(&((connection.0 >> 32) as u32)) {
+                    self.apply(&build_id, Input::Detached { connection }).await?;
+                    detached += 1;
+                }
+            }
+        }
+        tracing::warn!(
+            gateways = instances.len(),
+            connections = detached,
+            "detached the connections of gateways that stopped answering"
+        );
+        Ok(())
+    }
+
     /// Acts on what a shared store reports another process changed.
     async fn noticed(&self, notice: Notice) {
         match notice {
@@ -923,8 +965,14 @@ impl Authority {
         {
             tracing::warn!(%err, "purging tombstones failed; retrying");
         }
+        if let Err(err) = self.inner.store.heartbeat(self.inner.instance, self.now()).await {
+            tracing::warn!(%err, "recording this gateway's heartbeat failed; retrying");
+        }
         if rounds.is_multiple_of(RECHECK_EVERY_ROUNDS) {
             self.recheck().await;
+            if let Err(err) = self.detach_silent().await {
+                tracing::warn!(%err, "detaching the connections of silent gateways failed; retrying");
+            }
         }
         match self.next_deadline().await {
             Ok(Some(at)) => Duration::try_from(at - self.now())

@@ -439,6 +439,9 @@ impl remote_access_core::Store for YieldingStore {
     fn purge(&self, ended_before: time::OffsetDateTime) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
         self.0.purge(ended_before)
     }
+    fn live_sessions(&self) -> remote_access_core::StoreFuture<'_, Vec<BuildId>> {
+        self.0.live_sessions()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

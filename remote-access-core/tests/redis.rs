@@ -131,6 +131,17 @@ async fn the_store_keeps_the_contract_atomically_and_with_expiries() {
     assert!(store.session(&one).await.unwrap().is_none());
     assert_eq!(redis_cli(&redis, &["DBSIZE"]).await, "0", "nothing left behind");
 
+    // Heartbeats: a silent instance is claimed once, by one caller; a live one never.
+    store.heartbeat(7, now - Duration::from_secs(60)).await.unwrap();
+    store.heartbeat(8, now).await.unwrap();
+    let before = now - Duration::from_secs(30);
+    let (first, second) =
+        tokio::join!(store.claim_silent_instances(before), store.claim_silent_instances(before));
+    let mut claims = [first.unwrap(), second.unwrap()];
+    claims.sort();
+    assert_eq!(claims, [vec![], vec![7]]);
+    redis_cli(&redis, &["DEL", "remote-access:instances"]).await;
+
     // Something else writing under the prefix is an error, never a panic or a wrong answer.
     redis_cli(&redis, &["HSET", "remote-access:session:bad", "v", "0", "s", "{not json"]).await;
     let bad = store.session(&BuildId::new("bad").unwrap()).await;

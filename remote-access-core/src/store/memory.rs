@@ -164,6 +164,17 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(due) })
     }
 
+    fn live_sessions(&self) -> StoreFuture<'_, Vec<BuildId>> {
+        let live = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| !s.value.is_ended())
+            .map(|s| s.value.build_id().clone())
+            .collect();
+        Box::pin(async move { Ok(live) })
+    }
+
     fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
         let next = self.lock().sessions.values().filter_map(|s| s.value.next_deadline()).min();
         Box::pin(async move { Ok(next) })

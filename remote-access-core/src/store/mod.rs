@@ -169,6 +169,24 @@ pub trait Store: Send + Sync + 'static {
     /// the builds removed.
     fn purge(&self, ended_before: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
 
+    /// Every build whose session is live.
+    fn live_sessions(&self) -> StoreFuture<'_, Vec<BuildId>>;
+
+    /// Records that the authority `instance` (the high 32 bits of its connection ids) is alive
+    /// at `at`, so that others can tell when it stops. The in-memory store is shared only
+    /// within one process, which cannot outlive itself: by default nothing is recorded.
+    fn heartbeat(&self, instance: u32, at: OffsetDateTime) -> StoreFuture<'_, ()> {
+        let _ = (instance, at);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Claims the instances whose last heartbeat is before `before`, forgetting them: each is
+    /// returned to one caller only, which detaches its connections.
+    fn claim_silent_instances(&self, before: OffsetDateTime) -> StoreFuture<'_, Vec<u32>> {
+        let _ = before;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// One round trip to the store: fails when it cannot be reached. The authority calls it
     /// every second and cuts live connections when it has failed for too long.
     fn ping(&self) -> StoreFuture<'_, ()> {

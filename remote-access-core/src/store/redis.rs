@@ -10,6 +10,7 @@
 //! | `{p}:vnc-port:{port}` | the build id, while its session is live |
 //! | `{p}:deadlines` | sorted set: live builds by next deadline (ms) |
 //! | `{p}:ended` | sorted set: ended builds by end time (ms), for purging |
+//! | `{p}:instances` | sorted set: authorities by last heartbeat (ms) |
 //!
 //! Every write is one Lua script, so it is atomic: a session's compare-and-swap, its tombstone
 //! and its announcement on the channel `{p}:ended` happen together or not at all. Every key of
@@ -357,6 +358,39 @@ impl Store for RedisStore {
         })
     }
 
+    fn live_sessions(&self) -> StoreFuture<'_, Vec<BuildId>> {
+        Box::pin(async move {
+            let key = &self.keys.deadlines();
+            let live: Vec<String> =
+                self.run("the live sessions", |mut con| async move { con.zrange(key, 0, -1).await }).await?;
+            live.into_iter().map(|id| BuildId::new(id).map_err(|_| corrupt("deadline index"))).collect()
+        })
+    }
+
+    fn heartbeat(&self, instance: u32, at: OffsetDateTime) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let key = &self.keys.instances();
+            let _: i64 = self
+                .run("a heartbeat", |mut con| async move { con.zadd(key, instance, ms_floor(at)).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn claim_silent_instances(&self, before: OffsetDateTime) -> StoreFuture<'_, Vec<u32>> {
+        Box::pin(async move {
+            let mut script = CLAIM.prepare_invoke();
+            script.key(self.keys.instances()).arg(ms_floor(before));
+            let script = &script;
+            let claimed: Vec<u32> =
+                self.run("claiming silent instances", |mut con| async move {
+                    script.invoke_async(&mut con).await
+                })
+                .await?;
+            Ok(claimed)
+        })
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let _: String = self
@@ -463,6 +497,9 @@ impl Keys {
     fn ended(&self) -> String {
         format!("{}:ended", self.prefix)
     }
+    fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
     fn channel(&self) -> String {
         format!("{}:ended", self.prefix)
     }
@@ -558,6 +595,18 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
 end
 return ids
+",
+    )
+});
+
+/// Takes the instances whose heartbeat is older than ARGV[1] out of KEYS[1] and returns them:
+/// one caller gets each.
+static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, id in ipairs(silent) do redis.call('ZREM', KEYS[1], id) end
+return silent
 ",
     )
 });
