@@ -45,6 +45,11 @@ struct ReadmeDoctests;
 #[doc = include_str!("../../docs/ssh.md")]
 struct SshGuideDoctests;
 
+/// And the scaling guide's.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../docs/scaling.md")]
+struct ScalingGuideDoctests;
+
 mod audit;
 mod authority;
 mod build;

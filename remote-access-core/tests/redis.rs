@@ -157,6 +157,9 @@ fn ceil_ms(at: OffsetDateTime) -> OffsetDateTime {
 async fn a_bad_url_or_an_unreachable_redis_is_a_clear_error() {
     let bad = RedisStore::new(RedisOptions::new("http://example.invalid"));
     assert!(matches!(bad, Err(Error::InvalidInput { .. })), "{bad:?}");
+    let tls = RedisStore::new(RedisOptions::new("rediss://:secret@redis.internal:6380/0")).unwrap_err();
+    assert!(tls.to_string().contains("TLS"), "{tls}");
+    assert!(!tls.to_string().contains("secret"), "{tls}");
     let mut options = RedisOptions::new(format!("redis://127.0.0.1:{}/0", free_port()));
     options.timeout = Duration::from_millis(500);
     let nowhere = RedisStore::new(options).unwrap();

@@ -101,6 +101,12 @@ impl RedisStore {
     /// connects, so an unreachable Redis shows as [`Error::StoreUnavailable`] then, and the
     /// authority fails closed.
     pub fn new(options: RedisOptions) -> Result<Self> {
+        if options.url.expose().starts_with("rediss://") {
+            return Err(Error::invalid(
+                "redis url",
+                "TLS (rediss://) is not built in: reach Redis over a private network, or through a local TLS tunnel at redis://",
+            ));
+        }
         let client = redis::Client::open(options.url.expose().as_str())
             .map_err(|_| Error::invalid("redis url", "not a Redis URL (redis://host:port/db)"))?;
         let prefix = &options.key_prefix;
