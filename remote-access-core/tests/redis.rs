@@ -312,3 +312,24 @@ async fn without_redis_logins_are_refused_and_connections_cut_then_service_resum
     }
     gateway.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_change_feed_survives_its_liveness_probe_and_reports_ends() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let (sender, mut notices) = tokio::sync::mpsc::channel(16);
+    let watching = tokio::spawn(async move { store.watch(sender).await });
+    assert_eq!(notices.recv().await, Some(remote_access_core::Notice::Missed), "first: check everything");
+    // Past the first probe (every 5 s): a failed probe would start over with another `Missed`.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    redis_cli(&redis, &["PUBLISH", "remote-access:ended", "not a build id!"]).await;
+    redis_cli(&redis, &["PUBLISH", "remote-access:ended", "build-7"]).await;
+    let next = notices.recv().await;
+    assert_eq!(next, Some(remote_access_core::Notice::Ended(BuildId::new("build-7").unwrap())));
+    assert!(notices.try_recv().is_err(), "the malformed message was dropped, nothing else came");
+    drop(notices);
+    tokio::time::timeout(Duration::from_secs(10), watching)
+        .await
+        .expect("stops once nobody listens")
+        .unwrap();
+}

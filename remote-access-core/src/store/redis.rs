@@ -45,6 +45,8 @@ const MAX_RECORD_LEN: usize = 64 * 1024;
 const BATCH: usize = 1000;
 /// How long the change feed waits before it reconnects after losing Redis.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// How often the change feed's connection is proved alive with a ping.
+const WATCH_PROBE: Duration = Duration::from_secs(5);
 
 /// Options for a [`RedisStore`]; every field but the URL has a default.
 #[derive(Debug, Clone)]
@@ -427,21 +429,24 @@ impl RedisStore {
     /// Subscribes to the channel of ended sessions and forwards what it hears. Returns `Ok`
     /// when `notices` closes, an error when the subscription is lost.
     async fn follow(&self, channel: &str, notices: &mpsc::Sender<Notice>) -> Result<()> {
-        let mut pubsub = self
-            .call("a subscription", self.client.get_async_pubsub())
-            .await
-            .map_err(|RetryOnce(e)| unavailable(e))?;
-        self.call("a subscription", pubsub.subscribe(channel))
-            .await
-            .map_err(|RetryOnce(e)| unavailable(e))?;
+        let lost = |RetryOnce(err)| unavailable(err);
+        let pubsub = self.call("a subscription", self.client.get_async_pubsub()).await.map_err(lost)?;
+        let (mut sink, mut messages) = pubsub.split();
+        self.call("a subscription", sink.subscribe(channel)).await.map_err(lost)?;
         // Whatever ended while we were not subscribed was not heard: have it checked.
         if notices.send(Notice::Missed).await.is_err() {
             return Ok(());
         }
-        let mut messages = pubsub.on_message();
+        // A connection that died silently (no reset, a partition) would never deliver again:
+        // a ping through it now and then proves it alive, or the subscription starts over.
+        let mut probe = tokio::time::interval(WATCH_PROBE);
+        probe.tick().await;
         loop {
             tokio::select! {
                 () = notices.closed() => return Ok(()),
+                _ = probe.tick() => {
+                    self.call("a subscription ping", sink.ping::<redis::Value>()).await.map_err(lost)?;
+                }
                 message = next(&mut messages) => {
                     let Some(message) = message else {
                         return Err(Error::StoreUnavailable { message: "the subscription closed".into(), source: None });
