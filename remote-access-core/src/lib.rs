@@ -146,6 +146,22 @@ pub mod fuzzing {
         vnc::login_builder(builder, login).await.map_err(|err| err.to_string())
     }
 
+    /// Reads a credential record and its revocation as Redis hands them back (the Redis
+    /// store's own decoder); on success also returns the record encoded as the store writes
+    /// it, and the revocation encoded likewise.
+    #[cfg(feature = "redis")]
+    pub fn redis_credential(
+        build_id: &crate::BuildId,
+        record: &[u8],
+        revoked: Option<&[u8]>,
+    ) -> Result<(crate::CredentialRecord, Vec<u8>, Option<String>), String> {
+        let decoded =
+            crate::store::redis::decode_credential(build_id, record, revoked).map_err(|e| e.to_string())?;
+        let encoded = crate::store::redis::encode_credential(&decoded).map_err(|e| e.to_string())?;
+        let revocation = decoded.revoked.as_ref().map(crate::store::redis::encode_revocation).transpose();
+        Ok((decoded, encoded.to_vec(), revocation.map_err(|e| e.to_string())?))
+    }
+
     /// Serves one SSH connection on `stream` as the gateway's accept loop would.
     pub async fn serve_ssh<S>(gateway: &Gateway, stream: S, peer: SocketAddr)
     where

@@ -10,7 +10,7 @@
 
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

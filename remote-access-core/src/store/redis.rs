@@ -180,9 +180,7 @@ impl RedisStore {
             .run("a credential read", |mut con| async move { con.hmget(key, &["record", "revoked"]).await })
             .await?;
         let Some(record) = record.map(Zeroizing::new) else { return Ok(None) };
-        let stored: StoredCredential = parse(&record, "credential")?;
-        let revoked = revoked.map(|r| parse::<StoredRevocation>(&r, "revocation")).transpose()?;
-        Ok(Some(stored.into_record(build_id, revoked.map(Revocation::from))?))
+        decode_credential(build_id, &record, revoked.as_deref()).map(Some)
     }
 
     async fn index(&self, key: String) -> Result<Option<BuildId>> {
@@ -203,11 +201,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let id = session.build_id().clone();
             let session_json = serde_json::to_string(&session).map_err(|_| corrupt("session"))?;
-            let record = StoredCredential::from_record(&credential);
-            // Sized up front so that the buffer holding the passwords is never reallocated
-            // (and a stale copy left behind); zeroized when dropped.
-            let mut record_json = Zeroizing::new(Vec::with_capacity(4096));
-            serde_json::to_writer(&mut *record_json, &record).map_err(|_| corrupt("credential"))?;
+            let record_json = encode_credential(&credential)?;
             let mut script = INSERT.prepare_invoke();
             script
                 .key(self.keys.session(&id))
@@ -283,9 +277,7 @@ impl Store for RedisStore {
             let id = session.build_id().clone();
             let json = serde_json::to_string(&session).map_err(|_| corrupt("session"))?;
             let revocation = match &revocation {
-                Some(r) => {
-                    serde_json::to_string(&StoredRevocation::from(r)).map_err(|_| corrupt("revocation"))?
-                }
+                Some(r) => encode_revocation(r)?,
                 None => String::new(),
             };
             let mut script = REPLACE.prepare_invoke();
@@ -697,6 +689,32 @@ impl From<StoredRevocation> for Revocation {
     fn from(r: StoredRevocation) -> Self {
         Self { at: r.at, reason: r.reason }
     }
+}
+
+/// A credential record as stored, without its revocation (kept apart, written once).
+pub(crate) fn encode_credential(credential: &CredentialRecord) -> Result<Zeroizing<Vec<u8>>> {
+    let record = StoredCredential::from_record(credential);
+    // Sized up front so that the buffer holding the passwords is never reallocated (and a
+    // stale copy left behind); zeroized when dropped.
+    let mut json = Zeroizing::new(Vec::with_capacity(4096));
+    serde_json::to_writer(&mut *json, &record).map_err(|_| corrupt("credential"))?;
+    Ok(json)
+}
+
+/// A credential record and its revocation as Redis returned them.
+pub(crate) fn decode_credential(
+    build_id: &BuildId,
+    record: &[u8],
+    revoked: Option<&[u8]>,
+) -> Result<CredentialRecord> {
+    let stored: StoredCredential = parse(record, "credential")?;
+    let revoked = revoked.map(|r| parse::<StoredRevocation>(r, "revocation")).transpose()?;
+    stored.into_record(build_id, revoked.map(Revocation::from))
+}
+
+/// A revocation as stored.
+pub(crate) fn encode_revocation(revocation: &Revocation) -> Result<String> {
+    serde_json::to_string(&StoredRevocation::from(revocation)).map_err(|_| corrupt("revocation"))
 }
 
 /// Parses what Redis returned, within a size limit.
