@@ -228,8 +228,12 @@ async fn three_gateways_share_one_redis_and_a_revocation_through_one_cuts_the_ot
     let live_b = start_long_script(&scripts[1]).await;
     let live_c = start_long_script(&scripts[2]).await;
     next_event(&mut events_b, "connected").await;
-    let session = platform.session(creds.build_id()).await.unwrap();
-    assert_eq!(session.live_connections().count(), 2, "both connections are in the shared session");
+    // Both shells are in the shared session (the earlier commands' disconnects may still be
+    // on their way).
+    eventually("both connections are in the shared session", || async {
+        platform.session(creds.build_id()).await.unwrap().live_connections().count() == 2
+    })
+    .await;
 
     let revoked_at = Instant::now();
     fleet[0].authority.revoke(creds.build_id(), "revoked through gateway A").await.unwrap();
