@@ -12,8 +12,8 @@ use crate::convert::rfc3339;
 
 /// Something that happened to a build's remote access. `kind` is one of `issued`,
 /// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
-/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is RFC 3339; `connectionId` and
-/// `protocol` are set for `connected` and `disconnected`.
+/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is
+/// RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
 #[napi(object)]
 pub struct Event {
     pub build_id: String,

@@ -856,14 +856,30 @@ impl Authority {
             return Ok(());
         }
         let mut detached = 0;
-        for build_id in self.inner.store.live_sessions().await? {
-            let Ok(session) = self.session(&build_id).await else { continue };
-            for (connection, _) in session.live_connections() {
-                if instances.contains(&((connection.0 >> 32) as u32)) {
-                    self.apply(&build_id, Input::Detached { connection }).await?;
-                    detached += 1;
+        let mut failed = None;
+        match self.inner.store.live_sessions().await {
+            Ok(live) => {
+                for build_id in live {
+                    let Ok(session) = self.session(&build_id).await else { continue };
+                    for (connection, _) in session.live_connections() {
+                        if !instances.contains(&((connection.0 >> 32) as u32)) {
+                            continue;
+                        }
+                        match self.apply(&build_id, Input::Detached { connection }).await {
+                            Ok(_) => detached += 1,
+                            Err(err) => failed = Some(err),
+                        }
+                    }
                 }
             }
+            Err(err) => failed = Some(err),
+        }
+        if let Some(err) = failed {
+            // Put the claimed instances back as silent, so that a later round finishes the job.
+            for &instance in &instances {
+                let _ = self.inner.store.heartbeat(instance, OffsetDateTime::UNIX_EPOCH).await;
+            }
+            return Err(err);
         }
         tracing::warn!(
             gateways = instances.len(),
