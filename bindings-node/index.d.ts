@@ -353,8 +353,8 @@ export interface Builder {
 /**
  * Something that happened to a build's remote access. `kind` is one of `issued`,
  * `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
- * `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is RFC 3339; `connectionId` and
- * `protocol` are set for `connected` and `disconnected`.
+ * `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is
+ * RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
  */
 export interface Event {
   buildId: string
