@@ -44,6 +44,12 @@ const MAX_UNREPORTED: usize = 100_000;
 /// An authority whose heartbeat is older than its `max_store_outage` plus this has cut its
 /// connections (or died with them): others may detach them from the sessions.
 const SILENCE_SLACK: Duration = Duration::from_secs(5);
+/// How often the store is pinged (and the heartbeat written), and how long a ping may take
+/// before it counts as no answer: a slow store is an absent one.
+const CONTACT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a claim on a silent authority lasts; a claimer that fails or dies leaves it to be
+/// claimed again after this.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// Options for an [`Authority`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -120,8 +126,11 @@ struct Inner {
     /// Disconnects the store could not take, to be recorded once it answers again.
     unreported: std::sync::Mutex<std::collections::VecDeque<(BuildId, Input)>>,
     /// This authority's id in a shared store: the high 32 bits of its connection ids, and the
-    /// name of its heartbeat.
-    instance: u32,
+    /// name of its heartbeat. A new one is drawn when an outage cuts every connection, so
+    /// that others detaching the old id's connections never touch those admitted after.
+    instance: std::sync::atomic::AtomicU32,
+    /// Set when the store answers again after an outage: every build gets checked.
+    resync: std::sync::atomic::AtomicBool,
 }
 
 /// What the authority knows of its contact with the store.
@@ -314,7 +323,8 @@ impl Authority {
             guesses,
             contact: Default::default(),
             unreported: Default::default(),
-            instance: russh::keys::key::safe_rng().next_u32(),
+            instance: russh::keys::key::safe_rng().next_u32().into(),
+            resync: false.into(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -590,13 +600,15 @@ impl Authority {
         // The high half names this authority, so that if it dies others can tell its
         // connections apart in the shared sessions (see `detach_silent`).
         let connection = ConnectionId(
-            u64::from(self.inner.instance) << 32 | u64::from(russh::keys::key::safe_rng().next_u32()),
+            u64::from(self.instance()) << 32 | u64::from(russh::keys::key::safe_rng().next_u32()),
         );
+        // The cut signal exists before the session counts the connection, so that an end
+        // announced from elsewhere in between still reaches it.
+        let cut = self.inner.registry.signal(build_id);
         let (session, t) = self.apply(build_id, Input::Connected { connection, protocol }).await?;
         if let Some(reason) = t.refused {
             return Err(Error::SessionEnded { build_id: session.build_id().clone(), reason });
         }
-        let cut = self.inner.registry.signal(build_id);
         let live = LiveConnection {
             build_id: build_id.clone(),
             id: connection,
@@ -623,11 +635,11 @@ impl Authority {
             }
             // An agent is not a user connection: it never counts towards logout.
             Role::Agent => {
+                let cut = self.inner.registry.signal(&build_id);
                 let session = self.session(&build_id).await?;
                 if session.is_ended() {
                     return Err(Error::denied(DenialReason::Revoked));
                 }
-                let cut = self.inner.registry.signal(&build_id);
                 Ok(Admitted::Agent(session, cut))
             }
         }
@@ -768,11 +780,23 @@ impl Authority {
         })
     }
 
-    /// Pings the store. After an outage, records what waited and checks every build with
-    /// connections here; once an outage passes `max_store_outage`, cuts every connection.
-    /// Returns whether the store answered.
-    async fn check_contact(&self) -> bool {
-        let answer = self.inner.store.ping().await;
+    /// Pings the store (within a second) and writes the heartbeat. Once an outage passes
+    /// `max_store_outage`, cuts every connection; when the store answers again, has the
+    /// housekeeping resynchronise.
+    async fn check_contact(&self) {
+        let answer = match tokio::time::timeout(CONTACT_INTERVAL, self.inner.store.ping()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::StoreUnavailable {
+                message: format!("no answer to a ping within {CONTACT_INTERVAL:?}"),
+                source: None,
+            }),
+        };
+        if answer.is_ok() {
+            // Before logins resume, so that no connection is admitted under a silent id.
+            if let Err(err) = self.inner.store.heartbeat(self.instance(), self.now()).await {
+                tracing::warn!(%err, "recording this gateway's heartbeat failed; retrying");
+            }
+        }
         let (regained, cut_now) = {
             let mut contact = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
             match &answer {
@@ -798,17 +822,19 @@ impl Authority {
         }
         if regained {
             tracing::info!("the session store answers again; logins resume");
-            self.recheck().await;
+            // The housekeeping loop records what waited and rechecks every build: slow work
+            // that must not hold up the next ping.
+            self.inner.resync.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        if answer.is_ok() {
-            self.report_unreported().await;
-        }
-        answer.is_ok()
     }
 
-    /// Cuts every connection here because the store has been out of reach too long.
+    /// Cuts every connection here because the store has been out of reach too long, and
+    /// draws a new instance id: others will detach the old id's connections from the
+    /// sessions once its heartbeat is old, and must not take new connections with them.
     fn cut_for_outage(&self) {
         let builds = self.inner.registry.cut_all();
+        let fresh = russh::keys::key::safe_rng().next_u32();
+        self.inner.instance.store(fresh, std::sync::atomic::Ordering::SeqCst);
         let secs = self.inner.options.max_store_outage.as_secs();
         tracing::warn!(
             builds = builds.len(),
@@ -836,7 +862,7 @@ impl Authority {
             // `apply` cuts the build's connections when it finds the session ended.
             match self.apply(&build_id, Input::Tick).await {
                 Ok(_) => {}
-                Err(Error::UnknownBuild { .. }) => self.inner.registry.cut(&build_id),
+                Err(Error::UnknownBuild { .. }) => self.inner.registry.cut_if_known(&build_id),
                 Err(err) => tracing::warn!(%build_id, %err, "could not check a session against the store"),
             }
         }
@@ -849,37 +875,37 @@ impl Authority {
     /// end the session. Every gateway of a fleet must share `max_store_outage`.
     async fn detach_silent(&self) -> Result<()> {
         let silence = self.inner.options.max_store_outage + SILENCE_SLACK;
-        let before = self.now().checked_sub(time::Duration::try_from(silence).unwrap_or(time::Duration::MAX));
-        let instances =
-            self.inner.store.claim_silent_instances(before.unwrap_or(OffsetDateTime::UNIX_EPOCH)).await?;
+        let now = self.now();
+        let before = now.checked_sub(time::Duration::try_from(silence).unwrap_or(time::Duration::MAX));
+        let until = later(now, CLAIM_LEASE);
+        let mut instances = self
+            .inner
+            .store
+            .claim_silent_instances(before.unwrap_or(OffsetDateTime::UNIX_EPOCH), until)
+            .await?;
+        // Never this authority's own current id (its heartbeat was late, it is not dead): the
+        // next heartbeat takes the claim back.
+        instances.retain(|&instance| instance != self.instance());
         if instances.is_empty() {
             return Ok(());
         }
         let mut detached = 0;
-        let mut failed = None;
-        match self.inner.store.live_sessions().await {
-            Ok(live) => {
-                for build_id in live {
-                    let Ok(session) = self.session(&build_id).await else { continue };
-                    for (connection, _) in session.live_connections() {
-                        if !instances.contains(&((connection.0 >> 32) as u32)) {
-                            continue;
-                        }
-                        match self.apply(&build_id, Input::Detached { connection }).await {
-                            Ok(_) => detached += 1,
-                            Err(err) => failed = Some(err),
-                        }
-                    }
+        for build_id in self.inner.store.live_sessions().await? {
+            // Any failure leaves the claim to lapse, so that a later round finishes the job.
+            let session = match self.session(&build_id).await {
+                Ok(session) => session,
+                Err(Error::UnknownBuild { .. }) => continue,
+                Err(err) => return Err(err),
+            };
+            for (connection, _) in session.live_connections() {
+                if instances.contains(&((connection.0 >> 32) as u32)) {
+                    self.apply(&build_id, Input::Detached { connection }).await?;
+                    detached += 1;
                 }
             }
-            Err(err) => failed = Some(err),
         }
-        if let Some(err) = failed {
-            // Put the claimed instances back as silent, so that a later round finishes the job.
-            for &instance in &instances {
-                let _ = self.inner.store.heartbeat(instance, OffsetDateTime::UNIX_EPOCH).await;
-            }
-            return Err(err);
+        for &instance in &instances {
+            self.inner.store.forget_instance(instance, until).await?;
         }
         tracing::warn!(
             gateways = instances.len(),
@@ -946,43 +972,59 @@ impl Authority {
     /// resolves. Spawn it on your runtime; a [`Gateway`](crate::Gateway) runs its own. Store
     /// errors are logged and retried.
     pub async fn run_expiry(&self, shutdown: impl Future<Output = ()>) {
+        // Four loops in one task, each waiting on its own: a slow store call in one never
+        // holds up the others, above all the contact check that enforces `max_store_outage`.
         let (sender, mut notices) = tokio::sync::mpsc::channel(1024);
         let watch = async {
             self.inner.store.watch(sender).await;
             std::future::pending::<()>().await;
         };
-        let next_round = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(shutdown, watch, next_round);
-        let mut rounds: u32 = 0;
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = &mut watch => {}
-                Some(notice) = notices.recv() => self.noticed(notice).await,
-                () = &mut next_round => {
-                    let wait = self.round(rounds).await;
-                    rounds = rounds.wrapping_add(1);
-                    next_round.as_mut().reset(tokio::time::Instant::now() + wait);
-                }
+        let follow = async {
+            while let Some(notice) = notices.recv().await {
+                self.noticed(notice).await;
             }
+            std::future::pending::<()>().await;
+        };
+        let contact = async {
+            loop {
+                self.check_contact().await;
+                tokio::time::sleep(CONTACT_INTERVAL).await;
+            }
+        };
+        let housekeeping = async {
+            let mut rounds: u32 = 0;
+            loop {
+                let wait = self.round(rounds).await;
+                rounds = rounds.wrapping_add(1);
+                tokio::time::sleep(wait).await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = watch => {}
+            () = follow => {}
+            () = contact => {}
+            () = housekeeping => {}
         }
     }
 
     /// One round of [`Authority::run_expiry`]; returns how long to wait for the next.
     async fn round(&self, rounds: u32) -> Duration {
-        if !self.check_contact().await {
-            return EXPIRY_CHECK_INTERVAL;
+        if self.in_contact().is_err() {
+            return EXPIRY_CHECK_INTERVAL; // nothing to do without the store
+        }
+        self.report_unreported().await;
+        if self.inner.resync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.recheck().await;
         }
         if let Err(err) = self.expire_due().await {
             tracing::warn!(%err, "expiring sessions failed; retrying");
         }
-        if rounds % 60 == 59
-            && let Err(err) = self.purge().await
-        {
-            tracing::warn!(%err, "purging tombstones failed; retrying");
-        }
-        if let Err(err) = self.inner.store.heartbeat(self.inner.instance, self.now()).await {
-            tracing::warn!(%err, "recording this gateway's heartbeat failed; retrying");
+        if rounds % 60 == 59 {
+            if let Err(err) = self.purge().await {
+                tracing::warn!(%err, "purging tombstones failed; retrying");
+            }
+            self.inner.registry.sweep();
         }
         if rounds.is_multiple_of(RECHECK_EVERY_ROUNDS) {
             self.recheck().await;
@@ -1020,7 +1062,7 @@ impl Authority {
             let mut session = current.value;
             if session.is_ended() {
                 // Another authority on a shared store may have ended it: cut here too.
-                self.inner.registry.cut(build_id);
+                self.inner.registry.cut_if_known(build_id);
             }
             let t = session.handle(input.clone(), self.now());
             if t.changed() {
@@ -1029,11 +1071,13 @@ impl Authority {
                     .contains(&Action::RevokeCredentials)
                     .then(|| session.end().map(|(reason, at)| Revocation { at, reason: reason.to_string() }))
                     .flatten();
-                if !store.replace_session(session.clone(), current.version, revocation).await? {
+                let swapped = store.replace_session(session.clone(), current.version, revocation).await;
+                if !matches!(swapped, Ok(true)) && !self.landed(build_id, &session, current.version).await {
+                    swapped?;
                     continue; // another caller changed the session first: redo on its version
                 }
                 if t.actions.contains(&Action::CutConnections) {
-                    self.inner.registry.cut(build_id);
+                    self.inner.registry.cut_if_known(build_id);
                 }
                 // FinishBuild is carried out by the platform when it reads the event.
                 self.inner.events.publish(t.events.clone());
@@ -1046,6 +1090,23 @@ impl Authority {
             ),
             source: None,
         })
+    }
+}
+
+impl Authority {
+    /// Whether a session update whose answer was lost (or whose repeat found the version moved)
+    /// landed after all: the store then holds exactly what was written, one version on. Its
+    /// events and cuts must not be lost with the answer.
+    async fn landed(&self, build_id: &BuildId, written: &Session, version: u64) -> bool {
+        matches!(
+            self.inner.store.session(build_id).await,
+            Ok(Some(now)) if now.version == version.wrapping_add(1) && now.value == *written
+        )
+    }
+
+    /// This authority's current id in a shared store.
+    fn instance(&self) -> u32 {
+        self.inner.instance.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -131,15 +131,32 @@ async fn the_store_keeps_the_contract_atomically_and_with_expiries() {
     assert!(store.session(&one).await.unwrap().is_none());
     assert_eq!(redis_cli(&redis, &["DBSIZE"]).await, "0", "nothing left behind");
 
-    // Heartbeats: a silent instance is claimed once, by one caller; a live one never.
+    // Heartbeats: a silent instance is claimed once, by one caller, until the claim lapses; a
+    // live one never. Forgetting it is refused once it has written a heartbeat since.
     store.heartbeat(7, now - Duration::from_secs(60)).await.unwrap();
     store.heartbeat(8, now).await.unwrap();
     let before = now - Duration::from_secs(30);
-    let (first, second) =
-        tokio::join!(store.claim_silent_instances(before), store.claim_silent_instances(before));
+    let until = now + Duration::from_secs(60);
+    let (first, second) = tokio::join!(
+        store.claim_silent_instances(before, until),
+        store.claim_silent_instances(before, until)
+    );
     let mut claims = [first.unwrap(), second.unwrap()];
     claims.sort();
     assert_eq!(claims, [vec![], vec![7]]);
+    let lapsed = until + Duration::from_secs(1);
+    store.heartbeat(8, lapsed + Duration::from_secs(1)).await.unwrap(); // 8 lives on
+    assert_eq!(
+        store.claim_silent_instances(lapsed, lapsed).await.unwrap(),
+        [7],
+        "a lapsed claim is silent again"
+    );
+    store.heartbeat(7, now).await.unwrap(); // it came back
+    store.forget_instance(7, lapsed).await.unwrap();
+    let members = redis_cli(&redis, &["ZRANGE", "remote-access:instances", "0", "-1"]).await;
+    assert_eq!(members.lines().collect::<Vec<_>>(), ["7", "8"], "a returned instance is not forgotten");
+    store.forget_instance(8, now).await.unwrap();
+    assert_eq!(redis_cli(&redis, &["ZCARD", "remote-access:instances"]).await, "2", "only a claimed one is");
     redis_cli(&redis, &["DEL", "remote-access:instances"]).await;
 
     // Something else writing under the prefix is an error, never a panic or a wrong answer.

@@ -7,6 +7,9 @@
 //!         [--vnc-port 5901]... [--key-prefix remote-access] [--max-store-outage-secs 30]
 //! ```
 //!
+//! A Redis URL with a password goes in the environment (`REMOTE_ACCESS_REDIS_URL`), never on
+//! the command line, which every user of the machine can read (`ps`); `--redis` refuses one.
+//!
 //! Every gateway of a fleet needs the same host key file (users pin one key, whichever gateway
 //! they land on) and the same `--vnc-port` list. The key file is an OpenSSH private key; with
 //! `--generate-host-key` a new one is written there (mode 600) if the file does not exist.
@@ -27,8 +30,9 @@ use remote_access_core::{
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: gateway --listen ADDRESS:PORT --redis URL --host-key-file PATH [--generate-host-key] \
-         [--vnc-port PORT]... [--key-prefix PREFIX] [--max-store-outage-secs SECONDS]"
+        "usage: gateway --listen ADDRESS:PORT [--redis URL] --host-key-file PATH [--generate-host-key] \
+         [--vnc-port PORT]... [--key-prefix PREFIX] [--max-store-outage-secs SECONDS]\n\
+         (a Redis URL with a password: in REMOTE_ACCESS_REDIS_URL instead of --redis)"
     );
     ExitCode::from(1)
 }
@@ -61,6 +65,14 @@ async fn main() -> ExitCode {
             _ => return usage(),
         }
     }
+    if redis.as_deref().is_some_and(|url| url.contains('@')) {
+        eprintln!(
+            "gateway: a Redis URL with credentials on the command line is visible to every user of \
+             this machine; set REMOTE_ACCESS_REDIS_URL instead"
+        );
+        return ExitCode::from(1);
+    }
+    let redis = redis.or_else(|| std::env::var("REMOTE_ACCESS_REDIS_URL").ok());
     let (Some(listen), Some(redis), Some(key_file)) = (listen, redis, key_file) else { return usage() };
     match run(&listen, redis, &key_file, generate, prefix, outage, vnc_ports).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,8 @@
 //! Per-build cut signals: how an ended session reaches the connections that are still open.
 //!
-//! One `watch` channel per build rather than one per connection: a connection that registers
-//! after the session was cut still sees the cut, so there is no window in which a connection
-//! accepted just before the end survives it.
+//! One `watch` channel per build rather than one per connection. A connection takes its
+//! signal before the session admits it, so an end recorded in between (here, or announced from
+//! another gateway) still reaches it; one admitted after the end is refused by the session.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -20,11 +20,6 @@ impl Registry {
     /// A signal that fires when `build_id`'s access ends (at once if it already has).
     pub(crate) fn signal(&self, build_id: &BuildId) -> CutSignal {
         self.with_sender(build_id, |sender| CutSignal(sender.subscribe()))
-    }
-
-    /// Cuts every connection of the build, present and future.
-    pub(crate) fn cut(&self, build_id: &BuildId) {
-        self.with_sender(build_id, |sender| sender.send_replace(true));
     }
 
     /// Cuts the build's connections if this process has any (a notice about a build it never
@@ -61,6 +56,13 @@ impl Registry {
         }
         builds.clear();
         live
+    }
+
+    /// Forgets the signals nobody holds any more. A later connection gets a fresh one, which
+    /// is sound because it is only taken before the session admits the connection.
+    pub(crate) fn sweep(&self) {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        builds.retain(|_, sender| sender.receiver_count() > 0);
     }
 
     /// Runs `f` on the build's sender, creating it (not cut) on first use.

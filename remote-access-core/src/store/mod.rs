@@ -180,11 +180,22 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// Claims the instances whose last heartbeat is before `before`, forgetting them: each is
-    /// returned to one caller only, which detaches its connections.
-    fn claim_silent_instances(&self, before: OffsetDateTime) -> StoreFuture<'_, Vec<u32>> {
-        let _ = before;
+    /// Claims the instances whose last heartbeat is before `before` until `until`: each is
+    /// returned to one caller only, which detaches its connections and then forgets it. A
+    /// claim that is not followed through lapses at `until`, and the instance is silent again.
+    fn claim_silent_instances(
+        &self,
+        before: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreFuture<'_, Vec<u32>> {
+        let _ = (before, until);
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Forgets an instance claimed until `until`, unless it has written a heartbeat since.
+    fn forget_instance(&self, instance: u32, until: OffsetDateTime) -> StoreFuture<'_, ()> {
+        let _ = (instance, until);
+        Box::pin(async { Ok(()) })
     }
 
     /// One round trip to the store: fails when it cannot be reached. The authority calls it

@@ -143,7 +143,8 @@ impl RedisStore {
     /// Runs one call on the shared connection, with the deadline. A connection that dropped
     /// (Redis restarted) shows only when used: the call is made once more on the reconnected
     /// one. That is safe for every call here: reads, and scripts that are compare-and-swaps or
-    /// inserts whose repeat is recognised (see `insert`).
+    /// inserts whose repeat is recognised (see `insert`). A call that timed out is not
+    /// repeated: a store that slow counts as absent, and the caller must know at once.
     async fn run<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
     where
         F: FnMut(ConnectionManager) -> Fut,
@@ -151,10 +152,12 @@ impl RedisStore {
     {
         let connection = self.connection().await?;
         match self.call(what, call(connection.clone())).await {
-            Err(RetryOnce(err)) if err.is_connection_dropped() || err.is_io_error() => {
-                self.call(what, call(connection)).await.map_err(|RetryOnce(err)| unavailable(err))
+            Err(Attempt::Failed(err))
+                if (err.is_connection_dropped() || err.is_io_error()) && !err.is_timeout() =>
+            {
+                self.call(what, call(connection)).await.map_err(Attempt::into_error)
             }
-            other => other.map_err(|RetryOnce(err)| unavailable(err)),
+            other => other.map_err(Attempt::into_error),
         }
     }
 
@@ -163,14 +166,13 @@ impl RedisStore {
         &self,
         what: &str,
         call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> std::result::Result<T, RetryOnce> {
+    ) -> std::result::Result<T, Attempt> {
         match tokio::time::timeout(self.options.timeout, call).await {
-            Ok(result) => result.map_err(RetryOnce),
-            Err(_) => Err(RetryOnce(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "no answer in time",
-                format!("Redis did not answer {what} within {:?}", self.options.timeout),
-            )))),
+            Ok(result) => result.map_err(Attempt::Failed),
+            Err(_) => Err(Attempt::TimedOut(format!(
+                "Redis did not answer {what} within {:?}",
+                self.options.timeout
+            ))),
         }
     }
 
@@ -207,7 +209,8 @@ impl Store for RedisStore {
                 .key(self.keys.session(&id))
                 .key(self.keys.credential(&id))
                 .key(self.keys.deadlines())
-                .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)));
+                .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)))
+                .key(self.keys.ended());
             let mut conflicts = Vec::new();
             let mut unique = |key: String, conflict: &'static str| {
                 script.key(key);
@@ -377,10 +380,14 @@ impl Store for RedisStore {
         })
     }
 
-    fn claim_silent_instances(&self, before: OffsetDateTime) -> StoreFuture<'_, Vec<u32>> {
+    fn claim_silent_instances(
+        &self,
+        before: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreFuture<'_, Vec<u32>> {
         Box::pin(async move {
             let mut script = CLAIM.prepare_invoke();
-            script.key(self.keys.instances()).arg(ms_floor(before));
+            script.key(self.keys.instances()).arg(ms_floor(before)).arg(ms_floor(until));
             let script = &script;
             let claimed: Vec<u32> =
                 self.run("claiming silent instances", |mut con| async move {
@@ -388,6 +395,18 @@ impl Store for RedisStore {
                 })
                 .await?;
             Ok(claimed)
+        })
+    }
+
+    fn forget_instance(&self, instance: u32, until: OffsetDateTime) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut script = FORGET.prepare_invoke();
+            script.key(self.keys.instances()).arg(instance).arg(ms_floor(until));
+            let script = &script;
+            let _: i64 = self
+                .run("forgetting an instance", |mut con| async move { script.invoke_async(&mut con).await })
+                .await?;
+            Ok(())
         })
     }
 
@@ -421,7 +440,7 @@ impl RedisStore {
     /// Subscribes to the channel of ended sessions and forwards what it hears. Returns `Ok`
     /// when `notices` closes, an error when the subscription is lost.
     async fn follow(&self, channel: &str, notices: &mpsc::Sender<Notice>) -> Result<()> {
-        let lost = |RetryOnce(err)| unavailable(err);
+        let lost = Attempt::into_error;
         let pubsub = self.call("a subscription", self.client.get_async_pubsub()).await.map_err(lost)?;
         let (mut sink, mut messages) = pubsub.split();
         self.call("a subscription", sink.subscribe(channel)).await.map_err(lost)?;
@@ -509,23 +528,26 @@ impl Keys {
 }
 
 /// Inserts a build unless a unique value is taken. KEYS: session, credential, deadlines, VNC
-/// port, then the unique indexes; ARGV: build id, session, record, next deadline, keep until,
-/// VNC port expiry (0: no VNC), then each unique index's conflict name.
+/// port, ended, then the unique indexes; ARGV: build id, session, record, next deadline, keep
+/// until, VNC port expiry (0: no VNC), then each unique index's conflict name.
 static INSERT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'build_id' end
-for i = 5, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return ARGV[i + 2] end
+for i = 6, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return ARGV[i + 1] end
 end
 if ARGV[6] ~= '0' and redis.call('EXISTS', KEYS[4]) == 1 then return 'vnc_port' end
 redis.call('HSET', KEYS[1], 'v', '0', 's', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('HSET', KEYS[2], 'record', ARGV[3])
 redis.call('PEXPIREAT', KEYS[2], ARGV[5])
-for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PXAT', ARGV[5]) end
+for i = 6, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PXAT', ARGV[5]) end
 if ARGV[6] ~= '0' then redis.call('SET', KEYS[4], ARGV[1], 'PXAT', ARGV[6]) end
 if ARGV[4] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1]) end
+-- An earlier build of this id that expired away but is not purged yet must not have its
+-- purge take this one's keys.
+redis.call('ZREM', KEYS[5], ARGV[1])
 return 'done'
 ",
     )
@@ -602,29 +624,44 @@ return ids
     )
 });
 
-/// Takes the instances whose heartbeat is older than ARGV[1] out of KEYS[1] and returns them:
-/// one caller gets each.
+/// Claims the instances whose heartbeat is older than ARGV[1] until ARGV[2] (their score
+/// becomes the claim's end, so that one caller gets each) and returns them.
 static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
 local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-for _, id in ipairs(silent) do redis.call('ZREM', KEYS[1], id) end
+for _, id in ipairs(silent) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
 return silent
 ",
     )
 });
 
+/// Removes instance ARGV[1] if its score is still the claim's end ARGV[2] (no heartbeat since).
+static FORGET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+",
+    )
+});
+
 /// A credential record as stored: the password digest in hex; the secrets are zeroized on drop.
+///
+/// The passwords come last: Redis's SLOWLOG keeps the first 128 bytes of each argument of a
+/// slow call, and the fields before them (a fingerprint and a 64-digit digest) are longer.
 #[derive(Serialize, Deserialize)]
 struct StoredCredential {
     username: String,
     key_fingerprint: String,
-    vnc_password: String,
     password_digest: String,
     agent_username: Option<String>,
     agent_key_fingerprint: Option<String>,
-    builder_vnc_password: Option<String>,
     builder_vnc_username: Option<String>,
+    vnc_password: String,
+    builder_vnc_password: Option<String>,
 }
 
 impl Drop for StoredCredential {
@@ -736,7 +773,21 @@ fn corrupt(what: &str) -> Error {
 }
 
 /// A failed attempt, which [`RedisStore::run`] may repeat once.
-struct RetryOnce(redis::RedisError);
+enum Attempt {
+    /// Redis answered with an error, or the connection failed.
+    Failed(redis::RedisError),
+    /// No answer within the deadline.
+    TimedOut(String),
+}
+
+impl Attempt {
+    fn into_error(self) -> Error {
+        match self {
+            Self::Failed(err) => unavailable(err),
+            Self::TimedOut(message) => Error::StoreUnavailable { message, source: None },
+        }
+    }
+}
 
 fn unavailable(err: redis::RedisError) -> Error {
     Error::StoreUnavailable { message: format!("Redis: {err}"), source: Some(Box::new(err)) }
