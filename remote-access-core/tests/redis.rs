@@ -293,6 +293,15 @@ async fn without_redis_logins_are_refused_and_connections_cut_then_service_resum
     let script = gateway.script(&platform, &host_key, &creds, scratch.path()).await;
     let live = start_long_script(&script).await;
     next_event(&mut events, "connected").await;
+    // A second build whose deadline passes while Redis is gone: 2 s of grace from now.
+    let mut short = request("outage-2", builder.builder());
+    let mut policy = Policy::default();
+    policy.grace = Duration::from_secs(2);
+    short.policy = Some(policy);
+    let short_creds = platform.issue(short).await.unwrap();
+    builder.authorize(&short_creds.authorized_keys_line());
+    platform.steps_completed(short_creds.build_id()).await.unwrap();
+    let short_script = gateway.script(&platform, &host_key, &short_creds, scratch.path()).await;
 
     redis.kill();
     let lost_at = Instant::now();
@@ -324,6 +333,11 @@ async fn without_redis_logins_are_refused_and_connections_cut_then_service_resum
     let session = platform.session(creds.build_id()).await.unwrap();
     assert!(!session.is_ended());
     assert_eq!(session.deadline(), deadline);
+    // The build whose deadline passed meanwhile is over: expired, and its login refused.
+    let (code, _, stderr) = run_script(&short_script, &["true"]).await;
+    assert_eq!(code, 255, "{stderr}");
+    let ended = platform.session(short_creds.build_id()).await.unwrap();
+    assert_eq!(ended.end().map(|(reason, _)| reason.code()), Some("grace_elapsed"));
     // The disconnect the outage kept from being recorded was recorded once Redis came back:
     // no connection is left counted.
     let start = Instant::now();
