@@ -10,7 +10,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import IO
 from dataclasses import dataclass
 
 import pytest
@@ -36,6 +37,22 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+def listening(
+    argv_for: Callable[[int], list[str]], what: str, stderr: IO[bytes] | int = subprocess.DEVNULL
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """Starts `argv_for(port)` on a free port until it listens (another program may take the
+    port between choosing and binding it); returns the port and the process."""
+    for _attempt in range(5):
+        port = free_port()
+        proc = subprocess.Popen(argv_for(port), stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_for_port(port, proc, what)
+            return port, proc
+        except RuntimeError:
+            stop(proc)
+    raise RuntimeError(f"{what} did not start")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -85,48 +102,32 @@ def sshd() -> Iterator[Sshd]:
             f'AllowTcpForwarding yes\nSetEnv "FCI_BUILD_DIR={build_dir}"\n'
         )
         host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
-        for _attempt in range(5):
-            port = free_port()
-            log = open(d / "sshd.log", "wb")
-            proc = subprocess.Popen(
-                ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        with open(d / "sshd.log", "wb") as log:
             try:
-                wait_for_port(port, proc, "sshd")
-            except RuntimeError:
-                stop(proc)
-                continue
+                port, proc = listening(
+                    lambda port: ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
+                    "sshd",
+                    stderr=log,
+                )
+            except RuntimeError as err:
+                raise RuntimeError(f"{err}: " + (d / "sshd.log").read_text()) from None
             try:
                 yield Sshd(d, port, host_key, build_dir, proc)
             finally:
                 stop(proc)
-                log.close()
-            return
-        raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text())
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, in-memory only; yields its URL."""
-    for _attempt in range(5):
-        port = free_port()
-        proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port(port, proc, "redis-server")
-        except RuntimeError:
-            stop(proc)
-            continue
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop(proc)
-        return
-    raise RuntimeError("redis-server did not start")
+    port, proc = listening(
+        lambda port: ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        "redis-server",
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(proc)
 
 
 @dataclass
@@ -145,29 +146,19 @@ def tigervnc() -> Iterator[VncServer]:
         d = pathlib.Path(tmp)
         password = "builder9"
         (d / "passwd").write_bytes(ra.vnc_password_file(password))
-        for _attempt in range(5):
-            port = free_port()
-            display = 300 + port % 2000
-            proc = subprocess.Popen(
-                [
-                    "Xtigervnc", f":{display}", "-geometry", "800x600", "-depth", "24",
-                    "-rfbport", str(port), "-localhost=1", "-SecurityTypes", "VncAuth",
-                    "-PasswordFile", str(d / "passwd"), "-nolisten", "tcp",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                wait_for_port(port, proc, "Xtigervnc")
-            except RuntimeError:
-                stop(proc)
-                continue
-            try:
-                yield VncServer(port, password, 800, 600)
-            finally:
-                stop(proc)
-            return
-        raise RuntimeError("Xtigervnc did not start")
+        # The display number follows the port, so a retry on another port gets another display.
+        port, proc = listening(
+            lambda port: [
+                "Xtigervnc", f":{300 + port % 2000}", "-geometry", "800x600", "-depth", "24",
+                "-rfbport", str(port), "-localhost=1", "-SecurityTypes", "VncAuth",
+                "-PasswordFile", str(d / "passwd"), "-nolisten", "tcp",
+            ],
+            "Xtigervnc",
+        )
+        try:
+            yield VncServer(port, password, 800, 600)
+        finally:
+            stop(proc)
 
 
 async def next_event(events: ra.Subscription, kind: str, timeout: float = 60) -> ra.Event:
