@@ -234,11 +234,7 @@ impl Drop for LiveConnection {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    let input = if detach {
-                        Input::Detached { connection }
-                    } else {
-                        Input::Disconnected { connection }
-                    };
+                    let input = authority.end_of(connection, detach);
                     if let Err(err) = authority.record_end(&build_id, input).await {
                         tracing::warn!(%build_id, %err, "recording a dropped connection's disconnect failed");
                     }
@@ -599,13 +595,24 @@ impl Authority {
     async fn connect(&self, build_id: &BuildId, protocol: Protocol) -> Result<(Session, LiveConnection)> {
         // The high half names this authority, so that if it dies others can tell its
         // connections apart in the shared sessions (see `detach_silent`).
+        // The cut signal exists before the session counts the connection, so that an end
+        // announced from elsewhere in between still reaches it; the id is read after it, so
+        // that an outage cut in between (which draws a new id first) leaves this connection
+        // either cut or under the new id.
+        let cut = self.inner.registry.signal(build_id);
         let connection = ConnectionId(
             u64::from(self.instance()) << 32 | u64::from(russh::keys::key::safe_rng().next_u32()),
         );
-        // The cut signal exists before the session counts the connection, so that an end
-        // announced from elsewhere in between still reaches it.
-        let cut = self.inner.registry.signal(build_id);
-        let (session, t) = self.apply(build_id, Input::Connected { connection, protocol }).await?;
+        let (session, t) = match self.apply(build_id, Input::Connected { connection, protocol }).await {
+            Ok(done) => done,
+            Err(err @ Error::StoreUnavailable { .. }) => {
+                // The store may have counted the connection with its answer lost: have it
+                // uncounted once the store answers (a no-op if it never was).
+                self.keep_unreported(build_id.clone(), Input::Detached { connection });
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
         if let Some(reason) = t.refused {
             return Err(Error::SessionEnded { build_id: session.build_id().clone(), reason });
         }
@@ -728,7 +735,7 @@ impl Authority {
     /// Records that a connection closed. After the steps completed, the last one to close is a
     /// logout: the session ends and the build is finished.
     pub async fn disconnected(&self, mut connection: LiveConnection) -> Result<()> {
-        let input = Input::Disconnected { connection: connection.id };
+        let input = self.end_of(connection.id, false);
         // If this future is dropped mid-way, `connection` drops with its reporter still set and
         // reports the disconnect itself; a second report of the same id changes nothing.
         let result = self.record_end(&connection.build_id, input).await;
@@ -742,24 +749,38 @@ impl Authority {
     async fn record_end(&self, build_id: &BuildId, input: Input) -> Result<()> {
         match self.apply(build_id, input.clone()).await {
             Err(err @ Error::StoreUnavailable { .. }) => {
-                let mut unreported = self.inner.unreported.lock().unwrap_or_else(PoisonError::into_inner);
-                if unreported.len() >= MAX_UNREPORTED {
-                    unreported.pop_front();
-                }
-                unreported.push_back((build_id.clone(), input));
+                self.keep_unreported(build_id.clone(), input);
                 Err(err)
             }
             other => other.map(drop),
         }
     }
 
-    /// Records the connection ends that waited for the store.
+    /// Keeps a connection's end to be recorded once the store answers again.
+    fn keep_unreported(&self, build_id: BuildId, input: Input) {
+        let mut unreported = self.inner.unreported.lock().unwrap_or_else(PoisonError::into_inner);
+        if unreported.len() >= MAX_UNREPORTED {
+            unreported.pop_front();
+        }
+        unreported.push_back((build_id, input));
+    }
+
+    /// Records the connection ends that waited for the store, in order; stops at the first
+    /// that the store cannot take (it keeps its place, and the rest theirs).
     async fn report_unreported(&self) {
-        let waiting =
-            std::mem::take(&mut *self.inner.unreported.lock().unwrap_or_else(PoisonError::into_inner));
-        for (build_id, input) in waiting {
-            match self.record_end(&build_id, input).await {
-                Ok(()) | Err(Error::UnknownBuild { .. } | Error::StoreUnavailable { .. }) => {}
+        loop {
+            let next = self.inner.unreported.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+            let Some((build_id, input)) = next else { return };
+            match self.apply(&build_id, input.clone()).await {
+                Ok(_) | Err(Error::UnknownBuild { .. }) => {}
+                Err(Error::StoreUnavailable { .. }) => {
+                    self.inner
+                        .unreported
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_front((build_id, input));
+                    return;
+                }
                 Err(err) => tracing::warn!(%build_id, %err, "recording a connection's end failed"),
             }
         }
@@ -784,25 +805,26 @@ impl Authority {
     /// `max_store_outage`, cuts every connection; when the store answers again, has the
     /// housekeeping resynchronise.
     async fn check_contact(&self) {
-        let answer = match tokio::time::timeout(CONTACT_INTERVAL, self.inner.store.ping()).await {
+        let sent = tokio::time::Instant::now();
+        // The heartbeat is part of the answer: a store that cannot take it (read-only, out of
+        // memory) is as absent as a silent one, and others would take this gateway for dead.
+        let exchange = async {
+            self.inner.store.ping().await?;
+            self.inner.store.heartbeat(self.instance(), self.now()).await
+        };
+        let answer = match tokio::time::timeout(CONTACT_INTERVAL, exchange).await {
             Ok(answer) => answer,
             Err(_) => Err(Error::StoreUnavailable {
                 message: format!("no answer to a ping within {CONTACT_INTERVAL:?}"),
                 source: None,
             }),
         };
-        if answer.is_ok() {
-            // Before logins resume, so that no connection is admitted under a silent id.
-            if let Err(err) = self.inner.store.heartbeat(self.instance(), self.now()).await {
-                tracing::warn!(%err, "recording this gateway's heartbeat failed; retrying");
-            }
-        }
         let (regained, cut_now) = {
             let mut contact = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
             match &answer {
                 Ok(()) => {
                     let regained = contact.lost;
-                    *contact = Contact::default();
+                    *contact = Contact { last_answer: sent, lost: false, cut: false };
                     (regained, false)
                 }
                 Err(err) => {
@@ -832,9 +854,10 @@ impl Authority {
     /// draws a new instance id: others will detach the old id's connections from the
     /// sessions once its heartbeat is old, and must not take new connections with them.
     fn cut_for_outage(&self) {
-        let builds = self.inner.registry.cut_all();
+        // The new id first: a connection racing this cut is then either cut or under it.
         let fresh = russh::keys::key::safe_rng().next_u32();
         self.inner.instance.store(fresh, std::sync::atomic::Ordering::SeqCst);
+        let builds = self.inner.registry.cut_all();
         let secs = self.inner.options.max_store_outage.as_secs();
         tracing::warn!(
             builds = builds.len(),
@@ -890,22 +913,35 @@ impl Authority {
             return Ok(());
         }
         let mut detached = 0;
+        let mut failed = false;
         for build_id in self.inner.store.live_sessions().await? {
-            // Any failure leaves the claim to lapse, so that a later round finishes the job.
+            // One unreadable session must not hold back the others; a failure anywhere leaves
+            // the claims to lapse, so that a later round finishes the job.
             let session = match self.session(&build_id).await {
                 Ok(session) => session,
                 Err(Error::UnknownBuild { .. }) => continue,
-                Err(err) => return Err(err),
+                Err(err) => {
+                    tracing::warn!(%build_id, %err, "could not check a session for a silent gateway's connections");
+                    failed = true;
+                    continue;
+                }
             };
             for (connection, _) in session.live_connections() {
                 if instances.contains(&((connection.0 >> 32) as u32)) {
-                    self.apply(&build_id, Input::Detached { connection }).await?;
-                    detached += 1;
+                    match self.apply(&build_id, Input::Detached { connection }).await {
+                        Ok(_) => detached += 1,
+                        Err(err) => {
+                            tracing::warn!(%build_id, %err, "could not detach a silent gateway's connection");
+                            failed = true;
+                        }
+                    }
                 }
             }
         }
-        for &instance in &instances {
-            self.inner.store.forget_instance(instance, until).await?;
+        if !failed {
+            for &instance in &instances {
+                self.inner.store.forget_instance(instance, until).await?;
+            }
         }
         tracing::warn!(
             gateways = instances.len(),
@@ -1071,10 +1107,13 @@ impl Authority {
                     .contains(&Action::RevokeCredentials)
                     .then(|| session.end().map(|(reason, at)| Revocation { at, reason: reason.to_string() }))
                     .flatten();
-                let swapped = store.replace_session(session.clone(), current.version, revocation).await;
-                if !matches!(swapped, Ok(true)) && !self.landed(build_id, &session, current.version).await {
-                    swapped?;
-                    continue; // another caller changed the session first: redo on its version
+                match store.replace_session(session.clone(), current.version, revocation).await {
+                    Ok(true) => {}
+                    Ok(false) => continue, // another caller changed the session first: redo on its version
+                    // The answer was lost: the write may have landed all the same, and then its
+                    // events and cuts must not be lost with the answer.
+                    Err(err) if !self.landed(build_id, &session, current.version).await => return Err(err),
+                    Err(_) => {}
                 }
                 if t.actions.contains(&Action::CutConnections) {
                     self.inner.registry.cut_if_known(build_id);
@@ -1094,14 +1133,24 @@ impl Authority {
 }
 
 impl Authority {
-    /// Whether a session update whose answer was lost (or whose repeat found the version moved)
-    /// landed after all: the store then holds exactly what was written, one version on. Its
-    /// events and cuts must not be lost with the answer.
+    /// Whether a session update whose answer was lost landed after all: the store then holds
+    /// exactly what was written, one version on.
     async fn landed(&self, build_id: &BuildId, written: &Session, version: u64) -> bool {
         matches!(
             self.inner.store.session(build_id).await,
             Ok(Some(now)) if now.version == version.wrapping_add(1) && now.value == *written
         )
+    }
+
+    /// How a connection's end is recorded: a logout candidate, or let go by the gateway
+    /// (stopping, or `detach`). A connection admitted under an earlier instance id was cut by
+    /// a store outage (the only thing that draws a new id), so the gateway let it go too.
+    fn end_of(&self, connection: ConnectionId, detach: bool) -> Input {
+        if detach || (connection.0 >> 32) as u32 != self.instance() {
+            Input::Detached { connection }
+        } else {
+            Input::Disconnected { connection }
+        }
     }
 
     /// This authority's current id in a shared store.

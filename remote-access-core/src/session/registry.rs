@@ -71,11 +71,14 @@ impl Registry {
         f(builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0))
     }
 
-    /// Drops the signals of purged builds.
+    /// Drops the signals of purged builds that nobody holds (a build id issued again after the
+    /// purge may already have a connection waiting on its signal).
     pub(crate) fn forget(&self, build_ids: &[BuildId]) {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
         for id in build_ids {
-            builds.remove(id);
+            if builds.get(id).is_some_and(|sender| sender.receiver_count() == 0) {
+                builds.remove(id);
+            }
         }
     }
 }

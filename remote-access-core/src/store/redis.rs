@@ -26,6 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use rand_core::Rng;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -296,7 +297,8 @@ impl Store for RedisStore {
                 .arg(session.next_deadline().map_or(0, ms_ceil))
                 .arg(session.end().map_or(0, |(_, at)| ms_ceil(at)))
                 .arg(revocation)
-                .arg(self.keys.channel());
+                .arg(self.keys.channel())
+                .arg(format!("{:016x}", russh::keys::key::safe_rng().next_u64()));
             let script = &script;
             let replaced: i64 = self
                 .run("a session update", |mut con| async move { script.invoke_async(&mut con).await })
@@ -555,13 +557,18 @@ return 'done'
 
 /// Compare-and-swap of a session, with its indexes, its tombstone and its announcement.
 /// KEYS: session, credential, deadlines, ended, VNC port; ARGV: expected version, session,
-/// build id, next deadline (0: none), ended at (0: live), revocation ('' : none), channel.
+/// build id, next deadline (0: none), ended at (0: live), revocation ('' : none), channel, and
+/// the write's token (random, so that its own repeat is told from another's write).
 static REPLACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
+  -- A repeat of a write that landed with its answer lost finds its own token: done.
+  if redis.call('HGET', KEYS[1], 'w') == ARGV[8] then return 1 end
+  return 0
+end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 's', ARGV[2])
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'w', ARGV[8])
 if ARGV[4] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) else redis.call('ZREM', KEYS[3], ARGV[3]) end
 if ARGV[5] ~= '0' then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
