@@ -21,6 +21,10 @@ use crate::session::CutSignal;
 use crate::tunnel;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// How long a builder channel whose access ended waits for its connection to close (after the
+/// polite DISCONNECT, which takes at most 250 ms) before closing by itself.
+const CHANNEL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a connection may reach once its user is authenticated.
 struct Route {
     build_id: BuildId,
@@ -290,16 +294,25 @@ impl russh::server::Handler for Handler {
                 return;
             }
             reply.accept().await;
+            let (mut stream, mut tcp) = (channel.into_stream(), tcp);
+            let (mut ended, mut gone) = (cut.clone(), closed.clone());
             let stop = async move {
                 tokio::select! {
-                    () = cut.cut() => {}
-                    _ = closed.changed() => {}
+                    () = ended.cut() => {}
+                    _ = gone.changed() => {}
                 }
             };
-            if let Err(err) = tunnel::splice(channel.into_stream(), tcp, stop).await {
+            if let Err(err) = tunnel::splice(&mut stream, &mut tcp, stop).await {
                 tracing::debug!(%build_id, %err, "builder tunnel ended with an error");
             }
-            drop(slot);
+            if cut.is_cut() {
+                // Access ended: no byte moves any more, but the channel stays open until the
+                // connection's DISCONNECT ("remote access ... has ended") is out and its task
+                // cuts the transport; closed first, it would let the user's ssh exit without
+                // hearing why.
+                let _ = tokio::time::timeout(CHANNEL_LINGER, closed.changed()).await;
+            }
+            drop((stream, tcp, slot));
         });
         Ok(())
     }
