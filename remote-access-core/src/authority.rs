@@ -998,7 +998,8 @@ impl Authority {
             .map_err(|_| Error::invalid("tombstone_retention", "out of range"))?;
         let cutoff = self.now().checked_sub(retention).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let purged = self.inner.store.purge(cutoff).await?;
-        self.inner.registry.forget(&purged);
+        // Signals nobody holds go too (the purged builds' among them).
+        self.inner.registry.sweep();
         Ok(purged.len())
     }
 
@@ -1056,11 +1057,10 @@ impl Authority {
         if let Err(err) = self.expire_due().await {
             tracing::warn!(%err, "expiring sessions failed; retrying");
         }
-        if rounds % 60 == 59 {
-            if let Err(err) = self.purge().await {
-                tracing::warn!(%err, "purging tombstones failed; retrying");
-            }
-            self.inner.registry.sweep();
+        if rounds % 60 == 59
+            && let Err(err) = self.purge().await
+        {
+            tracing::warn!(%err, "purging tombstones failed; retrying");
         }
         if rounds.is_multiple_of(RECHECK_EVERY_ROUNDS) {
             self.recheck().await;

@@ -33,12 +33,7 @@ impl Registry {
 
     /// Builds with connections here that have not been cut.
     pub(crate) fn live(&self) -> Vec<BuildId> {
-        let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        builds
-            .iter()
-            .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
-            .map(|(id, _)| id.clone())
-            .collect()
+        live(&self.builds.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Cuts every connection here and forgets the signals, so that connections admitted after
@@ -46,11 +41,7 @@ impl Registry {
     /// reach). Returns the builds that had live connections.
     pub(crate) fn cut_all(&self) -> Vec<BuildId> {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        let live = builds
-            .iter()
-            .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
-            .map(|(id, _)| id.clone())
-            .collect();
+        let live = live(&builds);
         for sender in builds.values() {
             sender.send_replace(true);
         }
@@ -70,17 +61,15 @@ impl Registry {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
         f(builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0))
     }
+}
 
-    /// Drops the signals of purged builds that nobody holds (a build id issued again after the
-    /// purge may already have a connection waiting on its signal).
-    pub(crate) fn forget(&self, build_ids: &[BuildId]) {
-        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        for id in build_ids {
-            if builds.get(id).is_some_and(|sender| sender.receiver_count() == 0) {
-                builds.remove(id);
-            }
-        }
-    }
+/// Builds whose signal someone holds and that have not been cut.
+fn live(builds: &HashMap<BuildId, watch::Sender<bool>>) -> Vec<BuildId> {
+    builds
+        .iter()
+        .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// Fires when the build's remote access ends and every connection must close.

@@ -524,8 +524,10 @@ impl Keys {
     fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
     }
+    /// The channel of ended builds shares the sorted set's name (channels and keys are
+    /// separate namespaces in Redis).
     fn channel(&self) -> String {
-        format!("{}:ended", self.prefix)
+        self.ended()
     }
 }
 
