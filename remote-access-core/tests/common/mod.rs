@@ -1,4 +1,5 @@
-//! Real test peers: an OpenSSH `sshd` playing the builder, started and stopped by PID.
+//! Real test peers, started and stopped by PID: an OpenSSH `sshd` playing the builder, its VNC
+//! servers (x11vnc on Xvfb, TigerVNC), Redis; and a VNC viewer playing the user.
 
 #![allow(dead_code)]
 
@@ -12,7 +13,8 @@ use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, Gateway, GatewayOptions, Trigger,
 };
 
-/// A free loopback port (bind :0, read it, close it).
+/// A free loopback port (bind :0, read it, close it). Another process can take it before a
+/// server binds it: start servers with [`Server::on_free_port`], which retries.
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
@@ -44,7 +46,7 @@ pub struct Sshd {
     pub port: u16,
     pub host_key: String,
     pub build_dir: PathBuf,
-    child: Child,
+    server: Server,
 }
 
 impl Sshd {
@@ -74,26 +76,21 @@ impl Sshd {
         std::fs::write(d.join("sshd_config"), config).unwrap();
         let host_key = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();
         let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        for _attempt in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(d.join("sshd_config"))
-                .args(["-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
-                .spawn()
-                .expect("start sshd (apt-get install openssh-server)");
-            let start = Instant::now();
-            while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
-                if std::net::TcpStream::connect((address, port)).is_ok() {
-                    return Sshd { dir, address: address.parse().unwrap(), port, host_key, build_dir, child };
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            stop(&mut child); // the port was taken meanwhile, or sshd failed: try another
-        }
-        panic!("sshd did not start: {}", std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default());
+        let log = d.join("sshd.log");
+        let (port, server) = Server::on_free_port(
+            "sshd",
+            |port| {
+                let mut cmd = Command::new("/usr/sbin/sshd");
+                cmd.args(["-D", "-e", "-f"])
+                    .arg(d.join("sshd_config"))
+                    .args(["-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap());
+                cmd
+            },
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
+        Sshd { dir, address: address.parse().unwrap(), port, host_key, build_dir, server }
     }
 
     /// Lets `line` (an authorized_keys line) log in.
@@ -107,7 +104,7 @@ impl Sshd {
     /// The listening sshd's process id (its per-connection children are reaped into its
     /// `cutime`/`cstime`).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.child.id()
     }
 
     pub fn log(&self) -> String {
@@ -121,12 +118,6 @@ impl Sshd {
         builder.user = "root".into();
         builder.host_key = Some(self.host_key.clone());
         builder
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }
 
@@ -220,6 +211,80 @@ impl Server {
             cmd.process_group(0).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         Server { child, name }
     }
+
+    /// Starts `command(port)` on a free loopback port and waits until it listens there; on
+    /// another port when it does not (a few tries), because another process may have taken the
+    /// port since [`free_port`] chose it. `log()` explains a final failure.
+    pub fn on_free_port(
+        name: &'static str,
+        mut command: impl FnMut(u16) -> Command,
+        log: impl Fn() -> String,
+    ) -> (u16, Server) {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut server = Server::spawn(name, &mut command(port));
+            if server.wait_listening(port) {
+                return (port, server);
+            }
+        } // each failed try is stopped when `server` drops
+        panic!("{name} did not start: {}", log());
+    }
+
+    /// Waits until this process itself listens on the IPv4 `port`; false when it exits first or
+    /// takes longer than 20 s (a busy machine is slow, but these servers bind within 0.1 s).
+    pub fn wait_listening(&mut self, port: u16) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if listens_on(self.child.id(), port) {
+                return true;
+            }
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false; // it could not bind (all of these servers exit then), or crashed
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// Whether process `pid` itself holds a listening IPv4 TCP socket on `port`. A successful
+/// connect proves less: when another program took the port first, it answers in our server's
+/// place (x11vnc even stays up then, listening on IPv6 alone).
+fn listens_on(pid: u32, port: u16) -> bool {
+    // Rows of /proc/net/tcp: "sl local_address rem_address st ... inode", where
+    // local_address is HEXADDR:HEXPORT and st 0A is LISTEN.
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    let port = format!(":{port:04X}");
+    let sockets: Vec<PathBuf> = table
+        .lines()
+        .skip(1)
+        .map(|row| row.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A")
+        .map(|f| PathBuf::from(format!("socket:[{}]", f[9])))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| sockets.contains(&target)))
+}
+
+/// Starts an X server with `-displayfd`: it picks a free display itself, taking the display's
+/// lock file atomically, so no other process can race us to a number we chose; and it writes
+/// the number (to its stdout here) only once it accepts connections. Returns the number.
+fn start_x_server(name: &'static str, cmd: &mut Command) -> (Server, u32) {
+    let mut server = Server::spawn(name, cmd.args(["-displayfd", "1"]).stdout(Stdio::piped()));
+    let stdout = server.child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let _ = tx.send(lines.next());
+        lines.for_each(drop); // keep the pipe drained until the server exits
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20));
+    match &first {
+        Ok(Some(Ok(line))) => line.trim().parse().ok(),
+        _ => None,
+    }
+    .map(|display| (server, display))
+    .unwrap_or_else(|| panic!("{name} gave no display number: {first:?}"))
 }
 
 impl Drop for Server {
@@ -238,20 +303,6 @@ impl Drop for Server {
     }
 }
 
-/// A free X display number (no socket and no lock file yet). Tests of one process take turns
-/// through a counter; processes start at different offsets.
-fn free_display() -> u32 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let start = 100 + (std::process::id() % 200) * 4;
-    (0..2000)
-        .map(|_| start + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2000)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
-        .expect("a free X display")
-}
-
 /// A builder's VNC server with its own password, on a loopback port.
 pub struct VncServer {
     pub port: u16,
@@ -260,15 +311,6 @@ pub struct VncServer {
     pub height: u32,
     pub dir: tempfile::TempDir,
     _servers: Vec<Server>,
-}
-
-/// Waits until an X display's socket exists.
-fn wait_for_display(n: u32) {
-    let start = Instant::now();
-    while !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "X display :{n} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 impl VncServer {
@@ -282,35 +324,37 @@ impl VncServer {
         let dir = tempfile::tempdir().unwrap();
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, remote_access_core::vnc_password_file(password)).unwrap();
-        let display = free_display();
-        let xvfb = Server::spawn(
+        let (xvfb, display) = start_x_server(
             "Xvfb",
             Command::new("Xvfb")
-                .arg(format!(":{display}"))
                 .args(["-screen", "0", "640x480x24", "-nolisten", "tcp"])
                 .stderr(Stdio::null()),
         );
-        wait_for_display(display);
-        let port = free_port();
-        let vnc = Server::spawn(
+        let log = dir.path().join("x11vnc.log");
+        let (port, vnc) = Server::on_free_port(
             "x11vnc",
-            Command::new("x11vnc")
-                .args([
+            |port| {
+                let mut cmd = Command::new("x11vnc");
+                cmd.args([
                     "-display",
                     &format!(":{display}"),
                     "-rfbport",
                     &port.to_string(),
                     "-listen",
                     address,
-                    "-rfbauth",
                 ])
+                // IPv4 only: by default x11vnc also listens on [::] (every interface) on this
+                // port and on 5900, and when the IPv4 port is taken it stays up on IPv6
+                // instead of exiting.
+                .args(["-noipv6", "-rfbportv6", "-1", "-rfbauth"])
                 .arg(&passwd)
                 .args(["-forever", "-shared", "-quiet", "-nopw"])
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("x11vnc.log")).unwrap()),
+                .stderr(std::fs::File::create(&log).unwrap());
+                cmd
+            },
+            || std::fs::read_to_string(&log).unwrap_or_default(),
         );
-        let log = dir.path().join("x11vnc.log");
-        wait_for_or((address, port), || std::fs::read_to_string(&log).unwrap_or_default());
         VncServer { port, password: password.into(), width: 640, height: 480, dir, _servers: vec![vnc, xvfb] }
     }
 
@@ -319,20 +363,24 @@ impl VncServer {
         let dir = tempfile::tempdir().unwrap();
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, remote_access_core::vnc_password_file(password)).unwrap();
-        let display = free_display();
-        let port = free_port();
-        let vnc = Server::spawn(
+        let log = dir.path().join("Xtigervnc.log");
+        let (port, vnc) = Server::on_free_port(
             "Xtigervnc",
-            Command::new("Xtigervnc")
-                .arg(format!(":{display}"))
-                .args(["-geometry", "800x600", "-depth", "24", "-rfbport", &port.to_string(), "-localhost=1"])
-                .args(["-SecurityTypes", "VncAuth", "-PasswordFile"])
-                .arg(&passwd)
-                .args(["-nolisten", "tcp", "-desktop", "ci-vm"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+            |port| {
+                let mut cmd = Command::new("Xtigervnc");
+                // `-displayfd` makes it pick a free display itself (see `start_x_server`); only
+                // its RFB port matters here, so the number goes nowhere.
+                cmd.args(["-displayfd", "1", "-geometry", "800x600", "-depth", "24"])
+                    .args(["-rfbport", &port.to_string(), "-localhost=1"])
+                    .args(["-SecurityTypes", "VncAuth", "-PasswordFile"])
+                    .arg(&passwd)
+                    .args(["-nolisten", "tcp", "-desktop", "ci-vm"])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap());
+                cmd
+            },
+            || std::fs::read_to_string(&log).unwrap_or_default(),
         );
-        wait_for_port(port);
         VncServer { port, password: password.into(), width: 800, height: 600, dir, _servers: vec![vnc] }
     }
 
@@ -371,67 +419,155 @@ pub async fn next_event(
 }
 
 /// A VNC client session through the gateway (RFB 3.8, VNC Authentication, raw encoding),
-/// held open: the user's screen.
+/// held open: the user's screen. It reads every message RFB 3.8 lets a server send at any
+/// time, in any order, with every length capped.
 pub struct VncViewer {
     tcp: tokio::net::TcpStream,
-    bytes_per_pixel: usize,
+    bytes_per_pixel: u64,
+    width: u16,
+    height: u16,
+    /// FramebufferUpdateRequests sent: `refresh` alternates between two areas by it.
+    requests: u32,
 }
 
+/// Longest failure reason or desktop name accepted (vnc.md §5 caps them at about 4 KiB).
+const MAX_TEXT: u32 = 4096;
+/// Longest clipboard text accepted (it is skipped, never held in memory).
+const MAX_CUT_TEXT: u32 = 1 << 20;
+
 impl VncViewer {
-    /// RFB 3.8 with VNC Authentication, then ClientInit (shared) and the ServerInit.
+    /// RFB 3.8 with VNC Authentication, then ClientInit (shared), the ServerInit, and
+    /// SetEncodings asking for Raw only.
     pub async fn connect(port: u16, password: &str) -> VncViewer {
-        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut version = [0u8; 12];
-        tcp.read_exact(&mut version).await.unwrap();
-        tcp.write_all(b"RFB 003.008\n").await.unwrap();
-        let count = tcp.read_u8().await.unwrap() as usize;
-        let mut types = vec![0u8; count];
-        tcp.read_exact(&mut types).await.unwrap();
-        assert!(types.contains(&2), "VNC Authentication offered: {types:?}");
-        tcp.write_all(&[2]).await.unwrap();
-        let mut challenge = [0u8; 16];
-        tcp.read_exact(&mut challenge).await.unwrap();
-        tcp.write_all(&remote_access_core::vnc_auth_response(password, &challenge)).await.unwrap();
-        assert_eq!(tcp.read_u32().await.unwrap(), 0, "VNC login accepted");
-        tcp.write_all(&[1]).await.unwrap();
-        let mut init = [0u8; 24];
-        tcp.read_exact(&mut init).await.unwrap();
-        let bytes_per_pixel = usize::from(init[4] / 8);
-        let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
-        let mut name = vec![0u8; name_len];
-        tcp.read_exact(&mut name).await.unwrap();
-        VncViewer { tcp, bytes_per_pixel }
+        let handshake = async {
+            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut version = [0u8; 12];
+            tcp.read_exact(&mut version).await.unwrap();
+            assert_eq!(&version, b"RFB 003.008\n", "the gateway speaks RFB 3.8");
+            tcp.write_all(b"RFB 003.008\n").await.unwrap();
+            let count = tcp.read_u8().await.unwrap() as usize;
+            if count == 0 {
+                panic!("VNC connection refused: {}", read_text(&mut tcp).await);
+            }
+            let mut types = vec![0u8; count];
+            tcp.read_exact(&mut types).await.unwrap();
+            assert!(types.contains(&2), "VNC Authentication offered: {types:?}");
+            tcp.write_all(&[2]).await.unwrap();
+            let mut challenge = [0u8; 16];
+            tcp.read_exact(&mut challenge).await.unwrap();
+            tcp.write_all(&remote_access_core::vnc_auth_response(password, &challenge)).await.unwrap();
+            let result = tcp.read_u32().await.unwrap();
+            if result != 0 {
+                panic!("VNC login refused ({result}): {}", read_text(&mut tcp).await);
+            }
+            tcp.write_all(&[1]).await.unwrap();
+            // ServerInit: width, height, PIXEL_FORMAT (bits-per-pixel first), then the name.
+            let mut init = [0u8; 20];
+            tcp.read_exact(&mut init).await.unwrap();
+            let _name = read_text(&mut tcp).await;
+            assert!(matches!(init[4], 8 | 16 | 32), "bits per pixel: {}", init[4]);
+            // Raw only: a server must then send no other encoding and no pseudo-encoding.
+            tcp.write_all(&[2, 0, 0, 1, 0, 0, 0, 0]).await.unwrap();
+            VncViewer {
+                tcp,
+                bytes_per_pixel: u64::from(init[4] / 8),
+                width: u16::from_be_bytes([init[0], init[1]]),
+                height: u16::from_be_bytes([init[2], init[3]]),
+                requests: 0,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), handshake).await.expect("the VNC handshake finishes")
     }
 
-    /// Asks for an 8x8 corner of the screen (raw encoding, the default) and reads the update.
+    /// Asks for an 8x8 area of the screen and waits until updates have covered it, skipping
+    /// other messages. Successive calls ask for two disjoint areas in turn, so an update for
+    /// the previous call still in flight cannot pass for the answer to this one.
     pub async fn refresh(&mut self) {
-        let request = [3u8, 0, 0, 0, 0, 0, 0, 8, 0, 8];
+        assert!(self.width >= 16 && self.height >= 8, "a screen of at least 16x8");
+        let left = if self.requests.is_multiple_of(2) { 0 } else { 8 };
+        self.requests += 1;
+        let mut request = vec![3u8, 0]; // FramebufferUpdateRequest, not incremental
+        for field in [left, 0, 8, 8] {
+            request.extend(u16::to_be_bytes(field));
+        }
         self.tcp.write_all(&request).await.unwrap();
+        let mut covered = 0u64; // one bit per pixel of the area
         tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let kind = self.tcp.read_u8().await.unwrap();
-                match kind {
-                    0 => break,                                           // FramebufferUpdate
-                    2 => continue,                                        // Bell
-                    other => panic!("unexpected server message {other}"), // no colour maps, no cut text asked
+            while covered != u64::MAX {
+                for [x, y, w, h] in self.read_message().await {
+                    for (dx, py) in (0..8u32).flat_map(|py| (0..8).map(move |dx| (dx, py))) {
+                        let px = u32::from(left) + dx;
+                        if (x..x + w).contains(&px) && (y..y + h).contains(&py) {
+                            covered |= 1 << (py * 8 + dx);
+                        }
+                    }
                 }
-            }
-            let _pad = self.tcp.read_u8().await.unwrap();
-            let rects = self.tcp.read_u16().await.unwrap();
-            for _ in 0..rects {
-                let mut header = [0u8; 12];
-                self.tcp.read_exact(&mut header).await.unwrap();
-                let (w, h) =
-                    (u16::from_be_bytes([header[4], header[5]]), u16::from_be_bytes([header[6], header[7]]));
-                let encoding = i32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-                assert_eq!(encoding, 0, "raw encoding");
-                let mut pixels = vec![0u8; usize::from(w) * usize::from(h) * self.bytes_per_pixel];
-                self.tcp.read_exact(&mut pixels).await.unwrap();
             }
         })
         .await
         .expect("the VNC session answers");
     }
+
+    /// Reads one server message and returns the rectangles (x, y, w, h) of a FramebufferUpdate;
+    /// nothing for the other messages, which the viewer does not use.
+    async fn read_message(&mut self) -> Vec<[u32; 4]> {
+        match self.tcp.read_u8().await.unwrap() {
+            0 => {
+                // FramebufferUpdate: padding, U16 count, then per rectangle x, y, w, h (U16
+                // each), S32 encoding and its data.
+                let mut head = [0u8; 3];
+                self.tcp.read_exact(&mut head).await.unwrap();
+                let mut rects = Vec::new();
+                for _ in 0..u16::from_be_bytes([head[1], head[2]]) {
+                    let mut rect = [0u8; 12];
+                    self.tcp.read_exact(&mut rect).await.unwrap();
+                    let field = |i: usize| u32::from(u16::from_be_bytes([rect[i], rect[i + 1]]));
+                    let [x, y, w, h] = [field(0), field(2), field(4), field(6)];
+                    let encoding = i32::from_be_bytes([rect[8], rect[9], rect[10], rect[11]]);
+                    assert_eq!(encoding, 0, "only Raw was asked for");
+                    // Inside the screen, which caps the pixel data.
+                    assert!(x + w <= u32::from(self.width) && y + h <= u32::from(self.height), "{rect:?}");
+                    self.skip(u64::from(w) * u64::from(h) * self.bytes_per_pixel).await;
+                    rects.push([x, y, w, h]);
+                }
+                rects
+            }
+            1 => {
+                // SetColourMapEntries: padding, U16 first colour, U16 count, 6 bytes a colour.
+                let mut head = [0u8; 5];
+                self.tcp.read_exact(&mut head).await.unwrap();
+                self.skip(6 * u64::from(u16::from_be_bytes([head[3], head[4]]))).await;
+                Vec::new()
+            }
+            2 => Vec::new(), // Bell
+            3 => {
+                // ServerCutText: 3 bytes padding, U32 length, text.
+                let mut head = [0u8; 3];
+                self.tcp.read_exact(&mut head).await.unwrap();
+                let len = self.tcp.read_u32().await.unwrap();
+                assert!(len <= MAX_CUT_TEXT, "cut text of {len} bytes");
+                self.skip(u64::from(len)).await;
+                Vec::new()
+            }
+            // Others come only after the client asked for an extension, which this one never does.
+            other => panic!("server message type {other}, which RFB 3.8 does not send unasked"),
+        }
+    }
+
+    /// Reads and drops `len` bytes without holding them.
+    async fn skip(&mut self, len: u64) {
+        let skipped = tokio::io::copy(&mut (&mut self.tcp).take(len), &mut tokio::io::sink()).await.unwrap();
+        assert_eq!(skipped, len, "the VNC server closed mid-message");
+    }
+}
+
+/// Reads an RFB string (U32 length, then the bytes), capped at [`MAX_TEXT`].
+async fn read_text(tcp: &mut tokio::net::TcpStream) -> String {
+    let len = tcp.read_u32().await.unwrap();
+    assert!(len <= MAX_TEXT, "a text of {len} bytes");
+    let mut text = vec![0u8; len as usize];
+    tcp.read_exact(&mut text).await.unwrap();
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// A real `redis-server` on a free loopback port, with an append-only file synced at every
@@ -455,8 +591,9 @@ impl RedisServer {
 
     fn start_with(durable: bool) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("ra-redis-").tempdir().unwrap();
-        let mut redis = RedisServer { port: free_port(), dir, durable, server: None };
-        redis.restart();
+        let mut redis = RedisServer { port: 0, dir, durable, server: None };
+        let (port, server) = Server::on_free_port("redis-server", |port| redis.command(port), String::new);
+        (redis.port, redis.server) = (port, Some(server));
         redis
     }
 
@@ -464,11 +601,18 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// Starts it (again) on the same port and data directory.
+    /// Starts it again on the same port and data directory.
     pub fn restart(&mut self) {
         assert!(self.server.is_none(), "already running");
+        let mut server = Server::spawn("redis-server", &mut self.command(self.port));
+        // No retry on another port: the gateways under test know this one.
+        assert!(server.wait_listening(self.port), "redis-server did not come back on port {}", self.port);
+        self.server = Some(server);
+    }
+
+    fn command(&self, port: u16) -> Command {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
             .args(if self.durable {
                 ["--appendonly", "yes", "--appendfsync", "always"]
             } else {
@@ -477,8 +621,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null());
-        self.server = Some(Server::spawn("redis-server", &mut cmd));
-        wait_for_port(self.port);
+        cmd
     }
 
     /// SIGKILL: Redis vanishes at once, as in a crash.
