@@ -31,6 +31,8 @@ export declare class Authority {
   get tombstoneRetentionMs(): number
   /** How long the store may be out of reach before live connections are cut. */
   get maxStoreOutageMs(): number
+  /** How many events each subscription may hold unread. */
+  get eventQueue(): number
   /** The authority's clock (RFC 3339). */
   now(): string
   /** Every event from now on: `for await (const event of authority.subscribe())`. */
@@ -105,9 +107,9 @@ export declare class ConnectionInfo {
 }
 
 /**
- * One build's credentials. The private keys and the VNC password come only from the explicit
- * `privateKeyOpenssh()`, `agentPrivateKeyOpenssh()` and `vncPassword()` calls: never from
- * `util.inspect`, `JSON.stringify` or an error.
+ * One build's credentials. The private keys and the VNC passwords come only from the explicit
+ * `privateKeyOpenssh()`, `agentPrivateKeyOpenssh()`, `vncPassword()` and
+ * `builderVncPassword()` calls: never from `util.inspect`, `JSON.stringify` or an error.
  */
 export declare class Credentials {
   get buildId(): string
@@ -126,6 +128,11 @@ export declare class Credentials {
   agentPrivateKeyOpenssh(): string | null
   /** The VNC password the user types. A secret. */
   vncPassword(): string
+  /**
+   * The builder's own VNC password (or macOS account password), generated for this build
+   * unless one was supplied: install it on the builder. A secret; `null` without VNC.
+   */
+  builderVncPassword(): string | null
   /** The public parts only, for `JSON.stringify`. */
   toJSON(): { buildId: string; username: string; fingerprint: string; agentUsername: string | null }
 }
@@ -334,6 +341,11 @@ export interface AuthorityOptions {
    * 30 000 ms); meanwhile logins are refused.
    */
   maxStoreOutageMs?: number
+  /**
+   * How many events each subscription or `onEvent` listener may hold unread (default
+   * 10 000); one that falls further behind gets a `lagged` event counting those it missed.
+   */
+  eventQueue?: number
 }
 
 /** Where a build's machine is and what the gateway may reach on it. */
@@ -353,8 +365,8 @@ export interface Builder {
 /**
  * Something that happened to a build's remote access. `kind` is one of `issued`,
  * `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
- * `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is
- * RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
+ * `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`, `lagged`;
+ * `at` is RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
  */
 export interface Event {
   buildId: string
@@ -363,6 +375,11 @@ export interface Event {
   reason: string
   connectionId?: string
   protocol?: string
+  /**
+   * For `lagged`: how many events this subscriber missed because it fell `eventQueue`
+   * events behind.
+   */
+  dropped?: number
 }
 
 /** Options of a `Gateway` (durations in milliseconds); every field has the core's default. */

@@ -109,6 +109,9 @@ pub struct AuthorityOptions<'a> {
     /// How long the store may be out of reach before every live connection is cut (default
     /// 30 000 ms); meanwhile logins are refused.
     pub max_store_outage_ms: Option<f64>,
+    /// How many events each subscription or `onEvent` listener may hold unread (default
+    /// 10 000); one that falls further behind gets a `lagged` event counting those it missed.
+    pub event_queue: Option<f64>,
 }
 
 /// What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
@@ -161,9 +164,9 @@ impl ManualClock {
     }
 }
 
-/// One build's credentials. The private keys and the VNC password come only from the explicit
-/// `privateKeyOpenssh()`, `agentPrivateKeyOpenssh()` and `vncPassword()` calls: never from
-/// `util.inspect`, `JSON.stringify` or an error.
+/// One build's credentials. The private keys and the VNC passwords come only from the explicit
+/// `privateKeyOpenssh()`, `agentPrivateKeyOpenssh()`, `vncPassword()` and
+/// `builderVncPassword()` calls: never from `util.inspect`, `JSON.stringify` or an error.
 #[napi]
 pub struct Credentials(pub(crate) core::Credentials);
 
@@ -218,6 +221,12 @@ impl Credentials {
     #[napi]
     pub fn vnc_password<'env>(&self, env: &'env Env) -> Result<JsString<'env>> {
         env.create_string(self.0.vnc_password().expose())
+    }
+    /// The builder's own VNC password (or macOS account password), generated for this build
+    /// unless one was supplied: install it on the builder. A secret; `null` without VNC.
+    #[napi]
+    pub fn builder_vnc_password<'env>(&self, env: &'env Env) -> Result<Option<JsString<'env>>> {
+        self.0.builder_vnc_password().map(|password| env.create_string(password.expose())).transpose()
     }
     /// The public parts only, for `JSON.stringify`.
     #[napi(
@@ -429,6 +438,10 @@ impl Authority {
         )?;
         core_options.max_store_outage =
             millis_or(&env, "maxStoreOutageMs", options.max_store_outage_ms, core_options.max_store_outage)?;
+        if let Some(n) = options.event_queue {
+            core_options.event_queue =
+                crate::convert::whole(&env, "eventQueue", n, u32::MAX.into())? as usize;
+        }
         core_options.vnc_ports = ports(&env, "vncPorts", options.vnc_ports.as_deref().unwrap_or_default())?;
         let redis = match options.redis_url {
             Some(url) => {
@@ -480,6 +493,11 @@ impl Authority {
     #[napi(getter)]
     pub fn max_store_outage_ms(&self) -> f64 {
         to_millis(self.0.options().max_store_outage)
+    }
+    /// How many events each subscription may hold unread.
+    #[napi(getter)]
+    pub fn event_queue(&self) -> f64 {
+        self.0.options().event_queue as f64
     }
     /// The authority's clock (RFC 3339).
     #[napi]

@@ -12,8 +12,8 @@ use crate::convert::rfc3339;
 
 /// Something that happened to a build's remote access. `kind` is one of `issued`,
 /// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
-/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`; `at` is
-/// RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
+/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`, `lagged`;
+/// `at` is RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
 #[napi(object)]
 pub struct Event {
     pub build_id: String,
@@ -22,6 +22,9 @@ pub struct Event {
     pub reason: String,
     pub connection_id: Option<String>,
     pub protocol: Option<String>,
+    /// For `lagged`: how many events this subscriber missed because it fell `eventQueue`
+    /// events behind.
+    pub dropped: Option<f64>,
 }
 
 impl From<core::Event> for Event {
@@ -38,6 +41,11 @@ impl From<core::Event> for Event {
             reason: event.reason,
             connection_id: connection.map(|(id, _)| id.to_string()),
             protocol: connection.map(|(_, protocol)| protocol.as_str().to_owned()),
+            // Exact up to 2^53, far beyond any count a process reaches.
+            dropped: match event.kind {
+                core::EventKind::Lagged { dropped } => Some(dropped as f64),
+                _ => None,
+            },
         }
     }
 }
@@ -151,9 +159,31 @@ impl EventListener {
         let calls = callback.clone();
         let task = napi::bindgen_prelude::spawn(async move {
             while let Some(event) = subscription.next().await {
-                let calls = calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let Some(call) = calls.as_ref() else { break };
-                call.call(Event::from(event), ThreadsafeFunctionCallMode::NonBlocking);
+                let (done, called) = tokio::sync::oneshot::channel();
+                {
+                    let calls = calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let Some(call) = calls.as_ref() else { break };
+                    // The callback's result is passed on, so that a throw is still an
+                    // uncaught exception.
+                    let status = call.call_with_return_value(
+                        Event::from(event),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                        move |result, _| {
+                            let _ = done.send(());
+                            result
+                        },
+                    );
+                    if status != napi::Status::Ok {
+                        break;
+                    }
+                }
+                // The next event is taken only once the callback has run: napi's queue for the
+                // JS thread is unbounded, so handing events on as they come would let a busy
+                // JS thread pile them up there, past the subscription's bound (`eventQueue`)
+                // and its `lagged` event. Dropped unrun (closed, or Node exiting): stop.
+                if called.await.is_err() {
+                    break;
+                }
             }
         });
         Self { task: task.abort_handle(), callback }

@@ -67,13 +67,22 @@ pub struct GatewayOptions {
     pub auth_rejection_delay_ms: Option<f64>,
     /// Authentication attempts allowed per connection (default 6).
     pub max_auth_attempts: Option<f64>,
-    /// Connections waiting to authenticate at once (default 256).
+    /// SSH connections, and as many VNC ones, waiting to authenticate at once (default
+    /// 10,000); when full, a newcomer replaces the oldest of the network holding the most.
     pub max_unauthenticated: Option<f64>,
-    /// The same, per source address (default 32).
+    /// The share of one source address (default 32).
     pub max_unauthenticated_per_ip: Option<f64>,
-    /// Failed logins in a row from one address before its new connections are closed at once,
+    /// The share of one /24 (IPv4) or /64 (IPv6) network (default 256).
+    pub max_unauthenticated_per_prefix: Option<f64>,
+    /// A connection that has not identified itself within this is cut (default 5 s).
+    pub silent_timeout_ms: Option<f64>,
+    /// Failed logins in a row from one network before its new connections are closed at once,
     /// backing off from 1 s to 5 min (default 20).
     pub failures_before_backoff: Option<f64>,
+    /// User connections one build may hold at once on this gateway (default 16).
+    pub max_connections_per_build: Option<f64>,
+    /// Builder channels one build may hold at once on this gateway (default 64).
+    pub max_channels_per_build: Option<f64>,
     /// Idle connections are probed this often (default 30 s).
     pub keepalive_interval_ms: Option<f64>,
     /// SSH channel window in bytes (default 8 MiB).
@@ -93,8 +102,10 @@ pub struct GatewayStats {
     pub unauthenticated: f64,
     /// Connections to builders that SSH users opened.
     pub builder_channels: f64,
-    /// Source addresses whose recent failed logins are remembered.
+    /// Source networks whose recent failed logins are remembered.
     pub addresses_with_failures: f64,
+    /// Unauthenticated connections closed to make room for newcomers, since the start.
+    pub evicted: f64,
 }
 
 /// The SSH gateway (and the VNC proxy on the authority's `vncPorts`).
@@ -125,6 +136,8 @@ impl Gateway {
         options.keepalive_interval =
             millis_or(&env, "keepaliveIntervalMs", given.keepalive_interval_ms, options.keepalive_interval)?;
         options.dial_timeout = millis_or(&env, "dialTimeoutMs", given.dial_timeout_ms, options.dial_timeout)?;
+        options.silent_timeout =
+            millis_or(&env, "silentTimeoutMs", given.silent_timeout_ms, options.silent_timeout)?;
         let count = |what: &'static str, n: Option<f64>, default: usize| -> Result<usize> {
             n.map_or(Ok(default), |n| whole(&env, what, n, u32::MAX.into()).map(|n| n as usize))
         };
@@ -137,8 +150,20 @@ impl Gateway {
             given.max_unauthenticated_per_ip,
             options.max_unauthenticated_per_ip,
         )?;
+        options.max_unauthenticated_per_prefix = count(
+            "maxUnauthenticatedPerPrefix",
+            given.max_unauthenticated_per_prefix,
+            options.max_unauthenticated_per_prefix,
+        )?;
         options.failures_before_backoff =
             count("failuresBeforeBackoff", given.failures_before_backoff, options.failures_before_backoff)?;
+        options.max_connections_per_build = count(
+            "maxConnectionsPerBuild",
+            given.max_connections_per_build,
+            options.max_connections_per_build,
+        )?;
+        options.max_channels_per_build =
+            count("maxChannelsPerBuild", given.max_channels_per_build, options.max_channels_per_build)?;
         options.window_size = count("windowSize", given.window_size, options.window_size as usize)? as u32;
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
@@ -165,6 +190,7 @@ impl Gateway {
             unauthenticated: stats.unauthenticated as f64,
             builder_channels: stats.builder_channels as f64,
             addresses_with_failures: stats.addresses_with_failures as f64,
+            evicted: stats.evicted as f64,
         }
     }
 

@@ -101,7 +101,7 @@ test('errors that cannot be caused from Node map to their codes', () => {
 })
 
 test('secrets stay out of util.inspect, JSON.stringify and errors', async () => {
-  const authority = new ra.Authority({ vncPorts: [await freePort()] })
+  const authority = new ra.Authority({ vncPorts: [await freePort(), await freePort()] })
   /** @type {ra.Event[]} */
   const events = []
   const listener = authority.onEvent((event) => events.push(event))
@@ -109,6 +109,11 @@ test('secrets stay out of util.inspect, JSON.stringify and errors', async () => 
     builder: { address: '127.0.0.1', vncPort: 5900, reverseTunnel: true },
     builderVncPassword: 'builderpw',
   })
+  // Without a supplied one, the builder's VNC password is generated for the build.
+  const generated = await authority.issue('b-secret-gen', { ...MANUAL, builder: { address: '127.0.0.1', vncPort: 5900 } })
+  const builderPassword = generated.builderVncPassword() ?? ''
+  assert.match(builderPassword, /^[A-Za-z0-9]{8}$/)
+  assert.equal(credentials.builderVncPassword(), 'builderpw')
   const key = credentials.privateKeyOpenssh()
   const agentKey = credentials.agentPrivateKeyOpenssh() ?? ''
   const password = credentials.vncPassword()
@@ -123,6 +128,8 @@ test('secrets stay out of util.inspect, JSON.stringify and errors', async () => 
   listener.close()
   const texts = [
     util.inspect(credentials, { showHidden: true, depth: 5 }),
+    util.inspect(generated, { showHidden: true, depth: 5 }),
+    JSON.stringify(generated),
     util.inspect(hostKey, { showHidden: true }),
     util.inspect(session),
     JSON.stringify({ credentials, hostKey, session, info }),
@@ -131,7 +138,7 @@ test('secrets stay out of util.inspect, JSON.stringify and errors', async () => 
     JSON.stringify(events),
   ]
   assert.ok(events.length > 0)
-  for (const secret of [key, agentKey, password, 'builderpw', hostKey.toOpenssh()]) {
+  for (const secret of [key, agentKey, password, 'builderpw', builderPassword, hostKey.toOpenssh()]) {
     const body = secret.includes('\n') ? secret.trim().split('\n')[1] : secret
     for (const text of texts) assert.ok(!text.includes(body), `a secret in: ${text.slice(0, 200)}`)
   }
@@ -206,10 +213,24 @@ test('tryNext and closed; the authority and gateway getters; gateway stats count
   assert.equal(subscription.closed, true)
 
   await rejectsWith(() => new ra.Gateway(authority, { failuresBeforeBackoff: 0 }), 'invalid_input')
-  const gateway = new ra.Gateway(authority, { failuresBeforeBackoff: 3 })
+  await rejectsWith(() => new ra.Gateway(authority, { maxConnectionsPerBuild: 0 }), 'invalid_input')
+  const gateway = new ra.Gateway(authority, {
+    failuresBeforeBackoff: 3,
+    silentTimeoutMs: 2500,
+    maxUnauthenticatedPerPrefix: 64,
+    maxConnectionsPerBuild: 4,
+    maxChannelsPerBuild: 8,
+  })
   assert.ok(gateway.authority instanceof ra.Authority)
   const running = await gateway.start('127.0.0.1:0')
-  const idle = { sshConnections: 0, vncConnections: 0, unauthenticated: 0, builderChannels: 0, addressesWithFailures: 0 }
+  const idle = {
+    sshConnections: 0,
+    vncConnections: 0,
+    unauthenticated: 0,
+    builderChannels: 0,
+    addressesWithFailures: 0,
+    evicted: 0,
+  }
   /** @param {(stats: ra.GatewayStats) => boolean} want */
   const settle = async (want) => {
     for (let i = 0; i < 300 && !want(gateway.stats()); i++) await new Promise((resolve) => setTimeout(resolve, 20))
@@ -341,5 +362,58 @@ test('runExpiry enforces deadlines without a gateway', async () => {
     assert.equal((await authority.session('b-expiry')).endReasonCode, 'grace_elapsed')
   } finally {
     expiry.stop()
+  }
+})
+
+test('a subscriber that falls eventQueue events behind gets a lagged event with the count', async () => {
+  await rejectsWith(() => new ra.Authority({ eventQueue: 0 }), 'invalid_input')
+  const authority = new ra.Authority({ eventQueue: 3 })
+  assert.equal(authority.eventQueue, 3)
+  const slow = authority.subscribe()
+  const fast = authority.subscribe()
+  /** @param {ra.Subscription} subscription */
+  const drain = (subscription) => {
+    const events = []
+    for (let event = subscription.tryNext(); event; event = subscription.tryNext()) events.push(event)
+    return events
+  }
+  /** @type {string[]} */
+  const fastSeen = []
+  for (let i = 0; i < 8; i++) {
+    await authority.issue(`b-lag-${i}`, MANUAL)
+    fastSeen.push(...drain(fast).map((event) => `${event.kind} ${event.buildId}`))
+  }
+  // Three were queued; the five after them were dropped, and one event stands for them.
+  const got = drain(slow)
+  assert.deepEqual(got.map((event) => [event.kind, event.buildId]), [
+    ['issued', 'b-lag-0'], ['issued', 'b-lag-1'], ['issued', 'b-lag-2'], ['lagged', 'b-lag-3'],
+  ])
+  assert.equal(got[3].dropped, 5)
+  assert.equal(got[0].dropped, undefined)
+  assert.match(got[3].reason, /5 events were not delivered/)
+  // Caught up: what follows arrives in order, and the fast reader missed nothing.
+  await authority.revoke('b-lag-7', 'done')
+  assert.equal(slow.tryNext()?.kind, 'revoked')
+  assert.deepEqual(fastSeen, Array.from({ length: 8 }, (_, i) => `issued b-lag-${i}`))
+  slow.close()
+  fast.close()
+
+  // A callback that keeps the JS thread busy falls behind the same way: events wait in the
+  // bounded queue, not in an unbounded one for the JS thread.
+  const listened = new ra.Authority({ eventQueue: 3 })
+  /** @type {ra.Event[]} */
+  const heard = []
+  const listener = listened.onEvent((event) => {
+    heard.push(event)
+    if (heard.length === 1) for (const until = Date.now() + 500; Date.now() < until;);
+  })
+  try {
+    await Promise.all(Array.from({ length: 10 }, (_, i) => listened.issue(`b-busy-${i}`, MANUAL)))
+    const accounted = () => heard.reduce((n, event) => n + (event.kind === 'lagged' ? event.dropped ?? 0 : 1), 0)
+    for (let i = 0; i < 300 && accounted() < 10; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.equal(accounted(), 10, JSON.stringify(heard.map((event) => [event.kind, event.dropped])))
+    assert.ok(heard.some((event) => event.kind === 'lagged'), JSON.stringify(heard.map((event) => event.kind)))
+  } finally {
+    listener.close()
   }
 })

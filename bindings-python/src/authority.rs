@@ -162,9 +162,9 @@ impl ManualClock {
     }
 }
 
-/// One build's credentials. The private keys and the VNC password are only returned by the
-/// explicit `*_private_key_openssh()` and `vnc_password()` calls: never in `repr()`, `str()`,
-/// errors, or pickles (these objects cannot be pickled).
+/// One build's credentials. The private keys and the VNC passwords are only returned by the
+/// explicit `*_private_key_openssh()`, `vnc_password()` and `builder_vnc_password()` calls:
+/// never in `repr()`, `str()`, errors, or pickles (these objects cannot be pickled).
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct Credentials(pub(crate) core::Credentials);
 
@@ -218,6 +218,12 @@ impl Credentials {
     /// The VNC password the user types. A secret.
     fn vnc_password<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
         PyString::new(py, self.0.vnc_password().expose())
+    }
+
+    /// The builder's own VNC password (or macOS account password), generated for this build
+    /// unless one was supplied: install it on the builder. A secret; `None` without VNC.
+    fn builder_vnc_password<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
+        self.0.builder_vnc_password().map(|password| PyString::new(py, password.expose()))
     }
 
     fn __repr__(&self) -> String {
@@ -323,7 +329,7 @@ pub(crate) struct Authority(pub(crate) core::Authority);
 #[pymethods]
 impl Authority {
     #[new]
-    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, max_store_outage = None))]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, max_store_outage = None, event_queue = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         policy: Option<PyRef<'_, Policy>>,
@@ -333,6 +339,7 @@ impl Authority {
         redis_url: Option<String>,
         redis_key_prefix: Option<String>,
         max_store_outage: Option<Seconds>,
+        event_queue: Option<usize>,
     ) -> PyResult<Self> {
         let mut options = core::AuthorityOptions::default();
         if let Some(policy) = policy {
@@ -344,6 +351,7 @@ impl Authority {
         if let Some(Seconds(outage)) = max_store_outage {
             options.max_store_outage = outage;
         }
+        options.event_queue = event_queue.unwrap_or(options.event_queue);
         options.vnc_ports = vnc_ports;
         let redis = redis_url.map(|url| {
             let mut redis = core::RedisOptions::new(String::new());
@@ -386,6 +394,10 @@ impl Authority {
     #[getter]
     fn max_store_outage(&self) -> std::time::Duration {
         self.0.options().max_store_outage
+    }
+    #[getter]
+    fn event_queue(&self) -> usize {
+        self.0.options().event_queue
     }
 
     /// The authority's clock.

@@ -51,7 +51,7 @@ pyo3::create_exception!(
     remote_access,
     AccessDeniedError,
     RemoteAccessError,
-    "A credential was refused; `reason` is one of unknown_user, wrong_key, wrong_password, revoked, throttled."
+    "A credential was refused; `reason` is one of unknown_user, wrong_key, wrong_password, revoked."
 );
 pyo3::create_exception!(
     remote_access,

@@ -13,7 +13,8 @@ use crate::runtime::awaitable;
 
 /// Something that happened to a build's remote access. `kind` is one of `issued`,
 /// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
-/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`.
+/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`, `lagged`
+/// (this subscription fell behind and missed `dropped` events; see `Authority(event_queue=)`).
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct Event(core::Event);
 
@@ -45,6 +46,14 @@ impl Event {
     fn protocol(&self) -> Option<&'static str> {
         self.connection().map(|(_, protocol)| protocol.as_str())
     }
+    /// How many events this subscription missed, for `lagged` events.
+    #[getter]
+    fn dropped(&self) -> Option<u64> {
+        match self.0.kind {
+            core::EventKind::Lagged { dropped } => Some(dropped),
+            _ => None,
+        }
+    }
 
     /// The event as a dict of JSON-safe values (`at` in RFC 3339).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -58,6 +67,7 @@ impl Event {
         dict.set_item("reason", self.reason())?;
         dict.set_item("connection_id", self.connection_id())?;
         dict.set_item("protocol", self.protocol())?;
+        dict.set_item("dropped", self.dropped())?;
         Ok(dict)
     }
 

@@ -69,7 +69,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, failures_before_backoff = None, keepalive_interval = None, window_size = None, dial_timeout = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -80,7 +80,11 @@ impl Gateway {
         max_auth_attempts: Option<usize>,
         max_unauthenticated: Option<usize>,
         max_unauthenticated_per_ip: Option<usize>,
+        max_unauthenticated_per_prefix: Option<usize>,
+        silent_timeout: Option<Seconds>,
         failures_before_backoff: Option<usize>,
+        max_connections_per_build: Option<usize>,
+        max_channels_per_build: Option<usize>,
         keepalive_interval: Option<Seconds>,
         window_size: Option<u32>,
         dial_timeout: Option<Seconds>,
@@ -90,6 +94,7 @@ impl Gateway {
         let durations = [
             (pre_auth_timeout, &mut options.pre_auth_timeout),
             (auth_rejection_delay, &mut options.auth_rejection_delay),
+            (silent_timeout, &mut options.silent_timeout),
             (keepalive_interval, &mut options.keepalive_interval),
             (dial_timeout, &mut options.dial_timeout),
         ];
@@ -102,7 +107,12 @@ impl Gateway {
         options.max_unauthenticated = max_unauthenticated.unwrap_or(options.max_unauthenticated);
         options.max_unauthenticated_per_ip =
             max_unauthenticated_per_ip.unwrap_or(options.max_unauthenticated_per_ip);
+        options.max_unauthenticated_per_prefix =
+            max_unauthenticated_per_prefix.unwrap_or(options.max_unauthenticated_per_prefix);
         options.failures_before_backoff = failures_before_backoff.unwrap_or(options.failures_before_backoff);
+        options.max_connections_per_build =
+            max_connections_per_build.unwrap_or(options.max_connections_per_build);
+        options.max_channels_per_build = max_channels_per_build.unwrap_or(options.max_channels_per_build);
         options.window_size = window_size.unwrap_or(options.window_size);
         let authority = authority.0.clone();
         py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
@@ -119,7 +129,7 @@ impl Gateway {
     }
 
     /// What the gateway holds now: `ssh_connections`, `vnc_connections`, `unauthenticated`,
-    /// `builder_channels`, `addresses_with_failures`.
+    /// `builder_channels`, `addresses_with_failures`, `evicted`.
     fn stats(&self) -> std::collections::BTreeMap<&'static str, usize> {
         let stats = self.0.stats();
         std::collections::BTreeMap::from([
@@ -128,6 +138,7 @@ impl Gateway {
             ("unauthenticated", stats.unauthenticated),
             ("builder_channels", stats.builder_channels),
             ("addresses_with_failures", stats.addresses_with_failures),
+            ("evicted", usize::try_from(stats.evicted).unwrap_or(usize::MAX)),
         ])
     }
 

@@ -124,7 +124,7 @@ def test_errors_that_cannot_be_caused_from_python_map_to_their_classes() -> None
 
 def test_secrets_stay_out_of_repr_str_errors_and_pickles() -> None:
     async def main() -> None:
-        authority = ra.Authority(vnc_ports=[free_port()])
+        authority = ra.Authority(vnc_ports=[free_port(), free_port()])
         events = authority.subscribe()
         credentials = await authority.issue(
             "b-secret",
@@ -132,6 +132,11 @@ def test_secrets_stay_out_of_repr_str_errors_and_pickles() -> None:
             builder=ra.Builder("127.0.0.1", vnc_port=5900, reverse_tunnel=True),
             builder_vnc_password="builderpw",
         )
+        # Without a supplied one, the builder's VNC password is generated for the build.
+        generated = await authority.issue("b-secret-gen", **MANUAL, builder=ra.Builder("127.0.0.1", vnc_port=5900))
+        builder_password = generated.builder_vnc_password()
+        assert builder_password is not None and len(builder_password) == 8 and builder_password.isalnum()
+        assert credentials.builder_vnc_password() == "builderpw"
         key = credentials.private_key_openssh()
         agent_key = credentials.agent_private_key_openssh()
         password = credentials.vnc_password()
@@ -143,14 +148,14 @@ def test_secrets_stay_out_of_repr_str_errors_and_pickles() -> None:
         session = await authority.session("b-secret")
         info = ra.ConnectionInfo(credentials, session, host_key, ra.ScriptOptions("gw.example", 2222))
         texts = [repr(credentials), str(credentials), repr(host_key), repr(session), json.dumps(info),
-                 repr(info), repr(authority)]
+                 repr(info), repr(authority), repr(generated), str(generated)]
         with pytest.raises(ra.AccessDeniedError) as denied:
             await authority.verify_vnc("b-secret", password[::-1] + "x")
         texts.append(str(denied.value))
         texts.append(repr(denied.value))
         while (event := events.try_next()) is not None:
             texts += [repr(event), str(event), json.dumps(event.to_dict())]
-        for secret in [key, agent_key, password, "builderpw", host_key.to_openssh()]:
+        for secret in [key, agent_key, password, "builderpw", builder_password, host_key.to_openssh()]:
             body = secret.strip().splitlines()[1] if "\n" in secret.strip() else secret
             for text in texts:
                 assert body not in text
@@ -433,10 +438,15 @@ def test_gateway_stats_count_connections() -> None:
         authority = ra.Authority()
         with pytest.raises(ra.InvalidInputError):
             ra.Gateway(authority, failures_before_backoff=0)
-        gateway = ra.Gateway(authority, failures_before_backoff=3)
+        with pytest.raises(ra.InvalidInputError):
+            ra.Gateway(authority, max_connections_per_build=0)
+        gateway = ra.Gateway(
+            authority, failures_before_backoff=3, silent_timeout=2.5, max_unauthenticated_per_prefix=64,
+            max_connections_per_build=4, max_channels_per_build=8,
+        )
         idle = {
             "ssh_connections": 0, "vnc_connections": 0, "unauthenticated": 0,
-            "builder_channels": 0, "addresses_with_failures": 0,
+            "builder_channels": 0, "addresses_with_failures": 0, "evicted": 0,
         }
         async with await gateway.start("127.0.0.1:0") as running:
             assert gateway.stats() == idle
@@ -445,5 +455,36 @@ def test_gateway_stats_count_connections() -> None:
             assert busy == {**idle, "ssh_connections": 1, "unauthenticated": 1}
             writer.close()
             assert await settle(gateway, "ssh_connections", 0) == idle
+
+    run(main())
+
+
+def test_a_subscriber_that_falls_behind_gets_a_lagged_event_with_the_count() -> None:
+    async def main() -> None:
+        with pytest.raises(ra.InvalidInputError) as refused:
+            ra.Authority(event_queue=0)
+        assert refused.value.what == "event_queue"
+        authority = ra.Authority(event_queue=3)
+        assert authority.event_queue == 3
+        slow, fast = authority.subscribe(), authority.subscribe()
+        fast_seen: list[str] = []
+        for i in range(8):
+            await authority.issue(f"b-lag-{i}", **MANUAL)
+            while (event := fast.try_next()) is not None:
+                fast_seen.append(f"{event.kind} {event.build_id}")
+        # Three were queued; the five after them were dropped, and one event stands for them.
+        got = [await asyncio.wait_for(slow.__anext__(), 5) for _ in range(4)]
+        assert [(e.kind, e.build_id) for e in got] == [
+            ("issued", "b-lag-0"), ("issued", "b-lag-1"), ("issued", "b-lag-2"), ("lagged", "b-lag-3"),
+        ]
+        lagged = got[3]
+        assert lagged.dropped == 5 and got[0].dropped is None
+        assert "5 events were not delivered" in lagged.reason
+        assert lagged.to_dict()["dropped"] == 5 and lagged.to_dict()["kind"] == "lagged"
+        assert slow.try_next() is None
+        # Caught up: what follows arrives in order, and the fast reader missed nothing.
+        await authority.revoke("b-lag-7", "done")
+        assert (await asyncio.wait_for(slow.__anext__(), 5)).kind == "revoked"
+        assert fast_seen == [f"issued b-lag-{i}" for i in range(8)]
 
     run(main())

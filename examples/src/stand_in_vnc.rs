@@ -4,8 +4,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rand_core::Rng;
+use remote_access_core::Secret;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -14,27 +16,41 @@ pub const WIDTH: u16 = 320;
 /// The framebuffer's size.
 pub const HEIGHT: u16 = 200;
 
+/// The builder's own VNC password, once installed.
+type Installed = Arc<Mutex<Option<Secret<String>>>>;
+
 /// A running stand-in VNC server.
 pub struct StandInVnc {
     /// Where it listens (loopback).
     pub addr: SocketAddr,
+    password: Installed,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl StandInVnc {
-    /// Serves on a free loopback port with `password` (the builder's own VNC password).
-    pub async fn start(password: String) -> io::Result<Self> {
+    /// Serves on a free loopback port. Every login is refused until a password is installed
+    /// ([`StandInVnc::install_password`]): the port is known before the build is issued, the
+    /// password only after, as on a real builder.
+    pub async fn start() -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let password = Installed::default();
+        let installed = password.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let password = password.clone();
+                let password = installed.clone();
                 tokio::spawn(async move {
                     let _ = serve(tcp, &password).await;
                 });
             }
         });
-        Ok(Self { addr, task })
+        Ok(Self { addr, password, task })
+    }
+
+    /// Installs the builder's own VNC password, as a platform writes the build's password file
+    /// (`Credentials::builder_vnc_password_file`) for a real VNC server.
+    pub fn install_password(&self, password: &Secret<String>) {
+        *self.password.lock().unwrap_or_else(PoisonError::into_inner) = Some(password.clone());
     }
 }
 
@@ -84,7 +100,7 @@ impl PixelFormat {
     }
 }
 
-async fn serve(mut s: TcpStream, password: &str) -> io::Result<()> {
+async fn serve(mut s: TcpStream, password: &Installed) -> io::Result<()> {
     s.write_all(b"RFB 003.008\n").await?;
     let mut version = [0u8; 12];
     s.read_exact(&mut version).await?;
@@ -101,7 +117,12 @@ async fn serve(mut s: TcpStream, password: &str) -> io::Result<()> {
     s.write_all(&challenge).await?;
     let mut answer = [0u8; 16];
     s.read_exact(&mut answer).await?;
-    if answer != remote_access_core::vnc_auth_response(password, &challenge) {
+    let expected = password
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|password| remote_access_core::vnc_auth_response(password.expose(), &challenge));
+    if expected != Some(answer) {
         s.write_all(&[0, 0, 0, 1, 0, 0, 0, 21]).await?;
         s.write_all(b"Authentication failed").await?;
         return Ok(());

@@ -67,6 +67,11 @@ pub struct AuthorityOptions {
     /// 30 s). Meanwhile new logins are refused: nothing is authorised without the store. Only
     /// [`Authority::run_expiry`] watches contact, so run it.
     pub max_store_outage: Duration,
+    /// How many events each [`Authority::subscribe`] subscription may hold unread (default
+    /// 10,000; from 1 to 1,000,000). A subscriber that falls further behind misses events and
+    /// is told how many by an [`crate::EventKind::Lagged`] event: a logged-in user can cause
+    /// events at will, and a stalled consumer must not make the authority grow without limit.
+    pub event_queue: usize,
 }
 
 impl Default for AuthorityOptions {
@@ -76,6 +81,7 @@ impl Default for AuthorityOptions {
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             vnc_ports: Vec::new(),
             max_store_outage: Duration::from_secs(30),
+            event_queue: 10_000,
         }
     }
 }
@@ -118,8 +124,8 @@ struct Inner {
     options: AuthorityOptions,
     events: EventBus,
     registry: Registry,
-    /// Failed logins per build and credential (a wrong key, a wrong VNC password), so that
-    /// guessing one does not lock the user out of the other.
+    /// Failed logins in a row per build and credential (a wrong key, a wrong VNC password):
+    /// counted to tell the platform, never to refuse.
     guesses: Throttle<(BuildId, Guessed)>,
     /// Since when the store has not answered a ping, and whether connections were cut for it.
     contact: std::sync::Mutex<Contact>,
@@ -149,11 +155,11 @@ impl Default for Contact {
     }
 }
 
-/// Failed logins in a row for one build before its logins are throttled, and the backoff: a
-/// user who mistypes the VNC password a few times is not slowed; a guesser gets one try per
-/// second, then per two, up to one per minute.
-const GUESSES_FREE: u32 = 5;
-const GUESS_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// Failed logins in a row against one build's credential before the platform hears of it
+/// (a `guessing` event), and again each time the run doubles. They never lock the credential:
+/// strangers' guesses must not keep its owner out. What slows guessers is the gateway's
+/// backoff per source (address and prefix), which the owner does not share.
+const GUESSING_EVENT_AFTER: u32 = 10;
 /// A run of failures is forgotten after this long without one.
 const GUESS_MEMORY: Duration = Duration::from_secs(15 * 60);
 
@@ -173,8 +179,8 @@ impl Guessed {
     }
 }
 
-/// An SSH key offered without a signature (a probe), or signed: only signed ones count
-/// towards throttling.
+/// An SSH key offered without a signature (a probe), or signed: both count as failures when
+/// wrong, only a signed one proves the owner (and ends the run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attempt {
     Probe,
@@ -309,12 +315,19 @@ impl Authority {
         {
             return Err(Error::invalid("max_store_outage", "between 1 s and 1 hour"));
         }
-        let guesses = Throttle::new(GUESSES_FREE, GUESS_BACKOFF.0, GUESS_BACKOFF.1, GUESS_MEMORY);
+        // Each queued event holds a few hundred bytes: a million is already hundreds of MB per
+        // subscriber.
+        if !(1..=1_000_000).contains(&options.event_queue) {
+            return Err(Error::invalid("event_queue", "from 1 to 1,000,000 events"));
+        }
+        let events = EventBus::new(options.event_queue);
+        // Never blocks (`free` is never reached): only the run's length is used.
+        let guesses = Throttle::new(u32::MAX, Duration::ZERO, Duration::ZERO, GUESS_MEMORY);
         let inner = Inner {
             store,
             clock,
             options,
-            events: EventBus::default(),
+            events,
             registry: Registry::default(),
             guesses,
             contact: Default::default(),
@@ -344,8 +357,11 @@ impl Authority {
         self.inner.clock.now().to_offset(time::UtcOffset::UTC)
     }
 
-    /// Subscribes to every event from now on. Nothing is dropped: each subscription queues
-    /// until read, so read it or drop it.
+    /// Subscribes to every event from now on. Each subscription has its own queue of at most
+    /// [`AuthorityOptions::event_queue`] events, and publishing never waits for a reader: a
+    /// subscriber that falls that far behind misses the events published meanwhile, and gets
+    /// one [`crate::EventKind::Lagged`] event with their count in their place as soon as it
+    /// reads again. Read it promptly, or drop it.
     pub fn subscribe(&self) -> Subscription {
         self.inner.events.subscribe()
     }
@@ -366,21 +382,11 @@ impl Authority {
         let now = self.now();
         let started_at = request.started_at.unwrap_or(now);
         let builder = request.builder.map(Builder::validated).transpose()?;
-        let builder_vnc_password = match request.builder_vnc_password {
-            Some(password) => Some(check_builder_vnc_password(password)?),
-            None => None,
-        };
         let builder_vnc_username = request.builder_vnc_username;
-        if let Some(name) = &builder_vnc_username {
-            if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
-                return Err(Error::invalid("builder_vnc_username", "1 to 63 bytes, no control characters"));
-            }
-            if builder_vnc_password.is_none() {
-                return Err(Error::invalid(
-                    "builder_vnc_username",
-                    "needs builder_vnc_password (the account's password)",
-                ));
-            }
+        if let Some(name) = &builder_vnc_username
+            && (name.is_empty() || name.len() > 63 || name.chars().any(char::is_control))
+        {
+            return Err(Error::invalid("builder_vnc_username", "1 to 63 bytes, no control characters"));
         }
         let wants_vnc = builder.as_ref().is_some_and(|b| b.vnc_port.is_some());
         let ports = &self.inner.options.vnc_ports;
@@ -390,6 +396,22 @@ impl Authority {
                 "this authority has no VNC ports (AuthorityOptions::vnc_ports)",
             ));
         }
+        // The builder's own password is per build unless the platform supplies one: the build's
+        // user controls the builder's VNC port, so can capture whatever the gateway logs in
+        // with, and a per-build password opens no other builder. A supplied one is kept for
+        // compatibility, with a warning when several builds share it.
+        let supplied = request.builder_vnc_password.is_some();
+        let builder_vnc_password = match request.builder_vnc_password {
+            Some(password) => Some(check_builder_vnc_password(password)?),
+            None if wants_vnc => Some(credential::generate_builder_password(builder_vnc_username.is_some())?),
+            None if builder_vnc_username.is_some() => {
+                return Err(Error::invalid(
+                    "builder_vnc_username",
+                    "needs builder.vnc_port (the account's password is then generated) or builder_vnc_password",
+                ));
+            }
+            None => None,
+        };
         let build_id = request.build_id;
         // VNC ports are tried from a random start, so sessions spread over the range.
         let first_port =
@@ -406,6 +428,8 @@ impl Authority {
                     if builder.as_ref().is_some_and(|b| b.reverse_tunnel) {
                         creds.agent = Some(credential::generate_agent()?);
                     }
+                    creds.builder_vnc_password = builder_vnc_password.clone();
+                    creds.builder_vnc_account = builder_vnc_username.is_some();
                     creds
                 }
                 None => {
@@ -436,6 +460,11 @@ impl Authority {
             let keep_until = later(session.deadline(), self.inner.options.tombstone_retention);
             match self.inner.store.insert(session, record, keep_until).await? {
                 Insert::Done => {
+                    // Noted once issued, so that a refused request (a retry for the same
+                    // build) does not count as another build using the password.
+                    if supplied && let Some(password) = &builder_vnc_password {
+                        credential::note_supplied(&build_id, password);
+                    }
                     let mut reason =
                         format!("credentials issued: user {} key {}", creds.username, creds.fingerprint);
                     if let Some(port) = vnc_port {
@@ -536,9 +565,6 @@ impl Authority {
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
-        if attempt == Attempt::Signed {
-            self.not_throttled(&record.build_id, Guessed::Key)?;
-        }
         let role = if record.username == username && record.key_fingerprint == fingerprint {
             Role::User
         } else if record.agent_username.as_deref() == Some(username)
@@ -546,13 +572,13 @@ impl Authority {
         {
             Role::Agent
         } else {
-            if attempt == Attempt::Signed {
-                self.guessed(&record.build_id, Guessed::Key);
-            }
+            // Probes count too: a guesser never needs to sign, and the owner's own client
+            // offers the right key first (the scripts set IdentitiesOnly).
+            self.guessed(&record.build_id, Guessed::Key);
             return Err(Error::denied(DenialReason::WrongKey));
         };
         if attempt == Attempt::Signed {
-            self.inner.guesses.succeeded(&(record.build_id.clone(), Guessed::Key));
+            self.inner.guesses.forget(&(record.build_id.clone(), Guessed::Key));
         }
         self.require_live(&record.build_id).await?;
         Ok((record.build_id, role))
@@ -576,12 +602,11 @@ impl Authority {
     /// Checks a VNC password for the build's session, in constant time.
     pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
         let record = self.live_credential(build_id).await?;
-        self.not_throttled(build_id, Guessed::VncPassword)?;
         if !bool::from(password.as_bytes().ct_eq(record.vnc_password.expose().as_bytes())) {
             self.guessed(build_id, Guessed::VncPassword);
             return Err(Error::denied(DenialReason::WrongPassword));
         }
-        self.inner.guesses.succeeded(&(build_id.clone(), Guessed::VncPassword));
+        self.inner.guesses.forget(&(build_id.clone(), Guessed::VncPassword));
         self.require_live(build_id).await
     }
 
@@ -683,12 +708,11 @@ impl Authority {
         response: &[u8; 16],
     ) -> Result<Option<(Secret<String>, Option<String>)>> {
         let record = self.live_credential(build_id).await?;
-        self.not_throttled(build_id, Guessed::VncPassword)?;
         if !crate::vnc::check_response(record.vnc_password.expose().as_bytes(), challenge, response) {
             self.guessed(build_id, Guessed::VncPassword);
             return Err(Error::denied(DenialReason::WrongPassword));
         }
-        self.inner.guesses.succeeded(&(build_id.clone(), Guessed::VncPassword));
+        self.inner.guesses.forget(&(build_id.clone(), Guessed::VncPassword));
         self.require_live(build_id).await?;
         Ok(record.builder_vnc_password.map(|password| (password, record.builder_vnc_username)))
     }
@@ -700,30 +724,24 @@ impl Authority {
         self.inner.events.publish(vec![event]);
     }
 
-    /// Refuses a login for a build whose logins are throttled, without checking it.
-    fn not_throttled(&self, build_id: &BuildId, credential: Guessed) -> Result<()> {
-        match self.inner.guesses.blocked(&(build_id.clone(), credential)) {
-            Some(_) => Err(Error::denied(DenialReason::Throttled)),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts a failed login for a build; when the run reaches the limit, and at every tenth
-    /// failure after it, the platform hears of it.
+    /// Counts a failed login against a build's credential; when the run reaches
+    /// [`GUESSING_EVENT_AFTER`], and each time it doubles after that, the platform hears of it.
+    /// The credential itself stays usable by its owner.
     fn guessed(&self, build_id: &BuildId, credential: Guessed) {
-        let (count, blocked) = self.inner.guesses.failed(&(build_id.clone(), credential));
+        let (count, _) = self.inner.guesses.failed(&(build_id.clone(), credential), None);
         let what = credential.as_str();
-        let Some(backoff) = blocked else { return };
-        if (count - GUESSES_FREE).is_multiple_of(10) {
-            tracing::warn!(%build_id, count, "failed logins in a row; throttling the build's logins");
-            let reason = format!(
-                "{count} failed logins in a row (wrong {what}); logins for this build are refused for {}s, longer with each failure",
-                backoff.as_secs()
-            );
-            let event =
-                Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::Guessing, reason };
-            self.inner.events.publish(vec![event]);
+        if count < GUESSING_EVENT_AFTER
+            || !count.is_multiple_of(GUESSING_EVENT_AFTER)
+            || !(count / GUESSING_EVENT_AFTER).is_power_of_two()
+        {
+            return;
         }
+        tracing::warn!(%build_id, count, credential = what, "failed logins in a row against a build's credential");
+        let reason = format!(
+            "{count} failed logins in a row (wrong {what}); the sources are being slowed down, the owner is not; consider revoking if it goes on"
+        );
+        let event = Event { build_id: build_id.clone(), at: self.now(), kind: EventKind::Guessing, reason };
+        self.inner.events.publish(vec![event]);
     }
 
     /// Publishes a refusal of something a logged-in user asked for.

@@ -134,10 +134,17 @@ pub struct BuildRequest {
     /// This build's time rules; `None` uses the authority's default policy.
     pub policy: Option<Policy>,
     /// The password of the builder's own VNC server (see [`Builder::vnc_port`]), injected by
-    /// the gateway; the user never sees it. `None` if the server asks for none.
+    /// the gateway; the user never sees it. Leave it `None`: for a builder with a VNC port the
+    /// authority then generates one for this build, returned by
+    /// [`Credentials::builder_vnc_password`](crate::Credentials::builder_vnc_password) for the
+    /// platform to install. A supplied one is used as given, but one shared by several builders
+    /// is unsafe: each build's user controls their builder's VNC port and can capture it
+    /// (`docs/vnc.md`); reusing one for several builds logs a warning.
     pub builder_vnc_password: Option<Secret<String>>,
     /// For macOS builders: the account the gateway logs in as with Apple's type-30
-    /// authentication (the password is then that account's, up to 63 bytes).
+    /// authentication (the password is then that account's, up to 63 bytes). Without
+    /// `builder_vnc_password`, that account's password is generated for this build (20
+    /// characters) and the platform sets it on the account.
     pub builder_vnc_username: Option<String>,
     /// Where the gateway reaches the builder. `None` until a route exists (users are refused
     /// with a clear reason meanwhile).

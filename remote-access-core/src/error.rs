@@ -114,22 +114,17 @@ pub enum DenialReason {
     WrongPassword,
     /// The credential was revoked or expired; it is a tombstone and is refused forever.
     Revoked,
-    /// Too many failed logins in a row with this build's key, or its VNC password: logins
-    /// with that credential are refused unchecked for a while (see
-    /// [`crate::EventKind::Guessing`]).
-    Throttled,
 }
 
 impl DenialReason {
     /// A stable code for logs and bindings: `unknown_user`, `wrong_key`, `wrong_password`,
-    /// `revoked` or `throttled`.
+    /// or `revoked`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UnknownUser => "unknown_user",
             Self::WrongKey => "wrong_key",
             Self::WrongPassword => "wrong_password",
             Self::Revoked => "revoked",
-            Self::Throttled => "throttled",
         }
     }
 }
@@ -141,7 +136,6 @@ impl std::fmt::Display for DenialReason {
             Self::WrongKey => "key does not belong to this user",
             Self::WrongPassword => "wrong password",
             Self::Revoked => "credential revoked",
-            Self::Throttled => "too many failed logins; try again shortly",
         })
     }
 }

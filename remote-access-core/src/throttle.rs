@@ -1,10 +1,15 @@
-//! Failed logins counted per key (a build, a source address) with exponential backoff.
+//! Failed logins counted per key (a source prefix, a build's credential) with exponential
+//! backoff.
 //!
 //! Credentials are random and long enough that guessing cannot succeed, but a guesser still
 //! costs CPU and fills logs; and the platform should learn that someone is trying. After
 //! `free` failures in a row, a key is blocked for `base`, doubling with each further failure up
 //! to `max`. A key with no failure for `memory` is forgotten. Time is the monotonic clock, not
 //! the authority's (which tests move by hand): backoff is about the attacker's real time.
+//!
+//! A failure may carry a tag (the build it was against). A success clears only the failures
+//! with its own tag: a user who logs in to build A from an address must not wipe out what that
+//! address's guesses against build B have earned it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -14,23 +19,27 @@ use std::time::{Duration, Instant};
 /// Keys tracked at most; past it, forgotten ones are pruned, then new keys go uncounted (a
 /// flood of distinct keys must not grow memory without bound).
 const MAX_TRACKED: usize = 65_536;
+/// Tags remembered per key; failures beyond them still count but no success clears them.
+const MAX_TAGS: usize = 8;
 
 #[derive(Debug)]
-pub(crate) struct Throttle<K> {
+pub(crate) struct Throttle<K, T = ()> {
     free: u32,
     base: Duration,
     max: Duration,
     memory: Duration,
-    strikes: Mutex<HashMap<K, Strikes>>,
+    strikes: Mutex<HashMap<K, Strikes<T>>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Strikes {
+#[derive(Debug, Clone)]
+struct Strikes<T> {
     count: u32,
     last: Instant,
+    /// How many of `count` each tag earned.
+    tagged: Vec<(T, u32)>,
 }
 
-impl Strikes {
+impl<T> Strikes<T> {
     fn blocked_until(&self, throttle_free: u32, base: Duration, max: Duration) -> Option<Instant> {
         let over = self.count.checked_sub(throttle_free)?;
         let backoff = base.saturating_mul(1u32 << over.min(20)).min(max);
@@ -38,7 +47,7 @@ impl Strikes {
     }
 }
 
-impl<K: Hash + Eq + Clone> Throttle<K> {
+impl<K: Hash + Eq + Clone, T: PartialEq + Clone> Throttle<K, T> {
     pub(crate) fn new(free: u32, base: Duration, max: Duration, memory: Duration) -> Self {
         Self { free, base, max, memory, strikes: Mutex::new(HashMap::new()) }
     }
@@ -51,9 +60,9 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
         until.checked_duration_since(now).filter(|left| !left.is_zero())
     }
 
-    /// Records a failure for `key`; returns its failures in a row and, once it is blocked, for
-    /// how long.
-    pub(crate) fn failed(&self, key: &K) -> (u32, Option<Duration>) {
+    /// Records a failure for `key`, against `tag` if known; returns its failures in a row and,
+    /// once it is blocked, for how long.
+    pub(crate) fn failed(&self, key: &K, tag: Option<&T>) -> (u32, Option<Duration>) {
         let now = Instant::now();
         let mut strikes = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
         if strikes.len() >= MAX_TRACKED && !strikes.contains_key(key) {
@@ -62,18 +71,40 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
                 return (0, None);
             }
         }
-        let entry = strikes.entry(key.clone()).or_insert(Strikes { count: 0, last: now });
+        let entry = strikes.entry(key.clone()).or_insert(Strikes { count: 0, last: now, tagged: Vec::new() });
         if now.duration_since(entry.last) >= self.memory {
             entry.count = 0;
+            entry.tagged.clear();
         }
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
+        if let Some(tag) = tag {
+            if let Some((_, n)) = entry.tagged.iter_mut().find(|(t, _)| t == tag) {
+                *n = n.saturating_add(1);
+            } else if entry.tagged.len() < MAX_TAGS {
+                entry.tagged.push((tag.clone(), 1));
+            }
+        }
         let blocked = entry.blocked_until(self.free, self.base, self.max).map(|until| until - now);
         (entry.count, blocked)
     }
 
-    /// A success ends the run of failures for `key`.
-    pub(crate) fn succeeded(&self, key: &K) {
+    /// A success for `tag` takes back the failures `key` earned against that tag, and only
+    /// those.
+    pub(crate) fn succeeded(&self, key: &K, tag: &T) {
+        let mut strikes = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = strikes.get_mut(key) else { return };
+        if let Some(at) = entry.tagged.iter().position(|(t, _)| t == tag) {
+            let (_, n) = entry.tagged.swap_remove(at);
+            entry.count = entry.count.saturating_sub(n);
+        }
+        if entry.count == 0 {
+            strikes.remove(key);
+        }
+    }
+
+    /// Forgets `key`'s failures altogether (a success of the key's owner itself).
+    pub(crate) fn forget(&self, key: &K) {
         self.strikes.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 
@@ -89,28 +120,45 @@ mod tests {
 
     #[test]
     fn blocks_after_the_free_failures_and_doubles() {
-        let throttle =
+        let throttle: Throttle<&str> =
             Throttle::new(2, Duration::from_secs(10), Duration::from_secs(25), Duration::from_secs(600));
-        assert_eq!(throttle.failed(&"a"), (1, None));
+        assert_eq!(throttle.failed(&"a", None), (1, None));
         assert!(throttle.blocked(&"a").is_none());
-        let (count, first) = throttle.failed(&"a");
+        let (count, first) = throttle.failed(&"a", None);
         assert_eq!(count, 2);
         assert_eq!(first, Some(Duration::from_secs(10)));
         assert!(throttle.blocked(&"a").is_some_and(|left| left <= Duration::from_secs(10)));
-        assert_eq!(throttle.failed(&"a").1, Some(Duration::from_secs(20)));
-        assert_eq!(throttle.failed(&"a").1, Some(Duration::from_secs(25)), "capped");
+        assert_eq!(throttle.failed(&"a", None).1, Some(Duration::from_secs(20)));
+        assert_eq!(throttle.failed(&"a", None).1, Some(Duration::from_secs(25)), "capped");
         assert!(throttle.blocked(&"b").is_none(), "per key");
-        throttle.succeeded(&"a");
+        throttle.forget(&"a");
         assert!(throttle.blocked(&"a").is_none());
         assert_eq!(throttle.tracked(), 0);
     }
 
     #[test]
+    fn a_success_clears_only_its_own_tags_failures() {
+        let throttle: Throttle<&str, &str> =
+            Throttle::new(3, Duration::from_secs(10), Duration::from_secs(25), Duration::from_secs(600));
+        throttle.failed(&"net", Some(&"build-b"));
+        throttle.failed(&"net", Some(&"build-b"));
+        throttle.failed(&"net", None); // an unknown user: nobody's success clears it
+        assert!(throttle.blocked(&"net").is_some());
+        throttle.succeeded(&"net", &"build-a");
+        assert!(throttle.blocked(&"net").is_some(), "a success for A leaves B's failures");
+        throttle.failed(&"net", Some(&"build-a"));
+        throttle.succeeded(&"net", &"build-a");
+        assert_eq!(throttle.failed(&"net", None).0, 4, "A's one failure was taken back, no more");
+        throttle.succeeded(&"net", &"build-b");
+        assert_eq!(throttle.failed(&"net", None).0, 3);
+    }
+
+    #[test]
     fn a_flood_of_keys_is_bounded() {
-        let throttle =
+        let throttle: Throttle<usize> =
             Throttle::new(1, Duration::from_secs(1), Duration::from_secs(1), Duration::from_secs(600));
         for key in 0..MAX_TRACKED + 10 {
-            throttle.failed(&key);
+            throttle.failed(&key, None);
         }
         assert_eq!(throttle.tracked(), MAX_TRACKED);
     }

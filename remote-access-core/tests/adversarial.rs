@@ -2,9 +2,9 @@
 //! builder, the real `ssh` client for the legitimate user's session and the library's RFB
 //! client code for the user's VNC session.
 //!
-//! Attackers connect from other loopback addresses (127.0.0.2 and up) than the legitimate user
-//! (127.0.0.1), as they would from other hosts: the gateway's per-address limits are part of
-//! what is tested. Throughout, the legitimate SSH and VNC sessions must keep working; after,
+//! Attackers connect from other loopback networks (127.0.N.1, each a /24 of its own) than the
+//! legitimate user (127.0.0.1), as they would from other hosts: the gateway's per-address and
+//! per-network limits are part of what is tested. Throughout, the legitimate SSH and VNC sessions must keep working; after,
 //! the gateway must hold nothing for the attackers (its own counters) and the heap must be back
 //! to its size before the attack (a counting allocator, so the measure is exact).
 //!
@@ -65,10 +65,12 @@ impl Rng {
     }
 }
 
-/// A TCP connection to `to` from the loopback address 127.0.0.`from`.
+/// A TCP connection to `to` from the legitimate user's 127.0.0.1 (`from` 1) or from an
+/// attacker's 127.0.`from`.1 (a /24 of its own).
 async fn connect_from(from: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::from([127, 0, 0, from]), 0))?;
+    let source = if from == 1 { [127, 0, 0, 1] } else { [127, 0, from, 1] };
+    socket.bind(SocketAddr::new(IpAddr::from(source), 0))?;
     socket.connect(to).await
 }
 
@@ -101,7 +103,7 @@ impl russh::client::Handler for AnyKey {
     }
 }
 
-/// An SSH client connection from 127.0.0.`from`, before authentication (None if the gateway
+/// An SSH client connection from `from` (see [`connect_from`]), before authentication (None if the gateway
 /// closed it at once, as it does for an address it backs off from).
 async fn ssh_client(from: u8, to: SocketAddr) -> Option<russh::client::Handle<AnyKey>> {
     let tcp = connect_from(from, to).await.ok()?;
@@ -256,9 +258,16 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
     let mut tasks = Vec::new();
     for task in 0..25usize {
         tasks.push(tokio::spawn(async move {
+            // 40 attempts each, on as many connections as it takes: on a busy machine some are
+            // cut at the pre-auth deadline (3 s here) before their sixth.
             let mut attempts = 0usize;
-            for connection in 0..7usize {
-                let from = 10 + ((task * 7 + connection) % 240) as u8;
+            for connection in 0..30usize {
+                if attempts >= 40 {
+                    break;
+                }
+                // Each address takes one connection before any takes a second, so that no
+                // network reaches the backoff (20 failures) here.
+                let from = 10 + ((connection * 25 + task) % 240) as u8;
                 let Some(mut client) = ssh_client(from, addr).await else { continue };
                 for round in 0..6usize {
                     let user: String = "a".repeat(lengths[(task + connection + round) % lengths.len()]);
@@ -287,10 +296,10 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
     }
     assert!(attempts >= 1000, "{attempts} attempts");
 
-    // 6. Guessing the legitimate build's VNC password, from one address: the build's logins are
-    //    throttled and the platform hears of it.
-    for _ in 0..6 {
-        let Ok(mut tcp) = connect_from(70, SocketAddr::from(([127, 0, 0, 1], vnc_port))).await else {
+    // 6. Guessing the legitimate build's VNC password, from one address: the platform hears of
+    //    it (after 10 in a row).
+    for _ in 0..10 {
+        let Ok(mut tcp) = connect_from(251, SocketAddr::from(([127, 0, 0, 1], vnc_port))).await else {
             continue;
         };
         let mut version = [0u8; 12];
@@ -334,21 +343,19 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
         assert!(opened.is_err(), "direct-tcpip to {host}:{port} was allowed");
     }
     assert!(user.tcpip_forward("0.0.0.0", 0).await.is_err(), "remote forwarding refused");
-    let session = user.channel_open_session().await.expect("a session channel opens, to be told no");
-    session.agent_forward(true).await.unwrap();
-    session.request_x11(true, false, "MIT-MAGIC-COOKIE-1", "00", 0).await.unwrap();
-    session.exec(true, "id").await.unwrap();
+    // A session channel (where agent, X11 and commands would be asked for) is refused at once.
+    assert!(user.channel_open_session().await.is_err(), "a session channel on the gateway refused");
     // Each refusal is an event for the platform, in order.
     let mut refused = Vec::new();
-    while refused.len() < forbidden.len() + 4 {
+    while refused.len() < forbidden.len() + 2 {
         refused.push(next_event(&mut events, "refused").await.reason);
     }
     assert!(refused[..forbidden.len()].iter().all(|r| r.starts_with("direct-tcpip to ")), "{refused:?}");
     let rest: Vec<&str> =
         refused[forbidden.len()..].iter().map(|r| r.split(' ').next().unwrap_or("")).collect();
-    assert_eq!(rest, ["remote", "agent", "X11", "a"], "{refused:?}");
-    assert_eq!(refused.last().map(String::as_str), Some("a command on the gateway itself refused"));
-    drop((session, user));
+    assert_eq!(rest, ["remote", "a"], "{refused:?}");
+    assert_eq!(refused.last().map(String::as_str), Some("a session on the gateway itself refused"));
+    drop(user);
 
     // Through all of it, the user's shell and screen kept working, and a new login works.
     for _ in 0..3 {

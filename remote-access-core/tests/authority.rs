@@ -482,7 +482,7 @@ async fn racing_connections_against_a_revoke_are_all_cut() {
 }
 
 #[tokio::test]
-async fn guessing_a_password_throttles_that_credential_and_tells_the_platform() {
+async fn guessing_a_password_tells_the_platform_and_never_locks_the_owner_out() {
     let (authority, _clock) = setup();
     let mut events = authority.subscribe();
     let creds = authority.issue(BuildRequest::new(id("guessed"), Trigger::Manual, true)).await.unwrap();
@@ -497,30 +497,82 @@ async fn guessing_a_password_throttles_that_credential_and_tells_the_platform() 
             }
         }
     };
-    // Four mistakes are just mistakes: the right password still works, and resets the count.
-    for _ in 0..4 {
+    // Nine mistakes are just mistakes: the right password still works, and ends the run.
+    for _ in 0..9 {
         assert_eq!(vnc("wrong123".into()).await, Some(DenialReason::WrongPassword));
     }
     assert_eq!(vnc(password.clone()).await, None);
     assert!(drain(&mut events).iter().all(|e| e.kind != EventKind::Guessing));
 
-    // Five in a row: the platform hears of it, and the password is refused unchecked for a
-    // while, even the right one; the build's SSH key is not affected.
-    for _ in 0..5 {
+    // Ten in a row: the platform hears of it, and again at 20, 40, 80 (not at every failure);
+    // the right password works throughout, and the build's SSH key is not affected.
+    for _ in 0..80 {
         assert_eq!(vnc("wrong123".into()).await, Some(DenialReason::WrongPassword));
     }
-    let guessing: Vec<Event> =
-        drain(&mut events).into_iter().filter(|e| e.kind == EventKind::Guessing).collect();
-    assert_eq!(guessing.len(), 1);
-    assert!(
-        guessing[0].reason.starts_with("5 failed logins in a row (wrong VNC password)"),
-        "{}",
-        guessing[0].reason
-    );
-    assert_eq!(vnc(password.clone()).await, Some(DenialReason::Throttled));
-    assert_eq!(authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap(), id("guessed"));
-
-    // The backoff is real time (1 s after the fifth failure): then the right password works.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let counts: Vec<String> =
+        drain(&mut events).into_iter().filter(|e| e.kind == EventKind::Guessing).map(|e| e.reason).collect();
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(counts[0].starts_with("10 failed logins in a row (wrong VNC password)"), "{}", counts[0]);
+    assert!(counts[3].starts_with("80 failed logins"), "{}", counts[3]);
     assert_eq!(vnc(password).await, None);
+    assert_eq!(authority.verify_ssh(creds.username(), creds.public_key()).await.unwrap(), id("guessed"));
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_told_how_many_events_it_missed_and_a_fast_one_misses_none() {
+    let clock = ManualClock::new(datetime!(2026-05-04 10:00 UTC));
+    let mut options = AuthorityOptions::default();
+    options.event_queue = 4;
+    let authority =
+        Authority::with_parts(options, Arc::new(MemoryStore::new()), Arc::new(clock.clone())).unwrap();
+    let (mut slow, mut fast) = (authority.subscribe(), authority.subscribe());
+    let mut fast_got = Vec::new();
+    for n in 0..10 {
+        authority.issue(BuildRequest::new(id(&format!("lag-{n}")), Trigger::Manual, true)).await.unwrap();
+        fast_got.extend(drain(&mut fast));
+        clock.advance(min(1));
+    }
+
+    // The slow one read nothing while ten builds were issued: it gets the first four, then one
+    // event in place of the six it missed, starting with the fifth build's.
+    let got = drain(&mut slow);
+    let shown: Vec<(&str, &str)> = got.iter().map(|e| (e.kind.as_str(), e.build_id.as_str())).collect();
+    assert_eq!(
+        shown,
+        [
+            ("issued", "lag-0"),
+            ("issued", "lag-1"),
+            ("issued", "lag-2"),
+            ("issued", "lag-3"),
+            ("lagged", "lag-4")
+        ]
+    );
+    let lagged = &got[4];
+    assert_eq!(lagged.kind, EventKind::Lagged { dropped: 6 });
+    assert!(lagged.reason.contains("6 events were not delivered"), "{}", lagged.reason);
+    // It stands for the first event missed: the fifth build's `issued`, which the fast one got.
+    assert_eq!(lagged.at, fast_got[4].at);
+    assert_ne!(lagged.at, got[3].at);
+
+    // Having caught up, it gets what happens next, in order.
+    authority.revoke(&id("lag-9"), "no longer needed").await.unwrap();
+    authority.steps_completed(&id("lag-8")).await.unwrap();
+    let next: Vec<(&str, String)> =
+        drain(&mut slow).into_iter().map(|e| (e.kind.as_str(), e.build_id.to_string())).collect();
+    assert_eq!(next, [("revoked", "lag-9".to_owned()), ("steps_completed", "lag-8".to_owned())]);
+
+    // The fast one, reading as it went, got every event and no lag.
+    fast_got.extend(drain(&mut fast));
+    let kinds: Vec<&str> = fast_got.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, [vec!["issued"; 10], vec!["revoked", "steps_completed"]].concat());
+    let builds: Vec<&str> = fast_got[..10].iter().map(|e| e.build_id.as_str()).collect();
+    assert_eq!(builds, (0..10).map(|n| format!("lag-{n}")).collect::<Vec<_>>());
+
+    // The bound is checked: zero would drop everything, and a huge one is no bound.
+    for bad in [0, 1_000_001] {
+        let mut options = AuthorityOptions::default();
+        options.event_queue = bad;
+        let refused = Authority::new(options);
+        assert!(matches!(refused, Err(Error::InvalidInput { what: "event_queue", .. })), "{refused:?}");
+    }
 }

@@ -221,8 +221,17 @@ fn no_secret_in_the_logs_and_events_of_a_full_session_through_the_gateway() {
         (secrets, seen)
     });
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    // The capture saw the gateway, the VNC proxy and russh itself.
-    for expected in ["authenticated", "VNC connection admitted", "russh"] {
+    // The capture saw the gateway, the VNC proxy and russh itself, and each refusal with its
+    // reason (the wrong VNC password; the script's key after the revocation, refused when it
+    // was only offered).
+    for expected in [
+        "authenticated",
+        "VNC connection admitted",
+        "russh",
+        "VNC connection refused",
+        "authentication refused",
+        "credential revoked",
+    ] {
         assert!(logs.contains(expected), "no {expected:?} in the logs");
     }
     assert!(events.len() >= 5, "{events:?}");

@@ -127,7 +127,10 @@ class ConnectionInfo(dict):  # type: ignore[type-arg]
 class Subscription:
     """The authority's events from the moment of subscribing: ``async for event in ...``.
 
-    Each subscription has its own queue, so a slow reader loses nothing. Cancelling a waiting
+    Each subscription has its own queue, so a slow reader slows nobody. The queue holds the
+    authority's ``event_queue`` events (10,000 by default): a reader that falls further behind
+    misses events, and one event of kind ``lagged`` (its ``dropped`` says how many) stands in
+    their place, followed by the next ones in order. Cancelling a waiting
     ``__anext__`` (a timeout, ``task.cancel()``) loses no event and keeps the order: the event
     is taken off the queue here, on the event loop's thread, only once the wait is over.
     ``close()`` ends the iteration, also one that is waiting.

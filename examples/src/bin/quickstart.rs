@@ -9,13 +9,15 @@
 //! logs out, and exits 0 only if everything worked.
 //!
 //! Run: `cargo run -p remote-access-examples --bin quickstart [-- --self-test]`
+//!
+//! Only warnings are logged (to stderr) by default, since it prints every event itself;
+//! `RUST_LOG=info` or `RUST_LOG=debug` shows what the gateway logs too.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use remote_access_core::Secret;
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, EventKind, Gateway,
     GatewayOptions, ScriptOptions, Trigger,
@@ -25,6 +27,7 @@ use remote_access_examples::stand_in_vnc::{HEIGHT, StandInVnc, WIDTH, fetch_fram
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    remote_access_examples::logging::init("quickstart", tracing_subscriber::filter::LevelFilter::WARN);
     match run(std::env::args().any(|a| a == "--self-test")).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -47,10 +50,9 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let authority = Authority::new(options)?;
     let gateway = Gateway::new(authority.clone(), GatewayOptions::default())?;
     let running = gateway.start("127.0.0.1:0").await?;
-    // The builder: an SSH server and a VNC server with its own password (never shown to users).
+    // The builder: an SSH server and a VNC server, waiting for the build's secrets.
     let builder = StandInBuilder::start(build_dir.clone()).await?;
-    let builder_vnc_password = random_password();
-    let vnc = StandInVnc::start(builder_vnc_password.clone()).await?;
+    let vnc = StandInVnc::start().await?;
     let mut events = authority.subscribe();
 
     // A user starts build 1 by hand with remote access enabled.
@@ -62,9 +64,14 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     route.host_key = Some(builder.host_key.clone());
     route.vnc_port = Some(vnc.addr.port());
     request.builder = Some(route);
-    request.builder_vnc_password = Some(Secret::new(builder_vnc_password));
     let credentials = authority.issue(request).await?;
+    // Install the build's secrets on the builder: the user's public key for sshd, and the VNC
+    // password generated for this build (never shown to users) for its VNC server. Being per
+    // build, it is worth nothing to a user who captures it on their builder.
     builder.authorize(&credentials.authorized_keys_line())?;
+    let builder_vnc_password =
+        credentials.builder_vnc_password().ok_or("no builder VNC password was generated")?;
+    vnc.install_password(builder_vnc_password);
     // The build's steps are done: remote access runs for the grace period, or until logout.
     authority.steps_completed(&build_id).await?;
 
@@ -177,21 +184,6 @@ async fn self_test_run(
     }
     println!("self-test: {}", if ok && finished { "passed" } else { "FAILED" });
     Ok(ok && finished)
-}
-
-/// The stand-in builder's own VNC password: 8 random alphanumerics.
-fn random_password() -> String {
-    use rand_core::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = russh::keys::key::safe_rng();
-    let mut out = String::new();
-    while out.len() < 8 {
-        let b = (rng.next_u32() & 0xff) as usize;
-        if b < 248 {
-            out.push(ALPHABET[b % 62] as char);
-        }
-    }
-    out
 }
 
 /// A private (0700) working directory, removed when dropped.

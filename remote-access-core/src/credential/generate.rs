@@ -14,7 +14,7 @@ pub(crate) const VNC_PASSWORD_LEN: usize = 8;
 /// Random characters after the `ra-` prefix of a username (36^12, about 62 bits).
 const USERNAME_RANDOM_LEN: usize = 12;
 
-const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub(super) const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const LOWER_ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// The raw material of one build's credentials.
@@ -56,7 +56,7 @@ pub(crate) fn generate_agent() -> Result<GeneratedAgent> {
 }
 
 /// `len` characters drawn uniformly from `alphabet` (rejection sampling, so no modulo bias).
-fn random_text(rng: &mut impl Rng, alphabet: &[u8], len: usize) -> String {
+pub(super) fn random_text(rng: &mut impl Rng, alphabet: &[u8], len: usize) -> String {
     // The largest multiple of the alphabet's size that fits in a byte; bytes above it are redrawn.
     let limit = 256 - 256 % alphabet.len();
     let mut out = String::with_capacity(len);

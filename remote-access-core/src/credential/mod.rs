@@ -1,7 +1,9 @@
 //! Per-build credentials: generated fresh for each build, handed to the platform once.
 
+mod builder;
 mod generate;
 
+pub(crate) use builder::{generate_builder_password, note_supplied};
 pub(crate) use generate::{Generated, GeneratedAgent, generate, generate_agent, password_digest};
 
 use std::fmt;
@@ -14,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 /// One build's credentials, as issued: an Ed25519 key pair for SSH (gateway and builder), a
-/// gateway username, and a VNC password.
+/// gateway username, a VNC password, and the builder's own VNC password for the platform to
+/// install on the builder.
 ///
 /// This is the only place the private key exists; the store keeps just the public half. Drop
 /// it once the user has their connection script: the key is zeroized on drop. `Debug` shows
@@ -28,13 +31,28 @@ pub struct Credentials {
     pub(crate) vnc_password: Secret<String>,
     /// Only for builds reached by a reverse tunnel.
     pub(crate) agent: Option<GeneratedAgent>,
+    /// What the gateway logs in to the builder's VNC server with: generated for this build
+    /// unless the platform supplied one.
+    pub(crate) builder_vnc_password: Option<Secret<String>>,
+    /// Set for a macOS builder: the password is then that account's, not a VNC password.
+    pub(crate) builder_vnc_account: bool,
 }
 
 impl Credentials {
     pub(crate) fn new(build_id: BuildId, generated: Generated) -> Result<Self> {
         let Generated { username, key, fingerprint, vnc_password } = generated;
         let public_key = key.public_key().to_openssh().map_err(Error::key_material)?;
-        Ok(Self { build_id, username, key, public_key, fingerprint, vnc_password, agent: None })
+        Ok(Self {
+            build_id,
+            username,
+            key,
+            public_key,
+            fingerprint,
+            vnc_password,
+            agent: None,
+            builder_vnc_password: None,
+            builder_vnc_account: false,
+        })
     }
 
     /// The build these credentials open.
@@ -99,6 +117,29 @@ impl Credentials {
     pub fn vnc_password(&self) -> &Secret<String> {
         &self.vnc_password
     }
+
+    /// The password the gateway logs in to the builder's VNC server with; the user never sees
+    /// it. Install it on the builder as you install [`Credentials::authorized_keys_line`]: for
+    /// x11vnc or TigerVNC, as the password file of [`Credentials::builder_vnc_password_file`];
+    /// for a macOS builder (`BuildRequest::builder_vnc_username`), as that account's password.
+    ///
+    /// Generated for this build (8 characters, or 20 for a macOS account) unless the request
+    /// supplied one, which is then returned as it was given. `None` if the builder has no VNC
+    /// port and none was supplied. Generated is safer: the build's user controls the builder,
+    /// so can capture this password; one generated per build opens no other builder.
+    pub fn builder_vnc_password(&self) -> Option<&Secret<String>> {
+        self.builder_vnc_password.as_ref()
+    }
+
+    /// The 8 bytes of a standard VNC password file (see [`crate::vnc_password_file`]) holding
+    /// [`Credentials::builder_vnc_password`], for the builder's VNC server (`x11vnc -rfbauth`,
+    /// TigerVNC's `-PasswordFile`); write them to a root-owned file of mode 0600. `None`
+    /// without a builder VNC password, and for a macOS account (whose password is set on the
+    /// account instead). The file is as good as the password: DES with a published key.
+    pub fn builder_vnc_password_file(&self) -> Option<Secret<[u8; 8]>> {
+        let password = self.builder_vnc_password.as_ref().filter(|_| !self.builder_vnc_account)?;
+        Some(Secret::new(crate::vnc::vnc_password_file(password.expose())))
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -109,6 +150,7 @@ impl fmt::Debug for Credentials {
             .field("fingerprint", &self.fingerprint)
             .field("private_key", &"[redacted]")
             .field("vnc_password", &self.vnc_password)
+            .field("builder_vnc_password", &self.builder_vnc_password)
             .field("agent_username", &self.agent_username())
             .finish()
     }

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Default)]
 pub(crate) struct CutFlag {
     cut: AtomicBool,
+    /// Bytes read so far: whether a peer has said anything yet.
+    read: AtomicU64,
     reader: Mutex<Option<Waker>>,
 }
 
@@ -30,6 +32,11 @@ impl CutFlag {
         if let Some(waker) = self.reader.lock().unwrap_or_else(PoisonError::into_inner).take() {
             waker.wake();
         }
+    }
+
+    /// Bytes the stream has read so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
     fn is_cut(&self) -> bool {
@@ -64,7 +71,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for CutStream<S> {
         if self.flag.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.flag.read.fetch_add(read, Ordering::Relaxed);
+        polled
     }
 }
 

@@ -12,14 +12,13 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::sync::{oneshot, watch};
 
-use super::Shared;
 use super::cut_stream::CutFlag;
+use super::{Held, Shared, Target};
 use crate::authority::{Admitted, LiveConnection, Role};
 use crate::build::{BuildId, Builder};
 use crate::error::Error;
 use crate::session::CutSignal;
 use crate::tunnel;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How long a builder channel whose access ended waits for its connection to close (after the
 /// polite DISCONNECT, which takes at most 250 ms) before closing by itself.
@@ -61,27 +60,20 @@ pub(crate) struct Handler {
     closed: watch::Receiver<()>,
     /// Cuts this connection's transport: for clients that keep asking for what they may not.
     flag: Arc<CutFlag>,
-    /// Forwarding channels open now (a builder connection each).
-    open_channels: Arc<AtomicUsize>,
     refusals: usize,
     auth_failures: usize,
 }
 
-/// Builder connections one user connection may hold at once.
-const MAX_CHANNELS: usize = 32;
 /// Refused requests after which a connection is cut.
 const MAX_REFUSALS: usize = 32;
+/// Refusals per connection that become `refused` events; the rest are only logged (the
+/// platform learns what a user tried, not the same thing thirty times).
+const REFUSED_EVENTS: usize = 16;
 
-/// Releases a channel slot when the splice ends (and counts it in the gateway's stats).
+/// A builder channel's hold on its build's share, and its place in the gateway's stats.
 struct ChannelSlot {
-    open: Arc<AtomicUsize>,
+    _held: super::admission::Holding,
     _counted: super::admission::Counted,
-}
-
-impl Drop for ChannelSlot {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl Handler {
@@ -99,17 +91,17 @@ impl Handler {
             route: None,
             closed,
             flag,
-            open_channels: Arc::new(AtomicUsize::new(0)),
             refusals: 0,
             auth_failures: 0,
         }
     }
 
-    /// Counts a failed authentication; past the limit the connection is cut. (russh does not
-    /// count rejected key probes against `max_auth_attempts`.)
-    fn auth_failed(&mut self) -> Auth {
+    /// Counts a failed authentication as `user`, for the source's backoff; past the limit the
+    /// connection is cut. (russh does not count rejected key probes against
+    /// `max_auth_attempts`.)
+    fn auth_failed(&mut self, user: &str) -> Auth {
         if let Some(peer) = self.peer {
-            self.shared.admission.failed(peer.ip());
+            self.shared.admission.failed(peer.ip(), Target::user(user));
         }
         self.auth_failures += 1;
         if self.auth_failures > self.shared.options.max_auth_attempts {
@@ -123,19 +115,40 @@ impl Handler {
         self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown peer".into())
     }
 
-    /// Refuses a request of a logged-in user: an event for the platform, a log line for us.
-    /// A connection that keeps asking is cut.
+    /// Refuses a request of a logged-in user: an event for the platform (the first few per
+    /// connection), a log line for us. A connection that keeps asking is cut.
     fn refuse(&mut self, what: String) {
-        tracing::info!(peer = %self.peer(), refused = %what, "gateway refused a request");
+        let peer = self.peer();
+        self.shared.log_limit.log(|| tracing::info!(%peer, refused = %what, "gateway refused a request"));
         self.refusals += 1;
         if self.refusals > MAX_REFUSALS {
-            tracing::info!(peer = %self.peer(), "too many refused requests; cut");
+            tracing::info!(%peer, "too many refused requests; cut");
             self.flag.cut();
             return;
         }
         if let Some(route) = &self.route {
-            self.shared.authority.refused(&route.build_id, what);
+            if self.refusals <= REFUSED_EVENTS {
+                self.shared.authority.refused(&route.build_id, what);
+            } else if self.refusals == REFUSED_EVENTS + 1 {
+                let more = format!(
+                    "more refusals on this connection are only logged (it is cut after {MAX_REFUSALS})"
+                );
+                self.shared.authority.refused(&route.build_id, more);
+            }
         }
+    }
+
+    /// Whether the peer's network is backed off: its logins are refused unchecked.
+    fn backing_off(&self) -> bool {
+        self.peer.is_some_and(|peer| self.shared.admission.backing_off(peer.ip()))
+    }
+
+    /// Logs why a login was refused (rate-limited; never a key or secret).
+    fn log_refused_login(&self, user: &str, err: &Error) {
+        let peer = self.peer();
+        self.shared
+            .log_limit
+            .log(|| tracing::info!(%peer, user = %shown(user), %err, "authentication refused"));
     }
 }
 
@@ -148,9 +161,22 @@ fn shown(text: &str) -> String {
     out
 }
 
-/// What the user sees when they open a shell on the gateway itself.
-const NO_SHELL: &str = "This is a remote-access gateway: it only forwards SSH to your build's builder.\r\n\
-Connect with the connection script of your build, or: ssh -J <user>@<gateway> <builder>\r\n";
+/// What the user sees when they try to open a shell on the gateway itself (OpenSSH prints it
+/// after "channel 0: open failed: ...").
+const NO_SHELL: &str = "this is a remote-access gateway: it only forwards SSH to your build's builder; \
+connect with your build's connection script, or: ssh -J <user>@<gateway> <builder>";
+
+impl Handler {
+    fn check_packet(&mut self, len: usize) {
+        if len > super::MAX_PACKET as usize {
+            let peer = self.peer();
+            self.shared
+                .log_limit
+                .log(|| tracing::info!(%peer, len, "a channel packet larger than announced; cut"));
+            self.flag.cut();
+        }
+    }
+}
 
 impl russh::server::Handler for Handler {
     type Error = russh::Error;
@@ -160,8 +186,10 @@ impl russh::server::Handler for Handler {
     }
 
     /// Passwords are not a method here; trying one is a failed login like any other.
-    async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.auth_failed())
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        let peer = self.peer();
+        self.shared.log_limit.log(|| tracing::info!(%peer, user = %shown(user), "password authentication refused (not a method here)"));
+        Ok(self.auth_failed(user))
     }
 
     async fn auth_publickey_offered(
@@ -169,15 +197,24 @@ impl russh::server::Handler for Handler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.backing_off() {
+            return Ok(self.auth_failed(user));
+        }
         // Only a probe: no state changes here; the decision is made again with the signature.
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
         match self.shared.authority.verify_login(user, &fingerprint).await {
             Ok(_) => Ok(Auth::Accept),
-            Err(_) => Ok(self.auth_failed()),
+            Err(err) => {
+                self.log_refused_login(user, &err);
+                Ok(self.auth_failed(user))
+            }
         }
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if self.backing_off() {
+            return Ok(self.auth_failed(user));
+        }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let admitted_login = match self.shared.authority.admit_ssh(user, &fingerprint).await {
             Ok(admitted) => admitted,
@@ -185,8 +222,8 @@ impl russh::server::Handler for Handler {
                 err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
             ) => {
                 // The reason goes to our log only; the client sees the same refusal for all.
-                tracing::info!(peer = %self.peer(), user = %shown(user), %err, "authentication refused");
-                return Ok(self.auth_failed());
+                self.log_refused_login(user, &err);
+                return Ok(self.auth_failed(user));
             }
             Err(err) => {
                 // Not a verdict on the credential (the store failed): drop the connection rather
@@ -207,8 +244,8 @@ impl russh::server::Handler for Handler {
             Admitted::Agent(session, cut) => (session, Role::Agent, cut.clone(), Login::Agent(cut)),
         };
         tracing::info!(peer = %self.peer(), build_id = %session.build_id(), ?role, "authenticated");
-        if let Some(peer) = self.peer {
-            self.shared.admission.succeeded(peer.ip());
+        if let (Some(peer), Some(target)) = (self.peer, Target::user(user)) {
+            self.shared.admission.succeeded(peer.ip(), target);
         }
         self.route = Some(Route {
             build_id: session.build_id().clone(),
@@ -253,16 +290,15 @@ impl russh::server::Handler for Handler {
             reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
             return Ok(());
         };
-        if self.open_channels.fetch_add(1, Ordering::SeqCst) >= MAX_CHANNELS {
-            self.open_channels.fetch_sub(1, Ordering::SeqCst);
-            self.refuse(format!("more than {MAX_CHANNELS} channels at once refused"));
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+        let Some(held) = self.shared.admission.hold(&build_id, Held::Channel) else {
+            let max = self.shared.admission.max(Held::Channel);
+            let why =
+                format!("this build has {max} connections to its builder open, the most it may hold at once");
+            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
             return Ok(());
-        }
-        let slot = ChannelSlot {
-            open: self.open_channels.clone(),
-            _counted: self.shared.admission.count(super::Kind::Channel),
         };
+        let slot = ChannelSlot { _held: held, _counted: self.shared.admission.count(super::Kind::Channel) };
         let port = u16::try_from(port).unwrap_or(builder.ssh_port);
         let addr = SocketAddr::new(builder.address, port);
         let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());
@@ -302,7 +338,7 @@ impl russh::server::Handler for Handler {
                     _ = gone.changed() => {}
                 }
             };
-            if let Err(err) = tunnel::splice(&mut stream, &mut tcp, stop).await {
+            if let Err(err) = tunnel::splice(&mut stream, &mut tcp, stop, tunnel::CHANNEL_BUFFER).await {
                 tracing::debug!(%build_id, %err, "builder tunnel ended with an error");
             }
             if cut.is_cut() {
@@ -317,6 +353,9 @@ impl russh::server::Handler for Handler {
         Ok(())
     }
 
+    /// Refused at once (a session channel costs the gateway memory for as long as it is
+    /// open, and a shell here would be useless): the reason tells the user where to go, and
+    /// each counts toward the connection's refusals.
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
@@ -324,89 +363,34 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         drop(channel);
-        if self.route.as_ref().is_some_and(|r| r.role == Role::Agent) {
-            self.refuse("an agent credential cannot open a session".into());
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
-            return Ok(());
-        }
-        // Accepted only to tell the user where to go; every request on it is then answered by
-        // that message and an exit.
-        reply.accept().await;
+        let agent = self.route.as_ref().is_some_and(|r| r.role == Role::Agent);
+        let reason = if agent { "an agent credential cannot open a session" } else { NO_SHELL };
+        self.refuse(if agent { reason.into() } else { "a session on the gateway itself refused".into() });
+        reply.reject(ChannelOpenFailure::Other { code: 1, reason: reason.into() }).await;
         Ok(())
     }
 
-    async fn pty_request(
-        &mut self,
-        channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
-        _pix_width: u32,
-        _pix_height: u32,
-        _modes: &[(russh::Pty, u32)],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_success(channel)?;
-        Ok(())
-    }
-
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        self.refuse("a shell on the gateway itself refused".into());
-        refuse_session(channel, session)
-    }
-
-    async fn exec_request(
-        &mut self,
-        channel: ChannelId,
-        _data: &[u8],
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.refuse("a command on the gateway itself refused".into());
-        refuse_session(channel, session)
-    }
-
-    async fn subsystem_request(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.refuse(format!("subsystem {} on the gateway refused", shown(name)));
-        refuse_session(channel, session)
-    }
-
-    async fn env_request(
-        &mut self,
-        channel: ChannelId,
-        _name: &str,
-        _value: &str,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
-        Ok(())
-    }
-
-    async fn x11_request(
-        &mut self,
-        channel: ChannelId,
-        _single_connection: bool,
-        _x11_auth_protocol: &str,
-        _x11_auth_cookie: &str,
-        _x11_screen_number: u32,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.refuse("X11 forwarding refused".into());
-        session.channel_failure(channel)?;
-        Ok(())
-    }
-
-    async fn agent_request(
+    /// A peer must keep to the packet size we announced: russh would queue up to 256 KiB per
+    /// packet, and the queues' bound on memory assumes `MAX_PACKET`.
+    async fn data(
         &mut self,
         _channel: ChannelId,
+        data: &[u8],
         _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
-        self.refuse("agent forwarding refused".into());
-        Ok(false)
+    ) -> Result<(), Self::Error> {
+        self.check_packet(data.len());
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        _channel: ChannelId,
+        _code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.check_packet(data.len());
+        Ok(())
     }
 
     async fn tcpip_forward(
@@ -511,16 +495,6 @@ impl russh::server::Handler for Handler {
         reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }
-}
-
-/// Answers a shell, command or subsystem on the gateway with a message and exit status 1.
-fn refuse_session(channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
-    session.channel_success(channel)?;
-    session.extended_data(channel, 1, NO_SHELL.as_bytes().to_vec())?;
-    session.exit_status_request(channel, 1)?;
-    session.eof(channel)?;
-    session.close(channel)?;
-    Ok(())
 }
 
 /// `10.0.0.5:22` or `[fd00::5]:22, 2222`: the builder's reachable ports, for messages.

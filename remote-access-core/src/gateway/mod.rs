@@ -5,6 +5,7 @@ mod admission;
 mod cut_stream;
 mod handler;
 mod host_key;
+mod log_limit;
 
 pub use admission::GatewayStats;
 pub use host_key::HostKey;
@@ -25,9 +26,10 @@ use crate::authority::Authority;
 use crate::error::{Error, Result};
 use crate::tunnel;
 use crate::vnc;
-pub(crate) use admission::{Admission, Kind};
-use cut_stream::{CutFlag, CutStream};
+pub(crate) use admission::{Admission, Held, Holding, Kind, Pool, Target};
+pub(crate) use cut_stream::{CutFlag, CutStream};
 use handler::{Handler, Login};
+pub(crate) use log_limit::LogLimit;
 
 /// Options for a [`Gateway`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -44,15 +46,30 @@ pub struct GatewayOptions {
     pub auth_rejection_delay: Duration,
     /// Authentication attempts allowed per connection (default 6).
     pub max_auth_attempts: usize,
-    /// At most this many connections may be waiting to authenticate at once (default 256);
-    /// further ones are closed at once.
+    /// At most this many SSH connections, and as many VNC connections, may be waiting to
+    /// authenticate at once (default 10,000 each; see `docs/security.md` for the memory this
+    /// takes). When a pool is full, a newcomer replaces the oldest waiting connection of the
+    /// network (/24, /64) holding the most: nobody can lock others out by filling it.
     pub max_unauthenticated: usize,
-    /// The same, per source address (default 32), so one host cannot take every slot.
+    /// The share of one source address (default 32): past it, a newcomer from that address
+    /// replaces the address's own oldest waiting connection.
     pub max_unauthenticated_per_ip: usize,
-    /// Failed logins in a row from one source address (SSH and VNC) before its new
+    /// The share of one /24 (IPv4) or /64 (IPv6) network (default 256), likewise.
+    pub max_unauthenticated_per_prefix: usize,
+    /// A connection that has not identified itself within this time (SSH: its identification
+    /// line and the start of the key exchange; VNC: its protocol version) is cut (default 5 s),
+    /// so that idle connections cannot sit out the whole `pre_auth_timeout`.
+    pub silent_timeout: Duration,
+    /// Failed logins in a row from one network (/24 or /64; SSH and VNC) before its new
     /// connections are closed at once for a backoff: 1 s, doubling with each further failure
-    /// up to 5 min (default 20). A successful login from the address ends the run.
+    /// up to 5 min (default 20). A successful login takes back the failures against the same
+    /// username or VNC port, never those against another build.
     pub failures_before_backoff: usize,
+    /// User connections (SSH and VNC) one build may hold at once on this gateway (default 16).
+    pub max_connections_per_build: usize,
+    /// Connections to the builder (`direct-tcpip` channels) one build may hold at once on this
+    /// gateway, over all its SSH connections (default 64).
+    pub max_channels_per_build: usize,
     /// Idle connections are probed this often (default 30 s); three unanswered probes close
     /// them.
     pub keepalive_interval: Duration,
@@ -69,15 +86,30 @@ impl Default for GatewayOptions {
             pre_auth_timeout: Duration::from_secs(30),
             auth_rejection_delay: Duration::from_secs(1),
             max_auth_attempts: 6,
-            max_unauthenticated: 256,
+            max_unauthenticated: 10_000,
             max_unauthenticated_per_ip: 32,
+            max_unauthenticated_per_prefix: 256,
+            silent_timeout: Duration::from_secs(5),
             failures_before_backoff: 20,
+            max_connections_per_build: 16,
+            max_channels_per_build: 64,
             keepalive_interval: Duration::from_secs(30),
             window_size: 8 * 1024 * 1024,
             dial_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// The largest channel packet a peer may send us; a larger one is a protocol violation that
+/// cuts the connection (russh itself would take up to 256 KiB).
+pub(crate) const MAX_PACKET: u32 = 32 * 1024;
+/// Packets queued per channel toward its consumer (see the russh `Config` below).
+const CHANNEL_QUEUE: usize = 8;
+/// Messages queued per connection toward the user.
+const SEND_QUEUE: usize = 32;
+/// An SSH connection must have sent at least this many bytes by `silent_timeout`: its
+/// identification and its KEXINIT, which no real client sends in fewer.
+const OPENING_BYTES: u64 = 256;
 
 /// How long a polite DISCONNECT may take before the transport is cut underneath it.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(250);
@@ -91,6 +123,7 @@ pub(crate) struct Shared {
     config: Arc<Config>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) router: Arc<tunnel::Router>,
+    pub(crate) log_limit: Arc<LogLimit>,
 }
 
 /// The SSH gateway. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
@@ -123,13 +156,19 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway that admits the users of `authority`'s sessions.
     pub fn new(authority: Authority, options: GatewayOptions) -> Result<Self> {
-        if options.pre_auth_timeout.is_zero() || options.dial_timeout.is_zero() {
+        if options.pre_auth_timeout.is_zero()
+            || options.dial_timeout.is_zero()
+            || options.silent_timeout.is_zero()
+        {
             return Err(Error::invalid("gateway timeouts", "must be longer than zero"));
         }
         if options.max_unauthenticated == 0
             || options.max_unauthenticated_per_ip == 0
+            || options.max_unauthenticated_per_prefix == 0
             || options.max_auth_attempts == 0
             || options.failures_before_backoff == 0
+            || options.max_connections_per_build == 0
+            || options.max_channels_per_build == 0
         {
             return Err(Error::invalid("gateway limits", "must be at least 1"));
         }
@@ -151,9 +190,15 @@ impl Gateway {
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: vec![host_key.key.clone()],
             window_size: options.window_size,
-            maximum_packet_size: 32768,
-            channel_buffer_size: 256,
-            event_buffer_size: 100,
+            maximum_packet_size: MAX_PACKET,
+            // What a connection may hold in russh's queues, whatever its peer does (russh grants
+            // window as data arrives, so these queues, not the window, bound memory): a
+            // builder channel queues at most this many packets of at most `MAX_PACKET` bytes
+            // (larger ones cut the connection) before the connection stops reading...
+            channel_buffer_size: CHANNEL_QUEUE,
+            // ...and messages to send to the user (builder data among them) queue up to this
+            // many.
+            event_buffer_size: SEND_QUEUE,
             max_auth_attempts: options.max_auth_attempts,
             // Keepalives keep live clients from reaching this; it only collects dead ones.
             inactivity_timeout: Some(options.keepalive_interval.saturating_mul(4)),
@@ -174,6 +219,7 @@ impl Gateway {
             options,
             config: Arc::new(config),
             router: Arc::new(tunnel::Router::default()),
+            log_limit: Arc::default(),
         };
         Ok(Self { shared: Arc::new(shared), host_key })
     }
@@ -236,6 +282,9 @@ impl Gateway {
             shutdown_grace: SHUTDOWN_GRACE,
             router: self.shared.router.clone(),
             admission: self.shared.admission.clone(),
+            log_limit: self.shared.log_limit.clone(),
+            silent_timeout: self.shared.options.silent_timeout,
+            auth_rejection_delay: self.shared.options.auth_rejection_delay,
         });
         for vnc_listener in vnc_listeners {
             let authority = self.shared.authority.clone();
@@ -350,25 +399,31 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = shared.admission.count(Kind::Ssh);
-    let waiting = match shared.admission.admit(peer.ip()) {
+    let waiting = match shared.admission.admit(Pool::Ssh, peer.ip()) {
         Ok(waiting) => waiting,
         Err(refusal) => {
-            tracing::warn!(%peer, %refusal, "closing an SSH connection at once");
+            shared.log_limit.log(|| tracing::info!(%peer, %refusal, "closing an SSH connection at once"));
             return;
         }
     };
-    let deadline = tokio::time::Instant::now() + shared.options.pre_auth_timeout;
+    let now = tokio::time::Instant::now();
+    let (deadline, silent_deadline) =
+        (now + shared.options.pre_auth_timeout, now + shared.options.silent_timeout);
     let flag = CutFlag::new();
-    let (admitted_tx, admitted_rx) = oneshot::channel::<Login>();
+    let (admitted_tx, mut admitted_rx) = oneshot::channel::<Login>();
     // Dropped when this function returns, which stops the connection's builder splices.
     let (_closed_tx, closed_rx) = watch::channel(());
     let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx, flag.clone());
     let stream = CutStream::new(tcp, flag.clone());
 
-    let started =
-        tokio::time::timeout_at(deadline, russh::server::run_stream(shared.config.clone(), stream, handler));
+    // The identification must come within the silence deadline.
+    let started = tokio::time::timeout_at(
+        silent_deadline.min(deadline),
+        russh::server::run_stream(shared.config.clone(), stream, handler),
+    );
     let started = tokio::select! {
         started = started => started,
+        () = waiting.evicted() => return,
         () = stopped(&mut stop) => return,
     };
     let running = match started {
@@ -378,29 +433,49 @@ where
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "no SSH identification before the pre-auth deadline; cut");
-            shared.admission.failed(peer.ip());
+            shared
+                .log_limit
+                .log(|| tracing::info!(%peer, "no SSH identification within the silence deadline; cut"));
+            shared.admission.failed(peer.ip(), None);
             return;
         }
     };
     let handle = running.handle();
     tokio::pin!(running);
 
-    let login = tokio::select! {
-        _ = &mut running => return,
-        admitted = admitted_rx => match admitted {
-            Ok(login) => login,
-            Err(_) => return,
-        },
-        () = tokio::time::sleep_until(deadline) => {
-            tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut");
-            shared.admission.failed(peer.ip());
-            flag.cut();
-            return;
-        }
-        () = stopped(&mut stop) => {
-            flag.cut();
-            return;
+    let mut opening_checked = false;
+    let login = loop {
+        tokio::select! {
+            _ = &mut running => return,
+            admitted = &mut admitted_rx => match admitted {
+                Ok(login) => break login,
+                Err(_) => return,
+            },
+            // By the silence deadline the client must have sent its key exchange's start too.
+            () = tokio::time::sleep_until(silent_deadline), if !opening_checked => {
+                opening_checked = true;
+                if flag.bytes_read() < OPENING_BYTES {
+                    shared.log_limit.log(|| tracing::info!(%peer, "no SSH key exchange within the silence deadline; cut"));
+                    shared.admission.failed(peer.ip(), None);
+                    flag.cut();
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                shared.log_limit.log(|| tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut"));
+                shared.admission.failed(peer.ip(), None);
+                flag.cut();
+                return;
+            }
+            () = waiting.evicted() => {
+                tracing::debug!(%peer, "evicted before authenticating, for a newcomer");
+                flag.cut();
+                return;
+            }
+            () = stopped(&mut stop) => {
+                flag.cut();
+                return;
+            }
         }
     };
     drop(waiting);
@@ -421,13 +496,27 @@ where
             return;
         }
     };
+    let authority = &shared.authority;
+    let Some(_holding) = shared.admission.hold(live.build_id(), Held::Connection) else {
+        // Said before anything else happens on the connection; not a logout.
+        let max = shared.admission.max(Held::Connection);
+        authority.refused(live.build_id(), format!("more than {max} connections at once refused"));
+        live.detach_on_drop();
+        let reason =
+            format!("too many connections to this build at once (at most {max}); close one and retry");
+        say_goodbye(&handle, &mut running, &reason).await;
+        flag.cut();
+        if let Err(err) = authority.detached(live).await {
+            tracing::warn!(%peer, %err, "could not record the end of a connection");
+        }
+        return;
+    };
     let mut cut = live.cut_signal();
     let ending = tokio::select! {
         _ = &mut running => Ending::ClientLeft,
         () = cut.cut() => Ending::AccessEnded,
         () = stopped(&mut stop) => Ending::GatewayStopping,
     };
-    let authority = &shared.authority;
     let outcome = match ending {
         Ending::ClientLeft => authority.disconnected(live).await,
         Ending::AccessEnded => {

@@ -231,7 +231,10 @@ impl client::Handler for AgentHandler {
             match dial(target, dial_timeout).await {
                 Ok(tcp) => {
                     reply.accept().await;
-                    if let Err(err) = splice(channel.into_stream(), tcp, std::future::pending()).await {
+                    if let Err(err) =
+                        splice(channel.into_stream(), tcp, std::future::pending(), super::CHANNEL_BUFFER)
+                            .await
+                    {
                         tracing::debug!(%target, %err, "forwarded connection ended with an error");
                     }
                 }

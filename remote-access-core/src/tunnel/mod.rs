@@ -14,8 +14,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-/// Copy buffers per direction: large enough that a window's worth of data moves in few calls.
-const SPLICE_BUFFER: usize = 64 * 1024;
+/// Copy buffers per direction between two sockets (VNC): large enough that a frame moves in
+/// few calls.
+pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
+/// Copy buffers per direction between an SSH channel and a socket: a channel's packets are at
+/// most 32 KiB either way, so a larger buffer would only hold memory.
+pub(crate) const CHANNEL_BUFFER: usize = 32 * 1024;
 
 /// Connects to a builder, bounded by `timeout`, with Nagle off (interactive SSH and VNC).
 pub(crate) async fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
@@ -27,14 +31,20 @@ pub(crate) async fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<TcpS
 }
 
 /// Copies bytes both ways until both sides close, either fails, or `stop` resolves (access
-/// ended, or the user's connection is gone). Returns the bytes carried each way.
-pub(crate) async fn splice<A, B>(mut a: A, mut b: B, stop: impl Future<Output = ()>) -> io::Result<(u64, u64)>
+/// ended, or the user's connection is gone), with a copy buffer of `buffer` bytes each way.
+/// Returns the bytes carried each way.
+pub(crate) async fn splice<A, B>(
+    mut a: A,
+    mut b: B,
+    stop: impl Future<Output = ()>,
+    buffer: usize,
+) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::select! {
-        copied = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER) => copied,
+        copied = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer) => copied,
         () = stop => Ok((0, 0)),
     }
 }

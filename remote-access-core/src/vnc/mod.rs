@@ -23,12 +23,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::authority::{Authority, LiveConnection};
-use crate::gateway::{Kind, stopped};
+use crate::gateway::{CutFlag, CutStream, Held, Holding, Kind, Pool, Target, stopped};
 use crate::session::Protocol;
 use crate::tunnel;
 use handshake::HandshakeError;
@@ -36,6 +37,9 @@ use handshake::HandshakeError;
 /// What the user is told when anything but their password went wrong: nothing about the
 /// builder leaks.
 const GENERIC_FAILURE: &str = "VM unavailable";
+/// An RFB protocol version line ("RFB 003.008\n"): what a client must send before the silence
+/// deadline.
+const PROTOCOL_VERSION_LEN: u64 = 12;
 /// What the user is told when the password is wrong, revoked or expired.
 const AUTH_FAILURE: &str = "Authentication failed";
 
@@ -48,6 +52,12 @@ pub(crate) struct ProxySettings {
     pub(crate) router: Arc<tunnel::Router>,
     /// The gateway's limits on connections that have not authenticated, and its counts.
     pub(crate) admission: Arc<crate::gateway::Admission>,
+    pub(crate) log_limit: Arc<crate::gateway::LogLimit>,
+    /// The user must send its protocol version within this.
+    pub(crate) silent_timeout: Duration,
+    /// Every refused password takes this long from the response, whether the port has a
+    /// session or not.
+    pub(crate) auth_rejection_delay: Duration,
 }
 
 /// Serves one gateway VNC port until `stop` turns true, then closes its connections (not as
@@ -89,40 +99,64 @@ pub(crate) async fn serve_port(
 async fn serve(
     authority: Authority,
     settings: Arc<ProxySettings>,
-    mut user: TcpStream,
+    user: TcpStream,
     peer: SocketAddr,
     port: u16,
     mut stop: watch::Receiver<bool>,
 ) {
     let admission = &settings.admission;
     let _counted = admission.count(Kind::Vnc);
-    let waiting = match admission.admit(peer.ip()) {
+    let waiting = match admission.admit(Pool::Vnc, peer.ip()) {
         Ok(waiting) => waiting,
         Err(refusal) => {
-            tracing::warn!(%peer, port, %refusal, "closing a VNC connection at once");
+            settings
+                .log_limit
+                .log(|| tracing::info!(%peer, port, %refusal, "closing a VNC connection at once"));
             return;
         }
     };
-    let admitted =
-        tokio::time::timeout(settings.pre_auth_timeout, admit(&authority, &settings, &mut user, port)).await;
+    let flag = CutFlag::new();
+    let mut user = CutStream::new(user, flag.clone());
+    let silent = async {
+        tokio::time::sleep(settings.silent_timeout).await;
+        if flag.bytes_read() < PROTOCOL_VERSION_LEN {
+            return;
+        }
+        std::future::pending().await
+    };
+    let admitting =
+        tokio::time::timeout(settings.pre_auth_timeout, admit(&authority, &settings, &mut user, peer, port));
+    let admitted = tokio::select! {
+        admitted = admitting => admitted,
+        () = silent => {
+            settings.log_limit.log(|| tracing::info!(%peer, port, "no RFB protocol version within the silence deadline; cut"));
+            admission.failed(peer.ip(), None);
+            return;
+        }
+        () = waiting.evicted() => {
+            tracing::debug!(%peer, port, "evicted before authenticating, for a newcomer");
+            return;
+        }
+    };
     drop(waiting);
-    let (live, builder) = match admitted {
+    let target = Target::VncPort(port);
+    let (live, builder, _holding) = match admitted {
         Ok(Ok(admitted)) => {
-            admission.succeeded(peer.ip());
+            admission.succeeded(peer.ip(), target);
             admitted
         }
         Ok(Err(err)) => {
-            tracing::info!(%peer, port, %err, "VNC connection refused");
+            settings.log_limit.log(|| tracing::info!(%peer, port, %err, "VNC connection refused"));
             // A refused login counts; a handshake that just ends (a port scan, a load
             // balancer's health check) or a builder-side failure does not.
             if matches!(err, Refusal::Denied(_) | Refusal::NoSession) {
-                admission.failed(peer.ip());
+                admission.failed(peer.ip(), Some(target));
             }
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, port, "VNC handshake not finished before the pre-auth deadline; cut");
-            admission.failed(peer.ip());
+            settings.log_limit.log(|| tracing::info!(%peer, port, "VNC handshake not finished before the pre-auth deadline; cut"));
+            admission.failed(peer.ip(), None);
             return;
         }
     };
@@ -130,7 +164,7 @@ async fn serve(
     let mut cut = live.cut_signal();
     // Leaving the select drops the splice and with it both sockets: that is the cut.
     let gateway_stopping = tokio::select! {
-        spliced = tunnel::splice(user, builder, std::future::pending()) => {
+        spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::SOCKET_BUFFER) => {
             if let Err(err) = spliced {
                 tracing::debug!(%peer, %err, "VNC splice ended with an error");
             }
@@ -173,27 +207,51 @@ impl std::fmt::Display for Refusal {
 
 /// The whole pre-auth phase: the user's handshake, the password, the builder's login, the
 /// connection recorded, ClientInit forwarded as shared.
-async fn admit(
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     authority: &Authority,
     settings: &ProxySettings,
-    user: &mut TcpStream,
+    user: &mut S,
+    peer: SocketAddr,
     port: u16,
-) -> Result<(LiveConnection, Box<dyn tunnel::BuilderStream>), Refusal> {
+) -> Result<(LiveConnection, Box<dyn tunnel::BuilderStream>, Holding), Refusal> {
     let hello = handshake::greet_user(user).await.map_err(Refusal::Handshake)?;
-    // A port without a live session answers exactly like a wrong password.
-    let Some(session) = authority.vnc_route(port).await.map_err(Refusal::Denied)? else {
-        handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
-        return Err(Refusal::NoSession);
+    // Every refusal of a password is sent this long after the response arrived, and a port
+    // without a live session answers exactly like a wrong password: neither the time nor the
+    // answer tells a scanner which ports are live.
+    let answer_at = tokio::time::Instant::now() + settings.auth_rejection_delay;
+    // A network backed off since this connection arrived gets no guess checked.
+    let route =
+        if settings.admission.backing_off(peer.ip()) { Ok(None) } else { authority.vnc_route(port).await };
+    let refusal = match route {
+        Ok(Some(session)) => {
+            match authority.verify_vnc_response(session.build_id(), &hello.challenge, &hello.response).await {
+                Ok(login) => Ok((session, login)),
+                Err(err) => Err(Refusal::Denied(err)),
+            }
+        }
+        Ok(None) => Err(Refusal::NoSession),
+        Err(err) => Err(Refusal::Denied(err)),
+    };
+    let (session, builder_login) = match refusal {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            tokio::time::sleep_until(answer_at).await;
+            handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
+            return Err(refusal);
+        }
     };
     let build_id = session.build_id().clone();
-    let builder_login =
-        match authority.verify_vnc_response(&build_id, &hello.challenge, &hello.response).await {
-            Ok(password) => password,
-            Err(err) => {
-                handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
-                return Err(Refusal::Denied(err));
-            }
-        };
+    let Some(holding) = settings.admission.hold(&build_id, Held::Connection) else {
+        let max = settings.admission.max(Held::Connection);
+        handshake::refuse_user(
+            user,
+            hello.version,
+            &format!("too many connections to this build at once (at most {max})"),
+        )
+        .await;
+        authority.refused(&build_id, format!("more than {max} connections at once refused"));
+        return Err(Refusal::Builder(format!("the build holds {max} connections already")));
+    };
     let target = session.builder().and_then(|b| b.vnc_port.map(|p| (b, p)));
     let Some((route, vnc_port)) = target else {
         handshake::refuse_user(user, hello.version, GENERIC_FAILURE).await;
@@ -227,5 +285,5 @@ async fn admit(
         }
     };
     handshake::welcome_user(user, &mut builder).await.map_err(Refusal::Handshake)?;
-    Ok((live, builder))
+    Ok((live, builder, holding))
 }
