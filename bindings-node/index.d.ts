@@ -390,15 +390,26 @@ export interface GatewayOptions {
   authRejectionDelayMs?: number
   /** Authentication attempts allowed per connection (default 6). */
   maxAuthAttempts?: number
-  /** Connections waiting to authenticate at once (default 256). */
-  maxUnauthenticated?: number
-  /** The same, per source address (default 32). */
-  maxUnauthenticatedPerIp?: number
   /**
-   * Failed logins in a row from one address before its new connections are closed at once,
+   * SSH connections, and as many VNC ones, waiting to authenticate at once (default
+   * 10,000); when full, a newcomer replaces the oldest of the network holding the most.
+   */
+  maxUnauthenticated?: number
+  /** The share of one source address (default 32). */
+  maxUnauthenticatedPerIp?: number
+  /** The share of one /24 (IPv4) or /64 (IPv6) network (default 256). */
+  maxUnauthenticatedPerPrefix?: number
+  /** A connection that has not identified itself within this is cut (default 5 s). */
+  silentTimeoutMs?: number
+  /**
+   * Failed logins in a row from one network before its new connections are closed at once,
    * backing off from 1 s to 5 min (default 20).
    */
   failuresBeforeBackoff?: number
+  /** User connections one build may hold at once on this gateway (default 16). */
+  maxConnectionsPerBuild?: number
+  /** Builder channels one build may hold at once on this gateway (default 64). */
+  maxChannelsPerBuild?: number
   /** Idle connections are probed this often (default 30 s). */
   keepaliveIntervalMs?: number
   /** SSH channel window in bytes (default 8 MiB). */
@@ -417,8 +428,10 @@ export interface GatewayStats {
   unauthenticated: number
   /** Connections to builders that SSH users opened. */
   builderChannels: number
-  /** Source addresses whose recent failed logins are remembered. */
+  /** Source networks whose recent failed logins are remembered. */
   addressesWithFailures: number
+  /** Unauthenticated connections closed to make room for newcomers, since the start. */
+  evicted: number
 }
 
 /**

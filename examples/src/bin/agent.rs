@@ -14,7 +14,8 @@
 //! first tunnel to end (the session is over everywhere at once) stops the others.
 //!
 //! Exit status: 0 when the session ended (or on Ctrl-C / SIGTERM), 2 when the gateway refused
-//! the credential, 1 on any other error.
+//! the credential, 1 on any other error. Logs (reconnections, forwarded connections) go to
+//! stderr, at `info` and above unless `RUST_LOG` says otherwise (`RUST_LOG=debug`).
 
 use std::process::ExitCode;
 
@@ -30,6 +31,7 @@ fn usage() -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    remote_access_examples::logging::init("agent", tracing_subscriber::filter::LevelFilter::INFO);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mut gateways, mut host_key, mut user, mut key_file, mut local, mut ports) =
         (Vec::new(), None, None, None, None, Vec::new());

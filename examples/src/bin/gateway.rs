@@ -17,6 +17,10 @@
 //! It prints `listening on ADDRESS`, then one line per event, and stops cleanly on Ctrl-C or
 //! SIGTERM (live connections are let go, not counted as logouts). Issue and revoke builds from
 //! the platform's own process on the same Redis (an `Authority` on a `RedisStore`).
+//!
+//! Its logs (refused logins, cut connections, lost contact with Redis) go to stderr, at `info`
+//! and above unless `RUST_LOG` says otherwise: `RUST_LOG=debug`,
+//! `RUST_LOG=remote_access_core=debug,info`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +43,7 @@ fn usage() -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    remote_access_examples::logging::init("gateway", tracing_subscriber::filter::LevelFilter::INFO);
     let mut args = std::env::args().skip(1);
     let (mut listen, mut redis, mut key_file, mut generate, mut prefix, mut outage) =
         (None, None, None, false, None, None);
