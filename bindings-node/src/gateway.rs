@@ -89,6 +89,9 @@ pub struct GatewayOptions {
     pub window_size: Option<f64>,
     /// How long to wait for a builder to accept a connection (default 10 s).
     pub dial_timeout_ms: Option<f64>,
+    /// How long a builder may leave a user's data unread before that connection to it is
+    /// closed (default 60 s).
+    pub builder_stall_timeout_ms: Option<f64>,
 }
 
 /// What a gateway holds right now (`gateway.stats()`).
@@ -138,6 +141,12 @@ impl Gateway {
         options.dial_timeout = millis_or(&env, "dialTimeoutMs", given.dial_timeout_ms, options.dial_timeout)?;
         options.silent_timeout =
             millis_or(&env, "silentTimeoutMs", given.silent_timeout_ms, options.silent_timeout)?;
+        options.builder_stall_timeout = millis_or(
+            &env,
+            "builderStallTimeoutMs",
+            given.builder_stall_timeout_ms,
+            options.builder_stall_timeout,
+        )?;
         let count = |what: &'static str, n: Option<f64>, default: usize| -> Result<usize> {
             n.map_or(Ok(default), |n| whole(&env, what, n, u32::MAX.into()).map(|n| n as usize))
         };

@@ -217,6 +217,7 @@ test('tryNext and closed; the authority and gateway getters; gateway stats count
   const gateway = new ra.Gateway(authority, {
     failuresBeforeBackoff: 3,
     silentTimeoutMs: 2500,
+    builderStallTimeoutMs: 30_000,
     maxUnauthenticatedPerPrefix: 64,
     maxConnectionsPerBuild: 4,
     maxChannelsPerBuild: 8,

@@ -69,7 +69,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None, builder_stall_timeout = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -88,6 +88,7 @@ impl Gateway {
         keepalive_interval: Option<Seconds>,
         window_size: Option<u32>,
         dial_timeout: Option<Seconds>,
+        builder_stall_timeout: Option<Seconds>,
     ) -> PyResult<Self> {
         let mut options = core::GatewayOptions::default();
         options.host_key = host_key.map(|key| key.0.clone());
@@ -97,6 +98,7 @@ impl Gateway {
             (silent_timeout, &mut options.silent_timeout),
             (keepalive_interval, &mut options.keepalive_interval),
             (dial_timeout, &mut options.dial_timeout),
+            (builder_stall_timeout, &mut options.builder_stall_timeout),
         ];
         for (given, field) in durations {
             if let Some(Seconds(given)) = given {

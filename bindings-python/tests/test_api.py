@@ -442,6 +442,7 @@ def test_gateway_stats_count_connections() -> None:
             ra.Gateway(authority, max_connections_per_build=0)
         gateway = ra.Gateway(
             authority, failures_before_backoff=3, silent_timeout=2.5, max_unauthenticated_per_prefix=64,
+            builder_stall_timeout=30,
             max_connections_per_build=4, max_channels_per_build=8,
         )
         idle = {

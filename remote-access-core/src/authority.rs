@@ -544,8 +544,9 @@ impl Authority {
         }
     }
 
-    /// Checks an SSH key a client offers, without a signature yet: a probe, which is not
-    /// counted as a failed login (clients offer the keys they have, one after another).
+    /// Checks an SSH key a client offers, without a signature yet: a probe. A wrong key for a
+    /// known username counts towards the `guessing` event like a signed one (a guesser never
+    /// needs to sign); only a signed login ends the run.
     pub(crate) async fn verify_login(&self, username: &str, fingerprint: &str) -> Result<(BuildId, Role)> {
         self.login(username, fingerprint, Attempt::Probe).await
     }

@@ -16,11 +16,11 @@ use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Keys tracked at most; past it, forgotten ones are pruned, then new keys go uncounted (a
-/// flood of distinct keys must not grow memory without bound).
+/// Keys tracked at most; past it, the longest tracked one makes room (a flood of distinct keys must not grow memory without bound, nor switch counting off
+/// for everyone else).
 const MAX_TRACKED: usize = 65_536;
 /// Tags remembered per key; failures beyond them still count but no success clears them.
-const MAX_TAGS: usize = 8;
+const MAX_TAGS: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct Throttle<K, T = ()> {
@@ -28,11 +28,22 @@ pub(crate) struct Throttle<K, T = ()> {
     base: Duration,
     max: Duration,
     memory: Duration,
-    strikes: Mutex<HashMap<K, Strikes<T>>>,
+    strikes: Mutex<Table<K, T>>,
+}
+
+/// The keys with failures, and the order they came in (to make room in).
+#[derive(Debug)]
+struct Table<K, T> {
+    keys: HashMap<K, Strikes<T>>,
+    /// Keys in the order they were added, each with the stamp it was added with; a key removed
+    /// or added again since leaves a stale item here, skipped when it comes up.
+    arrivals: std::collections::VecDeque<(K, u64)>,
+    stamps: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Strikes<T> {
+    stamp: u64,
     count: u32,
     last: Instant,
     /// How many of `count` each tag earned.
@@ -49,14 +60,15 @@ impl<T> Strikes<T> {
 
 impl<K: Hash + Eq + Clone, T: PartialEq + Clone> Throttle<K, T> {
     pub(crate) fn new(free: u32, base: Duration, max: Duration, memory: Duration) -> Self {
-        Self { free, base, max, memory, strikes: Mutex::new(HashMap::new()) }
+        let table = Table { keys: HashMap::new(), arrivals: Default::default(), stamps: 0 };
+        Self { free, base, max, memory, strikes: Mutex::new(table) }
     }
 
     /// How long `key` is still blocked, if it is.
     pub(crate) fn blocked(&self, key: &K) -> Option<Duration> {
         let now = Instant::now();
-        let strikes = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
-        let until = strikes.get(key)?.blocked_until(self.free, self.base, self.max)?;
+        let table = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = table.keys.get(key)?.blocked_until(self.free, self.base, self.max)?;
         until.checked_duration_since(now).filter(|left| !left.is_zero())
     }
 
@@ -64,14 +76,32 @@ impl<K: Hash + Eq + Clone, T: PartialEq + Clone> Throttle<K, T> {
     /// once it is blocked, for how long.
     pub(crate) fn failed(&self, key: &K, tag: Option<&T>) -> (u32, Option<Duration>) {
         let now = Instant::now();
-        let mut strikes = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
-        if strikes.len() >= MAX_TRACKED && !strikes.contains_key(key) {
-            strikes.retain(|_, s| now.duration_since(s.last) < self.memory);
-            if strikes.len() >= MAX_TRACKED {
-                return (0, None);
+        let mut table = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = &mut *table;
+        if !table.keys.contains_key(key) {
+            // Full: the key that came first makes room (in constant time: a flood of keys must
+            // not buy a scan of the table per failure).
+            while table.keys.len() >= MAX_TRACKED {
+                let Some((oldest, stamp)) = table.arrivals.pop_front() else { break };
+                if table.keys.get(&oldest).is_some_and(|s| s.stamp == stamp) {
+                    table.keys.remove(&oldest);
+                }
+            }
+            table.stamps += 1;
+            table.arrivals.push_back((key.clone(), table.stamps));
+            if table.arrivals.len() > 2 * MAX_TRACKED {
+                // Mostly stale items: keep only the live ones, in order.
+                let keys = &table.keys;
+                table.arrivals.retain(|(k, stamp)| keys.get(k).is_some_and(|s| s.stamp == *stamp));
             }
         }
-        let entry = strikes.entry(key.clone()).or_insert(Strikes { count: 0, last: now, tagged: Vec::new() });
+        let stamp = table.stamps;
+        let entry = table.keys.entry(key.clone()).or_insert(Strikes {
+            stamp,
+            count: 0,
+            last: now,
+            tagged: Vec::new(),
+        });
         if now.duration_since(entry.last) >= self.memory {
             entry.count = 0;
             entry.tagged.clear();
@@ -92,25 +122,25 @@ impl<K: Hash + Eq + Clone, T: PartialEq + Clone> Throttle<K, T> {
     /// A success for `tag` takes back the failures `key` earned against that tag, and only
     /// those.
     pub(crate) fn succeeded(&self, key: &K, tag: &T) {
-        let mut strikes = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = strikes.get_mut(key) else { return };
+        let mut table = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = table.keys.get_mut(key) else { return };
         if let Some(at) = entry.tagged.iter().position(|(t, _)| t == tag) {
             let (_, n) = entry.tagged.swap_remove(at);
             entry.count = entry.count.saturating_sub(n);
         }
         if entry.count == 0 {
-            strikes.remove(key);
+            table.keys.remove(key);
         }
     }
 
     /// Forgets `key`'s failures altogether (a success of the key's owner itself).
     pub(crate) fn forget(&self, key: &K) {
-        self.strikes.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.strikes.lock().unwrap_or_else(PoisonError::into_inner).keys.remove(key);
     }
 
     /// Keys tracked now (for tests and the gateway's counters).
     pub(crate) fn tracked(&self) -> usize {
-        self.strikes.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.strikes.lock().unwrap_or_else(PoisonError::into_inner).keys.len()
     }
 }
 
@@ -154,12 +184,21 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_keys_is_bounded() {
+    fn a_flood_of_keys_is_bounded_and_still_counts_newcomers() {
         let throttle: Throttle<usize> =
             Throttle::new(1, Duration::from_secs(1), Duration::from_secs(1), Duration::from_secs(600));
         for key in 0..MAX_TRACKED + 10 {
             throttle.failed(&key, None);
         }
         assert_eq!(throttle.tracked(), MAX_TRACKED);
+        assert!(throttle.blocked(&0).is_none(), "the longest tracked made room");
+        assert!(throttle.blocked(&(MAX_TRACKED + 9)).is_some(), "a newcomer is counted");
+        for round in 0..3 {
+            for key in 0..MAX_TRACKED {
+                throttle.failed(&(key + round), None);
+            }
+        }
+        assert_eq!(throttle.tracked(), MAX_TRACKED);
+        assert!(throttle.strikes.lock().unwrap().arrivals.len() <= 2 * MAX_TRACKED + 1);
     }
 }

@@ -229,14 +229,17 @@ async fn sink(attackers: &Attackers) -> (u16, Arc<AtomicBool>) {
 
 /// Attack 1: an authenticated user opens 3 connections x 32 channels to a builder port that
 /// never reads, and pushes as fast as the gateway takes. The gateway's memory stays within
-/// the bound per build, and falls back when the user goes.
+/// the bound per build, and falls back when the user goes, though the port still reads
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_builder_port_that_never_reads_cannot_grow_the_gateway() {
     let _serial = SERIAL.lock().await;
     let attackers = Attackers::new();
     let (sink_port, stop_sink) = sink(&attackers).await;
     let authority = authority(AuthorityOptions::default());
-    let gateway = Gateway::new(authority.clone(), gateway_options()).unwrap();
+    let mut options = gateway_options();
+    options.builder_stall_timeout = Duration::from_secs(3);
+    let gateway = Gateway::new(authority.clone(), options).unwrap();
     let running = gateway.start("127.0.0.1:0").await.unwrap();
     let addr = running.local_addr();
     let mut events = authority.subscribe();
@@ -295,14 +298,16 @@ async fn a_builder_port_that_never_reads_cannot_grow_the_gateway() {
     // 1.5 MiB; three connections use less.
     assert!(peak < 48 * MIB, "the gateway's heap grew by {peak} bytes for one build");
 
+    // The user leaves while the builder port still reads nothing: the gateway lets go of the
+    // connections once the builder has read nothing for `builder_stall_timeout`.
     for (client, pushers) in clients {
         for pusher in pushers {
             pusher.abort();
         }
         drop(client);
     }
-    stop_sink.store(true, Ordering::Relaxed);
     nothing_left(&gateway, baseline).await;
+    stop_sink.store(true, Ordering::Relaxed);
     running.stop().await.unwrap();
 }
 
@@ -465,6 +470,11 @@ async fn idle_floods_lock_nobody_out_of_ssh_or_vnc() {
 /// A VNC Authentication exchange from `from` with `password`: the result code the gateway sent
 /// (0 = OK) and how long after the response it came.
 async fn vnc_try(from: IpAddr, port: u16, password: &str) -> Option<(u32, Duration)> {
+    vnc_answer(from, port, password).await.map(|(result, _, took)| (result, took))
+}
+
+/// The same, with the bytes that came after the result (a refusal's reason) until the close.
+async fn vnc_answer(from: IpAddr, port: u16, password: &str) -> Option<(u32, Vec<u8>, Duration)> {
     let mut tcp = connect_from(from, SocketAddr::from(([127, 0, 0, 1], port))).await.ok()?;
     let mut version = [0u8; 12];
     tcp.read_exact(&mut version).await.ok()?;
@@ -480,7 +490,12 @@ async fn vnc_try(from: IpAddr, port: u16, password: &str) -> Option<(u32, Durati
     let sent = Instant::now();
     let mut result = [0u8; 4];
     tcp.read_exact(&mut result).await.ok()?;
-    Some((u32::from_be_bytes(result), sent.elapsed()))
+    let took = sent.elapsed();
+    let mut rest = Vec::new();
+    if result != [0; 4] {
+        let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut rest)).await;
+    }
+    Some((u32::from_be_bytes(result), rest, took))
 }
 
 /// Attack 5: strangers from 200 networks each send a wrong VNC response every second; the
@@ -556,11 +571,67 @@ async fn an_empty_vnc_port_answers_like_a_wrong_password() {
     let creds = authority.issue(request).await.unwrap();
     let port = authority.session(creds.build_id()).await.unwrap().vnc_port().unwrap();
     let other = if port == live_port { empty_port } else { live_port };
+    let mut answers = Vec::new();
     for (n, target) in [port, other, port, other].into_iter().enumerate() {
-        let (result, took) = vnc_try(attacker(600 + n), target, "wrong-pw").await.unwrap();
+        let (result, reason, took) = vnc_answer(attacker(600 + n), target, "wrong-pw").await.unwrap();
         assert_eq!(result, 1, "refused");
         assert!(took >= Duration::from_millis(400), "a refusal on port {target} came after {took:?}");
+        answers.push(reason);
     }
+    assert!(answers.iter().all(|a| *a == answers[0]), "the same answer on both ports: {answers:?}");
+    running.stop().await.unwrap();
+}
+
+/// A VNC guesser whose connections are evicted (by its own newer ones) while their answers
+/// wait out the delay still has every guess counted: its network is backed off after
+/// `failures_before_backoff` of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_vnc_guesses_still_count() {
+    let _serial = SERIAL.lock().await;
+    let screen = VncServer::x11vnc("screen78");
+    let vnc_port = free_port();
+    let mut authority_options = AuthorityOptions::default();
+    authority_options.vnc_ports = vec![vnc_port];
+    let authority = authority(authority_options);
+    let mut options = gateway_options();
+    options.auth_rejection_delay = Duration::from_secs(2);
+    options.max_unauthenticated_per_ip = 2;
+    options.failures_before_backoff = 5;
+    let gateway = Gateway::new(authority.clone(), options).unwrap();
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let mut request = request("dodged", screen.builder());
+    request.builder_vnc_password = Some(remote_access_core::Secret::new(screen.password.clone()));
+    authority.issue(request).await.unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 1], vnc_port));
+    let guesser = attacker(900);
+    let mut waiting = Vec::new();
+    for _ in 0..8 {
+        // A guess, then the next connection at once, which evicts the one waiting for its answer.
+        let mut tcp = connect_from(guesser, to).await.unwrap();
+        let mut version = [0u8; 12];
+        if tcp.read_exact(&mut version).await.is_err() {
+            break; // closed at once: backed off
+        }
+        tcp.write_all(b"RFB 003.008\n").await.unwrap();
+        let mut types = [0u8; 2];
+        tcp.read_exact(&mut types).await.unwrap();
+        tcp.write_all(&[2]).await.unwrap();
+        let mut challenge = [0u8; 16];
+        tcp.read_exact(&mut challenge).await.unwrap();
+        tcp.write_all(&remote_access_core::vnc_auth_response("guess123", &challenge)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await; // the guess is in
+        waiting.push(tcp);
+    }
+    assert!(
+        gateway.stats().evicted >= 3,
+        "the guesser's own connections were evicted: {:?}",
+        gateway.stats()
+    );
+    // Its network is backed off: the next connection is closed at once.
+    let mut tcp = connect_from(guesser, to).await.unwrap();
+    let mut first = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut first)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "a backed-off network's connection was served");
     running.stop().await.unwrap();
 }
 

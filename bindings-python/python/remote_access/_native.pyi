@@ -309,6 +309,7 @@ class Gateway:
         keepalive_interval: _Duration | None = None,
         window_size: int | None = None,
         dial_timeout: _Duration | None = None,
+        builder_stall_timeout: _Duration | None = None,
     ) -> Gateway: ...
     @property
     def host_key(self) -> HostKey: ...

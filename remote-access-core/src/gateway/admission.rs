@@ -165,6 +165,7 @@ struct Load {
 }
 
 pub(crate) struct Admission {
+    failures_before_backoff: u32,
     max_waiting: usize,
     max_per_ip: usize,
     max_per_prefix: usize,
@@ -214,6 +215,11 @@ impl Waiting {
     /// Resolves once a newcomer has taken this connection's slot: close it.
     pub(crate) async fn evicted(&self) {
         self.evict.notified().await;
+    }
+
+    /// Leaves the pool early (the connection authenticated): from now on nobody evicts it.
+    pub(crate) fn leave(&self) {
+        self.admission.pool(self.pool).remove(self.id);
     }
 }
 
@@ -269,6 +275,7 @@ impl Admission {
     pub(crate) fn new(options: &GatewayOptions) -> Self {
         let free = u32::try_from(options.failures_before_backoff).unwrap_or(u32::MAX);
         Self {
+            failures_before_backoff: free,
             max_waiting: options.max_unauthenticated,
             max_per_ip: options.max_unauthenticated_per_ip,
             max_per_prefix: options.max_unauthenticated_per_prefix,
@@ -348,7 +355,10 @@ impl Admission {
     pub(crate) fn failed(&self, ip: IpAddr, target: Option<Target>) {
         let prefix = Prefix::of(ip);
         let (count, blocked) = self.failures.failed(&prefix, target.as_ref());
-        if let Some(backoff) = blocked {
+        // Logged when the backoff starts and each time the run doubles after: a line per
+        // failure would let a flood fill the logs.
+        let over = count.saturating_sub(self.failures_before_backoff);
+        if let Some(backoff) = blocked.filter(|_| over == 0 || over.is_power_of_two()) {
             tracing::info!(%ip, prefix = %prefix.0, count, ?backoff, "failed logins in a row from this network; backing off");
         }
     }

@@ -105,7 +105,10 @@ impl Handler {
         }
         self.auth_failures += 1;
         if self.auth_failures > self.shared.options.max_auth_attempts {
-            tracing::info!(peer = %self.peer(), "too many failed authentication attempts; cut");
+            let peer = self.peer();
+            self.shared
+                .log_limit
+                .log(|| tracing::info!(%peer, "too many failed authentication attempts; cut"));
             self.flag.cut();
         }
         Auth::reject()
@@ -122,7 +125,7 @@ impl Handler {
         self.shared.log_limit.log(|| tracing::info!(%peer, refused = %what, "gateway refused a request"));
         self.refusals += 1;
         if self.refusals > MAX_REFUSALS {
-            tracing::info!(%peer, "too many refused requests; cut");
+            self.shared.log_limit.log(|| tracing::info!(%peer, "too many refused requests; cut"));
             self.flag.cut();
             return;
         }
@@ -138,9 +141,32 @@ impl Handler {
         }
     }
 
-    /// Whether the peer's network is backed off: its logins are refused unchecked.
+    /// Whether the peer's network is backed off: its logins are not checked.
     fn backing_off(&self) -> bool {
         self.peer.is_some_and(|peer| self.shared.admission.backing_off(peer.ip()))
+    }
+
+    /// Closes the connection without checking the key, because the peer's network is backed
+    /// off. Closed, not refused: a refusal would tell a builder agent its key is bad (it then
+    /// stops for good), while a closed connection is retried once the backoff is over.
+    fn cut_for_backoff(&mut self) -> Auth {
+        let peer = self.peer();
+        self.shared
+            .log_limit
+            .log(|| tracing::info!(%peer, "its network is backed off; closing without checking the login"));
+        self.flag.cut();
+        Auth::reject()
+    }
+
+    /// Closes the connection when a login could not be checked (the store failed): not a
+    /// verdict on the credential, so not a failure, and clients (agents above all) retry.
+    fn cut_unchecked(&mut self, err: &Error) -> Auth {
+        let peer = self.peer();
+        self.shared
+            .log_limit
+            .log(|| tracing::warn!(%peer, %err, "could not check a login; closing the connection"));
+        self.flag.cut();
+        Auth::reject()
     }
 
     /// Logs why a login was refused (rate-limited; never a key or secret).
@@ -198,22 +224,25 @@ impl russh::server::Handler for Handler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         if self.backing_off() {
-            return Ok(self.auth_failed(user));
+            return Ok(self.cut_for_backoff());
         }
         // Only a probe: no state changes here; the decision is made again with the signature.
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
         match self.shared.authority.verify_login(user, &fingerprint).await {
             Ok(_) => Ok(Auth::Accept),
-            Err(err) => {
+            Err(
+                err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
+            ) => {
                 self.log_refused_login(user, &err);
                 Ok(self.auth_failed(user))
             }
+            Err(err) => Ok(self.cut_unchecked(&err)),
         }
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         if self.backing_off() {
-            return Ok(self.auth_failed(user));
+            return Ok(self.cut_for_backoff());
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let admitted_login = match self.shared.authority.admit_ssh(user, &fingerprint).await {
@@ -225,13 +254,7 @@ impl russh::server::Handler for Handler {
                 self.log_refused_login(user, &err);
                 return Ok(self.auth_failed(user));
             }
-            Err(err) => {
-                // Not a verdict on the credential (the store failed): drop the connection rather
-                // than refuse, so clients, and agents above all, retry instead of giving up.
-                tracing::warn!(peer = %self.peer(), %err, "could not check a login; closing the connection");
-                self.flag.cut();
-                return Ok(Auth::reject());
-            }
+            Err(err) => return Ok(self.cut_unchecked(&err)),
         };
         let Some(admitted) = self.admitted.take() else {
             return Ok(Auth::reject());
@@ -303,6 +326,7 @@ impl russh::server::Handler for Handler {
         let addr = SocketAddr::new(builder.address, port);
         let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());
         let (router, dial_timeout) = (self.shared.router.clone(), self.shared.options.dial_timeout);
+        let stall = self.shared.options.builder_stall_timeout;
         tokio::spawn(async move {
             // The dial races the end of access and of the user's connection.
             let dialed = tokio::select! {
@@ -338,8 +362,12 @@ impl russh::server::Handler for Handler {
                     _ = gone.changed() => {}
                 }
             };
-            if let Err(err) = tunnel::splice(&mut stream, &mut tcp, stop, tunnel::CHANNEL_BUFFER).await {
-                tracing::debug!(%build_id, %err, "builder tunnel ended with an error");
+            match tunnel::splice(&mut stream, &mut tcp, stop, tunnel::CHANNEL_BUFFER, stall).await {
+                Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::info!(%build_id, %addr, %err, "closed a connection to the builder");
+                }
+                Err(err) => tracing::debug!(%build_id, %err, "builder tunnel ended with an error"),
+                Ok(_) => {}
             }
             if cut.is_cut() {
                 // Access ended: no byte moves any more, but the channel stays open until the

@@ -26,7 +26,7 @@ use crate::authority::Authority;
 use crate::error::{Error, Result};
 use crate::tunnel;
 use crate::vnc;
-pub(crate) use admission::{Admission, Held, Holding, Kind, Pool, Target};
+pub(crate) use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
 pub(crate) use cut_stream::{CutFlag, CutStream};
 use handler::{Handler, Login};
 pub(crate) use log_limit::LogLimit;
@@ -77,6 +77,10 @@ pub struct GatewayOptions {
     pub window_size: u32,
     /// How long to wait for a builder to accept a connection (default 10 s).
     pub dial_timeout: Duration,
+    /// How long a builder may leave a user's data unread before that connection to it is
+    /// closed (default 60 s): meanwhile russh stops reading the user's whole SSH connection
+    /// (`docs/security.md`, "The bounds").
+    pub builder_stall_timeout: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -96,6 +100,7 @@ impl Default for GatewayOptions {
             keepalive_interval: Duration::from_secs(30),
             window_size: 8 * 1024 * 1024,
             dial_timeout: Duration::from_secs(10),
+            builder_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -108,8 +113,9 @@ const CHANNEL_QUEUE: usize = 8;
 /// Messages queued per connection toward the user.
 const SEND_QUEUE: usize = 32;
 /// An SSH connection must have sent at least this many bytes by `silent_timeout`: its
-/// identification and its KEXINIT, which no real client sends in fewer.
-const OPENING_BYTES: u64 = 256;
+/// identification ("SSH-2.0-x" and CRLF, 11 bytes at least) and the start of its KEXINIT (67
+/// bytes even with every list empty; real clients send several hundred).
+const OPENING_BYTES: u64 = 64;
 
 /// How long a polite DISCONNECT may take before the transport is cut underneath it.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(250);
@@ -285,6 +291,7 @@ impl Gateway {
             log_limit: self.shared.log_limit.clone(),
             silent_timeout: self.shared.options.silent_timeout,
             auth_rejection_delay: self.shared.options.auth_rejection_delay,
+            builder_stall_timeout: self.shared.options.builder_stall_timeout,
         });
         for vnc_listener in vnc_listeners {
             let authority = self.shared.authority.clone();
@@ -303,6 +310,7 @@ impl Gateway {
                 () = &mut expiry => {}
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        let _ = tunnel::keep_alive(&tcp);
                         connections.spawn(serve(self.shared.clone(), tcp, peer, stop.clone()));
                     }
                     Err(err) => {

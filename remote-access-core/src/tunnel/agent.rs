@@ -16,6 +16,11 @@ use russh::{Channel, ChannelOpenFailure};
 
 use super::{dial, splice};
 use crate::error::{Error, Result};
+
+/// How long a local service may leave a channel's data unread before the agent closes that
+/// channel: the agent's connection stops reading every channel while one is full, so one
+/// stuck service would otherwise stall every user of the build.
+const LOCAL_STALL: Duration = Duration::from_secs(60);
 use crate::secret::Secret;
 
 /// What the gateway says when a session ends; the agent then stops instead of reconnecting.
@@ -231,9 +236,14 @@ impl client::Handler for AgentHandler {
             match dial(target, dial_timeout).await {
                 Ok(tcp) => {
                     reply.accept().await;
-                    if let Err(err) =
-                        splice(channel.into_stream(), tcp, std::future::pending(), super::CHANNEL_BUFFER)
-                            .await
+                    if let Err(err) = splice(
+                        channel.into_stream(),
+                        tcp,
+                        std::future::pending(),
+                        super::CHANNEL_BUFFER,
+                        LOCAL_STALL,
+                    )
+                    .await
                     {
                         tracing::debug!(%target, %err, "forwarded connection ended with an error");
                     }

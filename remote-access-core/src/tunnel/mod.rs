@@ -9,7 +9,12 @@ pub use agent::{AgentExit, AgentOptions, run_agent};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -21,31 +26,104 @@ pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
 /// most 32 KiB either way, so a larger buffer would only hold memory.
 pub(crate) const CHANNEL_BUFFER: usize = 32 * 1024;
 
-/// Connects to a builder, bounded by `timeout`, with Nagle off (interactive SSH and VNC).
+/// Connects to a builder, bounded by `timeout`, with Nagle off (interactive SSH and VNC) and
+/// TCP keepalive on.
 pub(crate) async fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {timeout:?}"))
     })??;
     tcp.set_nodelay(true)?;
+    keep_alive(&tcp)?;
     Ok(tcp)
+}
+
+/// Probes an idle TCP peer after 30 s, every 10 s, three times: a peer that vanished (a laptop
+/// asleep, a dropped network) is noticed within a minute, even on a connection that carries
+/// nothing (a still VNC screen) or whose SSH session is not reading.
+pub(crate) fn keep_alive(tcp: &TcpStream) -> io::Result<()> {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&probes)
 }
 
 /// Copies bytes both ways until both sides close, either fails, or `stop` resolves (access
 /// ended, or the user's connection is gone), with a copy buffer of `buffer` bytes each way.
 /// Returns the bytes carried each way.
+///
+/// `b` is the builder's side. If a write to it has waited longer than `stall` (the builder
+/// reads nothing), the splice ends with `TimedOut`: an SSH connection stops reading all its
+/// channels while one channel's queue is full, so a builder port that never reads would
+/// otherwise hold the user's whole connection, even after the user left.
 pub(crate) async fn splice<A, B>(
     mut a: A,
-    mut b: B,
+    b: B,
     stop: impl Future<Output = ()>,
     buffer: usize,
+    stall: Duration,
 ) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    let waiting_since = Arc::new(Mutex::new(None));
+    let mut b = Watched { inner: b, waiting_since: waiting_since.clone() };
+    let stalled = async {
+        loop {
+            tokio::time::sleep((stall / 4).max(Duration::from_millis(100))).await;
+            let since = *waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+            if since.is_some_and(|since: Instant| since.elapsed() >= stall) {
+                return;
+            }
+        }
+    };
     tokio::select! {
         copied = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer) => copied,
         () = stop => Ok((0, 0)),
+        () = stalled => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the builder read nothing for {stall:?}; closed"),
+        )),
+    }
+}
+
+/// A stream whose writes are watched: since when one has been waiting, if one is.
+struct Watched<S> {
+    inner: S,
+    waiting_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        let mut since = self.waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+        match polled {
+            Poll::Pending => {
+                since.get_or_insert_with(Instant::now);
+            }
+            Poll::Ready(_) => *since = None,
+        }
+        drop(since);
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -29,7 +29,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::authority::{Authority, LiveConnection};
-use crate::gateway::{CutFlag, CutStream, Held, Holding, Kind, Pool, Target, stopped};
+use crate::error::Error;
+use crate::gateway::{CutFlag, CutStream, Held, Holding, Kind, Pool, Target, Waiting, stopped};
 use crate::session::Protocol;
 use crate::tunnel;
 use handshake::HandshakeError;
@@ -58,6 +59,8 @@ pub(crate) struct ProxySettings {
     /// Every refused password takes this long from the response, whether the port has a
     /// session or not.
     pub(crate) auth_rejection_delay: Duration,
+    /// A builder that reads nothing for this long is cut off.
+    pub(crate) builder_stall_timeout: Duration,
 }
 
 /// Serves one gateway VNC port until `stop` turns true, then closes its connections (not as
@@ -77,6 +80,7 @@ pub(crate) async fn serve_port(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
+                    let _ = tunnel::keep_alive(&tcp);
                     connections.spawn(serve(authority.clone(), settings.clone(), tcp, peer, port, stop.clone()));
                 }
                 Err(err) => {
@@ -124,8 +128,10 @@ async fn serve(
         }
         std::future::pending().await
     };
-    let admitting =
-        tokio::time::timeout(settings.pre_auth_timeout, admit(&authority, &settings, &mut user, peer, port));
+    let admitting = tokio::time::timeout(
+        settings.pre_auth_timeout,
+        admit(&authority, &settings, &waiting, &mut user, peer, port),
+    );
     let admitted = tokio::select! {
         admitted = admitting => admitted,
         () = silent => {
@@ -139,19 +145,12 @@ async fn serve(
         }
     };
     drop(waiting);
-    let target = Target::VncPort(port);
     let (live, builder, _holding) = match admitted {
-        Ok(Ok(admitted)) => {
-            admission.succeeded(peer.ip(), target);
-            admitted
-        }
+        Ok(Ok(admitted)) => admitted,
         Ok(Err(err)) => {
+            // A refused password was counted when it was decided; a handshake that just ends
+            // (a port scan, a load balancer's health check) or a builder-side failure is not.
             settings.log_limit.log(|| tracing::info!(%peer, port, %err, "VNC connection refused"));
-            // A refused login counts; a handshake that just ends (a port scan, a load
-            // balancer's health check) or a builder-side failure does not.
-            if matches!(err, Refusal::Denied(_) | Refusal::NoSession) {
-                admission.failed(peer.ip(), Some(target));
-            }
             return;
         }
         Err(_) => {
@@ -164,7 +163,7 @@ async fn serve(
     let mut cut = live.cut_signal();
     // Leaving the select drops the splice and with it both sockets: that is the cut.
     let gateway_stopping = tokio::select! {
-        spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::SOCKET_BUFFER) => {
+        spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::SOCKET_BUFFER, settings.builder_stall_timeout) => {
             if let Err(err) = spliced {
                 tracing::debug!(%peer, %err, "VNC splice ended with an error");
             }
@@ -190,7 +189,11 @@ async fn serve(
 enum Refusal {
     Handshake(HandshakeError),
     NoSession,
+    /// The source's network is backed off: refused unchecked.
+    BackingOff,
     Denied(crate::Error),
+    /// The store could not say (not a verdict on the password; not counted).
+    Unavailable(crate::Error),
     Builder(String),
 }
 
@@ -199,7 +202,9 @@ impl std::fmt::Display for Refusal {
         match self {
             Self::Handshake(err) => write!(f, "user handshake: {err}"),
             Self::NoSession => f.write_str("no live session on this port"),
+            Self::BackingOff => f.write_str("too many failed logins from this network; refused unchecked"),
             Self::Denied(err) => write!(f, "{err}"),
+            Self::Unavailable(err) => write!(f, "could not check: {err}"),
             Self::Builder(err) => write!(f, "builder: {err}"),
         }
     }
@@ -210,6 +215,7 @@ impl std::fmt::Display for Refusal {
 async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     authority: &Authority,
     settings: &ProxySettings,
+    waiting: &Waiting,
     user: &mut S,
     peer: SocketAddr,
     port: u16,
@@ -219,24 +225,47 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     // without a live session answers exactly like a wrong password: neither the time nor the
     // answer tells a scanner which ports are live.
     let answer_at = tokio::time::Instant::now() + settings.auth_rejection_delay;
+    let target = Target::VncPort(port);
     // A network backed off since this connection arrived gets no guess checked.
-    let route =
-        if settings.admission.backing_off(peer.ip()) { Ok(None) } else { authority.vnc_route(port).await };
-    let refusal = match route {
-        Ok(Some(session)) => {
-            match authority.verify_vnc_response(session.build_id(), &hello.challenge, &hello.response).await {
-                Ok(login) => Ok((session, login)),
-                Err(err) => Err(Refusal::Denied(err)),
+    let decided = if settings.admission.backing_off(peer.ip()) {
+        Err(Refusal::BackingOff)
+    } else {
+        match authority.vnc_route(port).await {
+            Ok(Some(session)) => {
+                match authority
+                    .verify_vnc_response(session.build_id(), &hello.challenge, &hello.response)
+                    .await
+                {
+                    Ok(login) => Ok((session, login)),
+                    Err(
+                        err @ (Error::AccessDenied { .. }
+                        | Error::SessionEnded { .. }
+                        | Error::UnknownBuild { .. }),
+                    ) => Err(Refusal::Denied(err)),
+                    Err(err) => Err(Refusal::Unavailable(err)),
+                }
             }
+            Ok(None) => Err(Refusal::NoSession),
+            Err(err) => Err(Refusal::Unavailable(err)),
         }
-        Ok(None) => Err(Refusal::NoSession),
-        Err(err) => Err(Refusal::Denied(err)),
     };
-    let (session, builder_login) = match refusal {
-        Ok(admitted) => admitted,
+    let (session, builder_login) = match decided {
+        Ok(admitted) => {
+            // Authenticated: no longer a connection a newcomer may evict.
+            waiting.leave();
+            settings.admission.succeeded(peer.ip(), target);
+            admitted
+        }
         Err(refusal) => {
+            // Counted now, before the delay: a guess whose connection is evicted or closed
+            // while it waits for its answer counts all the same.
+            if !matches!(refusal, Refusal::Unavailable(_)) {
+                settings.admission.failed(peer.ip(), Some(target));
+            }
+            let answer =
+                if matches!(refusal, Refusal::Unavailable(_)) { GENERIC_FAILURE } else { AUTH_FAILURE };
             tokio::time::sleep_until(answer_at).await;
-            handshake::refuse_user(user, hello.version, AUTH_FAILURE).await;
+            handshake::refuse_user(user, hello.version, answer).await;
             return Err(refusal);
         }
     };
