@@ -176,10 +176,12 @@ test('VNC through the gateway with the per-build password', async () => {
       assert.ok(session.vncPort)
       /** @param {string} password @param {string} shot @returns {Promise<number>} */
       const vncdo = (password, shot) =>
-        new Promise((resolve) => {
+        new Promise((resolve, reject) => {
           const child = spawn('vncdo', ['-s', `127.0.0.1::${session.vncPort}`, '-p', password, 'capture', shot], {
             stdio: 'ignore',
           })
+          // Without vncdo on PATH the spawn fails with 'error' and no 'close': fail, not hang.
+          child.on('error', reject)
           child.on('close', (code) => resolve(code ?? -1))
         })
       const shot = path.join(kit.scratch, 'shot.png')

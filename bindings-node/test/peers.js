@@ -23,55 +23,130 @@ function freePort() {
 }
 
 /**
+ * Whether a process of group `pgid` holds a listening IPv4 TCP socket on `port`. A successful
+ * connect proves less: when another program took the port between `freePort()` and the server's
+ * bind, it answers in our server's place. The group counts, not only its leader, because a
+ * server's helpers (Xtigervnc's xkbcomp) inherit its sockets.
+ * @param {number} pgid
  * @param {number} port
- * @param {import('node:child_process').ChildProcess} child
  */
-async function waitForPort(port, child) {
-  const deadline = Date.now() + 10_000
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`exited with ${child.exitCode}`)
-    const up = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.on('error', () => resolve(false))
-    })
-    if (up) return
-    await new Promise((resolve) => setTimeout(resolve, 20))
+function listensOn(pgid, port) {
+  // Rows of /proc/net/tcp: "sl local_address rem_address st ... inode", where local_address is
+  // HEXADDR:HEXPORT and st 0A is LISTEN.
+  const suffix = ':' + port.toString(16).toUpperCase().padStart(4, '0')
+  const sockets = new Set(
+    fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)
+      .map((row) => row.trim().split(/\s+/))
+      .filter((f) => f.length > 9 && f[1].endsWith(suffix) && f[3] === '0A')
+      .map((f) => `socket:[${f[9]}]`),
+  )
+  if (sockets.size === 0) return false
+  for (const pid of groupPids(pgid)) {
+    let fds
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`)
+    } catch {
+      continue // exited meanwhile
+    }
+    for (const fd of fds) {
+      try {
+        if (sockets.has(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))) return true
+      } catch {
+        // closed meanwhile
+      }
+    }
   }
-  throw new Error(`nothing listens on port ${port}`)
+  return false
 }
 
-/** @param {import('node:child_process').ChildProcess} child */
+/**
+ * The processes of group `pgid` (field 5 of /proc/<pid>/stat, after the parenthesised name,
+ * which may itself hold spaces and parentheses).
+ * @param {number} pgid
+ * @returns {number[]}
+ */
+function groupPids(pgid) {
+  /** @type {number[]} */
+  const pids = []
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let stat
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)
+    if (Number(fields[2]) === pgid) pids.push(Number(entry))
+  }
+  return pids
+}
+
+/**
+ * Waits until `child` (or its process group) itself listens on the IPv4 `port`; false when it
+ * exits first (these servers all exit when they cannot bind) or takes longer than 20 s (a busy
+ * machine is slow, but they bind within 0.1 s).
+ * @param {number} port
+ * @param {import('node:child_process').ChildProcess} child
+ * @returns {Promise<boolean>}
+ */
+async function waitListening(port, child) {
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    if (child.pid !== undefined && listensOn(child.pid, port)) return true
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return false
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return false
+}
+
+/**
+ * SIGTERM to the child's process group, then SIGKILL after 5 s: Xtigervnc's xkbcomp child
+ * inherits the listening socket and would keep the port otherwise.
+ * @param {import('node:child_process').ChildProcess} child
+ */
 async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+  const { pid } = child
+  if (pid === undefined) return // never started (spawn failed)
+  /** @param {NodeJS.Signals} signal */
+  const signalGroup = (signal) => {
+    try {
+      process.kill(-pid, signal)
+    } catch {
+      // the group is gone already
+    }
+  }
+  const exited = child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once('exit', resolve))
+  signalGroup('SIGTERM')
+  const timer = setTimeout(() => signalGroup('SIGKILL'), 5000)
   await exited
   clearTimeout(timer)
 }
 
 /**
- * Starts `command` (`argsFor(port)`) on a free loopback port, retrying on another port when a
- * race takes it; resolves once it accepts connections.
+ * Starts `command` (`argsFor(port)`) on a free loopback port until it listens there itself; on
+ * another port when it does not (a few tries), because another program may take the port between
+ * choosing and binding it. The child leads its own process group (`detached`), so `stop` ends
+ * the whole group, helpers included.
  * @param {string} command
  * @param {(port: number) => string[]} argsFor
  * @returns {Promise<{port: number, child: import('node:child_process').ChildProcess}>}
  */
 async function listening(command, argsFor) {
+  /** @type {string} */
+  let last = 'no try'
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort()
-    const child = spawn(command, argsFor(port), { stdio: 'ignore' })
-    try {
-      await waitForPort(port, child)
-      return { port, child }
-    } catch {
-      await stop(child)
-    }
+    const child = spawn(command, argsFor(port), { stdio: 'ignore', detached: true })
+    child.on('error', (err) => (last = err.message)) // e.g. ENOENT; `exit` does not follow then
+    if (await waitListening(port, child)) return { port, child }
+    await stop(child)
+    if (child.pid === undefined) last = 'could not spawn it'
+    else if (child.exitCode !== null) last = `exit status ${child.exitCode}`
   }
-  throw new Error(`${command} did not start`)
+  throw new Error(`${command} did not start (last try: ${last})`)
 }
 
 /**
@@ -117,9 +192,11 @@ async function startTigervnc() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-vnc-'))
   const password = 'builder9'
   fs.writeFileSync(path.join(dir, 'passwd'), ra.vncPasswordFile(password))
-  // The display number follows the port, so a retry on another port gets another display.
+  // `-displayfd` makes it pick a free display itself, taking the display's lock file atomically,
+  // so no other X server can race it to a number chosen here; only its RFB port matters, so the
+  // number it writes to fd 1 goes nowhere.
   const { port, child } = await listening('Xtigervnc', (port) =>
-    [`:${2400 + (port % 2000)}`, '-geometry', '800x600', '-depth', '24', '-rfbport', String(port), '-localhost=1',
+    ['-displayfd', '1', '-geometry', '800x600', '-depth', '24', '-rfbport', String(port), '-localhost=1',
       '-SecurityTypes', 'VncAuth', '-PasswordFile', path.join(dir, 'passwd'), '-nolisten', 'tcp'])
   return {
     port, password, width: 800, height: 600,

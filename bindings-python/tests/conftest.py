@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import tempfile
@@ -26,41 +27,99 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
+def listens_on(pgid: int, port: int) -> bool:
+    """Whether a process of group `pgid` holds a listening IPv4 TCP socket on `port`. A successful
+    connect proves less: when another program took the port between `free_port()` and the
+    server's bind, it answers in our server's place. The group counts, not only its leader,
+    because a server's helpers (Xtigervnc's xkbcomp) inherit its sockets."""
+    # Rows of /proc/net/tcp: "sl local_address rem_address st ... inode", where local_address
+    # is HEXADDR:HEXPORT and st 0A is LISTEN.
+    suffix = f":{port:04X}"
+    with open("/proc/net/tcp") as table:
+        sockets = {
+            f"socket:[{f[9]}]"
+            for f in (row.split() for row in list(table)[1:])
+            if len(f) > 9 and f[1].endswith(suffix) and f[3] == "0A"
+        }
+    if not sockets:
+        return False
+    for pid in group_pids(pgid):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"{what} did not listen on port {port}")
+            continue  # exited meanwhile
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                    return True
+            except OSError:
+                pass  # closed meanwhile
+    return False
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of group `pgid` (field 5 of /proc/<pid>/stat, after the parenthesised name,
+    which may itself hold spaces and parentheses)."""
+    pids: list[int] = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if len(fields) > 2 and int(fields[2]) == pgid:
+                pids.append(int(entry))
+    return pids
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Waits until `proc` (or its process group) itself listens on the IPv4 `port`; False when it
+    exits first (these servers all exit when they cannot bind) or takes longer than 20 s (a busy
+    machine is slow, but they bind within 0.1 s)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if listens_on(proc.pid, port):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
 
 
 def listening(
     argv_for: Callable[[int], list[str]], what: str, stderr: IO[bytes] | int = subprocess.DEVNULL
 ) -> tuple[int, subprocess.Popen[bytes]]:
-    """Starts `argv_for(port)` on a free port until it listens (another program may take the
-    port between choosing and binding it); returns the port and the process."""
+    """Starts `argv_for(port)` on a free port until it listens there itself; on another port when
+    it does not (a few tries), because another program may take the port between choosing and
+    binding it. Returns the port and the process, which leads its own process group: `stop`
+    ends the whole group, helpers included."""
     for _attempt in range(5):
         port = free_port()
-        proc = subprocess.Popen(argv_for(port), stdout=subprocess.DEVNULL, stderr=stderr)
-        try:
-            wait_for_port(port, proc, what)
+        proc = subprocess.Popen(
+            argv_for(port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, process_group=0
+        )
+        if wait_listening(port, proc):
             return port, proc
-        except RuntimeError:
-            stop(proc)
-    raise RuntimeError(f"{what} did not start")
+        stop(proc)
+    raise RuntimeError(f"{what} did not start (last try: exit status {proc.returncode})")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+    """SIGTERM to the process's group, then SIGKILL after 5 s: Xtigervnc's xkbcomp child inherits
+    the listening socket and would keep the port otherwise."""
+
+    def signal_group(sig: signal.Signals) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass  # the group is gone already
+
+    signal_group(signal.SIGTERM)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        signal_group(signal.SIGKILL)
         proc.wait()
 
 
@@ -146,10 +205,12 @@ def tigervnc() -> Iterator[VncServer]:
         d = pathlib.Path(tmp)
         password = "builder9"
         (d / "passwd").write_bytes(ra.vnc_password_file(password))
-        # The display number follows the port, so a retry on another port gets another display.
+        # `-displayfd` makes it pick a free display itself, taking the display's lock file
+        # atomically, so no other X server can race it to a number chosen here; only its RFB port
+        # matters, so the number it writes to fd 1 goes nowhere.
         port, proc = listening(
             lambda port: [
-                "Xtigervnc", f":{300 + port % 2000}", "-geometry", "800x600", "-depth", "24",
+                "Xtigervnc", "-displayfd", "1", "-geometry", "800x600", "-depth", "24",
                 "-rfbport", str(port), "-localhost=1", "-SecurityTypes", "VncAuth",
                 "-PasswordFile", str(d / "passwd"), "-nolisten", "tcp",
             ],
