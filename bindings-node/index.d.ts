@@ -416,6 +416,11 @@ export interface GatewayOptions {
   windowSize?: number
   /** How long to wait for a builder to accept a connection (default 10 s). */
   dialTimeoutMs?: number
+  /**
+   * How long a builder may leave a user's data unread before that connection to it is
+   * closed (default 60 s).
+   */
+  builderStallTimeoutMs?: number
 }
 
 /** What a gateway holds right now (`gateway.stats()`). */
