@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use remote_access_core::{AuthorityOptions, BuildRequest, GatewayStats};
+use remote_access_core::{AuthorityOptions, BuildRequest};
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::Command;
 
 /// Counts the bytes allocated and not yet freed.
@@ -68,10 +68,8 @@ impl Rng {
 /// A TCP connection to `to` from the legitimate user's 127.0.0.1 (`from` 1) or from an
 /// attacker's 127.0.`from`.1 (a /24 of its own).
 async fn connect_from(from: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
     let source = if from == 1 { [127, 0, 0, 1] } else { [127, 0, from, 1] };
-    socket.bind(SocketAddr::new(IpAddr::from(source), 0))?;
-    socket.connect(to).await
+    common::connect_from(IpAddr::from(source), to).await
 }
 
 /// Writes `bytes` (ignoring a peer that closes first), then reads until the gateway closes;
@@ -91,18 +89,6 @@ async fn send_and_wait_for_close(mut tcp: TcpStream, bytes: &[u8]) {
     assert!(closed.is_ok(), "the gateway kept a connection that sent {} hostile bytes", bytes.len());
 }
 
-struct AnyKey;
-
-impl russh::client::Handler for AnyKey {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true) // loopback test client; the gateway's key is not what is tested here
-    }
-}
-
 /// An SSH client connection from `from` (see [`connect_from`]), before authentication (None if the gateway
 /// closed it at once, as it does for an address it backs off from).
 async fn ssh_client(from: u8, to: SocketAddr) -> Option<russh::client::Handle<AnyKey>> {
@@ -112,18 +98,6 @@ async fn ssh_client(from: u8, to: SocketAddr) -> Option<russh::client::Handle<An
         .await
         .ok()?
         .ok()
-}
-
-/// Polls the gateway's counters until `want` holds (a minute at most).
-async fn settle(gateway: &remote_access_core::Gateway, want: impl Fn(&GatewayStats) -> bool) -> GatewayStats {
-    for _ in 0..600 {
-        let stats = gateway.stats();
-        if want(&stats) {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the gateway's counters did not settle: {:?}", gateway.stats());
 }
 
 fn live_bytes() -> isize {

@@ -21,10 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use remote_access_core::{AuthorityOptions, Builder, Gateway, GatewayStats};
+use remote_access_core::{AuthorityOptions, Builder, Gateway};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::Command;
 
 thread_local! {
@@ -113,13 +112,6 @@ fn sample_peak(baseline: isize, done: Arc<AtomicBool>) -> tokio::task::JoinHandl
     })
 }
 
-/// A TCP connection to `to` from `from` (bound first, so the gateway sees that address).
-async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(from, 0))?;
-    socket.connect(to).await
-}
-
 /// Attacker number `n`'s address: each in a /24 of its own, none in 127.0.0.0/24.
 fn attacker(n: usize) -> IpAddr {
     IpAddr::from([127, 1 + (n / 250) as u8, (n % 250) as u8, 1])
@@ -135,18 +127,6 @@ fn more_open_files() {
             limit.rlim_cur = limit.rlim_max.min(1 << 16);
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
-    }
-}
-
-struct AnyKey;
-
-impl russh::client::Handler for AnyKey {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true) // loopback test client; the gateway's key is not what is tested here
     }
 }
 
@@ -173,18 +153,6 @@ async fn logged_in(from: IpAddr, to: SocketAddr, user: &UserKey) -> russh::clien
     let key = PrivateKeyWithHashAlg::new(user.key.clone(), None);
     assert!(client.authenticate_publickey(user.username.clone(), key).await.unwrap().success());
     client
-}
-
-/// Polls the gateway's counters until `want` holds (a minute at most).
-async fn settle(gateway: &Gateway, want: impl Fn(&GatewayStats) -> bool) -> GatewayStats {
-    for _ in 0..600 {
-        let stats = gateway.stats();
-        if want(&stats) {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the gateway's counters did not settle: {:?}", gateway.stats());
 }
 
 /// After an attack: nothing held, and the heap back within 1 MiB of where it was.

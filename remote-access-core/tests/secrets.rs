@@ -8,38 +8,15 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use common::{Captured, capture};
 
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Error, ManualClock, MemoryStore, Protocol, Secret,
     Store, Trigger,
 };
 use time::macros::datetime;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A TRACE-level subscriber writing into `logs`.
-fn capture(logs: &Captured) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .finish()
-}
 
 /// russh logs through the `log` crate: everything it logs, at every level, goes to `logs` too
 /// (process-wide, so other tests' lines may join; they are searched as well).
@@ -140,7 +117,7 @@ fn no_secret_in_debug_display_errors_events_or_logs() {
         secrets
     });
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("remote access event"), "the capture saw the library's logs");
     texts.push(("logs".into(), logs));
     for (what, text) in &texts {
@@ -220,7 +197,7 @@ fn no_secret_in_the_logs_and_events_of_a_full_session_through_the_gateway() {
         }
         (secrets, seen)
     });
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     // The capture saw the gateway, the VNC proxy and russh itself, and each refusal with its
     // reason (the wrong VNC password; the script's key after the revocation, refused when it
     // was only offered).

@@ -705,3 +705,76 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A loopback test client's SSH handler: accepts any host key (the gateway's key is not what
+/// such a test checks).
+pub struct AnyKey;
+
+impl russh::client::Handler for AnyKey {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (bound first, so that the gateway
+/// sees that address).
+pub async fn connect_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
+/// Polls the gateway's counters until `want` holds (a minute at most).
+pub async fn settle(
+    gateway: &Gateway,
+    want: impl Fn(&remote_access_core::GatewayStats) -> bool,
+) -> remote_access_core::GatewayStats {
+    for _ in 0..600 {
+        let stats = gateway.stats();
+        if want(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the gateway's counters did not settle: {:?}", gateway.stats());
+}
+
+/// Log output captured in memory (a `tracing` writer).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// A TRACE-level subscriber writing into `logs`.
+pub fn capture(logs: &Captured) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish()
+}
