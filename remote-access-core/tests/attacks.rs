@@ -24,6 +24,7 @@ use common::*;
 use remote_access_core::{AuthorityOptions, Builder, Gateway};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::process::Command;
 
 thread_local! {
@@ -435,14 +436,9 @@ async fn idle_floods_lock_nobody_out_of_ssh_or_vnc() {
     running.stop().await.unwrap();
 }
 
-/// A VNC Authentication exchange from `from` with `password`: the result code the gateway sent
-/// (0 = OK) and how long after the response it came.
-async fn vnc_try(from: IpAddr, port: u16, password: &str) -> Option<(u32, Duration)> {
-    vnc_answer(from, port, password).await.map(|(result, _, took)| (result, took))
-}
-
-/// The same, with the bytes that came after the result (a refusal's reason) until the close.
-async fn vnc_answer(from: IpAddr, port: u16, password: &str) -> Option<(u32, Vec<u8>, Duration)> {
+/// An RFB 3.8 client from `from` up to its VNC Authentication response with `password`; `None`
+/// if the gateway closed the connection first.
+async fn vnc_guess(from: IpAddr, port: u16, password: &str) -> Option<TcpStream> {
     let mut tcp = connect_from(from, SocketAddr::from(([127, 0, 0, 1], port))).await.ok()?;
     let mut version = [0u8; 12];
     tcp.read_exact(&mut version).await.ok()?;
@@ -455,6 +451,18 @@ async fn vnc_answer(from: IpAddr, port: u16, password: &str) -> Option<(u32, Vec
     let mut challenge = [0u8; 16];
     tcp.read_exact(&mut challenge).await.ok()?;
     tcp.write_all(&remote_access_core::vnc_auth_response(password, &challenge)).await.ok()?;
+    Some(tcp)
+}
+
+/// A VNC Authentication exchange from `from` with `password`: the result code the gateway sent
+/// (0 = OK) and how long after the response it came.
+async fn vnc_try(from: IpAddr, port: u16, password: &str) -> Option<(u32, Duration)> {
+    vnc_answer(from, port, password).await.map(|(result, _, took)| (result, took))
+}
+
+/// The same, with the bytes that came after the result (a refusal's reason) until the close.
+async fn vnc_answer(from: IpAddr, port: u16, password: &str) -> Option<(u32, Vec<u8>, Duration)> {
+    let mut tcp = vnc_guess(from, port, password).await?;
     let sent = Instant::now();
     let mut result = [0u8; 4];
     tcp.read_exact(&mut result).await.ok()?;
@@ -466,23 +474,45 @@ async fn vnc_answer(from: IpAddr, port: u16, password: &str) -> Option<(u32, Vec
     Some((u32::from_be_bytes(result), rest, took))
 }
 
+/// A gateway with VNC on `ports` (one session's and, if more, empty ones) and one build whose
+/// builder is a real x11vnc.
+struct VncBuild {
+    _screen: VncServer,
+    authority: remote_access_core::Authority,
+    gateway: Gateway,
+    running: remote_access_core::RunningGateway,
+    creds: remote_access_core::Credentials,
+}
+
+async fn vnc_build(name: &str, ports: usize, options: remote_access_core::GatewayOptions) -> VncBuild {
+    let screen = VncServer::x11vnc("screen12");
+    let mut authority_options = AuthorityOptions::default();
+    authority_options.vnc_ports = (0..ports).map(|_| free_port()).collect();
+    let authority = authority(authority_options);
+    let gateway = Gateway::new(authority.clone(), options).unwrap();
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let mut request = request(name, screen.builder());
+    request.builder_vnc_password = Some(remote_access_core::Secret::new(screen.password.clone()));
+    let creds = authority.issue(request).await.unwrap();
+    VncBuild { _screen: screen, authority, gateway, running, creds }
+}
+
+impl VncBuild {
+    /// The gateway VNC port of the build's session.
+    async fn port(&self) -> u16 {
+        self.authority.session(self.creds.build_id()).await.unwrap().vnc_port().unwrap()
+    }
+}
+
 /// Attack 5: strangers from 200 networks each send a wrong VNC response every second; the
 /// owner logs in every time, and the platform hears that the password is being guessed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_guessing_never_lock_the_owner_out_of_vnc() {
     let _serial = SERIAL.lock().await;
     let attackers = Attackers::new();
-    let screen = VncServer::x11vnc("screen34");
-    let vnc_port = free_port();
-    let mut authority_options = AuthorityOptions::default();
-    authority_options.vnc_ports = vec![vnc_port];
-    let authority = authority(authority_options);
-    let gateway = Gateway::new(authority.clone(), gateway_options()).unwrap();
-    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let build = vnc_build("owned", 1, gateway_options()).await;
+    let (authority, creds, vnc_port) = (&build.authority, &build.creds, build.port().await);
     let mut events = authority.subscribe();
-    let mut request = request("owned", screen.builder());
-    request.builder_vnc_password = Some(remote_access_core::Secret::new(screen.password.clone()));
-    let creds = authority.issue(request).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let wrong = Arc::new(AtomicUsize::new(0));
@@ -516,7 +546,7 @@ async fn strangers_guessing_never_lock_the_owner_out_of_vnc() {
     }
     assert!(wrong.load(Ordering::Relaxed) >= 200, "the strangers kept guessing");
     drop(viewer);
-    running.stop().await.unwrap();
+    build.running.stop().await.unwrap();
 }
 
 /// Every refused VNC password is answered `auth_rejection_delay` after the response, whether
@@ -525,20 +555,12 @@ async fn strangers_guessing_never_lock_the_owner_out_of_vnc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_vnc_port_answers_like_a_wrong_password() {
     let _serial = SERIAL.lock().await;
-    let screen = VncServer::x11vnc("screen56");
-    let (live_port, empty_port) = (free_port(), free_port());
-    let mut authority_options = AuthorityOptions::default();
-    authority_options.vnc_ports = vec![live_port, empty_port];
-    let authority = authority(authority_options);
     let mut options = gateway_options();
     options.auth_rejection_delay = Duration::from_millis(400);
-    let gateway = Gateway::new(authority.clone(), options).unwrap();
-    let running = gateway.start("127.0.0.1:0").await.unwrap();
-    let mut request = request("timed", screen.builder());
-    request.builder_vnc_password = Some(remote_access_core::Secret::new(screen.password.clone()));
-    let creds = authority.issue(request).await.unwrap();
-    let port = authority.session(creds.build_id()).await.unwrap().vnc_port().unwrap();
-    let other = if port == live_port { empty_port } else { live_port };
+    let build = vnc_build("timed", 2, options).await;
+    let port = build.port().await;
+    let ports = &build.authority.options().vnc_ports;
+    let other = if port == ports[0] { ports[1] } else { ports[0] };
     let mut answers = Vec::new();
     for (n, target) in [port, other, port, other].into_iter().enumerate() {
         let (result, reason, took) = vnc_answer(attacker(600 + n), target, "wrong-pw").await.unwrap();
@@ -547,7 +569,7 @@ async fn an_empty_vnc_port_answers_like_a_wrong_password() {
         answers.push(reason);
     }
     assert!(answers.iter().all(|a| *a == answers[0]), "the same answer on both ports: {answers:?}");
-    running.stop().await.unwrap();
+    build.running.stop().await.unwrap();
 }
 
 /// A VNC guesser whose connections are evicted (by its own newer ones) while their answers
@@ -556,37 +578,20 @@ async fn an_empty_vnc_port_answers_like_a_wrong_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_vnc_guesses_still_count() {
     let _serial = SERIAL.lock().await;
-    let screen = VncServer::x11vnc("screen78");
-    let vnc_port = free_port();
-    let mut authority_options = AuthorityOptions::default();
-    authority_options.vnc_ports = vec![vnc_port];
-    let authority = authority(authority_options);
     let mut options = gateway_options();
     options.auth_rejection_delay = Duration::from_secs(2);
     options.max_unauthenticated_per_ip = 2;
     options.failures_before_backoff = 5;
-    let gateway = Gateway::new(authority.clone(), options).unwrap();
-    let running = gateway.start("127.0.0.1:0").await.unwrap();
-    let mut request = request("dodged", screen.builder());
-    request.builder_vnc_password = Some(remote_access_core::Secret::new(screen.password.clone()));
-    authority.issue(request).await.unwrap();
+    let VncBuild { gateway, running, .. } = vnc_build("dodged", 1, options).await;
+    let vnc_port = gateway.authority().options().vnc_ports[0];
     let to = SocketAddr::from(([127, 0, 0, 1], vnc_port));
     let guesser = attacker(900);
     let mut waiting = Vec::new();
     for _ in 0..8 {
         // A guess, then the next connection at once, which evicts the one waiting for its answer.
-        let mut tcp = connect_from(guesser, to).await.unwrap();
-        let mut version = [0u8; 12];
-        if tcp.read_exact(&mut version).await.is_err() {
+        let Some(tcp) = vnc_guess(guesser, vnc_port, "guess123").await else {
             break; // closed at once: backed off
-        }
-        tcp.write_all(b"RFB 003.008\n").await.unwrap();
-        let mut types = [0u8; 2];
-        tcp.read_exact(&mut types).await.unwrap();
-        tcp.write_all(&[2]).await.unwrap();
-        let mut challenge = [0u8; 16];
-        tcp.read_exact(&mut challenge).await.unwrap();
-        tcp.write_all(&remote_access_core::vnc_auth_response("guess123", &challenge)).await.unwrap();
+        };
         tokio::time::sleep(Duration::from_millis(100)).await; // the guess is in
         waiting.push(tcp);
     }

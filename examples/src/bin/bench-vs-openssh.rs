@@ -412,20 +412,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The in-process SSH client of the revocation and memory measurements. It accepts any host
-/// key: it only ever dials the gateway on loopback; the real clients pin the key.
-struct Client;
-
-impl russh::client::Handler for Client {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 fn revocation_json(sorted: &[f64]) -> serde_json::Value {
     serde_json::json!({
         "p50": percentile(sorted, 50.0), "p99": percentile(sorted, 99.0),
@@ -474,7 +460,7 @@ async fn revocation(
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
     let rss_before = rss_kib("self");
     let config = Arc::new(russh::client::Config::default());
-    let mut builds: Vec<(Credentials, Vec<russh::client::Handle<Client>>)> = Vec::new();
+    let mut builds: Vec<(Credentials, Vec<russh::client::Handle<common::AnyKey>>)> = Vec::new();
     for b in 0..100 {
         let mut request = BuildRequest::new(BuildId::new(format!("{prefix}-{b}"))?, Trigger::Manual, true);
         request.builder = Some(builder.builder());
@@ -483,7 +469,8 @@ async fn revocation(
         let mut handles = Vec::new();
         for c in 0..10 {
             let port = ports[c % ports.len()];
-            let mut handle = russh::client::connect(config.clone(), ("127.0.0.1", port), Client).await?;
+            let mut handle =
+                russh::client::connect(config.clone(), ("127.0.0.1", port), common::AnyKey).await?;
             let auth = handle
                 .authenticate_publickey(
                     creds.username(),
@@ -611,7 +598,7 @@ async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
         let Some((user, key_path)) = line.split_once('\t') else { continue };
         let key = Arc::new(russh::keys::decode_secret_key(&std::fs::read_to_string(key_path)?, None)?);
         for _ in 0..per {
-            let mut handle = russh::client::connect(config.clone(), addr.as_str(), Client).await?;
+            let mut handle = russh::client::connect(config.clone(), addr.as_str(), common::AnyKey).await?;
             let auth = handle
                 .authenticate_publickey(user, russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None))
                 .await?;
