@@ -23,7 +23,10 @@ declare global {
  * The store is in memory unless `redisUrl` names a Redis that several gateways share.
  */
 export declare class Authority {
-  /** `clock`: a `ManualClock` for tests (default: the system clock; a Redis store needs it). */
+  /**
+   * `clock`: a `ManualClock` for tests (default: the system clock; a Redis store needs it:
+   * the core refuses a manual clock with `redisUrl`).
+   */
   constructor(options?: AuthorityOptions | undefined | null, clock?: ManualClock | undefined | null)
   get policy(): Policy
   get vncPorts(): Array<number>
@@ -63,15 +66,11 @@ export declare class Authority {
    * once access is over.
    */
   connected(buildId: string, protocol: string): Promise<LiveConnection>
-  /** Records that a connection closed (after the steps, the last one closing is a logout). */
-  disconnected(connection: LiveConnection): Promise<undefined>
-  /** Records that a connection went away because its carrier stopped (not a logout). */
-  detached(connection: LiveConnection): Promise<undefined>
   /**
-   * Enforces the deadlines until `stop()`: for platforms that carry connections themselves
-   * (`connected`); a running gateway does this by itself.
+   * Enforces the deadlines, follows the store and purges until `stop()`: for platforms that
+   * carry connections themselves (`connected`); a running gateway does this by itself.
    */
-  runExpiry(): RunningExpiry
+  runHousekeeping(): RunningHousekeeping
   /**
    * Ends every session whose deadline has passed; resolves to how many. A running gateway
    * does this by itself.
@@ -85,12 +84,15 @@ export declare class Authority {
 
 /**
  * Everything a client needs to connect, without secrets. `toJSON()` is the plain object a
- * web UI shows (the same keys as the Rust and Python APIs); the methods generate the scripts.
+ * web UI shows (the Rust and Python keys, in camelCase); the methods generate the scripts.
  */
 export declare class ConnectionInfo {
   constructor(credentials: Credentials, session: Session, hostKey: HostKey, options: ScriptOptions)
-  /** The info as a plain object (snake_case keys, as in the JSON of every binding). */
-  toJSON(): { build_id: string; gateway_host: string; gateway_port: number; gateway_user: string; gateway_host_key: string; gateway_host_key_fingerprint: string; builder_host: string; builder_port: number; builder_user: string; builder_host_key: string | null; key_fingerprint: string; access_ends_by: string; build_dir: string; vnc_host: string | null; vnc_port: number | null }
+  /**
+   * The info as a plain object with camelCase keys, like every `toJSON()` of this package
+   * (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
+   */
+  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null }
   /** The `known_hosts` lines that pin the gateway (and the builder, when its key is known). */
   knownHosts(): string
   /** An `ssh_config` block for users who keep the key and `knownHosts()` in files. */
@@ -148,8 +150,7 @@ export declare class EventListener {
 
 /** The SSH gateway (and the VNC proxy on the authority's `vncPorts`). */
 export declare class Gateway {
-  /** `hostKey` omitted: a new key, which changes at every start (persist one in production). */
-  constructor(authority: Authority, options?: GatewayOptions | undefined | null, hostKey?: HostKey | undefined | null)
+  constructor(authority: Authority, options?: GatewayOptions | undefined | null)
   get hostKey(): HostKey
   /** The authority whose sessions this gateway serves. */
   get authority(): Authority
@@ -186,7 +187,8 @@ export declare class HostKey {
 
 /**
  * A user connection the platform carries itself (a transport other than the built-in
- * gateway); see `Authority.connected`.
+ * gateway); see `Authority.connected`. One the garbage collector drops without
+ * `disconnected()` is recorded as disconnected (by the core).
  */
 export declare class LiveConnection {
   get buildId(): string
@@ -196,9 +198,19 @@ export declare class LiveConnection {
   get isCut(): boolean
   /**
    * Resolves when access ends (revoke, deadline, cancel): close the connection then. It
-   * also resolves, with `isCut` false, once the connection is recorded closed.
+   * also resolves, with `isCut` false, once the connection's end is recorded.
    */
-  cut(): Promise<undefined>
+  closed(): Promise<undefined>
+  /**
+   * Records that the connection closed because its user left (after the steps, the last
+   * one closing is a logout). Only the first report counts.
+   */
+  disconnect(): Promise<undefined>
+  /**
+   * Records that the connection went away because its carrier stopped (not a logout). Only
+   * the first report counts.
+   */
+  detach(): Promise<undefined>
 }
 
 /** A clock that only moves when told to: for tests of the time rules. */
@@ -223,15 +235,6 @@ export declare class RunningAgent {
 }
 
 /**
- * The expiry loop started by `Authority.runExpiry()`; only `stop()` stops it (not the
- * garbage collector).
- */
-export declare class RunningExpiry {
-  /** Stops enforcing the deadlines. */
-  stop(): void
-}
-
-/**
  * A gateway serving in the background until `await running.stop()` (every caller waits for
  * the same stop); the garbage collector does not stop it.
  */
@@ -245,6 +248,15 @@ export declare class RunningGateway {
    * are detached, not ended.
    */
   stop(): Promise<undefined>
+}
+
+/**
+ * The housekeeping loop started by `Authority.runHousekeeping()`; only `stop()` stops it
+ * (not the garbage collector).
+ */
+export declare class RunningHousekeeping {
+  /** Stops the housekeeping (deadlines are no longer enforced). */
+  stop(): void
 }
 
 /** A snapshot of one build's remote access session. */
@@ -297,9 +309,10 @@ export declare class Subscription {
 }
 
 /**
- * The error thrown for a core error of kind `code` (`store_unavailable` or `key_material`),
- * for tests of the mapping: the in-memory store cannot fail and key generation does not fail
- * on a working machine, so these cannot be caused otherwise.
+ * The error thrown for a core error of kind `code` (`store_unavailable`, `contention`,
+ * `internal` or `key_material`), for tests of the mapping: the in-memory store cannot fail,
+ * compare-and-swap gives up only under heavy contention, no task panics and key generation
+ * does not fail on a working machine, so these cannot be caused otherwise.
  */
 export declare function _errorForTest(code: string): Error & { code: string }
 
@@ -384,6 +397,11 @@ export interface Event {
 
 /** Options of a `Gateway` (durations in milliseconds); every field has the core's default. */
 export interface GatewayOptions {
+  /**
+   * The gateway's SSH host key, which users pin. Omitted: a new key, which changes at every
+   * start (persist one in production).
+   */
+  hostKey?: HostKey
   /** A connection must authenticate within this time (default 30 s). */
   preAuthTimeoutMs?: number
   /** Every refused authentication attempt takes this long (default 1 s). */

@@ -329,89 +329,54 @@ impl Session {
 }
 
 /// A user connection the platform carries itself (a transport other than the built-in
-/// gateway); see `Authority.connected`.
+/// gateway); see `Authority.connected`. One the garbage collector drops without
+/// `disconnected()` is recorded as disconnected (by the core).
 #[napi]
-pub struct LiveConnection {
-    build_id: String,
-    id: String,
-    protocol: &'static str,
-    cut: core::CutSignal,
-    carried: Arc<Carried>,
-    runtime: tokio::runtime::Handle,
-}
-
-/// The core's connection until it is handed back, and whether it has been: a pending `cut()`
-/// settles then, so that it does not keep Node running for a connection that is gone.
-struct Carried {
-    connection: tokio::sync::Mutex<Option<core::LiveConnection>>,
-    released: tokio::sync::watch::Sender<bool>,
-}
-
-impl Carried {
-    /// Hands the connection back with `record` (once; later calls do nothing).
-    async fn release<F, Fut>(&self, record: F) -> core::Result<()>
-    where
-        F: FnOnce(core::LiveConnection) -> Fut,
-        Fut: Future<Output = core::Result<()>>,
-    {
-        let connection = self.connection.lock().await.take();
-        self.released.send_replace(true);
-        match connection {
-            Some(connection) => record(connection).await,
-            None => Ok(()),
-        }
-    }
-}
-
-/// A connection the garbage collector drops without `disconnected()` is recorded as
-/// disconnected: the core's drop guard needs a runtime context, which the JS thread lacks.
-impl Drop for LiveConnection {
-    fn drop(&mut self) {
-        // The runtime's handle stays usable while Node shuts down: a task spawned on a runtime
-        // that is gone is dropped, not a panic.
-        let _context = self.runtime.enter();
-        if let Ok(mut connection) = self.carried.connection.try_lock() {
-            drop(connection.take());
-        }
-        self.carried.released.send_replace(true);
-    }
-}
+pub struct LiveConnection(core::LiveConnection);
 
 #[napi]
 impl LiveConnection {
     #[napi(getter)]
     pub fn build_id(&self) -> String {
-        self.build_id.clone()
+        self.0.build_id().to_string()
     }
     #[napi(getter)]
     pub fn id(&self) -> String {
-        self.id.clone()
+        self.0.id().to_string()
     }
     #[napi(getter)]
     pub fn protocol(&self) -> &'static str {
-        self.protocol
+        self.0.protocol().as_str()
     }
     /// Whether access has ended for this connection.
     #[napi(getter)]
     pub fn is_cut(&self) -> bool {
-        self.cut.is_cut()
+        self.0.is_cut()
     }
     /// Resolves when access ends (revoke, deadline, cancel): close the connection then. It
-    /// also resolves, with `isCut` false, once the connection is recorded closed.
+    /// also resolves, with `isCut` false, once the connection's end is recorded.
     #[napi]
-    pub fn cut<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let (mut cut, mut released) = (self.cut.clone(), self.carried.released.subscribe());
-        promise(
-            env,
-            async move {
-                tokio::select! {
-                    () = cut.cut() => {}
-                    _ = released.wait_for(|released| *released) => {}
-                }
-                Ok::<_, core::Error>(())
-            },
-            Ok,
-        )
+    pub fn closed<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let closed = self.0.closed();
+        let closed = async move {
+            closed.await;
+            Ok::<_, core::Error>(())
+        };
+        promise(env, closed, Ok)
+    }
+    /// Records that the connection closed because its user left (after the steps, the last
+    /// one closing is a logout). Only the first report counts.
+    #[napi]
+    pub fn disconnect<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let connection = self.0.clone();
+        promise(env, async move { connection.disconnect().await }, Ok)
+    }
+    /// Records that the connection went away because its carrier stopped (not a logout). Only
+    /// the first report counts.
+    #[napi]
+    pub fn detach<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let connection = self.0.clone();
+        promise(env, async move { connection.detach().await }, Ok)
     }
 }
 
@@ -422,7 +387,8 @@ pub struct Authority(pub(crate) core::Authority);
 
 #[napi]
 impl Authority {
-    /// `clock`: a `ManualClock` for tests (default: the system clock; a Redis store needs it).
+    /// `clock`: a `ManualClock` for tests (default: the system clock; a Redis store needs it:
+    /// the core refuses a manual clock with `redisUrl`).
     #[napi(constructor)]
     pub fn new(env: Env, options: Option<AuthorityOptions<'_>>, clock: Option<&ManualClock>) -> Result<Self> {
         let options = options.unwrap_or_default();
@@ -443,37 +409,18 @@ impl Authority {
                 crate::convert::whole(&env, "eventQueue", n, u32::MAX.into())? as usize;
         }
         core_options.vnc_ports = ports(&env, "vncPorts", options.vnc_ports.as_deref().unwrap_or_default())?;
-        let redis = match options.redis_url {
-            Some(url) => {
-                let mut redis = core::RedisOptions::new(String::new());
-                redis.url = secret(&env, "redisUrl", url)?;
-                if let Some(prefix) = options.redis_key_prefix {
-                    redis.key_prefix = prefix;
-                }
-                Some(redis)
-            }
-            None => None,
-        };
-        match (redis, clock) {
-            (Some(redis), None) => core::Authority::with_redis(core_options, redis).or_throw(&env).map(Self),
-            (Some(_), Some(_)) => Err(crate::errors::to_js(
-                &env,
-                &core::Error::InvalidInput {
-                    what: "clock",
-                    problem: "a manual clock cannot drive a Redis store (Redis expires records in real time)"
-                        .into(),
-                },
-            )),
-            (None, clock) => {
-                let clock: Arc<dyn core::Clock> = match clock {
-                    Some(clock) => clock.0.clone(),
-                    None => Arc::new(core::SystemClock),
-                };
-                core::Authority::with_parts(core_options, Arc::new(core::MemoryStore::new()), clock)
-                    .or_throw(&env)
-                    .map(Self)
-            }
+        if let Some(url) = options.redis_url {
+            let mut redis = core::RedisOptions::new(String::new());
+            redis.url = secret(&env, "redisUrl", url)?;
+            redis.key_prefix = options.redis_key_prefix.unwrap_or(redis.key_prefix);
+            core_options.store = core::StoreOptions::Redis(redis);
         }
+        match clock {
+            Some(clock) => core::Authority::with_clock(core_options, clock.0.clone()),
+            None => core::Authority::new(core_options),
+        }
+        .or_throw(&env)
+        .map(Self)
     }
 
     #[napi(getter)]
@@ -618,57 +565,19 @@ impl Authority {
     ) -> Result<PromiseRaw<'env, LiveConnection>> {
         let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
         let protocol: core::Protocol = protocol.parse().or_throw(env)?;
-        let connected = async move {
-            let connection = authority.connected(&id, protocol).await?;
-            Ok::<_, core::Error>((connection, tokio::runtime::Handle::current()))
-        };
-        promise(env, connected, |(connection, runtime)| {
-            Ok(LiveConnection {
-                runtime,
-                build_id: connection.build_id().to_string(),
-                id: connection.id().to_string(),
-                protocol: connection.protocol().as_str(),
-                cut: connection.cut_signal(),
-                carried: Arc::new(Carried {
-                    connection: tokio::sync::Mutex::new(Some(connection)),
-                    released: tokio::sync::watch::channel(false).0,
-                }),
-            })
-        })
+        promise(env, async move { authority.connected(&id, protocol).await }, |c| Ok(LiveConnection(c)))
     }
 
-    /// Records that a connection closed (after the steps, the last one closing is a logout).
+    /// Enforces the deadlines, follows the store and purges until `stop()`: for platforms that
+    /// carry connections themselves (`connected`); a running gateway does this by itself.
     #[napi]
-    pub fn disconnected<'env>(
-        &self,
-        env: &'env Env,
-        connection: &LiveConnection,
-    ) -> Result<PromiseRaw<'env, ()>> {
-        let (authority, carried) = (self.0.clone(), connection.carried.clone());
-        promise(env, async move { carried.release(|c| authority.disconnected(c)).await }, Ok)
-    }
-
-    /// Records that a connection went away because its carrier stopped (not a logout).
-    #[napi]
-    pub fn detached<'env>(
-        &self,
-        env: &'env Env,
-        connection: &LiveConnection,
-    ) -> Result<PromiseRaw<'env, ()>> {
-        let (authority, carried) = (self.0.clone(), connection.carried.clone());
-        promise(env, async move { carried.release(|c| authority.detached(c)).await }, Ok)
-    }
-
-    /// Enforces the deadlines until `stop()`: for platforms that carry connections themselves
-    /// (`connected`); a running gateway does this by itself.
-    #[napi]
-    pub fn run_expiry(&self) -> RunningExpiry {
+    pub fn run_housekeeping(&self) -> RunningHousekeeping {
         let stop = crate::errors::stop_signal();
         let (authority, signal) = (self.0.clone(), stop.clone());
-        napi::bindgen_prelude::spawn(
-            async move { authority.run_expiry(crate::errors::stopped(signal)).await },
-        );
-        RunningExpiry { stop }
+        napi::bindgen_prelude::spawn(async move {
+            authority.run_housekeeping(crate::errors::stopped(signal)).await
+        });
+        RunningHousekeeping { stop }
     }
 
     /// Ends every session whose deadline has passed; resolves to how many. A running gateway
@@ -698,16 +607,16 @@ impl Authority {
     }
 }
 
-/// The expiry loop started by `Authority.runExpiry()`; only `stop()` stops it (not the
-/// garbage collector).
+/// The housekeeping loop started by `Authority.runHousekeeping()`; only `stop()` stops it
+/// (not the garbage collector).
 #[napi]
-pub struct RunningExpiry {
+pub struct RunningHousekeeping {
     stop: crate::errors::Stop,
 }
 
 #[napi]
-impl RunningExpiry {
-    /// Stops enforcing the deadlines.
+impl RunningHousekeeping {
+    /// Stops the housekeeping (deadlines are no longer enforced).
     #[napi]
     pub fn stop(&self) {
         self.stop.send_replace(true);

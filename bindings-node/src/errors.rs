@@ -45,12 +45,12 @@ fn fields(err: &Error) -> Vec<(&'static str, String)> {
         Error::NotManuallyTriggered { build_id }
         | Error::RemoteAccessDisabled { build_id }
         | Error::BuildExists { build_id }
-        | Error::UnknownBuild { build_id } => vec![("buildId", build_id.to_string())],
+        | Error::UnknownBuild { build_id } => vec![("buildId", build_id.clone())],
         Error::InvalidInput { what, problem } => {
             vec![("what", (*what).to_owned()), ("problem", problem.clone())]
         }
         Error::SessionEnded { build_id, reason } => vec![
-            ("buildId", build_id.to_string()),
+            ("buildId", build_id.clone()),
             ("reason", reason.to_string()),
             ("endReasonCode", reason.code().to_owned()),
         ],
@@ -90,7 +90,7 @@ where
     })
 }
 
-/// A stop request for background work (gateway, agent, expiry). Only `stop()` stops the work:
+/// A stop request for background work (gateway, agent, housekeeping). Only `stop()` stops the work:
 /// the work holds a clone, so the JS object being garbage-collected does not.
 pub(crate) type Stop = std::sync::Arc<tokio::sync::watch::Sender<bool>>;
 
@@ -113,13 +113,16 @@ pub(crate) async fn outcome<T: Clone>(
 ) -> Result<T, std::sync::Arc<Error>> {
     let mut watch = outcome.subscribe();
     match watch.wait_for(Option::is_some).await {
-        Ok(value) => value
-            .clone()
-            .unwrap_or_else(|| Err(std::sync::Arc::new(Error::Io(std::io::Error::other("lost"))))),
-        Err(_) => {
-            Err(std::sync::Arc::new(Error::Io(std::io::Error::other("the task ended without an outcome"))))
+        Ok(value) => {
+            value.clone().unwrap_or_else(|| Err(std::sync::Arc::new(internal("the outcome was lost"))))
         }
+        Err(_) => Err(std::sync::Arc::new(internal("the task ended without an outcome"))),
     }
+}
+
+/// A bug on our side, not the network's.
+fn internal(message: &str) -> Error {
+    Error::Internal { message: message.to_owned() }
 }
 
 /// An "invalid input" error for an argument refused while converting it.
@@ -127,9 +130,10 @@ pub(crate) fn invalid(env: &Env, what: &'static str, problem: String) -> napi::E
     to_js(env, &Error::InvalidInput { what, problem })
 }
 
-/// The error thrown for a core error of kind `code` (`store_unavailable` or `key_material`),
-/// for tests of the mapping: the in-memory store cannot fail and key generation does not fail
-/// on a working machine, so these cannot be caused otherwise.
+/// The error thrown for a core error of kind `code` (`store_unavailable`, `contention`,
+/// `internal` or `key_material`), for tests of the mapping: the in-memory store cannot fail,
+/// compare-and-swap gives up only under heavy contention, no task panics and key generation
+/// does not fail on a working machine, so these cannot be caused otherwise.
 #[napi_derive::napi(js_name = "_errorForTest", ts_return_type = "Error & { code: string }")]
 pub fn error_for_test(env: Env, code: String) -> napi::Result<napi::bindgen_prelude::Unknown<'static>> {
     let err = match code.as_str() {
@@ -140,6 +144,8 @@ pub fn error_for_test(env: Env, code: String) -> napi::Result<napi::bindgen_prel
                 "connection refused",
             ))),
         },
+        "contention" => Error::Contention { message: "test".into() },
+        "internal" => Error::Internal { message: "test".into() },
         "key_material" => Error::KeyMaterial { message: "test".into() },
         other => return Err(invalid(&env, "code", format!("{other:?} is not a test error code"))),
     };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{PromiseRaw, Unknown};
+use napi::bindgen_prelude::{ClassInstance, PromiseRaw, Unknown};
 use napi::{Env, JsString, Result};
 
 use napi_derive::napi;
@@ -60,7 +60,10 @@ impl HostKey {
 /// Options of a `Gateway` (durations in milliseconds); every field has the core's default.
 #[napi(object)]
 #[derive(Default)]
-pub struct GatewayOptions {
+pub struct GatewayOptions<'a> {
+    /// The gateway's SSH host key, which users pin. Omitted: a new key, which changes at every
+    /// start (persist one in production).
+    pub host_key: Option<ClassInstance<'a, HostKey>>,
     /// A connection must authenticate within this time (default 30 s).
     pub pre_auth_timeout_ms: Option<f64>,
     /// Every refused authentication attempt takes this long (default 1 s).
@@ -117,17 +120,11 @@ pub struct Gateway(core::Gateway);
 
 #[napi]
 impl Gateway {
-    /// `hostKey` omitted: a new key, which changes at every start (persist one in production).
     #[napi(constructor)]
-    pub fn new(
-        env: Env,
-        authority: &Authority,
-        options: Option<GatewayOptions>,
-        host_key: Option<&HostKey>,
-    ) -> Result<Self> {
+    pub fn new(env: Env, authority: &Authority, options: Option<GatewayOptions<'_>>) -> Result<Self> {
         let given = options.unwrap_or_default();
         let mut options = core::GatewayOptions::default();
-        options.host_key = host_key.map(|key| key.0.clone());
+        options.host_key = given.host_key.map(|key| key.0.clone());
         options.pre_auth_timeout =
             millis_or(&env, "preAuthTimeoutMs", given.pre_auth_timeout_ms, options.pre_auth_timeout)?;
         options.auth_rejection_delay = millis_or(

@@ -21,7 +21,7 @@ pub struct ScriptOptions {
 }
 
 /// Everything a client needs to connect, without secrets. `toJSON()` is the plain object a
-/// web UI shows (the same keys as the Rust and Python APIs); the methods generate the scripts.
+/// web UI shows (the Rust and Python keys, in camelCase); the methods generate the scripts.
 #[napi]
 pub struct ConnectionInfo(core::ConnectionInfo);
 
@@ -47,13 +47,23 @@ impl ConnectionInfo {
             .map(Self)
     }
 
-    /// The info as a plain object (snake_case keys, as in the JSON of every binding).
+    /// The info as a plain object with camelCase keys, like every `toJSON()` of this package
+    /// (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ build_id: string; gateway_host: string; gateway_port: number; gateway_user: string; gateway_host_key: string; gateway_host_key_fingerprint: string; builder_host: string; builder_port: number; builder_user: string; builder_host_key: string | null; key_fingerprint: string; access_ends_by: string; build_dir: string; vnc_host: string | null; vnc_port: number | null }"
+        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null }"
     )]
-    pub fn to_json(&self) -> Result<serde_json::Value> {
-        serde_json::from_str(&self.0.to_json()).map_err(|err| napi::Error::from_reason(err.to_string()))
+    pub fn to_json(&self) -> serde_json::Value {
+        let info = &self.0;
+        serde_json::json!({
+            "buildId": info.build_id, "gatewayHost": info.gateway_host, "gatewayPort": info.gateway_port,
+            "gatewayUser": info.gateway_user, "gatewayHostKey": info.gateway_host_key,
+            "gatewayHostKeyFingerprint": info.gateway_host_key_fingerprint, "builderHost": info.builder_host,
+            "builderPort": info.builder_port, "builderUser": info.builder_user,
+            "builderHostKey": info.builder_host_key, "keyFingerprint": info.key_fingerprint,
+            "accessEndsBy": info.access_ends_by, "buildDir": info.build_dir, "vncHost": info.vnc_host,
+            "vncPort": info.vnc_port,
+        })
     }
 
     /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).

@@ -90,9 +90,10 @@ test('every core error kind rejects with its code', async () => {
 })
 
 test('errors that cannot be caused from Node map to their codes', () => {
-  // The in-memory store cannot fail and key generation does not fail on a working machine:
-  // the mapping is checked on core errors built for the test.
-  for (const code of ['store_unavailable', 'key_material']) {
+  // The in-memory store cannot fail, compare-and-swap gives up only under heavy contention, no
+  // task panics and key generation does not fail on a working machine: the mapping is checked
+  // on core errors built for the test.
+  for (const code of ['store_unavailable', 'contention', 'internal', 'key_material']) {
     const err = ra._errorForTest(code)
     assert.ok(err instanceof Error)
     assert.equal(/** @type {{code?: string}} */ (err).code, code)
@@ -147,9 +148,14 @@ test('secrets stay out of util.inspect, JSON.stringify and errors', async () => 
     buildId: 'b-secret', username: credentials.username, fingerprint: credentials.fingerprint,
     agentUsername: credentials.agentUsername,
   })
+  // camelCase keys, like every toJSON() of the package.
   const json = JSON.parse(JSON.stringify(info))
-  assert.equal(json.gateway_port, 2222)
-  assert.equal(json.gateway_user, credentials.username)
+  assert.deepEqual(json, info.toJSON())
+  assert.equal(json.buildId, 'b-secret')
+  assert.equal(json.gatewayPort, 2222)
+  assert.equal(json.gatewayUser, credentials.username)
+  assert.equal(json.gatewayHostKeyFingerprint, hostKey.fingerprint)
+  assert.ok(Object.keys(json).every((key) => !key.includes('_')), Object.keys(json).join(', '))
   // The explicit calls are the way to the secrets.
   assert.match(info.posixScript(credentials), /BEGIN OPENSSH PRIVATE KEY/)
   assert.ok((info.vncInstructions(credentials) ?? '').includes(password))
@@ -223,6 +229,11 @@ test('tryNext and closed; the authority and gateway getters; gateway stats count
     maxChannelsPerBuild: 8,
   })
   assert.ok(gateway.authority instanceof ra.Authority)
+  // The host key is an option like the others (Rust's GatewayOptions::host_key, Python's
+  // host_key=); without it the gateway makes one.
+  const pinned = ra.HostKey.generate()
+  assert.equal(new ra.Gateway(authority, { hostKey: pinned }).hostKey.fingerprint, pinned.fingerprint)
+  assert.notEqual(gateway.hostKey.fingerprint, pinned.fingerprint)
   const running = await gateway.start('127.0.0.1:0')
   const idle = {
     sshConnections: 0,
@@ -305,26 +316,32 @@ test('platform-carried connections and stopping an agent', async () => {
   const connection = await authority.connected('b-conn', 'ssh')
   assert.equal(connection.protocol, 'ssh')
   assert.equal((await authority.session('b-conn')).liveConnections.length, 1)
-  const cut = connection.cut()
+  const cut = connection.closed()
   await authority.revoke('b-conn', 'done')
   await cut
   assert.equal(connection.isCut, true)
-  await authority.disconnected(connection)
+  await connection.disconnect()
   await nextEvent(events, 'disconnected')
 
-  // A pending cut() settles once the connection is recorded closed, so that it does not keep
+  // A pending closed() settles once the connection is recorded closed, so that it does not keep
   // Node running for a connection that is gone.
   await authority.issue('b-closed', MANUAL)
   const closing = await authority.connected('b-closed', 'ssh')
-  const pending = closing.cut()
-  await authority.disconnected(closing)
+  const pending = closing.closed()
+  await closing.disconnect()
   await pending
   assert.equal(closing.isCut, false)
+  // Only the first report counts: later ones resolve and change nothing.
+  await closing.disconnect()
+  await closing.detach()
+  await closing.closed()
 
-  // A connection the garbage collector drops is recorded as disconnected.
+  // A connection the garbage collector drops is recorded as disconnected, and a closed() still
+  // pending on it settles.
   await authority.issue('b-gc', MANUAL)
-  await (async () => {
-    await authority.connected('b-gc', 'vnc') // not kept
+  const orphaned = await (async () => {
+    // Wrapped: an async function's returned promise would be awaited itself.
+    return { closed: (await authority.connected('b-gc', 'vnc')).closed() } // the connection is not kept
   })()
   assert.equal((await authority.session('b-gc')).liveConnections.length, 1)
   const gc = /** @type {(() => void) | undefined} */ (globalThis.gc)
@@ -334,6 +351,7 @@ test('platform-carried connections and stopping an agent', async () => {
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
   assert.deepEqual((await authority.session('b-gc')).liveConnections, [])
+  await orphaned.closed
 
   // An agent whose gateway is down retries; stop() ends it.
   const credentials = await authority.issue('b-agent', { ...MANUAL, builder: { address: '127.0.0.1', reverseTunnel: true } })
@@ -350,19 +368,19 @@ test('platform-carried connections and stopping an agent', async () => {
   assert.equal(await agent.done(), 'stopped')
 })
 
-test('runExpiry enforces deadlines without a gateway', async () => {
+test('runHousekeeping enforces deadlines without a gateway', async () => {
   const authority = new ra.Authority({ policy: { graceMs: 200 } })
   const events = authority.subscribe()[Symbol.asyncIterator]()
   await authority.issue('b-expiry', MANUAL)
   const connection = await authority.connected('b-expiry', 'ssh')
-  const expiry = authority.runExpiry()
+  const housekeeping = authority.runHousekeeping()
   try {
     await authority.stepsCompleted('b-expiry')
     await nextEvent(events, 'expired', 30_000)
-    await connection.cut()
+    await connection.closed()
     assert.equal((await authority.session('b-expiry')).endReasonCode, 'grace_elapsed')
   } finally {
-    expiry.stop()
+    housekeeping.stop()
   }
 })
 

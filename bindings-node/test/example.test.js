@@ -64,8 +64,8 @@ test('the documented CI service runs', async () => {
     const created = await fetch(base, { method: 'POST', body: JSON.stringify({ builder }) })
     assert.equal(created.status, 201)
     const info = await created.json()
-    assert.equal(info.build_id, 'ci-42')
-    assert.equal(info.builder_port, sshd.port)
+    assert.equal(info.buildId, 'ci-42')
+    assert.equal(info.builderPort, sshd.port)
     assert.ok(!JSON.stringify(info).includes('PRIVATE KEY'))
 
     const script = await fetch(`${base}/script`)

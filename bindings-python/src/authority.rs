@@ -1,6 +1,5 @@
 //! The credential authority and what it deals in: policies, builders, credentials, sessions.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -353,30 +352,17 @@ impl Authority {
         }
         options.event_queue = event_queue.unwrap_or(options.event_queue);
         options.vnc_ports = vnc_ports;
-        let redis = redis_url.map(|url| {
-            let mut redis = core::RedisOptions::new(String::new());
-            redis.url = core::Secret::new(url);
-            if let Some(prefix) = redis_key_prefix {
-                redis.key_prefix = prefix;
-            }
-            redis
-        });
-        match (redis, clock) {
-            (Some(redis), None) => core::Authority::with_redis(options, redis).py().map(Self),
-            (Some(_), Some(_)) => Err(core::Error::InvalidInput {
-                what: "clock",
-                problem: "a manual clock cannot drive a Redis store (Redis expires records in real time)"
-                    .into(),
-            })
-            .py(),
-            (None, clock) => {
-                let clock: Arc<dyn core::Clock> = match clock {
-                    Some(clock) => clock.0.clone(),
-                    None => Arc::new(core::SystemClock),
-                };
-                core::Authority::with_parts(options, Arc::new(core::MemoryStore::new()), clock).py().map(Self)
-            }
+        if let Some(url) = redis_url {
+            let mut redis = core::RedisOptions::new(url);
+            redis.key_prefix = redis_key_prefix.unwrap_or(redis.key_prefix);
+            options.store = core::StoreOptions::Redis(redis);
         }
+        match clock {
+            Some(clock) => core::Authority::with_clock(options, clock.0.clone()),
+            None => core::Authority::new(options),
+        }
+        .py()
+        .map(Self)
     }
 
     #[getter]
@@ -500,48 +486,16 @@ impl Authority {
     fn connected<'py>(&self, py: Python<'py>, build_id: &str, protocol: &str) -> PyResult<Bound<'py, PyAny>> {
         let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
         let protocol: core::Protocol = protocol.parse().py()?;
-        awaitable(py, async move {
-            let connection = authority.connected(&id, protocol).await.py()?;
-            Ok(LiveConnection {
-                build_id: connection.build_id().to_string(),
-                id: connection.id().to_string(),
-                protocol: connection.protocol().as_str(),
-                cut: connection.cut_signal(),
-                carried: Arc::new(Carried {
-                    connection: tokio::sync::Mutex::new(Some(connection)),
-                    released: tokio::sync::watch::channel(false).0,
-                }),
-            })
-        })
+        awaitable(py, async move { authority.connected(&id, protocol).await.py().map(LiveConnection) })
     }
 
-    /// Records that a connection closed (after the build steps, the last one closing is a
-    /// logout, which ends access and asks to finish the build).
-    fn disconnected<'py>(
-        &self,
-        py: Python<'py>,
-        connection: PyRef<'_, LiveConnection>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (authority, carried) = (self.0.clone(), connection.carried.clone());
-        awaitable(py, async move { carried.release(|c| authority.disconnected(c)).await })
-    }
-
-    /// Records that a connection went away because its carrier stopped (not a logout).
-    fn detached<'py>(
-        &self,
-        py: Python<'py>,
-        connection: PyRef<'_, LiveConnection>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (authority, carried) = (self.0.clone(), connection.carried.clone());
-        awaitable(py, async move { carried.release(|c| authority.detached(c)).await })
-    }
-
-    /// Enforces the deadlines until cancelled (awaitable): for platforms that carry connections
-    /// themselves (`connected()`); a running gateway does this by itself.
-    fn run_expiry<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Enforces the deadlines, follows the store and purges until cancelled (awaitable): for
+    /// platforms that carry connections themselves (`connected()`); a running gateway does
+    /// this by itself.
+    fn run_housekeeping<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let authority = self.0.clone();
         awaitable(py, async move {
-            authority.run_expiry(std::future::pending()).await;
+            authority.run_housekeeping(std::future::pending()).await;
             Ok(())
         })
     }
@@ -577,88 +531,58 @@ impl Authority {
 /// A user connection the platform carries itself (for transports other than the built-in
 /// gateway): `await authority.connected(build_id, "ssh")`, then `await
 /// authority.disconnected(connection)` when it closes; `await connection.cut()` resolves when
-/// access ends and the connection must be closed.
+/// access ends and the connection must be closed. One dropped by the garbage collector without
+/// a report is recorded as disconnected (by the core).
 #[pyclass(module = "remote_access", frozen)]
-pub(crate) struct LiveConnection {
-    build_id: String,
-    id: String,
-    protocol: &'static str,
-    cut: core::CutSignal,
-    carried: Arc<Carried>,
-}
-
-/// The core's connection until it is handed back, and whether it has been: a waiting `cut()`
-/// returns then instead of waiting for an end that no longer concerns it.
-struct Carried {
-    connection: tokio::sync::Mutex<Option<core::LiveConnection>>,
-    released: tokio::sync::watch::Sender<bool>,
-}
-
-impl Carried {
-    /// Hands the connection back with `record` (once; later calls do nothing).
-    async fn release<F, Fut>(&self, record: F) -> PyResult<()>
-    where
-        F: FnOnce(core::LiveConnection) -> Fut,
-        Fut: Future<Output = core::Result<()>>,
-    {
-        let connection = self.connection.lock().await.take();
-        self.released.send_replace(true);
-        match connection {
-            Some(connection) => record(connection).await.py(),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A connection dropped by Python's garbage collector without `disconnected()` is recorded as
-/// disconnected: the core's drop guard needs a runtime context, which Python's threads lack.
-impl Drop for LiveConnection {
-    fn drop(&mut self) {
-        if let Ok(runtime) = crate::runtime::get() {
-            let _context = runtime.enter();
-            if let Ok(mut connection) = self.carried.connection.try_lock() {
-                drop(connection.take());
-            }
-        }
-        self.carried.released.send_replace(true);
-    }
-}
+pub(crate) struct LiveConnection(core::LiveConnection);
 
 #[pymethods]
 impl LiveConnection {
     #[getter]
     fn build_id(&self) -> String {
-        self.build_id.clone()
+        self.0.build_id().to_string()
     }
     #[getter]
     fn id(&self) -> String {
-        self.id.clone()
+        self.0.id().to_string()
     }
     #[getter]
     fn protocol(&self) -> &'static str {
-        self.protocol
+        self.0.protocol().as_str()
     }
     /// Whether access has ended for this connection.
     #[getter]
     fn is_cut(&self) -> bool {
-        self.cut.is_cut()
+        self.0.is_cut()
     }
     /// Resolves when access ends (revoke, deadline, cancel): close the connection then. It
-    /// also resolves, with `is_cut` false, once the connection is recorded closed.
-    fn cut<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (mut cut, mut released) = (self.cut.clone(), self.carried.released.subscribe());
+    /// also resolves, with `is_cut` false, once the connection's end is recorded.
+    fn closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let closed = self.0.closed();
         awaitable(py, async move {
-            tokio::select! {
-                () = cut.cut() => {}
-                _ = released.wait_for(|released| *released) => {}
-            }
+            closed.await;
             Ok(())
         })
+    }
+    /// Records that the connection closed because its user left (after the build steps, the
+    /// last one closing is a logout, which ends access and asks to finish the build). Only
+    /// the first report counts.
+    fn disconnect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let connection = self.0.clone();
+        awaitable(py, async move { connection.disconnect().await.py() })
+    }
+    /// Records that the connection went away because its carrier stopped (not a logout). Only
+    /// the first report counts.
+    fn detach<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let connection = self.0.clone();
+        awaitable(py, async move { connection.detach().await.py() })
     }
     fn __repr__(&self) -> String {
         format!(
             "LiveConnection(build_id={:?}, id={:?}, protocol={:?})",
-            self.build_id, self.id, self.protocol
+            self.build_id(),
+            self.id(),
+            self.protocol()
         )
     }
 }

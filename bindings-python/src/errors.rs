@@ -73,6 +73,18 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     remote_access,
+    ContentionError,
+    RemoteAccessError,
+    "Too many writers changed the same session at once and this call gave up; retry it (it changed nothing)."
+);
+pyo3::create_exception!(
+    remote_access,
+    InternalError,
+    RemoteAccessError,
+    "A task of the library failed unexpectedly: a bug in remote_access; please report it with the logs."
+);
+pyo3::create_exception!(
+    remote_access,
     KeyMaterialError,
     RemoteAccessError,
     "Key material could not be generated, parsed or encoded."
@@ -86,24 +98,24 @@ pub(crate) fn to_py(err: Error) -> PyErr {
     Python::attach(|py| {
         let (py_err, attributes): (PyErr, Vec<(&str, String)>) = match err {
             Error::NotManuallyTriggered { build_id } => {
-                (NotManuallyTriggeredError::new_err(message), vec![("build_id", build_id.to_string())])
+                (NotManuallyTriggeredError::new_err(message), vec![("build_id", build_id)])
             }
             Error::RemoteAccessDisabled { build_id } => {
-                (RemoteAccessDisabledError::new_err(message), vec![("build_id", build_id.to_string())])
+                (RemoteAccessDisabledError::new_err(message), vec![("build_id", build_id)])
             }
             Error::InvalidInput { what, problem } => {
                 (InvalidInputError::new_err(message), vec![("what", what.to_string()), ("problem", problem)])
             }
             Error::BuildExists { build_id } => {
-                (BuildExistsError::new_err(message), vec![("build_id", build_id.to_string())])
+                (BuildExistsError::new_err(message), vec![("build_id", build_id)])
             }
             Error::UnknownBuild { build_id } => {
-                (UnknownBuildError::new_err(message), vec![("build_id", build_id.to_string())])
+                (UnknownBuildError::new_err(message), vec![("build_id", build_id)])
             }
             Error::SessionEnded { build_id, reason } => (
                 SessionEndedError::new_err(message),
                 vec![
-                    ("build_id", build_id.to_string()),
+                    ("build_id", build_id),
                     ("reason", reason.to_string()),
                     ("end_reason_code", reason.code().to_owned()),
                 ],
@@ -115,6 +127,8 @@ pub(crate) fn to_py(err: Error) -> PyErr {
             Error::NoCapacity { .. } => (NoCapacityError::new_err(message), vec![]),
             Error::HostKeyMismatch { host } => (HostKeyMismatchError::new_err(message), vec![("host", host)]),
             Error::Io(io) => (os_error(io), vec![]),
+            Error::Contention { .. } => (ContentionError::new_err(message), vec![]),
+            Error::Internal { .. } => (InternalError::new_err(message), vec![]),
             Error::KeyMaterial { .. } => (KeyMaterialError::new_err(message), vec![]),
             _ => (RemoteAccessError::new_err(message), vec![]),
         };
@@ -165,17 +179,22 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StoreUnavailableError", py.get_type::<StoreUnavailableError>())?;
     m.add("NoCapacityError", py.get_type::<NoCapacityError>())?;
     m.add("HostKeyMismatchError", py.get_type::<HostKeyMismatchError>())?;
+    m.add("ContentionError", py.get_type::<ContentionError>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
     m.add("KeyMaterialError", py.get_type::<KeyMaterialError>())?;
     Ok(())
 }
 
-/// The exception raised for a core error of kind `code` (`store_unavailable`, `key_material`
-/// or `io`), for tests of the mapping: the in-memory store cannot fail and key generation does
-/// not fail on a working machine, so these cannot be caused otherwise.
+/// The exception raised for a core error of kind `code` (`store_unavailable`, `contention`,
+/// `internal`, `key_material` or `io`), for tests of the mapping: the in-memory store cannot
+/// fail, compare-and-swap gives up only under heavy contention, no task panics and key
+/// generation does not fail on a working machine, so these cannot be caused otherwise.
 #[pyfunction]
 pub(crate) fn _error_for_test<'py>(py: Python<'py>, code: &str) -> PyResult<Bound<'py, PyAny>> {
     let err = match code {
         "store_unavailable" => Error::StoreUnavailable { message: "unreachable (test)".into(), source: None },
+        "contention" => Error::Contention { message: "test".into() },
+        "internal" => Error::Internal { message: "test".into() },
         "key_material" => Error::KeyMaterial { message: "test".into() },
         "io" => Error::Io(std::io::Error::other("test")),
         other => return Err(crate::convert::invalid("code", format!("{other:?} is not a test error code"))),

@@ -113,12 +113,18 @@ def test_each_core_error_raises_its_class() -> None:
 
 
 def test_errors_that_cannot_be_caused_from_python_map_to_their_classes() -> None:
-    # The in-memory store cannot fail and key generation does not fail on a working machine: the
-    # mapping is checked on core errors built for the test.
-    err = ra._native._error_for_test("store_unavailable")
-    assert isinstance(err, ra.StoreUnavailableError) and err.code == "store_unavailable"
-    err = ra._native._error_for_test("key_material")
-    assert isinstance(err, ra.KeyMaterialError) and err.code == "key_material"
+    # The in-memory store cannot fail, compare-and-swap gives up only under heavy contention, no
+    # task panics and key generation does not fail on a working machine: the mapping is checked
+    # on core errors built for the test.
+    classes: dict[str, type[ra.RemoteAccessError]] = {
+        "store_unavailable": ra.StoreUnavailableError,
+        "contention": ra.ContentionError,
+        "internal": ra.InternalError,
+        "key_material": ra.KeyMaterialError,
+    }
+    for code, cls in classes.items():
+        err = ra._native._error_for_test(code)
+        assert isinstance(err, cls) and isinstance(err, ra.RemoteAccessError) and err.code == code
     assert isinstance(ra._native._error_for_test("io"), OSError)
 
 
@@ -388,20 +394,26 @@ def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() ->
         first = await authority.connected("b-conn", "ssh")
         assert first.build_id == "b-conn" and first.protocol == "ssh" and not first.is_cut
         assert len((await authority.session("b-conn")).live_connections) == 1
-        waiting = asyncio.ensure_future(first.cut())
-        await authority.disconnected(first)
+        waiting = asyncio.ensure_future(first.closed())
+        await first.disconnect()
         await next_event(events, "disconnected")
-        # A waiting cut() returns once the connection is recorded closed.
+        # A waiting closed() returns once the connection's end is recorded.
         await asyncio.wait_for(waiting, 5)
         assert not first.is_cut
+        # Only the first report counts: later ones return and change nothing.
+        await first.disconnect()
+        await first.detach()
+        await asyncio.wait_for(first.closed(), 5)
 
         second = await authority.connected("b-conn", "vnc")
-        del second  # never reported: the binding records the disconnect itself
+        pending = asyncio.ensure_future(second.closed())
+        del second  # never reported: the core records the disconnect itself
         await next_event(events, "disconnected")
+        await asyncio.wait_for(pending, 5)  # and a closed() pending on it settles
         assert (await authority.session("b-conn")).live_connections == []
 
         third = await authority.connected("b-conn", "ssh")
-        cut = asyncio.ensure_future(third.cut())
+        cut = asyncio.ensure_future(third.closed())
         await authority.revoke("b-conn", "done")
         await asyncio.wait_for(cut, 5)
         assert third.is_cut
@@ -409,19 +421,19 @@ def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() ->
     run(main())
 
 
-def test_run_expiry_enforces_deadlines_without_a_gateway() -> None:
+def test_run_housekeeping_enforces_deadlines_without_a_gateway() -> None:
     async def main() -> None:
         authority = ra.Authority(policy=ra.Policy(grace=0.2))
         events = authority.subscribe()
         await authority.issue("b-expiry", **MANUAL)
         connection = await authority.connected("b-expiry", "ssh")
-        expiry = asyncio.ensure_future(authority.run_expiry())
+        housekeeping = asyncio.ensure_future(authority.run_housekeeping())
         await authority.steps_completed("b-expiry")
         await next_event(events, "expired", timeout=30)
-        await asyncio.wait_for(connection.cut(), 5)
+        await asyncio.wait_for(connection.closed(), 5)
         session = await authority.session("b-expiry")
         assert session.end_reason_code == "grace_elapsed"
-        expiry.cancel()
+        housekeeping.cancel()
 
     run(main())
 
@@ -445,6 +457,10 @@ def test_gateway_stats_count_connections() -> None:
             builder_stall_timeout=30,
             max_connections_per_build=4, max_channels_per_build=8,
         )
+        # The host key is an option like the others; without it the gateway makes one.
+        pinned = ra.HostKey.generate()
+        assert ra.Gateway(authority, host_key=pinned).host_key.fingerprint == pinned.fingerprint
+        assert gateway.host_key.fingerprint != pinned.fingerprint
         idle = {
             "ssh_connections": 0, "vnc_connections": 0, "unauthenticated": 0,
             "builder_channels": 0, "addresses_with_failures": 0, "evicted": 0,

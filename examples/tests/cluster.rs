@@ -3,18 +3,16 @@
 //! SIGKILL and started again serves the same sessions; a reverse-mode build is reachable
 //! through whichever gateway the user lands on.
 
-#[path = "../../remote-access-core/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use remote_access_core::{
-    Authority, AuthorityOptions, Credentials, Error, HostKey, RedisOptions, RedisStore, SystemClock,
+    Authority, AuthorityOptions, ConnectionInfo, Credentials, Error, HostKey, RedisOptions, ScriptOptions,
+    StoreOptions,
 };
+use remote_access_examples::peers::{BuilderRoute, request};
+use remote_access_test_peers::*;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
@@ -56,8 +54,9 @@ impl GatewayProcess {
 }
 
 fn platform(redis: &RedisServer) -> Authority {
-    let store = RedisStore::new(RedisOptions::new(redis.url())).unwrap();
-    Authority::with_parts(AuthorityOptions::default(), Arc::new(store), Arc::new(SystemClock)).unwrap()
+    let mut options = AuthorityOptions::default();
+    options.store = StoreOptions::Redis(RedisOptions::new(redis.url()));
+    Authority::new(options).unwrap()
 }
 
 async fn script_for(
@@ -69,7 +68,10 @@ async fn script_for(
 ) -> PathBuf {
     let (host, port) = gateway.address.rsplit_once(':').unwrap();
     let name = format!("{}-{host}.sh", creds.build_id());
-    posix_script_at(platform, host_key, (host, port.parse().unwrap()), creds, dir, &name).await
+    let session = platform.session(creds.build_id()).await.unwrap();
+    let options = ScriptOptions::new(host, port.parse().unwrap());
+    let info = ConnectionInfo::new(creds, &session, host_key, &options).unwrap();
+    write_script(dir, &name, info.posix_script(creds).unwrap().expose())
 }
 
 fn host_key_file(dir: &Path) -> (HostKey, PathBuf) {

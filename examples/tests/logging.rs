@@ -2,13 +2,10 @@
 //! installs one; with `RUST_LOG` its lines reach stderr, and a `RUST_LOG` it cannot read is
 //! reported, not fatal.
 
-#[path = "../../remote-access-core/tests/common/mod.rs"]
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::RedisServer;
+use remote_access_test_peers::RedisServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 

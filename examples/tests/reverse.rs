@@ -3,16 +3,31 @@
 //! (`src/bin/agent.rs`) dials out; the real `ssh` client and `vncdotool` reach the builder
 //! through the gateway; killing and restarting the agent; revoke cuts everything.
 
-#[path = "../../remote-access-core/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
-use remote_access_core::{AuthorityOptions, ConnectionInfo, Credentials, ScriptOptions, Secret};
+use remote_access_core::{
+    Authority, AuthorityOptions, ConnectionInfo, Credentials, Event, Gateway, GatewayOptions, ScriptOptions,
+    Secret, Subscription,
+};
+use remote_access_examples::peers::{BuilderRoute, request, x11vnc_on};
+use remote_access_test_peers::*;
 use tokio::process::Command;
+
+/// Waits for the next event of `kind`, skipping others; panics after a minute.
+async fn next_event(events: &mut Subscription, kind: &str) -> Event {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let event = events.next().await.expect("the authority is alive");
+            if event.kind.as_str() == kind {
+                return event;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} event"))
+}
 
 struct Agent {
     child: tokio::process::Child,
@@ -37,11 +52,14 @@ impl Agent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_builder_reachable_only_through_its_agent() {
     let sshd = Sshd::start_on("127.0.0.2");
-    let vnc = VncServer::x11vnc_on("builder-pw", "127.0.0.2");
+    let vnc = x11vnc_on("builder-pw", "127.0.0.2");
     let mut options = AuthorityOptions::default();
     options.vnc_ports = vec![free_port()];
-    let authority = authority(options);
-    let gateway = gateway(&authority);
+    let authority = Authority::new(options).unwrap();
+    // A short rejection delay keeps the refusals below quick.
+    let mut gateway_options = GatewayOptions::default();
+    gateway_options.auth_rejection_delay = Duration::from_millis(100);
+    let gateway = Gateway::new(authority.clone(), gateway_options).unwrap();
     let running = gateway.start("127.0.0.1:0").await.unwrap();
     let gateway_addr = running.local_addr().to_string();
     let mut events = authority.subscribe();
@@ -52,7 +70,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     route.address = "127.0.0.3".parse().unwrap();
     route.vnc_port = Some(vnc.port);
     route.reverse_tunnel = true;
-    let mut request = common::request("reverse-1", route);
+    let mut request = request("reverse-1", route);
     request.builder_vnc_password = Some(Secret::new(vnc.password.clone()));
     let creds = authority.issue(request).await.unwrap();
     sshd.authorize(&creds.authorized_keys_line());
@@ -77,7 +95,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     let vnc_port = info.vnc_port.unwrap();
     let password = creds.vnc_password().expose().clone();
     let ssh_works = || async {
-        let (code, _, stderr) = output_of(Command::new("sh").arg(&script).arg("pwd")).await;
+        let (code, _, stderr) = output_of(script_command(&script).arg("pwd")).await;
         if code != 0 {
             eprintln!("ssh not yet through ({code}): {stderr}");
         }
@@ -87,18 +105,13 @@ async fn a_builder_reachable_only_through_its_agent() {
         let shot: PathBuf = scratch.path().join("shot.png");
         let password = password.clone();
         async move {
-            let (code, _, _) = output_of(
-                Command::new("vncdo")
-                    .args(["-s", &format!("127.0.0.1::{vnc_port}"), "-p", &password, "capture"])
-                    .arg(&shot),
-            )
-            .await;
+            let (code, _, _) = output_of(vncdo(vnc_port, &password).arg("capture").arg(&shot)).await;
             (code, std::fs::read(&shot).ok().and_then(|png| png_size(&png)))
         }
     };
 
     // No agent yet: a clear refusal, not a hang; the gateway never dials 127.0.0.2 itself.
-    let (code, _, stderr) = output_of(Command::new("sh").arg(&script).arg("true")).await;
+    let (code, _, stderr) = output_of(script_command(&script).arg("true")).await;
     assert_eq!(code, 255, "{stderr}");
     assert!(stderr.contains("agent is not connected"), "{stderr}");
     assert_ne!(vnc_capture().await.0, 0);
@@ -107,8 +120,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     let host_key = gateway.host_key().public_key();
     let agent = Agent::start(&gateway_addr, &host_key, &creds, &agent_key, &[sshd.port, vnc.port]);
     eventually("ssh through the agent", ssh_works).await;
-    let (code, stdout, stderr) =
-        output_of(Command::new("sh").arg(&script).arg("printenv FCI_BUILD_DIR; pwd")).await;
+    let (code, stdout, stderr) = output_of(script_command(&script).arg("printenv FCI_BUILD_DIR; pwd")).await;
     let build_dir = sshd.build_dir.display().to_string();
     assert_eq!(
         (code, stdout.lines().collect::<Vec<_>>()),
@@ -162,7 +174,7 @@ async fn a_builder_reachable_only_through_its_agent() {
     // Kill the agent mid-session: users are refused; a restarted agent restores access.
     drop(agent);
     eventually("refusal while the agent is away", || async {
-        let (code, _, stderr) = output_of(Command::new("sh").arg(&script).arg("true")).await;
+        let (code, _, stderr) = output_of(script_command(&script).arg("true")).await;
         code == 255 && stderr.contains("agent is not connected")
     })
     .await;
@@ -170,23 +182,20 @@ async fn a_builder_reachable_only_through_its_agent() {
     eventually("ssh after the agent restarted", ssh_works).await;
 
     // Revoke cuts everything: the live SSH and VNC connections, and the agent, which exits 0.
-    let mut live_ssh = Command::new("sh")
-        .arg(&script)
+    let mut live_ssh = script_command(&script)
         .arg("sleep 600")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut live_vnc = Command::new("vncdo")
-        .args(["-s", &format!("127.0.0.1::{vnc_port}"), "-p", &password, "pause", "600"])
+        .start();
+    let mut live_vnc = vncdo(vnc_port, &password)
+        .args(["pause", "600"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .start();
     let _ = next_event(&mut events, "connected").await;
     let _ = next_event(&mut events, "connected").await;
     authority.revoke(creds.build_id(), "done").await.unwrap();

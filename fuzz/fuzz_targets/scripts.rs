@@ -22,18 +22,16 @@
 #![no_main]
 
 mod common;
-#[path = "../../remote-access-core/tests/reading/mod.rs"]
-mod reading;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use reading::{check_cd, is_ps_double_quote, is_ps_quote, ps_word, sh_word};
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials, Error, HostKey,
-    ManualClock, MemoryStore, ScriptOptions, Session, Trigger,
+    ManualClock, ScriptOptions, Session, Trigger,
 };
+use remote_access_test_peers::{check_cd, is_ps_double_quote, is_ps_quote, ps_word, sh_word};
 use time::macros::datetime;
 
 const GATEWAY_ALIAS: &str = "remote-access-gateway";
@@ -92,7 +90,7 @@ fn issue(id: &BuildId, builder: Builder, vnc: bool) -> Result<(Credentials, Sess
             options.vnc_ports = vec![5901];
         }
         let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
-        let authority = Authority::with_parts(options, Arc::new(MemoryStore::new()), Arc::new(clock))?;
+        let authority = Authority::with_clock(options, Arc::new(clock))?;
         let mut request = BuildRequest::new(id.clone(), Trigger::Manual, true);
         request.builder = Some(builder);
         let creds = authority.issue(request).await?;

@@ -39,9 +39,9 @@ fuzz_target!(|data: &[u8]| {
             4 => Input::Revoke { reason: "fuzz".into() },
             5 => {
                 let protocol = if arg & 1 == 0 { Protocol::Ssh } else { Protocol::Vnc };
-                Input::Connected { connection: ConnectionId(u64::from(arg)), protocol }
+                Input::Connected { connection: ConnectionId::new(0, u32::from(arg)), protocol }
             }
-            6 => Input::Disconnected { connection: ConnectionId(u64::from(arg)) },
+            6 => Input::Disconnected { connection: ConnectionId::new(0, u32::from(arg)) },
             _ => Input::Tick,
         };
         let was_ended = session.is_ended();

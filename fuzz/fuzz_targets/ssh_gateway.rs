@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use remote_access_core::fuzzing;
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, Gateway, GatewayOptions, HostKey,
-    ManualClock, MemoryStore, Trigger,
+    ManualClock, Trigger,
 };
 use time::macros::datetime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,7 +40,7 @@ thread_local! {
 fn fixed() -> Fixed {
     let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
     let authority =
-        Authority::with_parts(AuthorityOptions::default(), Arc::new(MemoryStore::new()), Arc::new(clock))
+        Authority::with_clock(AuthorityOptions::default(), Arc::new(clock))
             .expect("authority");
     let mut request = BuildRequest::new(BuildId::new("ssh-fuzz").expect("id"), Trigger::Manual, true);
     request.builder = Some(Builder::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11))));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use remote_access_core::{
     AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials,
-    Error, HostKey, ManualClock, MemoryStore, Policy, Protocol, ScriptOptions, Secret, Session, Trigger,
+    Error, HostKey, ManualClock, Policy, Protocol, ScriptOptions, Secret, Session, Trigger,
     run_agent, vnc_auth_response, vnc_password_file,
 };
 use time::macros::datetime;
@@ -41,7 +41,7 @@ fn fixed() -> Fixed {
     common::block_on(async {
         let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
         let authority =
-            Authority::with_parts(AuthorityOptions::default(), Arc::new(MemoryStore::new()), Arc::new(clock))
+            Authority::with_clock(AuthorityOptions::default(), Arc::new(clock))
                 .expect("authority");
         let mut request = BuildRequest::new(BuildId::new("text-1").expect("id"), Trigger::Manual, true);
         request.builder = Some(Builder::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))));
@@ -190,7 +190,7 @@ fn public_key_line(fixed: &Fixed, text: &str) {
     let issued = common::block_on(async {
         let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
         let authority =
-            Authority::with_parts(AuthorityOptions::default(), Arc::new(MemoryStore::new()), Arc::new(clock))
+            Authority::with_clock(AuthorityOptions::default(), Arc::new(clock))
                 .expect("authority");
         match authority.issue(request).await {
             Ok(_) => Some(authority.session(&id).await.expect("session")),

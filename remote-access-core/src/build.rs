@@ -4,11 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::secret::Secret;
-use crate::session::Policy;
 
 /// The platform's id for a build: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, not starting
 /// with `-` or `.`.
@@ -109,74 +106,6 @@ impl std::str::FromStr for Trigger {
             .into_iter()
             .find(|trigger| trigger.as_str() == s)
             .ok_or_else(|| Error::invalid("trigger", "expected manual, webhook, scheduled or api"))
-    }
-}
-
-/// A platform's request for remote access to one build.
-///
-/// ```
-/// use remote_access_core::{BuildId, BuildRequest, Trigger};
-/// let request = BuildRequest::new(BuildId::new("build-42")?, Trigger::Manual, true);
-/// assert!(request.remote_access_enabled);
-/// # Ok::<(), remote_access_core::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BuildRequest {
-    /// The build.
-    pub build_id: BuildId,
-    /// How it was started.
-    pub trigger: Trigger,
-    /// Whether the user ticked "enable remote access".
-    pub remote_access_enabled: bool,
-    /// When the build started; the maximum duration counts from here. `None` means now.
-    pub started_at: Option<OffsetDateTime>,
-    /// This build's time rules; `None` uses the authority's default policy.
-    pub policy: Option<Policy>,
-    /// The password of the builder's own VNC server (see [`Builder::vnc_port`]), injected by
-    /// the gateway; the user never sees it. Leave it `None`: for a builder with a VNC port the
-    /// authority then generates one for this build, returned by
-    /// [`Credentials::builder_vnc_password`](crate::Credentials::builder_vnc_password) for the
-    /// platform to install. A supplied one is used as given, but one shared by several builders
-    /// is unsafe: each build's user controls their builder's VNC port and can capture it
-    /// (`docs/vnc.md`); reusing one for several builds logs a warning.
-    pub builder_vnc_password: Option<Secret<String>>,
-    /// For macOS builders: the account the gateway logs in as with Apple's type-30
-    /// authentication (the password is then that account's, up to 63 bytes). Without
-    /// `builder_vnc_password`, that account's password is generated for this build (20
-    /// characters) and the platform sets it on the account.
-    pub builder_vnc_username: Option<String>,
-    /// Where the gateway reaches the builder. `None` until a route exists (users are refused
-    /// with a clear reason meanwhile).
-    pub builder: Option<Builder>,
-}
-
-impl BuildRequest {
-    /// A request started now with the default policy. The trigger and the user's "enable
-    /// remote access" choice have no defaults on purpose: a platform that forgets to pass them
-    /// must not grant access by accident.
-    pub fn new(build_id: BuildId, trigger: Trigger, remote_access_enabled: bool) -> Self {
-        Self {
-            build_id,
-            trigger,
-            remote_access_enabled,
-            started_at: None,
-            policy: None,
-            builder_vnc_password: None,
-            builder_vnc_username: None,
-            builder: None,
-        }
-    }
-
-    /// Refuses anything but a manual build with remote access enabled.
-    pub(crate) fn check_eligible(&self) -> Result<()> {
-        if self.trigger != Trigger::Manual {
-            return Err(Error::NotManuallyTriggered { build_id: self.build_id.clone() });
-        }
-        if !self.remote_access_enabled {
-            return Err(Error::RemoteAccessDisabled { build_id: self.build_id.clone() });
-        }
-        Ok(())
     }
 }
 

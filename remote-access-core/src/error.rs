@@ -3,8 +3,9 @@
 //! Each variant is named after what the caller can do about it. None of them
 //! ever carries a secret: no private key, no password, not even a prefix.
 
-use crate::build::BuildId;
-use crate::session::EndReason;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong in `remote-access`.
 #[derive(Debug, thiserror::Error)]
@@ -14,14 +15,14 @@ pub enum Error {
     #[error("build {build_id} was not triggered manually; remote access is only offered for manual builds")]
     NotManuallyTriggered {
         /// The build that asked for access.
-        build_id: BuildId,
+        build_id: String,
     },
 
     /// The build was started without "enable remote access"; restart it with the option ticked.
     #[error("remote access is not enabled for build {build_id}")]
     RemoteAccessDisabled {
         /// The build that asked for access.
-        build_id: BuildId,
+        build_id: String,
     },
 
     /// A value given by the caller is malformed or out of range; fix the value.
@@ -37,21 +38,21 @@ pub enum Error {
     #[error("build {build_id} already has remote access credentials")]
     BuildExists {
         /// The build id that is already in use.
-        build_id: BuildId,
+        build_id: String,
     },
 
     /// No session is known for this build: it was never issued, or its record has been purged.
     #[error("no remote access session for build {build_id}")]
     UnknownBuild {
         /// The build id that was looked up.
-        build_id: BuildId,
+        build_id: String,
     },
 
     /// The build's session has ended; its credentials are revoked for good. Start a new build.
     #[error("remote access to build {build_id} has ended: {reason}")]
     SessionEnded {
         /// The build whose session ended.
-        build_id: BuildId,
+        build_id: String,
         /// Why it ended.
         reason: EndReason,
     },
@@ -93,6 +94,22 @@ pub enum Error {
     /// and the network.
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
+
+    /// Too many writers changed the same session at once and this one gave up after many
+    /// retries; retry the call (nothing was changed by it).
+    #[error("contention: {message}")]
+    Contention {
+        /// What was being changed.
+        message: String,
+    },
+
+    /// A task of the library failed unexpectedly (a panic): a bug in `remote-access`; please
+    /// report it with the logs.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What failed.
+        message: String,
+    },
 
     /// Generating or encoding key material failed; this points to a broken system RNG or a bug.
     #[error("key material could not be generated or encoded: {message}")]
@@ -147,7 +164,7 @@ impl Error {
     /// A stable code per kind of error, for bindings and logs: `not_manually_triggered`,
     /// `remote_access_disabled`, `invalid_input`, `build_exists`, `unknown_build`,
     /// `session_ended`, `access_denied`, `store_unavailable`, `no_capacity`,
-    /// `host_key_mismatch`, `io` or `key_material`.
+    /// `host_key_mismatch`, `io`, `contention`, `internal` or `key_material`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::NotManuallyTriggered { .. } => "not_manually_triggered",
@@ -161,6 +178,8 @@ impl Error {
             Self::NoCapacity { .. } => "no_capacity",
             Self::HostKeyMismatch { .. } => "host_key_mismatch",
             Self::Io(_) => "io",
+            Self::Contention { .. } => "contention",
+            Self::Internal { .. } => "internal",
             Self::KeyMaterial { .. } => "key_material",
         }
     }
@@ -175,5 +194,56 @@ impl Error {
 
     pub(crate) fn key_material(err: impl std::fmt::Display) -> Self {
         Self::KeyMaterial { message: err.to_string() }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The grace period after the steps completed elapsed.
+    GraceElapsed,
+    /// The build reached its maximum duration.
+    MaxDurationReached,
+    /// Nobody connected within the configured time after the steps completed.
+    NobodyConnected,
+    /// The user's last connection closed after the steps completed.
+    LoggedOut,
+    /// The platform revoked access, with its reason.
+    Revoked(String),
+    /// The build was cancelled.
+    Cancelled,
+    /// The platform finished the build itself.
+    BuildFinished,
+}
+
+impl EndReason {
+    /// A stable code: `grace_elapsed`, `max_duration_reached`, `nobody_connected`,
+    /// `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::GraceElapsed => "grace_elapsed",
+            Self::MaxDurationReached => "max_duration_reached",
+            Self::NobodyConnected => "nobody_connected",
+            Self::LoggedOut => "logged_out",
+            Self::Revoked(_) => "revoked",
+            Self::Cancelled => "cancelled",
+            Self::BuildFinished => "build_finished",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::GraceElapsed => f.write_str("grace period after the build steps elapsed"),
+            Self::MaxDurationReached => f.write_str("build reached its maximum duration"),
+            Self::NobodyConnected => f.write_str("nobody connected after the build steps completed"),
+            Self::LoggedOut => f.write_str("user logged out"),
+            Self::Revoked(reason) => write!(f, "revoked: {reason}"),
+            Self::Cancelled => f.write_str("build cancelled"),
+            Self::BuildFinished => f.write_str("build finished"),
+        }
     }
 }

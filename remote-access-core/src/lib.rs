@@ -16,20 +16,33 @@
 //!
 //! # Layout
 //!
-//! - `error`: the one public [`Error`].
+//! Modules depend downwards only, and data walks down the layers once per login (checked by
+//! `tests/it/layers.rs`; see `docs/architecture.md`):
+//!
+//! ```text
+//! gateway ─▶ authority ─▶ store, events, session, credential, tunnel, throttle ─▶ build, error, secret, clock
+//! script ─▶ credential, session, build
+//! ```
+//!
+//! - `error`: the one public [`Error`], and the reasons in it ([`DenialReason`], [`EndReason`]).
 //! - `secret`: [`Secret`], zeroized on drop and never printed.
 //! - `clock`: [`Clock`], [`SystemClock`], [`ManualClock`].
-//! - `build`: [`BuildId`], [`BuildRequest`], [`Trigger`].
-//! - `credential`: key pair, username and VNC password generation; [`Credentials`].
-//! - `session`: [`Policy`] and the pure state machine [`Session`]; cut signals.
-//! - `store`: the [`Store`] trait and the default [`MemoryStore`].
-//! - `audit`: [`Event`]s and [`Subscription`]s.
-//! - `authority`: [`Authority`], which ties them together.
-//! - `gateway`: the SSH [`Gateway`] (russh; its types stay inside), [`HostKey`].
+//! - `build`: [`BuildId`], [`Builder`], [`Trigger`].
+//! - `session`: [`Policy`], the pure state machine [`Session`] and the [`Event`]s it yields;
+//!   per-build cut signals.
+//! - `credential`: key pair, username and VNC password generation ([`Credentials`]); the
+//!   gateway's [`HostKey`]; VNC's DES challenge-response ([`vnc_auth_response`]) and password
+//!   file ([`vnc_password_file`]).
+//! - `events`: delivering events to [`Subscription`]s.
+//! - `store`: where sessions and credentials live: memory, or Redis ([`StoreOptions`]).
 //! - `tunnel`: routes to builders (forward, or reverse over a builder agent), splicing bytes,
 //!   and the builder agent ([`run_agent`]).
-//! - `vnc`: the VNC proxy; [`vnc_password_file`], [`vnc_auth_response`].
+//! - `throttle`: failure counting with backoff, for logins.
+//! - `authority`: [`Authority`], which ties them together, split by concern.
+//! - `gateway`: the listener layer, [`Gateway`]: the SSH server (russh; its types stay inside)
+//!   and the VNC proxy side by side, sharing admission, accepting, stopping and cutting.
 //! - `script`: [`ConnectionInfo`], connection scripts and `ssh_config`.
+//! - [`unstable`]: the store interface, for tests and custom stores.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -50,12 +63,12 @@ struct SshGuideDoctests;
 #[doc = include_str!("../../docs/scaling.md")]
 struct ScalingGuideDoctests;
 
-mod audit;
 mod authority;
 mod build;
 mod clock;
 mod credential;
 mod error;
+mod events;
 mod gateway;
 mod script;
 mod secret;
@@ -63,27 +76,49 @@ mod session;
 mod store;
 mod throttle;
 mod tunnel;
-mod vnc;
 
-pub use crate::audit::{Event, EventKind, Subscription};
-pub use crate::authority::{Authority, AuthorityOptions, LiveConnection};
-pub use crate::build::{BuildId, BuildRequest, Builder, Trigger};
+pub use crate::authority::{Authority, AuthorityOptions, BuildRequest, LiveConnection, StoreOptions};
+pub use crate::build::{BuildId, Builder, Trigger};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::credential::Credentials;
-pub use crate::error::{DenialReason, Error, Result};
-pub use crate::gateway::{Gateway, GatewayOptions, GatewayStats, HostKey, RunningGateway};
+pub use crate::credential::{Credentials, HostKey, vnc_auth_response, vnc_password_file};
+pub use crate::error::{DenialReason, EndReason, Error, Result};
+pub use crate::events::Subscription;
+pub use crate::gateway::{Gateway, GatewayOptions, GatewayStats, RunningGateway};
 pub use crate::script::{ConnectionInfo, ScriptOptions};
 pub use crate::secret::Secret;
 pub use crate::session::{
-    Action, ConnectionId, CutSignal, EndReason, Input, Phase, Policy, Protocol, Session, Transition,
-};
-pub use crate::store::{
-    Conflict, CredentialRecord, Insert, MemoryStore, Notice, Revocation, Store, StoreFuture, Versioned,
+    Action, ConnectionId, CutSignal, Event, EventKind, Input, Phase, Policy, Protocol, Session, Transition,
 };
 #[cfg(feature = "redis")]
-pub use crate::store::{RedisOptions, RedisStore};
+pub use crate::store::RedisOptions;
 pub use crate::tunnel::{AgentExit, AgentOptions, run_agent};
-pub use crate::vnc::{vnc_auth_response, vnc_password_file};
+
+/// The store behind an authority, for tests and for platforms that must plug in a store of
+/// their own. **Unstable**: these types follow the fleet's internals (authority instance ids,
+/// heartbeats, claims on silent gateways) and change without a major version. Platforms choose
+/// a store with [`AuthorityOptions::store`] instead.
+pub mod unstable {
+    use std::sync::Arc;
+
+    #[cfg(feature = "redis")]
+    pub use crate::store::RedisStore;
+    pub use crate::store::{
+        Conflict, CredentialRecord, Insert, MemoryStore, Notice, Revocation, Store, StoreFuture, Versioned,
+    };
+    use crate::{Authority, AuthorityOptions, Clock, Result};
+
+    /// An authority on a store and clock of the caller's (`options.store` is not used): a
+    /// store shared with a test that inspects it, or a store of the platform's own. A store
+    /// shared by several authorities must implement every method as its documentation says,
+    /// notices and heartbeats included, or revocations will not reach every gateway.
+    pub fn authority(
+        options: AuthorityOptions,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Authority> {
+        Authority::with_parts(options, store, clock)
+    }
+}
 
 /// Hooks for the fuzz targets in `fuzz/` and nothing else. The RFB handshakes and the SSH
 /// gateway's per-connection entry are private, yet they are what a hostile peer talks to first;
@@ -97,7 +132,7 @@ pub mod fuzzing {
     use tokio::io::{AsyncRead, AsyncWrite};
 
     use crate::Gateway;
-    use crate::vnc::{self, Version};
+    use crate::gateway::{self as vnc, Version};
 
     /// What the user's side of the RFB handshake yielded.
     pub struct UserHello {
@@ -154,7 +189,7 @@ pub mod fuzzing {
         build_id: &crate::BuildId,
         record: &[u8],
         revoked: Option<&[u8]>,
-    ) -> Result<(crate::CredentialRecord, Vec<u8>, Option<String>), String> {
+    ) -> Result<(crate::store::CredentialRecord, Vec<u8>, Option<String>), String> {
         let decoded =
             crate::store::redis::decode_credential(build_id, record, revoked).map_err(|e| e.to_string())?;
         let encoded = crate::store::redis::encode_credential(&decoded).map_err(|e| e.to_string())?;

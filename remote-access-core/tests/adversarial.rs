@@ -1,3 +1,9 @@
+// A test binary of its own, not a module of `tests/it`: it installs a counting
+// `#[global_allocator]` and checks that the heap is back to its size after the attack, which
+// needs the process to itself (a global allocator is per binary, and in `it` every other test
+// would allocate meanwhile). It shares the library-side helpers of `tests/it` by path (they are
+// this crate's own tests).
+
 //! The gateway under attack, on loopback, with real peers: an OpenSSH sshd and x11vnc as the
 //! builder, the real `ssh` client for the legitimate user's session and the library's RFB
 //! client code for the user's VNC session.
@@ -10,7 +16,11 @@
 //!
 //! One test, in phases: the heap measure needs the process to itself.
 
-mod common;
+#[allow(dead_code)] // each binary uses a part
+#[path = "it/builds.rs"]
+mod builds;
+#[path = "it/vnc_viewer.rs"]
+mod vnc_viewer;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, SocketAddr};
@@ -19,12 +29,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use builds::*;
 use remote_access_core::{AuthorityOptions, BuildRequest};
+use remote_access_test_peers::*;
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use vnc_viewer::VncViewer;
 
 /// Counts the bytes allocated and not yet freed.
 struct Counting;
@@ -69,7 +80,7 @@ impl Rng {
 /// attacker's 127.0.`from`.1 (a /24 of its own).
 async fn connect_from(from: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
     let source = if from == 1 { [127, 0, 0, 1] } else { [127, 0, from, 1] };
-    common::connect_from(IpAddr::from(source), to).await
+    remote_access_test_peers::connect_from(IpAddr::from(source), to).await
 }
 
 /// Writes `bytes` (ignoring a peer that closes first), then reads until the gateway closes;
@@ -108,7 +119,7 @@ fn live_bytes() -> isize {
 async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
     let builder = Sshd::start();
-    let screen = VncServer::x11vnc("builder1");
+    let screen = x11vnc("builder1");
     let vnc_port = free_port();
     let mut authority_options = AuthorityOptions::default();
     authority_options.vnc_ports = vec![vnc_port];
@@ -130,15 +141,13 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
     let scratch = tempfile::tempdir().unwrap();
     let script = posix_script(&authority, &gateway, addr.port(), &creds, scratch.path(), "legit.sh").await;
 
-    let mut shell = Command::new("sh")
-        .arg(&script)
+    let mut shell = script_command(&script)
         .arg("while :; do echo tick; sleep 0.2; done")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .start();
     let mut ticks = BufReader::new(shell.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(Duration::from_secs(60), ticks.next_line()).await;
     assert_eq!(first.expect("the legitimate shell runs").unwrap().as_deref(), Some("tick"));
@@ -337,8 +346,7 @@ async fn the_gateway_survives_attack_and_keeps_serving_its_user() {
         assert_eq!(tick.expect("the shell still ticks").unwrap().as_deref(), Some("tick"));
     }
     viewer.refresh().await;
-    let out =
-        Command::new("sh").arg(&script).arg("echo still-here").stdin(Stdio::null()).output().await.unwrap();
+    let out = script_command(&script).arg("echo still-here").stdin(Stdio::null()).finish().await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "still-here",

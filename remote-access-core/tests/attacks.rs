@@ -1,3 +1,8 @@
+// A test binary of its own, not a module of `tests/it`: it installs a counting
+// `#[global_allocator]` to measure the gateway's memory per attacker connection, and a global
+// allocator is per binary (in `it` it would count, and be disturbed by, every other test).
+// It shares the library-side helpers of `tests/it` by path (they are this crate's own tests).
+
 //! The attacks that once succeeded against the gateway (issue 15), each run again with real
 //! peers on loopback and the gateway's memory measured while it runs and after.
 //!
@@ -10,7 +15,11 @@
 //! networks (127.N.M.1), as they would from other hosts, so that the gateway's per-address and
 //! per-network shares are what is tested. The tests take turns (one process, one allocator).
 
-mod common;
+#[allow(dead_code)] // each binary uses a part
+#[path = "it/builds.rs"]
+mod builds;
+#[path = "it/vnc_viewer.rs"]
+mod vnc_viewer;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -20,12 +29,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use builds::*;
 use remote_access_core::{AuthorityOptions, Builder, Gateway};
+use remote_access_test_peers::*;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use vnc_viewer::VncViewer;
 
 thread_local! {
     /// Set on the attackers' threads: their allocations are not the gateway's.
@@ -382,7 +392,7 @@ async fn idle_floods_lock_nobody_out_of_ssh_or_vnc() {
     more_open_files();
     let attackers = Attackers::new();
     let builder = Sshd::start();
-    let screen = VncServer::x11vnc("screen12");
+    let screen = x11vnc("screen12");
     let vnc_port = free_port();
     let mut authority_options = AuthorityOptions::default();
     authority_options.vnc_ports = vec![vnc_port];
@@ -412,7 +422,7 @@ async fn idle_floods_lock_nobody_out_of_ssh_or_vnc() {
     let full = settle(&gateway, |s| s.unauthenticated >= 500 && s.evicted > 0).await;
 
     for round in 0..5 {
-        let out = Command::new("sh").arg(&script).arg("echo in").stdin(Stdio::null()).output().await.unwrap();
+        let out = script_command(&script).arg("echo in").stdin(Stdio::null()).finish().await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in", "round {round}: {stderr}");
         let mut viewer = VncViewer::connect(vnc_port, creds.vnc_password().expose()).await;
@@ -485,7 +495,7 @@ struct VncBuild {
 }
 
 async fn vnc_build(name: &str, ports: usize, options: remote_access_core::GatewayOptions) -> VncBuild {
-    let screen = VncServer::x11vnc("screen12");
+    let screen = x11vnc("screen12");
     let mut authority_options = AuthorityOptions::default();
     authority_options.vnc_ports = (0..ports).map(|_| free_port()).collect();
     let authority = authority(authority_options);

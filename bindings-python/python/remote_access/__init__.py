@@ -15,11 +15,13 @@ from remote_access._native import (
     Authority,
     Builder,
     BuildExistsError,
+    ContentionError,
     Credentials,
     Event,
     Gateway,
     HostKey,
     HostKeyMismatchError,
+    InternalError,
     InvalidInputError,
     KeyMaterialError,
     LiveConnection,
@@ -47,11 +49,13 @@ __all__ = [
     "Builder",
     "BuildExistsError",
     "ConnectionInfo",
+    "ContentionError",
     "Credentials",
     "Event",
     "Gateway",
     "HostKey",
     "HostKeyMismatchError",
+    "InternalError",
     "InvalidInputError",
     "KeyMaterialError",
     "LiveConnection",
@@ -79,7 +83,8 @@ class ConnectionInfo(dict):  # type: ignore[type-arg]
     """Everything a client needs to connect, without secrets.
 
     A ``dict`` with the core's JSON fields (so ``json.dumps(info)`` works and a web UI gets
-    the same keys as from Rust and Node); the methods generate the scripts. The dict is a
+    the same snake_case keys as from Rust; Node's ``toJSON()`` has them in camelCase); the
+    methods generate the scripts. The dict is a
     snapshot: changing it does not change what the methods produce.
     """
 

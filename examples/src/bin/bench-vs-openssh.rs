@@ -12,20 +12,17 @@
 //! and the same across gateways sharing a Redis: connections on two gateways, revoked through
 //! a third authority (the platform's). `--redis-only` runs only that part.
 
-#[path = "../../../remote-access-core/tests/common/mod.rs"]
-#[allow(unused_imports)]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Sshd, write_script};
 use remote_access_core::{
     AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, ConnectionInfo, Credentials, Gateway,
-    GatewayOptions, HostKey, RedisOptions, ScriptOptions, Secret, Trigger, run_agent,
+    GatewayOptions, HostKey, RedisOptions, ScriptOptions, Secret, StoreOptions, Trigger, run_agent,
 };
+use remote_access_examples::peers::{self, BuilderRoute};
+use remote_access_test_peers::{AnyKey, RedisServer, Sshd, VncServer, free_port, write_script};
 use tokio::process::Command;
 
 const GIB: u64 = 1 << 30;
@@ -150,7 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Our gateway, forward and reverse builds on the same builder.
     let mut aopts = AuthorityOptions::default();
-    aopts.vnc_ports = vec![common::free_port(), common::free_port()];
+    aopts.vnc_ports = vec![free_port(), free_port()];
     let authority = Authority::new(aopts)?;
     let mut gopts = GatewayOptions::default();
     gopts.host_key = Some(HostKey::generate()?);
@@ -299,8 +296,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut vnc = Vec::new();
     if !throughput_only {
         for (name, server) in [
-            ("x11vnc (Xvfb 640x480)", common::VncServer::x11vnc("bench-pw")),
-            ("TigerVNC (Xtigervnc 800x600)", common::VncServer::tigervnc("bench-pw")),
+            ("x11vnc (Xvfb 640x480)", peers::x11vnc("bench-pw")),
+            ("TigerVNC (Xtigervnc 800x600)", peers::tigervnc("bench-pw")),
         ] {
             vnc.push((name, vnc_bench(&authority, &server, quick).await?));
         }
@@ -433,8 +430,12 @@ fn print_redis_revocation(sorted: &[f64]) {
 /// and the platform's authority, which serves nothing, on one in-memory `redis-server`: the
 /// revocation goes through the platform and must reach both gateways (Redis pub/sub).
 async fn redis_revocation(builder: &Sshd) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
-    let redis = common::RedisServer::start_in_memory();
-    let open = || Authority::with_redis(AuthorityOptions::default(), RedisOptions::new(redis.url()));
+    let redis = RedisServer::start_in_memory();
+    let open = || {
+        let mut options = AuthorityOptions::default();
+        options.store = StoreOptions::Redis(RedisOptions::new(redis.url()));
+        Authority::new(options)
+    };
     let platform = open()?;
     let mut running = Vec::new();
     for _ in 0..2 {
@@ -460,7 +461,7 @@ async fn revocation(
 ) -> Result<(Vec<f64>, f64), Box<dyn std::error::Error>> {
     let rss_before = rss_kib("self");
     let config = Arc::new(russh::client::Config::default());
-    let mut builds: Vec<(Credentials, Vec<russh::client::Handle<common::AnyKey>>)> = Vec::new();
+    let mut builds: Vec<(Credentials, Vec<russh::client::Handle<AnyKey>>)> = Vec::new();
     for b in 0..100 {
         let mut request = BuildRequest::new(BuildId::new(format!("{prefix}-{b}"))?, Trigger::Manual, true);
         request.builder = Some(builder.builder());
@@ -469,8 +470,7 @@ async fn revocation(
         let mut handles = Vec::new();
         for c in 0..10 {
             let port = ports[c % ports.len()];
-            let mut handle =
-                russh::client::connect(config.clone(), ("127.0.0.1", port), common::AnyKey).await?;
+            let mut handle = russh::client::connect(config.clone(), ("127.0.0.1", port), AnyKey).await?;
             let auth = handle
                 .authenticate_publickey(
                     creds.username(),
@@ -516,7 +516,7 @@ struct VncFigures {
 /// turns, against one VNC server (a build of its own, revoked at the end).
 async fn vnc_bench(
     authority: &Authority,
-    server: &common::VncServer,
+    server: &VncServer,
     quick: bool,
 ) -> Result<VncFigures, Box<dyn std::error::Error>> {
     use remote_access_examples::stand_in_vnc::{login, request_update};
@@ -598,7 +598,7 @@ async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
         let Some((user, key_path)) = line.split_once('\t') else { continue };
         let key = Arc::new(russh::keys::decode_secret_key(&std::fs::read_to_string(key_path)?, None)?);
         for _ in 0..per {
-            let mut handle = russh::client::connect(config.clone(), addr.as_str(), common::AnyKey).await?;
+            let mut handle = russh::client::connect(config.clone(), addr.as_str(), AnyKey).await?;
             let auth = handle
                 .authenticate_publickey(user, russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None))
                 .await?;

@@ -16,7 +16,7 @@
 //!
 //! It prints `listening on ADDRESS`, then one line per event, and stops cleanly on Ctrl-C or
 //! SIGTERM (live connections are let go, not counted as logouts). Issue and revoke builds from
-//! the platform's own process on the same Redis (an `Authority` on a `RedisStore`).
+//! the platform's own process on the same Redis (an `Authority` whose `AuthorityOptions::store` names the same Redis).
 //!
 //! Its logs (refused logins, cut connections, lost contact with Redis) go to stderr, at `info`
 //! and above unless `RUST_LOG` says otherwise: `RUST_LOG=debug`,
@@ -25,11 +25,10 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use remote_access_core::{
-    Authority, AuthorityOptions, Gateway, GatewayOptions, HostKey, RedisOptions, RedisStore, SystemClock,
+    Authority, AuthorityOptions, Gateway, GatewayOptions, HostKey, RedisOptions, StoreOptions,
 };
 
 fn usage() -> ExitCode {
@@ -102,13 +101,13 @@ async fn run(
     if let Some(prefix) = prefix {
         redis_options.key_prefix = prefix;
     }
-    let store = RedisStore::new(redis_options)?;
     let mut options = AuthorityOptions::default();
+    options.store = StoreOptions::Redis(redis_options);
     options.vnc_ports = vnc_ports;
     if let Some(outage) = outage {
         options.max_store_outage = outage;
     }
-    let authority = Authority::with_parts(options, Arc::new(store), Arc::new(SystemClock))?;
+    let authority = Authority::new(options)?;
     let mut events = authority.subscribe();
     let mut gateway_options = GatewayOptions::default();
     gateway_options.host_key = Some(host_key);

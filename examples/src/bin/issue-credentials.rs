@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     authority.verify_ssh(credentials.username(), credentials.public_key()).await?;
     let connection = authority.connected(&build_id, Protocol::Ssh).await?;
     authority.steps_completed(&build_id).await?;
-    authority.disconnected(connection).await?;
+    connection.disconnect().await?;
 
     println!("events:");
     while let Some(event) = events.try_next() {

@@ -1,10 +1,17 @@
-//! Per-build credentials: generated fresh for each build, handed to the platform once.
+//! Per-build credentials: generated fresh for each build, handed to the platform once; the
+//! gateway's host key; and the VNC password arithmetic (RFB's DES challenge-response and the
+//! password file), which is pure and shared by the authority and the VNC proxy.
 
 mod builder;
 mod generate;
+mod host_key;
+mod vnc_password;
 
 pub(crate) use builder::{generate_builder_password, note_supplied};
 pub(crate) use generate::{Generated, GeneratedAgent, generate, generate_agent, password_digest};
+pub use host_key::HostKey;
+pub(crate) use vnc_password::{check_vnc_response, vnc_response};
+pub use vnc_password::{vnc_auth_response, vnc_password_file};
 
 use std::fmt;
 
@@ -138,7 +145,7 @@ impl Credentials {
     /// account instead). The file is as good as the password: DES with a published key.
     pub fn builder_vnc_password_file(&self) -> Option<Secret<[u8; 8]>> {
         let password = self.builder_vnc_password.as_ref().filter(|_| !self.builder_vnc_account)?;
-        Some(Secret::new(crate::vnc::vnc_password_file(password.expose())))
+        Some(Secret::new(vnc_password_file(password.expose())))
     }
 }
 

@@ -1,35 +1,39 @@
-//! The SSH gateway: a russh server that lets each build's user ProxyJump to that build's own
-//! builder and nowhere else. russh types stay inside this module.
+//! The listener layer: the SSH server (`ssh/`) and the VNC proxy (`vnc/`) side by side, with
+//! what they share: admission before authentication (`admission`), accepting and stopping
+//! (`listen`), cutting a transport underneath its protocol (`cut_stream`) and rate-limited logs
+//! (`log_limit`). Everything protocol-specific lives here; who may do what is the
+//! authority's. russh types stay inside this module.
 
 mod admission;
 mod cut_stream;
-mod handler;
-mod host_key;
+mod listen;
 mod log_limit;
+mod ssh;
+mod vnc;
 
 pub use admission::GatewayStats;
-pub use host_key::HostKey;
+#[cfg(fuzzing)]
+pub(crate) use ssh::serve_stream;
+#[cfg(fuzzing)]
+pub(crate) use vnc::{BuilderLogin, Version, greet_user, login_builder, refuse_user, welcome_user};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::server::Config;
-use russh::{Disconnect, MethodKind, MethodSet, SshId};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::authority::Authority;
+use crate::credential::HostKey;
 use crate::error::{Error, Result};
 use crate::tunnel;
-use crate::vnc;
-pub(crate) use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
-pub(crate) use cut_stream::{CutFlag, CutStream};
-use handler::{Handler, Login};
-pub(crate) use log_limit::LogLimit;
+use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
+use cut_stream::{CutFlag, CutStream};
+use listen::{Stop, accept_until_stopped};
+use log_limit::LogLimit;
 
 /// Options for a [`Gateway`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -105,34 +109,18 @@ impl Default for GatewayOptions {
     }
 }
 
-/// The largest channel packet a peer may send us; a larger one is a protocol violation that
-/// cuts the connection (russh itself would take up to 256 KiB).
-pub(crate) const MAX_PACKET: u32 = 32 * 1024;
-/// Packets queued per channel toward its consumer (see the russh `Config` below).
-const CHANNEL_QUEUE: usize = 8;
-/// Messages queued per connection toward the user.
-const SEND_QUEUE: usize = 32;
-/// An SSH connection must have sent at least this many bytes by `silent_timeout`: its
-/// identification ("SSH-2.0-x" and CRLF, 11 bytes at least) and the start of its KEXINIT (67
-/// bytes even with every list empty; real clients send several hundred).
-const OPENING_BYTES: u64 = 64;
-
-/// How long a polite DISCONNECT may take before the transport is cut underneath it.
-const DISCONNECT_GRACE: Duration = Duration::from_millis(250);
-/// How long a stopping gateway waits for its connections to close before aborting them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// State shared by the accept loop and every connection.
-pub(crate) struct Shared {
+/// State shared by the listeners and every connection.
+struct Shared {
     authority: Authority,
     options: GatewayOptions,
-    config: Arc<Config>,
-    pub(crate) admission: Arc<Admission>,
-    pub(crate) router: Arc<tunnel::Router>,
-    pub(crate) log_limit: Arc<LogLimit>,
+    /// The SSH server's configuration (host key, algorithms, queues).
+    ssh: Arc<russh::server::Config>,
+    admission: Arc<Admission>,
+    router: Arc<tunnel::Router>,
+    log_limit: LogLimit,
 }
 
-/// The SSH gateway. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
+/// The gateway: SSH and VNC listeners in front of the builders. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
 /// tokio runtime (it never builds one).
 ///
 /// ```no_run
@@ -188,44 +176,14 @@ impl Gateway {
                 HostKey::generate()?
             }
         };
-        let config = Config {
-            server_id: SshId::Standard("SSH-2.0-remote-access".into()),
-            methods: MethodSet::from(&[MethodKind::PublicKey][..]),
-            auth_rejection_time: options.auth_rejection_delay,
-            // OpenSSH always starts with a "none" probe; answering it at once costs nothing.
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            keys: vec![host_key.key.clone()],
-            window_size: options.window_size,
-            maximum_packet_size: MAX_PACKET,
-            // What a connection may hold in russh's queues, whatever its peer does (russh grants
-            // window as data arrives, so these queues, not the window, bound memory): a
-            // builder channel queues at most this many packets of at most `MAX_PACKET` bytes
-            // (larger ones cut the connection) before the connection stops reading...
-            channel_buffer_size: CHANNEL_QUEUE,
-            // ...and messages to send to the user (builder data among them) queue up to this
-            // many.
-            event_buffer_size: SEND_QUEUE,
-            max_auth_attempts: options.max_auth_attempts,
-            // Keepalives keep live clients from reaching this; it only collects dead ones.
-            inactivity_timeout: Some(options.keepalive_interval.saturating_mul(4)),
-            keepalive_interval: Some(options.keepalive_interval),
-            keepalive_max: 3,
-            nodelay: true,
-            preferred: russh::Preferred {
-                // Hardware AES (ring) costs far less CPU per byte than ChaCha20 in software;
-                // offering only AES-GCM makes every current OpenSSH client pick it.
-                cipher: std::borrow::Cow::Borrowed(&[russh::cipher::AES_128_GCM, russh::cipher::AES_256_GCM]),
-                ..russh::Preferred::default()
-            },
-            ..Config::default()
-        };
+        let config = ssh::config(&options, &host_key);
         let shared = Shared {
             authority,
             admission: Arc::new(Admission::new(&options)),
             options,
-            config: Arc::new(config),
-            router: Arc::new(tunnel::Router::default()),
-            log_limit: Arc::default(),
+            ssh: Arc::new(config),
+            router: Arc::default(),
+            log_limit: LogLimit::default(),
         };
         Ok(Self { shared: Arc::new(shared), host_key })
     }
@@ -279,59 +237,43 @@ impl Gateway {
         vnc_listeners: Vec<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        let (stopping, stop) = watch::channel(false);
-        let mut connections = JoinSet::new();
-        let mut vnc_ports = JoinSet::new();
-        let settings = Arc::new(vnc::ProxySettings {
-            pre_auth_timeout: self.shared.options.pre_auth_timeout,
-            dial_timeout: self.shared.options.dial_timeout,
-            shutdown_grace: SHUTDOWN_GRACE,
-            router: self.shared.router.clone(),
-            admission: self.shared.admission.clone(),
-            log_limit: self.shared.log_limit.clone(),
-            silent_timeout: self.shared.options.silent_timeout,
-            auth_rejection_delay: self.shared.options.auth_rejection_delay,
-            builder_stall_timeout: self.shared.options.builder_stall_timeout,
-        });
+        let (stopping, stop) = Stop::new();
+        let mut listeners = JoinSet::new();
+        let shared = self.shared.clone();
+        listeners.spawn(accept_until_stopped(listener, stop.clone(), "ssh", move |tcp, peer, stop| {
+            ssh::serve(shared.clone(), tcp, peer, stop)
+        }));
         for vnc_listener in vnc_listeners {
-            let authority = self.shared.authority.clone();
-            vnc_ports.spawn(vnc::serve_port(authority, settings.clone(), vnc_listener, stop.clone()));
+            let port = vnc_listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
+            let shared = self.shared.clone();
+            listeners.spawn(accept_until_stopped(
+                vnc_listener,
+                stop.clone(),
+                "vnc",
+                move |tcp, peer, stop| vnc::serve(shared.clone(), tcp, peer, port, stop),
+            ));
         }
-        let expiry = self.shared.authority.run_expiry({
+        let housekeeping = self.shared.authority.run_housekeeping({
             let mut stop = stop.clone();
-            async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            }
+            async move { stop.stopped().await }
         });
-        tokio::pin!(shutdown, expiry);
+        tokio::pin!(shutdown, housekeeping);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                () = &mut expiry => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        let _ = tunnel::keep_alive(&tcp);
-                        connections.spawn(serve(self.shared.clone(), tcp, peer, stop.clone()));
+                () = &mut housekeeping => {}
+                // A listener ends only by stopping, or by a panic in its loop: report that.
+                Some(ended) = listeners.join_next() => {
+                    if let Err(err) = ended {
+                        let _ = stopping.send(true);
+                        return Err(Error::Internal { message: format!("a listener task failed: {err}") });
                     }
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%err, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
             }
         }
         let _ = stopping.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-            while vnc_ports.join_next().await.is_some() {}
-        });
-        if drained.await.is_err() {
-            tracing::warn!(left = connections.len(), "connections did not close in time; aborting them");
-            connections.abort_all();
-            vnc_ports.abort_all();
-        }
+        // Each listener gives its connections the grace period, then aborts them.
+        while listeners.join_next().await.is_some() {}
         Ok(())
     }
 
@@ -379,7 +321,9 @@ impl RunningGateway {
             let _ = stop.send(());
         }
         match self.task.take() {
-            Some(task) => task.await.map_err(|err| Error::Io(std::io::Error::other(err)))?,
+            Some(task) => task
+                .await
+                .map_err(|err| Error::Internal { message: format!("the gateway task failed: {err}") })?,
             None => Ok(()),
         }
     }
@@ -391,182 +335,4 @@ impl Drop for RunningGateway {
             let _ = stop.send(());
         }
     }
-}
-
-/// Why an authenticated connection stopped being served.
-enum Ending {
-    ClientLeft,
-    AccessEnded,
-    GatewayStopping,
-}
-
-/// Serves one connection: pre-auth deadline, admission, then cut on revocation. Generic over
-/// the transport only so that the fuzz targets can drive it over an in-memory stream.
-async fn serve<S>(shared: Arc<Shared>, tcp: S, peer: SocketAddr, mut stop: watch::Receiver<bool>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let _counted = shared.admission.count(Kind::Ssh);
-    let waiting = match shared.admission.admit(Pool::Ssh, peer.ip()) {
-        Ok(waiting) => waiting,
-        Err(refusal) => {
-            shared.log_limit.log(|| tracing::info!(%peer, %refusal, "closing an SSH connection at once"));
-            return;
-        }
-    };
-    let now = tokio::time::Instant::now();
-    let (deadline, silent_deadline) =
-        (now + shared.options.pre_auth_timeout, now + shared.options.silent_timeout);
-    let flag = CutFlag::new();
-    let (admitted_tx, mut admitted_rx) = oneshot::channel::<Login>();
-    // Dropped when this function returns, which stops the connection's builder splices.
-    let (_closed_tx, closed_rx) = watch::channel(());
-    let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx, flag.clone());
-    let stream = CutStream::new(tcp, flag.clone());
-
-    // The identification must come within the silence deadline.
-    let started = tokio::time::timeout_at(
-        silent_deadline.min(deadline),
-        russh::server::run_stream(shared.config.clone(), stream, handler),
-    );
-    let started = tokio::select! {
-        started = started => started,
-        () = waiting.evicted() => return,
-        () = stopped(&mut stop) => return,
-    };
-    let running = match started {
-        Ok(Ok(running)) => running,
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, %err, "SSH handshake failed");
-            return;
-        }
-        Err(_) => {
-            shared
-                .log_limit
-                .log(|| tracing::info!(%peer, "no SSH identification within the silence deadline; cut"));
-            shared.admission.failed(peer.ip(), None);
-            return;
-        }
-    };
-    let handle = running.handle();
-    tokio::pin!(running);
-
-    let mut opening_checked = false;
-    let login = loop {
-        tokio::select! {
-            _ = &mut running => return,
-            admitted = &mut admitted_rx => match admitted {
-                Ok(login) => break login,
-                Err(_) => return,
-            },
-            // By the silence deadline the client must have sent its key exchange's start too.
-            () = tokio::time::sleep_until(silent_deadline), if !opening_checked => {
-                opening_checked = true;
-                if flag.bytes_read() < OPENING_BYTES {
-                    shared.log_limit.log(|| tracing::info!(%peer, "no SSH key exchange within the silence deadline; cut"));
-                    shared.admission.failed(peer.ip(), None);
-                    flag.cut();
-                    return;
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                shared.log_limit.log(|| tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut"));
-                shared.admission.failed(peer.ip(), None);
-                flag.cut();
-                return;
-            }
-            () = waiting.evicted() => {
-                tracing::debug!(%peer, "evicted before authenticating, for a newcomer");
-                flag.cut();
-                return;
-            }
-            () = stopped(&mut stop) => {
-                flag.cut();
-                return;
-            }
-        }
-    };
-    drop(waiting);
-
-    let mut live = match login {
-        Login::User(live) => live,
-        Login::Agent(mut cut) => {
-            // The agent is no user connection: it ends with the session or the gateway, and its
-            // handler unregisters the tunnel when the connection goes.
-            let reason = tokio::select! {
-                // Gone by itself: nothing to say (and `running` must not be polled again).
-                _ = &mut running => return,
-                () = cut.cut() => tunnel::ACCESS_ENDED,
-                () = stopped(&mut stop) => "the gateway is shutting down",
-            };
-            say_goodbye(&handle, &mut running, reason).await;
-            flag.cut();
-            return;
-        }
-    };
-    let authority = &shared.authority;
-    let Some(_holding) = shared.admission.hold(live.build_id(), Held::Connection) else {
-        // Said before anything else happens on the connection; not a logout.
-        let max = shared.admission.max(Held::Connection);
-        authority.refused(live.build_id(), format!("more than {max} connections at once refused"));
-        live.detach_on_drop();
-        let reason =
-            format!("too many connections to this build at once (at most {max}); close one and retry");
-        say_goodbye(&handle, &mut running, &reason).await;
-        flag.cut();
-        if let Err(err) = authority.detached(live).await {
-            tracing::warn!(%peer, %err, "could not record the end of a connection");
-        }
-        return;
-    };
-    let mut cut = live.cut_signal();
-    let ending = tokio::select! {
-        _ = &mut running => Ending::ClientLeft,
-        () = cut.cut() => Ending::AccessEnded,
-        () = stopped(&mut stop) => Ending::GatewayStopping,
-    };
-    let outcome = match ending {
-        Ending::ClientLeft => authority.disconnected(live).await,
-        Ending::AccessEnded => {
-            say_goodbye(&handle, &mut running, tunnel::ACCESS_ENDED).await;
-            flag.cut();
-            authority.disconnected(live).await
-        }
-        Ending::GatewayStopping => {
-            // Should this task be aborted from here on, the guard must not report a logout.
-            live.detach_on_drop();
-            say_goodbye(&handle, &mut running, "the gateway is shutting down").await;
-            flag.cut();
-            authority.detached(live).await
-        }
-    };
-    if let Err(err) = outcome {
-        tracing::warn!(%peer, %err, "could not record the end of a connection");
-    }
-}
-
-/// Serves one connection on any transport, as the accept loop would, with a gateway that is
-/// not stopping. Only for the fuzz targets (`crate::fuzzing`).
-#[cfg(fuzzing)]
-pub(crate) async fn serve_stream<S>(gateway: &Gateway, stream: S, peer: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (_stopping, stop) = watch::channel(false);
-    serve(gateway.shared.clone(), stream, peer, stop).await;
-}
-
-/// Sends DISCONNECT with a reason the user's `ssh` prints and waits for the session to finish
-/// sending it, bounded: a peer whose window is full must not hold up the cut.
-async fn say_goodbye<F: Future + Unpin>(handle: &russh::server::Handle, running: &mut F, reason: &str) {
-    let polite = async {
-        let _ = handle.disconnect(Disconnect::ByApplication, reason.to_owned(), String::new()).await;
-        let _ = running.await;
-    };
-    let _ = tokio::time::timeout(DISCONNECT_GRACE, polite).await;
-}
-
-/// Resolves once the gateway is stopping (or its stop sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopping| *stopping).await;
 }

@@ -10,8 +10,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::build::{BuildId, check_user, normalized_public_key};
 use crate::credential::Credentials;
+use crate::credential::HostKey;
 use crate::error::{Error, Result};
-use crate::gateway::HostKey;
 use crate::secret::Secret;
 use crate::session::Session;
 

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Policy;
-use crate::audit::{Event, EventKind};
+use super::{Event, EventKind};
 use crate::build::{BuildId, Builder};
 use crate::clock::later;
-use crate::error::{Error, Result};
+use crate::error::{EndReason, Error, Result};
 
 /// How far ahead of our clock a platform's `started_at` may be before it is refused.
 const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
@@ -43,27 +43,6 @@ impl Phase {
     }
 }
 
-/// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum EndReason {
-    /// The grace period after the steps completed elapsed.
-    GraceElapsed,
-    /// The build reached its maximum duration.
-    MaxDurationReached,
-    /// Nobody connected within the configured time after the steps completed.
-    NobodyConnected,
-    /// The user's last connection closed after the steps completed.
-    LoggedOut,
-    /// The platform revoked access, with its reason.
-    Revoked(String),
-    /// The build was cancelled.
-    Cancelled,
-    /// The platform finished the build itself.
-    BuildFinished,
-}
-
 impl EndReason {
     /// The event that announces this end.
     fn event_kind(&self) -> EventKind {
@@ -71,36 +50,6 @@ impl EndReason {
             Self::GraceElapsed | Self::MaxDurationReached | Self::NobodyConnected => EventKind::Expired,
             Self::LoggedOut => EventKind::LoggedOut,
             Self::Revoked(_) | Self::Cancelled | Self::BuildFinished => EventKind::Revoked,
-        }
-    }
-}
-
-impl EndReason {
-    /// A stable code: `grace_elapsed`, `max_duration_reached`, `nobody_connected`,
-    /// `logged_out`, `revoked`, `cancelled` or `build_finished`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::GraceElapsed => "grace_elapsed",
-            Self::MaxDurationReached => "max_duration_reached",
-            Self::NobodyConnected => "nobody_connected",
-            Self::LoggedOut => "logged_out",
-            Self::Revoked(_) => "revoked",
-            Self::Cancelled => "cancelled",
-            Self::BuildFinished => "build_finished",
-        }
-    }
-}
-
-impl fmt::Display for EndReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::GraceElapsed => f.write_str("grace period after the build steps elapsed"),
-            Self::MaxDurationReached => f.write_str("build reached its maximum duration"),
-            Self::NobodyConnected => f.write_str("nobody connected after the build steps completed"),
-            Self::LoggedOut => f.write_str("user logged out"),
-            Self::Revoked(reason) => write!(f, "revoked: {reason}"),
-            Self::Cancelled => f.write_str("build cancelled"),
-            Self::BuildFinished => f.write_str("build finished"),
         }
     }
 }
@@ -127,20 +76,40 @@ impl Protocol {
 }
 
 impl std::str::FromStr for Protocol {
-    type Err = crate::Error;
+    type Err = Error;
     /// `ssh` or `vnc`.
-    fn from_str(s: &str) -> crate::Result<Self> {
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "ssh" => Ok(Self::Ssh),
             "vnc" => Ok(Self::Vnc),
-            _ => Err(crate::Error::invalid("protocol", "expected ssh or vnc")),
+            _ => Err(Error::invalid("protocol", "expected ssh or vnc")),
         }
     }
 }
 
-/// Identifies one live connection within a session.
+/// Identifies one live connection within a session: which authority (gateway process)
+/// admitted it, so that others can tell a dead gateway's connections apart in a shared store,
+/// and a random serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ConnectionId(pub u64);
+#[serde(transparent)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// The connection `serial` admitted by the authority `instance`.
+    pub fn new(instance: u32, serial: u32) -> Self {
+        Self(u64::from(instance) << 32 | u64::from(serial))
+    }
+
+    /// The authority (gateway process) that admitted it.
+    pub fn instance(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// Its serial within that authority.
+    pub fn serial(self) -> u32 {
+        self.0 as u32
+    }
+}
 
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -33,6 +33,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a
 /// handed to the platform once, at issue, and never stored. `Debug` leaves out the password and
 /// its digest.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct CredentialRecord {
     /// The build.
     pub build_id: BuildId,
@@ -71,6 +72,7 @@ impl std::fmt::Debug for CredentialRecord {
 
 /// When and why a credential was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Revocation {
     /// When.
     pub at: OffsetDateTime,
@@ -80,11 +82,50 @@ pub struct Revocation {
 
 /// A value with the version that a compare-and-swap must name.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Versioned<T> {
     /// The value.
     pub value: T,
     /// Its version.
     pub version: u64,
+}
+
+impl CredentialRecord {
+    /// A live record with no agent and no builder VNC login.
+    pub fn new(
+        build_id: BuildId,
+        username: String,
+        key_fingerprint: String,
+        vnc_password: Secret<String>,
+        password_digest: [u8; 32],
+    ) -> Self {
+        Self {
+            build_id,
+            username,
+            key_fingerprint,
+            vnc_password,
+            password_digest,
+            agent_username: None,
+            agent_key_fingerprint: None,
+            builder_vnc_password: None,
+            builder_vnc_username: None,
+            revoked: None,
+        }
+    }
+}
+
+impl Revocation {
+    /// Revoked `at`, for `reason`.
+    pub fn new(at: OffsetDateTime, reason: impl Into<String>) -> Self {
+        Self { at, reason: reason.into() }
+    }
+}
+
+impl<T> Versioned<T> {
+    /// `value` at `version`.
+    pub fn new(value: T, version: u64) -> Self {
+        Self { value, version }
+    }
 }
 
 /// The outcome of [`Store::insert`].

@@ -77,11 +77,13 @@ impl RedisOptions {
 /// A [`Store`] in Redis: several gateways (and the platform's own processes) share it, so a
 /// revocation through any of them reaches all, and a restarted gateway finds its sessions.
 ///
+/// Platforms choose it with [`crate::StoreOptions::Redis`]:
+///
 /// ```no_run
-/// use std::sync::Arc;
-/// use remote_access_core::{Authority, AuthorityOptions, RedisOptions, RedisStore, SystemClock};
-/// let store = RedisStore::new(RedisOptions::new("redis://127.0.0.1:6379/0"))?;
-/// let authority = Authority::with_parts(AuthorityOptions::default(), Arc::new(store), Arc::new(SystemClock))?;
+/// use remote_access_core::{Authority, AuthorityOptions, RedisOptions, StoreOptions};
+/// let mut options = AuthorityOptions::default();
+/// options.store = StoreOptions::Redis(RedisOptions::new("redis://127.0.0.1:6379/0"));
+/// let authority = Authority::new(options)?;
 /// # Ok::<(), remote_access_core::Error>(())
 /// ```
 pub struct RedisStore {

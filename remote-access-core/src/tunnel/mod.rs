@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::build::{BuildId, Builder};
+
 /// Copy buffers per direction between two sockets (VNC): large enough that a frame moves in
 /// few calls.
 pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
@@ -148,7 +150,7 @@ struct AgentLink {
 /// can register at all.
 #[derive(Default)]
 pub(crate) struct Router {
-    agents: std::sync::Mutex<std::collections::HashMap<crate::BuildId, AgentLink>>,
+    agents: std::sync::Mutex<std::collections::HashMap<BuildId, AgentLink>>,
     generations: std::sync::atomic::AtomicU64,
 }
 
@@ -156,7 +158,7 @@ impl Router {
     /// Registers a build's agent connection; returns its generation for [`Router::unregister`].
     pub(crate) fn register(
         &self,
-        build_id: &crate::BuildId,
+        build_id: &BuildId,
         handle: russh::server::Handle,
         cut: std::sync::Arc<dyn Fn() + Send + Sync>,
     ) -> u64 {
@@ -174,7 +176,7 @@ impl Router {
     }
 
     /// Forgets an agent connection that ended, unless a newer one replaced it already.
-    pub(crate) fn unregister(&self, build_id: &crate::BuildId, generation: u64) {
+    pub(crate) fn unregister(&self, build_id: &BuildId, generation: u64) {
         let mut agents = self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if agents.get(build_id).is_some_and(|link| link.generation == generation) {
             agents.remove(build_id);
@@ -184,8 +186,8 @@ impl Router {
     /// Opens a stream to `port` on the build's builder, by whichever route it has.
     pub(crate) async fn open(
         &self,
-        build_id: &crate::BuildId,
-        builder: &crate::Builder,
+        build_id: &BuildId,
+        builder: &Builder,
         port: u16,
         timeout: Duration,
     ) -> io::Result<Box<dyn BuilderStream>> {

@@ -1,0 +1,537 @@
+//! Every russh callback of one user connection, in one place.
+//!
+//! The callbacks run inline in russh's connection loop, so none of them waits on slow I/O:
+//! dialing the builder happens in a spawned task that then accepts or rejects the channel.
+//! Authentication does consult the store (the in-memory one answers at once).
+
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
+
+use russh::keys::HashAlg;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+use tokio::sync::{oneshot, watch};
+
+use super::MAX_PACKET;
+use crate::authority::{Admitted, Attempt, LiveConnection, Role};
+use crate::build::{BuildId, Builder};
+use crate::error::Error;
+use crate::gateway::admission::{Counted, Held, Holding, Kind, Target};
+use crate::gateway::{CutFlag, Shared};
+use crate::session::CutSignal;
+use crate::tunnel;
+
+/// How long a builder channel whose access ended waits for its connection to close (after the
+/// polite DISCONNECT, which takes at most 250 ms) before closing by itself.
+const CHANNEL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a connection may reach once its user is authenticated.
+struct Route {
+    build_id: BuildId,
+    builder: Option<Builder>,
+    cut: CutSignal,
+    role: Role,
+    /// Set once this agent connection registered the build's reverse tunnel.
+    tunnel: Option<u64>,
+}
+
+/// What the connection task watches once a login succeeded.
+pub(crate) enum Login {
+    /// A user connection (its guard reports the disconnect).
+    User(LiveConnection),
+    /// The build's agent: ends with the session.
+    Agent(CutSignal),
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        if let Some(Route { build_id, tunnel: Some(generation), .. }) = &self.route {
+            self.shared.router.unregister(build_id, *generation);
+        }
+    }
+}
+
+pub(crate) struct Handler {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    /// Hands the admitted connection to the task that watches it; taken on first success.
+    admitted: Option<oneshot::Sender<Login>>,
+    route: Option<Route>,
+    /// Closed (its sender dropped) when this user connection ends; stops its splices.
+    closed: watch::Receiver<()>,
+    /// Cuts this connection's transport: for clients that keep asking for what they may not.
+    flag: Arc<CutFlag>,
+    refusals: usize,
+    auth_failures: usize,
+}
+
+/// Refused requests after which a connection is cut.
+const MAX_REFUSALS: usize = 32;
+/// Refusals per connection that become `refused` events; the rest are only logged (the
+/// platform learns what a user tried, not the same thing thirty times).
+const REFUSED_EVENTS: usize = 16;
+
+/// A builder channel's hold on its build's share, and its place in the gateway's stats.
+struct ChannelSlot {
+    _held: Holding,
+    _counted: Counted,
+}
+
+impl Handler {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        admitted: oneshot::Sender<Login>,
+        closed: watch::Receiver<()>,
+        flag: Arc<CutFlag>,
+    ) -> Self {
+        Self {
+            shared,
+            peer,
+            admitted: Some(admitted),
+            route: None,
+            closed,
+            flag,
+            refusals: 0,
+            auth_failures: 0,
+        }
+    }
+
+    /// Counts a failed authentication as `user`, for the source's backoff; past the limit the
+    /// connection is cut. (russh does not count rejected key probes against
+    /// `max_auth_attempts`.)
+    fn auth_failed(&mut self, user: &str) -> Auth {
+        if let Some(peer) = self.peer {
+            self.shared.admission.failed(peer.ip(), Target::user(user));
+        }
+        self.auth_failures += 1;
+        if self.auth_failures > self.shared.options.max_auth_attempts {
+            let peer = self.peer();
+            self.shared
+                .log_limit
+                .log(|| tracing::info!(%peer, "too many failed authentication attempts; cut"));
+            self.flag.cut();
+        }
+        Auth::reject()
+    }
+
+    fn peer(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown peer".into())
+    }
+
+    /// Refuses a request of a logged-in user: an event for the platform (the first few per
+    /// connection), a log line for us. A connection that keeps asking is cut.
+    fn refuse(&mut self, what: String) {
+        let peer = self.peer();
+        self.shared.log_limit.log(|| tracing::info!(%peer, refused = %what, "gateway refused a request"));
+        self.refusals += 1;
+        if self.refusals > MAX_REFUSALS {
+            self.shared.log_limit.log(|| tracing::info!(%peer, "too many refused requests; cut"));
+            self.flag.cut();
+            return;
+        }
+        if let Some(route) = &self.route {
+            if self.refusals <= REFUSED_EVENTS {
+                self.shared.authority.refused(&route.build_id, what);
+            } else if self.refusals == REFUSED_EVENTS + 1 {
+                let more = format!(
+                    "more refusals on this connection are only logged (it is cut after {MAX_REFUSALS})"
+                );
+                self.shared.authority.refused(&route.build_id, more);
+            }
+        }
+    }
+
+    /// Whether the peer's network is backed off: its logins are not checked.
+    fn backing_off(&self) -> bool {
+        self.peer.is_some_and(|peer| self.shared.admission.backing_off(peer.ip()))
+    }
+
+    /// Closes the connection without checking the key, because the peer's network is backed
+    /// off. Closed, not refused: a refusal would tell a builder agent its key is bad (it then
+    /// stops for good), while a closed connection is retried once the backoff is over.
+    fn cut_for_backoff(&mut self) -> Auth {
+        let peer = self.peer();
+        self.shared
+            .log_limit
+            .log(|| tracing::info!(%peer, "its network is backed off; closing without checking the login"));
+        self.flag.cut();
+        Auth::reject()
+    }
+
+    /// Closes the connection when a login could not be checked (the store failed): not a
+    /// verdict on the credential, so not a failure, and clients (agents above all) retry.
+    fn cut_unchecked(&mut self, err: &Error) -> Auth {
+        let peer = self.peer();
+        self.shared
+            .log_limit
+            .log(|| tracing::warn!(%peer, %err, "could not check a login; closing the connection"));
+        self.flag.cut();
+        Auth::reject()
+    }
+
+    /// Logs why a login was refused (rate-limited; never a key or secret).
+    fn log_refused_login(&self, user: &str, err: &Error) {
+        let peer = self.peer();
+        self.shared
+            .log_limit
+            .log(|| tracing::info!(%peer, user = %shown(user), %err, "authentication refused"));
+    }
+}
+
+/// A user-supplied string made safe and short for events and logs.
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_default).collect();
+    if text.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// What the user sees when they try to open a shell on the gateway itself (OpenSSH prints it
+/// after "channel 0: open failed: ...").
+const NO_SHELL: &str = "this is a remote-access gateway: it only forwards SSH to your build's builder; \
+connect with your build's connection script, or: ssh -J <user>@<gateway> <builder>";
+
+impl Handler {
+    fn check_packet(&mut self, len: usize) {
+        if len > MAX_PACKET as usize {
+            let peer = self.peer();
+            self.shared
+                .log_limit
+                .log(|| tracing::info!(%peer, len, "a channel packet larger than announced; cut"));
+            self.flag.cut();
+        }
+    }
+}
+
+impl russh::server::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    /// Passwords are not a method here; trying one is a failed login like any other.
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        let peer = self.peer();
+        self.shared.log_limit.log(|| tracing::info!(%peer, user = %shown(user), "password authentication refused (not a method here)"));
+        Ok(self.auth_failed(user))
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.backing_off() {
+            return Ok(self.cut_for_backoff());
+        }
+        // Only a probe: no state changes here; the decision is made again with the signature.
+        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        match self.shared.authority.verify_ssh_key(user, &fingerprint, Attempt::Probe).await {
+            Ok(_) => Ok(Auth::Accept),
+            Err(
+                err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
+            ) => {
+                self.log_refused_login(user, &err);
+                Ok(self.auth_failed(user))
+            }
+            Err(err) => Ok(self.cut_unchecked(&err)),
+        }
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if self.backing_off() {
+            return Ok(self.cut_for_backoff());
+        }
+        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        let admitted_login = match self.shared.authority.connect_ssh(user, &fingerprint).await {
+            Ok(admitted) => admitted,
+            Err(
+                err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
+            ) => {
+                // The reason goes to our log only; the client sees the same refusal for all.
+                self.log_refused_login(user, &err);
+                return Ok(self.auth_failed(user));
+            }
+            Err(err) => return Ok(self.cut_unchecked(&err)),
+        };
+        let Some(admitted) = self.admitted.take() else {
+            return Ok(Auth::reject());
+        };
+        let (session, role, cut, login) = match admitted_login {
+            Admitted::User(session, live) => {
+                let cut = live.cut_signal();
+                (session, Role::User, cut, Login::User(live))
+            }
+            Admitted::Agent(session, cut) => (session, Role::Agent, cut.clone(), Login::Agent(cut)),
+        };
+        tracing::info!(peer = %self.peer(), build_id = %session.build_id(), ?role, "authenticated");
+        if let (Some(peer), Some(target)) = (self.peer, Target::user(user)) {
+            self.shared.admission.succeeded(peer.ip(), target);
+        }
+        self.route = Some(Route {
+            build_id: session.build_id().clone(),
+            builder: session.builder().cloned(),
+            cut,
+            role,
+            tunnel: None,
+        });
+        // If the watching task is gone the connection is closing anyway; a user's `live` then
+        // drops and reports its own disconnect.
+        let _ = admitted.send(login);
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(route) = &self.route else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        if route.role == Role::Agent {
+            self.refuse("an agent credential cannot open channels".into());
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
+        let target = route.builder.as_ref().filter(|b| b.allows(host, port)).cloned();
+        let (mut cut, build_id) = (route.cut.clone(), route.build_id.clone());
+        let Some(builder) = target else {
+            let why = match &route.builder {
+                None => "this build's builder has no route yet".to_owned(),
+                Some(b) => format!("only this build's builder ({}) may be reached", allowed(b)),
+            };
+            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
+            return Ok(());
+        };
+        let Some(held) = self.shared.admission.hold(&build_id, Held::Channel) else {
+            let max = self.shared.admission.max(Held::Channel);
+            let why =
+                format!("this build has {max} connections to its builder open, the most it may hold at once");
+            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
+            return Ok(());
+        };
+        let slot = ChannelSlot { _held: held, _counted: self.shared.admission.count(Kind::Channel) };
+        let port = u16::try_from(port).unwrap_or(builder.ssh_port);
+        let addr = SocketAddr::new(builder.address, port);
+        let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());
+        let (router, dial_timeout) = (self.shared.router.clone(), self.shared.options.dial_timeout);
+        let stall = self.shared.options.builder_stall_timeout;
+        tokio::spawn(async move {
+            // The dial races the end of access and of the user's connection.
+            let dialed = tokio::select! {
+                dialed = router.open(&build_id, &builder, port, dial_timeout) => dialed,
+                () = cut.cut() => {
+                    reply.reject(ChannelOpenFailure::Other { code: 1, reason: tunnel::ACCESS_ENDED.into() }).await;
+                    return;
+                }
+                _ = closed.changed() => return,
+            };
+            let tcp = match dialed {
+                Ok(tcp) => tcp,
+                Err(err) => {
+                    tracing::warn!(%build_id, %addr, %err, "could not reach the builder");
+                    authority.refused(&build_id, format!("builder {addr} unreachable: {err}"));
+                    // The reason reaches the user's ssh ("open failed: ..."): no hang, no guess.
+                    reply.reject(ChannelOpenFailure::Other { code: 2, reason: err.to_string() }).await;
+                    return;
+                }
+            };
+            if cut.is_cut() {
+                reply
+                    .reject(ChannelOpenFailure::Other { code: 1, reason: tunnel::ACCESS_ENDED.into() })
+                    .await;
+                return;
+            }
+            reply.accept().await;
+            let (mut stream, mut tcp) = (channel.into_stream(), tcp);
+            let (mut ended, mut gone) = (cut.clone(), closed.clone());
+            let stop = async move {
+                tokio::select! {
+                    () = ended.cut() => {}
+                    _ = gone.changed() => {}
+                }
+            };
+            match tunnel::splice(&mut stream, &mut tcp, stop, tunnel::CHANNEL_BUFFER, stall).await {
+                Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::info!(%build_id, %addr, %err, "closed a connection to the builder");
+                }
+                Err(err) => tracing::debug!(%build_id, %err, "builder tunnel ended with an error"),
+                Ok(_) => {}
+            }
+            if cut.is_cut() {
+                // Access ended: no byte moves any more, but the channel stays open until the
+                // connection's DISCONNECT ("remote access ... has ended") is out and its task
+                // cuts the transport; closed first, it would let the user's ssh exit without
+                // hearing why.
+                let _ = tokio::time::timeout(CHANNEL_LINGER, closed.changed()).await;
+            }
+            drop((stream, tcp, slot));
+        });
+        Ok(())
+    }
+
+    /// Refused at once (a session channel costs the gateway memory for as long as it is
+    /// open, and a shell here would be useless): the reason tells the user where to go, and
+    /// each counts toward the connection's refusals.
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        drop(channel);
+        let agent = self.route.as_ref().is_some_and(|r| r.role == Role::Agent);
+        let reason = if agent { "an agent credential cannot open a session" } else { NO_SHELL };
+        self.refuse(if agent { reason.into() } else { "a session on the gateway itself refused".into() });
+        reply.reject(ChannelOpenFailure::Other { code: 1, reason: reason.into() }).await;
+        Ok(())
+    }
+
+    /// A peer must keep to the packet size we announced: russh would queue up to 256 KiB per
+    /// packet, and the queues' bound on memory assumes `MAX_PACKET`.
+    async fn data(
+        &mut self,
+        _channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.check_packet(data.len());
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        _channel: ChannelId,
+        _code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.check_packet(data.len());
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // Only the build's agent may register, and only for a builder reached in reverse.
+        let agent = self
+            .route
+            .as_ref()
+            .filter(|r| r.role == Role::Agent)
+            .map(|r| (r.build_id.clone(), r.builder.clone()));
+        let Some((build_id, Some(builder))) =
+            agent.filter(|(_, b)| b.as_ref().is_some_and(|b| b.reverse_tunnel))
+        else {
+            self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
+            return Ok(false);
+        };
+        if self.route.as_ref().is_some_and(|r| r.tunnel.is_some()) {
+            return Ok(true); // already registered on this connection
+        }
+        let (flag, handle) = (self.flag.clone(), session.handle());
+        // A replaced agent is told so (it then stops rather than fight back), then cut.
+        let replace = move || {
+            let (flag, handle) = (flag.clone(), handle.clone());
+            tokio::spawn(async move {
+                let goodbye = handle.disconnect(
+                    russh::Disconnect::ByApplication,
+                    tunnel::REPLACED.into(),
+                    String::new(),
+                );
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(250), goodbye).await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                flag.cut();
+            });
+        };
+        let generation = self.shared.router.register(&build_id, session.handle(), Arc::new(replace));
+        if let Some(route) = self.route.as_mut() {
+            route.tunnel = Some(generation);
+        }
+        tracing::info!(peer = %self.peer(), %build_id, "builder agent registered the reverse tunnel");
+        // Every registration is on the record: a credential holder replacing the real agent
+        // shows up here.
+        self.shared
+            .authority
+            .tunnel_registered(&build_id, format!("builder agent connected from {}", self.peer()));
+        // A port-0 request is answered with the builder's SSH port; russh sends it with the
+        // reply (no separate request_success: that would drop the port).
+        if *port == 0 {
+            *port = u32::from(builder.ssh_port);
+        }
+        Ok(true)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse(format!("remote forwarding of socket {} refused", shown(socket_path)));
+        Ok(false)
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("X11 channel refused".into());
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(format!("direct-streamlocal to {} refused", shown(socket_path)));
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("forwarded-tcpip channel from a user refused".into());
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+}
+
+/// `10.0.0.5:22` or `[fd00::5]:22, 2222`: the builder's reachable ports, for messages.
+fn allowed(builder: &Builder) -> String {
+    let first = match builder.address {
+        std::net::IpAddr::V4(ip) => SocketAddrV4::new(ip, builder.ssh_port).to_string(),
+        std::net::IpAddr::V6(ip) => SocketAddrV6::new(ip, builder.ssh_port, 0, 0).to_string(),
+    };
+    let extra: Vec<String> = builder.extra_ports.iter().map(u16::to_string).collect();
+    if extra.is_empty() { first } else { format!("{first}, {}", extra.join(", ")) }
+}

@@ -1,0 +1,367 @@
+//! The RFB security handshake, both ways: as a server toward the user (terminating it with the
+//! per-build password) and as a client toward the builder's VNC server (logging in with the
+//! builder's own password). Exact-length reads only, every length capped; the caller puts one
+//! deadline around the whole exchange.
+
+use std::fmt;
+
+use rand_core::Rng;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::credential::vnc_response;
+
+/// Longest failure reason read from a builder; longer ones end the connection.
+const MAX_REASON: u32 = 4096;
+/// RFB security types.
+const SECURITY_NONE: u8 = 1;
+const SECURITY_VNC_AUTH: u8 = 2;
+const SECURITY_ARD: u8 = 30;
+
+/// How the gateway logs in to a builder's VNC server.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct BuilderLogin<'a> {
+    /// The VNC password (type 2) or, with `ard_username`, the macOS account's password.
+    pub(crate) password: Option<&'a str>,
+    /// A macOS username: use Apple's type 30 when the server offers it.
+    pub(crate) ard_username: Option<&'a str>,
+}
+
+/// The protocol versions the gateway speaks; 3.889 (macOS) is 3.8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Version {
+    V3_3,
+    V3_7,
+    V3_8,
+}
+
+impl Version {
+    fn bytes(self) -> &'static [u8; 12] {
+        match self {
+            Self::V3_3 => b"RFB 003.003\n",
+            Self::V3_7 => b"RFB 003.007\n",
+            Self::V3_8 => b"RFB 003.008\n",
+        }
+    }
+
+    /// Reads `RFB xxx.yyy\n`; anything else is not RFB.
+    fn parse(bytes: &[u8; 12]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let rest = text.strip_prefix("RFB ")?.strip_suffix('\n')?;
+        let (major, minor) = rest.split_once('.')?;
+        if major.len() != 3
+            || minor.len() != 3
+            || !(major.bytes().chain(minor.bytes())).all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+        Some(match (major, minor) {
+            (3, 7) => Self::V3_7,
+            // 3.8, Apple's 3.889, and anything newer speak the 3.8 handshake.
+            (3, m) if m >= 8 => Self::V3_8,
+            (m, _) if m > 3 => Self::V3_8,
+            // 3.3, 3.5 (= 3.3 by the spec) and the UltraVNC variants fall back to 3.3.
+            _ => Self::V3_3,
+        })
+    }
+}
+
+/// Why a handshake failed. `Display` is for our logs, never for the user.
+#[derive(Debug)]
+pub(crate) enum HandshakeError {
+    Io(std::io::Error),
+    /// The peer broke the protocol.
+    Protocol(&'static str),
+    /// The builder refused the login (its reason, cut short and made printable).
+    Refused(String),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(err) => write!(f, "i/o: {err}"),
+            Self::Protocol(what) => write!(f, "protocol: {what}"),
+            Self::Refused(reason) => write!(f, "refused: {reason}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for HandshakeError {
+    fn from(err: std::io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+type Result<T> = std::result::Result<T, HandshakeError>;
+
+/// What the user sent up to the VNC Authentication response.
+pub(crate) struct UserHello {
+    pub(crate) version: Version,
+    pub(crate) challenge: [u8; 16],
+    pub(crate) response: [u8; 16],
+}
+
+/// Runs the user's side up to the authentication response: our version, theirs, only VNC
+/// Authentication offered, a fresh challenge.
+pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(user: &mut S) -> Result<UserHello> {
+    user.write_all(Version::V3_8.bytes()).await?;
+    let mut theirs = [0u8; 12];
+    user.read_exact(&mut theirs).await?;
+    let version = Version::parse(&theirs).ok_or(HandshakeError::Protocol("client version is not RFB"))?;
+    if version == Version::V3_3 {
+        user.write_all(&u32::from(SECURITY_VNC_AUTH).to_be_bytes()).await?;
+    } else {
+        user.write_all(&[1, SECURITY_VNC_AUTH]).await?;
+        let mut chosen = [0u8; 1];
+        user.read_exact(&mut chosen).await?;
+        if chosen[0] != SECURITY_VNC_AUTH {
+            refuse_user(user, version, "security type not offered").await;
+            return Err(HandshakeError::Protocol("client chose a security type that was not offered"));
+        }
+    }
+    let mut challenge = [0u8; 16];
+    russh::keys::key::safe_rng().fill_bytes(&mut challenge);
+    user.write_all(&challenge).await?;
+    let mut response = [0u8; 16];
+    user.read_exact(&mut response).await?;
+    Ok(UserHello { version, challenge, response })
+}
+
+/// Tells the user authentication failed, with a reason where the version allows one. Errors
+/// are ignored: the connection closes next anyway.
+pub(crate) async fn refuse_user<S: AsyncWrite + Unpin>(user: &mut S, version: Version, reason: &str) {
+    let mut out = 1u32.to_be_bytes().to_vec();
+    if version == Version::V3_8 {
+        out.extend_from_slice(&u32::try_from(reason.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(reason.as_bytes());
+    }
+    let _ = user.write_all(&out).await;
+    let _ = user.flush().await;
+}
+
+/// Tells the user authentication succeeded and forwards their ClientInit to the builder with
+/// the shared flag set, so the user never disconnects other viewers of the builder's screen.
+pub(crate) async fn welcome_user<U, B>(user: &mut U, builder: &mut B) -> Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncWrite + Unpin,
+{
+    user.write_all(&0u32.to_be_bytes()).await?;
+    let mut client_init = [0u8; 1];
+    user.read_exact(&mut client_init).await?;
+    builder.write_all(&[1]).await?;
+    builder.flush().await?;
+    Ok(())
+}
+
+/// Logs in to the builder's VNC server: version `min(server, 3.8)`; Apple's type 30 when a
+/// macOS username is configured and offered, else VNC Authentication with the builder's
+/// password, else None if that is all the server offers. Never Tight or TLS types, and never a
+/// second try: some servers blacklist the address.
+pub(crate) async fn login_builder<S: AsyncRead + AsyncWrite + Unpin>(
+    builder: &mut S,
+    login: BuilderLogin<'_>,
+) -> Result<()> {
+    let password = login.password.map(str::as_bytes);
+    let mut theirs = [0u8; 12];
+    builder.read_exact(&mut theirs).await?;
+    let version = Version::parse(&theirs).ok_or(HandshakeError::Protocol("server version is not RFB"))?;
+    builder.write_all(version.bytes()).await?;
+
+    let chosen = if version == Version::V3_3 {
+        let mut kind = [0u8; 4];
+        builder.read_exact(&mut kind).await?;
+        match u32::from_be_bytes(kind) {
+            0 => return Err(HandshakeError::Refused(read_reason(builder).await?)),
+            1 => SECURITY_NONE,
+            2 => SECURITY_VNC_AUTH,
+            _ => {
+                return Err(HandshakeError::Protocol("3.3 server named an unknown security type"));
+            }
+        }
+    } else {
+        let mut count = [0u8; 1];
+        builder.read_exact(&mut count).await?;
+        if count[0] == 0 {
+            return Err(HandshakeError::Refused(read_reason(builder).await?));
+        }
+        let mut offered = vec![0u8; usize::from(count[0])];
+        builder.read_exact(&mut offered).await?;
+        let chosen = if offered.contains(&SECURITY_ARD) && login.ard_username.is_some() && password.is_some()
+        {
+            SECURITY_ARD
+        } else if offered.contains(&SECURITY_VNC_AUTH) && password.is_some() {
+            SECURITY_VNC_AUTH
+        } else if offered.contains(&SECURITY_NONE) {
+            SECURITY_NONE
+        } else {
+            return Err(HandshakeError::Protocol("builder offers no security type the gateway may use"));
+        };
+        builder.write_all(&[chosen]).await?;
+        chosen
+    };
+
+    if let (SECURITY_ARD, Some(username), Some(password)) = (chosen, login.ard_username, login.password) {
+        super::ard::login(builder, username, password).await?;
+    }
+    if chosen == SECURITY_VNC_AUTH {
+        let password =
+            password.ok_or(HandshakeError::Protocol("builder wants a password; none is configured"))?;
+        let mut challenge = [0u8; 16];
+        builder.read_exact(&mut challenge).await?;
+        builder.write_all(&vnc_response(password, &challenge)).await?;
+    }
+    // None under 3.3 and 3.7 has no SecurityResult; everything else does.
+    if chosen != SECURITY_NONE || version == Version::V3_8 {
+        let mut result = [0u8; 4];
+        builder.read_exact(&mut result).await?;
+        if u32::from_be_bytes(result) != 0 {
+            let reason = if version == Version::V3_8 { read_reason(builder).await? } else { String::new() };
+            return Err(HandshakeError::Refused(reason));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a length-prefixed reason, capped, as printable text for logs.
+async fn read_reason<S: AsyncRead + Unpin>(peer: &mut S) -> Result<String> {
+    let mut len = [0u8; 4];
+    peer.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_REASON {
+        return Err(HandshakeError::Protocol("failure reason longer than 4 KiB"));
+    }
+    let mut reason = vec![0u8; len as usize];
+    peer.read_exact(&mut reason).await?;
+    Ok(String::from_utf8_lossy(&reason).chars().take(200).flat_map(char::escape_default).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let v = |s: &[u8; 12]| Version::parse(s);
+        assert_eq!(v(b"RFB 003.003\n"), Some(Version::V3_3));
+        assert_eq!(v(b"RFB 003.005\n"), Some(Version::V3_3));
+        assert_eq!(v(b"RFB 003.007\n"), Some(Version::V3_7));
+        assert_eq!(v(b"RFB 003.008\n"), Some(Version::V3_8));
+        assert_eq!(v(b"RFB 003.889\n"), Some(Version::V3_8));
+        assert_eq!(v(b"RFB 004.001\n"), Some(Version::V3_8));
+        for bad in [b"RFB 003.008 ", b"RFB 03.0008\n", b"XYZ 003.008\n", b"RFB 00a.008\n", b"RFB 003.-08\n"] {
+            assert_eq!(v(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A scripted peer on an in-memory duplex stream.
+    async fn login_against(server: Vec<u8>, password: Option<&str>) -> (Result<()>, Vec<u8>) {
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        theirs.write_all(&server).await.unwrap();
+        let result = login_builder(&mut ours, BuilderLogin { password, ard_username: None }).await;
+        drop(ours);
+        let mut sent = Vec::new();
+        theirs.read_to_end(&mut sent).await.unwrap();
+        (result, sent)
+    }
+
+    #[tokio::test]
+    async fn builder_login_38_with_vnc_auth() {
+        let challenge: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let mut server = b"RFB 003.008\n".to_vec();
+        server.extend([3, 16, 2, 19]); // Tight, VNC Auth, VeNCrypt
+        server.extend(challenge);
+        server.extend([0, 0, 0, 0]);
+        let (result, sent) = login_against(server, Some("secret")).await;
+        assert!(result.is_ok(), "{:?}", result.err().map(|e| e.to_string()));
+        let mut expected = b"RFB 003.008\n".to_vec();
+        expected.push(2); // VNC Auth, never Tight or VeNCrypt
+        expected.extend(vnc_response(b"secret", &challenge));
+        assert_eq!(sent, expected);
+    }
+
+    #[tokio::test]
+    async fn builder_refusals_are_reported_once_and_bounded() {
+        // Blacklisted: TigerVNC answers 3.3 with a failure and a reason.
+        let mut server = b"RFB 003.003\n".to_vec();
+        server.extend([0, 0, 0, 0, 0, 0, 0, 26]);
+        server.extend(b"Too many security failures");
+        let (result, _) = login_against(server, Some("x")).await;
+        assert!(matches!(result, Err(HandshakeError::Refused(r)) if r == "Too many security failures"));
+
+        // Wrong password under 3.8: one attempt, and the reason is read.
+        let mut server = b"RFB 003.008\n".to_vec();
+        server.extend([1, 2]);
+        server.extend([7u8; 16]);
+        server.extend([0, 0, 0, 1, 0, 0, 0, 6]);
+        server.extend(b"denied");
+        let (result, sent) = login_against(server, Some("x")).await;
+        assert!(matches!(result, Err(HandshakeError::Refused(r)) if r == "denied"));
+        assert_eq!(sent.len(), 12 + 1 + 16, "exactly one attempt");
+
+        // A huge reason length is not believed.
+        let mut server = b"RFB 003.008\n".to_vec();
+        server.extend([0, 0xff, 0xff, 0xff, 0xff]);
+        let (result, _) = login_against(server, Some("x")).await;
+        assert!(matches!(result, Err(HandshakeError::Protocol(_))));
+
+        // Only Tight or TLS on offer: refuse rather than pick them.
+        let mut server = b"RFB 003.008\n".to_vec();
+        server.extend([2, 16, 18]);
+        let (result, _) = login_against(server, Some("x")).await;
+        assert!(matches!(result, Err(HandshakeError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn macos_servers_get_type_30_only_with_a_username() {
+        // Without a macOS username, a server offering only Apple's types is refused.
+        let mut server = b"RFB 003.889\n".to_vec();
+        server.extend([3, 30, 33, 36]);
+        let (result, _) = login_against(server, Some("pw")).await;
+        assert!(matches!(result, Err(HandshakeError::Protocol(_))));
+
+        // With one, type 30 is chosen over type 2 (and the DH exchange starts).
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut server = b"RFB 003.889\n".to_vec();
+        server.extend([2, 2, 30]);
+        server.extend([0, 2, 0xff, 0xff]); // generator 2, key length 65535: refused
+        theirs.write_all(&server).await.unwrap();
+        let login = BuilderLogin { password: Some("pw"), ard_username: Some("ci") };
+        let result = login_builder(&mut ours, login).await;
+        assert!(matches!(result, Err(HandshakeError::Protocol("ARD key length out of range"))));
+        drop(ours);
+        let mut sent = Vec::new();
+        theirs.read_to_end(&mut sent).await.unwrap();
+        assert_eq!(
+            sent,
+            [b"RFB 003.008\n".as_slice(), &[30]].concat(),
+            "3.889 answered as 3.8, type 30 chosen"
+        );
+    }
+
+    #[tokio::test]
+    async fn user_handshake_per_version() {
+        for (client, offer) in [
+            (&b"RFB 003.008\n"[..], &[1u8, 2][..]),
+            (b"RFB 003.889\n", &[1, 2]),
+            (b"RFB 003.007\n", &[1, 2]),
+            (b"RFB 003.003\n", &[0, 0, 0, 2]),
+        ] {
+            let (mut ours, mut theirs) = tokio::io::duplex(4096);
+            let mut input = client.to_vec();
+            if offer.len() == 2 {
+                input.push(2);
+            }
+            input.extend([9u8; 16]);
+            theirs.write_all(&input).await.unwrap();
+            let hello = greet_user(&mut ours).await.unwrap();
+            assert_eq!(hello.response, [9u8; 16]);
+            drop(ours);
+            let mut sent = Vec::new();
+            theirs.read_to_end(&mut sent).await.unwrap();
+            assert_eq!(&sent[..12], b"RFB 003.008\n");
+            assert_eq!(&sent[12..12 + offer.len()], offer);
+            assert_eq!(&sent[12 + offer.len()..], &hello.challenge);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Per-build cut signals: how an ended session reaches the connections that are still open.
+//!
+//! One `watch` channel per build rather than one per connection. A connection takes its
+//! signal before the session admits it, so an end recorded in between (here, or announced from
+//! another gateway) still reaches it; one admitted after the end is refused by the session.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use crate::build::BuildId;
+
+#[derive(Default)]
+pub(crate) struct CutSignals {
+    builds: Mutex<HashMap<BuildId, watch::Sender<bool>>>,
+}
+
+impl CutSignals {
+    /// A signal that fires when `build_id`'s access ends (at once if it already has).
+    pub(crate) fn signal(&self, build_id: &BuildId) -> CutSignal {
+        self.with_sender(build_id, |sender| CutSignal(sender.subscribe()))
+    }
+
+    /// Cuts the build's connections if this process has any (a notice about a build it never
+    /// saw creates nothing: a later login consults the store, which knows it ended).
+    pub(crate) fn cut_if_known(&self, build_id: &BuildId) {
+        let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = builds.get(build_id) {
+            sender.send_replace(true);
+        }
+    }
+
+    /// Builds with connections here that have not been cut.
+    pub(crate) fn live(&self) -> Vec<BuildId> {
+        live(&self.builds.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Cuts every connection here and forgets the signals, so that connections admitted after
+    /// this get fresh ones: for a cut that does not end the sessions (the store is out of
+    /// reach). Returns the builds that had live connections.
+    pub(crate) fn cut_all(&self) -> Vec<BuildId> {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = live(&builds);
+        for sender in builds.values() {
+            sender.send_replace(true);
+        }
+        builds.clear();
+        live
+    }
+
+    /// Forgets the signals nobody holds any more. A later connection gets a fresh one, which
+    /// is sound because it is only taken before the session admits the connection.
+    pub(crate) fn sweep(&self) {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        builds.retain(|_, sender| sender.receiver_count() > 0);
+    }
+
+    /// Runs `f` on the build's sender, creating it (not cut) on first use.
+    fn with_sender<T>(&self, build_id: &BuildId, f: impl FnOnce(&watch::Sender<bool>) -> T) -> T {
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        f(builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0))
+    }
+}
+
+/// Builds whose signal someone holds and that have not been cut.
+fn live(builds: &HashMap<BuildId, watch::Sender<bool>>) -> Vec<BuildId> {
+    builds
+        .iter()
+        .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Fires when the build's remote access ends and every connection must close.
+#[derive(Debug, Clone)]
+pub struct CutSignal(watch::Receiver<bool>);
+
+impl CutSignal {
+    /// Whether access has ended.
+    pub fn is_cut(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once access has ended. Cancel-safe.
+    pub async fn cut(&mut self) {
+        // An error means the authority is gone: nothing can be authorised any more, so cut.
+        let _ = self.0.wait_for(|cut| *cut).await;
+    }
+}

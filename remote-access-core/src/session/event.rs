@@ -1,0 +1,109 @@
+//! What happened to a build's remote access: the [`Event`]s a session's transitions yield and
+//! the authority publishes (see `crate::events` for their delivery).
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ConnectionId, Protocol};
+use crate::build::BuildId;
+
+/// Something that happened to a build's remote access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Event {
+    /// The build.
+    pub build_id: BuildId,
+    /// When it happened (by the authority's clock).
+    pub at: OffsetDateTime,
+    /// What happened.
+    pub kind: EventKind,
+    /// Why, in words for people and logs. Never contains a secret.
+    pub reason: String,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// Credentials were issued for the build.
+    Issued,
+    /// The build's steps completed; the grace period started.
+    StepsCompleted,
+    /// A user connection opened.
+    Connected {
+        /// Its id.
+        connection: ConnectionId,
+        /// SSH or VNC.
+        protocol: Protocol,
+    },
+    /// A user connection closed.
+    Disconnected {
+        /// Its id.
+        connection: ConnectionId,
+        /// SSH or VNC.
+        protocol: Protocol,
+    },
+    /// Access was revoked by the platform, by cancellation, or because the build finished.
+    Revoked,
+    /// Access expired: a deadline passed.
+    Expired,
+    /// The user logged out after the steps completed.
+    LoggedOut,
+    /// The platform must finish the build now. Emitted at most once per build.
+    FinishBuild,
+    /// A builder agent registered the build's reverse tunnel (a newer one replaces the older).
+    TunnelRegistered,
+    /// The gateway refused something a logged-in user asked for (another host or port, a
+    /// shell on the gateway, forwarding, agent, X11); the reason says what.
+    Refused,
+    /// A build's key or VNC password is being guessed: failed logins in a row reached the
+    /// limit, and logins for the build are throttled with backoff. Consider revoking it.
+    Guessing,
+    /// The gateway lost contact with a shared store for longer than
+    /// [`crate::AuthorityOptions::max_store_outage`] and cut the build's live connections
+    /// (fail closed). The session is not ended: users may reconnect once the store answers.
+    StoreUnreachable,
+    /// This subscriber fell behind: its queue was full
+    /// ([`crate::AuthorityOptions::event_queue`]), so `dropped` events published meanwhile
+    /// were not queued for it (other subscribers got them). It stands where they would have
+    /// been; the events after it follow in order. Its `build_id` and `at` are those of the
+    /// first event missed and its reason says what happened, but the missed ones may concern
+    /// any build: re-read the sessions you care about ([`crate::Authority::session`]).
+    Lagged {
+        /// How many events were missed here.
+        dropped: u64,
+    },
+}
+
+impl EventKind {
+    /// A stable lowercase name: `"issued"`, `"connected"`, `"finish_build"`, ...
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::StepsCompleted => "steps_completed",
+            Self::Connected { .. } => "connected",
+            Self::Disconnected { .. } => "disconnected",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::LoggedOut => "logged_out",
+            Self::FinishBuild => "finish_build",
+            Self::Refused => "refused",
+            Self::TunnelRegistered => "tunnel_registered",
+            Self::Guessing => "guessing",
+            Self::StoreUnreachable => "store_unreachable",
+            Self::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // RFC 3339 cannot express offsets with seconds; events are in UTC anyway.
+        let at = self.at.to_offset(time::UtcOffset::UTC);
+        let at = at.format(&Rfc3339).map_err(|_| fmt::Error)?;
+        let (kind, build, reason) = (self.kind.as_str(), &self.build_id, &self.reason);
+        write!(f, "{kind} build={build} at={at} reason={reason}")
+    }
+}

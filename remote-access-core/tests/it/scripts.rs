@@ -1,0 +1,188 @@
+//! Generated scripts and configs stay inert whatever goes into them: every value is validated
+//! or quoted. Checked by parsing (`sh -n`, and an independent reading of the quoted words),
+//! never by running hostile text.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use remote_access_core::{
+    Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials, Error, HostKey,
+    ManualClock, ScriptOptions, Session, Trigger,
+};
+use remote_access_test_peers::{Run, check_cd, ps_word, sh_word};
+use time::macros::datetime;
+
+fn issue(id: &str, user: &str) -> Result<(Credentials, Session), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let clock = ManualClock::new(datetime!(2026-09-09 9:00 UTC));
+        let authority = Authority::with_clock(AuthorityOptions::default(), Arc::new(clock))?;
+        let mut request = BuildRequest::new(BuildId::new(id)?, Trigger::Manual, true);
+        let mut builder = Builder::new("10.1.2.3".parse().unwrap());
+        builder.user = user.to_owned();
+        request.builder = Some(builder);
+        let creds = authority.issue(request).await?;
+        let session = authority.session(creds.build_id()).await?;
+        Ok((creds, session))
+    })
+}
+
+fn sh_parses(shell: &str, script: &str) -> bool {
+    let mut child = Command::new(shell)
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        eprintln!("{shell} -n: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
+}
+
+/// Every check on the outputs for one set of inputs.
+fn check_outputs(creds: &Credentials, info: &ConnectionInfo, dir: &str) {
+    let posix = info.posix_script(creds).unwrap();
+    let posix = posix.expose();
+    assert!(sh_parses("sh", posix), "sh -n rejects the script");
+    assert!(sh_parses("bash", posix), "bash -n rejects the script");
+    // The cd command is one quoted word that reads back exactly.
+    let line =
+        posix.lines().find_map(|l| l.trim_start().strip_prefix("cd_command=")).expect("cd_command line");
+    let cd = sh_word(line).expect("cd_command is a single-quoted word");
+    check_cd(&cd, dir);
+    // The config's RemoteCommand reads back too (ssh_config doubles %).
+    let remote = posix.lines().find_map(|l| l.strip_prefix("  RemoteCommand ")).expect("RemoteCommand");
+    let remote = remote.replace("%%", "%");
+    let remote_cd = remote.strip_suffix(" ; exec \"${SHELL:-/bin/sh}\" -l").expect("RemoteCommand shape");
+    check_cd(remote_cd, dir);
+    // Here-documents end only where we end them.
+    assert_eq!(posix.lines().filter(|l| *l == "REMOTE_ACCESS_END").count(), 3);
+
+    let ps = info.powershell_script(creds).unwrap();
+    let ps = ps.expose();
+    let line =
+        ps.lines().find_map(|l| l.trim_start().strip_prefix("$cdCommand = ")).expect("$cdCommand line");
+    assert_eq!(ps_word(line.trim_end_matches('\r')).as_deref(), Some(cd.as_str()));
+    let openers = ps.lines().filter(|l| l.trim_end().ends_with("@'")).count();
+    let closers = ps.lines().filter(|l| l.starts_with("'@")).count();
+    assert_eq!((openers, closers), (3, 3), "here-strings are balanced");
+    serde_json::from_str::<serde_json::Value>(&info.to_json()).expect("connection info is JSON");
+}
+
+#[test]
+fn hostile_build_directories_stay_inside_their_quotes() {
+    let (creds, session) = issue("hostile-1", "builder").unwrap();
+    let key = HostKey::generate().unwrap();
+    for dir in [
+        "$FCI_BUILD_DIR",
+        "/home/builder/it's here",
+        "'; rm -rf ~; echo '",
+        "$(touch /tmp/pwned)",
+        "`touch /tmp/pwned`",
+        "\"; touch /tmp/pwned; \"",
+        "%h %d %% 100%",
+        "‘quoted’ ‚low‛ \\ back",
+        "${HOME}",
+        "$HOME/sub dir",
+        "REMOTE_ACCESS_END",
+        "'@",
+    ] {
+        let mut options = ScriptOptions::new("gw.example.com", 2222);
+        options.build_dir = dir.to_owned();
+        let info = ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
+        check_outputs(&creds, &info, dir);
+    }
+    for bad_dir in ["", "line\nbreak", "tab\there", "nul\0"] {
+        let mut options = ScriptOptions::new("gw.example.com", 2222);
+        options.build_dir = bad_dir.to_owned();
+        let err = ConnectionInfo::new(&creds, &session, &key, &options).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { what: "build_dir", .. }), "{bad_dir:?}");
+    }
+}
+
+#[test]
+fn hostile_hosts_and_users_are_refused() {
+    let (creds, session) = issue("hostile-2", "builder").unwrap();
+    let key = HostKey::generate().unwrap();
+    for host in
+        ["gw.example.com; rm -rf ~", "-oProxyCommand=touch", "$(x)", "a b", "", "gw\nHost *", "x'y", "[::1]"]
+    {
+        let err = ConnectionInfo::new(&creds, &session, &key, &ScriptOptions::new(host, 22)).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { what: "gateway_host", .. }), "{host:?}");
+    }
+    for user in ["root;id", "-o", "a b", "Builder", "x$(y)", "", &"u".repeat(33)] {
+        let err = issue("hostile-3", user).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { what: "builder.user", .. }), "{user:?}: {err}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_build_directory_and_build_id_give_parseable_inert_scripts(
+        dir in "\\PC{1,40}",
+        id in "[A-Za-z0-9][A-Za-z0-9._-]{0,30}",
+        host in prop_oneof!["[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9]{0,5}){0,2}", "\\PC{1,20}"],
+        port in 1u16..,
+    ) {
+        let (creds, session) = issue(&id, "builder").unwrap();
+        let key = HostKey::generate().unwrap();
+        let mut options = ScriptOptions::new(host.clone(), port);
+        options.build_dir = dir.clone();
+        match ConnectionInfo::new(&creds, &session, &key, &options) {
+            Ok(info) => check_outputs(&creds, &info, &dir),
+            Err(Error::InvalidInput { what, .. }) => prop_assert!(matches!(what, "gateway_host" | "build_dir"), "{what}"),
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+    }
+}
+
+#[test]
+fn values_from_a_store_or_edited_fields_are_checked_again() {
+    let (creds, session) = issue("hostile-4", "builder").unwrap();
+    let key = HostKey::generate().unwrap();
+    let options = ScriptOptions::new("gw.example.com", 2222);
+
+    // A session as a networked store might hand it back, with hostile builder fields.
+    let json = serde_json::to_string(&session).unwrap();
+    let good_key = key.public_key();
+    for (field, value) in [
+        ("\"user\":\"builder\"", "\"user\":\"b\\nProxyCommand touch /tmp/pwned\""),
+        ("\"host_key\":null", &format!("\"host_key\":\"{good_key}\\nREMOTE_ACCESS_END\\ntouch /tmp/pwned\"")),
+        ("\"host_key\":null", "\"host_key\":\"ssh-ed25519 AAAA'; touch /tmp/pwned\""),
+    ] {
+        assert!(json.contains(field), "{field} in {json}");
+        let forged: Session = serde_json::from_str(&json.replace(field, value)).unwrap();
+        let err = ConnectionInfo::new(&creds, &forged, &key, &options).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{value}: {err}");
+    }
+
+    // Public fields edited after `new`: every generator checks again.
+    let info = ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
+    type Edit<'a> = Box<dyn Fn(&mut ConnectionInfo) + 'a>;
+    let edits: Vec<Edit<'_>> = vec![
+        Box::new(|i| i.builder_user = "x\n  ProxyCommand touch /tmp/pwned".into()),
+        Box::new(|i| i.gateway_host = "gw\nHost *".into()),
+        Box::new(|i| i.gateway_user = "ra-x'$(id)'".into()),
+        Box::new(|i| i.gateway_host_key = format!("{good_key}\nREMOTE_ACCESS_END")),
+        Box::new(|i| i.builder_host = "10.0.0.1; id".into()),
+        Box::new(|i| i.build_id = "b\nid".into()),
+        Box::new(|i| i.access_ends_by = "soon'; id; '".into()),
+        Box::new(|i| i.key_fingerprint = "SHA256:x\nid".into()),
+        Box::new(|i| i.vnc_host = Some("$(id)".into())),
+    ];
+    for edit in edits {
+        let mut edited = info.clone();
+        edit(&mut edited);
+        assert!(edited.posix_script(&creds).is_err());
+        assert!(edited.powershell_script(&creds).is_err());
+        assert!(edited.ssh_config("/k", "/h").is_err());
+        assert!(edited.known_hosts().is_err());
+    }
+    assert!(info.ssh_config("/k\nHost *", "/h").is_err());
+}

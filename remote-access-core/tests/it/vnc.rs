@@ -1,0 +1,160 @@
+//! The VNC proxy against real peers: x11vnc on Xvfb and TigerVNC as the builder's VNC server
+//! (with their own passwords, written by the library's password-file helper), vncdotool and
+//! vncsnapshot as the user's clients through the gateway with the per-build password.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::builds::*;
+use remote_access_core::{AuthorityOptions, BuildRequest, Credentials};
+use remote_access_test_peers::*;
+use tokio::process::Command;
+
+struct Fixture {
+    authority: remote_access_core::Authority,
+    running: remote_access_core::RunningGateway,
+    scratch: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(mut options: AuthorityOptions) -> Fixture {
+        options.vnc_ports = vec![free_port(), free_port(), free_port()];
+        let authority = authority(options);
+        let running = gateway(&authority).start("127.0.0.1:0").await.unwrap();
+        Fixture { authority, running, scratch: tempfile::tempdir().unwrap() }
+    }
+
+    /// Issues a build whose builder runs `server`; returns the credentials and the gateway's
+    /// VNC port for it.
+    async fn issue(&self, id: &str, server: &VncServer) -> (Credentials, u16) {
+        let mut request: BuildRequest = crate::builds::request(id, server.builder());
+        request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
+        let creds = self.authority.issue(request).await.unwrap();
+        let port = self.authority.session(creds.build_id()).await.unwrap().vnc_port().expect("a VNC port");
+        (creds, port)
+    }
+}
+
+/// `vncdo -s 127.0.0.1::PORT -p PASSWORD capture FILE`: (exit code, the PNG's size).
+async fn capture(fx: &Fixture, port: u16, password: &str) -> (i32, Option<(u32, u32)>) {
+    let shot = fx.scratch.path().join(format!("shot-{port}-{}.png", rand_suffix()));
+    let mut vncdo = vncdo(port, password)
+        .arg("capture")
+        .arg(&shot)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .start();
+    let status =
+        tokio::time::timeout(Duration::from_secs(60), vncdo.wait()).await.expect("vncdo finishes").unwrap();
+    let size = std::fs::read(&shot).ok().and_then(|png| png_size(&png));
+    (status.code().unwrap_or(-1), size)
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// A vncdo session that stays connected (`pause`), to be cut.
+fn hold_open(port: u16, password: &str) -> tokio::process::Child {
+    vncdo(port, password)
+        .args(["pause", "600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .start()
+}
+
+async fn exits(mut child: tokio::process::Child) {
+    tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the VNC connection was cut")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vncdotool_captures_the_builders_screen_through_the_gateway() {
+    let fx = Fixture::new(AuthorityOptions::default()).await;
+    for server in [x11vnc("builder-pw"), tigervnc("tiger-pw")] {
+        let (creds, port) = fx.issue(&format!("vnc-{}", server.port), &server).await;
+        let (code, size) = capture(&fx, port, creds.vnc_password().expose()).await;
+        assert_eq!((code, size), (0, Some((server.width, server.height))), "builder on {}", server.port);
+        // The builder's own password is not the user's: it does not open the gateway.
+        let (code, _) = capture(&fx, port, &server.password).await;
+        assert_ne!(code, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vncsnapshot_speaking_rfb_33_gets_through() {
+    let fx = Fixture::new(AuthorityOptions::default()).await;
+    let server = x11vnc("snap-pw");
+    let (creds, port) = fx.issue("snap-1", &server).await;
+    let passwd = fx.scratch.path().join("user.passwd");
+    std::fs::write(&passwd, remote_access_core::vnc_password_file(creds.vnc_password().expose())).unwrap();
+    let snap = fx.scratch.path().join("snap.jpg");
+    let mut vncsnapshot = Command::new("vncsnapshot")
+        .args(["-quiet", "-passwd"])
+        .arg(&passwd)
+        .arg(format!("127.0.0.1::{port}"))
+        .arg(&snap)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .start();
+    let status = tokio::time::timeout(Duration::from_secs(60), vncsnapshot.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let jpeg = std::fs::read(&snap).unwrap();
+    assert!(jpeg.starts_with(&[0xff, 0xd8]) && jpeg.len() > 1000, "a JPEG of the screen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_other_and_revoked_passwords_are_refused() {
+    let fx = Fixture::new(AuthorityOptions::default()).await;
+    let server = x11vnc("builder-pw");
+    let (a, port_a) = fx.issue("pw-a", &server).await;
+    let (b, _) = fx.issue("pw-b", &server).await;
+    assert_eq!(capture(&fx, port_a, "wrongpw1").await.0, 3, "vncdo's exit status for a refused password");
+    assert_eq!(capture(&fx, port_a, b.vnc_password().expose()).await.0, 3, "another build's password");
+    assert_eq!(capture(&fx, port_a, a.vnc_password().expose()).await.0, 0, "the right one still works");
+    fx.authority.revoke(a.build_id(), "done").await.unwrap();
+    assert_ne!(capture(&fx, port_a, a.vnc_password().expose()).await.0, 0, "revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_vnc_connections_are_cut_at_revoke_and_at_the_deadline() {
+    let mut options = AuthorityOptions::default();
+    options.policy.grace = Duration::from_secs(2);
+    let fx = Fixture::new(options).await;
+    let mut events = fx.authority.subscribe();
+    let server = x11vnc("builder-pw");
+
+    let (a, port_a) = fx.issue("cut-revoke", &server).await;
+    let live = hold_open(port_a, a.vnc_password().expose());
+    next_event(&mut events, "connected").await;
+    fx.authority.revoke(a.build_id(), "admin").await.unwrap();
+    exits(live).await;
+
+    let (b, port_b) = fx.issue("cut-deadline", &server).await;
+    let live = hold_open(port_b, b.vnc_password().expose());
+    next_event(&mut events, "connected").await;
+    fx.authority.steps_completed(b.build_id()).await.unwrap();
+    exits(live).await;
+    assert_eq!(next_event(&mut events, "expired").await.build_id, *b.build_id());
+    assert_eq!(next_event(&mut events, "finish_build").await.build_id, *b.build_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_last_vnc_connection_after_the_steps_is_a_logout() {
+    let fx = Fixture::new(AuthorityOptions::default()).await;
+    let mut events = fx.authority.subscribe();
+    let server = tigervnc("builder-pw");
+    let (creds, port) = fx.issue("vnc-logout", &server).await;
+    fx.authority.steps_completed(creds.build_id()).await.unwrap();
+    assert_eq!(capture(&fx, port, creds.vnc_password().expose()).await.0, 0);
+    let logged_out = next_event(&mut events, "logged_out").await;
+    assert_eq!(logged_out.build_id, *creds.build_id());
+    next_event(&mut events, "finish_build").await;
+    drop(fx.running);
+}

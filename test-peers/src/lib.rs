@@ -1,0 +1,55 @@
+//! # remote-access-test-peers
+//!
+//! The real programs the tests of remote-access run against, started on free loopback ports and
+//! stopped by PID: an OpenSSH `sshd` playing the builder, its VNC servers (x11vnc on Xvfb,
+//! TigerVNC), `redis-server`; the tests' clients (`vncdo`, the generated scripts, a russh client
+//! handler); log capture; and how a shell reads the words the script generator writes.
+//!
+//! A program that is not installed fails the test with its name and how to install it
+//! ([`Run`], [`RunAsync`]); `./scripts/test` installs all of them.
+//!
+//! This crate does not depend on `remote-access-core` (the core's tests depend on it): what needs
+//! the core's types (builder routes, the library's VNC password files) lives with the tests.
+//!
+//! # Layout
+//!
+//! - `programs`: starting a program, or saying which one is missing and how to get it.
+//! - `ports`: free loopback ports, waiting for a listener, connecting from a given address.
+//! - `server`: a server process in its own process group, stopped on drop.
+//! - `sshd`, `vnc_servers`, `redis_server`: the servers.
+//! - `vncdo`: vncdotool, the tests' VNC client, and the size of its screenshots.
+//! - `scripts`: writing and running the generated connection scripts.
+//! - `polling`: retrying until a condition holds.
+//! - `ssh_client`: the russh client handler of loopback tests.
+//! - `log_capture`: `tracing` output captured in memory.
+//! - `shell_words`: how `sh` and PowerShell read a quoted word (shared with the `scripts` fuzz
+//!   target).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod log_capture;
+mod polling;
+mod ports;
+mod programs;
+mod redis_server;
+mod scripts;
+mod server;
+mod shell_words;
+mod ssh_client;
+mod sshd;
+mod vnc_servers;
+mod vncdo;
+
+pub use log_capture::{Captured, capture};
+pub use polling::eventually;
+pub use ports::{connect_from, free_port, wait_for, wait_for_or, wait_for_port};
+pub use programs::{Run, RunAsync, output_of, require};
+pub use redis_server::RedisServer;
+pub use scripts::{exit_of, run_script, script_command, start_long_script, write_script};
+pub use server::{Server, stop};
+pub use shell_words::{check_cd, env_name, is_ps_double_quote, is_ps_quote, ps_word, sh_word};
+pub use ssh_client::AnyKey;
+pub use sshd::Sshd;
+pub use vnc_servers::VncServer;
+pub use vncdo::{png_size, vncdo};
