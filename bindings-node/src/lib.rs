@@ -15,8 +15,6 @@
 //! - `script`: `ScriptOptions`, `ConnectionInfo`.
 //! - `agent`: `runAgent`, `vncPasswordFile`, `vncAuthResponse`.
 
-#![deny(clippy::unwrap_used, clippy::expect_used)]
-
 mod agent;
 mod authority;
 mod convert;

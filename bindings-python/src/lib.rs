@@ -15,8 +15,6 @@
 //! - `script`: `ScriptOptions` and the connection info behind `remote_access.ConnectionInfo`.
 //! - `agent`: `run_agent`, `vnc_password_file`, `vnc_auth_response`.
 
-#![forbid(unsafe_code)]
-
 mod agent;
 mod authority;
 mod convert;

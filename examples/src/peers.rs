@@ -2,6 +2,8 @@
 //! harness and this crate's tests: the builder route to each, VNC servers reading the library's
 //! own password files, a build request on a route. (The core's tests have the same few lines in
 //! `remote-access-core/tests/it/builds.rs`; the peers crate does not depend on the core.)
+//! Test support: a failed `expect` here is a failed test or benchmark run.
+#![allow(clippy::expect_used)]
 
 use remote_access_core::{BuildId, BuildRequest, Builder, Trigger, vnc_password_file};
 use remote_access_test_peers::{Sshd, VncServer};

@@ -3,6 +3,8 @@
 //! SIGKILL and started again serves the same sessions; a reverse-mode build is reachable
 //! through whichever gateway the user lands on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! installs one; with `RUST_LOG` its lines reach stderr, and a `RUST_LOG` it cannot read is
 //! reported, not fatal.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! (`src/bin/agent.rs`) dials out; the real `ssh` client and `vncdotool` reach the builder
 //! through the gateway; killing and restarting the agent; revoke cuts everything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

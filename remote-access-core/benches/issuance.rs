@@ -1,6 +1,9 @@
 //! Credential issuance: generate (Ed25519 key pair, username, VNC password) + issue (session,
 //! uniqueness checks) + store (in-memory), one build per iteration, on one thread.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed run
+#![allow(missing_docs)] // `criterion_group!` defines undocumented functions
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -44,8 +44,7 @@
 //! - `script`: [`ConnectionInfo`], connection scripts and `ssh_config`.
 //! - [`unstable`]: the store interface, for tests and custom stores.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+// Lints: `[workspace.lints]` in the root Cargo.toml; unit tests may unwrap.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 /// The README's examples compile (`cargo test --doc`).

@@ -3,7 +3,6 @@
 // needs the process to itself (a global allocator is per binary, and in `it` every other test
 // would allocate meanwhile). It shares the library-side helpers of `tests/it` by path (they are
 // this crate's own tests).
-
 //! The gateway under attack, on loopback, with real peers: an OpenSSH sshd and x11vnc as the
 //! builder, the real `ssh` client for the legitimate user's session and the library's RFB
 //! client code for the user's VNC session.
@@ -15,6 +14,9 @@
 //! to its size before the attack (a counting allocator, so the measure is exact).
 //!
 //! One test, in phases: the heap measure needs the process to itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+#![allow(unsafe_code)] // the counting global allocator
 
 #[allow(dead_code)] // each binary uses a part
 #[path = "it/builds.rs"]

@@ -2,7 +2,6 @@
 // `#[global_allocator]` to measure the gateway's memory per attacker connection, and a global
 // allocator is per binary (in `it` it would count, and be disturbed by, every other test).
 // It shares the library-side helpers of `tests/it` by path (they are this crate's own tests).
-
 //! The attacks that once succeeded against the gateway (issue 15), each run again with real
 //! peers on loopback and the gateway's memory measured while it runs and after.
 //!
@@ -14,6 +13,9 @@
 //! Sources: the legitimate user connects from 127.0.0.1; attackers from other loopback
 //! networks (127.N.M.1), as they would from other hosts, so that the gateway's per-address and
 //! per-network shares are what is tested. The tests take turns (one process, one allocator).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+#![allow(unsafe_code)] // the counting global allocator, and raising the file limit
 
 #[allow(dead_code)] // each binary uses a part
 #[path = "it/builds.rs"]

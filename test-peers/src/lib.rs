@@ -25,8 +25,7 @@
 //! - `shell_words`: how `sh` and PowerShell read a quoted word (shared with the `scripts` fuzz
 //!   target).
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
 
 mod log_capture;
 mod polling;

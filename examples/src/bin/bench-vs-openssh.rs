@@ -158,12 +158,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let issue = |id: &str, reverse: bool| {
         let mut route = builder.builder();
         route.reverse_tunnel = reverse;
-        let mut request = BuildRequest::new(BuildId::new(id).expect("id"), Trigger::Manual, true);
+        let mut request = BuildRequest::new(BuildId::new(id)?, Trigger::Manual, true);
         request.builder = Some(route);
-        request
+        Ok::<_, remote_access_core::Error>(request)
     };
-    let forward = authority.issue(issue("bench-forward", false)).await?;
-    let reverse = authority.issue(issue("bench-reverse", true)).await?;
+    let forward = authority.issue(issue("bench-forward", false)?).await?;
+    let reverse = authority.issue(issue("bench-reverse", true)?).await?;
     // The reverse build's agent, in a process of its own as on a real builder, so that its CPU
     // is counted apart from the gateway's.
     let agent_key =

@@ -13,6 +13,8 @@
 //! proptest keeps the failures it found in `tests/proptest-regressions/<module>.txt` (its
 //! default once this directory has a `main.rs`), and runs them again first.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+
 mod builds;
 mod vnc_viewer;
 
