@@ -188,7 +188,7 @@ export declare class HostKey {
 /**
  * A user connection the platform carries itself (a transport other than the built-in
  * gateway); see `Authority.connected`. One the garbage collector drops without
- * `disconnected()` is recorded as disconnected (by the core).
+ * `disconnect()` is recorded as disconnected (by the core).
  */
 export declare class LiveConnection {
   get buildId(): string

@@ -330,7 +330,7 @@ impl Session {
 
 /// A user connection the platform carries itself (a transport other than the built-in
 /// gateway); see `Authority.connected`. One the garbage collector drops without
-/// `disconnected()` is recorded as disconnected (by the core).
+/// `disconnect()` is recorded as disconnected (by the core).
 #[napi]
 pub struct LiveConnection(core::LiveConnection);
 

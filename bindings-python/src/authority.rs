@@ -529,10 +529,10 @@ impl Authority {
 }
 
 /// A user connection the platform carries itself (for transports other than the built-in
-/// gateway): `await authority.connected(build_id, "ssh")`, then `await
-/// authority.disconnected(connection)` when it closes; `await connection.cut()` resolves when
-/// access ends and the connection must be closed. One dropped by the garbage collector without
-/// a report is recorded as disconnected (by the core).
+/// gateway): `connection = await authority.connected(build_id, "ssh")`, then `await
+/// connection.disconnect()` when it closes; `await connection.closed()` returns when access ends
+/// and the connection must be closed. One dropped by the garbage collector without a report is
+/// recorded as disconnected (by the core).
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct LiveConnection(core::LiveConnection);
 

@@ -2,7 +2,7 @@
 //! their end exactly once, and the queue of ends that wait for an absent store.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 use rand_core::Rng;
 use tokio::sync::watch;
@@ -48,7 +48,7 @@ struct Connection {
     protocol: Protocol,
     cut: CutSignal,
     /// Set until the end has been recorded.
-    reporter: Mutex<Option<Authority>>,
+    reporter: tokio::sync::Mutex<Option<Authority>>,
     /// Where a drop reports the end (the runtime the connection was recorded on).
     runtime: Option<tokio::runtime::Handle>,
     /// Report a drop as a detach (gateway stopping), not as the user leaving.
@@ -69,7 +69,7 @@ impl std::fmt::Debug for LiveConnection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let Some(authority) = self.reporter.get_mut().unwrap_or_else(PoisonError::into_inner).take() else {
+        let Some(authority) = self.reporter.get_mut().take() else {
             return;
         };
         let (build_id, connection) = (self.build_id.clone(), self.id);
@@ -103,7 +103,7 @@ impl LiveConnection {
             id,
             protocol,
             cut,
-            reporter: Mutex::new(Some(authority)),
+            reporter: tokio::sync::Mutex::new(Some(authority)),
             runtime: tokio::runtime::Handle::try_current().ok(),
             detach: AtomicBool::new(false),
             ended: watch::channel(false).0,
@@ -165,20 +165,20 @@ impl LiveConnection {
     }
 
     /// From now on, a drop without a report counts as the gateway letting go of the connection
-    /// (not a logout): for a gateway that is stopping.
+    /// (not a logout): for a gateway that is stopping. An explicit report says for itself.
     pub fn detach_on_drop(&self) {
         self.shared.detach.store(true, Ordering::SeqCst);
     }
 
     async fn report(&self, detach: bool) -> Result<()> {
-        let authority = self.shared.reporter.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(authority) = authority else { return Ok(()) };
-        let input = authority.end_of(self.shared.id, detach || self.shared.detach.load(Ordering::SeqCst));
-        // Should this future be dropped before the store answers, the reporter stays set and
-        // the last clone's drop reports the end instead; a second report of the same id
-        // changes nothing.
+        // Held across the store write, so that reports from several clones at once are one
+        // report: the others wait, then find it done. Should this future be dropped before the
+        // store answers, the reporter stays set for a later report, or for the last clone's drop.
+        let mut reporter = self.shared.reporter.lock().await;
+        let Some(authority) = reporter.as_ref() else { return Ok(()) };
+        let input = authority.end_of(self.shared.id, detach);
         let result = authority.record_end(&self.shared.build_id, input).await;
-        self.shared.reporter.lock().unwrap_or_else(PoisonError::into_inner).take();
+        reporter.take();
         self.shared.ended.send_replace(true);
         result
     }
@@ -251,7 +251,8 @@ impl Authority {
     /// gone (which would keep the user's logout from ending it).
     pub(super) async fn record_end(&self, build_id: &BuildId, input: Input) -> Result<()> {
         match self.apply(build_id, input.clone()).await {
-            Err(err @ Error::StoreUnavailable { .. }) => {
+            // Unanswered, or lost every compare-and-swap race: recorded later all the same.
+            Err(err @ (Error::StoreUnavailable { .. } | Error::Contention { .. })) => {
                 self.keep_unreported(build_id.clone(), input);
                 Err(err)
             }
@@ -276,7 +277,7 @@ impl Authority {
             let Some((build_id, input)) = next else { return };
             match self.apply(&build_id, input.clone()).await {
                 Ok(_) | Err(Error::UnknownBuild { .. }) => {}
-                Err(Error::StoreUnavailable { .. }) => {
+                Err(Error::StoreUnavailable { .. } | Error::Contention { .. }) => {
                     self.inner
                         .unreported
                         .lock()

@@ -50,6 +50,9 @@ where
             () = stopping.stopped() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    // Keystrokes and screen updates are small: send them at once. (russh's own
+                    // `nodelay` applies only to its accept loop, which the gateway does not use.)
+                    let _ = tcp.set_nodelay(true);
                     let _ = tunnel::keep_alive(&tcp);
                     connections.spawn(serve(tcp, peer, stop.clone()));
                 }

@@ -51,8 +51,8 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
     RULE.iter().find(|(name, _)| *name == module).map(|(_, uses)| *uses)
 }
 
-/// The source with comments and string literals blanked out: a path in a doc comment or a
-/// message is no dependency.
+/// The source with comments, string and character literals blanked out: a path in a doc
+/// comment or a message is no dependency, and a `'"'` must not start a string.
 fn code_only(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
@@ -70,6 +70,9 @@ fn code_only(source: &str) -> String {
             });
             rest = end.map_or("", |end| &rest[end + 2..]);
             out.push_str("\"\"");
+        } else if let Some(after) = char_literal(rest) {
+            rest = after;
+            out.push_str("' '");
         } else {
             out.push(c);
             rest = &rest[c.len_utf8()..];
@@ -78,16 +81,34 @@ fn code_only(source: &str) -> String {
     out
 }
 
+/// What follows a character literal at the start of `text` (`'a'`, `'"'`, `'\''`, `'\u{1F600}'`),
+/// or `None` if it starts with something else, such as a lifetime (`'a`).
+fn char_literal(text: &str) -> Option<&str> {
+    let body = text.strip_prefix('\'')?;
+    let len = if let Some(escaped) = body.strip_prefix('\\') {
+        1 + escaped.find('\'')?
+    } else {
+        body.chars().next()?.len_utf8()
+    };
+    body[len..].strip_prefix('\'')
+}
+
 fn ident(text: &str) -> &str {
     let end = text.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(text.len());
     &text[..end]
 }
 
-/// The first path segment of every `crate::...` in `code`, grouped imports included.
+/// The first path segment of every `crate::...` in `code` (spaces and line breaks around
+/// `::` allowed), grouped imports included.
 fn crate_paths(code: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for (at, _) in code.match_indices("crate::") {
-        let after = code[at + "crate::".len()..].trim_start();
+    for (at, _) in code.match_indices("crate") {
+        let word_start = !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$');
+        let Some(after) = code[at + "crate".len()..].trim_start().strip_prefix("::") else { continue };
+        if !word_start {
+            continue;
+        }
+        let after = after.trim_start();
         if let Some(group) = after.strip_prefix('{') {
             // Top-level items of the group: `{build::BuildId, error::{Error, Result}}`.
             let (mut depth, mut start) = (0, 0);
@@ -110,7 +131,7 @@ fn crate_paths(code: &str) -> Vec<String> {
             found.push(ident(after).to_owned());
         }
     }
-    found.retain(|segment| !segment.is_empty());
+    found.retain(|segment| !segment.is_empty() && segment != "self");
     found
 }
 
@@ -132,6 +153,10 @@ fn breaches(module: &str, depth: usize, code: &str) -> Vec<String> {
     let climb = format!("{}super::", "super::".repeat(depth));
     if code.contains(&climb) {
         found.push("climbs out of its module with `super::`".to_owned());
+    }
+    // An alias of the crate root would hide every path through it; so would `#[path]`.
+    if code.contains("crate as ") || code.contains("crate self") || code.contains("#[path") {
+        found.push("aliases the crate root or includes a file by path".to_owned());
     }
     found
 }
@@ -169,7 +194,7 @@ fn every_module_uses_only_the_modules_below_it() {
         modules.insert(module.clone());
         let code = code_only(&std::fs::read_to_string(&file).unwrap());
         // Unit tests (`mod tests` at a file's end) may use anything.
-        let code = code.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        let code = code.split("#[cfg(test)]\nmod tests {").next().unwrap_or_default();
         for breach in breaches(&module, depth, code) {
             problems.push(format!("{} ({module}) {breach}", relative.display()));
         }
@@ -202,14 +227,19 @@ fn the_check_catches_what_breaks_the_rule() {
     let code = code_only(
         "use crate::gateway::Gateway; // crate::authority\n\
          /* crate::store */ let s = \"crate::tunnel \\\" crate::events\";\n\
-         use crate::{build::BuildId, error::{Error, Result}, script::ConnectionInfo};\n\
-         fn f() -> crate::Result<()> { super::super::x() }",
+         let q = '\"'; let r = '\\''; fn f<'a>(x: &'a str) {}\n\
+         use crate::{self, build::BuildId, error::{Error, Result}, script::ConnectionInfo};\n\
+         fn f() -> crate\n    ::Result<()> { super::super::x() }\n\
+         use crate as root;",
     );
     let found = breaches("session", 1, &code);
-    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(found.len(), 5, "{found:#?}");
     assert!(found[0].contains("crate::gateway,"));
     assert!(found[1].contains("crate::script,"));
     assert!(found[2].contains("crate::Result (a root re-export"));
     assert!(found[3].contains("climbs out"));
+    assert!(found[4].contains("aliases the crate root"));
+    assert_eq!(char_literal("'\"' rest"), Some(" rest"));
+    assert_eq!(char_literal("'a str"), None);
     assert!(breaches("gateway", 0, &code_only("use crate::authority::Authority;")).is_empty());
 }
