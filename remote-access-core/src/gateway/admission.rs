@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::GatewayOptions;
+use super::rate_limit::RateLimit;
 use crate::build::BuildId;
 use crate::throttle::Throttle;
 
@@ -61,6 +62,9 @@ pub struct GatewayStats {
     pub addresses_with_failures: usize,
     /// Unauthenticated connections closed to make room for a newcomer, since the start.
     pub evicted: u64,
+    /// New connections closed at once because their source opened them too fast
+    /// (`new_connections_per_second`), since the start.
+    pub rate_limited: u64,
 }
 
 /// The two pools of unauthenticated connections.
@@ -174,6 +178,8 @@ pub(crate) struct Admission {
     pools: [Mutex<Waiters>; 2],
     next_id: AtomicU64,
     evicted: AtomicU64,
+    rate: RateLimit,
+    rate_limited: AtomicU64,
     failures: Throttle<Prefix, Target>,
     builds: Mutex<HashMap<BuildId, Load>>,
     ssh: AtomicUsize,
@@ -185,12 +191,14 @@ pub(crate) struct Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     BackingOff,
+    TooFast,
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::BackingOff => "too many failed logins from this address's network; backing off",
+            Self::TooFast => "new connections from this address (or its network) come too fast",
         })
     }
 }
@@ -284,6 +292,11 @@ impl Admission {
             pools: Default::default(),
             next_id: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            rate: RateLimit::new(
+                f64::from(options.new_connections_per_second),
+                f64::from(options.new_connections_burst),
+            ),
+            rate_limited: AtomicU64::new(0),
             failures: Throttle::new(free, BACKOFF.0, BACKOFF.1, MEMORY),
             builds: Mutex::new(HashMap::new()),
             ssh: AtomicUsize::new(0),
@@ -315,9 +328,14 @@ impl Admission {
     }
 
     /// Lets a new connection from `ip` start authenticating, making room if it must (see the
-    /// module docs); refused only while its prefix is backed off.
+    /// module docs); refused only when its source opens connections too fast, or while its
+    /// prefix is backed off.
     pub(crate) fn admit(self: &Arc<Self>, pool: Pool, ip: IpAddr) -> Result<Waiting, Refusal> {
         let (ip, prefix) = (ip.to_canonical(), Prefix::of(ip));
+        if !self.rate.allows(ip) {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::TooFast);
+        }
         if self.failures.blocked(&prefix).is_some() {
             return Err(Refusal::BackingOff);
         }
@@ -404,6 +422,7 @@ impl Admission {
             builder_channels: self.channels.load(Ordering::SeqCst),
             addresses_with_failures: self.failures.tracked(),
             evicted: self.evicted.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
         }
     }
 }

@@ -8,6 +8,7 @@ mod admission;
 mod cut_stream;
 mod listen;
 mod log_limit;
+mod rate_limit;
 mod ssh;
 mod vnc;
 
@@ -69,6 +70,13 @@ pub struct GatewayOptions {
     /// up to 5 min (default 20). A successful login takes back the failures against the same
     /// username or VNC port, never those against another build.
     pub failures_before_backoff: usize,
+    /// New connections (SSH and VNC together) one address may open per second (default 10);
+    /// its /24 or /64 network may open eight times as many. Those over the rate are closed as
+    /// soon as they are accepted, before any key exchange.
+    pub new_connections_per_second: u32,
+    /// How many new connections one address may open at once before the rate applies
+    /// (default 20; its network eight times as many).
+    pub new_connections_burst: u32,
     /// User connections (SSH and VNC) one build may hold at once on this gateway (default 16).
     pub max_connections_per_build: usize,
     /// Connections to the builder (`direct-tcpip` channels) one build may hold at once on this
@@ -85,6 +93,18 @@ pub struct GatewayOptions {
     /// closed (default 60 s): meanwhile russh stops reading the user's whole SSH connection
     /// (`docs/security.md`, "The bounds").
     pub builder_stall_timeout: Duration,
+    /// The SSH key exchanges offered, most preferred first (default: `mlkem768x25519-sha256`,
+    /// `curve25519-sha256`, `curve25519-sha256@libssh.org`). See `docs/ssh.md`, "Algorithms",
+    /// for who needs which; a name russh does not implement, or `none`, is refused.
+    pub kex_algorithms: Vec<String>,
+    /// The SSH ciphers offered (default: `chacha20-poly1305@openssh.com`,
+    /// `aes128-gcm@openssh.com`, `aes256-gcm@openssh.com`, `aes128-ctr`, `aes192-ctr`,
+    /// `aes256-ctr`): the client's preference picks among them.
+    pub ciphers: Vec<String>,
+    /// The SSH MACs offered, for the ciphers that need one (default:
+    /// `hmac-sha2-256-etm@openssh.com`, `hmac-sha2-512-etm@openssh.com`, `hmac-sha2-256`,
+    /// `hmac-sha2-512`).
+    pub macs: Vec<String>,
 }
 
 impl Default for GatewayOptions {
@@ -99,12 +119,17 @@ impl Default for GatewayOptions {
             max_unauthenticated_per_prefix: 256,
             silent_timeout: Duration::from_secs(5),
             failures_before_backoff: 20,
+            new_connections_per_second: 10,
+            new_connections_burst: 20,
             max_connections_per_build: 16,
             max_channels_per_build: 64,
             keepalive_interval: Duration::from_secs(30),
             window_size: 8 * 1024 * 1024,
             dial_timeout: Duration::from_secs(10),
             builder_stall_timeout: Duration::from_secs(60),
+            kex_algorithms: ssh::owned(ssh::KEX),
+            ciphers: ssh::owned(ssh::CIPHERS),
+            macs: ssh::owned(ssh::MACS),
         }
     }
 }
@@ -163,6 +188,8 @@ impl Gateway {
             || options.failures_before_backoff == 0
             || options.max_connections_per_build == 0
             || options.max_channels_per_build == 0
+            || options.new_connections_per_second == 0
+            || options.new_connections_burst == 0
         {
             return Err(Error::invalid("gateway limits", "must be at least 1"));
         }
@@ -176,7 +203,7 @@ impl Gateway {
                 HostKey::generate()?
             }
         };
-        let config = ssh::config(&options, &host_key);
+        let config = ssh::config(&options, &host_key)?;
         let shared = Shared {
             authority,
             admission: Arc::new(Admission::new(&options)),
@@ -258,15 +285,18 @@ impl Gateway {
             async move { stop.stopped().await }
         });
         tokio::pin!(shutdown, housekeeping);
+        let mut failed = None;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = &mut housekeeping => {}
-                // A listener ends only by stopping, or by a panic in its loop: report that.
+                // A listener ends only by stopping, or by a panic in its loop: then the gateway
+                // stops as it would on `shutdown` (its connections get the grace period and
+                // are detached, not logged out), and says why.
                 Some(ended) = listeners.join_next() => {
                     if let Err(err) = ended {
-                        let _ = stopping.send(true);
-                        return Err(Error::Internal { message: format!("a listener task failed: {err}") });
+                        failed = Some(Error::Internal { message: format!("a listener task failed: {err}") });
+                        break;
                     }
                 }
             }
@@ -274,7 +304,7 @@ impl Gateway {
         let _ = stopping.send(true);
         // Each listener gives its connections the grace period, then aborts them.
         while listeners.join_next().await.is_some() {}
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves it in a task on the current runtime.
