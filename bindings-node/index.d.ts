@@ -424,6 +424,16 @@ export interface GatewayOptions {
    * backing off from 1 s to 5 min (default 20).
    */
   failuresBeforeBackoff?: number
+  /**
+   * New connections (SSH and VNC together) one address may open per second (default 10);
+   * its /24 or /64 network eight times as many. Those over the rate are closed at once.
+   */
+  newConnectionsPerSecond?: number
+  /**
+   * New connections one address may open at once before the rate applies (default 20; its
+   * network eight times as many).
+   */
+  newConnectionsBurst?: number
   /** User connections one build may hold at once on this gateway (default 16). */
   maxConnectionsPerBuild?: number
   /** Builder channels one build may hold at once on this gateway (default 64). */
@@ -439,6 +449,24 @@ export interface GatewayOptions {
    * closed (default 60 s).
    */
   builderStallTimeoutMs?: number
+  /**
+   * The SSH key exchanges offered, most preferred first (default: `mlkem768x25519-sha256`,
+   * `curve25519-sha256`, `curve25519-sha256@libssh.org`); unknown names and `none` are
+   * refused.
+   */
+  kexAlgorithms?: Array<string>
+  /**
+   * The SSH ciphers offered (default: `chacha20-poly1305@openssh.com`,
+   * `aes128-gcm@openssh.com`, `aes256-gcm@openssh.com`, `aes128-ctr`, `aes192-ctr`,
+   * `aes256-ctr`).
+   */
+  ciphers?: Array<string>
+  /**
+   * The SSH MACs offered, for the ciphers that need one (default:
+   * `hmac-sha2-256-etm@openssh.com`, `hmac-sha2-512-etm@openssh.com`, `hmac-sha2-256`,
+   * `hmac-sha2-512`).
+   */
+  macs?: Array<string>
 }
 
 /** What a gateway holds right now (`gateway.stats()`). */
@@ -455,6 +483,11 @@ export interface GatewayStats {
   addressesWithFailures: number
   /** Unauthenticated connections closed to make room for newcomers, since the start. */
   evicted: number
+  /**
+   * New connections closed at once because their source opened them too fast, since the
+   * start.
+   */
+  rateLimited: number
 }
 
 /**

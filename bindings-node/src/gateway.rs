@@ -82,6 +82,12 @@ pub struct GatewayOptions<'a> {
     /// Failed logins in a row from one network before its new connections are closed at once,
     /// backing off from 1 s to 5 min (default 20).
     pub failures_before_backoff: Option<f64>,
+    /// New connections (SSH and VNC together) one address may open per second (default 10);
+    /// its /24 or /64 network eight times as many. Those over the rate are closed at once.
+    pub new_connections_per_second: Option<f64>,
+    /// New connections one address may open at once before the rate applies (default 20; its
+    /// network eight times as many).
+    pub new_connections_burst: Option<f64>,
     /// User connections one build may hold at once on this gateway (default 16).
     pub max_connections_per_build: Option<f64>,
     /// Builder channels one build may hold at once on this gateway (default 64).
@@ -95,6 +101,18 @@ pub struct GatewayOptions<'a> {
     /// How long a builder may leave a user's data unread before that connection to it is
     /// closed (default 60 s).
     pub builder_stall_timeout_ms: Option<f64>,
+    /// The SSH key exchanges offered, most preferred first (default: `mlkem768x25519-sha256`,
+    /// `curve25519-sha256`, `curve25519-sha256@libssh.org`); unknown names and `none` are
+    /// refused.
+    pub kex_algorithms: Option<Vec<String>>,
+    /// The SSH ciphers offered (default: `chacha20-poly1305@openssh.com`,
+    /// `aes128-gcm@openssh.com`, `aes256-gcm@openssh.com`, `aes128-ctr`, `aes192-ctr`,
+    /// `aes256-ctr`).
+    pub ciphers: Option<Vec<String>>,
+    /// The SSH MACs offered, for the ciphers that need one (default:
+    /// `hmac-sha2-256-etm@openssh.com`, `hmac-sha2-512-etm@openssh.com`, `hmac-sha2-256`,
+    /// `hmac-sha2-512`).
+    pub macs: Option<Vec<String>>,
 }
 
 /// What a gateway holds right now (`gateway.stats()`).
@@ -112,6 +130,9 @@ pub struct GatewayStats {
     pub addresses_with_failures: f64,
     /// Unauthenticated connections closed to make room for newcomers, since the start.
     pub evicted: f64,
+    /// New connections closed at once because their source opened them too fast, since the
+    /// start.
+    pub rate_limited: f64,
 }
 
 /// The SSH gateway (and the VNC proxy on the authority's `vncPorts`).
@@ -163,6 +184,16 @@ impl Gateway {
         )?;
         options.failures_before_backoff =
             count("failuresBeforeBackoff", given.failures_before_backoff, options.failures_before_backoff)?;
+        options.new_connections_per_second = count(
+            "newConnectionsPerSecond",
+            given.new_connections_per_second,
+            options.new_connections_per_second as usize,
+        )? as u32;
+        options.new_connections_burst = count(
+            "newConnectionsBurst",
+            given.new_connections_burst,
+            options.new_connections_burst as usize,
+        )? as u32;
         options.max_connections_per_build = count(
             "maxConnectionsPerBuild",
             given.max_connections_per_build,
@@ -171,6 +202,16 @@ impl Gateway {
         options.max_channels_per_build =
             count("maxChannelsPerBuild", given.max_channels_per_build, options.max_channels_per_build)?;
         options.window_size = count("windowSize", given.window_size, options.window_size as usize)? as u32;
+        let algorithms = [
+            (given.kex_algorithms, &mut options.kex_algorithms),
+            (given.ciphers, &mut options.ciphers),
+            (given.macs, &mut options.macs),
+        ];
+        for (names, field) in algorithms {
+            if let Some(names) = names {
+                *field = names;
+            }
+        }
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
 
@@ -197,6 +238,7 @@ impl Gateway {
             builder_channels: stats.builder_channels as f64,
             addresses_with_failures: stats.addresses_with_failures as f64,
             evicted: stats.evicted as f64,
+            rate_limited: stats.rate_limited as f64,
         }
     }
 

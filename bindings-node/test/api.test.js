@@ -242,6 +242,7 @@ test('tryNext and closed; the authority and gateway getters; gateway stats count
     builderChannels: 0,
     addressesWithFailures: 0,
     evicted: 0,
+    rateLimited: 0,
   }
   /** @param {(stats: ra.GatewayStats) => boolean} want */
   const settle = async (want) => {
@@ -256,6 +257,29 @@ test('tryNext and closed; the authority and gateway getters; gateway stats count
     assert.deepEqual(busy, { ...idle, sshConnections: 1, unauthenticated: 1 })
     socket.destroy()
     assert.deepEqual(await settle((s) => s.sshConnections === 0), idle)
+  } finally {
+    await running.stop()
+  }
+})
+
+test('the SSH algorithms and the connection rate are gateway options', async () => {
+  const authority = new ra.Authority()
+  const refused = await rejectsWith(() => new ra.Gateway(authority, { ciphers: ['aes128-gcm'] }), 'invalid_input')
+  assert.equal(refused.what, 'ciphers')
+  assert.match(refused.message, /"aes128-gcm" is not supported/)
+  assert.match(refused.message, /aes128-gcm@openssh\.com/)
+  await rejectsWith(() => new ra.Gateway(authority, { newConnectionsPerSecond: 0 }), 'invalid_input')
+  await rejectsWith(() => new ra.Gateway(authority, { newConnectionsBurst: 1.5 }), 'invalid_input')
+  const gateway = new ra.Gateway(authority, {
+    ciphers: ['aes128-gcm@openssh.com'],
+    macs: ['hmac-sha2-256'],
+    kexAlgorithms: ['curve25519-sha256'],
+    newConnectionsPerSecond: 5,
+    newConnectionsBurst: 10,
+  })
+  const running = await gateway.start('127.0.0.1:0')
+  try {
+    assert.equal(gateway.stats().rateLimited, 0)
   } finally {
     await running.stop()
   }

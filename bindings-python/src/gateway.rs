@@ -69,7 +69,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None, builder_stall_timeout = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -83,12 +83,17 @@ impl Gateway {
         max_unauthenticated_per_prefix: Option<usize>,
         silent_timeout: Option<Seconds>,
         failures_before_backoff: Option<usize>,
+        new_connections_per_second: Option<u32>,
+        new_connections_burst: Option<u32>,
         max_connections_per_build: Option<usize>,
         max_channels_per_build: Option<usize>,
         keepalive_interval: Option<Seconds>,
         window_size: Option<u32>,
         dial_timeout: Option<Seconds>,
         builder_stall_timeout: Option<Seconds>,
+        kex_algorithms: Option<Vec<String>>,
+        ciphers: Option<Vec<String>>,
+        macs: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let mut options = core::GatewayOptions::default();
         options.host_key = host_key.map(|key| key.0.clone());
@@ -112,10 +117,23 @@ impl Gateway {
         options.max_unauthenticated_per_prefix =
             max_unauthenticated_per_prefix.unwrap_or(options.max_unauthenticated_per_prefix);
         options.failures_before_backoff = failures_before_backoff.unwrap_or(options.failures_before_backoff);
+        options.new_connections_per_second =
+            new_connections_per_second.unwrap_or(options.new_connections_per_second);
+        options.new_connections_burst = new_connections_burst.unwrap_or(options.new_connections_burst);
         options.max_connections_per_build =
             max_connections_per_build.unwrap_or(options.max_connections_per_build);
         options.max_channels_per_build = max_channels_per_build.unwrap_or(options.max_channels_per_build);
         options.window_size = window_size.unwrap_or(options.window_size);
+        let algorithms = [
+            (kex_algorithms, &mut options.kex_algorithms),
+            (ciphers, &mut options.ciphers),
+            (macs, &mut options.macs),
+        ];
+        for (given, field) in algorithms {
+            if let Some(given) = given {
+                *field = given;
+            }
+        }
         let authority = authority.0.clone();
         py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
     }
@@ -131,7 +149,7 @@ impl Gateway {
     }
 
     /// What the gateway holds now: `ssh_connections`, `vnc_connections`, `unauthenticated`,
-    /// `builder_channels`, `addresses_with_failures`, `evicted`.
+    /// `builder_channels`, `addresses_with_failures`, `evicted`, `rate_limited`.
     fn stats(&self) -> std::collections::BTreeMap<&'static str, usize> {
         let stats = self.0.stats();
         std::collections::BTreeMap::from([
@@ -141,6 +159,7 @@ impl Gateway {
             ("builder_channels", stats.builder_channels),
             ("addresses_with_failures", stats.addresses_with_failures),
             ("evicted", usize::try_from(stats.evicted).unwrap_or(usize::MAX)),
+            ("rate_limited", usize::try_from(stats.rate_limited).unwrap_or(usize::MAX)),
         ])
     }
 

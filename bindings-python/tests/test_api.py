@@ -463,7 +463,7 @@ def test_gateway_stats_count_connections() -> None:
         assert gateway.host_key.fingerprint != pinned.fingerprint
         idle = {
             "ssh_connections": 0, "vnc_connections": 0, "unauthenticated": 0,
-            "builder_channels": 0, "addresses_with_failures": 0, "evicted": 0,
+            "builder_channels": 0, "addresses_with_failures": 0, "evicted": 0, "rate_limited": 0,
         }
         async with await gateway.start("127.0.0.1:0") as running:
             assert gateway.stats() == idle
@@ -472,6 +472,26 @@ def test_gateway_stats_count_connections() -> None:
             assert busy == {**idle, "ssh_connections": 1, "unauthenticated": 1}
             writer.close()
             assert await settle(gateway, "ssh_connections", 0) == idle
+
+    run(main())
+
+
+def test_the_ssh_algorithms_and_the_connection_rate_are_options() -> None:
+    async def main() -> None:
+        authority = ra.Authority()
+        with pytest.raises(ra.InvalidInputError) as refused:
+            ra.Gateway(authority, ciphers=["aes128-gcm"])
+        assert refused.value.code == "invalid_input" and refused.value.what == "ciphers"
+        assert '"aes128-gcm" is not supported' in str(refused.value)
+        assert "aes128-gcm@openssh.com" in str(refused.value)
+        with pytest.raises(ra.InvalidInputError):
+            ra.Gateway(authority, new_connections_per_second=0)
+        gateway = ra.Gateway(
+            authority, ciphers=["aes128-gcm@openssh.com"], macs=["hmac-sha2-256"],
+            kex_algorithms=["curve25519-sha256"], new_connections_per_second=5, new_connections_burst=10,
+        )
+        async with await gateway.start("127.0.0.1:0"):
+            assert gateway.stats()["rate_limited"] == 0
 
     run(main())
 

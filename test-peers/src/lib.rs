@@ -17,6 +17,8 @@
 //! - `ports`: free loopback ports, waiting for a listener, connecting from a given address.
 //! - `server`: a server process in its own process group, stopped on drop.
 //! - `sshd`, `vnc_servers`, `redis_server`: the servers.
+//! - `jump_clients`: SSH clients other than OpenSSH's (Dropbear, PuTTY, paramiko, libssh2),
+//!   each reaching a builder through the gateway as its users do.
 //! - `vncdo`: vncdotool, the tests' VNC client, and the size of its screenshots.
 //! - `scripts`: writing and running the generated connection scripts.
 //! - `polling`: retrying until a condition holds.
@@ -27,6 +29,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
 
+mod jump_clients;
 mod log_capture;
 mod polling;
 mod ports;
@@ -40,6 +43,7 @@ mod sshd;
 mod vnc_servers;
 mod vncdo;
 
+pub use jump_clients::{Hop, JumpClients, Paramiko};
 pub use log_capture::{Captured, capture};
 pub use polling::eventually;
 pub use ports::{connect_from, free_port, wait_for, wait_for_or, wait_for_port};

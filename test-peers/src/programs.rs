@@ -28,10 +28,27 @@ fn how_to_install(program: &str) -> String {
         "bash" => "bash",
         "sh" => "dash",
         "kill" => "procps",
+        "dbclient" | "dropbearconvert" => "dropbear-bin",
+        "plink" | "puttygen" => "putty-tools",
+        "curl" => "curl",
+        "python3" => "python3",
+        "python3-paramiko" => "python3-paramiko",
         "vncdo" => {
             return format!(
                 "`pip install vncdotool==1.4.2` (into a virtual environment), or put \
                  {TEST_VENV}/bin on PATH if `./scripts/test` has created it"
+            );
+        }
+        "ssh-audit" => {
+            return format!(
+                "`pip install ssh-audit==3.9.0` (into a virtual environment), or put {TEST_VENV}/bin \
+                 on PATH if `./scripts/test` has created it"
+            );
+        }
+        "paramiko" => {
+            return format!(
+                "`pip install paramiko==5.1.0` into the virtual environment {TEST_VENV} (or the one \
+                 REMOTE_ACCESS_TEST_VENV names)"
             );
         }
         _ => return "your system's package manager".to_owned(),
@@ -40,7 +57,7 @@ fn how_to_install(program: &str) -> String {
 }
 
 /// What a test says when it cannot run `program`.
-fn missing(program: &str, why: &dyn std::fmt::Display) -> String {
+pub(crate) fn missing(program: &str, why: &dyn std::fmt::Display) -> String {
     format!(
         "cannot run `{program}` ({why}): the tests run it as a real peer.\n\
          Install it with {}.\n\

@@ -308,12 +308,17 @@ class Gateway:
         max_unauthenticated_per_prefix: int | None = None,
         silent_timeout: _Duration | None = None,
         failures_before_backoff: int | None = None,
+        new_connections_per_second: int | None = None,
+        new_connections_burst: int | None = None,
         max_connections_per_build: int | None = None,
         max_channels_per_build: int | None = None,
         keepalive_interval: _Duration | None = None,
         window_size: int | None = None,
         dial_timeout: _Duration | None = None,
         builder_stall_timeout: _Duration | None = None,
+        kex_algorithms: list[str] | None = None,
+        ciphers: list[str] | None = None,
+        macs: list[str] | None = None,
     ) -> Gateway: ...
     @property
     def host_key(self) -> HostKey: ...

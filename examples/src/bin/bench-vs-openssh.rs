@@ -2,6 +2,7 @@
 //! one run on loopback, with the same real `sshd` as the builder behind both.
 //!
 //! Run: `cargo run --release -p remote-access-examples --bin bench-vs-openssh [-- --quick]`
+//! (`--cipher NAME` makes every hop use that cipher, for a comparison at equal settings)
 //! (needs `ssh` and `sshd`; run as root, like the tests). Prints a Markdown table and writes
 //! the raw results as JSON to `docs/benchmarks.json` (partial runs: `target/benchmarks-partial.json`;
 //! or the path in `BENCH_JSON`).
@@ -88,6 +89,16 @@ struct Transfer {
     mib_s: f64,
     jump_cpu: f64,
     agent_cpu: Option<f64>,
+}
+
+/// `config` with the cipher that `--cipher NAME` asks for, on every hop (the jump host's and
+/// the builder's), or unchanged: then each client and host negotiate their default.
+fn with_cipher(config: String) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--cipher").and_then(|i| args.get(i + 1)) {
+        Some(cipher) => format!("{config}Host *\n  Ciphers {cipher}\n"),
+        None => config,
+    }
 }
 
 async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
@@ -191,7 +202,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             + "  BatchMode yes\n";
         paths.push(Route {
             name,
-            config: write_script(dir, &format!("{id}.config"), &config),
+            config: write_script(dir, &format!("{id}.config"), &with_cipher(config)),
             target: "remote-access-builder",
             jump_pid: "self".into(),
             agent_pid: if creds.build_id() == reverse.build_id() { agent_pid.clone() } else { None },
@@ -220,7 +231,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         1,
         Route {
             name: "OpenSSH sshd",
-            config: write_script(dir, "openssh.config", &openssh),
+            config: write_script(dir, "openssh.config", &with_cipher(openssh)),
             target: "builder",
             jump_pid: jump.pid().to_string(),
             agent_pid: None,
@@ -401,7 +412,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })).collect::<Vec<_>>(),
     });
     // A partial run must not replace the recorded full results.
-    let partial = quick || throughput_only || vnc_only;
+    let partial = quick || throughput_only || vnc_only || std::env::args().any(|a| a == "--cipher");
     let default_out = if partial { "target/benchmarks-partial.json" } else { "docs/benchmarks.json" };
     let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| default_out.into());
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;

@@ -63,7 +63,6 @@ pub(super) fn config(options: &GatewayOptions, host_key: &HostKey) -> Result<Con
         inactivity_timeout: Some(options.keepalive_interval.saturating_mul(4)),
         keepalive_interval: Some(options.keepalive_interval),
         keepalive_max: 3,
-        nodelay: true,
         preferred,
         ..Config::default()
     })

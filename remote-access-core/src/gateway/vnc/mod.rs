@@ -41,6 +41,7 @@ const AUTH_FAILURE: &str = "Authentication failed";
 
 /// One user VNC connection: handshake under one deadline, then splice until cut.
 pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr, port: u16, mut stop: Stop) {
+    let _ = user.set_nodelay(true);
     let (admission, options) = (&shared.admission, &shared.options);
     let _counted = admission.count(Kind::Vnc);
     let waiting = match admission.admit(Pool::Vnc, peer.ip()) {
