@@ -165,6 +165,12 @@ impl Builder {
         port_allowed && host.parse::<IpAddr>().is_ok_and(|ip| ip == self.address)
     }
 
+    /// Whether `host:port` is this builder's VNC server, exactly as the session knows it.
+    pub(crate) fn is_vnc(&self, host: &str, port: u32) -> bool {
+        let port_is_vnc = u16::try_from(port).is_ok_and(|port| self.vnc_port == Some(port));
+        port_is_vnc && host.parse::<IpAddr>().is_ok_and(|ip| ip == self.address)
+    }
+
     /// Checks every field and normalizes the host key (its comment, free text, is dropped).
     pub(crate) fn validated(mut self) -> Result<Self> {
         if self.ssh_port == 0 || self.extra_ports.contains(&0) || self.vnc_port == Some(0) {

@@ -109,13 +109,9 @@ impl Authority {
             return Err(Error::invalid("builder_vnc_username", "1 to 63 bytes, no control characters"));
         }
         let wants_vnc = builder.as_ref().is_some_and(|b| b.vnc_port.is_some());
+        // Without gateway VNC ports, VNC is reached only inside the build's SSH tunnel
+        // (`ssh -L` to the builder's VNC address), which the gateway serves all the same.
         let ports = &self.inner.options.vnc_ports;
-        if wants_vnc && ports.is_empty() {
-            return Err(Error::invalid(
-                "builder.vnc_port",
-                "this authority has no VNC ports (AuthorityOptions::vnc_ports)",
-            ));
-        }
         // The builder's own password is per build unless the platform supplies one: the build's
         // user controls the builder's VNC port, so can capture whatever the gateway logs in
         // with, and a per-build password opens no other builder. A supplied one is kept for
@@ -160,7 +156,8 @@ impl Authority {
                     });
                 }
             };
-            let vnc_port = wants_vnc.then(|| ports[(first_port + port_tries) % ports.len()]);
+            let vnc_port =
+                (wants_vnc && !ports.is_empty()).then(|| ports[(first_port + port_tries) % ports.len()]);
             let session = Session::new(build_id.clone(), policy, started_at, now)?
                 .with_builder(builder.clone())
                 .with_vnc_port(vnc_port);

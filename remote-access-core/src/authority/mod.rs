@@ -48,7 +48,8 @@ pub struct AuthorityOptions {
     /// Until then the same key or password is refused and never issued again.
     pub tombstone_retention: Duration,
     /// The gateway ports users' VNC clients connect to, one per live session with VNC (none by
-    /// default: VNC off). Each port identifies its session; the password then proves the user.
+    /// default: VNC then goes only through the build's SSH tunnel, see `docs/vnc.md`). Each
+    /// port identifies its session; the password then proves the user.
     pub vnc_ports: Vec<u16>,
     /// How long the store may be out of reach before every live connection is cut (default
     /// 30 s). Meanwhile new logins are refused: nothing is authorised without the store. Only

@@ -158,3 +158,68 @@ async fn closing_the_last_vnc_connection_after_the_steps_is_a_logout() {
     next_event(&mut events, "finish_build").await;
     drop(fx.running);
 }
+
+/// VNC inside the SSH tunnel (issue 18): `ssh -L` with the generated `ssh_config` to the
+/// builder's VNC address is served by the gateway's own VNC proxy in the channel, so the user
+/// logs in with the build's VNC password (never the builder's), end to end encrypted from the
+/// user's machine. A wrong password is refused; it counts as a VNC connection; revocation
+/// cuts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vnc_through_an_ssh_tunnel_uses_the_builds_password() {
+    let authority = authority(AuthorityOptions::default());
+    let gateway = gateway(&authority);
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let server = x11vnc("tunnel-pw");
+    let mut request: BuildRequest = crate::builds::request("tunnel", server.builder());
+    request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
+    let creds = authority.issue(request).await.unwrap();
+    let session = authority.session(creds.build_id()).await.unwrap();
+    let options = remote_access_core::ScriptOptions::new("127.0.0.1", running.local_addr().port());
+    let info =
+        remote_access_core::ConnectionInfo::new(&creds, &session, gateway.host_key(), &options).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    let key = write_script(dir, "tunnel.key", creds.private_key_openssh().unwrap().expose());
+    let known = write_script(dir, "tunnel.known_hosts", &info.known_hosts().unwrap());
+    let config = info.ssh_config(key.to_str().unwrap(), known.to_str().unwrap()).unwrap();
+    let config = write_script(dir, "tunnel.config", &(config + "  BatchMode yes\n"));
+
+    // The tunnel: a local port to the builder's VNC address, through the gateway.
+    let local = free_port();
+    let forward = format!("127.0.0.1:{local}:127.0.0.1:{}", server.port);
+    let mut tunnel = Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", &forward, "remote-access-gateway"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .start();
+    eventually("the tunnel's local port to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", local)).await.is_ok()
+    })
+    .await;
+
+    let fx = Fixture { authority: authority.clone(), running, scratch };
+    let (code, size) = capture(&fx, local, creds.vnc_password().expose()).await;
+    assert_eq!((code, size), (0, Some((640, 480))), "the builder's screen through the tunnel");
+    // The builder's own password is not the build's, and is refused like any wrong one.
+    assert_ne!(
+        capture(&fx, local, &server.password).await.0,
+        0,
+        "the builder's password works through the tunnel"
+    );
+
+    // It counts as a VNC connection, and revocation cuts it.
+    let mut events = authority.subscribe();
+    let held = hold_open(local, creds.vnc_password().expose());
+    let connected = next_event(&mut events, "connected").await;
+    assert!(matches!(
+        connected.kind,
+        remote_access_core::EventKind::Connected { protocol: remote_access_core::Protocol::Vnc, .. }
+    ));
+    authority.revoke(creds.build_id(), "tunnel test").await.unwrap();
+    exits(held).await;
+    let _ = tunnel.start_kill();
+}

@@ -58,7 +58,7 @@ pub(crate) struct Handler {
     admitted: Option<oneshot::Sender<Login>>,
     route: Option<Route>,
     /// Closed (its sender dropped) when this user connection ends; stops its splices.
-    closed: watch::Receiver<()>,
+    closed: watch::Receiver<bool>,
     /// Cuts this connection's transport: for clients that keep asking for what they may not.
     flag: Arc<CutFlag>,
     refusals: usize,
@@ -82,7 +82,7 @@ impl Handler {
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
         admitted: oneshot::Sender<Login>,
-        closed: watch::Receiver<()>,
+        closed: watch::Receiver<bool>,
         flag: Arc<CutFlag>,
     ) -> Self {
         Self {
@@ -303,8 +303,31 @@ impl russh::server::Handler for Handler {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         }
-        let target = route.builder.as_ref().filter(|b| b.allows(host, port)).cloned();
         let (mut cut, build_id) = (route.cut.clone(), route.build_id.clone());
+        // The builder's VNC server is served by the gateway's own VNC proxy, inside the channel:
+        // the user logs in with the build's VNC password, never the builder's.
+        if route.builder.as_ref().is_some_and(|b| b.is_vnc(host, port)) {
+            let Some(held) = self.shared.admission.hold(&build_id, Held::Channel) else {
+                let max = self.shared.admission.max(Held::Channel);
+                let why = format!(
+                    "this build has {max} connections to its builder open, the most it may hold at once"
+                );
+                self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+                reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
+                return Ok(());
+            };
+            let slot = ChannelSlot { _held: held, _counted: self.shared.admission.count(Kind::Channel) };
+            let (shared, closed) = (self.shared.clone(), self.closed.clone());
+            let peer = self.peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            tokio::spawn(async move {
+                reply.accept().await;
+                crate::gateway::vnc::serve_channel(shared, channel.into_stream(), peer, build_id, closed)
+                    .await;
+                drop(slot);
+            });
+            return Ok(());
+        }
+        let target = route.builder.as_ref().filter(|b| b.allows(host, port)).cloned();
         let Some(builder) = target else {
             let why = match &route.builder {
                 None => "this build's builder has no route yet".to_owned(),

@@ -95,7 +95,9 @@ where
     let flag = CutFlag::new();
     let (admitted_tx, mut admitted_rx) = oneshot::channel::<Login>();
     // Dropped when this function returns, which stops the connection's builder splices.
-    let (_closed_tx, closed_rx) = watch::channel(());
+    // Also set to true when the gateway stops, so that a VNC connection inside one of its
+    // channels is recorded as detached, not as the user leaving.
+    let (closed_tx, closed_rx) = watch::channel(false);
     let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx, flag.clone());
     let stream = CutStream::new(tcp, flag.clone());
 
@@ -210,6 +212,7 @@ where
         Ending::GatewayStopping => {
             // Should this task be aborted from here on, the guard must not report a logout.
             live.detach_on_drop();
+            closed_tx.send_replace(true);
             say_goodbye(&handle, &mut running, "the gateway is shutting down").await;
             flag.cut();
             live.detach().await

@@ -115,6 +115,81 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
     }
 }
 
+/// One VNC connection inside an SSH user's `direct-tcpip` channel to the builder's VNC
+/// address: the same proxy as on a gateway port, end to end encrypted from the user's machine
+/// (`ssh -L`). The user still logs in with the build's VNC password, and the gateway with the
+/// builder's; the SSH login already proved the build, so there is no port to route by and no
+/// waiting pool. It ends when the user leaves, access ends, or the SSH connection closes
+/// (`closed` changes; it is true when the gateway is stopping, which is no logout).
+pub(crate) async fn serve_channel<S>(
+    shared: Arc<Shared>,
+    mut user: S,
+    peer: SocketAddr,
+    build_id: crate::build::BuildId,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (authority, options) = (&shared.authority, &shared.options);
+    let admitting = async {
+        let hello = handshake::greet_user(&mut user).await.map_err(Refusal::Handshake)?;
+        let answer_at = tokio::time::Instant::now() + options.auth_rejection_delay;
+        let decided = if shared.admission.backing_off(peer.ip()) {
+            Err(Refusal::BackingOff)
+        } else {
+            match authority.verify_vnc_response(&build_id, &hello.challenge, &hello.response).await {
+                Ok(login) => match authority.session(&build_id).await {
+                    Ok(session) => Ok((session, login)),
+                    Err(err) => Err(Refusal::Unavailable(err)),
+                },
+                Err(
+                    err @ (Error::AccessDenied { .. }
+                    | Error::SessionEnded { .. }
+                    | Error::UnknownBuild { .. }),
+                ) => Err(Refusal::Denied(err)),
+                Err(err) => Err(Refusal::Unavailable(err)),
+            }
+        };
+        let (session, builder_login) = match decided {
+            Ok(decided) => decided,
+            Err(refusal) => {
+                if matches!(refusal, Refusal::Denied(_)) {
+                    shared.admission.failed(peer.ip(), None);
+                }
+                let answer =
+                    if matches!(refusal, Refusal::Unavailable(_)) { GENERIC_FAILURE } else { AUTH_FAILURE };
+                tokio::time::sleep_until(answer_at).await;
+                handshake::refuse_user(&mut user, hello.version, answer).await;
+                return Err(refusal);
+            }
+        };
+        proxy_to_builder(&shared, &mut user, &hello, session, builder_login).await
+    };
+    let (live, builder, _holding) = match tokio::time::timeout(options.pre_auth_timeout, admitting).await {
+        Ok(Ok(admitted)) => admitted,
+        Ok(Err(err)) => {
+            shared.log_limit.log(|| tracing::info!(%peer, %build_id, %err, "VNC in an SSH tunnel refused"));
+            return;
+        }
+        Err(_) => return,
+    };
+    tracing::info!(%peer, %build_id, "VNC connection admitted through an SSH tunnel");
+    let mut cut = live.cut_signal();
+    tokio::select! {
+        spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::CHANNEL_BUFFER, options.builder_stall_timeout) => {
+            if let Err(err) = spliced {
+                tracing::debug!(%peer, %err, "VNC splice in an SSH tunnel ended with an error");
+            }
+        }
+        () = cut.cut() => {}
+        _ = closed.changed() => {}
+    }
+    let outcome = if *closed.borrow() { live.detach().await } else { live.disconnect().await };
+    if let Err(err) = outcome {
+        tracing::warn!(%peer, %err, "could not record the end of a VNC connection");
+    }
+}
+
 /// Why a VNC connection was not admitted (for our logs).
 #[derive(Debug)]
 enum Refusal {
@@ -200,6 +275,23 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(refusal);
         }
     };
+    proxy_to_builder(shared, user, &hello, session, builder_login).await
+}
+
+/// What the gateway logs in to the builder's VNC server with: its password, and a macOS
+/// account name for Apple's type 30.
+type BuilderSecret = Option<(crate::secret::Secret<String>, Option<String>)>;
+
+/// After the user's password: the build's hold on a connection, the builder's own login, the
+/// connection recorded in the session (as VNC, for the logout rule), ClientInit forwarded.
+async fn proxy_to_builder<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    user: &mut S,
+    hello: &handshake::UserHello,
+    session: crate::session::Session,
+    builder_login: BuilderSecret,
+) -> Result<(LiveConnection, Box<dyn tunnel::BuilderStream>, Holding), Refusal> {
+    let (authority, options) = (&shared.authority, &shared.options);
     let build_id = session.build_id().clone();
     let Some(holding) = shared.admission.hold(&build_id, Held::Connection) else {
         let max = shared.admission.max(Held::Connection);
