@@ -92,7 +92,7 @@ export declare class ConnectionInfo {
    * The info as a plain object with camelCase keys, like every `toJSON()` of this package
    * (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
    */
-  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null }
+  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null }
   /** The `known_hosts` lines that pin the gateway (and the builder, when its key is known). */
   knownHosts(): string
   /** An `ssh_config` block for users who keep the key and `knownHosts()` in files. */

@@ -51,7 +51,7 @@ impl ConnectionInfo {
     /// (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null }"
+        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         let info = &self.0;
@@ -62,7 +62,7 @@ impl ConnectionInfo {
             "builderPort": info.builder_port, "builderUser": info.builder_user,
             "builderHostKey": info.builder_host_key, "keyFingerprint": info.key_fingerprint,
             "accessEndsBy": info.access_ends_by, "buildDir": info.build_dir, "vncHost": info.vnc_host,
-            "vncPort": info.vnc_port,
+            "vncPort": info.vnc_port, "builderVncPort": info.builder_vnc_port,
         })
     }
 

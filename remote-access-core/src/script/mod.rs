@@ -102,6 +102,10 @@ pub struct ConnectionInfo {
     /// The gateway's VNC port for this session, if it has VNC. The password is
     /// `Credentials::vnc_password` (see [`ConnectionInfo::vnc_instructions`]).
     pub vnc_port: Option<u16>,
+    /// The builder's VNC port, if the session has VNC: reached encrypted inside the SSH tunnel,
+    /// `ssh -L 5901:<builder_host>:<builder_vnc_port> remote-access-gateway` (the scripts' `--vnc`),
+    /// with the same password. Set even when the session has no gateway VNC port.
+    pub builder_vnc_port: Option<u16>,
 }
 
 impl ConnectionInfo {
@@ -146,6 +150,7 @@ impl ConnectionInfo {
             build_dir: options.build_dir.clone(),
             vnc_host: session.vnc_port().map(|_| options.gateway_host.clone()),
             vnc_port: session.vnc_port(),
+            builder_vnc_port: builder.vnc_port,
         };
         info.check()?;
         Ok(info)
@@ -269,6 +274,7 @@ impl ConnectionInfo {
             "#!/bin/sh\n\
              # remote-access: SSH into build {build} through {gw}.\n\
              # Usage: sh {file} [command ...]   (no command: a login shell in the build directory)\n\
+             #        sh {file} --vnc [local port]   (VNC through the SSH tunnel, default port 5901)\n\
              # This file holds a private key: keep it private and delete it when done.\n\
              # Everything runs in a subshell, so pasting this into a terminal leaves it open.\n\
              (\n\
@@ -289,7 +295,9 @@ impl ConnectionInfo {
              printf 'Host *\\n  IdentityFile \"%s/id_ed25519\"\\n  UserKnownHostsFile \"%s/known_hosts\"\\n' \"$dir\" \"$dir\" >> \"$dir/config\"\n\
              echo {banner} >&2\n\
              status=0\n\
-             if [ \"$#\" -eq 0 ]; then\n\
+             if [ \"${{1:-}}\" = --vnc ]; then\n\
+             {vnc}\
+             elif [ \"$#\" -eq 0 ]; then\n\
              \x20 ssh -F \"$dir/config\" {SHELL_ALIAS} || status=$?\n\
              else\n\
              \x20 cd_command={cd}\n\
@@ -306,8 +314,57 @@ impl ConnectionInfo {
             hosts = self.config_hosts(None),
             banner = quote::sh(&banner),
             cd = quote::sh(&cd),
+            vnc = self.posix_vnc(),
         );
         Ok(Secret::new(s))
+    }
+
+    /// The PowerShell script's `--vnc [port]` branch, as [`ConnectionInfo::posix_script`]'s. The
+    /// build's values are literals, so the code is the same for every build.
+    fn powershell_vnc(&self) -> String {
+        let target = self.vnc_forward_target().unwrap_or_default();
+        let said =
+            format!("remote-access: VNC for build {}: connect a VNC client to 127.0.0.1::", self.build_id);
+        format!(
+            "        $vncTarget = {target}\r\n\
+             \x20       if (-not $vncTarget) {{ Write-Error 'remote-access: this build has no VNC'; exit 2 }}\r\n\
+             \x20       $port = if ($args.Count -gt 1) {{ [string]$args[1] }} else {{ '5901' }}\r\n\
+             \x20       if ($port -notmatch '^[0-9]+$') {{ Write-Error 'remote-access: --vnc takes a local port number'; exit 2 }}\r\n\
+             \x20       Write-Host ({said} + $port + ' with the VNC password of the build; Ctrl-C closes the tunnel')\r\n\
+             \x20       & ssh.exe -F (Join-Path $dir 'config') -N -o ExitOnForwardFailure=yes -L ('127.0.0.1:' + $port + ':' + $vncTarget) {GATEWAY_ALIAS}\r\n\
+             \x20       $status = $LASTEXITCODE\r\n",
+            target = quote::powershell(&target),
+            said = quote::powershell(&said),
+        )
+    }
+
+    /// `-L`'s target for the builder's VNC server (an IPv6 address in brackets), if any.
+    fn vnc_forward_target(&self) -> Option<String> {
+        let port = self.builder_vnc_port?;
+        let host = self.builder_host.parse::<std::net::IpAddr>().ok()?;
+        Some(match host {
+            std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        })
+    }
+
+    /// The POSIX script's `--vnc [port]` branch: a local port forwarded through the gateway to
+    /// the builder's VNC server, which the gateway's VNC proxy serves inside the tunnel. The
+    /// build's values are literals, so the code is the same for every build.
+    fn posix_vnc(&self) -> String {
+        let target = self.vnc_forward_target().unwrap_or_default();
+        let said =
+            format!("remote-access: VNC for build {}: connect a VNC client to 127.0.0.1::", self.build_id);
+        format!(
+            "\x20 vnc_target={target}\n\
+             \x20 [ -n \"$vnc_target\" ] || {{ echo 'remote-access: this build has no VNC' >&2; exit 2; }}\n\
+             \x20 port=\"${{2:-5901}}\"\n\
+             \x20 case \"$port\" in ''|*[!0-9]*) echo 'remote-access: --vnc takes a local port number' >&2; exit 2 ;; esac\n\
+             \x20 echo {said}\"$port\"' with the VNC password of the build; Ctrl-C closes the tunnel' >&2\n\
+             \x20 ssh -F \"$dir/config\" -N -o ExitOnForwardFailure=yes -L \"127.0.0.1:$port:$vnc_target\" {GATEWAY_ALIAS} || status=$?\n",
+            target = quote::sh(&target),
+            said = quote::sh(&said),
+        )
     }
 
     /// A PowerShell script for Windows' built-in OpenSSH client (no Git Bash needed); same
@@ -320,6 +377,7 @@ impl ConnectionInfo {
             s,
             "# remote-access: SSH into build {build} through {gw}.\r\n\
              # Usage: powershell -ExecutionPolicy Bypass -File {file} [command ...]\r\n\
+             #        ... -File {file} --vnc [local port]   (VNC through the SSH tunnel, default port 5901)\r\n\
              # This file holds a private key: keep it private and delete it when done.\r\n\
              $ErrorActionPreference = 'Stop'\r\n\
              if (-not (Get-Command ssh.exe -ErrorAction SilentlyContinue)) {{\r\n\
@@ -341,7 +399,8 @@ impl ConnectionInfo {
              \x20   $cdCommand = {cd}\r\n\
              \x20   $unix = $dir.Replace('\\', '/')\r\n\
              \x20   $config = $hosts + \"Host *`n  IdentityFile `\"$unix/id_ed25519`\"`n  UserKnownHostsFile `\"$unix/known_hosts`\"`n\"\r\n\
-             \x20   if ($args.Count -gt 0) {{\r\n\
+             \x20   $vnc = $args.Count -gt 0 -and $args[0] -eq '--vnc'\r\n\
+             \x20   if ($args.Count -gt 0 -and -not $vnc) {{\r\n\
              \x20       $command = ($cdCommand + ' && ' + ($args -join ' ')).Replace('%', '%%')\r\n\
              \x20       $config = \"Host {COMMAND_ALIAS}`n  RemoteCommand $command`n\" + $config\r\n\
              \x20   }}\r\n\
@@ -350,9 +409,13 @@ impl ConnectionInfo {
              \x20   [System.IO.File]::WriteAllText((Join-Path $dir 'known_hosts'), $knownHosts.Replace(\"`r`n\", \"`n\"), $utf8)\r\n\
              \x20   [System.IO.File]::WriteAllText((Join-Path $dir 'config'), $config.Replace(\"`r`n\", \"`n\"), $utf8)\r\n\
              \x20   Write-Host {banner}\r\n\
-             \x20   $target = if ($args.Count -gt 0) {{ '{COMMAND_ALIAS}' }} else {{ '{SHELL_ALIAS}' }}\r\n\
-             \x20   & ssh.exe -F (Join-Path $dir 'config') $target\r\n\
-             \x20   $status = $LASTEXITCODE\r\n\
+             \x20   if ($vnc) {{\r\n\
+             {vnc}\
+             \x20   }} else {{\r\n\
+             \x20       $target = if ($args.Count -gt 0) {{ '{COMMAND_ALIAS}' }} else {{ '{SHELL_ALIAS}' }}\r\n\
+             \x20       & ssh.exe -F (Join-Path $dir 'config') $target\r\n\
+             \x20       $status = $LASTEXITCODE\r\n\
+             \x20   }}\r\n\
              }} finally {{\r\n\
              \x20   Remove-Item -Recurse -Force -LiteralPath $dir -ErrorAction SilentlyContinue\r\n\
              }}\r\n\
@@ -365,6 +428,7 @@ impl ConnectionInfo {
             hosts = crlf(&self.config_hosts(Some(COMMAND_ALIAS))),
             cd = quote::powershell(&cd),
             banner = quote::powershell(&self.banner()),
+            vnc = self.powershell_vnc(),
         );
         Ok(Secret::new(s))
     }

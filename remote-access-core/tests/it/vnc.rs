@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::builds::*;
 use remote_access_core::{AuthorityOptions, BuildRequest, Credentials};
 use remote_access_test_peers::*;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 struct Fixture {
@@ -222,4 +223,69 @@ async fn vnc_through_an_ssh_tunnel_uses_the_builds_password() {
     authority.revoke(creds.build_id(), "tunnel test").await.unwrap();
     exits(held).await;
     let _ = tunnel.start_kill();
+}
+
+/// The generated POSIX script's `--vnc [port]` opens that tunnel and says where to point the
+/// VNC client; a build without VNC says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_vnc_switch_opens_the_tunnel() {
+    let authority = authority(AuthorityOptions::default());
+    let gateway = gateway(&authority);
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let server = tigervnc("script-pw");
+    let mut request: BuildRequest = crate::builds::request("script-vnc", server.builder());
+    request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
+    let creds = authority.issue(request).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let script =
+        posix_script(&authority, &gateway, running.local_addr().port(), &creds, scratch.path(), "vnc.sh")
+            .await;
+    let local = free_port();
+    // In a process group of its own: the script's ssh is its child, and must go with it.
+    let mut tunnel = script_command(&script)
+        .args(["--vnc", &local.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .start();
+    let group = tunnel.id().unwrap();
+    let mut said = tokio::io::BufReader::new(tunnel.stderr.take().unwrap()).lines();
+    let announced = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = said.next_line().await {
+            eprintln!("script: {line}");
+            if line.contains("connect a VNC client") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("the script announces the tunnel");
+    assert!(announced.contains(&format!("127.0.0.1::{local}")), "{announced}");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = said.next_line().await {
+            eprintln!("script: {line}");
+        }
+    });
+    eventually("the script's tunnel to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", local)).await.is_ok()
+    })
+    .await;
+    let fx = Fixture { authority: authority.clone(), running, scratch };
+    let (code, size) = capture(&fx, local, creds.vnc_password().expose()).await;
+    assert_eq!(code, 0, "vncdo through the script's tunnel");
+    assert!(size.is_some(), "a screenshot through the script's tunnel");
+    let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{group}")]).finish().await;
+    let _ = tunnel.wait().await;
+
+    // A build without VNC.
+    let builder = Sshd::start();
+    let plain = authority.issue(crate::builds::request("script-no-vnc", builder.builder())).await.unwrap();
+    let port = fx.running.local_addr().port();
+    let script = posix_script(&authority, &gateway, port, &plain, fx.scratch.path(), "plain.sh").await;
+    let out = script_command(&script).arg("--vnc").stdin(Stdio::null()).finish().await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this build has no VNC"));
 }
