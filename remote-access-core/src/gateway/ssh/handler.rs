@@ -119,6 +119,19 @@ impl Handler {
         self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown peer".into())
     }
 
+    /// One of the build's builder channels, or why not (the refusal already counted and
+    /// published): shared by tunnels to the builder and VNC in a tunnel.
+    fn channel_slot(&mut self, build_id: &BuildId, host: &str, port: u32) -> Result<ChannelSlot, String> {
+        let Some(held) = self.shared.admission.hold(build_id, Held::Channel) else {
+            let max = self.shared.admission.max(Held::Channel);
+            let why =
+                format!("this build has {max} connections to its builder open, the most it may hold at once");
+            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            return Err(why);
+        };
+        Ok(ChannelSlot { _held: held, _counted: self.shared.admission.count(Kind::Channel) })
+    }
+
     /// Refuses a request of a logged-in user: an event for the platform (the first few per
     /// connection), a log line for us. A connection that keeps asking is cut.
     fn refuse(&mut self, what: String) {
@@ -307,16 +320,13 @@ impl russh::server::Handler for Handler {
         // The builder's VNC server is served by the gateway's own VNC proxy, inside the channel:
         // the user logs in with the build's VNC password, never the builder's.
         if route.builder.as_ref().is_some_and(|b| b.is_vnc(host, port)) {
-            let Some(held) = self.shared.admission.hold(&build_id, Held::Channel) else {
-                let max = self.shared.admission.max(Held::Channel);
-                let why = format!(
-                    "this build has {max} connections to its builder open, the most it may hold at once"
-                );
-                self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
-                reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
-                return Ok(());
+            let slot = match self.channel_slot(&build_id, host, port) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
+                    return Ok(());
+                }
             };
-            let slot = ChannelSlot { _held: held, _counted: self.shared.admission.count(Kind::Channel) };
             let (shared, closed) = (self.shared.clone(), self.closed.clone());
             let peer = self.peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             tokio::spawn(async move {
@@ -337,15 +347,13 @@ impl russh::server::Handler for Handler {
             reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
             return Ok(());
         };
-        let Some(held) = self.shared.admission.hold(&build_id, Held::Channel) else {
-            let max = self.shared.admission.max(Held::Channel);
-            let why =
-                format!("this build has {max} connections to its builder open, the most it may hold at once");
-            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
-            reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
-            return Ok(());
+        let slot = match self.channel_slot(&build_id, host, port) {
+            Ok(slot) => slot,
+            Err(why) => {
+                reply.reject(ChannelOpenFailure::Other { code: 4, reason: why }).await;
+                return Ok(());
+            }
         };
-        let slot = ChannelSlot { _held: held, _counted: self.shared.admission.count(Kind::Channel) };
         let port = u16::try_from(port).unwrap_or(builder.ssh_port);
         let addr = SocketAddr::new(builder.address, port);
         let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());
