@@ -31,7 +31,7 @@
 //! - `session`: [`Policy`], the pure state machine [`Session`] and the [`Event`]s it yields;
 //!   per-build cut signals.
 //! - `credential`: key pair, username and VNC password generation ([`Credentials`]); the
-//!   gateway's [`HostKey`]; VNC's DES challenge-response ([`vnc_auth_response`]) and password
+//!   gateway's [`HostKey`] and VNC [`TlsIdentity`]; VNC's DES challenge-response ([`vnc_auth_response`]) and password
 //!   file ([`vnc_password_file`]).
 //! - `events`: delivering events to [`Subscription`]s.
 //! - `store`: where sessions and credentials live: memory, or Redis ([`StoreOptions`]).
@@ -79,7 +79,7 @@ mod tunnel;
 pub use crate::authority::{Authority, AuthorityOptions, BuildRequest, LiveConnection, StoreOptions};
 pub use crate::build::{BuildId, Builder, Trigger};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::credential::{Credentials, HostKey, vnc_auth_response, vnc_password_file};
+pub use crate::credential::{Credentials, HostKey, TlsIdentity, vnc_auth_response, vnc_password_file};
 pub use crate::error::{DenialReason, EndReason, Error, Result};
 pub use crate::events::Subscription;
 pub use crate::gateway::{Gateway, GatewayOptions, GatewayStats, RunningGateway};
@@ -144,15 +144,66 @@ pub mod fuzzing {
         version: Version,
     }
 
-    /// The user-facing RFB handshake up to the VNC Authentication response.
+    /// The user-facing RFB handshake up to the VNC Authentication response, with only plain
+    /// VNC Authentication on offer.
     pub async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(user: &mut S) -> Result<UserHello, String> {
-        let hello = vnc::greet_user(user).await.map_err(|err| err.to_string())?;
-        let minor = match hello.version {
-            Version::V3_3 => 3,
-            Version::V3_7 => 7,
-            Version::V3_8 => 8,
-        };
-        Ok(UserHello { minor, challenge: hello.challenge, response: hello.response, version: hello.version })
+        let offer = vnc::Offer { plain: true, tls: false };
+        match vnc::greet_user(user, offer).await.map_err(|err| err.to_string())? {
+            vnc::Greeting::Plain(hello) => Ok(hello.into()),
+            vnc::Greeting::StartTls(_) => Err("TLS started, though it was not offered".into()),
+        }
+    }
+
+    /// The same with VeNCrypt `X509Vnc` on offer (and plain VNC Authentication if `plain`):
+    /// `Ok(None)` when the user agreed to VeNCrypt and TLS would start next.
+    pub async fn greet_user_vencrypt<S: AsyncRead + AsyncWrite + Unpin>(
+        user: &mut S,
+        plain: bool,
+    ) -> Result<Option<UserHello>, String> {
+        let offer = vnc::Offer { plain, tls: true };
+        match vnc::greet_user(user, offer).await.map_err(|err| err.to_string())? {
+            vnc::Greeting::Plain(hello) => Ok(Some(hello.into())),
+            vnc::Greeting::StartTls(_) => Ok(None),
+        }
+    }
+
+    impl From<vnc::UserHello> for UserHello {
+        fn from(hello: vnc::UserHello) -> Self {
+            let minor = match hello.version {
+                Version::V3_3 => 3,
+                Version::V3_7 => 7,
+                Version::V3_8 => 8,
+            };
+            Self { minor, challenge: hello.challenge, response: hello.response, version: hello.version }
+        }
+    }
+
+    /// The VNC WebSocket upgrade on `stream` (the browser's side), then every RFB byte the
+    /// browser sends through it, read to the end, with a message written back for each read.
+    /// The error is the text the gateway would log.
+    pub async fn websocket_from_browser<S>(
+        stream: S,
+        origins: &[String],
+        refuse_unencrypted: bool,
+    ) -> Result<Vec<u8>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rules = vnc::websocket::Rules { origins, refuse_unencrypted };
+        let mut rfb = vnc::websocket::accept(stream, rules).await.map_err(|err| err.to_string())?;
+        let mut carried = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = rfb.read(&mut buf).await.map_err(|err| err.to_string())?;
+            if n == 0 {
+                let _ = rfb.shutdown().await;
+                return Ok(carried);
+            }
+            carried.extend_from_slice(&buf[..n]);
+            rfb.write_all(&buf[..n.min(16)]).await.map_err(|err| err.to_string())?;
+            rfb.flush().await.map_err(|err| err.to_string())?;
+        }
     }
 
     /// Tells the user authentication failed.

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, EventKind, Gateway,
-    GatewayOptions, ScriptOptions, Trigger,
+    GatewayOptions, ScriptOptions, TlsIdentity, Trigger,
 };
 use remote_access_examples::stand_in_builder::StandInBuilder;
 use remote_access_examples::stand_in_vnc::{HEIGHT, StandInVnc, WIDTH, fetch_frame};
@@ -48,7 +48,14 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let mut options = AuthorityOptions::default();
     options.vnc_ports = vec![std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()];
     let authority = Authority::new(options)?;
-    let gateway = Gateway::new(authority.clone(), GatewayOptions::default())?;
+    // VNC over TLS (VeNCrypt, and wss:// for browsers) with a self-signed certificate; a
+    // production gateway uses one from a CA its users trust, persisted like the host key.
+    let vnc_tls = TlsIdentity::generate(&["127.0.0.1", "localhost"])?;
+    let vnc_ca = work.0.join("vnc-ca.pem");
+    std::fs::write(&vnc_ca, vnc_tls.certificate_pem())?;
+    let mut gateway_options = GatewayOptions::default();
+    gateway_options.vnc_tls = Some(vnc_tls.clone());
+    let gateway = Gateway::new(authority.clone(), gateway_options)?;
     let running = gateway.start("127.0.0.1:0").await?;
     // The builder: an SSH server and a VNC server, waiting for the build's secrets.
     let builder = StandInBuilder::start(build_dir.clone()).await?;
@@ -76,7 +83,8 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     authority.steps_completed(&build_id).await?;
 
     let session = authority.session(&build_id).await?;
-    let options = ScriptOptions::new("127.0.0.1", running.local_addr().port());
+    let mut options = ScriptOptions::new("127.0.0.1", running.local_addr().port());
+    options.vnc_tls_fingerprint = Some(vnc_tls.fingerprint().to_owned());
     let info = ConnectionInfo::new(&credentials, &session, gateway.host_key(), &options)?;
     let script = work.0.join("connect.sh");
     std::fs::OpenOptions::new()
@@ -110,6 +118,13 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
     if let (Some(host), Some(port)) = (&info.vnc_host, info.vnc_port) {
         let file = vnc_file.display();
         println!("vnc:         {host}::{port} (stand-in screen {WIDTH}x{HEIGHT}); password in {file}");
+        println!(
+            "vnc over TLS: xtigervncviewer -SecurityTypes X509Vnc -X509CA {} {host}::{port}",
+            vnc_ca.display()
+        );
+    }
+    if let Some(url) = &info.vnc_websocket_url {
+        println!("vnc browser: {url} (noVNC)");
     }
 
     if let (Some(password), Some(port)) = (user_vnc_password, info.vnc_port) {

@@ -5,11 +5,13 @@
 mod builder;
 mod generate;
 mod host_key;
+mod tls_identity;
 mod vnc_password;
 
 pub(crate) use builder::{generate_builder_password, note_supplied};
 pub(crate) use generate::{Generated, GeneratedAgent, generate, generate_agent, password_digest};
 pub use host_key::HostKey;
+pub use tls_identity::TlsIdentity;
 pub(crate) use vnc_password::{check_vnc_response, vnc_response};
 pub use vnc_password::{vnc_auth_response, vnc_password_file};
 

@@ -16,7 +16,10 @@ pub use admission::GatewayStats;
 #[cfg(fuzzing)]
 pub(crate) use ssh::serve_stream;
 #[cfg(fuzzing)]
-pub(crate) use vnc::{BuilderLogin, Version, greet_user, login_builder, refuse_user, welcome_user};
+pub(crate) use vnc::{
+    BuilderLogin, Greeting, Offer, UserHello, Version, greet_user, login_builder, refuse_user, websocket,
+    welcome_user,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +31,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::authority::Authority;
-use crate::credential::HostKey;
+use crate::credential::{HostKey, TlsIdentity};
 use crate::error::{Error, Result};
 use crate::tunnel;
 use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
@@ -105,6 +108,23 @@ pub struct GatewayOptions {
     /// `hmac-sha2-256-etm@openssh.com`, `hmac-sha2-512-etm@openssh.com`, `hmac-sha2-256`,
     /// `hmac-sha2-512`).
     pub macs: Vec<String>,
+    /// The TLS certificate of the VNC ports (default none). With one, they also offer VeNCrypt
+    /// `X509Vnc` (VNC Authentication inside TLS: TigerVNC, Remmina, gtk-vnc) and `wss://` to
+    /// browsers (noVNC); give users its fingerprint (`ScriptOptions::vnc_tls_fingerprint`).
+    /// See `docs/vnc.md` for what each path protects.
+    pub vnc_tls: Option<TlsIdentity>,
+    /// Offer no unencrypted VNC on the VNC ports (default false; needs `vnc_tls`): plain VNC
+    /// Authentication and `ws://` are refused, with a reason, and only VeNCrypt and `wss://`
+    /// remain. VNC inside the SSH tunnel is encrypted by SSH and stays open.
+    pub vnc_require_encryption: bool,
+    /// Also serve RFB over WebSocket on the VNC ports (default true), for noVNC in a browser
+    /// with no websockify: `ws[s]://<gateway>:<vnc port>/websockify`. RFB clients then wait
+    /// 250 ms for the server's first bytes, the time a browser has to speak first.
+    pub vnc_websocket: bool,
+    /// The browser origins allowed to open the VNC WebSocket, e.g. `https://ci.example.com`
+    /// (default empty: any). The VNC password is what admits a user; this keeps other sites'
+    /// pages from using the gateway at all.
+    pub vnc_websocket_origins: Vec<String>,
 }
 
 impl Default for GatewayOptions {
@@ -130,6 +150,10 @@ impl Default for GatewayOptions {
             kex_algorithms: ssh::owned(ssh::KEX),
             ciphers: ssh::owned(ssh::CIPHERS),
             macs: ssh::owned(ssh::MACS),
+            vnc_tls: None,
+            vnc_require_encryption: false,
+            vnc_websocket: true,
+            vnc_websocket_origins: Vec::new(),
         }
     }
 }
@@ -143,6 +167,8 @@ struct Shared {
     admission: Arc<Admission>,
     router: Arc<tunnel::Router>,
     log_limit: LogLimit,
+    /// The VNC ports' TLS (VeNCrypt and `wss://`), when the options give a certificate.
+    vnc_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The gateway: SSH and VNC listeners in front of the builders. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
@@ -204,7 +230,29 @@ impl Gateway {
             }
         };
         let config = ssh::config(&options, &host_key)?;
+        if options.vnc_require_encryption && options.vnc_tls.is_none() {
+            return Err(Error::invalid(
+                "vnc_require_encryption",
+                "needs vnc_tls: without a certificate the VNC ports have no encrypted path",
+            ));
+        }
+        for origin in &options.vnc_websocket_origins {
+            let (scheme, host) = origin.split_once("://").unwrap_or_default();
+            if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains(['/', ' ']) {
+                return Err(Error::invalid(
+                    "vnc_websocket_origins",
+                    format!(
+                        "{origin:?} is not an origin like https://ci.example.com (scheme, host, optional port)"
+                    ),
+                ));
+            }
+        }
+        let vnc_tls = match &options.vnc_tls {
+            Some(identity) => Some(tokio_rustls::TlsAcceptor::from(identity.server_config()?)),
+            None => None,
+        };
         let shared = Shared {
+            vnc_tls,
             authority,
             admission: Arc::new(Admission::new(&options)),
             options,

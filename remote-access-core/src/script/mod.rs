@@ -40,14 +40,35 @@ pub struct ScriptOptions {
     /// builder (default `$FCI_BUILD_DIR`), or a path (no control characters, and no backslash
     /// before a backslash, a quote or the end: `ssh_config` would read it as an escape).
     pub build_dir: String,
+    /// The SHA-256 fingerprint of the gateway's VNC TLS certificate
+    /// ([`TlsIdentity::fingerprint`](crate::credential::TlsIdentity::fingerprint) of
+    /// `GatewayOptions::vnc_tls`), when it has one (default none): users are told to choose
+    /// VeNCrypt, and browsers get a `wss://` URL.
+    pub vnc_tls_fingerprint: Option<String>,
+    /// The gateway refuses unencrypted VNC on its ports (`GatewayOptions::vnc_require_encryption`;
+    /// default false): users are not offered the plain path.
+    pub vnc_require_encryption: bool,
+    /// The gateway serves VNC over WebSocket (`GatewayOptions::vnc_websocket`; default true):
+    /// the connection info carries the URL for noVNC.
+    pub vnc_websocket: bool,
 }
 
 impl ScriptOptions {
     /// Options for a gateway reached at `gateway_host:gateway_port`.
     pub fn new(gateway_host: impl Into<String>, gateway_port: u16) -> Self {
-        Self { gateway_host: gateway_host.into(), gateway_port, build_dir: "$FCI_BUILD_DIR".into() }
+        Self {
+            gateway_host: gateway_host.into(),
+            gateway_port,
+            build_dir: "$FCI_BUILD_DIR".into(),
+            vnc_tls_fingerprint: None,
+            vnc_require_encryption: false,
+            vnc_websocket: true,
+        }
     }
 }
+
+/// Clients that read `HOST:N` as display N, port 5900 + N, reach only ports from here up.
+const VNC_DISPLAY_BASE: u16 = 5900;
 
 /// Everything a client needs to connect, without secrets; serializes to JSON for web UIs.
 ///
@@ -106,6 +127,14 @@ pub struct ConnectionInfo {
     /// `ssh -L 5901:<builder_host>:<builder_vnc_port> remote-access-gateway` (the scripts' `--vnc`),
     /// with the same password. Set even when the session has no gateway VNC port.
     pub builder_vnc_port: Option<u16>,
+    /// The SHA-256 fingerprint (`AB:CD:...`) of the certificate the gateway's VNC port presents
+    /// to VeNCrypt and `wss://`, if it has one.
+    pub vnc_tls_fingerprint: Option<String>,
+    /// The gateway's VNC port refuses unencrypted VNC (plain VNC Authentication, `ws://`).
+    pub vnc_require_encryption: bool,
+    /// Where noVNC connects, `wss://HOST:PORT/websockify` (`ws://` without a certificate), if
+    /// the session has a gateway VNC port and the gateway serves WebSocket.
+    pub vnc_websocket_url: Option<String>,
 }
 
 impl ConnectionInfo {
@@ -151,6 +180,12 @@ impl ConnectionInfo {
             vnc_host: session.vnc_port().map(|_| options.gateway_host.clone()),
             vnc_port: session.vnc_port(),
             builder_vnc_port: builder.vnc_port,
+            vnc_tls_fingerprint: options.vnc_tls_fingerprint.clone(),
+            vnc_require_encryption: options.vnc_require_encryption,
+            vnc_websocket_url: session.vnc_port().filter(|_| options.vnc_websocket).map(|port| {
+                let scheme = if options.vnc_tls_fingerprint.is_some() { "wss" } else { "ws" };
+                format!("{scheme}://{}/websockify", url_authority(&options.gateway_host, port))
+            }),
         };
         info.check()?;
         Ok(info)
@@ -199,26 +234,97 @@ impl ConnectionInfo {
         if let Some(host) = &self.vnc_host {
             quote::check_host("vnc_host", host)?;
         }
+        if let Some(fingerprint) = &self.vnc_tls_fingerprint {
+            let pairs: Vec<&str> = fingerprint.split(':').collect();
+            let hex = |pair: &&str| pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_hexdigit());
+            if pairs.len() != 32 || !pairs.iter().all(hex) {
+                return Err(Error::invalid(
+                    "vnc_tls_fingerprint",
+                    "not a SHA-256 fingerprint (AB:CD:... 32 bytes)",
+                ));
+            }
+        }
+        if self.vnc_require_encryption && self.vnc_tls_fingerprint.is_none() {
+            return Err(Error::invalid(
+                "vnc_require_encryption",
+                "needs vnc_tls_fingerprint: without a certificate the VNC port has no encrypted path",
+            ));
+        }
+        if let Some(url) = &self.vnc_websocket_url {
+            let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) else {
+                return Err(Error::invalid("vnc_websocket_url", "set without a VNC port"));
+            };
+            let expected = |scheme: &str| format!("{scheme}://{}/websockify", url_authority(host, port));
+            if *url != expected("wss") && *url != expected("ws") {
+                return Err(Error::invalid("vnc_websocket_url", "not the gateway's VNC WebSocket URL"));
+            }
+        }
         Ok(())
     }
 
     /// What to enter in a VNC client, password included (so it is a [`Secret`]); `None` if the
-    /// session has no VNC. Hand it to the user next to the scripts.
+    /// session has no VNC. Hand it to the user next to the scripts. Each way in is on a line
+    /// of its own, its address first: `HOST::PORT` (two colons: a port, understood by
+    /// TigerVNC, vncdotool, vncsnapshot, Remmina and RealVNC), the display form `HOST:N` (port
+    /// 5900 + N, for gtk-vnc and other clients that read one colon as a display number) when
+    /// the port is 5900 or above, the `wss://` URL for noVNC, and the SSH tunnel of the
+    /// scripts' `--vnc`.
     pub fn vnc_instructions(&self, credentials: &Credentials) -> Result<Option<Secret<String>>> {
         self.check()?;
         if credentials.build_id().as_str() != self.build_id {
             return Err(Error::invalid("credentials", "belong to another build than this connection info"));
         }
-        let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) else {
+        if self.vnc_port.is_none() && self.builder_vnc_port.is_none() {
             return Ok(None);
-        };
-        let text = format!(
-            "VNC for build {}\n  host:     {host}\n  port:     {port}   (in most clients: {host}::{port} or {host}:{port})\n  \
-             password: {}\naccess ends by {} at the latest\n",
+        }
+        let mut text = format!(
+            "VNC for build {}\n  password:   {}\n",
             self.build_id,
-            credentials.vnc_password().expose(),
-            self.access_ends_by
+            credentials.vnc_password().expose()
         );
+        if let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) {
+            let host = vnc_host_form(host);
+            let _ = writeln!(
+                text,
+                "  address:    {host}::{port}   (HOST::PORT: TigerVNC, Remmina, vncdotool, vncsnapshot)"
+            );
+            match port.checked_sub(VNC_DISPLAY_BASE) {
+                Some(display) => {
+                    let _ = writeln!(
+                        text,
+                        "  display:    {host}:{display}   (HOST:DISPLAY, port 5900 + {display}: gtk-vnc and others)"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        text,
+                        "              (port {port} is below 5900: clients that take only HOST:DISPLAY cannot reach it)"
+                    );
+                }
+            }
+            if let Some(fingerprint) = &self.vnc_tls_fingerprint {
+                let _ = writeln!(
+                    text,
+                    "  encrypted:  choose VeNCrypt X509Vnc (TigerVNC: -SecurityTypes X509Vnc); certificate SHA-256\n              {fingerprint}"
+                );
+            }
+            if self.vnc_require_encryption {
+                text.push_str("              unencrypted VNC is refused on this port\n");
+            } else if self.vnc_tls_fingerprint.is_none() {
+                text.push_str("              unencrypted on the internet: prefer the SSH tunnel\n");
+            }
+            if let Some(url) = &self.vnc_websocket_url {
+                let _ = writeln!(text, "  browser:    {url}   (noVNC)");
+            }
+        }
+        if self.builder_vnc_port.is_some() {
+            let _ = writeln!(
+                text,
+                "  ssh tunnel: 127.0.0.1::5901   after `sh remote-access-{}.sh --vnc` (encrypted by SSH)",
+                self.build_id
+            );
+        }
+        let _ = writeln!(text, "access ends by {} at the latest", self.access_ends_by);
         Ok(Some(Secret::new(text)))
     }
 
@@ -506,4 +612,14 @@ impl ConnectionInfo {
 
 fn crlf(text: &str) -> String {
     text.replace('\n', "\r\n")
+}
+
+/// `HOST:PORT` for a URL: an IPv6 address in brackets.
+fn url_authority(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// A host as VNC clients take it before `::PORT` or `:N`: an IPv6 address in brackets.
+fn vnc_host_form(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
 }

@@ -15,6 +15,7 @@ const MAX_REASON: u32 = 4096;
 /// RFB security types.
 const SECURITY_NONE: u8 = 1;
 const SECURITY_VNC_AUTH: u8 = 2;
+const SECURITY_VENCRYPT: u8 = 19;
 const SECURITY_ARD: u8 = 30;
 
 /// How the gateway logs in to a builder's VNC server.
@@ -74,6 +75,10 @@ pub(crate) enum HandshakeError {
     Protocol(&'static str),
     /// The builder refused the login (its reason, cut short and made printable).
     Refused(String),
+    /// The user's TLS handshake (VeNCrypt or `wss://`) failed.
+    Tls(std::io::Error),
+    /// The user's WebSocket upgrade failed or was refused.
+    WebSocket(String),
 }
 
 impl fmt::Display for HandshakeError {
@@ -82,6 +87,8 @@ impl fmt::Display for HandshakeError {
             Self::Io(err) => write!(f, "i/o: {err}"),
             Self::Protocol(what) => write!(f, "protocol: {what}"),
             Self::Refused(reason) => write!(f, "refused: {reason}"),
+            Self::Tls(err) => write!(f, "TLS handshake: {err}"),
+            Self::WebSocket(err) => write!(f, "WebSocket: {err}"),
         }
     }
 }
@@ -101,30 +108,119 @@ pub(crate) struct UserHello {
     pub(crate) response: [u8; 16],
 }
 
-/// Runs the user's side up to the authentication response: our version, theirs, only VNC
-/// Authentication offered, a fresh challenge.
-pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(user: &mut S) -> Result<UserHello> {
+/// The security types the gateway offers a user.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Offer {
+    /// VNC Authentication in the clear (type 2).
+    pub(crate) plain: bool,
+    /// VeNCrypt (type 19) with only the `X509Vnc` sub-type: TLS with the gateway's certificate,
+    /// then VNC Authentication inside it.
+    pub(crate) tls: bool,
+}
+
+/// Where the user's handshake stands once the security type is agreed.
+pub(crate) enum Greeting {
+    /// VNC Authentication in the clear: the hello is complete.
+    Plain(UserHello),
+    /// VeNCrypt `X509Vnc` agreed and acknowledged: the caller runs the TLS handshake next, then
+    /// [`challenge_user`] inside it. Nothing the user sent after the acknowledgement has been
+    /// read, so the TLS layer sees the ClientHello whole.
+    StartTls(Version),
+}
+
+/// The VeNCrypt version the gateway speaks (0.2, the only one clients use).
+const VENCRYPT_VERSION: [u8; 2] = [0, 2];
+/// VeNCrypt's `X509Vnc`: certificate TLS, then VNC Authentication. The anonymous `TLS*`
+/// sub-types are never offered: they need anonymous Diffie-Hellman, which rustls does not
+/// have, and TigerVNC picks in the server's order, so listing one would break it.
+const X509_VNC: u32 = 261;
+
+/// Runs the user's side up to the security type and, for plain VNC Authentication, the
+/// response: our version, theirs, the types on offer (VeNCrypt first, so clients that pick in
+/// the server's order encrypt), a fresh challenge.
+pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
+    user: &mut S,
+    offer: Offer,
+) -> Result<Greeting> {
     user.write_all(Version::V3_8.bytes()).await?;
     let mut theirs = [0u8; 12];
     user.read_exact(&mut theirs).await?;
     let version = Version::parse(&theirs).ok_or(HandshakeError::Protocol("client version is not RFB"))?;
     if version == Version::V3_3 {
-        user.write_all(&u32::from(SECURITY_VNC_AUTH).to_be_bytes()).await?;
-    } else {
-        user.write_all(&[1, SECURITY_VNC_AUTH]).await?;
-        let mut chosen = [0u8; 1];
-        user.read_exact(&mut chosen).await?;
-        if chosen[0] != SECURITY_VNC_AUTH {
-            refuse_user(user, version, "security type not offered").await;
-            return Err(HandshakeError::Protocol("client chose a security type that was not offered"));
+        // RFB 3.3 lets the server impose a type, but only 1 or 2: no VeNCrypt.
+        if !offer.plain {
+            let mut out = 0u32.to_be_bytes().to_vec();
+            out.extend_from_slice(&reason_bytes(ENCRYPTION_REQUIRED));
+            user.write_all(&out).await?;
+            user.flush().await?;
+            return Err(HandshakeError::Protocol("an RFB 3.3 client, and encryption is required"));
         }
+        user.write_all(&u32::from(SECURITY_VNC_AUTH).to_be_bytes()).await?;
+        return challenge_user(user, version).await.map(Greeting::Plain);
     }
+    let types: &[u8] = match (offer.tls, offer.plain) {
+        (true, true) => &[2, SECURITY_VENCRYPT, SECURITY_VNC_AUTH],
+        (true, false) => &[1, SECURITY_VENCRYPT],
+        (false, _) => &[1, SECURITY_VNC_AUTH],
+    };
+    user.write_all(types).await?;
+    let mut chosen = [0u8; 1];
+    user.read_exact(&mut chosen).await?;
+    if !types[1..].contains(&chosen[0]) {
+        refuse_user(user, version, "security type not offered").await;
+        return Err(HandshakeError::Protocol("client chose a security type that was not offered"));
+    }
+    if chosen[0] == SECURITY_VNC_AUTH {
+        return challenge_user(user, version).await.map(Greeting::Plain);
+    }
+    // VeNCrypt: versions, then the sub-types, then the acknowledgement after which TLS starts.
+    user.write_all(&VENCRYPT_VERSION).await?;
+    let mut theirs = [0u8; 2];
+    user.read_exact(&mut theirs).await?;
+    if theirs != VENCRYPT_VERSION {
+        user.write_all(&[1]).await?;
+        user.flush().await?;
+        return Err(HandshakeError::Protocol("client does not speak VeNCrypt 0.2"));
+    }
+    let mut subtypes = vec![0u8, 1];
+    subtypes.extend_from_slice(&X509_VNC.to_be_bytes());
+    user.write_all(&subtypes).await?;
+    let mut subtype = [0u8; 4];
+    user.read_exact(&mut subtype).await?;
+    if u32::from_be_bytes(subtype) != X509_VNC {
+        user.write_all(&[0]).await?;
+        user.flush().await?;
+        return Err(HandshakeError::Protocol("client chose a VeNCrypt sub-type that was not offered"));
+    }
+    user.write_all(&[1]).await?;
+    user.flush().await?;
+    Ok(Greeting::StartTls(version))
+}
+
+/// VNC Authentication's challenge and the user's response: on the plain stream, or inside
+/// VeNCrypt's TLS.
+pub(crate) async fn challenge_user<S: AsyncRead + AsyncWrite + Unpin>(
+    user: &mut S,
+    version: Version,
+) -> Result<UserHello> {
     let mut challenge = [0u8; 16];
     russh::keys::key::safe_rng().fill_bytes(&mut challenge);
     user.write_all(&challenge).await?;
+    user.flush().await?;
     let mut response = [0u8; 16];
     user.read_exact(&mut response).await?;
     Ok(UserHello { version, challenge, response })
+}
+
+/// What a client that cannot encrypt is told when encryption is required.
+const ENCRYPTION_REQUIRED: &str = "this gateway requires an encrypted VNC connection: use a client with \
+    VeNCrypt (TigerVNC, Remmina, gtk-vnc), the SSH tunnel, or the browser";
+
+/// An RFB reason string: U32 length, then the text.
+fn reason_bytes(reason: &str) -> Vec<u8> {
+    let mut out = u32::try_from(reason.len()).unwrap_or(0).to_be_bytes().to_vec();
+    out.extend_from_slice(reason.as_bytes());
+    out
 }
 
 /// Tells the user authentication failed, with a reason where the version allows one. Errors
@@ -132,8 +228,7 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(user: &mut S) 
 pub(crate) async fn refuse_user<S: AsyncWrite + Unpin>(user: &mut S, version: Version, reason: &str) {
     let mut out = 1u32.to_be_bytes().to_vec();
     if version == Version::V3_8 {
-        out.extend_from_slice(&u32::try_from(reason.len()).unwrap_or(0).to_be_bytes());
-        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(&reason_bytes(reason));
     }
     let _ = user.write_all(&out).await;
     let _ = user.flush().await;
@@ -354,7 +449,9 @@ mod tests {
             }
             input.extend([9u8; 16]);
             theirs.write_all(&input).await.unwrap();
-            let hello = greet_user(&mut ours).await.unwrap();
+            let Greeting::Plain(hello) = greet_user(&mut ours, PLAIN).await.unwrap() else {
+                panic!("only plain VNC Authentication was offered");
+            };
             assert_eq!(hello.response, [9u8; 16]);
             drop(ours);
             let mut sent = Vec::new();
@@ -363,5 +460,63 @@ mod tests {
             assert_eq!(&sent[12..12 + offer.len()], offer);
             assert_eq!(&sent[12 + offer.len()..], &hello.challenge);
         }
+    }
+
+    const PLAIN: Offer = Offer { plain: true, tls: false };
+
+    /// What the gateway sends to a user who sends `input`, and the outcome.
+    async fn greet(input: &[u8], offer: Offer) -> (Result<Greeting>, Vec<u8>) {
+        let (mut ours, mut theirs) = tokio::io::duplex(4096);
+        theirs.write_all(input).await.unwrap();
+        let greeting = greet_user(&mut ours, offer).await;
+        drop(ours);
+        let mut sent = Vec::new();
+        theirs.read_to_end(&mut sent).await.unwrap();
+        (greeting, sent)
+    }
+
+    #[tokio::test]
+    async fn vencrypt_offers_x509vnc_first_and_acknowledges_before_tls() {
+        let mut input = b"RFB 003.008\n".to_vec();
+        input.extend([19, 0, 2, 0, 0, 1, 5]);
+        for (offer, types) in [
+            (Offer { plain: true, tls: true }, &[2u8, 19, 2][..]),
+            (Offer { plain: false, tls: true }, &[1, 19]),
+        ] {
+            let (greeting, sent) = greet(&input, offer).await;
+            assert!(matches!(greeting, Ok(Greeting::StartTls(Version::V3_8))));
+            let expected =
+                [b"RFB 003.008\n".as_slice(), types, &[0, 2], &[0], &[1, 0, 0, 1, 5], &[1]].concat();
+            assert_eq!(sent, expected, "version, types, VeNCrypt 0.2, OK, [261], acknowledged");
+        }
+    }
+
+    #[tokio::test]
+    async fn vencrypt_refuses_other_versions_and_subtypes() {
+        let mut input = b"RFB 003.008\n".to_vec();
+        input.extend([19, 0, 1]);
+        let (greeting, sent) = greet(&input, Offer { plain: false, tls: true }).await;
+        assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));
+        assert_eq!(sent.last(), Some(&1), "VeNCrypt 0.1 is refused");
+
+        let mut input = b"RFB 003.008\n".to_vec();
+        input.extend([19, 0, 2, 0, 0, 1, 2]); // TLSVnc (258): never offered
+        let (greeting, sent) = greet(&input, Offer { plain: false, tls: true }).await;
+        assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));
+        assert_eq!(sent.last(), Some(&0), "a sub-type not offered is refused");
+    }
+
+    #[tokio::test]
+    async fn required_encryption_refuses_plain_vnc_auth_and_rfb_33() {
+        let mut input = b"RFB 003.008\n".to_vec();
+        input.extend([2]);
+        let (greeting, sent) = greet(&input, Offer { plain: false, tls: true }).await;
+        assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));
+        assert!(sent.starts_with(b"RFB 003.008\n\x01\x13\x00\x00\x00\x01"), "{sent:?}");
+
+        let (greeting, sent) = greet(b"RFB 003.003\n", Offer { plain: false, tls: true }).await;
+        assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));
+        assert_eq!(&sent[12..16], &[0, 0, 0, 0], "3.3: security type 0, then why");
+        assert!(String::from_utf8_lossy(&sent[20..]).contains("requires an encrypted VNC connection"));
     }
 }

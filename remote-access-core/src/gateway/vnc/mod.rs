@@ -3,6 +3,12 @@
 //! builder's password (which the user never sees), then splices bytes until the user leaves or
 //! access ends.
 //!
+//! Each port speaks RFB in three carriages: plain TCP (with VeNCrypt `X509Vnc` on offer when
+//! the gateway has a TLS certificate), and RFB over WebSocket for noVNC, as `ws://` or, with a
+//! certificate, `wss://`. A browser speaks first (its HTTP request, or a TLS ClientHello) while
+//! an RFB client waits for the server's version, so the first byte within [`FIRST_BYTE_WAIT`]
+//! tells them apart, as libvncserver does.
+//!
 //! Why a port per session rather than one shared port that finds the session by password: VNC
 //! Authentication is a challenge-response, so a shared port would have to try every live
 //! session's password against each response, and one guess would be tested against all
@@ -11,15 +17,21 @@
 
 mod ard;
 mod handshake;
+pub(crate) mod websocket;
 
 /// The handshakes, for the fuzz targets only (`crate::fuzzing`).
 #[cfg(fuzzing)]
-pub(crate) use handshake::{BuilderLogin, Version, greet_user, login_builder, refuse_user, welcome_user};
+pub(crate) use handshake::{
+    BuilderLogin, UserHello, Version, greet_user, login_builder, refuse_user, welcome_user,
+};
+pub(crate) use handshake::{Greeting, Offer};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::listen::Stop;
@@ -29,6 +41,33 @@ use crate::error::Error;
 use crate::session::Protocol;
 use crate::tunnel;
 use handshake::HandshakeError;
+
+/// The user's side of a VNC connection, whatever carries it (TCP, TLS, WebSocket, an SSH
+/// channel).
+trait UserStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UserStream for T {}
+type User = Box<dyn UserStream>;
+
+/// How long the gateway waits for a client to speak first (a browser's WebSocket request or
+/// TLS ClientHello) before it speaks RFB, where the server goes first. A browser sends at
+/// once; an RFB client only sees its server's version this much later.
+const FIRST_BYTE_WAIT: Duration = Duration::from_millis(250);
+/// The first byte of a TLS record carrying a handshake: a `wss://` connection.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a connection the gateway ends may take to say goodbye (a WebSocket close frame,
+/// TLS close_notify) before it is dropped.
+const GOODBYE_WAIT: Duration = Duration::from_secs(1);
+
+/// What carries RFB on a gateway VNC port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carriage {
+    /// RFB on TCP (VeNCrypt may add TLS inside it).
+    Tcp,
+    /// RFB over WebSocket, `ws://`.
+    WebSocket,
+    /// RFB over WebSocket over TLS, `wss://`.
+    SecureWebSocket,
+}
 
 /// What the user is told when anything but their password went wrong: nothing about the
 /// builder leaks.
@@ -54,7 +93,6 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         }
     };
     let flag = CutFlag::new();
-    let mut user = CutStream::new(user, flag.clone());
     let silent = async {
         tokio::time::sleep(options.silent_timeout).await;
         if flag.bytes_read() < PROTOCOL_VERSION_LEN {
@@ -62,8 +100,10 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         }
         std::future::pending().await
     };
-    let admitting =
-        tokio::time::timeout(options.pre_auth_timeout, admit(&shared, &waiting, &mut user, peer, port));
+    let admitting = tokio::time::timeout(options.pre_auth_timeout, async {
+        let (user, carriage) = carry(&shared, user, flag.clone()).await?;
+        admit(&shared, &waiting, user, carriage, peer, port).await
+    });
     let admitted = tokio::select! {
         admitted = admitting => admitted,
         () = silent => {
@@ -77,7 +117,7 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         }
     };
     drop(waiting);
-    let (live, builder, _holding) = match admitted {
+    let (mut user, carriage, live, builder, _holding) = match admitted {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(err)) => {
             // A refused password was counted when it was decided; a handshake that just ends
@@ -91,19 +131,24 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
             return;
         }
     };
-    tracing::info!(%peer, port, build_id = %live.build_id(), "VNC connection admitted");
+    tracing::info!(%peer, port, build_id = %live.build_id(), ?carriage, "VNC connection admitted");
     let mut cut = live.cut_signal();
-    // Leaving the select drops the splice and with it both sockets: that is the cut.
-    let gateway_stopping = tokio::select! {
-        spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::SOCKET_BUFFER, options.builder_stall_timeout) => {
+    // Leaving the select drops the splice and with it the builder's socket: that is the cut.
+    let (gateway_stopping, ended) = tokio::select! {
+        spliced = tunnel::splice(&mut user, builder, std::future::pending(), tunnel::SOCKET_BUFFER, options.builder_stall_timeout) => {
             if let Err(err) = spliced {
                 tracing::debug!(%peer, %err, "VNC splice ended with an error");
             }
-            false
+            (false, false)
         }
-        () = cut.cut() => false,
-        () = stop.stopped() => true,
+        () = cut.cut() => (false, true),
+        () = stop.stopped() => (true, true),
     };
+    if ended {
+        // Say goodbye where the carriage can (noVNC shows the close frame's reason), briefly.
+        let _ = tokio::time::timeout(GOODBYE_WAIT, user.shutdown()).await;
+    }
+    drop(user);
     let outcome = if gateway_stopping {
         live.detach_on_drop();
         live.detach().await
@@ -115,6 +160,38 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
     }
 }
 
+/// Finds what carries RFB on a new connection and unwraps it: a browser speaks first (`GET`
+/// for `ws://`, a TLS ClientHello for `wss://`), an RFB client waits for the server.
+async fn carry(shared: &Shared, tcp: TcpStream, flag: Arc<CutFlag>) -> Result<(User, Carriage), Refusal> {
+    let options = &shared.options;
+    let first = if options.vnc_websocket {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(FIRST_BYTE_WAIT, tcp.peek(&mut byte)).await {
+            Ok(Ok(1)) => Some(byte[0]),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let tcp = CutStream::new(tcp, flag);
+    let rules = |encrypted: bool| websocket::Rules {
+        origins: &options.vnc_websocket_origins,
+        refuse_unencrypted: options.vnc_require_encryption && !encrypted,
+    };
+    match (first, &shared.vnc_tls) {
+        (Some(b'G'), _) => {
+            let ws = websocket::accept(tcp, rules(false)).await.map_err(Refusal::Handshake)?;
+            Ok((Box::new(ws), Carriage::WebSocket))
+        }
+        (Some(TLS_HANDSHAKE), Some(tls)) => {
+            let tls = tls.accept(tcp).await.map_err(|err| Refusal::Handshake(HandshakeError::Tls(err)))?;
+            let ws = websocket::accept(tls, rules(true)).await.map_err(Refusal::Handshake)?;
+            Ok((Box::new(ws), Carriage::SecureWebSocket))
+        }
+        _ => Ok((Box::new(tcp), Carriage::Tcp)),
+    }
+}
+
 /// One VNC connection inside an SSH user's `direct-tcpip` channel to the builder's VNC
 /// address: the same proxy as on a gateway port, end to end encrypted from the user's machine
 /// (`ssh -L`). The user still logs in with the build's VNC password, and the gateway with the
@@ -123,16 +200,17 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
 /// (`closed` changes; it is true when the gateway is stopping, which is no logout).
 pub(crate) async fn serve_channel<S>(
     shared: Arc<Shared>,
-    mut user: S,
+    user: S,
     peer: SocketAddr,
     build_id: crate::build::BuildId,
     mut closed: tokio::sync::watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (authority, options) = (&shared.authority, &shared.options);
     let admitting = async {
-        let hello = handshake::greet_user(&mut user).await.map_err(Refusal::Handshake)?;
+        // SSH already encrypts: plain VNC Authentication inside it.
+        let (mut user, hello) = greet(&shared, Box::new(user), Offer { plain: true, tls: false }).await?;
         let answer_at = tokio::time::Instant::now() + options.auth_rejection_delay;
         let decided = if shared.admission.backing_off(peer.ip()) {
             Err(Refusal::BackingOff)
@@ -142,12 +220,7 @@ pub(crate) async fn serve_channel<S>(
                     Ok(session) => Ok((session, login)),
                     Err(err) => Err(Refusal::Unavailable(err)),
                 },
-                Err(
-                    err @ (Error::AccessDenied { .. }
-                    | Error::SessionEnded { .. }
-                    | Error::UnknownBuild { .. }),
-                ) => Err(Refusal::Denied(err)),
-                Err(err) => Err(Refusal::Unavailable(err)),
+                Err(err) => Err(Refusal::of_verdict(err)),
             }
         };
         let (session, builder_login) = match decided {
@@ -156,16 +229,18 @@ pub(crate) async fn serve_channel<S>(
                 if matches!(refusal, Refusal::Denied(_)) {
                     shared.admission.failed(peer.ip(), None);
                 }
-                let answer =
-                    if matches!(refusal, Refusal::Unavailable(_)) { GENERIC_FAILURE } else { AUTH_FAILURE };
                 tokio::time::sleep_until(answer_at).await;
-                handshake::refuse_user(&mut user, hello.version, answer).await;
+                handshake::refuse_user(&mut user, hello.version, refusal.answer()).await;
                 return Err(refusal);
             }
         };
-        proxy_to_builder(&shared, &mut user, &hello, session, builder_login).await
+        let (live, builder, holding) =
+            proxy_to_builder(&shared, &mut user, &hello, session, builder_login).await?;
+        Ok((user, live, builder, holding))
     };
-    let (live, builder, _holding) = match tokio::time::timeout(options.pre_auth_timeout, admitting).await {
+    let (user, live, builder, _holding) = match tokio::time::timeout(options.pre_auth_timeout, admitting)
+        .await
+    {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(err)) => {
             shared.log_limit.log(|| tracing::info!(%peer, %build_id, %err, "VNC in an SSH tunnel refused"));
@@ -190,6 +265,27 @@ pub(crate) async fn serve_channel<S>(
     }
 }
 
+/// The user's handshake up to the VNC Authentication response, with TLS started inside it
+/// when the user chose VeNCrypt: returns the stream to go on with (TLS, if started).
+async fn greet(
+    shared: &Shared,
+    mut user: User,
+    offer: Offer,
+) -> Result<(User, handshake::UserHello), Refusal> {
+    match handshake::greet_user(&mut user, offer).await.map_err(Refusal::Handshake)? {
+        Greeting::Plain(hello) => Ok((user, hello)),
+        Greeting::StartTls(version) => {
+            let tls = shared.vnc_tls.as_ref().ok_or(Refusal::Handshake(HandshakeError::Protocol(
+                "VeNCrypt agreed without a certificate",
+            )))?;
+            let tls = tls.accept(user).await.map_err(|err| Refusal::Handshake(HandshakeError::Tls(err)))?;
+            let mut user: User = Box::new(tls);
+            let hello = handshake::challenge_user(&mut user, version).await.map_err(Refusal::Handshake)?;
+            Ok((user, hello))
+        }
+    }
+}
+
 /// Why a VNC connection was not admitted (for our logs).
 #[derive(Debug)]
 enum Refusal {
@@ -201,6 +297,25 @@ enum Refusal {
     /// The store could not say (not a verdict on the password; not counted).
     Unavailable(Error),
     Builder(String),
+}
+
+impl Refusal {
+    /// The authority's verdict on a password: a refusal, counted as a failed guess, or no
+    /// verdict at all (the store could not say).
+    fn of_verdict(err: Error) -> Self {
+        match err {
+            Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. } => {
+                Self::Denied(err)
+            }
+            err => Self::Unavailable(err),
+        }
+    }
+
+    /// What the user is told: a refused password and a port without a session look alike;
+    /// a store outage is no verdict on the password.
+    fn answer(&self) -> &'static str {
+        if matches!(self, Self::Unavailable(_)) { GENERIC_FAILURE } else { AUTH_FAILURE }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -216,17 +331,24 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The whole pre-auth phase: the user's handshake, the password, the builder's login, the
-/// connection recorded, ClientInit forwarded as shared.
-async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+/// The whole pre-auth phase: the user's handshake (TLS inside it if they chose VeNCrypt), the
+/// password, the builder's login, the connection recorded, ClientInit forwarded as shared.
+async fn admit(
     shared: &Shared,
     waiting: &Waiting,
-    user: &mut S,
+    user: User,
+    carriage: Carriage,
     peer: SocketAddr,
     port: u16,
-) -> Result<(LiveConnection, Box<dyn tunnel::BuilderStream>, Holding), Refusal> {
+) -> Result<(User, Carriage, LiveConnection, Box<dyn tunnel::BuilderStream>, Holding), Refusal> {
     let (authority, options) = (&shared.authority, &shared.options);
-    let hello = handshake::greet_user(user).await.map_err(Refusal::Handshake)?;
+    let offer = match carriage {
+        // In a browser, the WebSocket's TLS (wss://) is the encryption: noVNC has no VeNCrypt.
+        Carriage::SecureWebSocket => Offer { plain: true, tls: false },
+        Carriage::WebSocket => Offer { plain: !options.vnc_require_encryption, tls: false },
+        Carriage::Tcp => Offer { plain: !options.vnc_require_encryption, tls: shared.vnc_tls.is_some() },
+    };
+    let (mut user, hello) = greet(shared, user, offer).await?;
     // Every refusal of a password is sent this long after the response arrived, and a port
     // without a live session answers exactly like a wrong password: neither the time nor the
     // answer tells a scanner which ports are live.
@@ -237,20 +359,11 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
         Err(Refusal::BackingOff)
     } else {
         match authority.vnc_route(port).await {
-            Ok(Some(session)) => {
-                match authority
-                    .verify_vnc_response(session.build_id(), &hello.challenge, &hello.response)
-                    .await
-                {
-                    Ok(login) => Ok((session, login)),
-                    Err(
-                        err @ (Error::AccessDenied { .. }
-                        | Error::SessionEnded { .. }
-                        | Error::UnknownBuild { .. }),
-                    ) => Err(Refusal::Denied(err)),
-                    Err(err) => Err(Refusal::Unavailable(err)),
-                }
-            }
+            Ok(Some(session)) => authority
+                .verify_vnc_response(session.build_id(), &hello.challenge, &hello.response)
+                .await
+                .map(|login| (session, login))
+                .map_err(Refusal::of_verdict),
             Ok(None) => Err(Refusal::NoSession),
             Err(err) => Err(Refusal::Unavailable(err)),
         }
@@ -268,14 +381,14 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
             if !matches!(refusal, Refusal::Unavailable(_)) {
                 shared.admission.failed(peer.ip(), Some(target));
             }
-            let answer =
-                if matches!(refusal, Refusal::Unavailable(_)) { GENERIC_FAILURE } else { AUTH_FAILURE };
             tokio::time::sleep_until(answer_at).await;
-            handshake::refuse_user(user, hello.version, answer).await;
+            handshake::refuse_user(&mut user, hello.version, refusal.answer()).await;
             return Err(refusal);
         }
     };
-    proxy_to_builder(shared, user, &hello, session, builder_login).await
+    let (live, builder, holding) =
+        proxy_to_builder(shared, &mut user, &hello, session, builder_login).await?;
+    Ok((user, carriage, live, builder, holding))
 }
 
 /// What the gateway logs in to the builder's VNC server with: its password, and a macOS
