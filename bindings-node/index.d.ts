@@ -92,7 +92,7 @@ export declare class ConnectionInfo {
    * The info as a plain object with camelCase keys, like every `toJSON()` of this package
    * (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
    */
-  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null }
+  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }
   /** The `known_hosts` lines that pin the gateway (and the builder, when its key is known). */
   knownHosts(): string
   /** An `ssh_config` block for users who keep the key and `knownHosts()` in files. */
@@ -309,6 +309,36 @@ export declare class Subscription {
 }
 
 /**
+ * The gateway's TLS certificate chain and private key for its VNC ports (VeNCrypt `X509Vnc`
+ * and `wss://`). Users check it by its SHA-256 `fingerprint`, which the connection info
+ * carries (`vncTlsFingerprint` of the script options). Persist a generated one
+ * (`certificatePem`, `privateKeyPem()`) so that it survives restarts.
+ */
+export declare class TlsIdentity {
+  /**
+   * A fresh self-signed certificate (ECDSA P-256) for `names` (host names or IP addresses,
+   * as users type them), for a quickstart or a test.
+   */
+  static generate(names: Array<string>): TlsIdentity
+  /**
+   * A certificate chain (PEM, leaf first) and the leaf's private key (PEM, unencrypted
+   * PKCS#8, SEC1 or PKCS#1); a key that does not fit the certificate is refused.
+   */
+  static fromPem(certificateChainPem: string, privateKeyPem: string): TlsIdentity
+  /** The certificate chain as PEM: public, for users' clients to trust. */
+  get certificatePem(): string
+  /** The private key as PEM. A secret: store it like one. */
+  privateKeyPem(): string
+  /**
+   * The leaf certificate's SHA-256 fingerprint, `AB:CD:...` (as `openssl x509 -fingerprint
+   * -sha256` prints it).
+   */
+  get fingerprint(): string
+  /** The public parts only, for `JSON.stringify`. */
+  toJSON(): { certificatePem: string; fingerprint: string }
+}
+
+/**
  * The error thrown for a core error of kind `code` (`store_unavailable`, `contention`,
  * `internal` or `key_material`), for tests of the mapping: the in-memory store cannot fail,
  * compare-and-swap gives up only under heavy contention, no task panics and key generation
@@ -467,6 +497,27 @@ export interface GatewayOptions {
    * `hmac-sha2-512`).
    */
   macs?: Array<string>
+  /**
+   * The TLS certificate of the VNC ports (default none). With one, they also offer VeNCrypt
+   * `X509Vnc` (TigerVNC, Remmina, gtk-vnc) and `wss://` to browsers (noVNC); give users its
+   * fingerprint (`vncTlsFingerprint` of the script options). See `docs/vnc.md`.
+   */
+  vncTls?: TlsIdentity
+  /**
+   * Offer no unencrypted VNC on the VNC ports (default false; needs `vncTls`): plain VNC
+   * Authentication and `ws://` are refused; VNC inside the SSH tunnel stays open.
+   */
+  vncRequireEncryption?: boolean
+  /**
+   * Also serve RFB over WebSocket on the VNC ports (default true), for noVNC with no
+   * websockify: `ws[s]://<gateway>:<vnc port>/websockify`.
+   */
+  vncWebsocket?: boolean
+  /**
+   * The browser origins allowed to open the VNC WebSocket, e.g. `https://ci.example.com`
+   * (default empty: any).
+   */
+  vncWebsocketOrigins?: Array<string>
 }
 
 /** What a gateway holds right now (`gateway.stats()`). */
@@ -536,6 +587,22 @@ export interface ScriptOptions {
   gatewayPort?: number
   /** The directory the login shell starts in (default `$FCI_BUILD_DIR`). */
   buildDir?: string
+  /**
+   * The SHA-256 fingerprint of the gateway's VNC TLS certificate (`fingerprint` of the
+   * gateway's `vncTls`), when it has one (default none): users are told to choose VeNCrypt,
+   * and browsers get a `wss://` URL.
+   */
+  vncTlsFingerprint?: string
+  /**
+   * The gateway refuses unencrypted VNC (its `vncRequireEncryption`; default false): users
+   * are not offered the plain path.
+   */
+  vncRequireEncryption?: boolean
+  /**
+   * The gateway serves VNC over WebSocket (its `vncWebsocket`; default true): the
+   * connection info carries the URL for noVNC.
+   */
+  vncWebsocket?: boolean
 }
 
 /** The 16-byte answer to a VNC Authentication challenge (for clients and tests). */

@@ -848,6 +848,7 @@ module.exports.RunningGateway = nativeBinding.RunningGateway
 module.exports.RunningHousekeeping = nativeBinding.RunningHousekeeping
 module.exports.Session = nativeBinding.Session
 module.exports.Subscription = nativeBinding.Subscription
+module.exports.TlsIdentity = nativeBinding.TlsIdentity
 module.exports._errorForTest = nativeBinding._errorForTest
 module.exports.runAgent = nativeBinding.runAgent
 module.exports.vncAuthResponse = nativeBinding.vncAuthResponse

@@ -1,4 +1,4 @@
-//! The gateway: host key, start and stop.
+//! The gateway: host key, VNC TLS certificate, start and stop.
 
 use std::sync::Arc;
 
@@ -54,6 +54,61 @@ impl HostKey {
     #[napi(js_name = "toJSON", ts_return_type = "{ publicKey: string; fingerprint: string }")]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "publicKey": self.public_key(), "fingerprint": self.fingerprint() })
+    }
+}
+
+/// The gateway's TLS certificate chain and private key for its VNC ports (VeNCrypt `X509Vnc`
+/// and `wss://`). Users check it by its SHA-256 `fingerprint`, which the connection info
+/// carries (`vncTlsFingerprint` of the script options). Persist a generated one
+/// (`certificatePem`, `privateKeyPem()`) so that it survives restarts.
+#[napi]
+pub struct TlsIdentity(pub(crate) core::TlsIdentity);
+
+#[napi]
+impl TlsIdentity {
+    /// A fresh self-signed certificate (ECDSA P-256) for `names` (host names or IP addresses,
+    /// as users type them), for a quickstart or a test.
+    #[napi(factory)]
+    pub fn generate(env: Env, names: Vec<String>) -> Result<Self> {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        core::TlsIdentity::generate(&names).or_throw(&env).map(Self)
+    }
+
+    /// A certificate chain (PEM, leaf first) and the leaf's private key (PEM, unencrypted
+    /// PKCS#8, SEC1 or PKCS#1); a key that does not fit the certificate is refused.
+    #[napi(factory)]
+    pub fn from_pem(
+        env: Env,
+        certificate_chain_pem: String,
+        #[napi(ts_arg_type = "string")] private_key_pem: Unknown<'_>,
+    ) -> Result<Self> {
+        let key = secret(&env, "vnc_tls private key", private_key_pem)?;
+        core::TlsIdentity::from_pem(&certificate_chain_pem, key.expose()).or_throw(&env).map(Self)
+    }
+
+    /// The certificate chain as PEM: public, for users' clients to trust.
+    #[napi(getter)]
+    pub fn certificate_pem(&self) -> String {
+        self.0.certificate_pem()
+    }
+
+    /// The private key as PEM. A secret: store it like one.
+    #[napi]
+    pub fn private_key_pem<'env>(&self, env: &'env Env) -> Result<JsString<'env>> {
+        env.create_string(self.0.private_key_pem().expose())
+    }
+
+    /// The leaf certificate's SHA-256 fingerprint, `AB:CD:...` (as `openssl x509 -fingerprint
+    /// -sha256` prints it).
+    #[napi(getter)]
+    pub fn fingerprint(&self) -> String {
+        self.0.fingerprint().to_owned()
+    }
+
+    /// The public parts only, for `JSON.stringify`.
+    #[napi(js_name = "toJSON", ts_return_type = "{ certificatePem: string; fingerprint: string }")]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "certificatePem": self.certificate_pem(), "fingerprint": self.fingerprint() })
     }
 }
 
@@ -113,6 +168,19 @@ pub struct GatewayOptions<'a> {
     /// `hmac-sha2-256-etm@openssh.com`, `hmac-sha2-512-etm@openssh.com`, `hmac-sha2-256`,
     /// `hmac-sha2-512`).
     pub macs: Option<Vec<String>>,
+    /// The TLS certificate of the VNC ports (default none). With one, they also offer VeNCrypt
+    /// `X509Vnc` (TigerVNC, Remmina, gtk-vnc) and `wss://` to browsers (noVNC); give users its
+    /// fingerprint (`vncTlsFingerprint` of the script options). See `docs/vnc.md`.
+    pub vnc_tls: Option<ClassInstance<'a, TlsIdentity>>,
+    /// Offer no unencrypted VNC on the VNC ports (default false; needs `vncTls`): plain VNC
+    /// Authentication and `ws://` are refused; VNC inside the SSH tunnel stays open.
+    pub vnc_require_encryption: Option<bool>,
+    /// Also serve RFB over WebSocket on the VNC ports (default true), for noVNC with no
+    /// websockify: `ws[s]://<gateway>:<vnc port>/websockify`.
+    pub vnc_websocket: Option<bool>,
+    /// The browser origins allowed to open the VNC WebSocket, e.g. `https://ci.example.com`
+    /// (default empty: any).
+    pub vnc_websocket_origins: Option<Vec<String>>,
 }
 
 /// What a gateway holds right now (`gateway.stats()`).
@@ -202,16 +270,21 @@ impl Gateway {
         options.max_channels_per_build =
             count("maxChannelsPerBuild", given.max_channels_per_build, options.max_channels_per_build)?;
         options.window_size = count("windowSize", given.window_size, options.window_size as usize)? as u32;
-        let algorithms = [
+        let lists = [
             (given.kex_algorithms, &mut options.kex_algorithms),
             (given.ciphers, &mut options.ciphers),
             (given.macs, &mut options.macs),
+            (given.vnc_websocket_origins, &mut options.vnc_websocket_origins),
         ];
-        for (names, field) in algorithms {
+        for (names, field) in lists {
             if let Some(names) = names {
                 *field = names;
             }
         }
+        options.vnc_tls = given.vnc_tls.map(|identity| identity.0.clone());
+        options.vnc_require_encryption =
+            given.vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
+        options.vnc_websocket = given.vnc_websocket.unwrap_or(options.vnc_websocket);
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
 

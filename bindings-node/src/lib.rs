@@ -11,7 +11,7 @@
 //! - `authority`: `Authority`, `Policy`, `Builder`, `ManualClock`, `Credentials`, `Session`,
 //!   `LiveConnection`.
 //! - `events`: `Event`, the `Subscription` async iterator, the `EventListener` callback.
-//! - `gateway`: `HostKey`, `Gateway`, `RunningGateway`.
+//! - `gateway`: `HostKey`, `TlsIdentity`, `Gateway`, `RunningGateway`.
 //! - `script`: `ScriptOptions`, `ConnectionInfo`.
 //! - `agent`: `runAgent`, `vncPasswordFile`, `vncAuthResponse`.
 

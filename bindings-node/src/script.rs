@@ -18,6 +18,16 @@ pub struct ScriptOptions {
     pub gateway_port: Option<f64>,
     /// The directory the login shell starts in (default `$FCI_BUILD_DIR`).
     pub build_dir: Option<String>,
+    /// The SHA-256 fingerprint of the gateway's VNC TLS certificate (`fingerprint` of the
+    /// gateway's `vncTls`), when it has one (default none): users are told to choose VeNCrypt,
+    /// and browsers get a `wss://` URL.
+    pub vnc_tls_fingerprint: Option<String>,
+    /// The gateway refuses unencrypted VNC (its `vncRequireEncryption`; default false): users
+    /// are not offered the plain path.
+    pub vnc_require_encryption: Option<bool>,
+    /// The gateway serves VNC over WebSocket (its `vncWebsocket`; default true): the
+    /// connection info carries the URL for noVNC.
+    pub vnc_websocket: Option<bool>,
 }
 
 /// Everything a client needs to connect, without secrets. `toJSON()` is the plain object a
@@ -42,6 +52,10 @@ impl ConnectionInfo {
         if let Some(build_dir) = options.build_dir {
             script_options.build_dir = build_dir;
         }
+        script_options.vnc_tls_fingerprint = options.vnc_tls_fingerprint;
+        script_options.vnc_require_encryption =
+            options.vnc_require_encryption.unwrap_or(script_options.vnc_require_encryption);
+        script_options.vnc_websocket = options.vnc_websocket.unwrap_or(script_options.vnc_websocket);
         core::ConnectionInfo::new(&credentials.0, &session.0, &host_key.0, &script_options)
             .or_throw(&env)
             .map(Self)
@@ -51,7 +65,7 @@ impl ConnectionInfo {
     /// (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null }"
+        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         let info = &self.0;
@@ -63,6 +77,8 @@ impl ConnectionInfo {
             "builderHostKey": info.builder_host_key, "keyFingerprint": info.key_fingerprint,
             "accessEndsBy": info.access_ends_by, "buildDir": info.build_dir, "vncHost": info.vnc_host,
             "vncPort": info.vnc_port, "builderVncPort": info.builder_vnc_port,
+            "vncTlsFingerprint": info.vnc_tls_fingerprint, "vncRequireEncryption": info.vnc_require_encryption,
+            "vncWebsocketUrl": info.vnc_websocket_url,
         })
     }
 

@@ -172,6 +172,7 @@ test('a secret argument of the wrong type is refused without being quoted', asyn
     const v = value
     const calls = [
       () => ra.HostKey.fromOpenssh(v),
+      () => ra.TlsIdentity.fromPem(ra.TlsIdentity.generate(['gw.example']).certificatePem, v),
       () => ra.vncPasswordFile(v),
       () => ra.vncAuthResponse(v, Buffer.alloc(16)),
       () => ra.runAgent({ ...agent, privateKey: v }),
@@ -459,4 +460,115 @@ test('a subscriber that falls eventQueue events behind gets a lagged event with 
   } finally {
     listener.close()
   }
+})
+
+test('a TLS identity is generated, persisted and reloaded', async () => {
+  const identity = ra.TlsIdentity.generate(['gw.example', '127.0.0.1'])
+  assert.match(identity.fingerprint, /^[0-9A-F]{2}(:[0-9A-F]{2}){31}$/)
+  assert.match(identity.certificatePem, /^-----BEGIN CERTIFICATE-----\n/)
+  const key = identity.privateKeyPem()
+  assert.match(key, /^-----BEGIN [A-Z ]*PRIVATE KEY-----\n/)
+  const again = ra.TlsIdentity.fromPem(identity.certificatePem, key)
+  assert.equal(again.fingerprint, identity.fingerprint)
+  assert.equal(again.certificatePem, identity.certificatePem)
+  // The key stays out of util.inspect and JSON, as HostKey's does.
+  const body = key.trim().split('\n')[1]
+  assert.deepEqual(JSON.parse(JSON.stringify(identity)), {
+    certificatePem: identity.certificatePem, fingerprint: identity.fingerprint,
+  })
+  for (const text of [util.inspect(identity, { showHidden: true }), JSON.stringify({ identity })]) {
+    assert.ok(!text.includes(body), text)
+  }
+  // Refused input throws the core's invalid_input, never a key in the message.
+  const other = ra.TlsIdentity.generate(['other.example'])
+  const mismatch = await rejectsWith(() => ra.TlsIdentity.fromPem(identity.certificatePem, other.privateKeyPem()), 'invalid_input')
+  assert.match(mismatch.message, /does not fit/)
+  assert.ok(!mismatch.message.includes(other.privateKeyPem().trim().split('\n')[1]))
+  for (const [cert, pem] of [['', key], ['hello', key], [identity.certificatePem, 'not a key']]) {
+    await rejectsWith(() => ra.TlsIdentity.fromPem(cert, pem), 'invalid_input')
+  }
+  assert.equal((await rejectsWith(() => ra.TlsIdentity.generate([]), 'invalid_input')).what, 'names')
+})
+
+test('the VNC encryption options reach the gateway', async () => {
+  const vncPort = await freePort()
+  const authority = new ra.Authority({ vncPorts: [vncPort] })
+  const identity = ra.TlsIdentity.generate(['127.0.0.1'])
+  const required = await rejectsWith(() => new ra.Gateway(authority, { vncRequireEncryption: true }), 'invalid_input')
+  assert.equal(required.what, 'vnc_require_encryption')
+  const origin = await rejectsWith(
+    () => new ra.Gateway(authority, { vncTls: identity, vncWebsocketOrigins: ['ci.example.com'] }),
+    'invalid_input',
+  )
+  assert.equal(origin.what, 'vnc_websocket_origins')
+  new ra.Gateway(authority, { vncTls: identity, vncWebsocket: false })
+  const gateway = new ra.Gateway(authority, {
+    vncTls: identity,
+    vncRequireEncryption: true,
+    vncWebsocket: true,
+    vncWebsocketOrigins: ['https://ci.example.com'],
+  })
+  const running = await gateway.start('127.0.0.1:0')
+  try {
+    // A browser's wss:// starts with TLS on the VNC port: the certificate is the identity's,
+    // and its PEM is what a client trusts.
+    const tls = require('node:tls')
+    const socket = tls.connect({ host: '127.0.0.1', port: vncPort, ca: identity.certificatePem })
+    await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject))
+    assert.equal(socket.getPeerCertificate().fingerprint256, identity.fingerprint)
+    socket.destroy()
+  } finally {
+    await running.stop()
+  }
+})
+
+test('the connection info carries the VNC encryption', async () => {
+  const vncPort = await freePort()
+  const authority = new ra.Authority({ vncPorts: [vncPort] })
+  const credentials = await authority.issue('b-tls', { ...MANUAL, builder: { address: '10.0.3.7', vncPort: 5900 } })
+  const session = await authority.session('b-tls')
+  assert.equal(session.vncPort, vncPort)
+  const hostKey = ra.HostKey.generate()
+  const fingerprint = ra.TlsIdentity.generate(['gw.example']).fingerprint
+  const options = { gatewayHost: 'gw.example', gatewayPort: 2222, vncTlsFingerprint: fingerprint, vncRequireEncryption: true }
+  const info = new ra.ConnectionInfo(credentials, session, hostKey, options)
+  const json = info.toJSON()
+  assert.equal(json.vncTlsFingerprint, fingerprint)
+  assert.equal(json.vncRequireEncryption, true)
+  assert.equal(json.vncWebsocketUrl, `wss://gw.example:${vncPort}/websockify`)
+  assert.deepEqual(JSON.parse(JSON.stringify(info)), json)
+  const instructions = info.vncInstructions(credentials) ?? ''
+  assert.ok(instructions.includes(fingerprint) && instructions.includes('VeNCrypt'), instructions)
+  assert.ok(instructions.includes(`wss://gw.example:${vncPort}/websockify`), instructions)
+
+  // The defaults: no certificate, plain ws://, nothing required.
+  const plain = new ra.ConnectionInfo(credentials, session, hostKey, { gatewayHost: 'gw.example', gatewayPort: 2222 }).toJSON()
+  assert.equal(plain.vncTlsFingerprint, null)
+  assert.equal(plain.vncRequireEncryption, false)
+  assert.equal(plain.vncWebsocketUrl, `ws://gw.example:${vncPort}/websockify`)
+  const noWs = new ra.ConnectionInfo(credentials, session, hostKey, { ...options, vncWebsocket: false }).toJSON()
+  assert.equal(noWs.vncWebsocketUrl, null)
+
+  // Inconsistent options throw the core's invalid_input.
+  const required = await rejectsWith(
+    () => new ra.ConnectionInfo(credentials, session, hostKey, { gatewayHost: 'gw.example', vncRequireEncryption: true }),
+    'invalid_input',
+  )
+  assert.equal(required.what, 'vnc_require_encryption')
+  const bad = await rejectsWith(
+    () => new ra.ConnectionInfo(credentials, session, hostKey, { gatewayHost: 'gw.example', vncTlsFingerprint: 'AB:CD' }),
+    'invalid_input',
+  )
+  assert.equal(bad.what, 'vnc_tls_fingerprint')
+
+  // VNC only through the SSH tunnel (no gateway VNC port): still instructions, no URL.
+  const tunnelOnly = new ra.Authority()
+  const tunnelCredentials = await tunnelOnly.issue('b-tunnel', { ...MANUAL, builder: { address: '10.0.3.7', vncPort: 5900 } })
+  const tunnelInfo = new ra.ConnectionInfo(tunnelCredentials, await tunnelOnly.session('b-tunnel'), hostKey, options)
+  assert.equal(tunnelInfo.toJSON().vncPort, null)
+  assert.equal(tunnelInfo.toJSON().vncWebsocketUrl, null)
+  assert.equal(tunnelInfo.toJSON().builderVncPort, 5900)
+  const tunnelText = tunnelInfo.vncInstructions(tunnelCredentials) ?? ''
+  assert.ok(tunnelText.includes('ssh tunnel') && tunnelText.includes('--vnc'), tunnelText)
+  assert.ok(tunnelText.includes(tunnelCredentials.vncPassword()))
 })

@@ -1,4 +1,4 @@
-//! The gateway: host key, start and stop, `async with`.
+//! The gateway: host key, VNC TLS certificate, start and stop, `async with`.
 
 use std::sync::Arc;
 
@@ -61,6 +61,65 @@ impl HostKey {
     }
 }
 
+/// The gateway's TLS certificate chain and private key for its VNC ports (VeNCrypt `X509Vnc`
+/// and `wss://`). Users check it by its SHA-256 `fingerprint`, which the connection info
+/// carries (`ScriptOptions(vnc_tls_fingerprint=...)`). Persist a generated one
+/// (`certificate_pem`, `private_key_pem()`) so that it survives restarts.
+#[pyclass(module = "remote_access", frozen)]
+#[derive(Clone)]
+pub(crate) struct TlsIdentity(pub(crate) core::TlsIdentity);
+
+#[pymethods]
+impl TlsIdentity {
+    /// A fresh self-signed certificate (ECDSA P-256) for `names` (host names or IP addresses,
+    /// as users type them), for a quickstart or a test.
+    #[staticmethod]
+    fn generate(py: Python<'_>, names: Vec<String>) -> PyResult<Self> {
+        py.detach(|| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            core::TlsIdentity::generate(&names)
+        })
+        .py()
+        .map(Self)
+    }
+
+    /// A certificate chain (PEM, leaf first) and the leaf's private key (PEM, unencrypted
+    /// PKCS#8, SEC1 or PKCS#1); a key that does not fit the certificate is refused.
+    #[staticmethod]
+    fn from_pem(py: Python<'_>, certificate_chain_pem: &str, private_key_pem: &str) -> PyResult<Self> {
+        let key = core::Secret::new(private_key_pem.to_owned());
+        py.detach(|| core::TlsIdentity::from_pem(certificate_chain_pem, key.expose())).py().map(Self)
+    }
+
+    /// The certificate chain as PEM: public, for users' clients to trust.
+    #[getter]
+    fn certificate_pem(&self) -> String {
+        self.0.certificate_pem()
+    }
+
+    /// The private key as PEM. A secret: store it like one.
+    fn private_key_pem<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, self.0.private_key_pem().expose())
+    }
+
+    /// The leaf certificate's SHA-256 fingerprint, `AB:CD:...` (as `openssl x509 -fingerprint
+    /// -sha256` prints it).
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.0.fingerprint().to_owned()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("TlsIdentity({})", self.0.fingerprint())
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "a TlsIdentity holds a private key and cannot be pickled; persist certificate_pem and private_key_pem() instead",
+        ))
+    }
+}
+
 /// The SSH gateway (and the VNC proxy on the authority's `vnc_ports`). Options are keyword
 /// arguments with the core's defaults.
 #[pyclass(module = "remote_access", frozen)]
@@ -69,7 +128,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -94,6 +153,10 @@ impl Gateway {
         kex_algorithms: Option<Vec<String>>,
         ciphers: Option<Vec<String>>,
         macs: Option<Vec<String>>,
+        vnc_tls: Option<PyRef<'_, TlsIdentity>>,
+        vnc_require_encryption: Option<bool>,
+        vnc_websocket: Option<bool>,
+        vnc_websocket_origins: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let mut options = core::GatewayOptions::default();
         options.host_key = host_key.map(|key| key.0.clone());
@@ -124,16 +187,20 @@ impl Gateway {
             max_connections_per_build.unwrap_or(options.max_connections_per_build);
         options.max_channels_per_build = max_channels_per_build.unwrap_or(options.max_channels_per_build);
         options.window_size = window_size.unwrap_or(options.window_size);
-        let algorithms = [
+        let lists = [
             (kex_algorithms, &mut options.kex_algorithms),
             (ciphers, &mut options.ciphers),
             (macs, &mut options.macs),
+            (vnc_websocket_origins, &mut options.vnc_websocket_origins),
         ];
-        for (given, field) in algorithms {
+        for (given, field) in lists {
             if let Some(given) = given {
                 *field = given;
             }
         }
+        options.vnc_tls = vnc_tls.map(|identity| identity.0.clone());
+        options.vnc_require_encryption = vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
+        options.vnc_websocket = vnc_websocket.unwrap_or(options.vnc_websocket);
         let authority = authority.0.clone();
         py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
     }

@@ -11,7 +11,7 @@
 //! - `convert`: durations, build ids and addresses from Python values.
 //! - `authority`: `Authority`, `Policy`, `Builder`, `ManualClock`, `Credentials`, `Session`.
 //! - `events`: `Event` and the queue behind the `Subscription` async iterator.
-//! - `gateway`: `HostKey`, `Gateway`, `RunningGateway`.
+//! - `gateway`: `HostKey`, `TlsIdentity`, `Gateway`, `RunningGateway`.
 //! - `script`: `ScriptOptions` and the connection info behind `remote_access.ConnectionInfo`.
 //! - `agent`: `run_agent`, `vnc_password_file`, `vnc_auth_response`.
 
@@ -40,6 +40,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::Event>()?;
     m.add_class::<events::NativeSubscription>()?;
     m.add_class::<gateway::HostKey>()?;
+    m.add_class::<gateway::TlsIdentity>()?;
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<gateway::RunningGateway>()?;
     m.add_class::<script::ScriptOptions>()?;

@@ -15,12 +15,22 @@ pub(crate) struct ScriptOptions(core::ScriptOptions);
 #[pymethods]
 impl ScriptOptions {
     #[new]
-    #[pyo3(signature = (gateway_host, gateway_port = 22, *, build_dir = None))]
-    fn new(gateway_host: String, gateway_port: u16, build_dir: Option<String>) -> Self {
+    #[pyo3(signature = (gateway_host, gateway_port = 22, *, build_dir = None, vnc_tls_fingerprint = None, vnc_require_encryption = None, vnc_websocket = None))]
+    fn new(
+        gateway_host: String,
+        gateway_port: u16,
+        build_dir: Option<String>,
+        vnc_tls_fingerprint: Option<String>,
+        vnc_require_encryption: Option<bool>,
+        vnc_websocket: Option<bool>,
+    ) -> Self {
         let mut options = core::ScriptOptions::new(gateway_host, gateway_port);
         if let Some(build_dir) = build_dir {
             options.build_dir = build_dir;
         }
+        options.vnc_tls_fingerprint = vnc_tls_fingerprint;
+        options.vnc_require_encryption = vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
+        options.vnc_websocket = vnc_websocket.unwrap_or(options.vnc_websocket);
         Self(options)
     }
 
@@ -36,11 +46,31 @@ impl ScriptOptions {
     fn build_dir(&self) -> String {
         self.0.build_dir.clone()
     }
+    #[getter]
+    fn vnc_tls_fingerprint(&self) -> Option<String> {
+        self.0.vnc_tls_fingerprint.clone()
+    }
+    #[getter]
+    fn vnc_require_encryption(&self) -> bool {
+        self.0.vnc_require_encryption
+    }
+    #[getter]
+    fn vnc_websocket(&self) -> bool {
+        self.0.vnc_websocket
+    }
 
     fn __repr__(&self) -> String {
+        let options = &self.0;
+        let fingerprint =
+            options.vnc_tls_fingerprint.as_deref().map_or("None".to_owned(), |f| format!("{f:?}"));
+        let bool_repr = |b: bool| if b { "True" } else { "False" };
         format!(
-            "ScriptOptions({:?}, {}, build_dir={:?})",
-            self.0.gateway_host, self.0.gateway_port, self.0.build_dir
+            "ScriptOptions({:?}, {}, build_dir={:?}, vnc_tls_fingerprint={fingerprint}, vnc_require_encryption={}, vnc_websocket={})",
+            options.gateway_host,
+            options.gateway_port,
+            options.build_dir,
+            bool_repr(options.vnc_require_encryption),
+            bool_repr(options.vnc_websocket),
         )
     }
 }

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import json
 import os
 import pickle
 import socket
+import ssl
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -523,5 +525,118 @@ def test_a_subscriber_that_falls_behind_gets_a_lagged_event_with_the_count() -> 
         await authority.revoke("b-lag-7", "done")
         assert (await asyncio.wait_for(slow.__anext__(), 5)).kind == "revoked"
         assert fast_seen == [f"issued b-lag-{i}" for i in range(8)]
+
+    run(main())
+
+
+def test_a_tls_identity_is_generated_persisted_and_reloaded() -> None:
+    identity = ra.TlsIdentity.generate(["gw.example", "127.0.0.1"])
+    pairs = identity.fingerprint.split(":")
+    assert len(pairs) == 32 and all(len(p) == 2 and p == p.upper() for p in pairs), identity.fingerprint
+    assert all(int(p, 16) >= 0 for p in pairs)
+    assert identity.certificate_pem.startswith("-----BEGIN CERTIFICATE-----")
+    key = identity.private_key_pem()
+    assert key.startswith("-----BEGIN ") and "PRIVATE KEY-----" in key
+    again = ra.TlsIdentity.from_pem(identity.certificate_pem, key)
+    assert again.fingerprint == identity.fingerprint and again.certificate_pem == identity.certificate_pem
+    # The key stays out of repr and pickles, as HostKey's does.
+    body = key.strip().splitlines()[1]
+    assert identity.fingerprint in repr(identity) and body not in repr(identity) and body not in str(identity)
+    with pytest.raises(TypeError):
+        pickle.dumps(identity)
+    # Refused input is the core's invalid_input, never a key in the message.
+    other = ra.TlsIdentity.generate(["other.example"])
+    with pytest.raises(ra.InvalidInputError) as mismatch:
+        ra.TlsIdentity.from_pem(identity.certificate_pem, other.private_key_pem())
+    assert mismatch.value.code == "invalid_input" and "does not fit" in str(mismatch.value)
+    assert other.private_key_pem().strip().splitlines()[1] not in str(mismatch.value)
+    for cert, pem in [("", key), ("hello", key), (identity.certificate_pem, "not a key")]:
+        with pytest.raises(ra.InvalidInputError) as refused:
+            ra.TlsIdentity.from_pem(cert, pem)
+        assert refused.value.code == "invalid_input"
+    with pytest.raises(ra.InvalidInputError) as no_names:
+        ra.TlsIdentity.generate([])
+    assert no_names.value.what == "names"
+    with pytest.raises(TypeError):
+        ra.TlsIdentity.generate("gw.example")  # type: ignore[arg-type]
+
+
+def test_the_vnc_encryption_options_reach_the_gateway() -> None:
+    async def main() -> None:
+        vnc_port = free_port()
+        authority = ra.Authority(vnc_ports=[vnc_port])
+        identity = ra.TlsIdentity.generate(["127.0.0.1"])
+        with pytest.raises(ra.InvalidInputError) as refused:
+            ra.Gateway(authority, vnc_require_encryption=True)
+        assert refused.value.code == "invalid_input" and refused.value.what == "vnc_require_encryption"
+        with pytest.raises(ra.InvalidInputError) as origin:
+            ra.Gateway(authority, vnc_tls=identity, vnc_websocket_origins=["ci.example.com"])
+        assert origin.value.what == "vnc_websocket_origins"
+        ra.Gateway(authority, vnc_tls=identity, vnc_websocket=False)
+        gateway = ra.Gateway(
+            authority, vnc_tls=identity, vnc_require_encryption=True, vnc_websocket=True,
+            vnc_websocket_origins=["https://ci.example.com"],
+        )
+        async with await gateway.start("127.0.0.1:0") as running:
+            # A browser's wss:// starts with TLS on the VNC port: the certificate is the identity's.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            _, writer = await asyncio.open_connection(running.host, vnc_port, ssl=context)
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.close()
+            assert ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest()) == identity.fingerprint
+
+    run(main())
+
+
+def test_connection_info_carries_the_vnc_encryption() -> None:
+    async def main() -> None:
+        vnc_port = free_port()
+        authority = ra.Authority(vnc_ports=[vnc_port])
+        credentials = await authority.issue("b-tls", **MANUAL, builder=ra.Builder("10.0.3.7", vnc_port=5900))
+        session = await authority.session("b-tls")
+        assert session.vnc_port == vnc_port
+        host_key = ra.HostKey.generate()
+        fingerprint = ra.TlsIdentity.generate(["gw.example"]).fingerprint
+
+        options = ra.ScriptOptions("gw.example", 2222, vnc_tls_fingerprint=fingerprint, vnc_require_encryption=True)
+        assert options.vnc_tls_fingerprint == fingerprint
+        assert options.vnc_require_encryption is True and options.vnc_websocket is True
+        assert "vnc_require_encryption=True" in repr(options)
+        info = ra.ConnectionInfo(credentials, session, host_key, options)
+        assert info["vnc_tls_fingerprint"] == fingerprint and info["vnc_require_encryption"] is True
+        assert info["vnc_websocket_url"] == f"wss://gw.example:{vnc_port}/websockify"
+        assert json.loads(json.dumps(info)) == json.loads(info.to_json())
+        instructions = info.vnc_instructions(credentials)
+        assert instructions is not None
+        assert fingerprint in instructions and "VeNCrypt" in instructions
+        assert f"wss://gw.example:{vnc_port}/websockify" in instructions
+
+        # The defaults: no certificate, plain ws://, nothing required.
+        plain = ra.ConnectionInfo(credentials, session, host_key, ra.ScriptOptions("gw.example", 2222))
+        assert plain["vnc_tls_fingerprint"] is None and plain["vnc_require_encryption"] is False
+        assert plain["vnc_websocket_url"] == f"ws://gw.example:{vnc_port}/websockify"
+        no_ws = ra.ScriptOptions("gw.example", vnc_tls_fingerprint=fingerprint, vnc_websocket=False)
+        assert ra.ConnectionInfo(credentials, session, host_key, no_ws)["vnc_websocket_url"] is None
+
+        # Inconsistent options are the core's invalid_input.
+        with pytest.raises(ra.InvalidInputError) as required:
+            ra.ConnectionInfo(credentials, session, host_key, ra.ScriptOptions("gw.example", vnc_require_encryption=True))
+        assert required.value.code == "invalid_input" and required.value.what == "vnc_require_encryption"
+        with pytest.raises(ra.InvalidInputError) as bad:
+            ra.ConnectionInfo(credentials, session, host_key, ra.ScriptOptions("gw.example", vnc_tls_fingerprint="AB:CD"))
+        assert bad.value.what == "vnc_tls_fingerprint"
+
+        # VNC only through the SSH tunnel (no gateway VNC port): still instructions, no URL.
+        tunnel_only = ra.Authority()
+        tunnel_credentials = await tunnel_only.issue("b-tunnel", **MANUAL, builder=ra.Builder("10.0.3.7", vnc_port=5900))
+        tunnel_session = await tunnel_only.session("b-tunnel")
+        tunnel_info = ra.ConnectionInfo(tunnel_credentials, tunnel_session, host_key, options)
+        assert tunnel_info["vnc_port"] is None and tunnel_info["vnc_websocket_url"] is None
+        assert tunnel_info["builder_vnc_port"] == 5900
+        tunnel_text = tunnel_info.vnc_instructions(tunnel_credentials)
+        assert tunnel_text is not None and "ssh tunnel" in tunnel_text and "--vnc" in tunnel_text
+        assert tunnel_credentials.vnc_password() in tunnel_text
 
     run(main())

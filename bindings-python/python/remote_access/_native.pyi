@@ -36,6 +36,7 @@ __all__ = [
     "SessionEndedError",
     "StoreUnavailableError",
     "Subscription",
+    "TlsIdentity",
     "UnknownBuildError",
     "__version__",
     "_error_for_test",
@@ -294,6 +295,19 @@ class HostKey:
     def __reduce__(self) -> NoReturn: ...
 
 @final
+class TlsIdentity:
+    @staticmethod
+    def generate(names: list[str]) -> TlsIdentity: ...
+    @staticmethod
+    def from_pem(certificate_chain_pem: str, private_key_pem: str) -> TlsIdentity: ...
+    @property
+    def certificate_pem(self) -> str: ...
+    def private_key_pem(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    def __reduce__(self) -> NoReturn: ...
+
+@final
 class Gateway:
     def __new__(
         cls,
@@ -319,6 +333,10 @@ class Gateway:
         kex_algorithms: list[str] | None = None,
         ciphers: list[str] | None = None,
         macs: list[str] | None = None,
+        vnc_tls: TlsIdentity | None = None,
+        vnc_require_encryption: bool | None = None,
+        vnc_websocket: bool | None = None,
+        vnc_websocket_origins: list[str] | None = None,
     ) -> Gateway: ...
     @property
     def host_key(self) -> HostKey: ...
@@ -345,13 +363,28 @@ class RunningGateway:
 
 @final
 class ScriptOptions:
-    def __new__(cls, gateway_host: str, gateway_port: int = 22, *, build_dir: str | None = None) -> ScriptOptions: ...
+    def __new__(
+        cls,
+        gateway_host: str,
+        gateway_port: int = 22,
+        *,
+        build_dir: str | None = None,
+        vnc_tls_fingerprint: str | None = None,
+        vnc_require_encryption: bool | None = None,
+        vnc_websocket: bool | None = None,
+    ) -> ScriptOptions: ...
     @property
     def gateway_host(self) -> str: ...
     @property
     def gateway_port(self) -> int: ...
     @property
     def build_dir(self) -> str: ...
+    @property
+    def vnc_tls_fingerprint(self) -> str | None: ...
+    @property
+    def vnc_require_encryption(self) -> bool: ...
+    @property
+    def vnc_websocket(self) -> bool: ...
 
 @final
 class ConnectionInfo:

@@ -318,10 +318,8 @@ impl ConnectionInfo {
             }
         }
         if self.builder_vnc_port.is_some() {
-            let _ = writeln!(
-                text,
-                "  ssh tunnel: 127.0.0.1::5901   after `sh remote-access-{}.sh --vnc` (encrypted by SSH)",
-                self.build_id
+            text.push_str(
+                "  ssh tunnel: 127.0.0.1::5901   after running the connection script with --vnc (encrypted by SSH)\n",
             );
         }
         let _ = writeln!(text, "access ends by {} at the latest", self.access_ends_by);

@@ -32,3 +32,4 @@ mod secrets;
 mod session_rules;
 mod ssh_audit;
 mod vnc;
+mod vnc_encrypted;

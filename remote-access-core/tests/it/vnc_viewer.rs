@@ -6,13 +6,17 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Whatever carries RFB: TCP, or a WebSocket (`tests/it/vnc_encrypted.rs`).
+pub trait RfbStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> RfbStream for T {}
 
 /// A VNC client session through the gateway (RFB 3.8, VNC Authentication, raw encoding),
 /// held open: the user's screen. It reads every message RFB 3.8 lets a server send at any
 /// time, in any order, with every length capped.
 pub struct VncViewer {
-    tcp: tokio::net::TcpStream,
+    tcp: Box<dyn RfbStream>,
     bytes_per_pixel: u64,
     width: u16,
     height: u16,
@@ -29,26 +33,38 @@ impl VncViewer {
     /// RFB 3.8 with VNC Authentication, then ClientInit (shared), the ServerInit, and
     /// SetEncodings asking for Raw only.
     pub async fn connect(port: u16, password: &str) -> VncViewer {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Self::connect_over(Box::new(tcp), password).await
+    }
+
+    /// The same over any carriage (a WebSocket, say).
+    pub async fn connect_over(tcp: Box<dyn RfbStream>, password: &str) -> VncViewer {
+        Self::login(tcp, password).await.unwrap_or_else(|refused| panic!("{refused}"))
+    }
+
+    /// The same, returning a refusal's reason instead of panicking on it.
+    pub async fn login(mut tcp: Box<dyn RfbStream>, password: &str) -> Result<VncViewer, String> {
         let handshake = async {
-            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             let mut version = [0u8; 12];
             tcp.read_exact(&mut version).await.unwrap();
             assert_eq!(&version, b"RFB 003.008\n", "the gateway speaks RFB 3.8");
             tcp.write_all(b"RFB 003.008\n").await.unwrap();
             let count = tcp.read_u8().await.unwrap() as usize;
             if count == 0 {
-                panic!("VNC connection refused: {}", read_text(&mut tcp).await);
+                return Err(format!("VNC connection refused: {}", read_text(&mut tcp).await));
             }
             let mut types = vec![0u8; count];
             tcp.read_exact(&mut types).await.unwrap();
-            assert!(types.contains(&2), "VNC Authentication offered: {types:?}");
+            if !types.contains(&2) {
+                return Err(format!("VNC Authentication not offered: {types:?}"));
+            }
             tcp.write_all(&[2]).await.unwrap();
             let mut challenge = [0u8; 16];
             tcp.read_exact(&mut challenge).await.unwrap();
             tcp.write_all(&remote_access_core::vnc_auth_response(password, &challenge)).await.unwrap();
             let result = tcp.read_u32().await.unwrap();
             if result != 0 {
-                panic!("VNC login refused ({result}): {}", read_text(&mut tcp).await);
+                return Err(format!("VNC login refused ({result}): {}", read_text(&mut tcp).await));
             }
             tcp.write_all(&[1]).await.unwrap();
             // ServerInit: width, height, PIXEL_FORMAT (bits-per-pixel first), then the name.
@@ -58,15 +74,21 @@ impl VncViewer {
             assert!(matches!(init[4], 8 | 16 | 32), "bits per pixel: {}", init[4]);
             // Raw only: a server must then send no other encoding and no pseudo-encoding.
             tcp.write_all(&[2, 0, 0, 1, 0, 0, 0, 0]).await.unwrap();
-            VncViewer {
+            Ok(VncViewer {
                 tcp,
                 bytes_per_pixel: u64::from(init[4] / 8),
                 width: u16::from_be_bytes([init[0], init[1]]),
                 height: u16::from_be_bytes([init[2], init[3]]),
                 requests: 0,
-            }
+            })
         };
         tokio::time::timeout(Duration::from_secs(30), handshake).await.expect("the VNC handshake finishes")
+    }
+
+    /// The stream under the session, to read what the server sends last.
+    #[allow(dead_code, reason = "tests/it only; attacks.rs and adversarial.rs compile this file too")]
+    pub fn stream(&mut self) -> &mut Box<dyn RfbStream> {
+        &mut self.tcp
     }
 
     /// Asks for an 8x8 area of the screen and waits until updates have covered it, skipping
@@ -152,7 +174,7 @@ impl VncViewer {
 }
 
 /// Reads an RFB string (U32 length, then the bytes), capped at [`MAX_TEXT`].
-async fn read_text(tcp: &mut tokio::net::TcpStream) -> String {
+async fn read_text<S: AsyncRead + Unpin + ?Sized>(tcp: &mut S) -> String {
     let len = tcp.read_u32().await.unwrap();
     assert!(len <= MAX_TEXT, "a text of {len} bytes");
     let mut text = vec![0u8; len as usize];

@@ -142,7 +142,7 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
     user: &mut S,
     offer: Offer,
 ) -> Result<Greeting> {
-    user.write_all(Version::V3_8.bytes()).await?;
+    send(user, Version::V3_8.bytes()).await?;
     let mut theirs = [0u8; 12];
     user.read_exact(&mut theirs).await?;
     let version = Version::parse(&theirs).ok_or(HandshakeError::Protocol("client version is not RFB"))?;
@@ -163,7 +163,7 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
         (true, false) => &[1, SECURITY_VENCRYPT],
         (false, _) => &[1, SECURITY_VNC_AUTH],
     };
-    user.write_all(types).await?;
+    send(user, types).await?;
     let mut chosen = [0u8; 1];
     user.read_exact(&mut chosen).await?;
     if !types[1..].contains(&chosen[0]) {
@@ -174,7 +174,7 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
         return challenge_user(user, version).await.map(Greeting::Plain);
     }
     // VeNCrypt: versions, then the sub-types, then the acknowledgement after which TLS starts.
-    user.write_all(&VENCRYPT_VERSION).await?;
+    send(user, &VENCRYPT_VERSION).await?;
     let mut theirs = [0u8; 2];
     user.read_exact(&mut theirs).await?;
     if theirs != VENCRYPT_VERSION {
@@ -184,7 +184,7 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut subtypes = vec![0u8, 1];
     subtypes.extend_from_slice(&X509_VNC.to_be_bytes());
-    user.write_all(&subtypes).await?;
+    send(user, &subtypes).await?;
     let mut subtype = [0u8; 4];
     user.read_exact(&mut subtype).await?;
     if u32::from_be_bytes(subtype) != X509_VNC {
@@ -205,11 +205,18 @@ pub(crate) async fn challenge_user<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<UserHello> {
     let mut challenge = [0u8; 16];
     russh::keys::key::safe_rng().fill_bytes(&mut challenge);
-    user.write_all(&challenge).await?;
-    user.flush().await?;
+    send(user, &challenge).await?;
     let mut response = [0u8; 16];
     user.read_exact(&mut response).await?;
     Ok(UserHello { version, challenge, response })
+}
+
+/// Writes and flushes: a TLS or WebSocket carriage holds written bytes until flushed, and the
+/// handshake waits for the peer's answer next.
+async fn send<S: AsyncWrite + Unpin>(user: &mut S, bytes: &[u8]) -> Result<()> {
+    user.write_all(bytes).await?;
+    user.flush().await?;
+    Ok(())
 }
 
 /// What a client that cannot encrypt is told when encryption is required.
@@ -241,7 +248,7 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
     B: AsyncWrite + Unpin,
 {
-    user.write_all(&0u32.to_be_bytes()).await?;
+    send(user, &0u32.to_be_bytes()).await?;
     let mut client_init = [0u8; 1];
     user.read_exact(&mut client_init).await?;
     builder.write_all(&[1]).await?;
