@@ -4,8 +4,15 @@
 //! ```text
 //! gateway --listen 0.0.0.0:2222 --redis redis://redis.internal:6379/0 \
 //!         --host-key-file /etc/remote-access/host_key \
-//!         [--vnc-port 5901]... [--key-prefix remote-access] [--max-store-outage-secs 30]
+//!         [--vnc-port 5901]... [--key-prefix remote-access] [--max-store-outage-secs 30] \
+//!         [--vnc-tls-cert /etc/remote-access/vnc.pem --vnc-tls-key /etc/remote-access/vnc.key \
+//!          [--vnc-require-encryption]]
 //! ```
+//!
+//! With a VNC certificate (PEM chain, leaf first, and its unencrypted PEM key) the VNC ports
+//! also speak VeNCrypt and `wss://`; with `--vnc-require-encryption` they speak nothing else
+//! (`docs/vnc.md`). Every gateway of a fleet needs the same certificate: users are given its
+//! fingerprint.
 //!
 //! A Redis URL with a password goes in the environment (`REMOTE_ACCESS_REDIS_URL`), never on
 //! the command line, which every user of the machine can read (`ps`); `--redis` refuses one.
@@ -28,13 +35,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use remote_access_core::{
-    Authority, AuthorityOptions, Gateway, GatewayOptions, HostKey, RedisOptions, StoreOptions,
+    Authority, AuthorityOptions, Gateway, GatewayOptions, HostKey, RedisOptions, StoreOptions, TlsIdentity,
 };
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: gateway --listen ADDRESS:PORT [--redis URL] --host-key-file PATH [--generate-host-key] \
-         [--vnc-port PORT]... [--key-prefix PREFIX] [--max-store-outage-secs SECONDS]\n\
+         [--vnc-port PORT]... [--key-prefix PREFIX] [--max-store-outage-secs SECONDS] \
+         [--vnc-tls-cert PATH --vnc-tls-key PATH [--vnc-require-encryption]]\n\
          (a Redis URL with a password: in REMOTE_ACCESS_REDIS_URL instead of --redis)"
     );
     ExitCode::from(1)
@@ -46,10 +54,14 @@ async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut redis, mut key_file, mut generate, mut prefix, mut outage) =
         (None, None, None, false, None, None);
-    let mut vnc_ports = Vec::new();
+    let mut vnc = Vnc::default();
     while let Some(flag) = args.next() {
         if flag == "--generate-host-key" {
             generate = true;
+            continue;
+        }
+        if flag == "--vnc-require-encryption" {
+            vnc.require_encryption = true;
             continue;
         }
         let Some(value) = args.next() else { return usage() };
@@ -58,8 +70,10 @@ async fn main() -> ExitCode {
             "--redis" => redis = Some(value),
             "--host-key-file" => key_file = Some(value),
             "--key-prefix" => prefix = Some(value),
+            "--vnc-tls-cert" => vnc.cert = Some(value),
+            "--vnc-tls-key" => vnc.key = Some(value),
             "--vnc-port" => match value.parse::<u16>() {
-                Ok(port) => vnc_ports.push(port),
+                Ok(port) => vnc.ports.push(port),
                 Err(_) => return usage(),
             },
             "--max-store-outage-secs" => match value.parse::<u64>() {
@@ -78,7 +92,13 @@ async fn main() -> ExitCode {
     }
     let redis = redis.or_else(|| std::env::var("REMOTE_ACCESS_REDIS_URL").ok());
     let (Some(listen), Some(redis), Some(key_file)) = (listen, redis, key_file) else { return usage() };
-    match run(&listen, redis, &key_file, generate, prefix, outage, vnc_ports).await {
+    if vnc.cert.is_some() != vnc.key.is_some() || (vnc.require_encryption && vnc.cert.is_none()) {
+        eprintln!(
+            "gateway: --vnc-tls-cert and --vnc-tls-key go together, and --vnc-require-encryption needs them"
+        );
+        return usage();
+    }
+    match run(&listen, redis, &key_file, generate, prefix, outage, vnc).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("gateway: {err}");
@@ -94,7 +114,7 @@ async fn run(
     generate: bool,
     prefix: Option<String>,
     outage: Option<Duration>,
-    vnc_ports: Vec<u16>,
+    vnc: Vnc,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let host_key = load_host_key(key_file, generate)?;
     let mut redis_options = RedisOptions::new(redis);
@@ -103,7 +123,7 @@ async fn run(
     }
     let mut options = AuthorityOptions::default();
     options.store = StoreOptions::Redis(redis_options);
-    options.vnc_ports = vnc_ports;
+    options.vnc_ports = vnc.ports;
     if let Some(outage) = outage {
         options.max_store_outage = outage;
     }
@@ -111,9 +131,21 @@ async fn run(
     let mut events = authority.subscribe();
     let mut gateway_options = GatewayOptions::default();
     gateway_options.host_key = Some(host_key);
+    if let (Some(cert), Some(key)) = (&vnc.cert, &vnc.key) {
+        let read =
+            |path: &str| std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"));
+        let key = remote_access_core::Secret::new(read(key)?);
+        let identity = TlsIdentity::from_pem(&read(cert)?, key.expose())?;
+        gateway_options.vnc_tls = Some(identity);
+        gateway_options.vnc_require_encryption = vnc.require_encryption;
+    }
+    let vnc_tls = gateway_options.vnc_tls.clone();
     let gateway = Gateway::new(authority, gateway_options)?;
     let running = gateway.start(listen).await?;
     println!("listening on {}", running.local_addr());
+    if let Some(identity) = &vnc_tls {
+        println!("vnc tls certificate sha256 {}", identity.fingerprint());
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -129,6 +161,15 @@ async fn run(
     }
     running.stop().await?;
     Ok(())
+}
+
+/// The VNC ports, the certificate and key files, and whether only encrypted VNC is served.
+#[derive(Default)]
+struct Vnc {
+    ports: Vec<u16>,
+    cert: Option<String>,
+    key: Option<String>,
+    require_encryption: bool,
 }
 
 /// Reads the fleet's host key, or writes a new one (mode 600) when asked and none exists.
