@@ -748,6 +748,115 @@ async fn idle(from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
     Box::new(tcp) as Box<dyn Send>
 }
 
+/// Encrypted VNC waiting to authenticate: VeNCrypt after its TLS handshake (the challenge
+/// read, no response), `wss://` after its upgrade (the RFB version sent), and the most a
+/// browser-side attacker can make the gateway hold: an upgrade request of 60 KiB of headers
+/// that never ends (tungstenite refuses more than 64 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_vnc_connection_waiting_to_authenticate_costs_little() {
+    let _serial = SERIAL.lock().await;
+    more_open_files();
+    let attackers = Attackers::new();
+    let vnc_port = free_port();
+    let mut authority_options = AuthorityOptions::default();
+    authority_options.vnc_ports = vec![vnc_port];
+    let authority = authority(authority_options);
+    let identity = remote_access_core::TlsIdentity::generate(&["localhost"]).unwrap();
+    let mut options = flood_options();
+    options.vnc_tls = Some(identity.clone());
+    let gateway = Gateway::new(authority, options).unwrap();
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 1], vnc_port));
+    let tls = tls_client(&identity);
+    let connector = tls.clone();
+    let vencrypt = cost(
+        &gateway,
+        &attackers,
+        "VNC, VeNCrypt TLS done, challenge read",
+        move |from, to| vencrypt_waiting(connector.clone(), from, to),
+        to,
+    )
+    .await;
+    let connector = tls.clone();
+    let wss = cost(
+        &gateway,
+        &attackers,
+        "VNC over wss://, version sent",
+        move |from, to| wss_waiting(connector.clone(), from, to),
+        to,
+    )
+    .await;
+    let headers = cost(&gateway, &attackers, "VNC WebSocket, 60 KiB of headers", ws_headers, to).await;
+    assert!(vencrypt < 48 * 1024, "{vencrypt} bytes per VeNCrypt connection waiting to authenticate");
+    assert!(wss < 64 * 1024, "{wss} bytes per wss:// connection waiting to authenticate");
+    assert!(headers < 128 * 1024, "{headers} bytes per hostile WebSocket request");
+    running.stop().await.unwrap();
+}
+
+/// A rustls client that trusts only `identity`'s certificate.
+fn tls_client(identity: &remote_access_core::TlsIdentity) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = identity.certificate_pem();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A VNC client that chose VeNCrypt X509Vnc, finished TLS, read the challenge and waits.
+async fn vencrypt_waiting(tls: tokio_rustls::TlsConnector, from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
+    let mut tcp = connect_from(from, to).await.unwrap();
+    let mut version = [0u8; 12];
+    tcp.read_exact(&mut version).await.unwrap();
+    tcp.write_all(b"RFB 003.008\n").await.unwrap();
+    let mut types = [0u8; 3];
+    tcp.read_exact(&mut types).await.unwrap();
+    assert_eq!(types, [2, 19, 2], "VeNCrypt offered first");
+    tcp.write_all(&[19, 0, 2]).await.unwrap();
+    let mut vencrypt = [0u8; 2 + 1 + 5];
+    tcp.read_exact(&mut vencrypt).await.unwrap();
+    tcp.write_all(&261u32.to_be_bytes()).await.unwrap();
+    assert_eq!(tcp.read_u8().await.unwrap(), 1, "TLS acknowledged");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tls.connect(name, tcp).await.unwrap();
+    let mut challenge = [0u8; 16];
+    tls.read_exact(&mut challenge).await.unwrap();
+    Box::new(tls) as Box<dyn Send>
+}
+
+/// A browser that upgraded to a WebSocket over TLS, sent its RFB version and waits.
+async fn wss_waiting(tls: tokio_rustls::TlsConnector, from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let tcp = connect_from(from, to).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tls.connect(name, tcp).await.unwrap();
+    let request = format!("wss://localhost:{}/websockify", to.port()).into_client_request().unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+    let version = ws.next().await.unwrap().unwrap();
+    assert_eq!(version, Message::Binary(b"RFB 003.008\n".to_vec().into()));
+    ws.send(Message::Binary(b"RFB 003.008\n".to_vec().into())).await.unwrap();
+    Box::new(ws) as Box<dyn Send>
+}
+
+/// A WebSocket upgrade request with 60 KiB of headers and no end.
+async fn ws_headers(from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
+    let mut tcp = connect_from(from, to).await.unwrap();
+    let mut request = b"GET /websockify HTTP/1.1\r\nHost: gw\r\n".to_vec();
+    // 100 lines of 600 bytes: within tungstenite's 124 header lines, short of its 64 KiB.
+    for n in 0..100 {
+        request.extend_from_slice(format!("X-Padding-{n:03}: {}\r\n", "x".repeat(583)).as_bytes());
+    }
+    tcp.write_all(&request).await.unwrap();
+    Box::new(tcp) as Box<dyn Send>
+}
+
 /// The most an SSH connection can make the gateway hold before authenticating.
 async fn announcing(from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
     let mut tcp = connect_from(from, to).await.unwrap();

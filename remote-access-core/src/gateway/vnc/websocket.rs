@@ -26,6 +26,8 @@ pub(crate) const PATHS: [&str; 2] = ["/websockify", "/"];
 /// The largest message (and frame) a browser may send. What noVNC sends is small (key and
 /// pointer events, update requests) except clipboard text, which this bounds.
 const MAX_MESSAGE: usize = 1 << 20;
+/// How much of a browser's bytes tungstenite reads at a time.
+const READ_CHUNK: usize = 8 * 1024;
 /// The subprotocol noVNC and websockify name binary framing by; echoed only when offered.
 const BINARY: &str = "binary";
 
@@ -44,8 +46,14 @@ pub(crate) async fn accept<S>(stream: S, rules: Rules<'_>) -> Result<WebSocketIo
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let config =
-        WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    // tungstenite reads in chunks of `read_buffer_size`, allocated up front (128 KiB by
+    // default): what a browser sends is small, and each connection waiting to authenticate
+    // would hold the whole chunk. Writes go out as they come (the splice flushes).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_CHUNK)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
     #[allow(clippy::result_large_err, reason = "tungstenite's `Callback` fixes the signature")]
     let check = |request: &Request, response: Response| check_upgrade(request, response, &rules);
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
