@@ -15,6 +15,9 @@ pub struct VncServer {
     pub width: u32,
     /// The screen's height.
     pub height: u32,
+    /// The X display the server shows (`:N`): [`paint`](crate::paint) it a colour that a
+    /// viewer's screenshot must then show.
+    pub display: u32,
     /// Its password file and log.
     pub dir: tempfile::TempDir,
     _servers: Vec<Server>,
@@ -63,7 +66,15 @@ impl VncServer {
             },
             || std::fs::read_to_string(&log).unwrap_or_default(),
         );
-        VncServer { port, password: password.into(), width: 640, height: 480, dir, _servers: vec![vnc, xvfb] }
+        VncServer {
+            port,
+            password: password.into(),
+            width: 640,
+            height: 480,
+            display,
+            dir,
+            _servers: vec![vnc, xvfb],
+        }
     }
 
     /// TigerVNC's Xtigervnc (its own X server) on 127.0.0.1; `password_file` as for
@@ -73,32 +84,47 @@ impl VncServer {
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, password_file).unwrap();
         let log = dir.path().join("Xtigervnc.log");
-        let (port, vnc) = Server::on_free_port(
+        let (port, mut vnc) = Server::on_free_port(
             "Xtigervnc",
             |port| {
                 let mut cmd = Command::new("Xtigervnc");
-                // `-displayfd` makes it pick a free display itself (see `start_x_server`); only
-                // its RFB port matters here, so the number goes nowhere.
+                // `-displayfd` makes it pick a free display itself (see `start_x_server`).
                 cmd.args(["-displayfd", "1", "-geometry", "800x600", "-depth", "24"])
                     .args(["-rfbport", &port.to_string(), "-localhost=1"])
                     .args(["-SecurityTypes", "VncAuth", "-PasswordFile"])
                     .arg(&passwd)
                     .args(["-nolisten", "tcp", "-desktop", "ci-vm"])
-                    .stdout(Stdio::null())
+                    .stdout(Stdio::piped())
                     .stderr(std::fs::File::create(&log).unwrap());
                 cmd
             },
             || std::fs::read_to_string(&log).unwrap_or_default(),
         );
-        VncServer { port, password: password.into(), width: 800, height: 600, dir, _servers: vec![vnc] }
+        let display = read_display("Xtigervnc", &mut vnc);
+        VncServer {
+            port,
+            password: password.into(),
+            width: 800,
+            height: 600,
+            display,
+            dir,
+            _servers: vec![vnc],
+        }
     }
 }
 
 /// Starts an X server with `-displayfd`: it picks a free display itself, taking the display's
 /// lock file atomically, so no other process can race us to a number we chose; and it writes
 /// the number (to its stdout here) only once it accepts connections. Returns the number.
-fn start_x_server(name: &'static str, cmd: &mut Command) -> (Server, u32) {
+pub(crate) fn start_x_server(name: &'static str, cmd: &mut Command) -> (Server, u32) {
     let mut server = Server::spawn(name, cmd.args(["-displayfd", "1"]).stdout(Stdio::piped()));
+    let display = read_display(name, &mut server);
+    (server, display)
+}
+
+/// The display number an X server started with `-displayfd 1` and a piped stdout writes once it
+/// accepts connections.
+fn read_display(name: &'static str, server: &mut Server) -> u32 {
     let stdout = server.child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -111,6 +137,5 @@ fn start_x_server(name: &'static str, cmd: &mut Command) -> (Server, u32) {
         Ok(Some(Ok(line))) => line.trim().parse().ok(),
         _ => None,
     }
-    .map(|display| (server, display))
     .unwrap_or_else(|| panic!("{name} gave no display number: {first:?}"))
 }

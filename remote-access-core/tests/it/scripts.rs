@@ -175,6 +175,9 @@ fn values_from_a_store_or_edited_fields_are_checked_again() {
         Box::new(|i| i.access_ends_by = "soon'; id; '".into()),
         Box::new(|i| i.key_fingerprint = "SHA256:x\nid".into()),
         Box::new(|i| i.vnc_host = Some("$(id)".into())),
+        Box::new(|i| i.vnc_tls_fingerprint = Some("AB\nid".into())),
+        Box::new(|i| i.vnc_require_encryption = true),
+        Box::new(|i| i.vnc_websocket_url = Some("javascript:alert(1)".into())),
     ];
     for edit in edits {
         let mut edited = info.clone();
@@ -185,4 +188,74 @@ fn values_from_a_store_or_edited_fields_are_checked_again() {
         assert!(edited.known_hosts().is_err());
     }
     assert!(info.ssh_config("/k\nHost *", "/h").is_err());
+}
+
+/// A build with a gateway VNC port of `port` on a gateway reached at `host`, with `options`
+/// edited by `edit`: its VNC instructions.
+fn vnc_instructions(
+    port: u16,
+    host: &str,
+    edit: impl FnOnce(&mut ScriptOptions),
+) -> (ConnectionInfo, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async {
+        let mut options = AuthorityOptions::default();
+        options.vnc_ports = vec![port];
+        let authority = Authority::new(options).unwrap();
+        let mut request = BuildRequest::new(BuildId::new("vnc-text").unwrap(), Trigger::Manual, true);
+        let mut builder = Builder::new("10.1.2.3".parse().unwrap());
+        builder.vnc_port = Some(5900);
+        request.builder = Some(builder);
+        let creds = authority.issue(request).await.unwrap();
+        let session = authority.session(creds.build_id()).await.unwrap();
+        let mut options = ScriptOptions::new(host, 22);
+        edit(&mut options);
+        let info = ConnectionInfo::new(&creds, &session, &HostKey::generate().unwrap(), &options).unwrap();
+        let text = info.vnc_instructions(&creds).unwrap().unwrap().expose().clone();
+        assert!(text.contains(creds.vnc_password().expose()));
+        (info, text)
+    })
+}
+
+/// The value of an instructions line (`  label:   VALUE   (comment)`).
+fn line_value<'a>(text: &'a str, label: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| line.trim_start().strip_prefix(label)?.split_whitespace().next())
+}
+
+#[test]
+fn vnc_instructions_give_each_client_form_it_reads() {
+    // A port of 5900 and above: HOST::PORT and the display form, which means the same port.
+    let (info, text) = vnc_instructions(5913, "gw.example.com", |_| {});
+    assert_eq!(line_value(&text, "address:"), Some("gw.example.com::5913"), "{text}");
+    assert_eq!(line_value(&text, "display:"), Some("gw.example.com:13"), "{text}");
+    assert!(text.contains("unencrypted on the internet: prefer the SSH tunnel"), "{text}");
+    assert_eq!(line_value(&text, "ssh tunnel:"), Some("127.0.0.1::5901"), "{text}");
+    assert_eq!(info.vnc_websocket_url.as_deref(), Some("ws://gw.example.com:5913/websockify"));
+    assert_eq!(line_value(&text, "browser:"), Some("ws://gw.example.com:5913/websockify"));
+
+    // Below 5900: no display form, and the text says why.
+    let (_, text) = vnc_instructions(2000, "gw.example.com", |_| {});
+    assert_eq!(line_value(&text, "address:"), Some("gw.example.com::2000"));
+    assert_eq!(line_value(&text, "display:"), None, "{text}");
+    assert!(text.contains("below 5900"), "{text}");
+
+    // With a certificate: VeNCrypt and its fingerprint, wss://; IPv6 hosts in brackets.
+    let fingerprint = ["AB"; 32].join(":");
+    let (info, text) = vnc_instructions(5999, "2001:db8::7", |o| {
+        o.vnc_tls_fingerprint = Some(fingerprint.clone());
+        o.vnc_require_encryption = true;
+    });
+    assert_eq!(line_value(&text, "address:"), Some("[2001:db8::7]::5999"), "{text}");
+    assert_eq!(line_value(&text, "display:"), Some("[2001:db8::7]:99"), "{text}");
+    assert!(text.contains("VeNCrypt X509Vnc") && text.contains(&fingerprint), "{text}");
+    assert!(text.contains("unencrypted VNC is refused"), "{text}");
+    assert_eq!(info.vnc_websocket_url.as_deref(), Some("wss://[2001:db8::7]:5999/websockify"));
+    assert_eq!(info.vnc_tls_fingerprint.as_deref(), Some(fingerprint.as_str()));
+    let json = info.to_json();
+    assert!(json.contains("\"vnc_websocket_url\": \"wss://[2001:db8::7]:5999/websockify\""), "{json}");
+
+    // Without WebSocket, no URL.
+    let (info, text) = vnc_instructions(5913, "gw.example.com", |o| o.vnc_websocket = false);
+    assert_eq!(info.vnc_websocket_url, None);
+    assert_eq!(line_value(&text, "browser:"), None);
 }
