@@ -751,7 +751,8 @@ async fn idle(from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
 /// Encrypted VNC waiting to authenticate: VeNCrypt after its TLS handshake (the challenge
 /// read, no response), `wss://` after its upgrade (the RFB version sent), and the most a
 /// browser-side attacker can make the gateway hold: an upgrade request of 60 KiB of headers
-/// that never ends (tungstenite refuses more than 64 KiB).
+/// that never ends (tungstenite refuses more than 64 KiB), and a frame announcing the largest
+/// payload taken (256 KiB), which tungstenite reserves before it arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_vnc_connection_waiting_to_authenticate_costs_little() {
     let _serial = SERIAL.lock().await;
@@ -787,9 +788,11 @@ async fn an_encrypted_vnc_connection_waiting_to_authenticate_costs_little() {
     )
     .await;
     let headers = cost(&gateway, &attackers, "VNC WebSocket, 60 KiB of headers", ws_headers, to).await;
+    let frame = cost(&gateway, &attackers, "VNC WebSocket, a 256 KiB frame announced", ws_frame, to).await;
     assert!(vencrypt < 48 * 1024, "{vencrypt} bytes per VeNCrypt connection waiting to authenticate");
     assert!(wss < 64 * 1024, "{wss} bytes per wss:// connection waiting to authenticate");
     assert!(headers < 128 * 1024, "{headers} bytes per hostile WebSocket request");
+    assert!(frame < 384 * 1024, "{frame} bytes per hostile WebSocket frame");
     running.stop().await.unwrap();
 }
 
@@ -843,6 +846,28 @@ async fn wss_waiting(tls: tokio_rustls::TlsConnector, from: IpAddr, to: SocketAd
     assert_eq!(version, Message::Binary(b"RFB 003.008\n".to_vec().into()));
     ws.send(Message::Binary(b"RFB 003.008\n".to_vec().into())).await.unwrap();
     Box::new(ws) as Box<dyn Send>
+}
+
+/// An upgraded WebSocket whose first frame announces the largest payload the gateway takes
+/// (256 KiB), and never sends it.
+async fn ws_frame(from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
+    let mut tcp = connect_from(from, to).await.unwrap();
+    let request = format!(
+        "GET /websockify HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        answer.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 101"));
+    // FIN + binary, masked, 64-bit length 256 KiB, the mask; then nothing.
+    let mut frame = vec![0x82, 0xff];
+    frame.extend_from_slice(&(256u64 * 1024).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&frame).await.unwrap();
+    Box::new(tcp) as Box<dyn Send>
 }
 
 /// A WebSocket upgrade request with 60 KiB of headers and no end.

@@ -24,8 +24,11 @@ use super::handshake::HandshakeError;
 /// The paths the VNC WebSocket answers on: noVNC's default (`websockify`) and the root.
 pub(crate) const PATHS: [&str; 2] = ["/websockify", "/"];
 /// The largest message (and frame) a browser may send. What noVNC sends is small (key and
-/// pointer events, update requests) except clipboard text, which this bounds.
-const MAX_MESSAGE: usize = 1 << 20;
+/// pointer events, update requests) except clipboard text, which this bounds. tungstenite
+/// reserves a frame's announced length as soon as its header arrives, so this is also what
+/// one connection can make the gateway hold before it authenticates (like SSH's largest
+/// packet).
+const MAX_MESSAGE: usize = 256 * 1024;
 /// How much of a browser's bytes tungstenite reads at a time.
 const READ_CHUNK: usize = 8 * 1024;
 /// The subprotocol noVNC and websockify name binary framing by; echoed only when offered.
