@@ -852,9 +852,9 @@ async fn wss_waiting(tls: tokio_rustls::TlsConnector, from: IpAddr, to: SocketAd
 /// (256 KiB), and never sends it.
 async fn ws_frame(from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
     let mut tcp = connect_from(from, to).await.unwrap();
-    let request = format!(
-        "GET /websockify HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    let request = concat!(
+        "GET /websockify HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
