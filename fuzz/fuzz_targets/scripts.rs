@@ -189,6 +189,8 @@ fn run<'a>(fixed: &Fixed, field: impl Fn(usize) -> &'a str, byte: impl Fn(usize)
         9 => info.build_dir = value,
         10 => info.vnc_host = Some(value),
         11 => info.gateway_host_key = format!("{} {value}", info.gateway_host_key),
+        12 => info.vnc_tls_fingerprint = Some(value),
+        13 => info.vnc_websocket_url = Some(value),
         _ => {}
     }
     check_outputs(fixed, &info, &creds, field(6), field(7));
@@ -253,11 +255,17 @@ fn check_outputs(fixed: &Fixed, info: &ConnectionInfo, creds: &Credentials, iden
 
     if let Some(text) = info.vnc_instructions(creds).expect("a checked info gives VNC instructions") {
         let text = text.expose();
-        assert!(info.vnc_port.is_some());
-        assert_eq!(text.lines().count(), 5, "VNC instructions: {text:?}");
+        assert!(info.vnc_port.is_some() || info.builder_vnc_port.is_some());
+        // A heading, the password, at most seven lines of ways in, the end of access.
+        assert!((3..=10).contains(&text.lines().count()), "VNC instructions: {text:?}");
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
+        if let (Some(host), Some(port)) = (&info.vnc_host, info.vnc_port) {
+            let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+            let address = format!("  address:    {host}::{port} ");
+            assert!(text.lines().any(|line| line.starts_with(&address)), "{address:?} in {text:?}");
+        }
     } else {
-        assert!(info.vnc_port.is_none() || info.vnc_host.is_none());
+        assert!(info.vnc_port.is_none() && info.builder_vnc_port.is_none());
     }
 }
 
