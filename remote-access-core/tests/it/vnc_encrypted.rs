@@ -15,6 +15,9 @@ use remote_access_core::{
     Authority, AuthorityOptions, BuildRequest, Credentials, Gateway, RunningGateway, TlsIdentity,
 };
 use remote_access_test_peers::*;
+use remote_access_test_peers::{
+    Image, NoVnc, Screen, TigerViewer, gvnccapture, on_display_port, paint, vncsnapshot,
+};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -254,4 +257,148 @@ async fn requiring_encryption_refuses_plain_vnc_and_ws_but_serves_wss() {
     let ws = fx.websocket(port, true).await.unwrap();
     let mut viewer = VncViewer::connect_over(ws, password).await;
     viewer.refresh().await;
+}
+
+/// The builder's screen colour in the viewer tests: distinctive, and far from noVNC's greys.
+const BUILDER_BLUE: [u8; 3] = [0x1e, 0x6f, 0xd9];
+
+/// Whether most of a screenshot shows the builder's painted screen.
+fn shows_builder(image: &Image) -> bool {
+    image.share_of(BUILDER_BLUE, 6) > 0.3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tigervnc_viewer_requiring_x509vnc_shows_the_builders_screen() {
+    let fx = Fixture::new(true).await;
+    let server = x11vnc("tiger-tls-pw");
+    paint(server.display, BUILDER_BLUE);
+    let (creds, port) = fx.issue("tiger-tls", &server).await;
+    let password = creds.vnc_password().expose();
+    let ca = fx.scratch.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // The viewer insists on VeNCrypt X509Vnc and trusts only the gateway's certificate.
+    let screen = Screen::new(1024, 768);
+    let mut viewer = TigerViewer::start(
+        &screen,
+        &format!("localhost::{port}"),
+        password,
+        &["-SecurityTypes", "X509Vnc", "-X509CA", ca],
+    );
+    viewer.wait_for_log("Choosing security type X509Vnc (261)").await;
+    viewer.wait_for_log(TigerViewer::CONNECTED).await;
+    let shot = screen.wait_for(shows_builder).await;
+    assert!(shot.is_ok(), "the viewer shows the builder's screen: {shot:?}");
+    drop(viewer);
+
+    // A viewer that will only do plain VNC Authentication finds nothing it may use.
+    let screen = Screen::new(800, 600);
+    let mut plain =
+        TigerViewer::start(&screen, &format!("localhost::{port}"), password, &["-SecurityTypes", "VncAuth"]);
+    let log = plain.wait_for_log("No matching security types").await;
+    assert!(!log.contains(TigerViewer::CONNECTED), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn novnc_in_chromium_shows_the_builders_screen_over_wss_and_is_cut_at_revocation() {
+    let fx = Fixture::new(false).await;
+    let server = x11vnc("novnc-pw");
+    paint(server.display, BUILDER_BLUE);
+    let (creds, port) = fx.issue("novnc-1", &server).await;
+    let password = creds.vnc_password().expose();
+    let ca = fx.scratch.path().join("ca.pem");
+
+    // A wrong password over ws:// shows noVNC's failure, with the gateway's reason.
+    let screen = Screen::new(1024, 768);
+    let wrong = NoVnc::open(&screen, "127.0.0.1", port, "websockify", "wrongpw1", None);
+    let failed = wrong.wait_for_status(|status| status.starts_with("Security failure")).await;
+    assert_eq!(failed.as_deref(), Ok("Security failure: Authentication failed"), "{}", wrong.log());
+    assert!(!shows_builder(&screen.screenshot()));
+    drop(wrong);
+
+    // The right one over wss://, with the gateway's certificate pinned: the builder's screen.
+    let screen = Screen::new(1024, 768);
+    let browser = NoVnc::open(&screen, "localhost", port, "websockify", password, Some(&ca));
+    let connected = browser.wait_for_status(|status| status.starts_with("Connected")).await;
+    assert!(connected.is_ok(), "{connected:?}\n{}", browser.log());
+    let shot = screen.wait_for(shows_builder).await;
+    assert!(shot.is_ok(), "noVNC shows the builder's screen: {shot:?}");
+
+    // Revocation disconnects it: the page says so and the builder's screen is gone.
+    fx.authority.revoke(creds.build_id(), "build cancelled").await.unwrap();
+    let ended = browser.wait_for_status(|status| status.starts_with("Disconnected")).await;
+    assert!(ended.is_ok(), "{ended:?}");
+    let shot = screen.wait_for(|image| !shows_builder(image)).await;
+    assert!(shot.is_ok(), "the builder's screen is gone: {shot:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_connects_with_exactly_what_the_instructions_print() {
+    // A gateway with no certificate, on a VNC port of 5900..=5999 (as the docs recommend), so
+    // that every client reads the display form alike.
+    let (port, (authority, _running)) = on_display_port(|port| {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let mut options = AuthorityOptions::default();
+                options.vnc_ports = vec![port];
+                let authority = authority(options);
+                let running = gateway(&authority).start("127.0.0.1:0").await.ok()?;
+                Some((authority, running))
+            })
+        })
+    });
+    let server = x11vnc("instr-pw");
+    paint(server.display, BUILDER_BLUE);
+    let mut request: BuildRequest = crate::builds::request("instr-1", server.builder());
+    request.builder_vnc_password = Some(remote_access_core::Secret::new(server.password.clone()));
+    let creds = authority.issue(request).await.unwrap();
+    let session = authority.session(creds.build_id()).await.unwrap();
+    assert_eq!(session.vnc_port(), Some(port));
+    let options = remote_access_core::ScriptOptions::new("127.0.0.1", 22);
+    let key = remote_access_core::HostKey::generate().unwrap();
+    let info = remote_access_core::ConnectionInfo::new(&creds, &session, &key, &options).unwrap();
+    let text = info.vnc_instructions(&creds).unwrap().unwrap();
+    let text = text.expose();
+    let value = |label: &str| {
+        text.lines()
+            .find_map(|line| line.trim_start().strip_prefix(label)?.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {label} line in {text}"))
+            .to_owned()
+    };
+    let (address, display, password) = (value("address:"), value("display:"), value("password:"));
+    assert_eq!(address, format!("127.0.0.1::{port}"));
+    assert_eq!(display, format!("127.0.0.1:{}", port - 5900));
+    let scratch = tempfile::tempdir().unwrap();
+
+    // vncdotool and vncsnapshot, each form.
+    for (n, target) in [&address, &display].into_iter().enumerate() {
+        let shot = scratch.path().join(format!("vncdo-{n}.png"));
+        let (code, _, stderr) = output_of(
+            tokio::process::Command::new("vncdo").args(["-s", target, "-p", &password, "capture"]).arg(&shot),
+        )
+        .await;
+        assert_eq!(code, 0, "vncdo -s {target}: {stderr}");
+        let size = png_size(&std::fs::read(&shot).unwrap());
+        assert_eq!(size, Some((server.width, server.height)), "vncdo -s {target}");
+
+        let snap = scratch.path().join(format!("snap-{n}.jpg"));
+        let (code, output) = vncsnapshot(target, &password, &snap).await;
+        assert_eq!(code, 0, "vncsnapshot {target}: {output}");
+        assert!(std::fs::read(&snap).unwrap().starts_with(&[0xff, 0xd8]), "a JPEG from vncsnapshot {target}");
+    }
+
+    // gtk-vnc has only the display form.
+    let png = scratch.path().join("gvnc.png");
+    let (code, output) = gvnccapture(&display, &password, &png).await;
+    assert_eq!(code, 0, "gvnccapture {display}: {output}");
+    assert_eq!(png_size(&std::fs::read(&png).unwrap()), Some((server.width, server.height)));
+
+    // The TigerVNC viewer, each form, showing the builder's screen.
+    for target in [&address, &display] {
+        let screen = Screen::new(800, 600);
+        let mut viewer = TigerViewer::start(&screen, target, &password, &[]);
+        viewer.wait_for_log(TigerViewer::CONNECTED).await;
+        let shot = screen.wait_for(shows_builder).await;
+        assert!(shot.is_ok(), "xtigervncviewer {target} shows the builder's screen: {shot:?}");
+    }
 }
