@@ -65,11 +65,15 @@ fn a_rust_log_the_program_cannot_read_is_reported_and_the_default_used() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // No arguments: the usage, after the warning; no panic.
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("gateway: ignoring RUST_LOG=\"remote_access_core=loud\" ("), "{stderr}");
+    // No arguments: the usage (exit 2), after the warning; no panic.
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("logging at info and above instead") && stderr.contains("usage: gateway"),
+        stderr.starts_with("remote-access gateway: ignoring RUST_LOG=\"remote_access_core=loud\" ("),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("logging at info and above instead")
+            && stderr.contains("usage: remote-access gateway"),
         "{stderr}"
     );
 }

@@ -91,7 +91,7 @@ async fn the_gateway_serves_the_vnc_certificate_it_is_given_and_refuses_a_mismat
     .output()
     .await
     .unwrap();
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(2), "refused input");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("does not fit the certificate"), "{stderr}");
 }

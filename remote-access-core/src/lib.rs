@@ -190,8 +190,8 @@ pub mod fuzzing {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let rules = vnc::websocket::Rules { origins, refuse_unencrypted };
-        let mut rfb = vnc::websocket::accept(stream, rules).await.map_err(|err| err.to_string())?;
+        let rules = vnc::Rules { origins, refuse_unencrypted };
+        let mut rfb = vnc::accept_websocket(stream, rules).await.map_err(|err| err.to_string())?;
         let mut carried = Vec::new();
         let mut buf = [0u8; 4096];
         loop {

@@ -3,6 +3,7 @@
 //! password file), which is pure and shared by the authority and the VNC proxy.
 
 mod builder;
+mod bundle;
 mod generate;
 mod host_key;
 mod tls_identity;

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-/// Longest PEM text accepted for a chain or a key: far above any real chain, and a bound on
-/// what a misconfigured path (a log file, a disk image) can make the gateway read into memory.
+/// Longest PEM text accepted for a chain or a key: far above any real chain, so that a wrong
+/// file (a log, a disk image) is refused with a clear message rather than parsed.
 const MAX_PEM: usize = 1 << 20;
 
 /// The gateway's TLS certificate chain and private key for its VNC ports. Users check the
@@ -32,9 +32,20 @@ const MAX_PEM: usize = 1 << 20;
 #[derive(Clone)]
 pub struct TlsIdentity {
     chain: Vec<CertificateDer<'static>>,
-    /// The private key as PKCS#8, SEC1 or PKCS#1 DER, as it was supplied.
-    key: Arc<PrivateKeyDer<'static>>,
+    /// The private key's DER, as it was supplied, zeroized on drop.
+    key: Secret<Vec<u8>>,
+    kind: KeyKind,
     fingerprint: String,
+    /// Built once, when the identity is read: the gateway's acceptor shares it.
+    config: Arc<rustls::ServerConfig>,
+}
+
+/// Which DER the key is (PEM labels it).
+#[derive(Debug, Clone, Copy)]
+enum KeyKind {
+    Pkcs1,
+    Sec1,
+    Pkcs8,
 }
 
 impl TlsIdentity {
@@ -57,10 +68,29 @@ impl TlsIdentity {
                 "not an unencrypted PEM private key (PKCS#8, SEC1 or PKCS#1)",
             )
         })?;
-        let identity = Self { fingerprint: fingerprint(&chain[0]), chain, key: Arc::new(key) };
+        let kind = match &key {
+            PrivateKeyDer::Pkcs1(_) => KeyKind::Pkcs1,
+            PrivateKeyDer::Sec1(_) => KeyKind::Sec1,
+            _ => KeyKind::Pkcs8,
+        };
+        let key = Secret::new(key.secret_der().to_vec());
         // rustls checks that the key is usable and matches the leaf certificate.
-        identity.server_config()?;
-        Ok(identity)
+        let config = server_config(&chain, der(kind, &key))?;
+        Ok(Self { fingerprint: fingerprint(&chain[0]), chain, key, kind, config })
+    }
+
+    /// The SHA-256 fingerprint of the first certificate of a PEM chain, as
+    /// [`TlsIdentity::fingerprint`] gives it: for `ScriptOptions::vnc_tls_fingerprint` where
+    /// only the certificate is at hand.
+    pub fn certificate_fingerprint(certificate_chain_pem: &str) -> Result<String> {
+        if certificate_chain_pem.len() > MAX_PEM {
+            return Err(Error::invalid("vnc_tls", "PEM text longer than 1 MiB"));
+        }
+        let leaf = CertificateDer::pem_slice_iter(certificate_chain_pem.as_bytes())
+            .next()
+            .ok_or_else(|| Error::invalid("vnc_tls certificate", "no `BEGIN CERTIFICATE` block"))?
+            .map_err(|err| Error::invalid("vnc_tls certificate", format!("not PEM certificates: {err}")))?;
+        Ok(fingerprint(&leaf))
     }
 
     /// A fresh self-signed certificate (ECDSA P-256) for `names` (host names or IP addresses,
@@ -69,7 +99,7 @@ impl TlsIdentity {
     /// use a certificate from a CA its users trust.
     pub fn generate(names: &[&str]) -> Result<Self> {
         if names.is_empty() || names.iter().any(|name| name.is_empty() || name.len() > 253) {
-            return Err(Error::invalid("names", "give one to many host names or IP addresses"));
+            return Err(Error::invalid("names", "give one or more host names or IP addresses"));
         }
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let generated = rcgen::generate_simple_self_signed(names)
@@ -86,12 +116,12 @@ impl TlsIdentity {
 
     /// The private key as PEM, to persist a generated identity. Zeroized when dropped.
     pub fn private_key_pem(&self) -> Secret<String> {
-        let label = match &*self.key {
-            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
-            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
-            _ => "PRIVATE KEY",
+        let label = match self.kind {
+            KeyKind::Pkcs1 => "RSA PRIVATE KEY",
+            KeyKind::Sec1 => "EC PRIVATE KEY",
+            KeyKind::Pkcs8 => "PRIVATE KEY",
         };
-        Secret::new(pem_block(label, self.key.secret_der()))
+        Secret::new(pem_block(label, self.key.expose()))
     }
 
     /// The leaf certificate's SHA-256 fingerprint, `AB:CD:...` (as
@@ -100,24 +130,45 @@ impl TlsIdentity {
         &self.fingerprint
     }
 
-    /// The TLS server configuration the VNC ports use: TLS 1.2 and 1.3 with rustls' safe
-    /// defaults on ring (named explicitly, so a process that also links aws-lc-rs still
-    /// works), no client certificates, and no TLS 1.3 session tickets: TigerVNC 1.12's viewer
-    /// hangs when tickets arrive together with the VNC challenge, and VNC sessions are not
-    /// resumed anyway.
-    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| Error::invalid("vnc_tls", err.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|err| {
-                Error::invalid("vnc_tls", format!("the key does not fit the certificate: {err}"))
-            })?;
-        config.send_tls13_tickets = 0;
-        Ok(Arc::new(config))
+    /// The TLS server configuration the VNC ports use (see [`server_config`]).
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
     }
+}
+
+/// The key as rustls takes it. rustls keeps its own parsed copy inside the configuration;
+/// ours stays in the `Secret`.
+fn der(kind: KeyKind, key: &Secret<Vec<u8>>) -> PrivateKeyDer<'static> {
+    let bytes = key.expose().clone();
+    match kind {
+        KeyKind::Pkcs1 => PrivateKeyDer::Pkcs1(bytes.into()),
+        KeyKind::Sec1 => PrivateKeyDer::Sec1(bytes.into()),
+        KeyKind::Pkcs8 => PrivateKeyDer::Pkcs8(bytes.into()),
+    }
+}
+
+/// The TLS server configuration of the VNC ports: TLS 1.2 and 1.3 with rustls' safe defaults on
+/// ring (named explicitly, so a process that also links aws-lc-rs still works), no client
+/// certificates, and no TLS 1.3 session tickets: TigerVNC 1.12's viewer hangs when tickets
+/// arrive together with the VNC challenge, and VNC sessions are not resumed anyway.
+fn server_config(
+    chain: &[CertificateDer<'static>],
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| Error::invalid("vnc_tls", err.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain.to_vec(), key)
+        .map_err(|err| match err {
+            rustls::Error::InconsistentKeys(_) => {
+                Error::invalid("vnc_tls", "the key does not fit the certificate")
+            }
+            err => Error::invalid("vnc_tls", format!("cannot use this certificate and key: {err}")),
+        })?;
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 /// SHA-256 of a certificate's DER, as colon-separated upper-case hex.

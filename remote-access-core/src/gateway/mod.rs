@@ -17,8 +17,8 @@ pub use admission::GatewayStats;
 pub(crate) use ssh::serve_stream;
 #[cfg(fuzzing)]
 pub(crate) use vnc::{
-    BuilderLogin, Greeting, Offer, UserHello, Version, greet_user, login_builder, refuse_user, websocket,
-    welcome_user,
+    BuilderLogin, Greeting, Offer, Rules, UserHello, Version, accept_websocket, greet_user, login_builder,
+    refuse_user, welcome_user,
 };
 
 use std::future::Future;
@@ -158,6 +158,25 @@ impl Default for GatewayOptions {
     }
 }
 
+/// An origin as browsers send it in `Origin`, which the VNC WebSocket compares exactly: a
+/// scheme, a host in lower case, and a port only when it is not the scheme's default.
+fn check_origin(origin: &str) -> Result<()> {
+    let refuse = |why: &str| Err(Error::invalid("vnc_websocket_origins", format!("{origin:?}: {why}")));
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return refuse("not an origin like https://ci.example.com (scheme, host, optional port)");
+    };
+    if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains(['/', ' ', '?', '#']) {
+        return refuse("not an origin like https://ci.example.com (scheme, host, optional port; no path)");
+    }
+    if origin != origin.to_ascii_lowercase() {
+        return refuse("write it in lower case, as browsers send it");
+    }
+    if (scheme == "https" && host.ends_with(":443")) || (scheme == "http" && host.ends_with(":80")) {
+        return refuse("leave out the default port, as browsers do");
+    }
+    Ok(())
+}
+
 /// State shared by the listeners and every connection.
 struct Shared {
     authority: Authority,
@@ -237,20 +256,12 @@ impl Gateway {
             ));
         }
         for origin in &options.vnc_websocket_origins {
-            let (scheme, host) = origin.split_once("://").unwrap_or_default();
-            if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains(['/', ' ']) {
-                return Err(Error::invalid(
-                    "vnc_websocket_origins",
-                    format!(
-                        "{origin:?} is not an origin like https://ci.example.com (scheme, host, optional port)"
-                    ),
-                ));
-            }
+            check_origin(origin)?;
         }
-        let vnc_tls = match &options.vnc_tls {
-            Some(identity) => Some(tokio_rustls::TlsAcceptor::from(identity.server_config()?)),
-            None => None,
-        };
+        let vnc_tls = options
+            .vnc_tls
+            .as_ref()
+            .map(|identity| tokio_rustls::TlsAcceptor::from(identity.server_config()));
         let shared = Shared {
             vnc_tls,
             authority,

@@ -183,8 +183,7 @@ impl ConnectionInfo {
             vnc_tls_fingerprint: options.vnc_tls_fingerprint.clone(),
             vnc_require_encryption: options.vnc_require_encryption,
             vnc_websocket_url: session.vnc_port().filter(|_| options.vnc_websocket).map(|port| {
-                let scheme = if options.vnc_tls_fingerprint.is_some() { "wss" } else { "ws" };
-                format!("{scheme}://{}/websockify", url_authority(&options.gateway_host, port))
+                websocket_url(&options.gateway_host, port, options.vnc_tls_fingerprint.is_some())
             }),
         };
         info.check()?;
@@ -254,9 +253,11 @@ impl ConnectionInfo {
             let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) else {
                 return Err(Error::invalid("vnc_websocket_url", "set without a VNC port"));
             };
-            let expected = |scheme: &str| format!("{scheme}://{}/websockify", url_authority(host, port));
-            if *url != expected("wss") && *url != expected("ws") {
-                return Err(Error::invalid("vnc_websocket_url", "not the gateway's VNC WebSocket URL"));
+            if *url != websocket_url(host, port, self.vnc_tls_fingerprint.is_some()) {
+                return Err(Error::invalid(
+                    "vnc_websocket_url",
+                    "not the gateway's VNC WebSocket URL (wss:// exactly when there is a certificate)",
+                ));
             }
         }
         Ok(())
@@ -277,52 +278,64 @@ impl ConnectionInfo {
         if self.vnc_port.is_none() && self.builder_vnc_port.is_none() {
             return Ok(None);
         }
-        let mut text = format!(
-            "VNC for build {}\n  password:   {}\n",
-            self.build_id,
-            credentials.vnc_password().expose()
-        );
+        // The ways in first, then one allocation with the password: growing a string that
+        // holds it would leave copies in freed memory.
+        let mut ways = String::new();
         if let (Some(host), Some(port)) = (&self.vnc_host, self.vnc_port) {
-            let host = vnc_host_form(host);
-            let _ = writeln!(
-                text,
-                "  address:    {host}::{port}   (HOST::PORT: TigerVNC, Remmina, vncdotool, vncsnapshot)"
-            );
+            let host = bracketed(host);
+            let clients = if self.vnc_require_encryption {
+                "HOST::PORT, VeNCrypt: TigerVNC, Remmina"
+            } else {
+                "HOST::PORT: TigerVNC, Remmina, vncdotool, vncsnapshot"
+            };
+            let _ = writeln!(ways, "  address:    {host}::{port}   ({clients})");
             match port.checked_sub(VNC_DISPLAY_BASE) {
+                // TigerVNC reads `HOST:N` as a port from 100 up: there the form is gtk-vnc's.
+                Some(display) if display < 100 => {
+                    let _ = writeln!(
+                        ways,
+                        "  display:    {host}:{display}   (HOST:DISPLAY, port 5900 + {display}: gtk-vnc and others)"
+                    );
+                }
                 Some(display) => {
                     let _ = writeln!(
-                        text,
-                        "  display:    {host}:{display}   (HOST:DISPLAY, port 5900 + {display}: gtk-vnc and others)"
+                        ways,
+                        "  display:    {host}:{display}   (HOST:DISPLAY, port 5900 + {display}: gtk-vnc)"
                     );
                 }
                 None => {
                     let _ = writeln!(
-                        text,
+                        ways,
                         "              (port {port} is below 5900: clients that take only HOST:DISPLAY cannot reach it)"
                     );
                 }
             }
             if let Some(fingerprint) = &self.vnc_tls_fingerprint {
                 let _ = writeln!(
-                    text,
+                    ways,
                     "  encrypted:  choose VeNCrypt X509Vnc (TigerVNC: -SecurityTypes X509Vnc); certificate SHA-256\n              {fingerprint}"
                 );
             }
             if self.vnc_require_encryption {
-                text.push_str("              unencrypted VNC is refused on this port\n");
+                ways.push_str("              unencrypted VNC is refused on this port\n");
             } else if self.vnc_tls_fingerprint.is_none() {
-                text.push_str("              unencrypted on the internet: prefer the SSH tunnel\n");
+                ways.push_str("              unencrypted on the internet: prefer the SSH tunnel\n");
             }
             if let Some(url) = &self.vnc_websocket_url {
-                let _ = writeln!(text, "  browser:    {url}   (noVNC)");
+                let _ = writeln!(ways, "  browser:    {url}   (noVNC)");
             }
         }
         if self.builder_vnc_port.is_some() {
-            text.push_str(
+            ways.push_str(
                 "  ssh tunnel: 127.0.0.1::5901   after running the connection script with --vnc (encrypted by SSH)\n",
             );
         }
-        let _ = writeln!(text, "access ends by {} at the latest", self.access_ends_by);
+        let text = format!(
+            "VNC for build {}\n  password:   {}\n{ways}access ends by {} at the latest\n",
+            self.build_id,
+            credentials.vnc_password().expose(),
+            self.access_ends_by
+        );
         Ok(Some(Secret::new(text)))
     }
 
@@ -612,12 +625,15 @@ fn crlf(text: &str) -> String {
     text.replace('\n', "\r\n")
 }
 
-/// `HOST:PORT` for a URL: an IPv6 address in brackets.
-fn url_authority(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+/// A host as URLs and VNC clients take it before a port (`:PORT`, `::PORT`, `:N`): an IPv6
+/// address in brackets.
+fn bracketed(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
 }
 
-/// A host as VNC clients take it before `::PORT` or `:N`: an IPv6 address in brackets.
-fn vnc_host_form(host: &str) -> String {
-    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
+/// The VNC WebSocket's URL: `wss` with a certificate, `ws` without; noVNC's default path,
+/// which the gateway's WebSocket answers on (`gateway/vnc/websocket.rs`, `PATHS`).
+fn websocket_url(host: &str, port: u16, tls: bool) -> String {
+    let scheme = if tls { "wss" } else { "ws" };
+    format!("{scheme}://{}:{port}/websockify", bracketed(host))
 }

@@ -5,7 +5,9 @@
 //! Tests share this process: none installs a global `tracing` subscriber (each captures logs on
 //! its own thread with `set_default`), sets environment variables or process limits.
 //! `tests/attacks.rs` and `tests/adversarial.rs` stay binaries of their own: each installs a
-//! counting `#[global_allocator]`, and a global allocator is per binary.
+//! counting `#[global_allocator]`, and a global allocator is per binary. `tests/secrets.rs`
+//! too: it must see every line the library logs, which tracing's process-wide callsite cache
+//! does not promise a thread-local capture while other tests log on other threads.
 //!
 //! Real peers (sshd, X and VNC servers, Redis, vncdo) come from `remote-access-test-peers`; what
 //! needs the library's types is in `builds` and `vnc_viewer`.
@@ -28,7 +30,6 @@ mod properties;
 #[cfg(feature = "redis")]
 mod redis;
 mod scripts;
-mod secrets;
 mod session_rules;
 mod ssh_audit;
 mod vnc;

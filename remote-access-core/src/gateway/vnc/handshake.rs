@@ -161,13 +161,24 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
     let types: &[u8] = match (offer.tls, offer.plain) {
         (true, true) => &[2, SECURITY_VENCRYPT, SECURITY_VNC_AUTH],
         (true, false) => &[1, SECURITY_VENCRYPT],
-        (false, _) => &[1, SECURITY_VNC_AUTH],
+        (false, true) => &[1, SECURITY_VNC_AUTH],
+        (false, false) => {
+            // Nothing to offer: no certificate, and no plain VNC. The callers never ask for
+            // this (the options and the WebSocket upgrade refuse it first); refuse anyway
+            // rather than fall back to plain.
+            let mut out = vec![0u8];
+            out.extend_from_slice(&reason_bytes(ENCRYPTION_REQUIRED));
+            send(user, &out).await?;
+            return Err(HandshakeError::Protocol("no security type may be offered"));
+        }
     };
     send(user, types).await?;
     let mut chosen = [0u8; 1];
     user.read_exact(&mut chosen).await?;
     if !types[1..].contains(&chosen[0]) {
-        refuse_user(user, version, "security type not offered").await;
+        let why =
+            if chosen[0] == SECURITY_VNC_AUTH { ENCRYPTION_REQUIRED } else { "security type not offered" };
+        refuse_user(user, version, why).await;
         return Err(HandshakeError::Protocol("client chose a security type that was not offered"));
     }
     if chosen[0] == SECURITY_VNC_AUTH {
@@ -182,6 +193,7 @@ pub(crate) async fn greet_user<S: AsyncRead + AsyncWrite + Unpin>(
         user.flush().await?;
         return Err(HandshakeError::Protocol("client does not speak VeNCrypt 0.2"));
     }
+    // The status byte (0: version accepted), then the sub-type list: one, X509Vnc.
     let mut subtypes = vec![0u8, 1];
     subtypes.extend_from_slice(&X509_VNC.to_be_bytes());
     send(user, &subtypes).await?;
@@ -514,12 +526,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn nothing_to_offer_is_a_refusal_not_plain() {
+        let (greeting, sent) = greet(b"RFB 003.008\n", Offer { plain: false, tls: false }).await;
+        assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));
+        assert_eq!(sent[12], 0, "no security types, then why");
+        assert!(String::from_utf8_lossy(&sent[17..]).contains("requires an encrypted VNC connection"));
+    }
+
+    #[tokio::test]
     async fn required_encryption_refuses_plain_vnc_auth_and_rfb_33() {
         let mut input = b"RFB 003.008\n".to_vec();
         input.extend([2]);
         let (greeting, sent) = greet(&input, Offer { plain: false, tls: true }).await;
         assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));
         assert!(sent.starts_with(b"RFB 003.008\n\x01\x13\x00\x00\x00\x01"), "{sent:?}");
+        assert!(String::from_utf8_lossy(&sent).contains("requires an encrypted VNC connection"), "says why");
 
         let (greeting, sent) = greet(b"RFB 003.003\n", Offer { plain: false, tls: true }).await;
         assert!(matches!(greeting, Err(HandshakeError::Protocol(_))));

@@ -17,7 +17,7 @@
 
 mod ard;
 mod handshake;
-pub(crate) mod websocket;
+mod websocket;
 
 /// The handshakes, for the fuzz targets only (`crate::fuzzing`).
 #[cfg(fuzzing)]
@@ -25,6 +25,8 @@ pub(crate) use handshake::{
     BuilderLogin, UserHello, Version, greet_user, login_builder, refuse_user, welcome_user,
 };
 pub(crate) use handshake::{Greeting, Offer};
+#[cfg(fuzzing)]
+pub(crate) use websocket::{Rules, accept as accept_websocket};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,11 +146,6 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         () = cut.cut() => (false, true),
         () = stop.stopped() => (true, true),
     };
-    if ended {
-        // Say goodbye where the carriage can (noVNC shows the close frame's reason), briefly.
-        let _ = tokio::time::timeout(GOODBYE_WAIT, user.shutdown()).await;
-    }
-    drop(user);
     let outcome = if gateway_stopping {
         live.detach_on_drop();
         live.detach().await
@@ -157,6 +154,11 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
     };
     if let Err(err) = outcome {
         tracing::warn!(%peer, %err, "could not record the end of a VNC connection");
+    }
+    if ended {
+        // Then say goodbye where the carriage can (noVNC shows the close frame's reason),
+        // briefly: a client that reads nothing does not hold up the record of the end.
+        let _ = tokio::time::timeout(GOODBYE_WAIT, user.shutdown()).await;
     }
 }
 
@@ -173,22 +175,23 @@ async fn carry(shared: &Shared, tcp: TcpStream, flag: Arc<CutFlag>) -> Result<(U
     } else {
         None
     };
-    let tcp = CutStream::new(tcp, flag);
     let rules = |encrypted: bool| websocket::Rules {
         origins: &options.vnc_websocket_origins,
         refuse_unencrypted: options.vnc_require_encryption && !encrypted,
     };
+    // The cut flag counts RFB bytes, whatever carries them: the silence deadline wants an RFB
+    // version, not just an HTTP request or a TLS handshake.
     match (first, &shared.vnc_tls) {
         (Some(b'G'), _) => {
             let ws = websocket::accept(tcp, rules(false)).await.map_err(Refusal::Handshake)?;
-            Ok((Box::new(ws), Carriage::WebSocket))
+            Ok((Box::new(CutStream::new(ws, flag)), Carriage::WebSocket))
         }
         (Some(TLS_HANDSHAKE), Some(tls)) => {
             let tls = tls.accept(tcp).await.map_err(|err| Refusal::Handshake(HandshakeError::Tls(err)))?;
             let ws = websocket::accept(tls, rules(true)).await.map_err(Refusal::Handshake)?;
-            Ok((Box::new(ws), Carriage::SecureWebSocket))
+            Ok((Box::new(CutStream::new(ws, flag)), Carriage::SecureWebSocket))
         }
-        _ => Ok((Box::new(tcp), Carriage::Tcp)),
+        _ => Ok((Box::new(CutStream::new(tcp, flag)), Carriage::Tcp)),
     }
 }
 

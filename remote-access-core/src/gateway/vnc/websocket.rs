@@ -21,8 +21,9 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::handshake::HandshakeError;
 
-/// The paths the VNC WebSocket answers on: noVNC's default (`websockify`) and the root.
-pub(crate) const PATHS: [&str; 2] = ["/websockify", "/"];
+/// The paths the VNC WebSocket answers on: noVNC's default (`websockify`) and the root. The
+/// connection info's URL (`script/`, which may not depend on this layer) names the first.
+const PATHS: [&str; 2] = ["/websockify", "/"];
 /// The largest message (and frame) a browser may send. What noVNC sends is small (key and
 /// pointer events, update requests) except clipboard text, which this bounds. tungstenite
 /// reserves a frame's announced length as soon as its header arrives, so this is also what
@@ -57,25 +58,37 @@ where
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
+    // tungstenite's error says only the status: keep why, and from which origin, for the log.
+    let refused = std::sync::Mutex::new(None);
     #[allow(clippy::result_large_err, reason = "tungstenite's `Callback` fixes the signature")]
-    let check = |request: &Request, response: Response| check_upgrade(request, response, &rules);
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
-        .await
-        .map_err(|err| HandshakeError::WebSocket(err.to_string()))?;
+    let check = |request: &Request, response: Response| {
+        check_upgrade(request, response, &rules).map_err(|(refusal, why)| {
+            let origin =
+                request.headers().get("origin").map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
+            let said = format!("upgrade refused ({}): {why}; Origin {origin:?}", refusal.status());
+            *refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(said);
+            refusal
+        })
+    };
+    let accepted = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await;
+    let ws = accepted.map_err(|err| {
+        let refused = refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        HandshakeError::WebSocket(refused.unwrap_or_else(|| err.to_string()))
+    })?;
     Ok(WebSocketIo { ws, pending: Bytes::new(), closed: false })
 }
 
-/// The path, the origin and the subprotocol of an upgrade request.
+/// The path, the origin and the subprotocol of an upgrade request; a refusal comes with why.
 #[allow(clippy::result_large_err, reason = "tungstenite's `Callback` fixes the signature")]
 fn check_upgrade(
     request: &Request,
     mut response: Response,
     rules: &Rules<'_>,
-) -> Result<Response, ErrorResponse> {
-    let refuse = |status: StatusCode, why: &str| {
+) -> Result<Response, (ErrorResponse, &'static str)> {
+    let refuse = |status: StatusCode, why: &'static str| {
         let mut refusal = ErrorResponse::new(Some(format!("{why}\n")));
         *refusal.status_mut() = status;
-        refusal
+        (refusal, why)
     };
     if !PATHS.contains(&request.uri().path()) {
         return Err(refuse(StatusCode::NOT_FOUND, "the VNC WebSocket is at /websockify"));

@@ -1,0 +1,56 @@
+//! The fleet's Redis, as every store-backed command reaches it, and the authority on it.
+
+use std::time::Duration;
+
+use remote_access_core::{Authority, AuthorityOptions, RedisOptions, StoreOptions};
+
+use crate::Failure;
+use crate::args::{Args, Usage};
+
+/// The options every store-backed command takes.
+pub(crate) const VALUES: [&str; 2] = ["redis", "key-prefix"];
+
+/// Their usage lines.
+pub(crate) const USAGE: &str = "  --redis URL          the fleet's Redis (redis://HOST:PORT/DB); a URL with a password goes in\n\
+     \x20                      REMOTE_ACCESS_REDIS_URL instead, since every user of the machine can\n\
+     \x20                      read a command line\n\
+     \x20 --key-prefix PREFIX  the fleet's key prefix in Redis (default remote-access)\n";
+
+/// The Redis options from `--redis` (or `REMOTE_ACCESS_REDIS_URL`) and `--key-prefix`.
+pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {
+    let url = match args.value("redis") {
+        Some(url) if url.contains('@') => {
+            return Err(Usage(
+                "a Redis URL with credentials on the command line is visible to every user of this \
+                 machine; set REMOTE_ACCESS_REDIS_URL instead"
+                    .into(),
+            )
+            .into());
+        }
+        Some(url) => url.to_owned(),
+        None => std::env::var("REMOTE_ACCESS_REDIS_URL")
+            .map_err(|_| Usage("--redis URL (or REMOTE_ACCESS_REDIS_URL) is required".into()))?,
+    };
+    let mut options = RedisOptions::new(url);
+    if let Some(prefix) = args.value("key-prefix") {
+        options.key_prefix = prefix.to_owned();
+    }
+    Ok(options)
+}
+
+/// An authority on the fleet's Redis with `options` (its store replaced).
+pub(crate) fn authority(args: &Args, mut options: AuthorityOptions) -> Result<Authority, Failure> {
+    options.store = StoreOptions::Redis(redis(args)?);
+    Ok(Authority::new(options)?)
+}
+
+/// Runs `work`, saying on stderr what it waits for when that takes longer than a second
+/// (an unreachable Redis is retried for a while before it fails).
+pub(crate) async fn waiting<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = tokio::time::sleep(Duration::from_secs(1)) => eprintln!("remote-access: waiting for {what}..."),
+    }
+    work.await
+}

@@ -1,0 +1,178 @@
+//! The `remote-access` command line as an operator and a CI script use it, against a real
+//! `redis-server`, a real `sshd` playing the builder and the real `ssh` client: `gateway` in a
+//! process of its own, `issue`, `script`, `status` and `revoke` each run as the binary, with
+//! their exit codes and `--json` output checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use remote_access_core::HostKey;
+use remote_access_test_peers::*;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Command;
+
+/// `remote-access ARGS` against `redis`: (exit code, stdout, stderr).
+async fn cli(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_remote-access"))
+        .args(args)
+        .env("REMOTE_ACCESS_REDIS_URL", redis.url())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// `remote-access gateway` on a free port; killed on drop.
+async fn gateway(redis: &RedisServer, key_file: &Path) -> (tokio::process::Child, u16) {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remote-access"))
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}"), "--host-key-file"])
+        .arg(key_file)
+        .env("REMOTE_ACCESS_REDIS_URL", redis.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    let Ok(Ok(Some(line))) = first else { panic!("the gateway did not start: {first:?}") };
+    assert_eq!(line, format!("listening on 127.0.0.1:{port}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_script_status_and_revoke_drive_a_real_login() {
+    let redis = RedisServer::start();
+    let builder = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let key = HostKey::generate().unwrap();
+    let key_file = write_script(scratch.path(), "host_key", key.to_openssh().unwrap().expose());
+    let (_gateway, port) = gateway(&redis, &key_file).await;
+    let out = scratch.path().join("cli-1");
+    let out_str = out.to_str().unwrap();
+
+    // issue: secrets to files of mode 600, the rest to stdout as JSON.
+    let builder_key = builder.host_key.clone();
+    let (code, stdout, stderr) = cli(
+        &redis,
+        &[
+            "issue",
+            "cli-1",
+            "--builder",
+            &builder.address.to_string(),
+            "--builder-ssh-port",
+            &builder.port.to_string(),
+            "--builder-host-key",
+            &builder_key,
+            "--builder-user",
+            "root",
+            "--out",
+            out_str,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let issued: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(issued["build_id"], "cli-1");
+    let bundle = std::fs::read_to_string(out.join("credentials.json")).unwrap();
+    assert!(!stdout.contains("PRIVATE KEY") && bundle.contains("PRIVATE KEY"), "the key only in the file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(out.join("credentials.json")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o700);
+    builder.authorize(issued["authorized_keys_line"].as_str().unwrap());
+
+    // script: the POSIX script, run as the user would, logs in through the gateway.
+    let script_args = |format: &'static str| {
+        vec![
+            "script".to_owned(),
+            "--credentials".into(),
+            out.join("credentials.json").to_str().unwrap().to_owned(),
+            "--gateway-host".into(),
+            "127.0.0.1".into(),
+            "--gateway-port".into(),
+            port.to_string(),
+            "--host-key-file".into(),
+            key_file.to_str().unwrap().to_owned(),
+            "--format".into(),
+            format.into(),
+        ]
+    };
+    let words = script_args("posix");
+    let (code, script, stderr) = cli(&redis, &words.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(code, 0, "{stderr}");
+    let script = write_script(scratch.path(), "connect.sh", &script);
+    let (code, stdout, stderr) = run_script(&script, &["echo logged in as $(id -un)"]).await;
+    assert_eq!((code, stdout.trim()), (0, "logged in as root"), "{stderr}");
+    let words = script_args("json");
+    let (code, json, _) = cli(&redis, &words.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(code, 0);
+    let info: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(info["gateway_port"], port);
+    assert_eq!(info["gateway_host_key_fingerprint"], key.fingerprint());
+
+    // status: live, then revoke ends it everywhere, and status says so with exit 3.
+    let (code, stdout, _) = cli(&redis, &["status", "cli-1"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("phase:") && stdout.contains("access ends by:"), "{stdout}");
+    let (code, stdout, stderr) =
+        cli(&redis, &["revoke", "cli-1", "--reason", "done debugging", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["revoked"], true);
+    let (code, stdout, stderr) = cli(&redis, &["status", "cli-1", "--json"]).await;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stderr.contains("the build's access has ended"), "{stderr}");
+    let (code, _, stderr) = run_script(&script, &["true"]).await;
+    assert_eq!(code, 255, "the revoked key is refused: {stderr}");
+    let words = script_args("posix");
+    let (code, _, stderr) = cli(&redis, &words.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(code, 3, "no script for an ended build: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_get_an_exit_code_and_a_reason() {
+    let redis = RedisServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    // No such build: 4.
+    let (code, _, stderr) = cli(&redis, &["status", "nobody-1"]).await;
+    assert_eq!(code, 4, "{stderr}");
+    let (code, _, _) = cli(&redis, &["revoke", "nobody-1"]).await;
+    assert_eq!(code, 4);
+    // Usage errors and refused input: 2, with what was wrong and the usage.
+    for (args, said) in [
+        (&["status"][..], "BUILD_ID is required"),
+        (&["issue", "b-1", "--builder", "not-an-ip", "--out", "x"], "--builder takes an IP address"),
+        (&["issue", "b\nad", "--builder", "10.0.0.1", "--out", "x"], "build id"),
+        (&["status", "b-1", "--redis", "redis://user:pw@127.0.0.1:1/0"], "REMOTE_ACCESS_REDIS_URL"),
+        (&["frobnicate"], "unknown command"),
+        (&["status", "b-1", "--colour"], "unknown option --colour"),
+    ] {
+        let (code, _, stderr) = cli(&redis, args).await;
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+    // A directory others can read is refused before anything is issued.
+    let open = scratch.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, _, stderr) =
+        cli(&redis, &["issue", "b-2", "--builder", "10.0.0.1", "--out", open.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("readable by others"), "{stderr}");
+    let (code, _, _) = cli(&redis, &["status", "b-2"]).await;
+    assert_eq!(code, 4, "nothing was issued");
+    // --help for each command: 0, on stdout.
+    for command in ["gateway", "issue", "script", "status", "revoke"] {
+        let (code, stdout, _) = cli(&redis, &[command, "--help"]).await;
+        assert_eq!(code, 0);
+        assert!(stdout.starts_with(&format!("usage: remote-access {command}")), "{stdout}");
+    }
+}
