@@ -1,6 +1,6 @@
 //! The builder agent (reverse tunnels) and the VNC helpers.
 
-use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
+use napi::bindgen_prelude::{Buffer, PromiseRaw, This, Unknown};
 use napi::{Env, Result};
 use napi_derive::napi;
 use remote_access_core as core;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::convert::{ip, millis_or, ports, secret};
 use crate::errors::{Outcome, Stop, invalid, outcome, promise, stop_signal, stopped};
+use crate::keepalive::KeepAlive;
 
 /// What the builder's agent needs (durations in milliseconds).
 #[napi(object)]
@@ -32,11 +33,14 @@ pub struct AgentOptions<'a> {
 
 /// A running builder agent: `await agent.done()` tells why it returned (`session_ended`,
 /// `refused`, `replaced` or `stopped`; every caller gets the same answer); `stop()` stops it.
-/// Only `stop()` or the end of the session stops it: not the garbage collector.
+/// Only `stop()` or the end of the session stops it: not the garbage collector. Until it
+/// returns it keeps Node running, unless `unref()` is called.
 #[napi]
 pub struct RunningAgent {
+    gateway: String,
     stop: Stop,
     done: Arc<Outcome<&'static str>>,
+    keep_alive: KeepAlive,
 }
 
 /// Starts a builder's agent: it dials out to the gateway with the build's agent credential and
@@ -55,9 +59,11 @@ pub fn run_agent(env: Env, options: AgentOptions<'_>) -> Result<RunningAgent> {
     agent.min_backoff = millis_or(&env, "minBackoffMs", options.min_backoff_ms, agent.min_backoff)?;
     agent.max_backoff = millis_or(&env, "maxBackoffMs", options.max_backoff_ms, agent.max_backoff)?;
     agent.dial_timeout = millis_or(&env, "dialTimeoutMs", options.dial_timeout_ms, agent.dial_timeout)?;
+    let gateway = agent.gateway.clone();
+    let keep_alive = KeepAlive::new(&env)?;
     let stop = stop_signal();
     let done: Arc<Outcome<&'static str>> = Arc::new(tokio::sync::watch::channel(None).0);
-    let (signal, result) = (stop.clone(), done.clone());
+    let (signal, result, held) = (stop.clone(), done.clone(), keep_alive.clone());
     napi::bindgen_prelude::spawn(async move {
         let exit = core::run_agent(agent, stopped(signal)).await.map(|exit| match exit {
             core::AgentExit::SessionEnded => "session_ended",
@@ -66,8 +72,9 @@ pub fn run_agent(env: Env, options: AgentOptions<'_>) -> Result<RunningAgent> {
             _ => "stopped",
         });
         result.send_replace(Some(exit.map_err(Arc::new)));
+        held.release();
     });
-    Ok(RunningAgent { stop, done })
+    Ok(RunningAgent { gateway, stop, done, keep_alive })
 }
 
 #[napi]
@@ -79,9 +86,35 @@ impl RunningAgent {
     }
 
     /// Resolves when the agent returns, with why.
-    #[napi(ts_return_type = "Promise<'session_ended' | 'refused' | 'replaced' | 'stopped'>")]
+    #[napi(ts_return_type = "Promise<AgentExit>")]
     pub fn done<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, &'static str>> {
         promise(env, outcome(self.done.clone()), Ok)
+    }
+
+    /// The gateway it dials (`host:port`).
+    #[napi(getter)]
+    pub fn gateway(&self) -> String {
+        self.gateway.clone()
+    }
+
+    /// Keeps Node running until the agent returns (the default).
+    #[napi(js_name = "ref", ts_return_type = "this")]
+    pub fn keep_ref<'env>(&self, env: Env, this: This<'env>) -> Result<This<'env>> {
+        self.keep_alive.set_ref(&env, true)?;
+        Ok(this)
+    }
+
+    /// Lets Node exit while the agent runs, if nothing else keeps it running.
+    #[napi(ts_return_type = "this")]
+    pub fn unref<'env>(&self, env: Env, this: This<'env>) -> Result<This<'env>> {
+        self.keep_alive.set_ref(&env, false)?;
+        Ok(this)
+    }
+
+    /// Whether the agent keeps Node running now: until `unref()` or its return.
+    #[napi]
+    pub fn has_ref(&self) -> bool {
+        self.keep_alive.has_ref()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{PromiseRaw, Unknown};
+use napi::bindgen_prelude::{PromiseRaw, This, Unknown};
 use napi::{Env, JsString, Result};
 use napi_derive::napi;
 use remote_access_core as core;
@@ -10,6 +10,7 @@ use remote_access_core as core;
 use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, secret, time, to_millis};
 use crate::errors::{OrThrow, promise};
 use crate::events::{EventListener, Subscription};
+use crate::keepalive::KeepAlive;
 
 /// How long access lasts (milliseconds): `graceMs` after the build steps complete (default 20
 /// minutes), never past `maxBuildDurationMs` from the build's start (default 2 hours);
@@ -34,6 +35,14 @@ impl Policy {
             self.finish_if_unused_after_ms.map(|ms| millis(env, "finishIfUnusedAfterMs", ms)).transpose()?;
         policy.validate().or_throw(env)?;
         Ok(policy)
+    }
+
+    /// The policy as `Session.toJSON()` has it (every duration set).
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "graceMs": self.grace_ms, "maxBuildDurationMs": self.max_build_duration_ms,
+            "finishIfUnusedAfterMs": self.finish_if_unused_after_ms,
+        })
     }
 
     pub(crate) fn from_core(policy: &core::Policy) -> Self {
@@ -78,6 +87,15 @@ impl Builder {
         Ok(builder)
     }
 
+    /// The builder as `Session.toJSON()` has it (every field set).
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "address": self.address, "sshPort": self.ssh_port, "extraPorts": self.extra_ports,
+            "vncPort": self.vnc_port, "user": self.user, "reverseTunnel": self.reverse_tunnel,
+            "hostKey": self.host_key,
+        })
+    }
+
     fn from_core(builder: &core::Builder) -> Self {
         Self {
             address: builder.address.to_string(),
@@ -119,6 +137,7 @@ pub struct AuthorityOptions<'a> {
 #[napi(object)]
 pub struct IssueOptions<'a> {
     /// `manual`, `webhook`, `scheduled` or `api`; only manual builds get access.
+    #[napi(ts_type = "Trigger")]
     pub trigger: String,
     /// Whether the build asked for remote access.
     pub remote_access_enabled: bool,
@@ -252,7 +271,7 @@ impl Session {
         self.0.build_id().to_string()
     }
     /// `steps_running`, `steps_completed` or `ended`.
-    #[napi(getter)]
+    #[napi(getter, ts_return_type = "Phase")]
     pub fn phase(&self) -> &'static str {
         self.0.phase().as_str()
     }
@@ -287,7 +306,7 @@ impl Session {
     }
     /// Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
     /// `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
-    #[napi(getter)]
+    #[napi(getter, ts_return_type = "EndReasonCode | null")]
     pub fn end_reason_code(&self) -> Option<&'static str> {
         self.0.end().map(|(reason, _)| reason.code())
     }
@@ -304,7 +323,7 @@ impl Session {
         self.0.ever_connected()
     }
     /// `[connection id, "ssh" | "vnc"]` for each live connection.
-    #[napi(getter, ts_return_type = "Array<[string, string]>")]
+    #[napi(getter, ts_return_type = "Array<[string, Protocol]>")]
     pub fn live_connections(&self) -> Vec<Vec<String>> {
         self.0
             .live_connections()
@@ -314,11 +333,12 @@ impl Session {
     /// The snapshot as a plain object.
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; phase: string; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: string | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, string]> }"
+        ts_return_type = "{ buildId: string; phase: Phase; policy: { graceMs: number; maxBuildDurationMs: number; finishIfUnusedAfterMs: number | null }; builder: { address: string; sshPort: number; extraPorts: Array<number>; vncPort: number | null; user: string; reverseTunnel: boolean; hostKey: string | null } | null; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: EndReasonCode | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, Protocol]> }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "buildId": self.build_id(), "phase": self.phase(), "startedAt": self.started_at(),
+            "buildId": self.build_id(), "phase": self.phase(), "policy": self.policy().to_json(),
+            "builder": self.builder().map(|builder| builder.to_json()), "startedAt": self.started_at(),
             "stepsCompletedAt": self.steps_completed_at(), "deadline": self.deadline(),
             "isEnded": self.is_ended(), "endReason": self.end_reason(), "endReasonCode": self.end_reason_code(),
             "endedAt": self.ended_at(),
@@ -344,7 +364,7 @@ impl LiveConnection {
     pub fn id(&self) -> String {
         self.0.id().to_string()
     }
-    #[napi(getter)]
+    #[napi(getter, ts_return_type = "Protocol")]
     pub fn protocol(&self) -> &'static str {
         self.0.protocol().as_str()
     }
@@ -561,7 +581,7 @@ impl Authority {
         &self,
         env: &'env Env,
         build_id: String,
-        protocol: String,
+        #[napi(ts_arg_type = "Protocol")] protocol: String,
     ) -> Result<PromiseRaw<'env, LiveConnection>> {
         let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
         let protocol: core::Protocol = protocol.parse().or_throw(env)?;
@@ -571,13 +591,15 @@ impl Authority {
     /// Enforces the deadlines, follows the store and purges until `stop()`: for platforms that
     /// carry connections themselves (`connected`); a running gateway does this by itself.
     #[napi]
-    pub fn run_housekeeping(&self) -> RunningHousekeeping {
+    pub fn run_housekeeping(&self, env: Env) -> Result<RunningHousekeeping> {
+        let keep_alive = KeepAlive::new(&env)?;
         let stop = crate::errors::stop_signal();
-        let (authority, signal) = (self.0.clone(), stop.clone());
+        let (authority, signal, held) = (self.0.clone(), stop.clone(), keep_alive.clone());
         napi::bindgen_prelude::spawn(async move {
-            authority.run_housekeeping(crate::errors::stopped(signal)).await
+            authority.run_housekeeping(crate::errors::stopped(signal)).await;
+            held.release();
         });
-        RunningHousekeeping { stop }
+        Ok(RunningHousekeeping { stop, keep_alive })
     }
 
     /// Ends every session whose deadline has passed; resolves to how many. A running gateway
@@ -608,10 +630,12 @@ impl Authority {
 }
 
 /// The housekeeping loop started by `Authority.runHousekeeping()`; only `stop()` stops it
-/// (not the garbage collector).
+/// (not the garbage collector). Like a `setInterval` timer, it keeps Node running until
+/// stopped, unless `unref()` is called.
 #[napi]
 pub struct RunningHousekeeping {
     stop: crate::errors::Stop,
+    keep_alive: KeepAlive,
 }
 
 #[napi]
@@ -620,5 +644,31 @@ impl RunningHousekeeping {
     #[napi]
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Whether `stop()` was called.
+    #[napi(getter)]
+    pub fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Keeps Node running until `stop()` (the default).
+    #[napi(js_name = "ref", ts_return_type = "this")]
+    pub fn keep_ref<'env>(&self, env: Env, this: This<'env>) -> Result<This<'env>> {
+        self.keep_alive.set_ref(&env, true)?;
+        Ok(this)
+    }
+
+    /// Lets Node exit while the housekeeping runs, if nothing else keeps it running.
+    #[napi(ts_return_type = "this")]
+    pub fn unref<'env>(&self, env: Env, this: This<'env>) -> Result<This<'env>> {
+        self.keep_alive.set_ref(&env, false)?;
+        Ok(this)
+    }
+
+    /// Whether the housekeeping keeps Node running now: until `unref()` or its end.
+    #[napi]
+    pub fn has_ref(&self) -> bool {
+        self.keep_alive.has_ref()
     }
 }

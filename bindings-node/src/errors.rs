@@ -1,42 +1,88 @@
-//! JavaScript errors: every core error becomes an `Error` whose `code` is the core's stable code
-//! (`invalid_input`, `session_ended`, ...) and whose message carries the cause chain.
+//! JavaScript errors: every core error becomes a `RemoteAccessError` (the class `index.js`
+//! defines and registers here) whose `code` is the core's stable code (`invalid_input`,
+//! `session_ended`, ...), whose message carries the cause chain and whose `cause` holds it.
 
 use std::future::Future;
 
-use napi::bindgen_prelude::JsObjectValue;
-use napi::bindgen_prelude::{PromiseRaw, ToNapiValue};
+use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, JsObjectValue, PromiseRaw, ToNapiValue};
 use napi::{Env, JsValue, Status};
 use remote_access_core::Error;
+
+/// The arguments of `new RemoteAccessError(code, message, details)`.
+type ErrorArgs = FnArgs<(&'static str, String, serde_json::Value)>;
+
+/// What this addon keeps per JavaScript environment (the main thread and each worker).
+struct Instance {
+    error_class: FunctionRef<ErrorArgs, ()>,
+}
+
+/// Registers the class core errors are made with (`index.js` calls it once, at load).
+#[napi_derive::napi(js_name = "_setErrorClass", skip_typescript)]
+pub fn set_error_class(env: Env, class: Function<'_, ErrorArgs, ()>) -> napi::Result<()> {
+    let error_class = class.create_ref()?;
+    env.set_instance_data(Instance { error_class }, (), |_| {})
+}
 
 /// The message with the causes that led to it: "outer: inner: innermost".
 fn message(err: &Error) -> String {
     let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
+    for text in causes(err) {
         if !message.ends_with(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }
-        source = cause.source();
     }
     message
 }
 
-/// A JavaScript `Error` for a core error, with `code` set. Needs the JS thread (an `Env`).
+/// The messages of the error's sources, outermost first.
+fn causes(err: &Error) -> Vec<String> {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes
+}
+
+/// A JavaScript error for a core error: a `RemoteAccessError` with `code` and the details set,
+/// once `index.js` registered the class; an `Error` with the same properties before that.
+/// Needs the JS thread (an `Env`).
 pub(crate) fn to_js(env: &Env, err: &Error) -> napi::Error {
-    let fallback = || napi::Error::new(Status::GenericFailure, message(err));
-    let Ok(mut object) = env.create_error(fallback()) else { return fallback() };
-    if object.set_named_property("code", err.code()).is_err() {
-        return fallback();
-    }
+    let mut details = serde_json::Map::new();
     for (name, value) in fields(err) {
-        if object.set_named_property(name, value).is_err() {
-            return fallback();
-        }
+        details.insert(name.to_owned(), value.into());
     }
+    let causes = causes(err);
+    if !causes.is_empty() {
+        details.insert("causes".to_owned(), causes.into());
+    }
+    let registered = || -> napi::Result<Option<napi::bindgen_prelude::Unknown<'_>>> {
+        let Some(instance) = env.get_instance_data::<Instance>()? else { return Ok(None) };
+        let class = instance.error_class.borrow_back(env)?;
+        class.new_instance(FnArgs::from((err.code(), message(err), details.clone().into()))).map(Some)
+    };
+    let error = match registered() {
+        Ok(Some(error)) => error,
+        _ => {
+            let fallback = || napi::Error::new(Status::GenericFailure, message(err));
+            let Ok(mut object) = env.create_error(fallback()) else { return fallback() };
+            let mut set = || -> napi::Result<()> {
+                object.set_named_property("code", err.code())?;
+                for (name, value) in fields(err) {
+                    object.set_named_property(name, value)?;
+                }
+                Ok(())
+            };
+            if set().is_err() {
+                return fallback();
+            }
+            object.to_unknown()
+        }
+    };
     // An error that wraps a JS value rejects or throws with that very object.
-    napi::Error::from(object.to_unknown())
+    napi::Error::from(error)
 }
 
 /// The error's details as properties: the Python exceptions' attributes, in camelCase.
@@ -134,7 +180,7 @@ pub(crate) fn invalid(env: &Env, what: &'static str, problem: String) -> napi::E
 /// `internal` or `key_material`), for tests of the mapping: the in-memory store cannot fail,
 /// compare-and-swap gives up only under heavy contention, no task panics and key generation
 /// does not fail on a working machine, so these cannot be caused otherwise.
-#[napi_derive::napi(js_name = "_errorForTest", ts_return_type = "Error & { code: string }")]
+#[napi_derive::napi(js_name = "_errorForTest", skip_typescript)]
 pub fn error_for_test(env: Env, code: String) -> napi::Result<napi::bindgen_prelude::Unknown<'static>> {
     let err = match code.as_str() {
         "store_unavailable" => Error::StoreUnavailable {

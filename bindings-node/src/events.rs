@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::AsyncGenerator;
+use napi::bindgen_prelude::{AsyncGenerator, Either3};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use remote_access_core as core;
@@ -10,43 +10,75 @@ use tokio::sync::Mutex;
 
 use crate::convert::rfc3339;
 
-/// Something that happened to a build's remote access. `kind` is one of `issued`,
-/// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
-/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`, `lagged`;
-/// `at` is RFC 3339; `connectionId` and `protocol` are set for `connected` and `disconnected`.
+/// Something that happened to a build's remote access: a `SessionEvent`, a `ConnectionEvent`
+/// or a `LaggedEvent`, told apart by `kind` (a discriminated union in TypeScript).
+pub type Event = Either3<SessionEvent, ConnectionEvent, LaggedEvent>;
+
+/// An event about a build's session: credentials issued, steps completed, access revoked or
+/// expired, the user logged out, the build to be finished, a reverse tunnel registered, a
+/// request refused, a key being guessed, the store out of reach.
 #[napi(object)]
-pub struct Event {
-    pub build_id: String,
-    pub at: String,
+pub struct SessionEvent {
+    #[napi(ts_type = "Exclude<EventKind, 'connected' | 'disconnected' | 'lagged'>")]
     pub kind: String,
+    pub build_id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, in words for people and logs (never a secret).
     pub reason: String,
-    pub connection_id: Option<String>,
-    pub protocol: Option<String>,
-    /// For `lagged`: how many events this subscriber missed because it fell `eventQueue`
-    /// events behind.
-    pub dropped: Option<f64>,
 }
 
-impl From<core::Event> for Event {
-    fn from(event: core::Event) -> Self {
-        let connection = match event.kind {
-            core::EventKind::Connected { connection, protocol }
-            | core::EventKind::Disconnected { connection, protocol } => Some((connection, protocol)),
-            _ => None,
-        };
-        Self {
-            build_id: event.build_id.to_string(),
-            at: rfc3339(event.at),
-            kind: event.kind.as_str().to_owned(),
-            reason: event.reason,
-            connection_id: connection.map(|(id, _)| id.to_string()),
-            protocol: connection.map(|(_, protocol)| protocol.as_str().to_owned()),
-            // Exact up to 2^53, far beyond any count a process reaches.
-            dropped: match event.kind {
-                core::EventKind::Lagged { dropped } => Some(dropped as f64),
-                _ => None,
-            },
+/// A user connection opened (`connected`) or closed (`disconnected`).
+#[napi(object)]
+pub struct ConnectionEvent {
+    #[napi(ts_type = "'connected' | 'disconnected'")]
+    pub kind: String,
+    pub build_id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, in words for people and logs (never a secret).
+    pub reason: String,
+    /// The connection's id, as in `Session.liveConnections`.
+    pub connection_id: String,
+    #[napi(ts_type = "Protocol")]
+    pub protocol: String,
+}
+
+/// This subscriber fell `eventQueue` events behind: `dropped` events were not delivered to it
+/// (others got them), and this one stands in their place. `buildId` and `at` are those of the
+/// first one missed, but the missed ones may concern any build: re-read the sessions you follow.
+#[napi(object)]
+pub struct LaggedEvent {
+    #[napi(ts_type = "'lagged'")]
+    pub kind: String,
+    pub build_id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, in words for people and logs (never a secret).
+    pub reason: String,
+    /// How many events this subscriber missed.
+    pub dropped: f64,
+}
+
+/// The JavaScript event for a core event.
+fn to_js(event: core::Event) -> Event {
+    let (build_id, at, reason) = (event.build_id.to_string(), rfc3339(event.at), event.reason);
+    let kind = event.kind.as_str().to_owned();
+    match event.kind {
+        core::EventKind::Connected { connection, protocol }
+        | core::EventKind::Disconnected { connection, protocol } => Either3::B(ConnectionEvent {
+            kind,
+            build_id,
+            at,
+            reason,
+            connection_id: connection.to_string(),
+            protocol: protocol.as_str().to_owned(),
+        }),
+        // Exact up to 2^53, far beyond any count a process reaches.
+        core::EventKind::Lagged { dropped } => {
+            Either3::C(LaggedEvent { kind, build_id, at, reason, dropped: dropped as f64 })
         }
+        _ => Either3::A(SessionEvent { kind, build_id, at, reason }),
     }
 }
 
@@ -87,7 +119,7 @@ impl AsyncGenerator for Subscription {
             if next.is_none() {
                 *queue = None; // unsubscribes
             }
-            Ok(next.map(Event::from))
+            Ok(next.map(to_js))
         }
     }
 
@@ -131,7 +163,7 @@ impl Subscription {
             return None;
         }
         let mut queue = self.queue.try_lock().ok()?;
-        queue.as_mut()?.try_next().map(Event::from)
+        queue.as_mut()?.try_next().map(to_js)
     }
 
     /// Whether `close()` was called (or the iteration ended).
@@ -166,7 +198,7 @@ impl EventListener {
                     // The callback's result is passed on, so that a throw is still an
                     // uncaught exception.
                     let status = call.call_with_return_value(
-                        Event::from(event),
+                        to_js(event),
                         ThreadsafeFunctionCallMode::NonBlocking,
                         move |result, _| {
                             let _ = done.send(());
@@ -203,5 +235,11 @@ impl EventListener {
             #[allow(deprecated)]
             let _ = callback.abort();
         }
+    }
+
+    /// Whether `close()` was called.
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.callback.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_none()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{ClassInstance, PromiseRaw, Unknown};
+use napi::bindgen_prelude::{ClassInstance, PromiseRaw, This, Unknown};
 use napi::{Env, JsString, Result};
 
 use napi_derive::napi;
@@ -11,6 +11,7 @@ use remote_access_core as core;
 use crate::authority::Authority;
 use crate::convert::{millis_or, secret, whole};
 use crate::errors::{OrThrow, Outcome, Stop, outcome, promise, stop_signal, stopped};
+use crate::keepalive::KeepAlive;
 
 /// The gateway's SSH host key, which users pin. Persist it (`toOpenssh()`) so that it survives
 /// restarts.
@@ -320,29 +321,41 @@ impl Gateway {
     #[napi]
     pub fn start<'env>(&self, env: &'env Env, addr: String) -> Result<PromiseRaw<'env, RunningGateway>> {
         let gateway = self.0.clone();
+        let keep_alive = KeepAlive::new(env)?;
         let started = async move {
-            let running = gateway.start(&addr).await?;
+            let running = match gateway.start(&addr).await {
+                Ok(running) => running,
+                Err(err) => {
+                    keep_alive.release();
+                    return Err(err);
+                }
+            };
             let local_addr = running.local_addr();
             let (stop, done) = (stop_signal(), Arc::new(tokio::sync::watch::channel(None).0));
             let (signal, result): (Stop, Arc<Outcome<()>>) = (stop.clone(), done.clone());
-            // The task owns the gateway: only `stop()` stops it, not the JS object being collected.
+            // The task owns the gateway and the handle that keeps Node running: only `stop()`
+            // stops them, not the JS object being collected.
+            let held = keep_alive.clone();
             napi::bindgen_prelude::spawn(async move {
                 stopped(signal).await;
                 result.send_replace(Some(running.stop().await.map_err(Arc::new)));
+                held.release();
             });
-            Ok::<_, core::Error>(RunningGateway { local_addr, stop, done })
+            Ok::<_, core::Error>(RunningGateway { local_addr, stop, done, keep_alive })
         };
         promise(env, started, Ok)
     }
 }
 
 /// A gateway serving in the background until `await running.stop()` (every caller waits for
-/// the same stop); the garbage collector does not stop it.
+/// the same stop). Like a listening `net.Server`, it keeps Node running until stopped, unless
+/// `unref()` is called; the garbage collector does not stop it.
 #[napi]
 pub struct RunningGateway {
     local_addr: std::net::SocketAddr,
     stop: Stop,
     done: Arc<Outcome<()>>,
+    keep_alive: KeepAlive,
 }
 
 #[napi]
@@ -365,5 +378,26 @@ impl RunningGateway {
     pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         self.stop.send_replace(true);
         promise(env, outcome(self.done.clone()), Ok)
+    }
+
+    /// Keeps Node running while the gateway serves (the default), as `server.ref()` does.
+    #[napi(js_name = "ref", ts_return_type = "this")]
+    pub fn keep_ref<'env>(&self, env: Env, this: This<'env>) -> Result<This<'env>> {
+        self.keep_alive.set_ref(&env, true)?;
+        Ok(this)
+    }
+
+    /// Lets Node exit while the gateway serves, if nothing else keeps it running, as
+    /// `server.unref()` does.
+    #[napi(ts_return_type = "this")]
+    pub fn unref<'env>(&self, env: Env, this: This<'env>) -> Result<This<'env>> {
+        self.keep_alive.set_ref(&env, false)?;
+        Ok(this)
+    }
+
+    /// Whether the gateway keeps Node running now: until `unref()` or the end of `stop()`.
+    #[napi]
+    pub fn has_ref(&self) -> bool {
+        self.keep_alive.has_ref()
     }
 }

@@ -13,19 +13,20 @@ const path = require('node:path')
 const readline = require('node:readline')
 
 const { startSshd, runScript } = require('./peers')
+const { dir: packageDir } = require('./package')
 
 const PACKAGE = path.resolve(__dirname, '..')
 const DOC = path.resolve(PACKAGE, '..', 'docs', 'node.md')
 
-/** A scratch project where `require('remote-access')` finds this package, with the example. */
+/** A scratch project where `require('remote-access')` finds the package under test, with the example. */
 function project() {
   const blocks = [...fs.readFileSync(DOC, 'utf8').matchAll(/```js\n([\s\S]*?)```/g)]
   assert.ok(blocks.length > 0, 'docs/node.md has no js example')
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-example-'))
-  fs.mkdirSync(path.join(dir, 'node_modules'))
-  fs.symlinkSync(PACKAGE, path.join(dir, 'node_modules', 'remote-access'))
-  fs.writeFileSync(path.join(dir, 'ci-service.js'), blocks[0][1])
-  return dir
+  const project = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-example-'))
+  fs.mkdirSync(path.join(project, 'node_modules'))
+  fs.symlinkSync(packageDir, path.join(project, 'node_modules', 'remote-access'))
+  fs.writeFileSync(path.join(project, 'ci-service.js'), blocks[0][1])
+  return project
 }
 
 test('the documented CI service type-checks', () => {

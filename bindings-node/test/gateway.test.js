@@ -12,13 +12,14 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
-const ra = require('..')
+const { ra } = require('./package')
+/** @import * as T from '..' */
 const { freePort, startSshd, startTigervnc, startRedis, nextEvent, runScript } = require('./peers')
 
 /**
  * An authority and a started gateway; `body` gets them and an event iterator.
- * @param {ra.AuthorityOptions} options
- * @param {(kit: {authority: ra.Authority, gateway: ra.Gateway, running: ra.RunningGateway, events: AsyncIterator<ra.Event>, scratch: string}) => Promise<void>} body
+ * @param {T.AuthorityOptions} options
+ * @param {(kit: {authority: T.Authority, gateway: T.Gateway, running: T.RunningGateway, events: AsyncIterator<T.Event>, scratch: string}) => Promise<void>} body
  */
 async function serving(options, body) {
   const authority = new ra.Authority(options)
@@ -37,10 +38,10 @@ async function serving(options, body) {
 
 /**
  * Issues credentials and writes the build's POSIX script.
- * @param {{authority: ra.Authority, gateway: ra.Gateway, running: ra.RunningGateway, scratch: string}} kit
+ * @param {{authority: T.Authority, gateway: T.Gateway, running: T.RunningGateway, scratch: string}} kit
  * @param {string} buildId
- * @param {ra.Builder} builder
- * @returns {Promise<[ra.Credentials, string]>}
+ * @param {T.Builder} builder
+ * @returns {Promise<[T.Credentials, string]>}
  */
 async function issue(kit, buildId, builder) {
   const credentials = await kit.authority.issue(buildId, { trigger: 'manual', remoteAccessEnabled: true, builder })
@@ -49,8 +50,8 @@ async function issue(kit, buildId, builder) {
 
 /**
  * Writes the build's POSIX script for this kit's gateway.
- * @param {{authority: ra.Authority, gateway: ra.Gateway, running: ra.RunningGateway, scratch: string}} kit
- * @param {ra.Credentials} credentials
+ * @param {{authority: T.Authority, gateway: T.Gateway, running: T.RunningGateway, scratch: string}} kit
+ * @param {T.Credentials} credentials
  * @returns {Promise<string>}
  */
 async function writeScript(kit, credentials) {
@@ -68,7 +69,7 @@ test('the script reaches the builder and revoke cuts a live session', async () =
   const sshd = await startSshd()
   try {
     await serving({}, async (kit) => {
-      /** @type {ra.Event[]} */
+      /** @type {T.Event[]} */
       const seen = []
       const listener = kit.authority.onEvent((event) => seen.push(event))
       const [credentials, script] = await issue(kit, 'node-revoke', sshd.builder())
@@ -105,7 +106,7 @@ test('the script reaches the builder and revoke cuts a live session', async () =
       listener.close()
       const story = seen
         .filter((event) => ['issued', 'connected', 'disconnected', 'revoked'].includes(event.kind))
-        .map((event) => `${event.kind}${event.connectionId ? ` ${event.connectionId}` : ''}`)
+        .map((event) => `${event.kind}${'connectionId' in event ? ` ${event.connectionId}` : ''}`)
       assert.deepEqual(story, [
         'issued',
         `connected ${first.connectionId}`,

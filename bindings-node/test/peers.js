@@ -9,7 +9,8 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 
-const ra = require('..')
+const { ra } = require('./package')
+/** @import * as T from '..' */
 
 /** @returns {Promise<number>} */
 function freePort() {
@@ -151,7 +152,7 @@ async function listening(command, argsFor) {
 
 /**
  * A real sshd on a loopback port: the build's machine.
- * @returns {Promise<{dir: string, port: number, hostKey: string, buildDir: string, authorize: (line: string) => void, builder: (extra?: Partial<ra.Builder>) => ra.Builder, stop: () => Promise<void>}>}
+ * @returns {Promise<{dir: string, port: number, hostKey: string, buildDir: string, authorize: (line: string) => void, builder: (extra?: Partial<T.Builder>) => T.Builder, stop: () => Promise<void>}>}
  */
 async function startSshd() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-sshd-'))
@@ -209,9 +210,10 @@ async function startTigervnc() {
 
 /**
  * The next event of `kind` from an async iterator of events, skipping others.
- * @param {AsyncIterator<ra.Event>} events
- * @param {string} kind
- * @returns {Promise<ra.Event>}
+ * @template {T.EventKind} K
+ * @param {AsyncIterator<T.Event>} events
+ * @param {K} kind
+ * @returns {Promise<T.Event & { kind: K }>}
  */
 async function nextEvent(events, kind, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs
@@ -223,9 +225,9 @@ async function nextEvent(events, kind, timeoutMs = 60_000) {
       timer = setTimeout(() => reject(new Error(`no ${kind} event within ${timeoutMs} ms`)), Math.max(left, 0))
     })
     const result = await Promise.race([events.next(), timeout]).finally(() => clearTimeout(timer))
-    const { value, done } = /** @type {IteratorResult<ra.Event>} */ (result)
+    const { value, done } = /** @type {IteratorResult<T.Event>} */ (result)
     if (done) throw new Error(`the subscription ended before a ${kind} event`)
-    if (value.kind === kind) return value
+    if (value.kind === kind) return /** @type {T.Event & { kind: K }} */ (value)
   }
 }
 

@@ -1,11 +1,14 @@
-//! The gateway: host key, VNC TLS certificate, start and stop, `async with`.
+//! The gateway: host key, VNC TLS certificate, start and stop, `async with`, and the registry
+//! that keeps started gateways serving when Python drops their handles.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use remote_access_core as core;
-use tokio::sync::Mutex;
 
 use crate::authority::Authority;
 use crate::convert::Seconds;
@@ -230,17 +233,12 @@ impl Gateway {
         ])
     }
 
-    /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background (awaitable →
-    /// `RunningGateway`). The VNC ports are bound on the same address.
-    fn start<'py>(&self, py: Python<'py>, addr: String) -> PyResult<Bound<'py, PyAny>> {
-        let gateway = self.0.clone();
-        awaitable(py, async move {
-            let running = gateway.start(&addr).await.py()?;
-            Ok(RunningGateway {
-                local_addr: running.local_addr(),
-                running: Arc::new(Mutex::new(Some(running))),
-            })
-        })
+    /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background: `await
+    /// gateway.start(addr)` → a `RunningGateway`, which serves until `stop()` or the end of the
+    /// process (dropping it does not stop it), or `async with gateway.start(addr) as running:`,
+    /// which stops it on leaving the block. The VNC ports are bound on the same address.
+    fn start(&self, addr: String) -> GatewayStart {
+        GatewayStart { gateway: self.0.clone(), addr, begun: AtomicBool::new(false), entered: Arc::default() }
     }
 
     fn __repr__(&self) -> String {
@@ -248,12 +246,127 @@ impl Gateway {
     }
 }
 
-/// A gateway serving in the background: `await running.stop()`, or `async with`. Dropping it
-/// stops it without waiting.
+/// What `Gateway.start(addr)` returns: await it for a `RunningGateway`, or use it with
+/// `async with` to stop the gateway on leaving the block. Like a coroutine, it starts the
+/// gateway once, when awaited or entered.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct GatewayStart {
+    gateway: core::Gateway,
+    addr: String,
+    /// Awaited or entered already.
+    begun: AtomicBool,
+    /// The gateway `async with` started, for `__aexit__` to stop.
+    entered: Arc<StdMutex<Option<u64>>>,
+}
+
+impl GatewayStart {
+    /// Starts the gateway (an awaitable → `RunningGateway`); `entered` records its id.
+    fn begin<'py>(
+        &self,
+        py: Python<'py>,
+        entered: Option<Arc<StdMutex<Option<u64>>>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.begun.swap(true, Ordering::AcqRel) {
+            return Err(PyRuntimeError::new_err(
+                "this gateway.start() was already awaited or entered; call gateway.start() again",
+            ));
+        }
+        let (gateway, addr) = (self.gateway.clone(), self.addr.clone());
+        awaitable(py, async move {
+            let running = gateway.start(&addr).await.py()?;
+            let started = Started::serve(running);
+            if let (Some(entered), Some(id)) = (entered, started.id()) {
+                *entered.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+            }
+            Ok(started)
+        })
+    }
+}
+
+#[pymethods]
+impl GatewayStart {
+    fn __await__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.begin(py, None)?.call_method0("__await__")
+    }
+
+    fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.begin(py, Some(self.entered.clone()))
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = self.entered.lock().unwrap_or_else(PoisonError::into_inner).take();
+        awaitable(py, stop(id))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("GatewayStart({:?})", self.addr)
+    }
+}
+
+/// The gateways serving in the background, by id. Held here, not by their `RunningGateway`,
+/// so that they serve on when Python drops it (as `asyncio.start_server`'s servers do), until
+/// `stop()`, or until the runtime stops at interpreter exit.
+static SERVING: StdMutex<BTreeMap<u64, core::RunningGateway>> = StdMutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Stops the gateway `id` (if it still serves) and waits until it has stopped.
+async fn stop(id: Option<u64>) -> PyResult<()> {
+    let running = id.and_then(|id| SERVING.lock().unwrap_or_else(PoisonError::into_inner).remove(&id));
+    match running {
+        Some(running) => running.stop().await.py(),
+        None => Ok(()),
+    }
+}
+
+/// A started gateway on its way to Python. If it never gets there (the awaiting task was
+/// cancelled just as the start completed), nobody could stop it, so it is stopped here.
+struct Started(Option<RunningGateway>);
+
+impl Started {
+    fn serve(running: core::RunningGateway) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let local_addr = running.local_addr();
+        SERVING.lock().unwrap_or_else(PoisonError::into_inner).insert(id, running);
+        Self(Some(RunningGateway { id, local_addr }))
+    }
+
+    fn id(&self) -> Option<u64> {
+        self.0.as_ref().map(|running| running.id)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(running) = self.0.take() {
+            // Dropping a core `RunningGateway` stops it without waiting.
+            drop(SERVING.lock().unwrap_or_else(PoisonError::into_inner).remove(&running.id));
+        }
+    }
+}
+
+impl<'py> IntoPyObject<'py> for Started {
+    type Target = RunningGateway;
+    type Output = Bound<'py, RunningGateway>;
+    type Error = PyErr;
+
+    fn into_pyobject(mut self, py: Python<'py>) -> PyResult<Self::Output> {
+        let running =
+            self.0.take().ok_or_else(|| PyRuntimeError::new_err("the gateway was handed over already"))?;
+        Bound::new(py, running)
+    }
+}
+
+/// A gateway serving in the background, until `await running.stop()` or the end of the
+/// process: dropping it does not stop it. `async with running:` stops it on leaving the block.
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct RunningGateway {
+    id: u64,
     local_addr: std::net::SocketAddr,
-    running: Arc<Mutex<Option<core::RunningGateway>>>,
 }
 
 #[pymethods]
@@ -270,17 +383,17 @@ impl RunningGateway {
         self.local_addr.port()
     }
 
+    /// Whether it serves: false once `stop()` was called.
+    #[getter]
+    fn serving(&self) -> bool {
+        SERVING.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&self.id)
+    }
+
     /// Stops accepting, closes every connection and waits until all are gone. Live sessions
     /// are detached, not ended: a gateway started again on the same authority serves them.
+    /// Stopping again does nothing.
     fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let running = self.running.clone();
-        awaitable(py, async move {
-            let running = running.lock().await.take();
-            match running {
-                Some(running) => running.stop().await.py(),
-                None => Ok(()),
-            }
-        })
+        awaitable(py, stop(Some(self.id)))
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {

@@ -8,7 +8,8 @@
 //!   and aborts the process (a late awaitable result is enough). So an `atexit` handler, which
 //!   runs before finalization, shuts the runtime down with the GIL released: threads that are
 //!   in Python finish, the rest is dropped, and no runtime thread is left when Python
-//!   finalizes. After it, the bindings refuse new work.
+//!   finalizes. After it, the bindings refuse new work. The same handler then stops the
+//!   thread that delivers log records (`logs`), the other thread of ours that takes the GIL.
 //! - `fork()`. The runtime's worker threads do not survive it: a child that inherited a
 //!   started runtime would wait forever on threads that do not exist. Every awaitable
 //!   therefore checks that it is created in the process that started the runtime, and raises
@@ -39,8 +40,9 @@ static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
 /// The bindings' runtime, started on first use.
 pub(crate) fn get() -> PyResult<&'static Handle> {
     if SHUT_DOWN.load(Ordering::Acquire) {
-        return Err(RemoteAccessError::new_err(
-            "remote_access has shut down because the interpreter is exiting",
+        return Err(with_code(
+            "shut_down",
+            "remote_access has shut down because the interpreter is exiting".into(),
         ));
     }
     let started = STARTED.get_or_init(|| {
@@ -53,14 +55,17 @@ pub(crate) fn get() -> PyResult<&'static Handle> {
         *OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(runtime);
         Ok((handle, std::process::id()))
     });
-    let (handle, pid) = started.as_ref().map_err(|err| RemoteAccessError::new_err(err.clone()))?;
+    let (handle, pid) = started.as_ref().map_err(|err| with_code("internal", err.clone()))?;
     if *pid != std::process::id() {
-        return Err(forked(format!(
-            "remote_access was started in process {pid} and this process ({}) is a fork of it: its \
+        return Err(with_code(
+            "forked",
+            format!(
+                "remote_access was started in process {pid} and this process ({}) is a fork of it: its \
              network threads did not survive the fork. Use remote_access in the parent, or start \
              child processes with multiprocessing's 'spawn' or 'forkserver' method",
-            std::process::id()
-        )));
+                std::process::id()
+            ),
+        ));
     }
     Ok(handle)
 }
@@ -70,21 +75,25 @@ pub(crate) fn get() -> PyResult<&'static Handle> {
 pub(crate) fn _shutdown(py: Python<'_>) {
     SHUT_DOWN.store(true, Ordering::Release);
     let runtime = OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-    let Some(runtime) = runtime else { return };
-    match STARTED.get() {
-        Some(Ok((_, pid))) if *pid == std::process::id() => {
-            py.detach(|| runtime.shutdown_timeout(SHUTDOWN_WAIT));
+    if let Some(runtime) = runtime {
+        match STARTED.get() {
+            Some(Ok((_, pid))) if *pid == std::process::id() => {
+                py.detach(|| runtime.shutdown_timeout(SHUTDOWN_WAIT));
+            }
+            // A forked child's copy has no threads to stop or wait for.
+            _ => std::mem::forget(runtime),
         }
-        // A forked child's copy has no threads to stop or wait for.
-        _ => std::mem::forget(runtime),
     }
+    // Last: the runtime's threads may have logged on their way out.
+    crate::logs::shutdown(py);
 }
 
-/// The error for a forked child, with `code` `forked` like every other error's code.
-fn forked(message: String) -> PyErr {
+/// A `RemoteAccessError` of the bindings' own (`forked`, `shut_down`), with a `code` like
+/// every error from the core.
+fn with_code(code: &'static str, message: String) -> PyErr {
     let err = RemoteAccessError::new_err(message);
     Python::attach(|py| {
-        let _ = err.value(py).setattr("code", "forked");
+        let _ = err.value(py).setattr("code", code);
     });
     err
 }
@@ -117,7 +126,10 @@ impl pyo3_async_runtimes::generic::Runtime for Bindings {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        started().spawn(fut)
+        started().spawn(async move {
+            fut.await;
+            release_deferred_references();
+        })
     }
 
     fn spawn_blocking<F>(f: F) -> Self::JoinHandle
@@ -126,6 +138,28 @@ impl pyo3_async_runtimes::generic::Runtime for Bindings {
     {
         started().spawn_blocking(f)
     }
+}
+
+/// Set while a `release_deferred_references` is on its way.
+static RELEASE_SCHEDULED: AtomicBool = AtomicBool::new(false);
+
+/// Applies the reference counts that pyo3 deferred, soon, off the runtime's workers.
+///
+/// pyo3-async-runtimes drops its last reference to an awaitable's asyncio future when its
+/// task ends, on a runtime thread that is not attached to Python; pyo3 then defers that
+/// decrement until some thread next attaches. Meanwhile the future keeps its result alive: a
+/// `LiveConnection` the caller has dropped would go unreported until the program next calls
+/// the package. So after each task a blocking thread attaches once (one at a time: tasks
+/// ending meanwhile share it), which applies every deferred decrement.
+fn release_deferred_references() {
+    if SHUT_DOWN.load(Ordering::Acquire) || RELEASE_SCHEDULED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    drop(started().spawn_blocking(|| {
+        // Cleared first: a decrement deferred while this runs schedules the next release.
+        RELEASE_SCHEDULED.store(false, Ordering::Release);
+        Python::attach(|_| {});
+    }));
 }
 
 /// The runtime's handle for pyo3-async-runtimes, which spawns only inside `awaitable`, after

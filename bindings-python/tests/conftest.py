@@ -222,7 +222,7 @@ def tigervnc() -> Iterator[VncServer]:
             stop(proc)
 
 
-async def next_event(events: ra.Subscription, kind: str, timeout: float = 60) -> ra.Event:
+async def next_event(events: ra.Subscription, kind: ra.EventKind, timeout: float = 60) -> ra.Event:
     """The next event of `kind`, skipping others."""
 
     async def wait() -> ra.Event:

@@ -34,7 +34,7 @@ async def serving(**authority_options: object) -> AsyncIterator[Kit]:
     events = authority.subscribe()
     gateway = ra.Gateway(authority, auth_rejection_delay=0.05)
     with tempfile.TemporaryDirectory(prefix="ra-py-") as scratch:
-        async with await gateway.start("127.0.0.1:0") as running:
+        async with gateway.start("127.0.0.1:0") as running:
             yield Kit(authority, gateway, running, events, pathlib.Path(scratch))
     events.close()
 

@@ -1,8 +1,16 @@
 """Temporary, per-build SSH and VNC access to CI builders through a public gateway.
 
 The Rust core (``remote-access-core``) does the work; this package exposes it to Python with
-the same names and behaviour. Every awaitable runs on the caller's asyncio loop. See
-``docs/python.md``.
+the same names and behaviour. Every awaitable runs on the caller's asyncio loop.
+
+Logs: the core's log lines are ``logging`` records under the ``remote_access`` logger
+(``remote_access.gateway.ssh.handler`` says why a login was refused; libraries inside the
+extension, such as russh, log under ``remote_access.deps``). Levels down to DEBUG are
+forwarded. A logger's level is cached on its first record: after changing levels or handlers
+later, call ``reset_log_cache()``.
+
+Types: the fixed sets of strings (``Trigger``, ``EventKind``, ``Phase``, ...) are ``Literal``
+types, for annotations and for type checkers to catch a typo.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from remote_access._native import (
     Credentials,
     Event,
     Gateway,
+    GatewayStart,
     HostKey,
     HostKeyMismatchError,
     InternalError,
@@ -39,21 +48,43 @@ from remote_access._native import (
     TlsIdentity,
     UnknownBuildError,
     __version__,
+    reset_log_cache,
     run_agent,
     vnc_auth_response,
     vnc_password_file,
 )
+from remote_access._types import (
+    AgentExit,
+    ConnectionProtocol,
+    DenialReason,
+    EndReasonCode,
+    ErrorCode,
+    EventDict,
+    EventKind,
+    GatewayStats,
+    Phase,
+    Trigger,
+)
 
 __all__ = [
     "AccessDeniedError",
+    "AgentExit",
     "Authority",
     "Builder",
     "BuildExistsError",
     "ConnectionInfo",
+    "ConnectionProtocol",
     "ContentionError",
     "Credentials",
+    "DenialReason",
+    "EndReasonCode",
+    "ErrorCode",
     "Event",
+    "EventDict",
+    "EventKind",
     "Gateway",
+    "GatewayStart",
+    "GatewayStats",
     "HostKey",
     "HostKeyMismatchError",
     "InternalError",
@@ -63,6 +94,7 @@ __all__ = [
     "ManualClock",
     "NoCapacityError",
     "NotManuallyTriggeredError",
+    "Phase",
     "Policy",
     "RemoteAccessDisabledError",
     "RemoteAccessError",
@@ -73,8 +105,10 @@ __all__ = [
     "StoreUnavailableError",
     "Subscription",
     "TlsIdentity",
+    "Trigger",
     "UnknownBuildError",
     "__version__",
+    "reset_log_cache",
     "run_agent",
     "vnc_auth_response",
     "vnc_password_file",
