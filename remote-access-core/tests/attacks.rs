@@ -796,22 +796,6 @@ async fn an_encrypted_vnc_connection_waiting_to_authenticate_costs_little() {
     running.stop().await.unwrap();
 }
 
-/// A rustls client that trusts only `identity`'s certificate.
-fn tls_client(identity: &remote_access_core::TlsIdentity) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = identity.certificate_pem();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// A VNC client that chose VeNCrypt X509Vnc, finished TLS, read the challenge and waits.
 async fn vencrypt_waiting(tls: tokio_rustls::TlsConnector, from: IpAddr, to: SocketAddr) -> Box<dyn Send> {
     let mut tcp = connect_from(from, to).await.unwrap();

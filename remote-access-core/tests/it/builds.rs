@@ -129,3 +129,20 @@ pub async fn settle(gateway: &Gateway, want: impl Fn(&GatewayStats) -> bool) -> 
     }
     panic!("the gateway's counters did not settle: {:?}", gateway.stats());
 }
+
+/// A rustls client (ring) that trusts only `identity`'s certificate: what a user's client
+/// does once given the gateway's VNC certificate.
+pub fn tls_client(identity: &remote_access_core::TlsIdentity) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = identity.certificate_pem();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}

@@ -58,18 +58,7 @@ impl Fixture {
 
     /// A TLS client that trusts only the gateway's certificate.
     fn tls(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = self.identity.certificate_pem();
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tls_client(&self.identity)
     }
 
     /// RFB over a WebSocket to `port`: `wss://` with `tls`, else `ws://`.
