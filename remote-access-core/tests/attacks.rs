@@ -671,6 +671,19 @@ async fn offered_wrong_keys_count_as_guesses_without_locking_the_owner_out() {
     running.stop().await.unwrap();
 }
 
+/// A gateway with `options` and one VNC port, started on loopback: the gateway, its handle and
+/// the VNC port.
+async fn with_vnc_port(
+    options: remote_access_core::GatewayOptions,
+) -> (Gateway, remote_access_core::RunningGateway, u16) {
+    let vnc_port = free_port();
+    let mut authority_options = AuthorityOptions::default();
+    authority_options.vnc_ports = vec![vnc_port];
+    let gateway = Gateway::new(authority(authority_options), options).unwrap();
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    (gateway, running, vnc_port)
+}
+
 /// What a connection waiting to authenticate costs the gateway, measured (the figures
 /// `docs/security.md` gives, and the default pool of 10,000 is sized by): an SSH client that
 /// finished its key exchange and waits, an idle VNC connection, and the worst an SSH client can
@@ -681,12 +694,7 @@ async fn a_connection_waiting_to_authenticate_costs_little() {
     let _serial = SERIAL.lock().await;
     more_open_files();
     let attackers = Attackers::new();
-    let vnc_port = free_port();
-    let mut authority_options = AuthorityOptions::default();
-    authority_options.vnc_ports = vec![vnc_port];
-    let authority = authority(authority_options);
-    let gateway = Gateway::new(authority, flood_options()).unwrap();
-    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let (gateway, running, vnc_port) = with_vnc_port(flood_options()).await;
     let addr = running.local_addr();
     let ssh = cost(&gateway, &attackers, "SSH, key exchange done", kexed, addr).await;
     let vnc =
@@ -758,15 +766,10 @@ async fn an_encrypted_vnc_connection_waiting_to_authenticate_costs_little() {
     let _serial = SERIAL.lock().await;
     more_open_files();
     let attackers = Attackers::new();
-    let vnc_port = free_port();
-    let mut authority_options = AuthorityOptions::default();
-    authority_options.vnc_ports = vec![vnc_port];
-    let authority = authority(authority_options);
     let identity = remote_access_core::TlsIdentity::generate(&["localhost"]).unwrap();
     let mut options = flood_options();
     options.vnc_tls = Some(identity.clone());
-    let gateway = Gateway::new(authority, options).unwrap();
-    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let (gateway, running, vnc_port) = with_vnc_port(options).await;
     let to = SocketAddr::from(([127, 0, 0, 1], vnc_port));
     let tls = tls_client(&identity);
     let connector = tls.clone();
