@@ -22,6 +22,7 @@ export type EndReasonCode =
   | 'max_duration_reached'
   | 'nobody_connected'
   | 'logged_out'
+  | 'connection_lost'
   | 'revoked'
   | 'cancelled'
   | 'build_finished'
@@ -30,11 +31,14 @@ export type EndReasonCode =
 export type EventKind =
   | 'issued'
   | 'steps_completed'
+  | 'deadline_changed'
   | 'connected'
   | 'disconnected'
+  | 'dropped'
   | 'revoked'
   | 'expired'
   | 'logged_out'
+  | 'connection_lost'
   | 'finish_build'
   | 'tunnel_registered'
   | 'refused'
@@ -44,11 +48,12 @@ export type EventKind =
 
 /**
  * Something that happened to a build's remote access, from `authority.subscribe()` or
- * `authority.onEvent()`. `kind` tells which it is: `connected` and `disconnected` carry the
- * connection (`ConnectionEvent`), `lagged` a count (`LaggedEvent`), the others nothing more
+ * `authority.onEvent()`. `kind` tells which it is: `connected`, `disconnected` and `dropped`
+ * carry the connection (`ConnectionEvent`), `deadline_changed` the new deadline
+ * (`DeadlineEvent`), `lagged` a count (`LaggedEvent`), the others nothing more
  * (`SessionEvent`).
  */
-export type Event = SessionEvent | ConnectionEvent | LaggedEvent
+export type Event = SessionEvent | ConnectionEvent | DeadlineEvent | LaggedEvent
 
 /** Why a builder agent returned (`RunningAgent.done()`). */
 export type AgentExit = 'session_ended' | 'refused' | 'replaced' | 'stopped'

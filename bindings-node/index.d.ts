@@ -22,6 +22,7 @@ export type EndReasonCode =
   | 'max_duration_reached'
   | 'nobody_connected'
   | 'logged_out'
+  | 'connection_lost'
   | 'revoked'
   | 'cancelled'
   | 'build_finished'
@@ -30,11 +31,14 @@ export type EndReasonCode =
 export type EventKind =
   | 'issued'
   | 'steps_completed'
+  | 'deadline_changed'
   | 'connected'
   | 'disconnected'
+  | 'dropped'
   | 'revoked'
   | 'expired'
   | 'logged_out'
+  | 'connection_lost'
   | 'finish_build'
   | 'tunnel_registered'
   | 'refused'
@@ -44,11 +48,12 @@ export type EventKind =
 
 /**
  * Something that happened to a build's remote access, from `authority.subscribe()` or
- * `authority.onEvent()`. `kind` tells which it is: `connected` and `disconnected` carry the
- * connection (`ConnectionEvent`), `lagged` a count (`LaggedEvent`), the others nothing more
+ * `authority.onEvent()`. `kind` tells which it is: `connected`, `disconnected` and `dropped`
+ * carry the connection (`ConnectionEvent`), `deadline_changed` the new deadline
+ * (`DeadlineEvent`), `lagged` a count (`LaggedEvent`), the others nothing more
  * (`SessionEvent`).
  */
-export type Event = SessionEvent | ConnectionEvent | LaggedEvent
+export type Event = SessionEvent | ConnectionEvent | DeadlineEvent | LaggedEvent
 
 /** Why a builder agent returned (`RunningAgent.done()`). */
 export type AgentExit = 'session_ended' | 'refused' | 'replaced' | 'stopped'
@@ -204,6 +209,12 @@ export declare class Authority {
   revoke(buildId: string, reason: string): Promise<undefined>
   /** The build's session. */
   session(buildId: string): Promise<Session>
+  /**
+   * The build's connection info as of now, in one call, from what the authority keeps (no
+   * `Credentials` needed; the scripts still need them): the same as `new
+   * ConnectionInfo(credentials, session, hostKey, options)`.
+   */
+  connectionInfo(buildId: string, hostKey: HostKey, options: ScriptOptions): Promise<ConnectionInfo>
   /** Checks an SSH login; resolves to the build id it belongs to. */
   verifySsh(username: string, publicKey: string): Promise<string>
   /** Checks a VNC password for a build. */
@@ -232,14 +243,24 @@ export declare class Authority {
 /**
  * Everything a client needs to connect, without secrets. `toJSON()` is the plain object a
  * web UI shows (the Rust and Python keys, in camelCase); the methods generate the scripts.
+ * A snapshot of the session it was made from: `refresh(session)` brings its time fields up
+ * to date, as does a new one from `authority.connectionInfo(...)`.
  */
 export declare class ConnectionInfo {
   constructor(credentials: Credentials, session: Session, hostKey: HostKey, options: ScriptOptions)
   /**
-   * The info as a plain object with camelCase keys, like every `toJSON()` of this package
-   * (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
+   * Brings the time fields up to date with `session` (the same build's, read later with
+   * `authority.session(buildId)`): the phase, the deadline once the steps completed, a
+   * reconnect window, the end. Throws `invalid_input` for another build's session, and then
+   * changes nothing.
    */
-  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }
+  refresh(session: Session): void
+  /**
+   * The info as a plain object with camelCase keys, like every `toJSON()` of this package
+   * (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case). Its
+   * values are the core's, so `grace` and `reconnectWindow` are seconds there too.
+   */
+  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; phase: Phase; deadline: string; maxEnd: string; grace: number; reconnectWindow: number; stepsCompletedAt: string | null; reconnectBy: string | null; endReason: EndReasonCode | null; accessRule: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }
   /** The `known_hosts` lines that pin the gateway (and the builder, when its key is known). */
   knownHosts(): string
   /** An `ssh_config` block for users who keep the key and `knownHosts()` in files. */
@@ -336,8 +357,8 @@ export declare class HostKey {
 
 /**
  * A user connection the platform carries itself (a transport other than the built-in
- * gateway); see `Authority.connected`. One the garbage collector drops without
- * `disconnect()` is recorded as disconnected (by the core).
+ * gateway); see `Authority.connected`. One the garbage collector drops without a report is
+ * recorded as lost (by the core): never taken for a logout.
  */
 export declare class LiveConnection {
   get buildId(): string
@@ -355,6 +376,13 @@ export declare class LiveConnection {
    * one closing is a logout). Only the first report counts.
    */
   disconnect(): Promise<undefined>
+  /**
+   * Records that the connection was lost to the network (a reset, a timeout), not closed by
+   * its user: after the steps, the last one lost opens the policy's reconnect window (a
+   * `dropped` event, `Session.reconnectBy`) instead of logging out. Only the first report
+   * counts.
+   */
+  lost(): Promise<undefined>
   /**
    * Records that the connection went away because its carrier stopped (not a logout). Only
    * the first report counts.
@@ -455,13 +483,29 @@ export declare class Session {
   get builder(): Builder | null
   get startedAt(): string
   get stepsCompletedAt(): string | null
-  /** When access ends at the latest, as things stand. */
+  /**
+   * When access ends at the latest, as things stand: `maxEnd` while the steps run, then
+   * the grace period's end (or `maxEnd`, if earlier).
+   */
   get deadline(): string
+  /** The latest end whatever happens: the build's start plus its maximum duration. */
+  get maxEnd(): string
+  /**
+   * While the session waits for a user whose last connection was lost (after the steps
+   * completed): until when the same credentials work again; null otherwise.
+   */
+  get reconnectBy(): string | null
+  /**
+   * The build's rule in words, with its own numbers (the actual deadline once the steps
+   * completed, a reconnect window, or how it ended).
+   */
+  get accessRule(): string
   get isEnded(): boolean
   get endReason(): string | null
   /**
    * Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
-   * `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
+   * `nobody_connected`, `logged_out`, `connection_lost`, `revoked`, `cancelled` or
+   * `build_finished`.
    */
   get endReasonCode(): EndReasonCode | null
   get endedAt(): string | null
@@ -470,7 +514,7 @@ export declare class Session {
   /** `[connection id, "ssh" | "vnc"]` for each live connection. */
   get liveConnections(): Array<[string, Protocol]>
   /** The snapshot as a plain object. */
-  toJSON(): { buildId: string; phase: Phase; policy: { graceMs: number; maxBuildDurationMs: number; finishIfUnusedAfterMs: number | null }; builder: { address: string; sshPort: number; extraPorts: Array<number>; vncPort: number | null; user: string; reverseTunnel: boolean; hostKey: string | null } | null; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: EndReasonCode | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, Protocol]> }
+  toJSON(): { buildId: string; phase: Phase; policy: { graceMs: number; maxBuildDurationMs: number; finishIfUnusedAfterMs: number | null; reconnectWindowMs: number }; builder: { address: string; sshPort: number; extraPorts: Array<number>; vncPort: number | null; user: string; reverseTunnel: boolean; hostKey: string | null } | null; startedAt: string; stepsCompletedAt: string | null; deadline: string; maxEnd: string; reconnectBy: string | null; accessRule: string; isEnded: boolean; endReason: string | null; endReasonCode: EndReasonCode | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, Protocol]> }
 }
 
 /**
@@ -592,9 +636,13 @@ export interface Builder {
  */
 export declare function cliMain(args: Array<string>): number
 
-/** A user connection opened (`connected`) or closed (`disconnected`). */
+/**
+ * A user connection opened (`connected`), closed by its user (`disconnected`) or lost to the
+ * network (`dropped`: after the steps completed, the last one lost opens the reconnect
+ * window, `Session.reconnectBy`).
+ */
 export interface ConnectionEvent {
-  kind: 'connected' | 'disconnected'
+  kind: 'connected' | 'disconnected' | 'dropped'
   buildId: string
   /** When (RFC 3339). */
   at: string
@@ -603,6 +651,18 @@ export interface ConnectionEvent {
   /** The connection's id, as in `Session.liveConnections`. */
   connectionId: string
   protocol: Protocol
+}
+
+/** The deadline moved (the steps completed): access now ends at `deadline` at the latest. */
+export interface DeadlineEvent {
+  kind: 'deadline_changed'
+  buildId: string
+  /** When (RFC 3339). */
+  at: string
+  /** Why, in words for people and logs (never a secret). */
+  reason: string
+  /** The new deadline (RFC 3339). */
+  deadline: string
 }
 
 /** Options of a `Gateway` (durations in milliseconds); every field has the core's default. */
@@ -802,12 +862,14 @@ export declare function onLog(callback: (record: LogRecord) => void, options?: L
  * How long access lasts (milliseconds): `graceMs` after the build steps complete (default 20
  * minutes), never past `maxBuildDurationMs` from the build's start (default 2 hours);
  * optionally ended early when nobody connected within `finishIfUnusedAfterMs` of the steps
- * completing.
+ * completing. After the steps completed, a user whose last connection was lost to the
+ * network (not logged out) may reconnect within `reconnectWindowMs` (default 2 minutes).
  */
 export interface Policy {
   graceMs?: number
   maxBuildDurationMs?: number
   finishIfUnusedAfterMs?: number
+  reconnectWindowMs?: number
 }
 
 /**
@@ -844,11 +906,12 @@ export interface ScriptOptions {
 
 /**
  * An event about a build's session: credentials issued, steps completed, access revoked or
- * expired, the user logged out, the build to be finished, a reverse tunnel registered, a
- * request refused, a key being guessed, the store out of reach.
+ * expired, the user logged out, the user's lost connection not resumed in time
+ * (`connection_lost`), the build to be finished, a reverse tunnel registered, a request
+ * refused, a key being guessed, the store out of reach.
  */
 export interface SessionEvent {
-  kind: Exclude<EventKind, 'connected' | 'disconnected' | 'lagged'>
+  kind: Exclude<EventKind, 'connected' | 'disconnected' | 'dropped' | 'deadline_changed' | 'lagged'>
   buildId: string
   /** When (RFC 3339). */
   at: string

@@ -187,9 +187,9 @@ function guard(fn, returnsPromise) {
 
 /** The methods that return a Promise, by class (checked against index.d.ts by the tests). */
 const PROMISE_METHODS = {
-  Authority: ['issue', 'stepsCompleted', 'buildFinished', 'cancel', 'revoke', 'session', 'verifySsh', 'verifyVnc', 'connected', 'expireDue', 'nextDeadline', 'purge'],
+  Authority: ['issue', 'stepsCompleted', 'buildFinished', 'cancel', 'revoke', 'session', 'connectionInfo', 'verifySsh', 'verifyVnc', 'connected', 'expireDue', 'nextDeadline', 'purge'],
   Gateway: ['start'],
-  LiveConnection: ['closed', 'disconnect', 'detach'],
+  LiveConnection: ['closed', 'disconnect', 'lost', 'detach'],
   RunningAgent: ['done'],
   RunningGateway: ['stop'],
 }

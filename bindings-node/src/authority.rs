@@ -10,18 +10,22 @@ use remote_access_core as core;
 use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, secret, time, to_millis};
 use crate::errors::{OrThrow, promise};
 use crate::events::{EventListener, Subscription};
+use crate::gateway::HostKey;
 use crate::keepalive::KeepAlive;
+use crate::script::{ConnectionInfo, ScriptOptions};
 
 /// How long access lasts (milliseconds): `graceMs` after the build steps complete (default 20
 /// minutes), never past `maxBuildDurationMs` from the build's start (default 2 hours);
 /// optionally ended early when nobody connected within `finishIfUnusedAfterMs` of the steps
-/// completing.
+/// completing. After the steps completed, a user whose last connection was lost to the
+/// network (not logged out) may reconnect within `reconnectWindowMs` (default 2 minutes).
 #[napi(object)]
 #[derive(Clone, Default)]
 pub struct Policy {
     pub grace_ms: Option<f64>,
     pub max_build_duration_ms: Option<f64>,
     pub finish_if_unused_after_ms: Option<f64>,
+    pub reconnect_window_ms: Option<f64>,
 }
 
 impl Policy {
@@ -33,6 +37,8 @@ impl Policy {
             millis_or(env, "maxBuildDurationMs", self.max_build_duration_ms, defaults.max_build_duration)?;
         policy.finish_if_unused_after =
             self.finish_if_unused_after_ms.map(|ms| millis(env, "finishIfUnusedAfterMs", ms)).transpose()?;
+        policy.reconnect_window =
+            millis_or(env, "reconnectWindowMs", self.reconnect_window_ms, defaults.reconnect_window)?;
         policy.validate().or_throw(env)?;
         Ok(policy)
     }
@@ -42,6 +48,7 @@ impl Policy {
         serde_json::json!({
             "graceMs": self.grace_ms, "maxBuildDurationMs": self.max_build_duration_ms,
             "finishIfUnusedAfterMs": self.finish_if_unused_after_ms,
+            "reconnectWindowMs": self.reconnect_window_ms,
         })
     }
 
@@ -50,6 +57,7 @@ impl Policy {
             grace_ms: Some(to_millis(policy.grace)),
             max_build_duration_ms: Some(to_millis(policy.max_build_duration)),
             finish_if_unused_after_ms: policy.finish_if_unused_after.map(to_millis),
+            reconnect_window_ms: Some(to_millis(policy.reconnect_window)),
         }
     }
 }
@@ -291,10 +299,28 @@ impl Session {
     pub fn steps_completed_at(&self) -> Option<String> {
         self.0.steps_completed_at().map(rfc3339)
     }
-    /// When access ends at the latest, as things stand.
+    /// When access ends at the latest, as things stand: `maxEnd` while the steps run, then
+    /// the grace period's end (or `maxEnd`, if earlier).
     #[napi(getter)]
     pub fn deadline(&self) -> String {
         rfc3339(self.0.deadline())
+    }
+    /// The latest end whatever happens: the build's start plus its maximum duration.
+    #[napi(getter)]
+    pub fn max_end(&self) -> String {
+        rfc3339(self.0.max_end())
+    }
+    /// While the session waits for a user whose last connection was lost (after the steps
+    /// completed): until when the same credentials work again; null otherwise.
+    #[napi(getter)]
+    pub fn reconnect_by(&self) -> Option<String> {
+        self.0.reconnect_by().map(rfc3339)
+    }
+    /// The build's rule in words, with its own numbers (the actual deadline once the steps
+    /// completed, a reconnect window, or how it ended).
+    #[napi(getter)]
+    pub fn access_rule(&self) -> String {
+        self.0.access_rule()
     }
     #[napi(getter)]
     pub fn is_ended(&self) -> bool {
@@ -305,7 +331,8 @@ impl Session {
         self.0.end().map(|(reason, _)| reason.to_string())
     }
     /// Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
-    /// `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    /// `nobody_connected`, `logged_out`, `connection_lost`, `revoked`, `cancelled` or
+    /// `build_finished`.
     #[napi(getter, ts_return_type = "EndReasonCode | null")]
     pub fn end_reason_code(&self) -> Option<&'static str> {
         self.0.end().map(|(reason, _)| reason.code())
@@ -333,13 +360,14 @@ impl Session {
     /// The snapshot as a plain object.
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; phase: Phase; policy: { graceMs: number; maxBuildDurationMs: number; finishIfUnusedAfterMs: number | null }; builder: { address: string; sshPort: number; extraPorts: Array<number>; vncPort: number | null; user: string; reverseTunnel: boolean; hostKey: string | null } | null; startedAt: string; stepsCompletedAt: string | null; deadline: string; isEnded: boolean; endReason: string | null; endReasonCode: EndReasonCode | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, Protocol]> }"
+        ts_return_type = "{ buildId: string; phase: Phase; policy: { graceMs: number; maxBuildDurationMs: number; finishIfUnusedAfterMs: number | null; reconnectWindowMs: number }; builder: { address: string; sshPort: number; extraPorts: Array<number>; vncPort: number | null; user: string; reverseTunnel: boolean; hostKey: string | null } | null; startedAt: string; stepsCompletedAt: string | null; deadline: string; maxEnd: string; reconnectBy: string | null; accessRule: string; isEnded: boolean; endReason: string | null; endReasonCode: EndReasonCode | null; endedAt: string | null; vncPort: number | null; everConnected: boolean; liveConnections: Array<[string, Protocol]> }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "buildId": self.build_id(), "phase": self.phase(), "policy": self.policy().to_json(),
             "builder": self.builder().map(|builder| builder.to_json()), "startedAt": self.started_at(),
             "stepsCompletedAt": self.steps_completed_at(), "deadline": self.deadline(),
+            "maxEnd": self.max_end(), "reconnectBy": self.reconnect_by(), "accessRule": self.access_rule(),
             "isEnded": self.is_ended(), "endReason": self.end_reason(), "endReasonCode": self.end_reason_code(),
             "endedAt": self.ended_at(),
             "vncPort": self.vnc_port(), "everConnected": self.ever_connected(),
@@ -349,8 +377,8 @@ impl Session {
 }
 
 /// A user connection the platform carries itself (a transport other than the built-in
-/// gateway); see `Authority.connected`. One the garbage collector drops without
-/// `disconnect()` is recorded as disconnected (by the core).
+/// gateway); see `Authority.connected`. One the garbage collector drops without a report is
+/// recorded as lost (by the core): never taken for a logout.
 #[napi]
 pub struct LiveConnection(core::LiveConnection);
 
@@ -390,6 +418,15 @@ impl LiveConnection {
     pub fn disconnect<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let connection = self.0.clone();
         promise(env, async move { connection.disconnect().await }, Ok)
+    }
+    /// Records that the connection was lost to the network (a reset, a timeout), not closed by
+    /// its user: after the steps, the last one lost opens the policy's reconnect window (a
+    /// `dropped` event, `Session.reconnectBy`) instead of logging out. Only the first report
+    /// counts.
+    #[napi]
+    pub fn lost<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let connection = self.0.clone();
+        promise(env, async move { connection.lost().await }, Ok)
     }
     /// Records that the connection went away because its carrier stopped (not a logout). Only
     /// the first report counts.
@@ -545,6 +582,24 @@ impl Authority {
     pub fn session<'env>(&self, env: &'env Env, build_id: String) -> Result<PromiseRaw<'env, Session>> {
         let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
         promise(env, async move { authority.session(&id).await }, |s| Ok(Session(s)))
+    }
+
+    /// The build's connection info as of now, in one call, from what the authority keeps (no
+    /// `Credentials` needed; the scripts still need them): the same as `new
+    /// ConnectionInfo(credentials, session, hostKey, options)`.
+    #[napi]
+    pub fn connection_info<'env>(
+        &self,
+        env: &'env Env,
+        build_id: String,
+        host_key: &HostKey,
+        options: ScriptOptions,
+    ) -> Result<PromiseRaw<'env, ConnectionInfo>> {
+        let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
+        let (host_key, options) = (host_key.0.clone(), options.into_core(env)?);
+        promise(env, async move { authority.connection_info(&id, &host_key, &options).await }, |info| {
+            Ok(ConnectionInfo(info))
+        })
     }
 
     /// Checks an SSH login; resolves to the build id it belongs to.

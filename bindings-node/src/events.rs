@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{AsyncGenerator, Either3};
+use napi::bindgen_prelude::{AsyncGenerator, Either4};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use remote_access_core as core;
@@ -10,16 +10,20 @@ use tokio::sync::Mutex;
 
 use crate::convert::rfc3339;
 
-/// Something that happened to a build's remote access: a `SessionEvent`, a `ConnectionEvent`
-/// or a `LaggedEvent`, told apart by `kind` (a discriminated union in TypeScript).
-pub type Event = Either3<SessionEvent, ConnectionEvent, LaggedEvent>;
+/// Something that happened to a build's remote access: a `SessionEvent`, a `ConnectionEvent`,
+/// a `DeadlineEvent` or a `LaggedEvent`, told apart by `kind` (a discriminated union in
+/// TypeScript).
+pub type Event = Either4<SessionEvent, ConnectionEvent, DeadlineEvent, LaggedEvent>;
 
 /// An event about a build's session: credentials issued, steps completed, access revoked or
-/// expired, the user logged out, the build to be finished, a reverse tunnel registered, a
-/// request refused, a key being guessed, the store out of reach.
+/// expired, the user logged out, the user's lost connection not resumed in time
+/// (`connection_lost`), the build to be finished, a reverse tunnel registered, a request
+/// refused, a key being guessed, the store out of reach.
 #[napi(object)]
 pub struct SessionEvent {
-    #[napi(ts_type = "Exclude<EventKind, 'connected' | 'disconnected' | 'lagged'>")]
+    #[napi(
+        ts_type = "Exclude<EventKind, 'connected' | 'disconnected' | 'dropped' | 'deadline_changed' | 'lagged'>"
+    )]
     pub kind: String,
     pub build_id: String,
     /// When (RFC 3339).
@@ -28,10 +32,12 @@ pub struct SessionEvent {
     pub reason: String,
 }
 
-/// A user connection opened (`connected`) or closed (`disconnected`).
+/// A user connection opened (`connected`), closed by its user (`disconnected`) or lost to the
+/// network (`dropped`: after the steps completed, the last one lost opens the reconnect
+/// window, `Session.reconnectBy`).
 #[napi(object)]
 pub struct ConnectionEvent {
-    #[napi(ts_type = "'connected' | 'disconnected'")]
+    #[napi(ts_type = "'connected' | 'disconnected' | 'dropped'")]
     pub kind: String,
     pub build_id: String,
     /// When (RFC 3339).
@@ -42,6 +48,20 @@ pub struct ConnectionEvent {
     pub connection_id: String,
     #[napi(ts_type = "Protocol")]
     pub protocol: String,
+}
+
+/// The deadline moved (the steps completed): access now ends at `deadline` at the latest.
+#[napi(object)]
+pub struct DeadlineEvent {
+    #[napi(ts_type = "'deadline_changed'")]
+    pub kind: String,
+    pub build_id: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Why, in words for people and logs (never a secret).
+    pub reason: String,
+    /// The new deadline (RFC 3339).
+    pub deadline: String,
 }
 
 /// This subscriber fell `eventQueue` events behind: `dropped` events were not delivered to it
@@ -66,7 +86,8 @@ fn to_js(event: core::Event) -> Event {
     let kind = event.kind.as_str().to_owned();
     match event.kind {
         core::EventKind::Connected { connection, protocol }
-        | core::EventKind::Disconnected { connection, protocol } => Either3::B(ConnectionEvent {
+        | core::EventKind::Disconnected { connection, protocol }
+        | core::EventKind::Dropped { connection, protocol } => Either4::B(ConnectionEvent {
             kind,
             build_id,
             at,
@@ -75,10 +96,13 @@ fn to_js(event: core::Event) -> Event {
             protocol: protocol.as_str().to_owned(),
         }),
         // Exact up to 2^53, far beyond any count a process reaches.
-        core::EventKind::Lagged { dropped } => {
-            Either3::C(LaggedEvent { kind, build_id, at, reason, dropped: dropped as f64 })
+        core::EventKind::DeadlineChanged { deadline } => {
+            Either4::C(DeadlineEvent { kind, build_id, at, reason, deadline: rfc3339(deadline) })
         }
-        _ => Either3::A(SessionEvent { kind, build_id, at, reason }),
+        core::EventKind::Lagged { dropped } => {
+            Either4::D(LaggedEvent { kind, build_id, at, reason, dropped: dropped as f64 })
+        }
+        _ => Either4::A(SessionEvent { kind, build_id, at, reason }),
     }
 }
 

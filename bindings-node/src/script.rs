@@ -30,10 +30,31 @@ pub struct ScriptOptions {
     pub vnc_websocket: Option<bool>,
 }
 
+impl ScriptOptions {
+    /// The core's options: what is set here over the core's defaults (for `new
+    /// ConnectionInfo` and `Authority.connectionInfo` alike).
+    pub(crate) fn into_core(self, env: &Env) -> Result<core::ScriptOptions> {
+        let mut options = core::ScriptOptions::new(
+            self.gateway_host,
+            port(env, "gatewayPort", self.gateway_port.unwrap_or(22.0))?,
+        );
+        if let Some(build_dir) = self.build_dir {
+            options.build_dir = build_dir;
+        }
+        options.vnc_tls_fingerprint = self.vnc_tls_fingerprint;
+        options.vnc_require_encryption =
+            self.vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
+        options.vnc_websocket = self.vnc_websocket.unwrap_or(options.vnc_websocket);
+        Ok(options)
+    }
+}
+
 /// Everything a client needs to connect, without secrets. `toJSON()` is the plain object a
 /// web UI shows (the Rust and Python keys, in camelCase); the methods generate the scripts.
+/// A snapshot of the session it was made from: `refresh(session)` brings its time fields up
+/// to date, as does a new one from `authority.connectionInfo(...)`.
 #[napi]
-pub struct ConnectionInfo(core::ConnectionInfo);
+pub struct ConnectionInfo(pub(crate) core::ConnectionInfo);
 
 #[napi]
 impl ConnectionInfo {
@@ -45,27 +66,29 @@ impl ConnectionInfo {
         host_key: &HostKey,
         options: ScriptOptions,
     ) -> Result<Self> {
-        let mut script_options = core::ScriptOptions::new(
-            options.gateway_host,
-            port(&env, "gatewayPort", options.gateway_port.unwrap_or(22.0))?,
-        );
-        if let Some(build_dir) = options.build_dir {
-            script_options.build_dir = build_dir;
-        }
-        script_options.vnc_tls_fingerprint = options.vnc_tls_fingerprint;
-        script_options.vnc_require_encryption =
-            options.vnc_require_encryption.unwrap_or(script_options.vnc_require_encryption);
-        script_options.vnc_websocket = options.vnc_websocket.unwrap_or(script_options.vnc_websocket);
-        core::ConnectionInfo::new(&credentials.0, &session.0, &host_key.0, &script_options)
-            .or_throw(&env)
-            .map(Self)
+        let options = options.into_core(&env)?;
+        core::ConnectionInfo::new(&credentials.0, &session.0, &host_key.0, &options).or_throw(&env).map(Self)
+    }
+
+    /// Brings the time fields up to date with `session` (the same build's, read later with
+    /// `authority.session(buildId)`): the phase, the deadline once the steps completed, a
+    /// reconnect window, the end. Throws `invalid_input` for another build's session, and then
+    /// changes nothing.
+    #[napi]
+    pub fn refresh(&mut self, env: Env, session: &Session) -> Result<()> {
+        // On a copy, so that a refused session leaves the info as it was.
+        let mut info = self.0.clone();
+        info.refresh(&session.0).or_throw(&env)?;
+        self.0 = info;
+        Ok(())
     }
 
     /// The info as a plain object with camelCase keys, like every `toJSON()` of this package
-    /// (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case).
+    /// (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case). Its
+    /// values are the core's, so `grace` and `reconnectWindow` are seconds there too.
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; accessEndsBy: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }"
+        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; phase: Phase; deadline: string; maxEnd: string; grace: number; reconnectWindow: number; stepsCompletedAt: string | null; reconnectBy: string | null; endReason: EndReasonCode | null; accessRule: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         let info = &self.0;
@@ -75,7 +98,10 @@ impl ConnectionInfo {
             "gatewayHostKeyFingerprint": info.gateway_host_key_fingerprint, "builderHost": info.builder_host,
             "builderPort": info.builder_port, "builderUser": info.builder_user,
             "builderHostKey": info.builder_host_key, "keyFingerprint": info.key_fingerprint,
-            "accessEndsBy": info.access_ends_by, "buildDir": info.build_dir, "vncHost": info.vnc_host,
+            "phase": info.phase, "deadline": info.deadline, "maxEnd": info.max_end, "grace": info.grace,
+            "reconnectWindow": info.reconnect_window, "stepsCompletedAt": info.steps_completed_at,
+            "reconnectBy": info.reconnect_by, "endReason": info.end_reason, "accessRule": info.access_rule,
+            "buildDir": info.build_dir, "vncHost": info.vnc_host,
             "vncPort": info.vnc_port, "builderVncPort": info.builder_vnc_port,
             "vncTlsFingerprint": info.vnc_tls_fingerprint, "vncRequireEncryption": info.vnc_require_encryption,
             "vncWebsocketUrl": info.vnc_websocket_url,

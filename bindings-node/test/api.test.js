@@ -316,6 +316,123 @@ test('the manual clock drives the time rules; durations are milliseconds', async
   await rejectsWith(() => clock.advance(-1), 'invalid_input')
 })
 
+test('the deadline moves when the steps complete, and a user whose connection was lost may come back', async () => {
+  const start = '2026-11-28T12:00:00Z'
+  const policy = { graceMs: 20 * 60_000, maxBuildDurationMs: 2 * 3600_000, reconnectWindowMs: 120_000 }
+  assert.equal(new ra.Authority().policy.reconnectWindowMs, 120_000)
+  assert.equal(new ra.Authority({ policy: { reconnectWindowMs: 30_000 } }).policy.reconnectWindowMs, 30_000)
+  await rejectsWith(() => new ra.Authority({ policy: { reconnectWindowMs: -1 } }), 'invalid_input')
+  const clock = new ra.ManualClock(start)
+  const authority = new ra.Authority({ policy }, clock)
+  assert.equal(authority.policy.reconnectWindowMs, 120_000)
+  const events = authority.subscribe()[Symbol.asyncIterator]()
+  const hostKey = ra.HostKey.generate()
+  const options = { gatewayHost: 'gw.example', gatewayPort: 2222 }
+  const credentials = await authority.issue('b-truth', { ...MANUAL, startedAt: start, builder: { address: '10.0.3.7' } })
+
+  // While the steps run: the deadline is the build's maximum, and the rule says so.
+  let session = await authority.session('b-truth')
+  assert.equal(session.deadline, '2026-11-28T14:00:00Z')
+  assert.equal(session.maxEnd, '2026-11-28T14:00:00Z')
+  assert.equal(session.reconnectBy, null)
+  assert.match(session.accessRule, /20 minutes/)
+  assert.match(session.accessRule, /14:00 UTC/)
+  assert.equal(session.toJSON().policy.reconnectWindowMs, 120_000)
+  assert.equal(session.toJSON().accessRule, session.accessRule)
+  const info = await authority.connectionInfo('b-truth', hostKey, options)
+  assert.ok(info instanceof ra.ConnectionInfo)
+  assert.deepEqual(info.toJSON(), new ra.ConnectionInfo(credentials, session, hostKey, options).toJSON())
+  let json = info.toJSON()
+  assert.equal(json.phase, 'steps_running')
+  assert.equal(json.deadline, '2026-11-28T14:00:00Z')
+  assert.equal(json.maxEnd, '2026-11-28T14:00:00Z')
+  assert.equal(json.grace, 1200) // seconds, as in the core's JSON
+  assert.equal(json.reconnectWindow, 120)
+  assert.equal(json.stepsCompletedAt, null)
+  assert.equal(json.reconnectBy, null)
+  assert.equal(json.endReason, null)
+  assert.equal(json.accessRule, session.accessRule)
+  assert.ok(!('accessEndsBy' in json))
+  assert.match(info.posixScript(credentials), /BEGIN OPENSSH PRIVATE KEY/)
+
+  // The steps complete 10 minutes in: the deadline moves to 12:30, and an event says so.
+  const first = await authority.connected('b-truth', 'ssh')
+  clock.advance(10 * 60_000)
+  await authority.stepsCompleted('b-truth')
+  const changed = await nextEvent(events, 'deadline_changed')
+  assert.equal(changed.deadline, '2026-11-28T12:30:00Z')
+  assert.equal(changed.at, '2026-11-28T12:10:00Z')
+  assert.ok(!('connectionId' in changed))
+  session = await authority.session('b-truth')
+  info.refresh(session)
+  json = info.toJSON()
+  assert.equal(json.phase, 'steps_completed')
+  assert.equal(json.deadline, '2026-11-28T12:30:00Z')
+  assert.equal(json.stepsCompletedAt, '2026-11-28T12:10:00Z')
+  assert.equal(json.maxEnd, '2026-11-28T14:00:00Z')
+  assert.equal(json.accessRule, session.accessRule)
+  assert.match(json.accessRule, /12:30 UTC/)
+
+  // The network loses the user's only connection: not a logout, the reconnect window opens.
+  clock.advance(60_000)
+  await first.lost()
+  const dropped = await nextEvent(events, 'dropped')
+  assert.equal(dropped.connectionId, first.id)
+  assert.equal(dropped.protocol, 'ssh')
+  session = await authority.session('b-truth')
+  assert.equal(session.reconnectBy, '2026-11-28T12:13:00Z')
+  assert.equal(session.isEnded, false)
+  assert.match(session.accessRule, /12:13 UTC/)
+  assert.equal((await authority.connectionInfo('b-truth', hostKey, options)).toJSON().reconnectBy, '2026-11-28T12:13:00Z')
+  await first.disconnect() // only the first report counts
+  assert.equal((await authority.session('b-truth')).reconnectBy, '2026-11-28T12:13:00Z')
+
+  // Back in time: the wait is over. Lost again, and nobody comes back within 2 minutes.
+  clock.advance(30_000)
+  const second = await authority.connected('b-truth', 'ssh')
+  assert.equal((await authority.session('b-truth')).reconnectBy, null)
+  await second.lost()
+  await nextEvent(events, 'dropped')
+  assert.equal(await authority.nextDeadline(), '2026-11-28T12:13:30Z')
+  clock.advance(119_000)
+  assert.equal(await authority.expireDue(), 0)
+  clock.advance(1000)
+  assert.equal(await authority.expireDue(), 1)
+  const ended = await nextEvent(events, 'connection_lost')
+  assert.equal(ended.at, '2026-11-28T12:13:30Z')
+  await nextEvent(events, 'finish_build')
+  session = await authority.session('b-truth')
+  assert.equal(session.endReasonCode, 'connection_lost')
+  assert.equal(session.reconnectBy, null)
+  info.refresh(session)
+  json = info.toJSON()
+  assert.equal(json.phase, 'ended')
+  assert.equal(json.endReason, 'connection_lost')
+  assert.equal(json.reconnectBy, null)
+  const over = await rejectsWith(() => authority.connected('b-truth', 'ssh'), 'session_ended')
+  assert.equal(over.endReasonCode, 'connection_lost')
+})
+
+test('connectionInfo refuses an unknown build; refresh refuses another build\'s session', async () => {
+  const authority = new ra.Authority()
+  const hostKey = ra.HostKey.generate()
+  await authority.issue('b-one', { ...MANUAL, builder: { address: '10.0.3.7' } })
+  await authority.issue('b-two', { ...MANUAL, builder: { address: '10.0.3.8' } })
+  const info = await authority.connectionInfo('b-one', hostKey, { gatewayHost: 'gw.example' })
+  const before = info.toJSON()
+  assert.equal(before.gatewayPort, 22)
+  const other = await authority.session('b-two')
+  const refused = await rejectsWith(() => info.refresh(other), 'invalid_input')
+  assert.equal(refused.what, 'session')
+  assert.deepEqual(info.toJSON(), before)
+  assert.equal((await rejectsWith(() => authority.connectionInfo('b-nope', hostKey, { gatewayHost: 'gw.example' }), 'unknown_build')).buildId, 'b-nope')
+  // A refused argument rejects, never throws.
+  const pending = authority.connectionInfo('no spaces allowed', hostKey, { gatewayHost: 'gw.example' })
+  assert.ok(pending instanceof Promise)
+  await rejectsWith(() => pending, 'invalid_input')
+  await rejectsWith(() => authority.connectionInfo('b-one', hostKey, { gatewayHost: 'gw.example', gatewayPort: 70000 }), 'invalid_input')
+})
+
 test('close ends a waiting iteration; for-await sees the events in order', async () => {
   const authority = new ra.Authority()
   const subscription = authority.subscribe()
@@ -369,12 +486,13 @@ test('platform-carried connections and stopping an agent', async () => {
   await closing.detach()
   await closing.closed()
 
-  // A connection the garbage collector drops is recorded as disconnected, and a closed() still
-  // pending on it settles.
+  // A connection the garbage collector drops is recorded as lost (never a logout), and a
+  // closed() still pending on it settles.
   await authority.issue('b-gc', MANUAL)
   const orphaned = await (async () => {
     // Wrapped: an async function's returned promise would be awaited itself.
-    return { closed: (await authority.connected('b-gc', 'vnc')).closed() } // the connection is not kept
+    const connection = await authority.connected('b-gc', 'vnc') // not kept
+    return { id: connection.id, closed: connection.closed() }
   })()
   assert.equal((await authority.session('b-gc')).liveConnections.length, 1)
   const gc = /** @type {(() => void) | undefined} */ (globalThis.gc)
@@ -385,6 +503,10 @@ test('platform-carried connections and stopping an agent', async () => {
   }
   assert.deepEqual((await authority.session('b-gc')).liveConnections, [])
   await orphaned.closed
+  const dropped = await nextEvent(events, 'dropped')
+  assert.equal(dropped.buildId, 'b-gc')
+  assert.equal(dropped.connectionId, orphaned.id)
+  assert.equal(dropped.protocol, 'vnc')
 
   // An agent whose gateway is down retries; stop() ends it.
   const credentials = await authority.issue('b-agent', { ...MANUAL, builder: { address: '127.0.0.1', reverseTunnel: true } })

@@ -51,7 +51,7 @@ test('a correct TypeScript program compiles with --strict and runs; await using 
       'serving true',
       'after the block false',
       'RemoteAccessError build_exists 409',
-      'steps_running issued, connected ssh true, disconnected ssh true',
+      'steps_running issued, connected ssh true, disconnected ssh true, connected vnc true, dropped vnc true false',
     ])
   })
 })

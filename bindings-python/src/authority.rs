@@ -10,11 +10,14 @@ use time::OffsetDateTime;
 use crate::convert::{Seconds, build_id, ip};
 use crate::errors::IntoPyResult;
 use crate::events::NativeSubscription;
+use crate::gateway::HostKey;
 use crate::runtime::awaitable;
+use crate::script::{PublicConnectionInfo, ScriptOptions};
 
 /// How long access lasts: `grace` after the build steps complete, never past
 /// `max_build_duration` from the build's start; optionally ended early when nobody connected
-/// within `finish_if_unused_after` of the steps completing.
+/// within `finish_if_unused_after` of the steps completing; `reconnect_window` for a user whose
+/// last connection was lost after the steps completed to come back.
 #[pyclass(module = "remote_access", frozen)]
 #[derive(Clone)]
 pub(crate) struct Policy(pub(crate) core::Policy);
@@ -22,11 +25,12 @@ pub(crate) struct Policy(pub(crate) core::Policy);
 #[pymethods]
 impl Policy {
     #[new]
-    #[pyo3(signature = (*, grace = None, max_build_duration = None, finish_if_unused_after = None))]
+    #[pyo3(signature = (*, grace = None, max_build_duration = None, finish_if_unused_after = None, reconnect_window = None))]
     fn new(
         grace: Option<Seconds>,
         max_build_duration: Option<Seconds>,
         finish_if_unused_after: Option<Seconds>,
+        reconnect_window: Option<Seconds>,
     ) -> PyResult<Self> {
         let mut policy = core::Policy::default();
         if let Some(Seconds(grace)) = grace {
@@ -36,6 +40,9 @@ impl Policy {
             policy.max_build_duration = max;
         }
         policy.finish_if_unused_after = finish_if_unused_after.map(|Seconds(d)| d);
+        if let Some(Seconds(window)) = reconnect_window {
+            policy.reconnect_window = window;
+        }
         policy.validate().py()?;
         Ok(Self(policy))
     }
@@ -55,10 +62,20 @@ impl Policy {
         self.0.finish_if_unused_after
     }
 
+    #[getter]
+    fn reconnect_window(&self) -> std::time::Duration {
+        self.0.reconnect_window
+    }
+
+    /// The rules in words, for any build under this policy.
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
     fn __repr__(&self) -> String {
         format!(
-            "Policy(grace={:?}, max_build_duration={:?}, finish_if_unused_after={:?})",
-            self.0.grace, self.0.max_build_duration, self.0.finish_if_unused_after
+            "Policy(grace={:?}, max_build_duration={:?}, finish_if_unused_after={:?}, reconnect_window={:?})",
+            self.0.grace, self.0.max_build_duration, self.0.finish_if_unused_after, self.0.reconnect_window
         )
     }
 }
@@ -275,6 +292,22 @@ impl Session {
     fn deadline(&self) -> OffsetDateTime {
         self.0.deadline()
     }
+    /// The latest end whatever happens: the build's start plus its maximum duration.
+    #[getter]
+    fn max_end(&self) -> OffsetDateTime {
+        self.0.max_end()
+    }
+    /// While the session waits for a user whose last connection was lost: until when.
+    #[getter]
+    fn reconnect_by(&self) -> Option<OffsetDateTime> {
+        self.0.reconnect_by()
+    }
+    /// The build's rule in words, with its own numbers (and the actual deadline once the
+    /// steps completed).
+    #[getter]
+    fn access_rule(&self) -> String {
+        self.0.access_rule()
+    }
     #[getter]
     fn is_ended(&self) -> bool {
         self.0.is_ended()
@@ -285,7 +318,8 @@ impl Session {
         self.0.end().map(|(reason, _)| reason.to_string())
     }
     /// Why the session ended, as a stable code: `grace_elapsed`, `max_duration_reached`,
-    /// `nobody_connected`, `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    /// `nobody_connected`, `logged_out`, `connection_lost`, `revoked`, `cancelled` or
+    /// `build_finished`.
     #[getter]
     fn end_reason_code(&self) -> Option<&'static str> {
         self.0.end().map(|(reason, _)| reason.code())
@@ -456,6 +490,23 @@ impl Authority {
         awaitable(py, async move { authority.session(&id).await.py().map(Session) })
     }
 
+    /// The build's connection info, without secrets, as of now (awaitable →
+    /// `remote_access.ConnectionInfo`): from what the authority keeps, so no `Credentials`
+    /// are needed (the scripts still need them).
+    fn connection_info<'py>(
+        &self,
+        py: Python<'py>,
+        build_id: &str,
+        host_key: PyRef<'_, HostKey>,
+        options: PyRef<'_, ScriptOptions>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
+        let (host_key, options) = (host_key.0.clone(), options.0.clone());
+        awaitable(py, async move {
+            authority.connection_info(&id, &host_key, &options).await.py().map(PublicConnectionInfo)
+        })
+    }
+
     /// Checks an SSH login (awaitable → the build id it belongs to).
     fn verify_ssh<'py>(
         &self,
@@ -532,7 +583,7 @@ impl Authority {
 /// gateway): `connection = await authority.connected(build_id, "ssh")`, then `await
 /// connection.disconnect()` when it closes; `await connection.closed()` returns when access ends
 /// and the connection must be closed. One dropped by the garbage collector without a report is
-/// recorded as disconnected (by the core).
+/// recorded as lost (by the core): never taken for a logout.
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct LiveConnection(core::LiveConnection);
 
@@ -570,6 +621,13 @@ impl LiveConnection {
     fn disconnect<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let connection = self.0.clone();
         awaitable(py, async move { connection.disconnect().await.py() })
+    }
+    /// Records that the connection was lost to the network (a reset, a timeout), not closed by
+    /// its user: after the build steps, the last one lost opens the policy's reconnect window
+    /// instead of logging out. Only the first report counts.
+    fn lost<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let connection = self.0.clone();
+        awaitable(py, async move { connection.lost().await.py() })
     }
     /// Records that the connection went away because its carrier stopped (not a logout). Only
     /// the first report counts.

@@ -12,9 +12,10 @@ use tokio::sync::Mutex;
 use crate::runtime::awaitable;
 
 /// Something that happened to a build's remote access. `kind` is one of `issued`,
-/// `steps_completed`, `connected`, `disconnected`, `revoked`, `expired`, `logged_out`,
-/// `finish_build`, `tunnel_registered`, `refused`, `guessing`, `store_unreachable`, `lagged`
-/// (this subscription fell behind and missed `dropped` events; see `Authority(event_queue=)`).
+/// `steps_completed`, `deadline_changed`, `connected`, `disconnected`, `dropped`, `revoked`,
+/// `expired`, `logged_out`, `connection_lost`, `finish_build`, `tunnel_registered`, `refused`,
+/// `guessing`, `store_unreachable`, `lagged` (this subscription fell behind and missed
+/// `dropped` events; see `Authority(event_queue=)`).
 #[pyclass(module = "remote_access", frozen)]
 pub(crate) struct Event(core::Event);
 
@@ -36,15 +37,23 @@ impl Event {
     fn reason(&self) -> String {
         self.0.reason.clone()
     }
-    /// The connection, for `connected` and `disconnected` events.
+    /// The connection, for `connected`, `disconnected` and `dropped` events.
     #[getter]
     fn connection_id(&self) -> Option<String> {
         self.connection().map(|(id, _)| id.to_string())
     }
-    /// `ssh` or `vnc`, for `connected` and `disconnected` events.
+    /// `ssh` or `vnc`, for `connected`, `disconnected` and `dropped` events.
     #[getter]
     fn protocol(&self) -> Option<&'static str> {
         self.connection().map(|(_, protocol)| protocol.as_str())
+    }
+    /// The new deadline, for `deadline_changed` events.
+    #[getter]
+    fn deadline(&self) -> Option<OffsetDateTime> {
+        match self.0.kind {
+            core::EventKind::DeadlineChanged { deadline } => Some(deadline),
+            _ => None,
+        }
     }
     /// How many events this subscription missed, for `lagged` events.
     #[getter]
@@ -57,17 +66,18 @@ impl Event {
 
     /// The event as a dict of JSON-safe values (`at` in RFC 3339).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let rfc3339 = |at: OffsetDateTime| {
+            at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        };
         let dict = PyDict::new(py);
         dict.set_item("build_id", self.build_id())?;
-        dict.set_item(
-            "at",
-            self.0.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        )?;
+        dict.set_item("at", rfc3339(self.0.at))?;
         dict.set_item("kind", self.kind())?;
         dict.set_item("reason", self.reason())?;
         dict.set_item("connection_id", self.connection_id())?;
         dict.set_item("protocol", self.protocol())?;
         dict.set_item("dropped", self.dropped())?;
+        dict.set_item("deadline", self.deadline().map(rfc3339))?;
         Ok(dict)
     }
 
@@ -84,7 +94,8 @@ impl Event {
     fn connection(&self) -> Option<(core::ConnectionId, core::Protocol)> {
         match self.0.kind {
             core::EventKind::Connected { connection, protocol }
-            | core::EventKind::Disconnected { connection, protocol } => Some((connection, protocol)),
+            | core::EventKind::Disconnected { connection, protocol }
+            | core::EventKind::Dropped { connection, protocol } => Some((connection, protocol)),
             _ => None,
         }
     }

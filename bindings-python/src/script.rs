@@ -1,5 +1,7 @@
 //! Connection info and the scripts users run.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use remote_access_core as core;
@@ -10,7 +12,7 @@ use crate::gateway::HostKey;
 
 /// Where users reach the gateway, and how the scripts behave.
 #[pyclass(module = "remote_access", frozen)]
-pub(crate) struct ScriptOptions(core::ScriptOptions);
+pub(crate) struct ScriptOptions(pub(crate) core::ScriptOptions);
 
 #[pymethods]
 impl ScriptOptions {
@@ -77,9 +79,31 @@ impl ScriptOptions {
 
 /// Everything a client needs to connect, without secrets. `remote_access.ConnectionInfo`
 /// wraps this in a `dict` built from `to_json()` (so that `json.dumps` takes it and the keys
-/// are the core's); the scripts come from its methods.
+/// are the core's); the scripts come from its methods. Behind a lock (the class stays
+/// frozen, as every class here) because `refresh` replaces it.
 #[pyclass(module = "remote_access._native", frozen, name = "ConnectionInfo")]
-pub(crate) struct NativeConnectionInfo(core::ConnectionInfo);
+pub(crate) struct NativeConnectionInfo(Mutex<core::ConnectionInfo>);
+
+impl NativeConnectionInfo {
+    fn info(&self) -> MutexGuard<'_, core::ConnectionInfo> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A core connection info as the public `remote_access.ConnectionInfo` (the `dict`), for
+/// awaitables that resolve to one (`Authority.connection_info`).
+pub(crate) struct PublicConnectionInfo(pub(crate) core::ConnectionInfo);
+
+impl<'py> IntoPyObject<'py> for PublicConnectionInfo {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let native = Bound::new(py, NativeConnectionInfo(Mutex::new(self.0)))?;
+        py.import("remote_access")?.getattr("ConnectionInfo")?.call_method1("_from_native", (native,))
+    }
+}
 
 #[pymethods]
 impl NativeConnectionInfo {
@@ -92,23 +116,35 @@ impl NativeConnectionInfo {
         options: PyRef<'_, ScriptOptions>,
     ) -> PyResult<Self> {
         let (credentials, session, host_key, options) = (&credentials.0, &session.0, &host_key.0, &options.0);
-        py.detach(|| core::ConnectionInfo::new(credentials, session, host_key, options)).py().map(Self)
+        py.detach(|| core::ConnectionInfo::new(credentials, session, host_key, options))
+            .py()
+            .map(|info| Self(Mutex::new(info)))
+    }
+
+    /// Brings the time fields up to date with `session` (the same build's, read later): the
+    /// phase, the deadline, a reconnect window, the end. Unchanged if it raises.
+    fn refresh(&self, session: PyRef<'_, Session>) -> PyResult<()> {
+        // On a copy, so that a refused session leaves the info as it was.
+        let mut info = self.info().clone();
+        info.refresh(&session.0).py()?;
+        *self.info() = info;
+        Ok(())
     }
 
     /// The info as pretty JSON.
     fn to_json(&self) -> String {
-        self.0.to_json()
+        self.info().to_json()
     }
 
     /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).
     fn known_hosts(&self) -> PyResult<String> {
-        self.0.known_hosts().py()
+        self.info().known_hosts().py()
     }
 
     /// An `ssh_config` block for users who keep the key in `identity_file` and the
     /// `known_hosts()` lines in `known_hosts_file`.
     fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> PyResult<String> {
-        self.0.ssh_config(identity_file, known_hosts_file).py()
+        self.info().ssh_config(identity_file, known_hosts_file).py()
     }
 
     /// A POSIX `sh` script that opens a shell in the build directory (or runs its arguments
@@ -119,7 +155,7 @@ impl NativeConnectionInfo {
         credentials: PyRef<'_, Credentials>,
     ) -> PyResult<Bound<'py, PyString>> {
         let credentials = &credentials.0;
-        Ok(PyString::new(py, py.detach(|| self.0.posix_script(credentials)).py()?.expose()))
+        Ok(PyString::new(py, py.detach(|| self.info().posix_script(credentials)).py()?.expose()))
     }
 
     /// The same for PowerShell on Windows. A secret too.
@@ -129,7 +165,7 @@ impl NativeConnectionInfo {
         credentials: PyRef<'_, Credentials>,
     ) -> PyResult<Bound<'py, PyString>> {
         let credentials = &credentials.0;
-        Ok(PyString::new(py, py.detach(|| self.0.powershell_script(credentials)).py()?.expose()))
+        Ok(PyString::new(py, py.detach(|| self.info().powershell_script(credentials)).py()?.expose()))
     }
 
     /// What to enter in a VNC client, password included (a secret); None without VNC.
@@ -138,6 +174,6 @@ impl NativeConnectionInfo {
         py: Python<'py>,
         credentials: PyRef<'_, Credentials>,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
-        Ok(self.0.vnc_instructions(&credentials.0).py()?.map(|text| PyString::new(py, text.expose())))
+        Ok(self.info().vnc_instructions(&credentials.0).py()?.map(|text| PyString::new(py, text.expose())))
     }
 }

@@ -410,9 +410,11 @@ def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() ->
         await asyncio.wait_for(first.closed(), 5)
 
         second = await authority.connected("b-conn", "vnc")
+        second_id = second.id
         pending = asyncio.ensure_future(second.closed())
-        del second  # never reported: the core records the disconnect itself
-        await next_event(events, "disconnected")
+        del second  # never reported: the core records it as lost (never a logout)
+        dropped = await next_event(events, "dropped")
+        assert dropped.connection_id == second_id and dropped.protocol == "vnc"
         await asyncio.wait_for(pending, 5)  # and a closed() pending on it settles
         assert (await authority.session("b-conn")).live_connections == []
 
@@ -421,6 +423,114 @@ def test_connections_carried_by_the_platform_are_recorded_even_when_dropped() ->
         await authority.revoke("b-conn", "done")
         await asyncio.wait_for(cut, 5)
         assert third.is_cut
+
+    run(main())
+
+
+def test_the_deadline_moves_when_the_steps_complete_and_a_lost_user_may_come_back() -> None:
+    async def main() -> None:
+        policy = ra.Policy(grace=timedelta(minutes=20), max_build_duration=timedelta(hours=2), reconnect_window=120)
+        assert policy.reconnect_window == timedelta(minutes=2) == ra.Policy().reconnect_window
+        assert ra.Policy(reconnect_window=timedelta(seconds=30)).reconnect_window == timedelta(seconds=30)
+        assert "reconnect_window=" in repr(policy)
+        assert "20 minutes" in policy.describe() and "2 hours" in policy.describe()
+        with pytest.raises(ra.InvalidInputError):
+            ra.Policy(reconnect_window=-1)
+        clock = ra.ManualClock(START)
+        authority = ra.Authority(policy=policy, clock=clock)
+        events = authority.subscribe()
+        host_key, options = ra.HostKey.generate(), ra.ScriptOptions("gw.example", 2222)
+        credentials = await authority.issue("b-truth", **MANUAL, started_at=START, builder=ra.Builder("10.0.3.7"))
+
+        # While the steps run: the deadline is the build's maximum, and the rule says so.
+        session = await authority.session("b-truth")
+        assert session.deadline == session.max_end == START + timedelta(hours=2)
+        assert session.reconnect_by is None
+        assert "20 minutes" in session.access_rule and "14:00 UTC" in session.access_rule
+        info = await authority.connection_info("b-truth", host_key, options)
+        assert isinstance(info, ra.ConnectionInfo)
+        assert info == ra.ConnectionInfo(credentials, session, host_key, options)
+        assert info["phase"] == "steps_running"
+        assert info["deadline"] == info["max_end"] == "2026-11-28T14:00:00Z"
+        assert info["grace"] == 1200 and info["reconnect_window"] == 120
+        assert info["steps_completed_at"] is None and info["reconnect_by"] is None and info["end_reason"] is None
+        assert info["access_rule"] == session.access_rule
+        assert "access_ends_by" not in info
+        assert info.known_hosts() and "BEGIN OPENSSH PRIVATE KEY" in info.posix_script(credentials)
+
+        # The steps complete 10 minutes in: the deadline moves to 12:30, and an event says so.
+        first = await authority.connected("b-truth", "ssh")
+        clock.advance(timedelta(minutes=10))
+        await authority.steps_completed("b-truth")
+        changed = await next_event(events, "deadline_changed")
+        assert changed.deadline == START + timedelta(minutes=30)
+        assert changed.to_dict()["deadline"] == "2026-11-28T12:30:00Z" and changed.to_dict()["kind"] == "deadline_changed"
+        assert changed.connection_id is None and changed.dropped is None
+        session = await authority.session("b-truth")
+        info.refresh(session)
+        assert info["phase"] == "steps_completed" and info["deadline"] == "2026-11-28T12:30:00Z"
+        assert info["steps_completed_at"] == "2026-11-28T12:10:00Z" and info["max_end"] == "2026-11-28T14:00:00Z"
+        assert info["access_rule"] == session.access_rule and "12:30 UTC" in info["access_rule"]
+        assert json.loads(info.to_json()) == dict(info)
+
+        # The network loses the user's only connection: not a logout, the reconnect window opens.
+        clock.advance(60)
+        await first.lost()
+        dropped = await next_event(events, "dropped")
+        assert dropped.connection_id == first.id and dropped.protocol == "ssh" and dropped.deadline is None
+        assert dropped.to_dict()["connection_id"] == first.id
+        session = await authority.session("b-truth")
+        assert session.reconnect_by == START + timedelta(minutes=13) and not session.is_ended
+        assert "12:13 UTC" in session.access_rule
+        latest = await authority.connection_info("b-truth", host_key, options)
+        assert latest["reconnect_by"] == "2026-11-28T12:13:00Z" and latest["phase"] == "steps_completed"
+        await first.disconnect()  # only the first report counts
+        assert (await authority.session("b-truth")).reconnect_by == START + timedelta(minutes=13)
+
+        # Back in time: the wait is over. Lost again, and nobody comes back within 2 minutes.
+        clock.advance(30)
+        second = await authority.connected("b-truth", "ssh")
+        assert (await authority.session("b-truth")).reconnect_by is None
+        await second.lost()
+        await next_event(events, "dropped")
+        assert await authority.next_deadline() == START + timedelta(minutes=13, seconds=30)
+        clock.advance(119)
+        assert await authority.expire_due() == 0
+        clock.advance(1)
+        assert await authority.expire_due() == 1
+        ended = await next_event(events, "connection_lost")
+        assert ended.at == START + timedelta(minutes=13, seconds=30)
+        await next_event(events, "finish_build")
+        session = await authority.session("b-truth")
+        assert session.end_reason_code == "connection_lost" and session.reconnect_by is None
+        info.refresh(session)
+        assert info["phase"] == "ended" and info["end_reason"] == "connection_lost" and info["reconnect_by"] is None
+        with pytest.raises(ra.SessionEndedError) as over:
+            await authority.connected("b-truth", "ssh")
+        assert over.value.end_reason_code == "connection_lost"
+
+    run(main())
+
+
+def test_connection_info_refuses_another_builds_session_and_an_unknown_build() -> None:
+    async def main() -> None:
+        authority = ra.Authority()
+        host_key, options = ra.HostKey.generate(), ra.ScriptOptions("gw.example")
+        await authority.issue("b-one", **MANUAL, builder=ra.Builder("10.0.3.7"))
+        await authority.issue("b-two", **MANUAL, builder=ra.Builder("10.0.3.8"))
+        info = await authority.connection_info("b-one", host_key, options)
+        before = dict(info)
+        with pytest.raises(ra.InvalidInputError) as other:
+            info.refresh(await authority.session("b-two"))
+        assert other.value.what == "session"
+        assert dict(info) == before and json.loads(info.to_json()) == before
+        with pytest.raises(ra.UnknownBuildError) as unknown:
+            await authority.connection_info("b-nope", host_key, options)
+        assert unknown.value.build_id == "b-nope"
+        with pytest.raises(ra.InvalidInputError):
+            authority.connection_info("no spaces allowed", host_key, options)
+        # Pickles as the plain dict, like one made from credentials.
+        assert pickle.loads(pickle.dumps(info)) == before
 
     run(main())
 

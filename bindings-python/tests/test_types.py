@@ -56,6 +56,12 @@ async def main(authority: ra.Authority) -> None:
     print(connection.protocol == "ssh")
     async for event in authority.subscribe():
         print(event.kind == "finish_build", event.to_dict()["kind"] == "lagged")
+        print(event.kind == "deadline_changed" and event.deadline, event.kind == "dropped")
+        print(event.to_dict()["deadline"], event.kind == "connection_lost")
+    print(session.end_reason_code == "connection_lost", session.reconnect_by, session.access_rule)
+    await connection.lost()
+    info = await authority.connection_info("b-1", ra.HostKey.generate(), ra.ScriptOptions("gw"))
+    info.refresh(session)
     try:
         await authority.verify_vnc("b-1", "password")
     except ra.AccessDeniedError as err:
@@ -82,6 +88,7 @@ async def main(authority: ra.Authority) -> None:
     async for event in authority.subscribe():
         print(event.kind == "finishbuild")  # error
         print(event.to_dict()["kind"] == "laged")  # error
+        print(event.kind == "deadline_change")  # error
     try:
         await authority.verify_vnc("b-1", "password")
     except ra.AccessDeniedError as err:

@@ -185,7 +185,7 @@ fn run<'a>(fixed: &Fixed, field: impl Fn(usize) -> &'a str, byte: impl Fn(usize)
         5 => info.builder_user = value,
         6 => info.builder_host_key = Some(value),
         7 => info.key_fingerprint = value,
-        8 => info.access_ends_by = value,
+        8 => info.access_rule = value,
         9 => info.build_dir = value,
         10 => info.vnc_host = Some(value),
         11 => info.gateway_host_key = format!("{} {value}", info.gateway_host_key),

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     policy.grace = Duration::from_secs(u64::from(*grace % 61) * 60);
     policy.max_build_duration = Duration::from_secs((1 + u64::from(*max % 240)) * 60);
     policy.finish_if_unused_after = (unused & 0x80 != 0).then(|| Duration::from_secs(u64::from(unused % 61) * 60));
+    policy.reconnect_window = Duration::from_secs(u64::from(*grace / 64) * 60);
 
     let start = datetime!(2026-01-01 00:00 UTC);
     let Ok(id) = BuildId::new("fuzz") else { return };
@@ -42,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
                 Input::Connected { connection: ConnectionId::new(0, u32::from(arg)), protocol }
             }
             6 => Input::Disconnected { connection: ConnectionId::new(0, u32::from(arg)) },
+            7 => Input::Lost { connection: ConnectionId::new(0, u32::from(arg)) },
             _ => Input::Tick,
         };
         let was_ended = session.is_ended();
@@ -49,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         let t = session.handle(input, now);
 
         finishes += t.actions.iter().filter(|a| **a == Action::FinishBuild).count();
-        ends += t.events.iter().filter(|e| matches!(e.kind, EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut)).count();
+        ends += t.events.iter().filter(|e| matches!(e.kind, EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut | EventKind::ConnectionLost)).count();
         assert!(finishes <= 1 && ends <= 1);
         assert_eq!(ends == 1, session.is_ended());
         assert!(!was_ended || t.actions.is_empty());
@@ -59,5 +61,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(session.deadline() <= done + policy.grace);
         }
         assert!(session.is_ended() || now < session.deadline());
+        // The reconnect window: only while nobody is connected, never past the deadline.
+        if let Some(by) = session.reconnect_by() {
+            assert!(session.live_connections().next().is_none() && now < by && by <= session.deadline());
+        }
     }
 });

@@ -27,6 +27,7 @@ pub(crate) const USAGE: &str = "usage: remote-access issue BUILD_ID --builder AD
      \x20 --trigger NAME             manual (default), webhook, scheduled or api: only manual builds get access\n\
      \x20 --grace-minutes N          access after the steps complete (default 20)\n\
      \x20 --max-build-minutes N      the build's maximum duration (default 120)\n\
+     \x20 --reconnect-minutes N      after a lost connection, the time to reconnect (default 2)\n\
      \x20 --vnc-port PORT            a gateway VNC port (repeat; the gateways' list)\n\
      \x20 --out DIR                  where the secret files go\n\
      \x20 --json                     print JSON instead of text\n";
@@ -41,6 +42,7 @@ const SPEC: Spec = Spec {
         "trigger",
         "grace-minutes",
         "max-build-minutes",
+        "reconnect-minutes",
         "vnc-port",
         "out",
         store::VALUES[0],
@@ -72,6 +74,9 @@ pub(crate) fn run(words: &[String]) -> Outcome {
     }
     if let Some(minutes) = args.parsed::<u64>("max-build-minutes", "a number of minutes")? {
         policy.max_build_duration = Duration::from_secs(minutes * 60);
+    }
+    if let Some(minutes) = args.parsed::<u64>("reconnect-minutes", "a number of minutes")? {
+        policy.reconnect_window = Duration::from_secs(minutes * 60);
     }
     let mut options = AuthorityOptions::default();
     options.vnc_ports =
@@ -105,7 +110,7 @@ pub(crate) fn run(words: &[String]) -> Outcome {
             None => None,
         };
         let session = authority.session(&build_id).await?;
-        let ends = output::time(session.deadline());
+        let (deadline, rule) = (output::time(session.deadline()), session.access_rule());
         if args.switch("json") {
             output::json(&serde_json::json!({
                 "build_id": build_id.as_str(),
@@ -113,7 +118,9 @@ pub(crate) fn run(words: &[String]) -> Outcome {
                 "key_fingerprint": credentials.fingerprint(),
                 "authorized_keys_line": credentials.authorized_keys_line(),
                 "vnc_port": session.vnc_port(),
-                "access_ends_by": ends,
+                "deadline": deadline,
+                "max_end": output::time(session.max_end()),
+                "access_rule": rule,
                 "credentials_file": bundle_path,
                 "builder_vnc_password_file": vnc_file,
             }));
@@ -129,7 +136,7 @@ pub(crate) fn run(words: &[String]) -> Outcome {
                         bundle_path.display()
                     ),
                 ),
-                ("access ends by", format!("{ends} at the latest")),
+                ("access", rule),
             ];
             if let Some(port) = session.vnc_port() {
                 rows.push(("gateway vnc port", port.to_string()));

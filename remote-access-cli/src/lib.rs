@@ -12,6 +12,7 @@
 //! remote-access script --credentials DIR/credentials.json --gateway-host gw.example.com ...
 //! remote-access status BUILD_ID [--json]
 //! remote-access revoke BUILD_ID [--reason TEXT]
+//! remote-access builder-env --dir /run/remote-access --env-file - --deadline 2026-05-04T12:20:00Z
 //! ```
 //!
 //! Exit codes: 0 done; 1 failed (the store could not be reached, a file could not be written:
@@ -23,12 +24,14 @@
 //! - `args`: the words of the command line, checked against what a sub-command takes.
 //! - `store`: the Redis URL and the authority every store-backed command uses.
 //! - `gateway`, `issue`, `script`, `status`, `revoke`: one sub-command each.
+//! - `builder_env`: the one sub-command that runs on a builder, without Redis.
 //! - `logging`: where the gateway's logs go.
 //! - `output`: what every command shares for printing (JSON or text, progress lines).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod args;
+mod builder_env;
 mod gateway;
 mod issue;
 pub mod logging;
@@ -104,21 +107,40 @@ struct Command {
     summary: &'static str,
     usage: &'static str,
     run: fn(&[String]) -> Outcome,
+    /// Whether it works against the fleet's Redis.
+    store: bool,
 }
 
 impl Command {
-    /// Its usage, with the Redis options every command takes.
+    /// Its usage, with the Redis options if it takes them.
     fn usage(&self) -> String {
-        format!("{}\nthe fleet's Redis:\n{}", self.usage, store::USAGE)
+        if self.store {
+            format!("{}\nthe fleet's Redis:\n{}", self.usage, store::USAGE)
+        } else {
+            self.usage.to_owned()
+        }
     }
 }
 
-const COMMANDS: [Command; 5] = [
-    Command { name: "gateway", summary: gateway::SUMMARY, usage: gateway::USAGE, run: gateway::run },
-    Command { name: "issue", summary: issue::SUMMARY, usage: issue::USAGE, run: issue::run },
-    Command { name: "script", summary: script::SUMMARY, usage: script::USAGE, run: script::run },
-    Command { name: "status", summary: status::SUMMARY, usage: status::USAGE, run: status::run },
-    Command { name: "revoke", summary: revoke::SUMMARY, usage: revoke::USAGE, run: revoke::run },
+const COMMANDS: [Command; 6] = [
+    Command {
+        name: "gateway",
+        summary: gateway::SUMMARY,
+        usage: gateway::USAGE,
+        run: gateway::run,
+        store: true,
+    },
+    Command { name: "issue", summary: issue::SUMMARY, usage: issue::USAGE, run: issue::run, store: true },
+    Command { name: "script", summary: script::SUMMARY, usage: script::USAGE, run: script::run, store: true },
+    Command { name: "status", summary: status::SUMMARY, usage: status::USAGE, run: status::run, store: true },
+    Command { name: "revoke", summary: revoke::SUMMARY, usage: revoke::USAGE, run: revoke::run, store: true },
+    Command {
+        name: "builder-env",
+        summary: builder_env::SUMMARY,
+        usage: builder_env::USAGE,
+        run: builder_env::run,
+        store: false,
+    },
 ];
 
 /// The overview `remote-access --help` prints.
@@ -129,7 +151,7 @@ fn overview() -> String {
          commands:\n",
     );
     for command in &COMMANDS {
-        text.push_str(&format!("  {:<8} {}\n", command.name, command.summary));
+        text.push_str(&format!("  {:<11} {}\n", command.name, command.summary));
     }
     text.push_str(
         "\nThe store-backed commands read the fleet's Redis from --redis URL or, for a URL with a\n\

@@ -38,7 +38,11 @@ pub(crate) fn run(words: &[String]) -> Outcome {
             if let Some(at) = session.steps_completed_at() {
                 rows.push(("steps completed", output::time(at)));
             }
-            rows.push(("access ends by", output::time(session.deadline())));
+            rows.push(("access", session.access_rule()));
+            rows.push(("deadline", output::time(session.deadline())));
+            if let Some(by) = session.reconnect_by() {
+                rows.push(("reconnect by", output::time(by)));
+            }
             rows.push((
                 "connections",
                 if connections.is_empty() { "none".into() } else { connections.join(", ") },

@@ -121,7 +121,7 @@ async fn issue_script_status_and_revoke_drive_a_real_login() {
     // status: live, then revoke ends it everywhere, and status says so with exit 3.
     let (code, stdout, _) = cli(&redis, &["status", "cli-1"]).await;
     assert_eq!(code, 0);
-    assert!(stdout.contains("phase:") && stdout.contains("access ends by:"), "{stdout}");
+    assert!(stdout.contains("phase:") && stdout.contains("deadline:"), "{stdout}");
     let (code, stdout, stderr) =
         cli(&redis, &["revoke", "cli-1", "--reason", "done debugging", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");

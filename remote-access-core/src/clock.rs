@@ -64,3 +64,10 @@ pub(crate) fn later(at: OffsetDateTime, by: Duration) -> OffsetDateTime {
         .and_then(|by| at.checked_add(by))
         .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_utc())
 }
+
+/// A time as events and texts show it: RFC 3339 in UTC, whole seconds.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.to_string())
+}

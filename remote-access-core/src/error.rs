@@ -210,6 +210,9 @@ pub enum EndReason {
     NobodyConnected,
     /// The user's last connection closed after the steps completed.
     LoggedOut,
+    /// The user's last connection was lost to the network after the steps completed, and
+    /// nobody reconnected within the reconnect window.
+    ConnectionLost,
     /// The platform revoked access, with its reason.
     Revoked(String),
     /// The build was cancelled.
@@ -220,13 +223,14 @@ pub enum EndReason {
 
 impl EndReason {
     /// A stable code: `grace_elapsed`, `max_duration_reached`, `nobody_connected`,
-    /// `logged_out`, `revoked`, `cancelled` or `build_finished`.
+    /// `logged_out`, `connection_lost`, `revoked`, `cancelled` or `build_finished`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::GraceElapsed => "grace_elapsed",
             Self::MaxDurationReached => "max_duration_reached",
             Self::NobodyConnected => "nobody_connected",
             Self::LoggedOut => "logged_out",
+            Self::ConnectionLost => "connection_lost",
             Self::Revoked(_) => "revoked",
             Self::Cancelled => "cancelled",
             Self::BuildFinished => "build_finished",
@@ -241,6 +245,7 @@ impl fmt::Display for EndReason {
             Self::MaxDurationReached => f.write_str("build reached its maximum duration"),
             Self::NobodyConnected => f.write_str("nobody connected after the build steps completed"),
             Self::LoggedOut => f.write_str("user logged out"),
+            Self::ConnectionLost => f.write_str("user's connection lost and not resumed in time"),
             Self::Revoked(reason) => write!(f, "revoked: {reason}"),
             Self::Cancelled => f.write_str("build cancelled"),
             Self::BuildFinished => f.write_str("build finished"),

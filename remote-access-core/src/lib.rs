@@ -12,7 +12,8 @@
 //!
 //! Access lasts until [`Policy::grace`] after the steps complete or until
 //! [`Policy::max_build_duration`], whichever comes first; the user's last logout after the
-//! steps completed ends it too. See `docs/time-rules.md`.
+//! steps completed ends it too, while a dropped network gives the user
+//! [`Policy::reconnect_window`] to come back. See `docs/time-rules.md`.
 //!
 //! # Layout
 //!
@@ -83,6 +84,7 @@ pub use crate::credential::{Credentials, HostKey, TlsIdentity, vnc_auth_response
 pub use crate::error::{DenialReason, EndReason, Error, Result};
 pub use crate::events::Subscription;
 pub use crate::gateway::{Gateway, GatewayOptions, GatewayStats, RunningGateway};
+pub use crate::script::BuildEnvironment;
 pub use crate::script::{ConnectionInfo, ScriptOptions};
 pub use crate::secret::Secret;
 pub use crate::session::{

@@ -31,6 +31,13 @@ impl Sshd {
 
     /// An sshd listening on another loopback address (e.g. 127.0.0.2).
     pub fn start_on(address: &str) -> Sshd {
+        Self::start_with_env(address, &[])
+    }
+
+    /// An sshd on `address` whose sessions also get the variables `env` (`NAME`, `value`; no
+    /// `"` or newline in either), as a builder image sets them with sshd's `SetEnv` (sshd
+    /// takes only the first `SetEnv` line, so they share it with `FCI_BUILD_DIR`).
+    pub fn start_with_env(address: &str, env: &[(&str, &str)]) -> Sshd {
         let dir = tempfile::Builder::new().prefix("ra-sshd-").tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -41,13 +48,17 @@ impl Sshd {
         let out = keygen.finish();
         assert!(out.status.success(), "{keygen:?}: {}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(d.join("authorized_keys"), "").unwrap();
+        let mut set_env = format!("\"FCI_BUILD_DIR={}\"", build_dir.display());
+        for (name, value) in env {
+            assert!(!format!("{name}{value}").contains(['"', '\n']), "{name}={value:?} cannot be quoted");
+            set_env.push_str(&format!(" \"{name}={value}\""));
+        }
         let config = format!(
             "ListenAddress {address}\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
-             AllowTcpForwarding yes\nSetEnv \"FCI_BUILD_DIR={b}\"\nLogLevel VERBOSE\n",
+             AllowTcpForwarding yes\nSetEnv {set_env}\nLogLevel VERBOSE\n",
             d = d.display(),
-            b = build_dir.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         let host_key = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();

@@ -44,7 +44,10 @@ function describe(event: Event): string {
   switch (event.kind) {
     case 'connected':
     case 'disconnected':
+    case 'dropped':
       return `${event.kind} ${event.protocol} ${event.connectionId.length > 0}`
+    case 'deadline_changed':
+      return `deadline ${event.deadline.length > 0}`
     case 'lagged':
       return `lagged ${event.dropped.toFixed(0)}`
     default:
@@ -63,6 +66,13 @@ async function main(): Promise<void> {
   await connection.disconnect()
   const session = await authority.session('b-ts')
   const phase: 'steps_running' | 'steps_completed' | 'ended' = session.phase
+  const lostConnection = await authority.connected('b-ts', 'vnc')
+  await lostConnection.lost()
+  const reconnectBy: string | null = session.reconnectBy
+  const rule: string = session.accessRule + session.maxEnd + String(reconnectBy)
+  const info = await authority.connectionInfo('b-ts', HostKey.generate(), { gatewayHost: 'gw.example' }).catch(() => null)
+  if (info) info.refresh(session)
+  const ended: boolean = session.endReasonCode === 'connection_lost' && rule.length === 0
   let port = 0
   {
     await using running = await new Gateway(authority, { hostKey: HostKey.generate() }).start('127.0.0.1:0')
@@ -77,7 +87,7 @@ async function main(): Promise<void> {
     console.log(err.name, err.code, status(err.code))
   }
   await new Promise((resolve) => setTimeout(resolve, 50))
-  console.log(phase, lines.join(', '))
+  console.log(phase, lines.join(', '), ended)
 }
 
 main().catch((err) => {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 
 from remote_access import _native
+from remote_access._native import ConnectionInfo as _NativeConnectionInfo
 from remote_access._native import (
     AccessDeniedError,
     Authority,
@@ -120,8 +121,11 @@ class ConnectionInfo(dict):  # type: ignore[type-arg]
 
     A ``dict`` with the core's JSON fields (so ``json.dumps(info)`` works and a web UI gets
     the same snake_case keys as from Rust; Node's ``toJSON()`` has them in camelCase); the
-    methods generate the scripts. The dict is a
-    snapshot: changing it does not change what the methods produce.
+    methods generate the scripts. The dict is a snapshot of the session when it was made:
+    ``refresh(session)`` brings its time fields (``phase``, ``deadline``, ``reconnect_by``,
+    ``end_reason``, ``access_rule``...) up to date, as does a new one from
+    ``await authority.connection_info(...)``. Changing the dict by hand does not change what
+    the methods produce.
     """
 
     def __init__(
@@ -134,6 +138,23 @@ class ConnectionInfo(dict):  # type: ignore[type-arg]
         native = _native.ConnectionInfo(credentials, session, host_key, options)
         super().__init__(json.loads(native.to_json()))
         self._native = native
+
+    @classmethod
+    def _from_native(cls, native: _NativeConnectionInfo) -> ConnectionInfo:
+        # What `Authority.connection_info` resolves to: the same dict, from the core's info.
+        info = cls.__new__(cls)
+        dict.__init__(info, json.loads(native.to_json()))
+        info._native = native
+        return info
+
+    def refresh(self, session: Session) -> None:
+        """Brings the time fields up to date with ``session`` (the same build's, read later
+        with ``await authority.session(build_id)``): the phase, the deadline once the steps
+        completed, a reconnect window, the end. Raises ``InvalidInputError`` for another
+        build's session, and then changes nothing."""
+        self._native.refresh(session)
+        self.clear()
+        self.update(json.loads(self._native.to_json()))
 
     def to_json(self) -> str:
         """The info as pretty JSON."""

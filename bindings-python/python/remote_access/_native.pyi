@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, NoReturn, TypeAlias, final
 
+from remote_access import ConnectionInfo as _PublicConnectionInfo
 from remote_access import Subscription as _PublicSubscription
 from remote_access._types import (
     AgentExit,
@@ -153,7 +154,9 @@ class Policy:
     """How long access lasts: ``grace`` after the build steps complete (default 20 minutes),
     never past ``max_build_duration`` from the build's start (default 2 hours); optionally
     ended early when nobody connected within ``finish_if_unused_after`` of the steps
-    completing. Durations are ``timedelta``s or seconds."""
+    completing. After the steps completed, a user whose last connection was lost to the
+    network (not logged out) may reconnect within ``reconnect_window`` (default 2 minutes).
+    Durations are ``timedelta``s or seconds."""
 
     def __new__(
         cls,
@@ -161,6 +164,7 @@ class Policy:
         grace: _Duration | None = None,
         max_build_duration: _Duration | None = None,
         finish_if_unused_after: _Duration | None = None,
+        reconnect_window: _Duration | None = None,
     ) -> Policy:
         """A policy; omitted durations take the defaults. Raises ``InvalidInputError`` for a
         negative or inconsistent one."""
@@ -173,6 +177,14 @@ class Policy:
     @property
     def finish_if_unused_after(self) -> timedelta | None:
         """Ends access this long after the steps completed if nobody connected (None: never)."""
+    @property
+    def reconnect_window(self) -> timedelta:
+        """After the steps completed, how long the session waits for a user whose last
+        connection was lost (not logged out) to come back, never past the deadline; nobody
+        back in time ends it as ``connection_lost``. Zero ends it at the loss."""
+    def describe(self) -> str:
+        """The rules in words, for any build under this policy: "until 20 minutes after the
+        build steps complete, and never more than 2 hours after the build started"."""
 
 @final
 class Builder:
@@ -299,7 +311,20 @@ class Session:
         """When its steps completed, once they have."""
     @property
     def deadline(self) -> datetime:
-        """When access ends at the latest, as things stand."""
+        """When access ends at the latest, as things stand: ``max_end`` while the steps run,
+        then the grace period's end (or ``max_end``, if earlier)."""
+    @property
+    def max_end(self) -> datetime:
+        """The latest end whatever happens: the build's start plus its maximum duration."""
+    @property
+    def reconnect_by(self) -> datetime | None:
+        """While the session waits for a user whose last connection was lost (after the
+        steps completed): until when the same credentials work again. None otherwise."""
+    @property
+    def access_rule(self) -> str:
+        """The build's rule in words, with its own numbers: "until 20 minutes after the build
+        steps complete, and never after 12:00 UTC", then the actual deadline once the steps
+        completed, a reconnect window, or how it ended."""
     @property
     def is_ended(self) -> bool:
         """Whether access is over for good."""
@@ -334,20 +359,27 @@ class Event:
         """When it happened (by the authority's clock)."""
     @property
     def kind(self) -> EventKind:
-        """What happened. ``lagged``: this subscription fell behind and missed ``dropped``
-        events (see ``Authority(event_queue=)``)."""
+        """What happened. ``deadline_changed``: the steps completed and the deadline moved
+        (``deadline``); ``dropped``: a connection was lost to the network, not closed by its
+        user (after the steps, the last one opens the reconnect window); ``connection_lost``:
+        nobody reconnected in time, access ended. ``lagged``: this subscription fell behind
+        and missed ``dropped`` events (see ``Authority(event_queue=)``)."""
     @property
     def reason(self) -> str:
         """Why, in words for people and logs. Never contains a secret."""
     @property
     def connection_id(self) -> str | None:
-        """The connection, for ``connected`` and ``disconnected`` events."""
+        """The connection, for ``connected``, ``disconnected`` and ``dropped`` events."""
     @property
     def protocol(self) -> ConnectionProtocol | None:
-        """``ssh`` or ``vnc``, for ``connected`` and ``disconnected`` events."""
+        """``ssh`` or ``vnc``, for ``connected``, ``disconnected`` and ``dropped`` events."""
     @property
     def dropped(self) -> int | None:
-        """How many events this subscription missed, for ``lagged`` events."""
+        """How many events this subscription missed, for ``lagged`` events (not the
+        ``dropped`` kind, a lost connection: that one has ``connection_id``)."""
+    @property
+    def deadline(self) -> datetime | None:
+        """The new deadline, for ``deadline_changed`` events."""
     def to_dict(self) -> EventDict:
         """The event as a dict of JSON-safe values (``at`` in RFC 3339)."""
 
@@ -442,6 +474,13 @@ class Authority:
         """Revokes the build's credentials now and cuts its live connections."""
     def session(self, build_id: str) -> Awaitable[Session]:
         """The build's session."""
+    def connection_info(
+        self, build_id: str, host_key: HostKey, options: ScriptOptions
+    ) -> Awaitable[_PublicConnectionInfo]:
+        """The build's connection info as of now, in one call, from what the authority keeps
+        (no ``Credentials`` needed; the scripts still need them): the same dict as
+        ``ConnectionInfo(credentials, session, host_key, options)``. Raises
+        ``UnknownBuildError`` for a build without a session."""
     def verify_ssh(self, username: str, public_key: str) -> Awaitable[str]:
         """Checks an SSH login; resolves to the build id it belongs to, or raises
         ``AccessDeniedError``."""
@@ -464,8 +503,9 @@ class Authority:
 @final
 class LiveConnection:
     """A user connection the platform carries itself (``authority.connected()``): call
-    ``disconnect()`` when it closes; ``closed()`` resolves when access ends and the
-    connection must be closed. One dropped without a report is recorded as disconnected."""
+    ``disconnect()`` when its user closes it, ``lost()`` when the network loses it;
+    ``closed()`` resolves when access ends and the connection must be closed. One garbage
+    collected without a report is recorded as lost (never as a logout)."""
 
     @property
     def build_id(self) -> str:
@@ -485,6 +525,12 @@ class LiveConnection:
     def disconnect(self) -> Awaitable[None]:
         """Records that the user left (after the build steps, the last one leaving is a
         logout, which ends access and asks to finish the build). Only the first report
+        counts."""
+    def lost(self) -> Awaitable[None]:
+        """Records that the connection was lost to the network (a reset, a timeout), not
+        closed by its user: after the build steps, the last one lost opens the policy's
+        ``reconnect_window`` (a ``dropped`` event, ``Session.reconnect_by``), and the session
+        ends as ``connection_lost`` only if nobody reconnects in time. Only the first report
         counts."""
     def detach(self) -> Awaitable[None]:
         """Records that the connection went away because its carrier stopped (not a
@@ -702,6 +748,9 @@ class ConnectionInfo:
         cls, credentials: Credentials, session: Session, host_key: HostKey, options: ScriptOptions
     ) -> ConnectionInfo:
         """The info for a build's credentials and session."""
+    def refresh(self, session: Session) -> None:
+        """Brings the time fields up to date with ``session`` (the same build's); unchanged
+        if it raises."""
     def to_json(self) -> str:
         """The info as pretty JSON."""
     def known_hosts(self) -> str:

@@ -17,11 +17,14 @@ remote access."""
 EventKind = Literal[
     "issued",
     "steps_completed",
+    "deadline_changed",
     "connected",
     "disconnected",
+    "dropped",
     "revoked",
     "expired",
     "logged_out",
+    "connection_lost",
     "finish_build",
     "refused",
     "tunnel_registered",
@@ -39,6 +42,7 @@ EndReasonCode = Literal[
     "max_duration_reached",
     "nobody_connected",
     "logged_out",
+    "connection_lost",
     "revoked",
     "cancelled",
     "build_finished",
@@ -108,5 +112,10 @@ class EventDict(TypedDict):
     kind: EventKind
     reason: str
     connection_id: str | None
+    """For ``connected``, ``disconnected`` and ``dropped``."""
     protocol: ConnectionProtocol | None
+    """For ``connected``, ``disconnected`` and ``dropped``."""
     dropped: int | None
+    """For ``lagged``: how many events were missed."""
+    deadline: str | None
+    """For ``deadline_changed``: the new deadline, RFC 3339."""

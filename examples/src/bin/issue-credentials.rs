@@ -38,7 +38,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vnc password:       {} characters (Credentials::vnc_password)",
         credentials.vnc_password().expose().len()
     );
-    println!("access ends by:     {} at the latest", session.deadline().format(&Rfc3339)?);
+    println!("access:             {}", session.access_rule());
+    println!("deadline:           {}", session.deadline().format(&Rfc3339)?);
 
     // What the gateway would do when the user logs in and out.
     authority.verify_ssh(credentials.username(), credentials.public_key()).await?;

@@ -114,7 +114,7 @@ async fn run(self_test: bool) -> Result<bool, Box<dyn std::error::Error>> {
         build_dir.display()
     );
     println!("script:      {}", script.display());
-    println!("access ends: {} at the latest, or when you log out", info.access_ends_by);
+    println!("access:      {}; logging out (exit) after the steps finishes the build", info.access_rule);
     if let (Some(host), Some(port)) = (&info.vnc_host, info.vnc_port) {
         let file = vnc_file.display();
         println!("vnc:         {host}::{port} (stand-in screen {WIDTH}x{HEIGHT}); password in {file}");

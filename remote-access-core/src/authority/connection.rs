@@ -18,6 +18,17 @@ use crate::session::{ConnectionId, CutSignal, Input, Protocol, Session};
 /// ends it instead of the logout.
 const MAX_UNREPORTED: usize = 100_000;
 
+/// How a user connection ended, as the gateway saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Its user closed it: a logout candidate.
+    Left,
+    /// The network lost it: a reconnect may follow.
+    Lost,
+    /// The gateway let go of it (stopping): neither.
+    Detached,
+}
+
 /// An SSH login the gateway let in.
 pub(crate) enum Admitted {
     /// A user connection, counted in the session.
@@ -28,15 +39,16 @@ pub(crate) enum Admitted {
 
 /// A user connection that the session has accepted, from [`Authority::connected`]. Its end
 /// is reported once with [`LiveConnection::disconnect`] (the user left: after the steps
-/// completed, the last one is a logout) or [`LiveConnection::detach`] (the gateway let go of
-/// it: not a logout); [`LiveConnection::closed`] resolves when access ends and the connection
-/// must be closed.
+/// completed, the last one is a logout), [`LiveConnection::lost`] (the network lost it:
+/// after the steps completed, the last one opens the reconnect window) or
+/// [`LiveConnection::detach`] (the gateway let go of it: neither);
+/// [`LiveConnection::closed`] resolves when access ends and the connection must be closed.
 ///
 /// Cheap to clone, and usable from any thread: clones share the one connection, and a second
 /// report changes nothing. It is also a guard: when the last clone is dropped without a
-/// report (a panic, a cancelled task, a garbage-collected binding object), the disconnect is
-/// reported on the runtime the connection was recorded on, so a lost connection can never
-/// hold a session open and block the logout.
+/// report (a panic, a cancelled task, a garbage-collected binding object), it is reported as
+/// lost on the runtime the connection was recorded on, so a vanished connection can never
+/// hold a session open, and is never taken for the user logging out.
 #[derive(Clone)]
 pub struct LiveConnection {
     shared: Arc<Connection>,
@@ -73,7 +85,8 @@ impl Drop for Connection {
             return;
         };
         let (build_id, connection) = (self.build_id.clone(), self.id);
-        let input = authority.end_of(connection, *self.detach.get_mut());
+        let how = if *self.detach.get_mut() { End::Detached } else { End::Lost };
+        let input = authority.end_of(connection, how);
         let report = async move {
             if let Err(err) = authority.record_end(&build_id, input).await {
                 tracing::warn!(%build_id, %err, "recording a dropped connection's disconnect failed");
@@ -155,28 +168,41 @@ impl LiveConnection {
     /// the last one to close is a logout: the session ends and the build is finished. Only
     /// the first report counts; later ones return `Ok` and change nothing.
     pub async fn disconnect(&self) -> Result<()> {
-        self.report(false).await
+        self.report(End::Left).await
+    }
+
+    /// Records that the connection was lost to the network (a reset, a keepalive timeout, a
+    /// client killed with its channels open), not closed by its user. After the steps
+    /// completed, the last one to go opens the reconnect window: the session ends as
+    /// `connection_lost` only if nobody reconnects in time. Only the first report counts.
+    pub async fn lost(&self) -> Result<()> {
+        self.report(End::Lost).await
     }
 
     /// Records that the gateway let go of the connection (stopping, or moving the user
-    /// elsewhere): not a logout. Only the first report counts.
+    /// elsewhere): neither a logout nor a loss. Only the first report counts.
     pub async fn detach(&self) -> Result<()> {
-        self.report(true).await
+        self.report(End::Detached).await
     }
 
     /// From now on, a drop without a report counts as the gateway letting go of the connection
-    /// (not a logout): for a gateway that is stopping. An explicit report says for itself.
+    /// (not a loss): for a gateway that is stopping. An explicit report says for itself.
     pub fn detach_on_drop(&self) {
         self.shared.detach.store(true, Ordering::SeqCst);
     }
 
-    async fn report(&self, detach: bool) -> Result<()> {
+    /// Records the end `how` (see [`End`]): the one entry for the three reports above.
+    pub(crate) async fn end(&self, how: End) -> Result<()> {
+        self.report(how).await
+    }
+
+    async fn report(&self, how: End) -> Result<()> {
         // Held across the store write, so that reports from several clones at once are one
         // report: the others wait, then find it done. Should this future be dropped before the
         // store answers, the reporter stays set for a later report, or for the last clone's drop.
         let mut reporter = self.shared.reporter.lock().await;
         let Some(authority) = reporter.as_ref() else { return Ok(()) };
-        let input = authority.end_of(self.shared.id, detach);
+        let input = authority.end_of(self.shared.id, how);
         let result = authority.record_end(&self.shared.build_id, input).await;
         reporter.take();
         self.shared.ended.send_replace(true);
@@ -290,14 +316,14 @@ impl Authority {
         }
     }
 
-    /// How a connection's end is recorded: a logout candidate, or let go by the gateway
-    /// (stopping, or `detach`). A connection admitted under an earlier instance id was cut by
-    /// a store outage (the only thing that draws a new id), so the gateway let it go too.
-    pub(super) fn end_of(&self, connection: ConnectionId, detach: bool) -> Input {
-        if detach || connection.instance() != self.instance() {
-            Input::Detached { connection }
-        } else {
-            Input::Disconnected { connection }
+    /// How a connection's end is recorded. A connection admitted under an earlier instance id
+    /// was cut by a store outage (the only thing that draws a new id), so the gateway let it go.
+    pub(super) fn end_of(&self, connection: ConnectionId, how: End) -> Input {
+        match how {
+            _ if connection.instance() != self.instance() => Input::Detached { connection },
+            End::Detached => Input::Detached { connection },
+            End::Left => Input::Disconnected { connection },
+            End::Lost => Input::Lost { connection },
         }
     }
 

@@ -6,6 +6,7 @@
 //!   revoke);
 //! - `verify`: checking SSH keys and VNC passwords, counting guesses;
 //! - `connection`: recording user connections, [`LiveConnection`], ends that wait for the store;
+//! - `connection_info`: what a client needs to connect, from what the authority keeps;
 //! - `apply`: feeding an input to a session and saving it by compare-and-swap;
 //! - `contact`: pinging the store, failing closed;
 //! - `fleet`: notices from other gateways, detaching dead gateways' connections;
@@ -13,14 +14,15 @@
 
 mod apply;
 mod connection;
+mod connection_info;
 mod contact;
 mod fleet;
 mod housekeeping;
 mod issue;
 mod verify;
 
-pub(crate) use connection::Admitted;
 pub use connection::LiveConnection;
+pub(crate) use connection::{Admitted, End};
 pub use issue::BuildRequest;
 pub(crate) use verify::{Attempt, Role};
 

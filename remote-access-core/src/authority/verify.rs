@@ -117,16 +117,20 @@ impl Authority {
     /// The build's credential, unless it is a tombstone.
     pub(super) async fn live_credential(&self, build_id: &BuildId) -> Result<CredentialRecord> {
         self.in_contact()?;
-        let record = self
-            .inner
-            .store
-            .credential_for_build(build_id)
-            .await?
-            .ok_or_else(|| Error::UnknownBuild { build_id: build_id.to_string() })?;
+        let record = self.credential_of(build_id).await?;
         if record.revoked.is_some() {
             return Err(Error::denied(DenialReason::Revoked));
         }
         Ok(record)
+    }
+
+    /// The build's credential, live or tombstone.
+    pub(super) async fn credential_of(&self, build_id: &BuildId) -> Result<CredentialRecord> {
+        self.inner
+            .store
+            .credential_for_build(build_id)
+            .await?
+            .ok_or_else(|| Error::UnknownBuild { build_id: build_id.to_string() })
     }
 
     /// Checks a VNC password for the build's session, in constant time.

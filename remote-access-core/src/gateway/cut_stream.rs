@@ -18,6 +18,11 @@ pub(crate) struct CutFlag {
     cut: AtomicBool,
     /// Bytes read so far: whether a peer has said anything yet.
     read: AtomicU64,
+    /// Set when a read found the peer's end of the stream before any read failed: the peer
+    /// closed it (a logout, where the close is the user's), rather than the network failing.
+    peer_closed: AtomicBool,
+    /// Set when a read failed (a reset, a keepalive timeout) before any end of stream.
+    peer_failed: AtomicBool,
     reader: Mutex<Option<Waker>>,
 }
 
@@ -37,6 +42,11 @@ impl CutFlag {
     /// Bytes the stream has read so far.
     pub(crate) fn bytes_read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
+    }
+
+    /// Whether the peer closed the stream cleanly (end of stream, no read error first).
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        self.peer_closed.load(Ordering::SeqCst) && !self.peer_failed.load(Ordering::SeqCst)
     }
 
     fn is_cut(&self) -> bool {
@@ -71,10 +81,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for CutStream<S> {
         if self.flag.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        let before = buf.filled().len();
+        let (before, room) = (buf.filled().len(), buf.remaining());
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
         self.flag.read.fetch_add(read, Ordering::Relaxed);
+        // Whichever came first, an end of stream or a failure, is how the peer left.
+        let (closed, failed) = (&self.flag.peer_closed, &self.flag.peer_failed);
+        match &polled {
+            Poll::Ready(Ok(())) if read == 0 && room > 0 && !failed.load(Ordering::SeqCst) => {
+                closed.store(true, Ordering::SeqCst);
+            }
+            Poll::Ready(Err(_)) if !closed.load(Ordering::SeqCst) => failed.store(true, Ordering::SeqCst),
+            _ => {}
+        }
         polled
     }
 }

@@ -188,6 +188,21 @@ struct Shared {
     log_limit: LogLimit,
     /// The VNC ports' TLS (VeNCrypt and `wss://`), when the options give a certificate.
     vnc_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What every SSH client is told before it logs in (see `ssh_banner`).
+    banner: String,
+}
+
+/// The SSH authentication banner: the time rules of the authority's policy, and what logging
+/// out does. Generic, because clients ask for the banner before naming their user: the
+/// build's own deadline is on its connection script and, with the builder kit, in the
+/// user's shell at login and in the prompt (`docs/builder-kit.md`).
+fn ssh_banner(policy: &crate::session::Policy) -> String {
+    format!(
+        "remote-access: access to a build lasts {}. Once its steps are done, logging out (exit) \
+         finishes the build; a lost connection may reconnect within {}.\n",
+        policy.describe(),
+        crate::session::human(policy.reconnect_window)
+    )
 }
 
 /// The gateway: SSH and VNC listeners in front of the builders. Cheap to clone; run it with [`Gateway::run`] or [`Gateway::start`] on your
@@ -264,6 +279,7 @@ impl Gateway {
             .map(|identity| tokio_rustls::TlsAcceptor::from(identity.server_config()));
         let shared = Shared {
             vnc_tls,
+            banner: ssh_banner(&authority.options().policy),
             authority,
             admission: Arc::new(Admission::new(&options)),
             options,

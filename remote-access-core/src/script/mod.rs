@@ -1,7 +1,10 @@
 //! What the user gets: connection info for a web UI, an `ssh_config` block, and scripts for
 //! POSIX shells and PowerShell that connect with the pinned gateway key.
 
+mod builder_env;
 mod quote;
+
+pub use builder_env::BuildEnvironment;
 
 use std::fmt::Write as _;
 
@@ -9,11 +12,12 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
 use crate::build::{BuildId, check_user, normalized_public_key};
+use crate::clock::rfc3339;
 use crate::credential::Credentials;
 use crate::credential::HostKey;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
-use crate::session::Session;
+use crate::session::{Session, human};
 
 /// Names the scripts give the two hops; they are also the `HostKeyAlias`es the pinned keys are
 /// filed under, so known_hosts lines do not depend on addresses or ports.
@@ -114,8 +118,28 @@ pub struct ConnectionInfo {
     pub builder_host_key: Option<String>,
     /// The user key's `SHA256:` fingerprint.
     pub key_fingerprint: String,
-    /// The latest time access can last (RFC 3339, UTC); it ends earlier once the steps complete.
-    pub access_ends_by: String,
+    /// Where the session is: `steps_running`, `steps_completed` or `ended`.
+    pub phase: String,
+    /// When access ends at the latest as things stand (RFC 3339, UTC): the build's start plus
+    /// its maximum duration while the steps run; once they completed, the grace period's end
+    /// (or that maximum, if earlier). Refresh the info to follow it
+    /// ([`ConnectionInfo::refresh`]), or listen for `deadline_changed` events.
+    pub deadline: String,
+    /// The latest end whatever happens: the build's start plus its maximum duration (RFC 3339).
+    pub max_end: String,
+    /// How long access lasts after the steps complete, in seconds.
+    pub grace: u64,
+    /// How long a lost connection may reconnect after the steps completed, in seconds.
+    pub reconnect_window: u64,
+    /// When the steps completed (RFC 3339), once they have.
+    pub steps_completed_at: Option<String>,
+    /// While the user's lost connection may come back: until when (RFC 3339).
+    pub reconnect_by: Option<String>,
+    /// Why access ended (`logged_out`, `grace_elapsed`, ...), once it has.
+    pub end_reason: Option<String>,
+    /// The rule in words, with the build's numbers: "until 20 minutes after the build steps
+    /// complete, and never after 12:00 UTC", or the actual deadline once the steps completed.
+    pub access_rule: String,
     /// The directory the login shell starts in.
     pub build_dir: String,
     /// Where a VNC client connects (the gateway host), if the session has VNC.
@@ -148,6 +172,24 @@ impl ConnectionInfo {
         if session.build_id() != credentials.build_id() {
             return Err(Error::invalid("session", "belongs to another build than the credentials"));
         }
+        Self::from_parts(
+            credentials.username(),
+            credentials.fingerprint(),
+            session,
+            gateway_host_key,
+            options,
+        )
+    }
+
+    /// [`ConnectionInfo::new`] from the parts the credentials give: what an authority keeps
+    /// after issuing (the username and key fingerprint, never the private key).
+    pub(crate) fn from_parts(
+        username: &str,
+        fingerprint: &str,
+        session: &Session,
+        gateway_host_key: &HostKey,
+        options: &ScriptOptions,
+    ) -> Result<Self> {
         quote::check_host("gateway_host", &options.gateway_host)?;
         if options.gateway_port == 0 {
             return Err(Error::invalid("gateway_port", "port 0 is not a port"));
@@ -156,26 +198,27 @@ impl ConnectionInfo {
         let builder = session.builder().ok_or_else(|| {
             Error::invalid("builder", "the build has no builder address; set BuildRequest::builder")
         })?;
-        let access_ends_by = session
-            .deadline()
-            .to_offset(time::UtcOffset::UTC)
-            .replace_nanosecond(0)
-            .unwrap_or_else(|_| session.deadline())
-            .format(&Rfc3339)
-            .map_err(|err| Error::invalid("deadline", err.to_string()))?;
-        let info = Self {
-            build_id: credentials.build_id().to_string(),
+        let mut info = Self {
+            build_id: session.build_id().to_string(),
             gateway_host: options.gateway_host.clone(),
             gateway_port: options.gateway_port,
-            gateway_user: credentials.username().to_owned(),
+            gateway_user: username.to_owned(),
             gateway_host_key: gateway_host_key.public_key(),
             gateway_host_key_fingerprint: gateway_host_key.fingerprint(),
             builder_host: builder.address.to_string(),
             builder_port: builder.ssh_port,
             builder_user: builder.user.clone(),
             builder_host_key: builder.host_key.clone(),
-            key_fingerprint: credentials.fingerprint().to_owned(),
-            access_ends_by,
+            key_fingerprint: fingerprint.to_owned(),
+            phase: String::new(),
+            deadline: String::new(),
+            max_end: String::new(),
+            grace: 0,
+            reconnect_window: 0,
+            steps_completed_at: None,
+            reconnect_by: None,
+            end_reason: None,
+            access_rule: String::new(),
             build_dir: options.build_dir.clone(),
             vnc_host: session.vnc_port().map(|_| options.gateway_host.clone()),
             vnc_port: session.vnc_port(),
@@ -186,8 +229,28 @@ impl ConnectionInfo {
                 websocket_url(&options.gateway_host, port, options.vnc_tls_fingerprint.is_some())
             }),
         };
-        info.check()?;
+        info.refresh(session)?;
         Ok(info)
+    }
+
+    /// Brings the time fields up to date with the build's session as it is now (read it with
+    /// `Authority::session`): the phase, the deadline once the steps completed, a reconnect
+    /// window, the end. `Authority::connection_info` builds a fresh one in one call.
+    pub fn refresh(&mut self, session: &Session) -> Result<()> {
+        if session.build_id().as_str() != self.build_id {
+            return Err(Error::invalid("session", "belongs to another build than this connection info"));
+        }
+        let policy = session.policy();
+        self.phase = session.phase().as_str().to_owned();
+        self.deadline = rfc3339(session.deadline());
+        self.max_end = rfc3339(session.max_end());
+        self.grace = policy.grace.as_secs();
+        self.reconnect_window = policy.reconnect_window.as_secs();
+        self.steps_completed_at = session.steps_completed_at().map(rfc3339);
+        self.reconnect_by = session.reconnect_by().map(rfc3339);
+        self.end_reason = session.end().map(|(reason, _)| reason.code().to_owned());
+        self.access_rule = session.access_rule();
+        self.check()
     }
 
     /// The info as pretty JSON.
@@ -227,8 +290,13 @@ impl ConnectionInfo {
         if !fingerprint_ok {
             return Err(Error::invalid("key_fingerprint", "not a SHA256: fingerprint"));
         }
-        time::OffsetDateTime::parse(&self.access_ends_by, &Rfc3339)
-            .map_err(|_| Error::invalid("access_ends_by", "not an RFC 3339 time"))?;
+        for (what, at) in [("deadline", &self.deadline), ("max_end", &self.max_end)] {
+            time::OffsetDateTime::parse(at, &Rfc3339)
+                .map_err(|_| Error::invalid(what, "not an RFC 3339 time"))?;
+        }
+        if self.access_rule.len() > 512 || self.access_rule.chars().any(char::is_control) {
+            return Err(Error::invalid("access_rule", "at most 512 bytes, no control characters"));
+        }
         quote::check_build_dir(&self.build_dir)?;
         if let Some(host) = &self.vnc_host {
             quote::check_host("vnc_host", host)?;
@@ -331,10 +399,10 @@ impl ConnectionInfo {
             );
         }
         let text = format!(
-            "VNC for build {}\n  password:   {}\n{ways}access ends by {} at the latest\n",
+            "VNC for build {}\n  password:   {}\n{ways}access lasts {}\nclosing the viewer after the build steps completed is a logout: it finishes the build\n",
             self.build_id,
             credentials.vnc_password().expose(),
-            self.access_ends_by
+            self.access_rule
         );
         Ok(Some(Secret::new(text)))
     }
@@ -564,8 +632,12 @@ impl ConnectionInfo {
             None => String::new(),
         };
         format!(
-            "remote-access: build {} through {}:{}; access ends by {} at the latest (20 minutes after the build steps complete by default).{vnc}",
-            self.build_id, self.gateway_host, self.gateway_port, self.access_ends_by
+            "remote-access: build {} through {}:{}; access lasts {} (as of when this script was made). Once the build steps completed, logging out (exit) finishes the build; a lost connection may reconnect within {}.{vnc}",
+            self.build_id,
+            self.gateway_host,
+            self.gateway_port,
+            self.access_rule,
+            human(std::time::Duration::from_secs(self.reconnect_window))
         )
     }
 

@@ -45,12 +45,30 @@ pub enum EventKind {
         /// SSH or VNC.
         protocol: Protocol,
     },
+    /// A user connection was lost to the network (reset, keepalive timeout, a killed client)
+    /// rather than closed by its user. If it was the last after the steps completed, the
+    /// session waits [`crate::Policy::reconnect_window`] for the user to come back
+    /// ([`crate::Session::reconnect_by`]).
+    Dropped {
+        /// Its id.
+        connection: ConnectionId,
+        /// SSH or VNC.
+        protocol: Protocol,
+    },
+    /// The deadline moved (the steps completed): access now ends at `deadline` at the latest.
+    DeadlineChanged {
+        /// The new deadline.
+        deadline: OffsetDateTime,
+    },
     /// Access was revoked by the platform, by cancellation, or because the build finished.
     Revoked,
     /// Access expired: a deadline passed.
     Expired,
     /// The user logged out after the steps completed.
     LoggedOut,
+    /// The user's last connection was lost after the steps completed and nobody reconnected
+    /// within the reconnect window.
+    ConnectionLost,
     /// The platform must finish the build now. Emitted at most once per build.
     FinishBuild,
     /// A builder agent registered the build's reverse tunnel (a newer one replaces the older).
@@ -85,9 +103,12 @@ impl EventKind {
             Self::StepsCompleted => "steps_completed",
             Self::Connected { .. } => "connected",
             Self::Disconnected { .. } => "disconnected",
+            Self::Dropped { .. } => "dropped",
+            Self::DeadlineChanged { .. } => "deadline_changed",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
             Self::LoggedOut => "logged_out",
+            Self::ConnectionLost => "connection_lost",
             Self::FinishBuild => "finish_build",
             Self::Refused => "refused",
             Self::TunnelRegistered => "tunnel_registered",

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Policy;
+use super::policy::human;
 use super::{Event, EventKind};
 use crate::build::{BuildId, Builder};
-use crate::clock::later;
+use crate::clock::{later, rfc3339};
 use crate::error::{EndReason, Error, Result};
 
 /// How far ahead of our clock a platform's `started_at` may be before it is refused.
@@ -49,6 +50,7 @@ impl EndReason {
         match self {
             Self::GraceElapsed | Self::MaxDurationReached | Self::NobodyConnected => EventKind::Expired,
             Self::LoggedOut => EventKind::LoggedOut,
+            Self::ConnectionLost => EventKind::ConnectionLost,
             Self::Revoked(_) | Self::Cancelled | Self::BuildFinished => EventKind::Revoked,
         }
     }
@@ -141,8 +143,16 @@ pub enum Input {
         /// SSH or VNC.
         protocol: Protocol,
     },
-    /// A user connection closed.
+    /// A user connection was closed by its user: all its channels closed cleanly, an SSH
+    /// `DISCONNECT`, a clean TCP close. After the steps completed, the last one is a logout.
     Disconnected {
+        /// The id given when it opened.
+        connection: ConnectionId,
+    },
+    /// A user connection was lost to the network: reset, keepalive timeout, a client killed
+    /// with its channels open. Not a logout: after the steps completed, the last one opens
+    /// the reconnect window ([`Policy::reconnect_window`]).
+    Lost {
         /// The id given when it opened.
         connection: ConnectionId,
     },
@@ -229,6 +239,9 @@ pub struct Session {
     #[serde(default)]
     vnc_port: Option<u16>,
     finish_requested: bool,
+    /// Set while the session waits for a user whose last connection was lost to come back.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    reconnect_by: Option<OffsetDateTime>,
 }
 
 impl Session {
@@ -259,6 +272,7 @@ impl Session {
             finish_requested: false,
             builder: None,
             vnc_port: None,
+            reconnect_by: None,
         };
         if now >= session.deadline() {
             return Err(Error::invalid("started_at", "the build has already run past its maximum duration"));
@@ -340,11 +354,50 @@ impl Session {
     /// The hard deadline: `min(steps completed + grace, started + maximum duration)`, or the
     /// latter alone while the steps run.
     pub fn deadline(&self) -> OffsetDateTime {
-        let max = later(self.started_at, self.policy.max_build_duration);
+        let max = self.max_end();
         match self.steps_completed_at {
             Some(done) => later(done, self.policy.grace).min(max),
             None => max,
         }
+    }
+
+    /// The latest end whatever happens: the build's start plus its maximum duration.
+    pub fn max_end(&self) -> OffsetDateTime {
+        later(self.started_at, self.policy.max_build_duration)
+    }
+
+    /// While the session waits for a user whose last connection was lost: the time until
+    /// which the same credentials work again. Nobody back by then ends it as
+    /// [`EndReason::ConnectionLost`].
+    pub fn reconnect_by(&self) -> Option<OffsetDateTime> {
+        self.reconnect_by.filter(|_| self.ended.is_none())
+    }
+
+    /// The build's rule in words, with its own numbers and, once the steps completed, the
+    /// actual deadline: "until 20 minutes after the build steps complete, and never after
+    /// 12:00 UTC", "until 11:47 UTC (20 minutes after the build steps completed)", "ended at
+    /// 11:47 UTC: user logged out".
+    pub fn access_rule(&self) -> String {
+        if let Some(Ended { reason, at }) = &self.ended {
+            return format!("ended at {}: {reason}", clock_time(*at));
+        }
+        let max = clock_time(self.max_end());
+        let mut rule = match self.steps_completed_at {
+            None => format!(
+                "until {} after the build steps complete, and never after {max}",
+                human(self.policy.grace)
+            ),
+            Some(_) if self.deadline() < self.max_end() => format!(
+                "until {} ({} after the build steps completed)",
+                clock_time(self.deadline()),
+                human(self.policy.grace)
+            ),
+            Some(_) => format!("until {max} (the build's maximum duration)"),
+        };
+        if let Some(by) = self.reconnect_by() {
+            rule.push_str(&format!("; the connection was lost: reconnect by {}", clock_time(by)));
+        }
+        rule
     }
 
     /// The next time at which the clock alone would end the session, or `None` once ended.
@@ -361,8 +414,14 @@ impl Session {
             Input::StepsCompleted => {
                 // Idempotent: a repeated report must not push the deadline back.
                 if self.ended.is_none() && self.steps_completed_at.is_none() {
+                    let before = self.deadline();
                     self.steps_completed_at = Some(now);
                     t.events.push(self.event(EventKind::StepsCompleted, now, "all build steps completed"));
+                    let deadline = self.deadline();
+                    if deadline != before {
+                        let reason = format!("access now ends at {} at the latest", rfc3339(deadline));
+                        t.events.push(self.event(EventKind::DeadlineChanged { deadline }, now, reason));
+                    }
                     // A zero grace (or zero unused time) ends access right here.
                     self.end_if_due(now, &mut t);
                 }
@@ -375,6 +434,8 @@ impl Session {
                     t.refused = Some(reason.clone());
                 } else if self.live.insert(connection, protocol).is_none() {
                     self.ever_connected = true;
+                    // The user is back: no more waiting for them.
+                    self.reconnect_by = None;
                     let reason = format!("{} connection {connection} opened", protocol.as_str());
                     t.events.push(self.event(EventKind::Connected { connection, protocol }, now, reason));
                 }
@@ -386,6 +447,19 @@ impl Session {
                     if self.ended.is_none() && self.steps_completed_at.is_some() && self.live.is_empty() {
                         self.finish(EndReason::LoggedOut, now, &mut t);
                     }
+                }
+            }
+            Input::Lost { connection } => {
+                if let Some(protocol) = self.live.remove(&connection) {
+                    let mut reason = format!("{} connection {connection} lost", protocol.as_str());
+                    if self.ended.is_none() && self.steps_completed_at.is_some() && self.live.is_empty() {
+                        let by = later(now, self.policy.reconnect_window).min(self.deadline());
+                        self.reconnect_by = Some(by);
+                        reason = format!("{reason}; the same credentials work again until {}", rfc3339(by));
+                    }
+                    t.events.push(self.event(EventKind::Dropped { connection, protocol }, now, reason));
+                    // A zero window (or one cut short by the deadline) ends it here.
+                    self.end_if_due(now, &mut t);
                 }
             }
             Input::Detached { connection } => {
@@ -413,8 +487,7 @@ impl Session {
         if self.ended.is_some() {
             return None;
         }
-        let max = later(self.started_at, self.policy.max_build_duration);
-        let mut due = (max, EndReason::MaxDurationReached);
+        let mut due = (self.max_end(), EndReason::MaxDurationReached);
         if let Some(done) = self.steps_completed_at {
             let grace = later(done, self.policy.grace);
             if grace < due.0 {
@@ -426,6 +499,10 @@ impl Session {
                     due = (unused, EndReason::NobodyConnected);
                 }
             }
+        }
+        // Strictly earlier only: a window that runs into the deadline ends by the deadline.
+        if let Some(by) = self.reconnect_by.filter(|by| *by < due.0) {
+            due = (by, EndReason::ConnectionLost);
         }
         Some(due)
     }
@@ -451,9 +528,21 @@ impl Session {
             t.events.push(self.event(EventKind::FinishBuild, now, reason.to_string()));
         }
         self.ended = Some(Ended { reason, at: now });
+        self.reconnect_by = None;
     }
 
     fn event(&self, kind: EventKind, at: OffsetDateTime, reason: impl Into<String>) -> Event {
         Event { build_id: self.build_id.clone(), at, kind, reason: reason.into() }
     }
+}
+
+/// A time as people read it in a banner: "11:47 UTC" (seconds when there are some).
+fn clock_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let format = if at.second() == 0 {
+        time::macros::format_description!("[hour]:[minute] UTC")
+    } else {
+        time::macros::format_description!("[hour]:[minute]:[second] UTC")
+    };
+    at.format(&format).unwrap_or_else(|_| rfc3339(at))
 }

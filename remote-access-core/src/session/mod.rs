@@ -11,3 +11,4 @@ pub(crate) use cut_signals::CutSignals;
 pub use event::{Event, EventKind};
 pub use machine::{Action, ConnectionId, Input, Phase, Protocol, Session, Transition};
 pub use policy::Policy;
+pub(crate) use policy::human;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use remote_access_core::unstable::MemoryStore;
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, BuildRequest, DenialReason, EndReason, Error, Event, EventKind,
-    ManualClock, Phase, Protocol, Subscription, Trigger,
+    ManualClock, Phase, Policy, Protocol, Subscription, Trigger,
 };
 use remote_access_test_peers::Run;
 use time::macros::datetime;
@@ -143,7 +143,7 @@ async fn the_deadline_expires_the_session_on_the_clock() {
     assert_eq!(authority.next_deadline().await.unwrap(), None);
 
     let kinds: Vec<_> = drain(&mut events).iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["issued", "steps_completed", "expired", "finish_build"]);
+    assert_eq!(kinds, ["issued", "steps_completed", "deadline_changed", "expired", "finish_build"]);
 }
 
 #[tokio::test]
@@ -183,6 +183,7 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
             "connected",
             "connected",
             "steps_completed",
+            "deadline_changed",
             "disconnected",
             "disconnected",
             "logged_out",
@@ -194,19 +195,25 @@ async fn logout_after_the_steps_finishes_the_build_exactly_once() {
 }
 
 #[tokio::test]
-async fn a_connection_dropped_without_a_report_still_logs_out() {
-    // A gateway task that panics or is cancelled drops its LiveConnection: the guard reports it.
-    let (authority, _) = setup();
+async fn a_connection_dropped_without_a_report_is_recorded_as_lost() {
+    // A gateway task that panics or is cancelled drops its LiveConnection: the guard reports it,
+    // as lost (nobody saw the user leave), so the session waits for them, then ends.
+    let (authority, clock) = setup();
     let mut events = authority.subscribe();
     let build = id("dropped");
     authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
     let live = authority.connected(&build, Protocol::Ssh).await.unwrap();
     authority.steps_completed(&build).await.unwrap();
     drop(live);
+    while !matches!(events.next().await.unwrap().kind, EventKind::Dropped { protocol: Protocol::Ssh, .. }) {}
+    let session = authority.session(&build).await.unwrap();
+    assert_eq!(session.reconnect_by(), Some(authority.now() + Policy::default().reconnect_window));
+    clock.advance(Policy::default().reconnect_window);
+    assert_eq!(authority.expire_due().await.unwrap(), 1);
     loop {
         let event = events.next().await.unwrap();
         if event.kind == EventKind::FinishBuild {
-            assert_eq!(event.reason, "user logged out");
+            assert_eq!(event.reason, EndReason::ConnectionLost.to_string());
             break;
         }
     }
@@ -568,12 +575,19 @@ async fn a_slow_subscriber_is_told_how_many_events_it_missed_and_a_fast_one_miss
     authority.steps_completed(&id("lag-8")).await.unwrap();
     let next: Vec<(&str, String)> =
         drain(&mut slow).into_iter().map(|e| (e.kind.as_str(), e.build_id.to_string())).collect();
-    assert_eq!(next, [("revoked", "lag-9".to_owned()), ("steps_completed", "lag-8".to_owned())]);
+    assert_eq!(
+        next,
+        [
+            ("revoked", "lag-9".to_owned()),
+            ("steps_completed", "lag-8".to_owned()),
+            ("deadline_changed", "lag-8".to_owned())
+        ]
+    );
 
     // The fast one, reading as it went, got every event and no lag.
     fast_got.extend(drain(&mut fast));
     let kinds: Vec<&str> = fast_got.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, [vec!["issued"; 10], vec!["revoked", "steps_completed"]].concat());
+    assert_eq!(kinds, [vec!["issued"; 10], vec!["revoked", "steps_completed", "deadline_changed"]].concat());
     let builds: Vec<&str> = fast_got[..10].iter().map(|e| e.build_id.as_str()).collect();
     assert_eq!(builds, (0..10).map(|n| format!("lag-{n}")).collect::<Vec<_>>());
 

@@ -103,18 +103,21 @@ pub async fn posix_script_at(
     write_script(dir, name, info.posix_script(creds).unwrap().expose())
 }
 
-/// Waits for the next event of `kind`, skipping others; panics after a minute.
+/// Waits for the next event of `kind`, skipping others; panics after a minute, naming the
+/// events it skipped.
 pub async fn next_event(events: &mut Subscription, kind: &str) -> Event {
-    tokio::time::timeout(Duration::from_secs(60), async {
+    let mut skipped = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let event = events.next().await.expect("the authority is alive");
             if event.kind.as_str() == kind {
                 return event;
             }
+            skipped.push(event.to_string());
         }
     })
-    .await
-    .unwrap_or_else(|_| panic!("no {kind} event"))
+    .await;
+    found.unwrap_or_else(|_| panic!("no {kind} event; skipped: {skipped:#?}"))
 }
 
 /// Polls the gateway's counters until `want` holds (a minute at most).

@@ -18,6 +18,10 @@ use remote_access_test_peers::*;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+/// How a client's exit is recorded (see `Fixture::refused_after_revoke`).
+const LOGOUT: &[&str] = &["disconnected"];
+const LOGOUT_OR_DROP: &[&str] = &["disconnected", "dropped"];
+
 /// How long a client may take at most: a guard against a hang, not a timing check.
 const GUARD: Duration = Duration::from_secs(180);
 
@@ -138,10 +142,30 @@ impl Fixture {
 
     /// Revokes the build and runs `cmd` again: it must fail, print nothing from the builder,
     /// and show `refusal` (the client's words for a refused login) on stderr; the gateway must
-    /// not have recorded a connection.
-    async fn refused_after_revoke(&mut self, client: &str, mut cmd: Command, refusal: &str) {
+    /// not have recorded a connection. `goodbye` lists how the held run's end may be recorded:
+    /// `disconnected` for clients that end their channels or send DISCONNECT when they exit.
+    /// Dropbear and libssh2 close their TCP connection with the jump channel open: a logout if
+    /// the builder's side closed first, else `dropped`, as a client killed mid-session (after
+    /// the steps, their exit then ends the session when the reconnect window closes).
+    async fn refused_after_revoke(
+        &mut self,
+        client: &str,
+        mut cmd: Command,
+        refusal: &str,
+        goodbye: &[&str],
+    ) {
         // The held run has closed its connection.
-        next_event(&mut self.events, "disconnected").await;
+        let ended = tokio::time::timeout(GUARD, async {
+            loop {
+                let event = self.events.next().await.expect("the authority is alive");
+                if ["disconnected", "dropped"].contains(&event.kind.as_str()) {
+                    return event;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{client}: its connection's end was not recorded"));
+        assert!(goodbye.contains(&ended.kind.as_str()), "{client}: {ended}");
         self.authority.revoke(self.creds.build_id(), "security review").await.unwrap();
         let (code, out, err) = run(&mut cmd).await;
         assert!(
@@ -190,7 +214,7 @@ async fn dropbear_dbclient_multihop_reaches_the_builder_and_is_refused_once_revo
     assert_through("dbclient", &fx, result);
 
     let cmd = fx.clients.dbclient("echo through-dbclient");
-    fx.refused_after_revoke("dbclient", cmd, "No auth methods could be used").await;
+    fx.refused_after_revoke("dbclient", cmd, "No auth methods could be used", LOGOUT_OR_DROP).await;
     fx.running.stop().await.unwrap();
 }
 
@@ -206,7 +230,8 @@ async fn putty_plink_with_a_plink_proxy_command_reaches_the_builder_and_is_refus
 
     let cmd = fx.clients.plink("echo through-plink");
     // The proxy plink's error, passed on by the outer plink with a `proxy: ` prefix.
-    fx.refused_after_revoke("plink", cmd, "proxy: FATAL ERROR: No supported authentication methods").await;
+    fx.refused_after_revoke("plink", cmd, "proxy: FATAL ERROR: No supported authentication methods", LOGOUT)
+        .await;
     fx.running.stop().await.unwrap();
 }
 
@@ -224,7 +249,7 @@ async fn paramiko_jump(which: Paramiko, id: &str) {
         "paramiko: gateway 127.0.0.1:{} as {}: AuthenticationException",
         fx.clients.gateway.port, fx.clients.gateway.user
     );
-    fx.refused_after_revoke(&client, cmd, &refusal).await;
+    fx.refused_after_revoke(&client, cmd, &refusal, LOGOUT).await;
     fx.running.stop().await.unwrap();
 }
 
@@ -252,7 +277,7 @@ async fn libssh2_carries_the_jump_as_a_proxy_command_and_is_refused_once_revoked
 
     let cmd = fx.clients.ssh_through_libssh2("echo through-libssh2");
     let refusal = format!("libssh2: public-key authentication to the gateway as {}", fx.clients.gateway.user);
-    fx.refused_after_revoke("libssh2", cmd, &refusal).await;
+    fx.refused_after_revoke("libssh2", cmd, &refusal, LOGOUT_OR_DROP).await;
     fx.running.stop().await.unwrap();
 }
 
@@ -276,6 +301,6 @@ async fn curl_over_libssh2_logs_in_to_the_gateway_and_is_refused_once_revoked() 
     assert_eq!(refused.reason, "a session on the gateway itself refused", "curl: {err}");
 
     let cmd = fx.clients.curl_sftp();
-    fx.refused_after_revoke("curl", cmd, "SSH public key authentication failed").await;
+    fx.refused_after_revoke("curl", cmd, "SSH public key authentication failed", LOGOUT).await;
     fx.running.stop().await.unwrap();
 }

@@ -104,7 +104,17 @@ async fn the_generated_script_runs_commands_on_the_builder_in_the_build_director
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}\nsshd: {}", builder.log());
     let build_dir = builder.build_dir.display().to_string();
     assert_eq!(stdout.lines().collect::<Vec<_>>(), [build_dir.as_str(), build_dir.as_str()]);
-    assert!(stderr.contains("access ends by"), "{stderr}");
+    // The script's banner states the build's own rule; the gateway's SSH banner (shown by the
+    // jump hop's ssh) the policy's rules and what logging out does.
+    let session = authority.session(creds.build_id()).await.unwrap();
+    assert!(stderr.contains(&format!("access lasts {}", session.access_rule())), "{stderr}");
+    assert!(stderr.contains("until 20 minutes after the build steps complete, and never after"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "remote-access: access to a build lasts until 20 minutes after the build steps complete"
+        ) && stderr.contains("logging out (exit) finishes the build"),
+        "the gateway's banner: {stderr}"
+    );
     running.stop().await.unwrap();
 }
 

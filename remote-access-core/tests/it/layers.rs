@@ -3,8 +3,8 @@
 //! once per login and nothing calls back up.
 //!
 //! ```text
-//! gateway → authority → {store, events, session, credential, tunnel, throttle} → {build, error, secret, clock}
-//! script → {credential, session, build}
+//! gateway → authority → {script, store, events, session, credential, tunnel, throttle} → {build, error, secret, clock}
+//! script → {credential, session, build, clock}
 //! ```
 //!
 //! A module names what it uses by its defining module (`crate::build::BuildId`), never through
@@ -25,10 +25,11 @@ const RULE: &[(&str, &[&str])] = &[
     ("tunnel", &["build", "error", "secret", "clock"]),
     ("events", &["session", "build", "error", "secret", "clock"]),
     ("store", &["session", "build", "error", "secret", "clock"]),
-    ("script", &["credential", "session", "build", "error", "secret"]),
+    ("script", &["credential", "session", "build", "error", "secret", "clock"]),
     (
         "authority",
         &[
+            "script",
             "store",
             "events",
             "session",

@@ -22,8 +22,10 @@ mod vnc_viewer;
 
 mod agent;
 mod authority;
+mod builder_kit;
 mod builder_secrets;
 mod clients;
+mod drops;
 mod gateway;
 mod layers;
 mod properties;

@@ -25,6 +25,7 @@ enum Op {
     Revoke,
     Connect(bool),
     Disconnect(usize),
+    Lose(usize),
     Tick,
 }
 
@@ -37,18 +38,22 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Revoke),
         3 => any::<bool>().prop_map(Op::Connect),
         3 => (0usize..8).prop_map(Op::Disconnect),
+        3 => (0usize..8).prop_map(Op::Lose),
         2 => Just(Op::Tick),
     ]
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    (0u64..=60, 1u64..=240, proptest::option::of(0u64..=60)).prop_map(|(grace, max, unused)| {
-        let mut p = Policy::default();
-        p.grace = Duration::from_secs(grace * 60);
-        p.max_build_duration = Duration::from_secs(max * 60);
-        p.finish_if_unused_after = unused.map(|m| Duration::from_secs(m * 60));
-        p
-    })
+    (0u64..=60, 1u64..=240, proptest::option::of(0u64..=60), 0u64..=600).prop_map(
+        |(grace, max, unused, window)| {
+            let mut p = Policy::default();
+            p.grace = Duration::from_secs(grace * 60);
+            p.max_build_duration = Duration::from_secs(max * 60);
+            p.finish_if_unused_after = unused.map(|m| Duration::from_secs(m * 60));
+            p.reconnect_window = Duration::from_secs(window);
+            p
+        },
+    )
 }
 
 /// Whether a session that ended for `reason` must ask the platform to finish the build.
@@ -61,7 +66,7 @@ fn must_finish(reason: &EndReason, steps_completed: bool) -> bool {
 }
 
 fn is_end_event(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut)
+    matches!(kind, EventKind::Revoked | EventKind::Expired | EventKind::LoggedOut | EventKind::ConnectionLost)
 }
 
 proptest! {
@@ -74,10 +79,36 @@ proptest! {
         let mut finishes = 0;
         let mut ends = 0;
         let mut ended_as: Option<(EndReason, OffsetDateTime)> = None;
+        // When the user's last connection was lost after the steps, if nobody came back since.
+        let mut lost_at: Option<OffsetDateTime> = None;
 
         let mut feed = |session: &mut Session, input: Input, now: OffsetDateTime| {
             let was_ended = session.is_ended();
+            let deadline_before = session.deadline();
             let t = session.handle(input.clone(), now);
+            // A lost connection is never a logout.
+            if let Input::Lost { .. } = input {
+                prop_assert!(!t.events.iter().any(|e| e.kind == EventKind::LoggedOut), "a loss is no logout");
+            }
+            // The deadline moves only with the steps completing, and says so.
+            let moved = t.events.iter().filter(|e| matches!(e.kind, EventKind::DeadlineChanged { .. })).count();
+            if session.deadline() != deadline_before && !session.is_ended() {
+                prop_assert_eq!(input.clone(), Input::StepsCompleted);
+                prop_assert_eq!(moved, 1);
+            }
+            for event in &t.events {
+                if let EventKind::DeadlineChanged { deadline } = event.kind {
+                    prop_assert_eq!(deadline, session.deadline());
+                }
+            }
+            // The window: only while nobody is connected after the steps, never past the
+            // deadline, always in the future while live.
+            if let Some(by) = session.reconnect_by() {
+                prop_assert!(session.live_connections().next().is_none());
+                prop_assert!(session.steps_completed_at().is_some());
+                prop_assert!(by <= session.deadline());
+                prop_assert!(now < by);
+            }
             let finish_actions = t.actions.iter().filter(|a| **a == Action::FinishBuild).count();
             let finish_events = t.events.iter().filter(|e| e.kind == EventKind::FinishBuild).count();
             prop_assert_eq!(finish_actions, finish_events);
@@ -116,19 +147,35 @@ proptest! {
                     let protocol = if vnc { Protocol::Vnc } else { Protocol::Ssh };
                     Input::Connected { connection: ConnectionId::new(0, next_id), protocol }
                 }
-                Op::Disconnect(i) => {
+                Op::Disconnect(i) | Op::Lose(i) => {
                     let live: Vec<_> = session.live_connections().map(|(id, _)| id).collect();
-                    match live.get(i % live.len().max(1)) {
-                        Some(id) => Input::Disconnected { connection: *id },
-                        None => Input::Disconnected { connection: ConnectionId::new(u32::MAX, u32::MAX) },
+                    let connection =
+                        live.get(i % live.len().max(1)).copied().unwrap_or(ConnectionId::new(u32::MAX, u32::MAX));
+                    if matches!(op, Op::Lose(_)) {
+                        if live.len() == 1 && live[0] == connection && session.steps_completed_at().is_some() {
+                            lost_at = Some(now);
+                        }
+                        Input::Lost { connection }
+                    } else {
+                        Input::Disconnected { connection }
                     }
                 }
                 Op::Tick => Input::Tick,
             };
+            if let Input::Connected { .. } = input {
+                lost_at = None;
+            }
             feed(&mut session, input, now)?;
             if let Some((reason, at)) = session.end() {
                 match &ended_as {
-                    None => ended_as = Some((reason.clone(), at)),
+                    None => {
+                        if *reason == EndReason::ConnectionLost {
+                            // Only a loss with nobody back for the whole window ends it so.
+                            let lost = lost_at.expect("connection_lost without a lost last connection");
+                            prop_assert!(at >= lost + policy.reconnect_window);
+                        }
+                        ended_as = Some((reason.clone(), at));
+                    }
                     Some(first) => prop_assert_eq!(first, &(reason.clone(), at), "the end never changes"),
                 }
             }

@@ -372,3 +372,56 @@ async fn the_change_feed_survives_its_liveness_probe_and_reports_ends() {
         .expect("stops once nobody listens")
         .unwrap();
 }
+
+/// The reconnect window lives in the shared session: a user whose connection through gateway
+/// A dropped may come back through gateway B; and when nobody comes back, whichever gateway's
+/// housekeeping sees the window close ends the session as `connection_lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_dropped_on_one_gateway_may_reconnect_through_another() {
+    use crate::drops::Shell;
+    let redis = RedisServer::start();
+    let builder = Sshd::start();
+    let host_key = HostKey::generate().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = member(&redis, &host_key, "127.0.0.1", AuthorityOptions::default()).await;
+    let b = member(&redis, &host_key, "127.0.0.2", AuthorityOptions::default()).await;
+    let platform = authority_on(&redis, AuthorityOptions::default());
+    let mut events = platform.subscribe();
+    let mut request = request("fleet-drop", builder.builder());
+    let mut policy = Policy::default();
+    policy.reconnect_window = Duration::from_secs(3);
+    request.policy = Some(policy);
+    let creds = platform.issue(request).await.unwrap();
+    builder.authorize(&creds.authorized_keys_line());
+    platform.steps_completed(creds.build_id()).await.unwrap();
+    let (script_a, script_b) = (
+        a.script(&platform, &host_key, &creds, scratch.path()).await,
+        b.script(&platform, &host_key, &creds, scratch.path()).await,
+    );
+    let session = || async { platform.session(creds.build_id()).await.unwrap() };
+
+    let shell = Shell::open(&script_a).await;
+    shell.kill_hard();
+    eventually("gateway A recorded the drop", || async { session().await.reconnect_by().is_some() }).await;
+
+    // Through gateway B, inside the window: the window closes and the build goes on.
+    let shell = Shell::open(&script_b).await;
+    let now = session().await;
+    assert!(!now.is_ended(), "{:?}", now.end());
+    assert_eq!(now.reconnect_by(), None);
+
+    // Dropped again, and nobody comes back: the fleet ends it when the window closes.
+    shell.kill_hard();
+    eventually("the session ended", || async { session().await.is_ended() }).await;
+    assert_eq!(
+        session().await.end().map(|(r, _)| r.clone()),
+        Some(remote_access_core::EndReason::ConnectionLost)
+    );
+    let ended =
+        std::iter::from_fn(|| events.try_next()).filter(|e| e.kind.as_str() == "connection_lost").count();
+    assert!(ended <= 1);
+    let (code, _, _) = run_script(&script_a, &["true"]).await;
+    assert_eq!(code, 255, "refused after the window, on every gateway");
+    a.running.stop().await.unwrap();
+    b.running.stop().await.unwrap();
+}

@@ -112,7 +112,7 @@ fn steps_completing_with_nobody_connected_starts_the_grace_only() {
     connect(&mut s, 1, 1);
     disconnect(&mut s, 1, 2);
     let t = s.handle(Input::StepsCompleted, at(10));
-    assert_eq!(kinds(&t), ["steps_completed"]);
+    assert_eq!(kinds(&t), ["steps_completed", "deadline_changed"]);
     assert_eq!(s.phase(), Phase::StepsCompleted);
 }
 
@@ -193,7 +193,7 @@ fn zero_grace_ends_access_when_the_steps_complete() {
     policy.grace = Duration::ZERO;
     let mut s = session(policy);
     let t = s.handle(Input::StepsCompleted, at(10));
-    assert_eq!(kinds(&t), ["steps_completed", "expired", "finish_build"]);
+    assert_eq!(kinds(&t), ["steps_completed", "deadline_changed", "expired", "finish_build"]);
 }
 
 #[test]
@@ -252,4 +252,115 @@ fn sessions_survive_serialization_for_networked_stores() {
     // A stored build id is validated on the way back in.
     let forged = live.replace("\"b-1\"", "\"a;rm -rf\"");
     assert!(serde_json::from_str::<Session>(&forged).is_err());
+}
+
+fn lose(s: &mut Session, id: u32, m: u64) -> Transition {
+    s.handle(Input::Lost { connection: ConnectionId::new(0, id) }, at(m))
+}
+
+#[test]
+fn a_lost_last_connection_after_the_steps_waits_for_the_user_to_come_back() {
+    let mut s = session(Policy::default());
+    connect(&mut s, 1, 5);
+    s.handle(Input::StepsCompleted, at(10));
+    let t = lose(&mut s, 1, 12);
+    assert!(t.actions.is_empty(), "a drop is no logout: {t:?}");
+    assert_eq!(kinds(&t), ["dropped"]);
+    assert_eq!(s.reconnect_by(), Some(at(14)), "the default window is 2 minutes");
+    assert!(t.events[0].reason.contains("work again until"), "{}", t.events[0].reason);
+    assert!(s.handle(Input::Tick, at(13)).actions.is_empty());
+    // Back within the window: the session goes on, and a later logout is a logout.
+    assert!(!connect(&mut s, 2, 13).changed() || s.reconnect_by().is_none());
+    assert_eq!(s.reconnect_by(), None);
+    assert!(s.handle(Input::Tick, at(20)).actions.is_empty());
+    let t = disconnect(&mut s, 2, 21);
+    assert_eq!(t.actions, END_AND_FINISH);
+    assert_eq!(s.end().map(|(r, _)| r.clone()), Some(EndReason::LoggedOut));
+}
+
+#[test]
+fn nobody_back_within_the_window_ends_the_session_as_connection_lost() {
+    let mut s = session(Policy::default());
+    connect(&mut s, 1, 5);
+    connect(&mut s, 2, 6);
+    s.handle(Input::StepsCompleted, at(10));
+    // One of two lost: the other is still there, nothing waits.
+    assert!(lose(&mut s, 1, 11).actions.is_empty());
+    assert_eq!(s.reconnect_by(), None);
+    lose(&mut s, 2, 12);
+    assert_eq!(s.next_deadline(), Some(at(14)));
+    let t = s.handle(Input::Tick, at(14));
+    assert_eq!(t.actions, END_AND_FINISH);
+    assert_eq!(kinds(&t), ["connection_lost", "finish_build"]);
+    assert_eq!(s.end().map(|(r, _)| r.clone()), Some(EndReason::ConnectionLost));
+    // The same credentials are refused from then on.
+    assert_eq!(connect(&mut s, 3, 15).refused, Some(EndReason::ConnectionLost));
+}
+
+#[test]
+fn the_window_never_runs_past_the_deadline() {
+    let mut s = session(Policy::default());
+    connect(&mut s, 1, 5);
+    s.handle(Input::StepsCompleted, at(10));
+    lose(&mut s, 1, 29);
+    assert_eq!(s.reconnect_by(), Some(at(30)), "cut short by the grace period's end");
+    s.handle(Input::Tick, at(30));
+    assert_eq!(s.end().map(|(r, _)| r.clone()), Some(EndReason::GraceElapsed));
+}
+
+#[test]
+fn a_zero_window_ends_the_session_at_the_drop() {
+    let mut policy = Policy::default();
+    policy.reconnect_window = Duration::ZERO;
+    let mut s = session(policy);
+    connect(&mut s, 1, 5);
+    s.handle(Input::StepsCompleted, at(10));
+    let t = lose(&mut s, 1, 12);
+    assert_eq!(t.actions, END_AND_FINISH);
+    assert_eq!(kinds(&t), ["dropped", "connection_lost", "finish_build"]);
+}
+
+#[test]
+fn a_drop_while_the_steps_run_is_only_recorded() {
+    let mut s = session(Policy::default());
+    connect(&mut s, 1, 5);
+    let t = lose(&mut s, 1, 6);
+    assert_eq!(kinds(&t), ["dropped"]);
+    assert_eq!(s.reconnect_by(), None);
+    // Steps complete with nobody connected: the grace period alone decides.
+    s.handle(Input::StepsCompleted, at(10));
+    assert_eq!(s.next_deadline(), Some(at(30)));
+}
+
+#[test]
+fn the_steps_completing_moves_the_deadline_and_says_so() {
+    let mut s = session(Policy::default());
+    let t = s.handle(Input::StepsCompleted, at(10));
+    assert_eq!(kinds(&t), ["steps_completed", "deadline_changed"]);
+    assert_eq!(t.events[1].kind, EventKind::DeadlineChanged { deadline: at(30) });
+    // Late steps whose grace reaches past the maximum: the deadline does not move.
+    let mut late = session(Policy::default());
+    assert_eq!(kinds(&late.handle(Input::StepsCompleted, at(110))), ["steps_completed"]);
+}
+
+#[test]
+fn the_rule_in_words_has_the_builds_own_numbers() {
+    let mut policy = Policy::default();
+    policy.grace = min(5);
+    let mut s = session(policy);
+    assert_eq!(s.access_rule(), "until 5 minutes after the build steps complete, and never after 11:00 UTC");
+    s.handle(Input::StepsCompleted, at(10));
+    assert_eq!(s.access_rule(), "until 09:15 UTC (5 minutes after the build steps completed)");
+    connect(&mut s, 1, 11);
+    lose(&mut s, 1, 12);
+    assert_eq!(
+        s.access_rule(),
+        "until 09:15 UTC (5 minutes after the build steps completed); the connection was lost: reconnect by 09:14 UTC"
+    );
+    s.handle(Input::Tick, at(14));
+    assert_eq!(s.access_rule(), "ended at 09:14 UTC: user's connection lost and not resumed in time");
+    assert_eq!(
+        Policy::default().describe(),
+        "until 20 minutes after the build steps complete, and never more than 2 hours after the build started"
+    );
 }

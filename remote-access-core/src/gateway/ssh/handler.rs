@@ -6,14 +6,15 @@
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::MAX_PACKET;
-use crate::authority::{Admitted, Attempt, LiveConnection, Role};
+use crate::authority::{Admitted, Attempt, End, LiveConnection, Role};
 use crate::build::{BuildId, Builder};
 use crate::error::Error;
 use crate::gateway::admission::{Counted, Held, Holding, Kind, Target};
@@ -57,12 +58,140 @@ pub(crate) struct Handler {
     /// Hands the admitted connection to the task that watches it; taken on first success.
     admitted: Option<oneshot::Sender<Login>>,
     route: Option<Route>,
-    /// Closed (its sender dropped) when this user connection ends; stops its splices.
-    closed: watch::Receiver<bool>,
+    /// Says how this user connection ended, when it does; stops its splices.
+    closed: watch::Receiver<Option<End>>,
+    /// What the user's channels did, to tell a logout from a lost network.
+    channels: Arc<Channels>,
+    /// Held by each VNC-in-a-tunnel task until its end is recorded: the connection's own end
+    /// waits for them (see `Channels`).
+    vnc_tasks: mpsc::Sender<()>,
     /// Cuts this connection's transport: for clients that keep asking for what they may not.
     flag: Arc<CutFlag>,
     refusals: usize,
     auth_failures: usize,
+}
+
+/// The user's channels to the builder, to tell a logout from a lost network when the
+/// connection ends. A channel has ended when the client sent EOF or CLOSE on it (it has nothing
+/// more to send), or when the builder closed its side first (the user's session there is over:
+/// `exit`; Dropbear and libssh2 then close their TCP connection without closing the channel). A
+/// connection whose client ended every channel it opened ended by the user's will, as does one
+/// that sent `DISCONNECT`; one that ends with a channel still open (a reset, a keepalive
+/// timeout, a client killed mid-session: the builder's side was still open) was lost.
+#[derive(Debug, Default)]
+pub(crate) struct Channels {
+    state: std::sync::Mutex<ChannelState>,
+}
+
+#[derive(Debug, Default)]
+struct ChannelState {
+    opened_any: bool,
+    /// The open channels, and whether each has ended (see `Channels`).
+    open: std::collections::HashMap<ChannelId, bool>,
+}
+
+impl Channels {
+    fn state(&self) -> std::sync::MutexGuard<'_, ChannelState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registered before the channel is confirmed, so before the client can end it.
+    fn opened(&self, channel: ChannelId) {
+        let mut state = self.state();
+        state.opened_any = true;
+        state.open.insert(channel, false);
+    }
+
+    fn ended(&self, channel: ChannelId) {
+        if let Some(ended) = self.state().open.get_mut(&channel) {
+            *ended = true;
+        }
+    }
+
+    /// A closed channel is over, and its id may be used again.
+    fn closed(&self, channel: ChannelId) {
+        self.state().open.remove(&channel);
+    }
+
+    /// Whether the client opened channels and every one has ended.
+    pub(crate) fn all_closed_by_client(&self) -> bool {
+        let state = self.state();
+        state.opened_any && state.open.values().all(|ended| *ended)
+    }
+
+    /// Whether the client never opened a channel (a tunnel nobody used yet).
+    pub(crate) fn none_opened(&self) -> bool {
+        !self.state().opened_any
+    }
+}
+
+/// One side of a builder channel's splice, which notes whether it reached its end of stream
+/// before the other: the builder's side first means the session on the builder ended (the
+/// channel has ended, see `Channels`); the user's side first (an EOF, or russh dropping the
+/// channel with the transport) means nothing.
+struct FirstEnd<S> {
+    inner: S,
+    builder_side: bool,
+    first: Arc<std::sync::atomic::AtomicU8>,
+    channel: ChannelId,
+    channels: Arc<Channels>,
+}
+
+impl<S> FirstEnd<S> {
+    fn new(
+        inner: S,
+        builder_side: bool,
+        first: &Arc<std::sync::atomic::AtomicU8>,
+        channel: ChannelId,
+        channels: &Arc<Channels>,
+    ) -> Self {
+        Self { inner, builder_side, first: first.clone(), channel, channels: channels.clone() }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstEnd<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let (before, room) = (buf.filled().len(), buf.remaining());
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let at_end =
+            matches!(polled, std::task::Poll::Ready(Ok(()))) && room > 0 && buf.filled().len() == before;
+        if at_end {
+            let side = if self.builder_side { 1 } else { 2 };
+            let won = self.first.compare_exchange(0, side, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+            if won && self.builder_side {
+                self.channels.ended(self.channel);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstEnd<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Refused requests after which a connection is cut.
@@ -82,8 +211,10 @@ impl Handler {
         shared: Arc<Shared>,
         peer: Option<SocketAddr>,
         admitted: oneshot::Sender<Login>,
-        closed: watch::Receiver<bool>,
+        closed: watch::Receiver<Option<End>>,
         flag: Arc<CutFlag>,
+        channels: Arc<Channels>,
+        vnc_tasks: mpsc::Sender<()>,
     ) -> Self {
         Self {
             shared,
@@ -91,6 +222,8 @@ impl Handler {
             admitted: Some(admitted),
             route: None,
             closed,
+            channels,
+            vnc_tasks,
             flag,
             refusals: 0,
             auth_failures: 0,
@@ -225,6 +358,24 @@ impl russh::server::Handler for Handler {
         Ok(Auth::reject())
     }
 
+    /// The time rules, before the login (russh asks before the client names its user, so the
+    /// banner cannot name the build's own deadline: the builder kit shows it in the user's shell).
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(Some(self.shared.banner.clone()))
+    }
+
+    // russh calls these two only for established channels: the ones the user opened and we
+    // accepted (a channel's id is not reused while it is open).
+    async fn channel_eof(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.ended(channel);
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.closed(channel);
+        Ok(())
+    }
+
     /// Passwords are not a method here; trying one is a failed login like any other.
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
         let peer = self.peer();
@@ -329,11 +480,13 @@ impl russh::server::Handler for Handler {
             };
             let (shared, closed) = (self.shared.clone(), self.closed.clone());
             let peer = self.peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let (channels, recorded) = (self.channels.clone(), self.vnc_tasks.clone());
             tokio::spawn(async move {
+                channels.opened(channel.id());
                 reply.accept().await;
                 crate::gateway::vnc::serve_channel(shared, channel.into_stream(), peer, build_id, closed)
                     .await;
-                drop(slot);
+                drop((slot, recorded));
             });
             return Ok(());
         }
@@ -357,6 +510,7 @@ impl russh::server::Handler for Handler {
         let port = u16::try_from(port).unwrap_or(builder.ssh_port);
         let addr = SocketAddr::new(builder.address, port);
         let (mut closed, authority) = (self.closed.clone(), self.shared.authority.clone());
+        let channels = self.channels.clone();
         let (router, dial_timeout) = (self.shared.router.clone(), self.shared.options.dial_timeout);
         let stall = self.shared.options.builder_stall_timeout;
         tokio::spawn(async move {
@@ -385,8 +539,14 @@ impl russh::server::Handler for Handler {
                     .await;
                 return;
             }
+            let id = channel.id();
+            channels.opened(id);
             reply.accept().await;
-            let (mut stream, mut tcp) = (channel.into_stream(), tcp);
+            let first = Arc::new(std::sync::atomic::AtomicU8::new(0));
+            let (mut stream, mut tcp) = (
+                FirstEnd::new(channel.into_stream(), false, &first, id, &channels),
+                FirstEnd::new(tcp, true, &first, id, &channels),
+            );
             let (mut ended, mut gone) = (cut.clone(), closed.clone());
             let stop = async move {
                 tokio::select! {

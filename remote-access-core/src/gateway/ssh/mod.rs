@@ -14,14 +14,15 @@ use std::time::Duration;
 use russh::server::Config;
 use russh::{Disconnect, MethodKind, MethodSet, SshId};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::listen::Stop;
 use super::{CutFlag, CutStream, GatewayOptions, Held, Kind, Pool, Shared};
+use crate::authority::End;
 use crate::credential::HostKey;
 use crate::error::Result;
 use crate::tunnel;
-use handler::{Handler, Login};
+use handler::{Channels, Handler, Login};
 
 /// The largest channel packet a peer may send us; a larger one is a protocol violation that
 /// cuts the connection (russh itself would take up to 256 KiB).
@@ -34,6 +35,10 @@ const SEND_QUEUE: usize = 32;
 /// identification ("SSH-2.0-x" and CRLF, 11 bytes at least) and the start of its KEXINIT (67
 /// bytes even with every list empty; real clients send several hundred).
 const OPENING_BYTES: u64 = 64;
+
+/// How long a connection's end waits for the VNC sessions inside its channels to record
+/// theirs first (one store write each).
+const VNC_TASKS_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a polite DISCONNECT may take before the transport is cut underneath it.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(250);
@@ -70,7 +75,9 @@ pub(super) fn config(options: &GatewayOptions, host_key: &HostKey) -> Result<Con
 
 /// Why an authenticated connection stopped being served.
 enum Ending {
-    ClientLeft,
+    /// The transport ended: by the user's will (`DISCONNECT`, or every channel closed first)
+    /// or lost (a reset, a keepalive timeout, a client killed with channels open).
+    TransportEnded(End),
     AccessEnded,
     GatewayStopping,
 }
@@ -94,11 +101,21 @@ where
         (now + shared.options.pre_auth_timeout, now + shared.options.silent_timeout);
     let flag = CutFlag::new();
     let (admitted_tx, mut admitted_rx) = oneshot::channel::<Login>();
-    // Dropped when this function returns, which stops the connection's builder splices.
-    // Also set to true when the gateway stops, so that a VNC connection inside one of its
-    // channels is recorded as detached, not as the user leaving.
-    let (closed_tx, closed_rx) = watch::channel(false);
-    let handler = Handler::new(shared.clone(), Some(peer), admitted_tx, closed_rx, flag.clone());
+    // Set to how the connection ended, which stops its builder splices and tells a VNC
+    // connection inside one of its channels how to record its own end; dropped when this
+    // function returns.
+    let (closed_tx, closed_rx) = watch::channel(None);
+    let channels = Arc::new(Channels::default());
+    let (vnc_tasks, mut vnc_tasks_done) = mpsc::channel(1);
+    let handler = Handler::new(
+        shared.clone(),
+        Some(peer),
+        admitted_tx,
+        closed_rx,
+        flag.clone(),
+        channels.clone(),
+        vnc_tasks,
+    );
     let stream = CutStream::new(tcp, flag.clone());
 
     // The identification must come within the silence deadline.
@@ -131,11 +148,15 @@ where
     let mut opening_checked = false;
     let login = loop {
         tokio::select! {
-            _ = &mut running => return,
+            // The login first: a client that logs in and leaves at once (curl, refused a
+            // session) has ended its transport by now too, and its end must be recorded from
+            // how it ended, not by the connection's guard.
+            biased;
             admitted = &mut admitted_rx => match admitted {
                 Ok(login) => break login,
                 Err(_) => return,
             },
+            _ = &mut running => return,
             // By the silence deadline the client must have sent its key exchange's start too.
             () = tokio::time::sleep_until(silent_deadline), if !opening_checked => {
                 opening_checked = true;
@@ -198,28 +219,55 @@ where
     };
     let mut cut = live.cut_signal();
     let ending = tokio::select! {
-        _ = &mut running => Ending::ClientLeft,
+        ended = &mut running => Ending::TransportEnded(how_it_ended(&ended, &channels)),
         () = cut.cut() => Ending::AccessEnded,
         () = stop.stopped() => Ending::GatewayStopping,
     };
-    let outcome = match ending {
-        Ending::ClientLeft => live.disconnect().await,
+    let how = match ending {
+        Ending::TransportEnded(how) => {
+            // VNC sessions in this connection's channels record their ends first, the way this
+            // one ended: they are then never the session's last connection, and this end
+            // decides between a logout and a loss. (russh has dropped the handler, and with it
+            // the other sender.)
+            closed_tx.send_replace(Some(how));
+            let _ = tokio::time::timeout(VNC_TASKS_WAIT, vnc_tasks_done.recv()).await;
+            how
+        }
         Ending::AccessEnded => {
             say_goodbye(&handle, &mut running, tunnel::ACCESS_ENDED).await;
             flag.cut();
-            live.disconnect().await
+            End::Left
         }
         Ending::GatewayStopping => {
-            // Should this task be aborted from here on, the guard must not report a logout.
+            // Should this task be aborted from here on, the guard must not report a loss.
             live.detach_on_drop();
-            closed_tx.send_replace(true);
+            closed_tx.send_replace(Some(End::Detached));
             say_goodbye(&handle, &mut running, "the gateway is shutting down").await;
             flag.cut();
-            live.detach().await
+            End::Detached
         }
     };
+    tracing::debug!(%peer, ?how, "SSH connection ended");
+    closed_tx.send_replace(Some(how));
+    let outcome = live.end(how).await;
     if let Err(err) = outcome {
         tracing::warn!(%peer, %err, "could not record the end of a connection");
+    }
+}
+
+/// A logout or a loss, from how russh's loop ended and what the channels did. russh ends
+/// without an error only when the client sent DISCONNECT (OpenSSH does when it exits, Ctrl-C
+/// included). A client that ended every channel it opened left by its own will (`exit` in the
+/// shell) whatever came after. One that never opened a channel left too when its peer closed
+/// the connection (a close or a reset: curl closes with bytes unread), but not when the network
+/// went silent (keepalives unanswered: a laptop asleep with an idle tunnel). Any other end (a
+/// client killed or a network lost with a channel open) is a loss.
+fn how_it_ended(ended: &Result<(), russh::Error>, channels: &Channels) -> End {
+    let closed_by_peer = matches!(ended, Err(russh::Error::IO(_)));
+    if ended.is_ok() || channels.all_closed_by_client() || (channels.none_opened() && closed_by_peer) {
+        End::Left
+    } else {
+        End::Lost
     }
 }
 

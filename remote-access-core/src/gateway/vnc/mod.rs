@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 
 use super::listen::Stop;
 use super::{CutFlag, CutStream, Held, Holding, Kind, Pool, Shared, Target, Waiting};
-use crate::authority::LiveConnection;
+use crate::authority::{End, LiveConnection};
 use crate::error::Error;
 use crate::session::Protocol;
 use crate::tunnel;
@@ -146,13 +146,17 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         () = cut.cut() => (false, true),
         () = stop.stopped() => (true, true),
     };
-    let outcome = if gateway_stopping {
+    // The viewer closing its connection is a logout; a reset or a keepalive timeout is a loss
+    // the user may come back from (after the steps, within the reconnect window).
+    let how = if gateway_stopping {
         live.detach_on_drop();
-        live.detach().await
+        End::Detached
+    } else if ended || flag.closed_by_peer() {
+        End::Left
     } else {
-        live.disconnect().await
+        End::Lost
     };
-    if let Err(err) = outcome {
+    if let Err(err) = live.end(how).await {
         tracing::warn!(%peer, %err, "could not record the end of a VNC connection");
     }
     if ended {
@@ -200,13 +204,14 @@ async fn carry(shared: &Shared, tcp: TcpStream, flag: Arc<CutFlag>) -> Result<(U
 /// (`ssh -L`). The user still logs in with the build's VNC password, and the gateway with the
 /// builder's; the SSH login already proved the build, so there is no port to route by and no
 /// waiting pool. It ends when the user leaves, access ends, or the SSH connection closes
-/// (`closed` changes; it is true when the gateway is stopping, which is no logout).
+/// (`closed` changes to how it ended). Its end is recorded before the SSH connection's, so it
+/// is never the last of the session's connections: the SSH connection's end decides.
 pub(crate) async fn serve_channel<S>(
     shared: Arc<Shared>,
     user: S,
     peer: SocketAddr,
     build_id: crate::build::BuildId,
-    mut closed: tokio::sync::watch::Receiver<bool>,
+    mut closed: tokio::sync::watch::Receiver<Option<End>>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -262,8 +267,8 @@ pub(crate) async fn serve_channel<S>(
         () = cut.cut() => {}
         _ = closed.changed() => {}
     }
-    let outcome = if *closed.borrow() { live.detach().await } else { live.disconnect().await };
-    if let Err(err) = outcome {
+    let how = closed.borrow().unwrap_or(End::Left);
+    if let Err(err) = live.end(how).await {
         tracing::warn!(%peer, %err, "could not record the end of a VNC connection");
     }
 }
