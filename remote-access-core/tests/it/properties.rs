@@ -199,6 +199,7 @@ enum AOp {
     Revoke(usize),
     Connect(usize),
     Disconnect(usize),
+    Lose(usize),
     VerifySsh(usize),
     VerifyVnc(usize),
     ExpireDue,
@@ -213,6 +214,7 @@ fn aop() -> impl Strategy<Value = AOp> {
         1 => (0usize..4).prop_map(AOp::Revoke),
         3 => (0usize..4).prop_map(AOp::Connect),
         3 => (0usize..4).prop_map(AOp::Disconnect),
+        2 => (0usize..4).prop_map(AOp::Lose),
         4 => (0usize..4).prop_map(AOp::VerifySsh),
         2 => (0usize..4).prop_map(AOp::VerifyVnc),
         1 => Just(AOp::ExpireDue),
@@ -260,6 +262,11 @@ proptest! {
                     {
                         c.disconnect().await.unwrap();
                     },
+                    AOp::Lose(i) => if let Some(i) = pick(i)
+                        && let Some(c) = live.get_mut(&i).and_then(Vec::pop)
+                    {
+                        c.lost().await.unwrap();
+                    },
                     AOp::VerifySsh(i) => if let Some(i) = pick(i) {
                         let c = &builds[i];
                         let accepted = authority.verify_ssh(c.username(), c.public_key()).await.is_ok();
@@ -282,6 +289,11 @@ proptest! {
                     collect(&mut events, &mut ended, &mut finished);
                     prop_assert_eq!(session.is_ended(), ended.contains(c.build_id()));
                     prop_assert!(session.is_ended() || authority.now() < session.deadline());
+                    // A window is open only while nobody is connected, and ends in the future.
+                    if let Some(by) = session.reconnect_by() {
+                        prop_assert!(session.live_connections().next().is_none());
+                        prop_assert!(authority.now() < by && by <= session.deadline());
+                    }
                 }
             }
             Ok(())
