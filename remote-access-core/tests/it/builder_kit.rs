@@ -149,7 +149,8 @@ async fn commands_through_the_gateway_see_the_builds_environment_but_not_its_sec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_interactive_session_picks_up_new_variables_and_the_new_deadline_at_the_next_prompt() {
     let kit = Kit::install();
-    let Build { authority, running, creds, script, .. } = Build::issue(&kit, "kit-2").await;
+    let Build { builder: _builder, authority, running, creds, scratch: _scratch, script } =
+        Build::issue(&kit, "kit-2").await;
     let mut events = authority.subscribe();
 
     // What the platform's agent writes when the build is issued: the maximum duration bounds
