@@ -38,6 +38,11 @@ impl Sshd {
     /// `"` or newline in either), as a builder image sets them with sshd's `SetEnv` (sshd
     /// takes only the first `SetEnv` line, so they share it with `FCI_BUILD_DIR`).
     pub fn start_with_env(address: &str, env: &[(&str, &str)]) -> Sshd {
+        Self::start_with(address, env, "")
+    }
+
+    /// The same with `extra` lines appended to its `sshd_config` (e.g. `Banner FILE\n`).
+    pub fn start_with(address: &str, env: &[(&str, &str)], extra: &str) -> Sshd {
         let dir = tempfile::Builder::new().prefix("ra-sshd-").tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -57,7 +62,7 @@ impl Sshd {
             "ListenAddress {address}\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
-             AllowTcpForwarding yes\nSetEnv {set_env}\nLogLevel VERBOSE\n",
+             AllowTcpForwarding yes\nSetEnv {set_env}\nLogLevel VERBOSE\n{extra}",
             d = d.display(),
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();

@@ -29,6 +29,9 @@ const PROFILE_SCRIPT: &str = include_str!("builder_profile.sh");
 /// The files in the kit's directory, as the profile script names them.
 const ENV_FILE: &str = "env.sh";
 const DEADLINE_FILE: &str = "deadline";
+/// The builder sshd's `Banner`: the SSH authentication banner every login to the builder shows
+/// (the gateway's own banner cannot name the build's deadline).
+const BANNER_FILE: &str = "banner";
 
 /// Limits that keep `env.sh` quick to source at every prompt and every command.
 const MAX_NAME: usize = 128;
@@ -239,24 +242,47 @@ impl BuildEnvironment {
         self.rule = one_line(text);
     }
 
-    /// Writes `env.sh` and `deadline` into `dir` (created, mode 755, if missing; its parent
-    /// must exist), each replaced atomically (a new file of mode 644 in `dir`, synced, renamed
-    /// over the old one, so a shell reads the old file or the new one, never half of either).
-    /// Without a deadline the `deadline` file is removed.
+    /// Writes `env.sh`, `deadline` and `banner` into `dir` (created, mode 755, if missing; its
+    /// parent must exist), each replaced atomically (a new file of mode 644 in `dir`, synced,
+    /// renamed over the old one, so a shell reads the old file or the new one, never half of
+    /// either). `banner` is the builder sshd's `Banner` (an SSH authentication banner shown at
+    /// every login: when access ends, and that logging out finishes the build). Without a
+    /// deadline `deadline` and `banner` are removed.
     ///
     /// Every login shell sources `env.sh`, so whoever may write to `dir` runs code in the
     /// users' shells: a `dir` that its group or others may write is refused.
     pub fn write(&self, dir: &Path) -> Result<()> {
         prepare_dir(dir)?;
         replace_file(dir, ENV_FILE, self.env_script().as_bytes())?;
-        match self.deadline_text()? {
-            Some(text) => replace_file(dir, DEADLINE_FILE, text.as_bytes()),
-            None => match fs::remove_file(dir.join(DEADLINE_FILE)) {
-                Ok(()) => sync_dir(dir),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(err) => Err(file_error(&dir.join(DEADLINE_FILE), "cannot remove", &err)),
-            },
+        match (self.deadline_text()?, self.banner_text()?) {
+            (Some(deadline), Some(banner)) => {
+                replace_file(dir, DEADLINE_FILE, deadline.as_bytes())?;
+                replace_file(dir, BANNER_FILE, banner.as_bytes())
+            }
+            _ => {
+                for file in [DEADLINE_FILE, BANNER_FILE] {
+                    match fs::remove_file(dir.join(file)) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                        Err(err) => return Err(file_error(&dir.join(file), "cannot remove", &err)),
+                    }
+                }
+                sync_dir(dir)
+            }
         }
+    }
+
+    /// The builder's SSH banner: when access ends, the rule, and what logging out does.
+    fn banner_text(&self) -> Result<Option<String>> {
+        let Some(at) = self.deadline else { return Ok(None) };
+        let at = utc(at).ok_or_else(|| Error::invalid("deadline", "out of range in UTC"))?;
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+        let when = at.format(&format).map_err(|err| Error::invalid("deadline", err.to_string()))?;
+        let rule = if self.rule.is_empty() { String::new() } else { format!(" Access lasts {}.", self.rule) };
+        Ok(Some(format!(
+            "remote-access: access to this build ends at {when}.{rule}\n\
+             Logging out (exit) after the build steps completed finishes the build.\n"
+        )))
     }
 
     /// The kit's profile script (POSIX sh), for the builder image: installed as

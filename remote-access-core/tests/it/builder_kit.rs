@@ -45,14 +45,15 @@ impl Kit {
 
     /// An sshd whose sessions get the kit. bash run by sshd for a command reads the bashrc
     /// files instead of BASH_ENV (Debian's, and any bash whose stdin is a socket), hence the
-    /// home; BASH_ENV and ENV reach the other shells.
+    /// home; BASH_ENV and ENV reach the other shells. Its `Banner` is the kit's.
     fn sshd(&self) -> Sshd {
         let profile = self.profile.to_str().unwrap();
         let run = self.run.to_str().unwrap();
         let home = self.home.to_str().unwrap();
-        Sshd::start_with_env(
+        Sshd::start_with(
             "127.0.0.1",
             &[("BASH_ENV", profile), ("ENV", profile), ("REMOTE_ACCESS_DIR", run), ("HOME", home)],
+            &format!("Banner {run}/banner\n"),
         )
     }
 }
@@ -131,6 +132,13 @@ async fn commands_through_the_gateway_see_the_builds_environment_but_not_its_sec
     let dir = build_dir.display();
     assert_eq!(stdout, format!("{dir}\n{hostile}\nno-signing-key\n{dir}\n"), "stderr: {stderr}");
     assert!(!stderr.contains("remote access ends"), "no greeting for a command: {stderr}");
+    // The builder sshd's banner, from the kit's file: the build's own deadline, at every login.
+    let deadline = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    let banner = format!("access to this build ends at {}", session.deadline().format(&deadline).unwrap());
+    assert!(
+        stderr.contains(&banner) && stderr.contains("finishes the build"),
+        "the builder's banner: {stderr}"
+    );
     assert!(!canary.exists(), "a value was executed");
     let env_sh = std::fs::read_to_string(kit.run.join("env.sh")).unwrap();
     assert!(env_sh.contains("\n# SIGNING_KEY: left out (secret)\n") && !env_sh.contains("hunter2"));
