@@ -28,18 +28,15 @@ use tokio::process::Command;
 
 const GIB: u64 = 1 << 30;
 
-/// CPU seconds (user + system) of a jump host process, from /proc.
-///
-/// An `sshd`'s per-connection processes are reaped into it, so their time (cutime, cstime)
-/// is part of the jump host. The harness (`self`, which runs the gateway) is different: its
-/// reaped children are the `ssh` clients it ran, which are not, so only its own time counts.
+/// CPU seconds (user + system) of a process and its reaped children, from /proc: an `sshd`'s
+/// per-connection processes are reaped into it, and the gateway program has none, so both jump
+/// hosts are read the same way.
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" that closes the command name: state is field 3; utime 14 .. cstime 17.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let last = if pid == "self" { 13 } else { 15 };
-    let ticks: f64 = (11..last).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
+    let ticks: f64 = (11..15).filter_map(|i| fields.get(i)?.parse::<f64>().ok()).sum();
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
@@ -73,12 +70,106 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 /// One way of reaching the builder: an ssh config file and the host alias to ask for.
 struct Route {
     name: &'static str,
+    /// The cipher every hop is set to, or [`DEFAULT`].
+    cipher: &'static str,
     config: PathBuf,
     target: &'static str,
-    /// Whose CPU to count for the jump host: `self` for our in-process gateway, or sshd's pid.
+    /// Whose CPU to count for the jump host: the gateway program's pid, or sshd's.
     jump_pid: String,
     /// The reverse path's agent process (on the builder in a real deployment), counted apart.
     agent_pid: Option<String>,
+}
+
+/// The label of the paths where client and jump host negotiate as they would by default.
+const DEFAULT: &str = "default";
+
+/// A cipher setting for every hop of a path (the jump host's and the builder's).
+struct Cipher {
+    name: &'static str,
+    /// The `ssh_config` lines, or none for each side's default negotiation.
+    config: Option<&'static str>,
+}
+
+impl Cipher {
+    /// The name, fit for a file name (ssh splits `-F` paths in a `ProxyCommand` at spaces).
+    fn file_name(&self) -> String {
+        self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+    }
+
+    fn apply(&self, config: String) -> String {
+        match self.config {
+            Some(lines) => format!("{config}Host *\n{lines}"),
+            None => config,
+        }
+    }
+}
+
+/// Each cipher a stock OpenSSH client may negotiate with both jump hosts, and the default
+/// negotiation; `--cipher NAME` narrows the run to that one.
+fn ciphers() -> Vec<Cipher> {
+    let all = vec![
+        Cipher { name: DEFAULT, config: None },
+        Cipher { name: "chacha20-poly1305", config: Some("  Ciphers chacha20-poly1305@openssh.com\n") },
+        Cipher { name: "aes128-gcm", config: Some("  Ciphers aes128-gcm@openssh.com\n") },
+        Cipher { name: "aes256-gcm", config: Some("  Ciphers aes256-gcm@openssh.com\n") },
+        Cipher {
+            name: "aes128-ctr + hmac-sha2-256-etm",
+            config: Some("  Ciphers aes128-ctr\n  MACs hmac-sha2-256-etm@openssh.com\n"),
+        },
+    ];
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--cipher").and_then(|i| args.get(i + 1)) {
+        Some(only) => all.into_iter().filter(|c| c.name == DEFAULT || only.starts_with(c.name)).collect(),
+        None => all,
+    }
+}
+
+/// The `gateway` program (next to this one) in a process of its own, on the benchmark's Redis,
+/// with its open-file limit raised for the scale runs. Its stdout (events) is read and dropped.
+struct GatewayProcess {
+    child: tokio::process::Child,
+    pid: String,
+    port: u16,
+}
+
+impl GatewayProcess {
+    async fn start(redis_url: &str, key_file: &Path, vnc_ports: &[u16]) -> Result<Self, Box<dyn std::error::Error>> {
+        use tokio::io::AsyncBufReadExt;
+        let program = std::env::current_exe()?.with_file_name("gateway");
+        let mut command = Command::new("sh");
+        // `exec` keeps the pid: the one read from /proc is the gateway's.
+        command
+            .arg("-c")
+            .arg("ulimit -n 1048576 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
+            .arg("sh")
+            .arg(program)
+            .args(["--listen", "127.0.0.1:0", "--redis", redis_url])
+            .arg("--host-key-file")
+            .arg(key_file);
+        for port in vnc_ports {
+            command.arg("--vnc-port").arg(port.to_string());
+        }
+        let mut child = command
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or("the gateway exited at once")?.to_string();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let port = loop {
+            let line = lines.next_line().await?.ok_or("the gateway exited before listening")?;
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.parse::<std::net::SocketAddr>()?.port();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, pid, port })
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// One 1 GiB transfer: whether it worked, MiB/s, and CPU seconds per GiB of the jump host and
@@ -89,16 +180,6 @@ struct Transfer {
     mib_s: f64,
     jump_cpu: f64,
     agent_cpu: Option<f64>,
-}
-
-/// `config` with the cipher that `--cipher NAME` asks for, on every hop (the jump host's and
-/// the builder's), or unchanged: then each client and host negotiate their default.
-fn with_cipher(config: String) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--cipher").and_then(|i| args.get(i + 1)) {
-        Some(cipher) => format!("{config}Host *\n  Ciphers {cipher}\n"),
-        None => config,
-    }
 }
 
 async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
@@ -141,7 +222,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let throughput_only = std::env::args().any(|a| a == "--throughput-only");
     // `--vnc-only` runs only the VNC comparison.
     let vnc_only = std::env::args().any(|a| a == "--vnc-only");
-    let setup_runs = if throughput_only || vnc_only {
+    // `--scale-only` runs only the live-connection runs (`--connections N`: only that size).
+    let scale_only = std::env::args().any(|a| a == "--scale-only");
+    let setup_runs = if throughput_only || vnc_only || scale_only {
         0
     } else if quick {
         5
@@ -156,15 +239,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = Sshd::start();
     let jump = Sshd::start();
 
-    // Our gateway, forward and reverse builds on the same builder.
+    // Our gateway: the `gateway` program in a process of its own, sessions in a Redis as in a
+    // fleet, so that its CPU and memory are read from /proc exactly as sshd's. The harness
+    // issues the builds through an authority on the same Redis, as a platform would.
+    let redis = RedisServer::start_in_memory();
+    let vnc_ports = vec![free_port(), free_port()];
+    let host_key = HostKey::generate()?;
+    let key_file = write_script(dir, "gateway.key", host_key.to_openssh()?.expose());
+    let mut gateway = GatewayProcess::start(&redis.url(), &key_file, &vnc_ports).await?;
+    let port = gateway.port;
     let mut aopts = AuthorityOptions::default();
-    aopts.vnc_ports = vec![free_port(), free_port()];
+    aopts.vnc_ports = vnc_ports.clone();
+    aopts.store = StoreOptions::Redis(RedisOptions::new(redis.url()));
     let authority = Authority::new(aopts)?;
-    let mut gopts = GatewayOptions::default();
-    gopts.host_key = Some(HostKey::generate()?);
-    let gateway = Gateway::new(authority.clone(), gopts)?;
-    let running = gateway.start("127.0.0.1:0").await?;
-    let port = running.local_addr().port();
 
     let issue = |id: &str, reverse: bool| {
         let mut route = builder.builder();
@@ -182,36 +269,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let agent = Command::new(std::env::current_exe()?)
         .arg("--agent")
         .arg(format!("127.0.0.1:{port}"))
-        .arg(gateway.host_key().public_key())
+        .arg(host_key.public_key())
         .arg(reverse.agent_username().unwrap_or_default())
         .arg(&agent_key)
         .arg(builder.port.to_string())
         .kill_on_drop(true)
         .spawn()?;
     let agent_pid = agent.id().map(|pid| pid.to_string());
-    let mut paths = Vec::new();
-    for (name, creds) in [("gateway (forward)", &forward), ("gateway (reverse)", &reverse)] {
-        builder.authorize(&creds.authorized_keys_line());
-        let session = authority.session(creds.build_id()).await?;
-        let info =
-            ConnectionInfo::new(creds, &session, gateway.host_key(), &ScriptOptions::new("127.0.0.1", port))?;
-        let id = creds.build_id().to_string();
-        let key = write_script(dir, &format!("{id}.key"), creds.private_key_openssh()?.expose());
-        let known = write_script(dir, &format!("{id}.known"), &info.known_hosts()?);
-        let config = info.ssh_config(key.to_str().unwrap_or_default(), known.to_str().unwrap_or_default())?
-            + "  BatchMode yes\n";
-        paths.push(Route {
-            name,
-            config: write_script(dir, &format!("{id}.config"), &with_cipher(config)),
-            target: "remote-access-builder",
-            jump_pid: "self".into(),
-            agent_pid: if creds.build_id() == reverse.build_id() { agent_pid.clone() } else { None },
-        });
-    }
     // OpenSSH as the jump host: the forward build's key, authorized on the jump sshd too.
     jump.authorize(&forward.authorized_keys_line());
-    let key = dir.join(format!("{}.key", forward.build_id()));
-    let known = write_script(
+    let openssh_known = write_script(
         dir,
         "openssh.known",
         &format!(
@@ -219,48 +286,87 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             jump.port, jump.host_key, builder.port, builder.host_key
         ),
     );
-    let openssh = format!(
-        "Host jump\n  HostName 127.0.0.1\n  Port {jp}\n  User root\nHost builder\n  HostName 127.0.0.1\n  Port {bp}\n  User root\n  ProxyJump jump\n\
-         Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
-        jp = jump.port,
-        bp = builder.port,
-        key = key.display(),
-        known = known.display()
-    );
-    paths.insert(
-        1,
-        Route {
-            name: "OpenSSH sshd",
-            config: write_script(dir, "openssh.config", &with_cipher(openssh)),
-            target: "builder",
-            jump_pid: jump.pid().to_string(),
-            agent_pid: None,
-        },
-    );
+    // Per cipher, the forward path through each jump host, the same cipher on every hop; the
+    // reverse path only with the default negotiation.
+    let mut paths = Vec::new();
+    for cipher in ciphers() {
+        for creds in [&forward, &reverse] {
+            let reverse_path = creds.build_id() == reverse.build_id();
+            if reverse_path && cipher.config.is_some() {
+                continue;
+            }
+            let session = authority.session(creds.build_id()).await?;
+            let info =
+                ConnectionInfo::new(creds, &session, &host_key, &ScriptOptions::new("127.0.0.1", port))?;
+            let id = creds.build_id().to_string();
+            let (key, known) = (dir.join(format!("{id}.key")), dir.join(format!("{id}.known")));
+            if !key.exists() {
+                builder.authorize(&creds.authorized_keys_line());
+                write_script(dir, &format!("{id}.key"), creds.private_key_openssh()?.expose());
+                write_script(dir, &format!("{id}.known"), &info.known_hosts()?);
+            }
+            let config = info.ssh_config(key.to_str().unwrap_or_default(), known.to_str().unwrap_or_default())?
+                + "  BatchMode yes\n";
+            paths.push(Route {
+                name: if reverse_path { "gateway (reverse)" } else { "gateway (forward)" },
+                cipher: cipher.name,
+                config: write_script(dir, &format!("{id}-{}.config", cipher.file_name()), &cipher.apply(config)),
+                target: "remote-access-builder",
+                jump_pid: gateway.pid.clone(),
+                agent_pid: if reverse_path { agent_pid.clone() } else { None },
+            });
+            if !reverse_path {
+                let key = dir.join(format!("{}.key", forward.build_id()));
+                let openssh = format!(
+                    "Host jump\n  HostName 127.0.0.1\n  Port {jp}\n  User root\nHost builder\n  HostName 127.0.0.1\n  Port {bp}\n  User root\n  ProxyJump jump\n\
+                     Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+                    jp = jump.port,
+                    bp = builder.port,
+                    key = key.display(),
+                    known = openssh_known.display()
+                );
+                paths.push(Route {
+                    name: "OpenSSH sshd",
+                    cipher: cipher.name,
+                    config: write_script(dir, &format!("openssh-{}.config", cipher.file_name()), &cipher.apply(openssh)),
+                    target: "builder",
+                    jump_pid: jump.pid().to_string(),
+                    agent_pid: None,
+                });
+            }
+        }
+    }
 
     for path in &paths {
         let start = Instant::now();
         while !ssh_run(path, "true").await.0 {
             if start.elapsed() > Duration::from_secs(30) {
-                return Err(format!("{} never worked", path.name).into());
+                let out = std::process::Command::new("ssh")
+                    .arg("-F")
+                    .arg(&path.config)
+                    .args([path.target, "true"])
+                    .stdin(Stdio::null())
+                    .output()?;
+                let why = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("{} ({}) never worked: {why}", path.name, path.cipher).into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    // 1 (and 7): connection setup, interleaved.
+    // 1 (and 7): connection setup, interleaved, with each side's default negotiation.
     let mut setup: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for _ in 0..setup_runs {
-        for (i, path) in paths.iter().enumerate() {
+        for (i, path) in paths.iter().enumerate().filter(|(_, p)| p.cipher == DEFAULT) {
             let (ok, took) = ssh_run(path, "true").await;
             if ok {
                 setup[i].push(took.as_secs_f64() * 1000.0);
             }
         }
     }
-    // 2 (and 7): throughput and the jump host's CPU per GiB, the paths taking turns; one transfer
-    // varies by ±10 %, so the report gives the median of the rounds.
-    let rounds = if vnc_only {
+    // 2 (and 7): throughput and the jump host's CPU per GiB, every path and cipher taking turns;
+    // one transfer varies by ±10 %, so the report gives the median of the rounds and the spread.
+    let rounds = if vnc_only || scale_only {
         0
     } else if quick {
         1
@@ -305,7 +411,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 6: VNC through the proxy against a direct connection to the same server: x11vnc (which
     // paces its updates) and TigerVNC (which answers at once).
     let mut vnc = Vec::new();
-    if !throughput_only {
+    if !throughput_only && !scale_only {
         for (name, server) in [
             ("x11vnc (Xvfb 640x480)", peers::x11vnc("bench-pw")),
             ("TigerVNC (Xtigervnc 800x600)", peers::tigervnc("bench-pw")),
@@ -313,54 +419,62 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             vnc.push((name, vnc_bench(&authority, &server, quick).await?));
         }
     }
+    // The memory of an idle gateway, before the scale runs start fresh ones.
+    let idle_gateway_kib = rss_kib(&gateway.pid);
+    gateway.stop().await;
 
-    // 3: revocation with 1,000 live connections over 100 builds (in-process russh clients).
-    let (revoke, rss_per_conn) = if throughput_only || vnc_only {
-        (Vec::new(), f64::NAN)
-    } else {
-        revocation(&authority, &[port], &builder, "revoke").await?
-    };
-    // 5: the same across gateways sharing a Redis.
-    let redis_revoke =
-        if throughput_only || vnc_only { Vec::new() } else { redis_revocation(&builder).await? };
-    // 4: the gateway's memory with 1,000 and 10,000 live connections from a separate process,
-    // and OpenSSH's with a smaller count (one process pair per connection).
-    let memory = if throughput_only || vnc_only || quick {
+    // 3 and 4: live connections on a fresh gateway process each: memory, and revocation.
+    let args: Vec<String> = std::env::args().collect();
+    let scale_sizes: Vec<usize> = if throughput_only || vnc_only {
         Vec::new()
+    } else if let Some(n) = args.iter().position(|a| a == "--connections").and_then(|i| args.get(i + 1)) {
+        vec![n.parse()?]
+    } else if quick {
+        vec![1_000]
     } else {
-        let mut rows = Vec::new();
-        for n in [1_000usize, 10_000] {
-            rows.push((n, gateway_memory(&authority, port, &builder, dir, n).await?));
-        }
-        rows
+        vec![1_000, 10_000, 100_000]
     };
-    let openssh_kib = if throughput_only || vnc_only || quick {
+    let mut scale_rows = Vec::new();
+    for &n in &scale_sizes {
+        scale_rows.push(scale(&redis.url(), &key_file, &vnc_ports, &builder, dir, n).await?);
+    }
+    // 5: revocation across gateways sharing a Redis.
+    let redis_revoke =
+        if throughput_only || vnc_only || scale_only { Vec::new() } else { redis_revocation(&builder).await? };
+    let openssh_kib = if throughput_only || vnc_only || scale_only || quick {
         None
     } else {
-        Some(openssh_memory(&paths[1], &jump, 50).await?)
+        let openssh = paths.iter().find(|p| p.name == "OpenSSH sshd").ok_or("no OpenSSH path")?;
+        Some(openssh_memory(openssh, &jump, 50).await?)
     };
-    running.stop().await?;
 
     // Report.
     let date = time::OffsetDateTime::now_utc().date();
     println!("# remote-access vs OpenSSH, {date}, bytes per transfer {bytes}\n");
-    println!("| path | setup median ms | setup p90 ms | MiB/s | jump CPU s/GiB | agent CPU s/GiB |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| path | cipher | setup median ms | setup p90 ms | MiB/s (min-max) | jump CPU s/GiB (min-max) | agent CPU s/GiB |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     let mut json = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let s = sorted(setup[i].clone());
         let Transfer { ok, mib_s, jump_cpu, agent_cpu } = throughput[i];
+        let spread = |f: fn(&Transfer) -> f64| {
+            let v = sorted(transfers[i].iter().map(f).collect());
+            format!("{:.2}-{:.2}", v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN))
+        };
         println!(
-            "| {} | {:.1} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {} |",
             path.name,
+            path.cipher,
             percentile(&s, 50.0),
             percentile(&s, 90.0),
-            if ok { format!("{mib_s:.0}") } else { "failed".into() },
-            if ok { format!("{jump_cpu:.2}") } else { "-".into() },
+            if ok { format!("{mib_s:.0} ({})", spread(|r| r.mib_s)) } else { "failed".into() },
+            if ok { format!("{jump_cpu:.2} ({})", spread(|r| r.jump_cpu)) } else { "-".into() },
             agent_cpu.map_or("-".into(), |cpu| format!("{cpu:.2}")),
         );
         json.push(serde_json::json!({
-            "path": path.name, "setup_ms": s, "setup_median_ms": percentile(&s, 50.0),
+            "path": path.name, "cipher": path.cipher, "setup_ms": s, "setup_median_ms": percentile(&s, 50.0),
             "setup_p90_ms": percentile(&s, 90.0), "transfer_ok": ok, "mib_per_s": mib_s,
             "jump_cpu_s_per_gib": jump_cpu, "agent_cpu_s_per_gib": agent_cpu,
             "transfers": transfers[i].iter().map(|r| serde_json::json!({
@@ -368,20 +482,59 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })).collect::<Vec<_>>(),
         }));
     }
+    // The comparison at equal settings: per cipher, gateway against sshd.
+    if rounds > 0 {
+        println!("\n| cipher | gateway MiB/s | sshd MiB/s | throughput ratio | gateway CPU s/GiB | sshd CPU s/GiB | CPU ratio |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for cipher in ciphers() {
+            let find = |name: &str| {
+                paths.iter().position(|p| p.name == name && p.cipher == cipher.name).map(|i| throughput[i])
+            };
+            if let (Some(g), Some(o)) = (find("gateway (forward)"), find("OpenSSH sshd")) {
+                println!(
+                    "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    cipher.name,
+                    g.mib_s,
+                    o.mib_s,
+                    g.mib_s / o.mib_s,
+                    g.jump_cpu,
+                    o.jump_cpu,
+                    g.jump_cpu / o.jump_cpu
+                );
+            }
+        }
+    }
+    let vnc_spread = |v: &[f64]| {
+        let v = sorted(v.to_vec());
+        format!("{:.0}-{:.0}", v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN))
+    };
     for (name, v) in &vnc {
         println!(
-            "\nVNC ({name}, raw full frames): direct {:.0} MiB/s, through the gateway {:.0} MiB/s ({:.0} %); \
+            "\nVNC ({name}, raw full frames): direct {:.0} MiB/s ({}), through the gateway {:.0} MiB/s ({}), ratio {:.2}; \
              1x1 update round trip median direct {:.3} ms, through the gateway {:.3} ms",
             v.direct_mib_s,
+            vnc_spread(&v.direct_rounds),
             v.gateway_mib_s,
-            100.0 * v.gateway_mib_s / v.direct_mib_s,
+            vnc_spread(&v.gateway_rounds),
+            v.gateway_mib_s / v.direct_mib_s,
             v.direct_rtt_ms,
             v.gateway_rtt_ms
         );
     }
-    for (n, kib) in &memory {
+    println!("\nidle gateway process RSS: {idle_gateway_kib} KiB");
+    for row in &scale_rows {
+        let r = &row.revocation;
         println!(
-            "gateway RSS per live connection with {n} connections (clients in another process): {kib:.1} KiB"
+            "{} live connections on a fresh gateway process: {:.1} KiB each (RSS {} -> {} KiB), opened in {:.1} s; \
+             revocation p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            row.connections,
+            row.kib_per_connection,
+            row.rss_before_kib,
+            row.rss_after_kib,
+            row.open_seconds,
+            percentile(r, 50.0),
+            percentile(r, 99.0),
+            r.last().copied().unwrap_or(f64::NAN)
         );
     }
     if let Some(kib) = openssh_kib {
@@ -389,34 +542,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "OpenSSH jump host RSS per live connection (50 `ssh -N` to the jump sshd, its processes summed): {kib:.0} KiB"
         );
     }
-    let r = sorted(revoke);
-    println!(
-        "\nrevocation, 1,000 connections over 100 builds: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&r, 50.0),
-        percentile(&r, 99.0),
-        r.last().copied().unwrap_or(f64::NAN)
-    );
-    println!("process RSS per live connection (gateway and client sides together): {rss_per_conn:.1} KiB");
     let redis_revoke = sorted(redis_revoke);
     print_redis_revocation(&redis_revoke);
     let report = serde_json::json!({
         "date": date.to_string(), "bytes": bytes, "paths": json,
-        "revocation_ms": revocation_json(&r),
+        "scale": scale_rows.iter().map(|row| serde_json::json!({
+            "connections": row.connections, "kib_per_connection": row.kib_per_connection,
+            "rss_before_kib": row.rss_before_kib, "rss_after_kib": row.rss_after_kib,
+            "open_seconds": row.open_seconds, "revocation_ms": revocation_json(&row.revocation),
+        })).collect::<Vec<_>>(),
+        "idle_gateway_rss_kib": idle_gateway_kib,
         "redis_revocation_ms": revocation_json(&redis_revoke),
-        "rss_kib_per_connection_both_sides": rss_per_conn,
-        "gateway_rss_kib_per_connection": memory.iter().map(|(n, kib)| serde_json::json!({"connections": n, "kib": kib})).collect::<Vec<_>>(),
         "openssh_rss_kib_per_connection_50": openssh_kib,
         "vnc": vnc.iter().map(|(name, v)| serde_json::json!({
             "server": name, "direct_mib_per_s": v.direct_mib_s, "gateway_mib_per_s": v.gateway_mib_s,
+            "direct_rounds_mib_per_s": v.direct_rounds, "gateway_rounds_mib_per_s": v.gateway_rounds,
             "direct_rtt_median_ms": v.direct_rtt_ms, "gateway_rtt_median_ms": v.gateway_rtt_ms,
         })).collect::<Vec<_>>(),
     });
     // A partial run must not replace the recorded full results.
-    let partial = quick || throughput_only || vnc_only || std::env::args().any(|a| a == "--cipher");
+    let partial = quick || throughput_only || vnc_only || scale_only || args.iter().any(|a| a == "--cipher");
     let default_out = if partial { "target/benchmarks-partial.json" } else { "docs/benchmarks.json" };
     let out = std::env::var("BENCH_JSON").unwrap_or_else(|_| default_out.into());
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("\nraw results: {out}");
+    drop(agent);
     Ok(())
 }
 
@@ -519,6 +669,9 @@ async fn revocation(
 struct VncFigures {
     direct_mib_s: f64,
     gateway_mib_s: f64,
+    /// Each round's MiB/s, for the spread.
+    direct_rounds: Vec<f64>,
+    gateway_rounds: Vec<f64>,
     direct_rtt_ms: f64,
     gateway_rtt_ms: f64,
 }
@@ -579,6 +732,8 @@ async fn vnc_bench(
         gateway_mib_s: figures[1].0,
         direct_rtt_ms: figures[0].1,
         gateway_rtt_ms: figures[1].1,
+        direct_rounds: throughput[0].clone(),
+        gateway_rounds: throughput[1].clone(),
     })
 }
 
@@ -594,80 +749,175 @@ async fn agent(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The load client: `--load-client ADDR CREDS_FILE PER_CREDENTIAL`. Opens that many
-/// authenticated connections per credential (file: `username\tprivate-key-path` lines), prints
-/// `ready N`, and holds them until its stdin closes.
-async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let [addr, creds, per] = args else {
-        return Err("usage: --load-client ADDR CREDS_FILE PER_CREDENTIAL".into());
-    };
-    let per: usize = per.parse()?;
-    let config =
-        Arc::new(russh::client::Config { inactivity_timeout: None, ..russh::client::Config::default() });
-    let mut handles = Vec::new();
-    for line in std::fs::read_to_string(creds)?.lines() {
-        let Some((user, key_path)) = line.split_once('\t') else { continue };
-        let key = Arc::new(russh::keys::decode_secret_key(&std::fs::read_to_string(key_path)?, None)?);
-        for _ in 0..per {
-            let mut handle = russh::client::connect(config.clone(), addr.as_str(), AnyKey).await?;
-            let auth = handle
-                .authenticate_publickey(user, russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None))
-                .await?;
-            if !auth.success() {
-                return Err("load client refused".into());
-            }
-            handles.push(handle);
-        }
-    }
-    println!("ready {}", handles.len());
-    let mut sink = Vec::new();
-    use tokio::io::AsyncReadExt;
-    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
-    Ok(())
+/// One scale run: `connections` live authenticated connections on a fresh gateway process.
+struct ScaleRow {
+    connections: usize,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    kib_per_connection: f64,
+    open_seconds: f64,
+    /// Per connection, milliseconds from `revoke` to the client seeing its connection closed,
+    /// sorted.
+    revocation: Vec<f64>,
 }
 
-/// RSS growth of this process (the gateway) per connection while `n` connections from a
-/// separate load-client process are live.
-async fn gateway_memory(
-    authority: &Authority,
-    port: u16,
+/// Connections per build in the scale runs (the gateway allows 16 per build by default).
+const SCALE_PER_BUILD: usize = 10;
+
+/// `n` live authenticated connections from a separate load-client process on a fresh gateway
+/// process (so the allocator has reused nothing): the growth of the gateway's RSS per
+/// connection, then every build revoked one after another through the platform's authority
+/// (in the load client), timed per connection from `revoke` to the close.
+async fn scale(
+    redis_url: &str,
+    key_file: &Path,
+    vnc_ports: &[u16],
     builder: &Sshd,
     dir: &Path,
     n: usize,
-) -> Result<f64, Box<dyn std::error::Error>> {
+) -> Result<ScaleRow, Box<dyn std::error::Error>> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let builds = 100;
+    let mut options = AuthorityOptions::default();
+    options.store = StoreOptions::Redis(RedisOptions::new(redis_url));
+    let authority = Authority::new(options)?;
     let mut lines = String::new();
-    for b in 0..builds {
-        let mut request = BuildRequest::new(BuildId::new(format!("mem-{n}-{b}"))?, Trigger::Manual, true);
+    for b in 0..n.div_ceil(SCALE_PER_BUILD) {
+        let mut request = BuildRequest::new(BuildId::new(format!("scale-{n}-{b}"))?, Trigger::Manual, true);
         request.builder = Some(builder.builder());
         let creds = authority.issue(request).await?;
-        let key = write_script(dir, &format!("mem-{n}-{b}.key"), creds.private_key_openssh()?.expose());
-        lines.push_str(&format!("{}\t{}\n", creds.username(), key.display()));
+        let key = write_script(dir, &format!("scale-{n}-{b}.key"), creds.private_key_openssh()?.expose());
+        lines.push_str(&format!("{}\t{}\t{}\n", creds.build_id(), creds.username(), key.display()));
     }
-    let file = write_script(dir, &format!("mem-{n}.creds"), &lines);
-    let rss_before = rss_kib("self");
-    let mut child = Command::new(std::env::current_exe()?)
+    let file = write_script(dir, &format!("scale-{n}.creds"), &lines);
+    let mut gateway = GatewayProcess::start(redis_url, key_file, vnc_ports).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_kib(&gateway.pid);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1048576 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
+        .arg("sh")
+        .arg(std::env::current_exe()?)
         .arg("--load-client")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("127.0.0.1:{}", gateway.port))
         .arg(&file)
-        .arg((n / builds).to_string())
+        .arg(SCALE_PER_BUILD.to_string())
+        .arg(redis_url)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let ready = tokio::io::BufReader::new(stdout).lines().next_line().await?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let started = Instant::now();
+    let ready = out.next_line().await?;
+    let open_seconds = started.elapsed().as_secs_f64();
     if !ready.as_deref().is_some_and(|l| l.starts_with("ready")) {
         return Err(format!("load client did not come up: {ready:?}").into());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let per = rss_kib("self").saturating_sub(rss_before) as f64 / n as f64;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.shutdown().await;
-    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = rss_kib(&gateway.pid);
+    stdin.write_all(b"revoke\n").await?;
+    let line = out.next_line().await?.ok_or("load client ended before revoking")?;
+    let samples: Vec<f64> =
+        serde_json::from_str(line.strip_prefix("revocation ").ok_or_else(|| format!("unexpected: {line}"))?)?;
+    drop(stdin);
     let _ = child.wait().await;
-    Ok(per)
+    gateway.stop().await;
+    Ok(ScaleRow {
+        connections: n,
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        kib_per_connection: rss_after.saturating_sub(rss_before) as f64 / n as f64,
+        open_seconds,
+        revocation: sorted(samples),
+    })
+}
+
+/// The load client: `--load-client ADDR CREDS_FILE PER_CREDENTIAL REDIS_URL`. Opens that many
+/// authenticated connections per credential (file: `build\tusername\tprivate-key-path`
+/// lines), each from a loopback address of its own (127.1.0.1 onwards, spread over /24
+/// networks, so the gateway's per-address and per-network rates see what a real crowd of users
+/// would), prints `ready N`, and on a `revoke` line revokes the builds one after another
+/// through the platform's authority on the Redis, printing `revocation [ms, ...]` (per
+/// connection, from `revoke` to its close); exits when its stdin closes.
+async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::io::AsyncBufReadExt;
+    let [addr, creds, per, redis_url] = args else {
+        return Err("usage: --load-client ADDR CREDS_FILE PER_CREDENTIAL REDIS_URL".into());
+    };
+    let per: usize = per.parse()?;
+    let gateway: std::net::SocketAddr = addr.parse()?;
+    let config =
+        Arc::new(russh::client::Config { inactivity_timeout: None, ..russh::client::Config::default() });
+    let mut builds = Vec::new();
+    let mut opening = tokio::task::JoinSet::new();
+    // Handshakes in flight at once: the gateway lets 10,000 wait, but a crowd this size would
+    // not arrive in one instant either.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut next = 0usize;
+    for line in std::fs::read_to_string(creds)?.lines() {
+        let mut fields = line.split('\t');
+        let (Some(build), Some(user), Some(key_path)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let key = Arc::new(russh::keys::decode_secret_key(&std::fs::read_to_string(key_path)?, None)?);
+        let index = builds.len();
+        builds.push(BuildId::new(build)?);
+        for _ in 0..per {
+            // 1,000 /24 networks in turn, one address each time: at most ~100 per network.
+            let (net, host) = (next % 1000, next / 1000 + 1);
+            next += 1;
+            let from = std::net::Ipv4Addr::new(127, 1 + (net / 250) as u8, (net % 250) as u8, host as u8);
+            let permit = in_flight.clone().acquire_owned().await?;
+            let (config, key, user) = (config.clone(), key.clone(), user.to_owned());
+            opening.spawn(async move {
+                let _permit = permit;
+                let tcp = remote_access_test_peers::connect_from(from.into(), gateway).await?;
+                let mut handle = russh::client::connect_stream(config, tcp, AnyKey).await?;
+                let auth = handle
+                    .authenticate_publickey(user, russh::keys::PrivateKeyWithHashAlg::new(key, None))
+                    .await?;
+                if !auth.success() {
+                    return Err::<_, Box<dyn std::error::Error + Send + Sync>>("load client refused".into());
+                }
+                Ok((index, handle))
+            });
+        }
+    }
+    let mut handles: Vec<Vec<russh::client::Handle<AnyKey>>> = (0..builds.len()).map(|_| Vec::new()).collect();
+    while let Some(opened) = opening.join_next().await {
+        let (index, handle) = opened?.map_err(|e| e.to_string())?;
+        handles[index].push(handle);
+    }
+    println!("ready {}", handles.iter().map(Vec::len).sum::<usize>());
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = stdin.next_line().await? {
+        if line != "revoke" {
+            continue;
+        }
+        let mut options = AuthorityOptions::default();
+        options.store = StoreOptions::Redis(RedisOptions::new(redis_url.as_str()));
+        let platform = Authority::new(options)?;
+        let mut samples = Vec::new();
+        for (build, handles) in builds.iter().zip(std::mem::take(&mut handles)) {
+            let start = Instant::now();
+            let waits: Vec<_> = handles
+                .into_iter()
+                .map(|handle| {
+                    tokio::spawn(async move {
+                        let _ = handle.await;
+                        start.elapsed()
+                    })
+                })
+                .collect();
+            platform.revoke(build, "benchmark").await?;
+            for wait in waits {
+                samples.push(wait.await?.as_secs_f64() * 1000.0);
+            }
+        }
+        println!("revocation {}", serde_json::to_string(&samples)?);
+    }
+    Ok(())
 }
 
 /// RSS of OpenSSH's jump sshd processes per live connection: `n` idle `ssh -N jump` clients.
