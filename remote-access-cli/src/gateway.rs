@@ -30,7 +30,9 @@ pub(crate) const USAGE: &str = "usage: remote-access gateway --listen ADDRESS:PO
      \x20 --vnc-tls-cert PATH        the VNC certificate chain (PEM, leaf first): VeNCrypt and wss://\n\
      \x20 --vnc-tls-key PATH         its unencrypted private key (PEM)\n\
      \x20 --vnc-require-encryption   serve no unencrypted VNC (needs the certificate)\n\
-     \x20 --max-store-outage-secs N  cut every connection after Redis has been silent this long (default 30)\n";
+     \x20 --max-store-outage-secs N  cut every connection after Redis has been silent this long (default 30)\n\
+     \x20 --threads N                threads that serve connections, each connection wholly on one\n\
+     \x20                            (default: one per CPU)\n";
 
 const SPEC: Spec = Spec {
     values: &[
@@ -40,6 +42,7 @@ const SPEC: Spec = Spec {
         "vnc-tls-cert",
         "vnc-tls-key",
         "max-store-outage-secs",
+        "threads",
         store::VALUES[0],
         store::VALUES[1],
     ],
@@ -65,10 +68,16 @@ pub(crate) fn run(words: &[String]) -> Outcome {
         .into());
     }
     let outage = args.parsed::<u64>("max-store-outage-secs", "a number of seconds")?;
+    let threads = match args.parsed::<usize>("threads", "a number of threads")? {
+        Some(0) => return Err(Usage("--threads takes 1 or more".into()).into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
 
     let host_key = load_host_key(Path::new(&key_file), args.switch("generate-host-key"))?;
     let mut gateway_options = GatewayOptions::default();
     gateway_options.host_key = Some(host_key);
+    gateway_options.worker_threads = threads;
     if let (Some(cert), Some(key)) = (cert, key) {
         let read = |path: &str| {
             std::fs::read_to_string(path).map_err(|err| Failure::Other(format!("cannot read {path}: {err}")))

@@ -105,7 +105,7 @@ impl Cipher {
 }
 
 /// Each cipher a stock OpenSSH client may negotiate with both jump hosts, and the default
-/// negotiation; `--cipher NAME` narrows the run to that one.
+/// negotiation; `--cipher NAME` narrows the run to that one (and no reverse path).
 fn ciphers() -> Vec<Cipher> {
     let all = vec![
         Cipher { name: DEFAULT, config: None },
@@ -119,7 +119,7 @@ fn ciphers() -> Vec<Cipher> {
     ];
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|a| a == "--cipher").and_then(|i| args.get(i + 1)) {
-        Some(only) => all.into_iter().filter(|c| c.name == DEFAULT || only.starts_with(c.name)).collect(),
+        Some(only) => all.into_iter().filter(|c| only.starts_with(c.name)).collect(),
         None => all,
     }
 }
@@ -133,9 +133,13 @@ struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    async fn start(redis_url: &str, key_file: &Path, vnc_ports: &[u16]) -> Result<Self, Box<dyn std::error::Error>> {
+    async fn start(
+        program: &Path,
+        redis_url: &str,
+        key_file: &Path,
+        vnc_ports: &[u16],
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         use tokio::io::AsyncBufReadExt;
-        let program = std::env::current_exe()?.with_file_name("gateway");
         let mut command = Command::new("sh");
         // `exec` keeps the pid: the one read from /proc is the gateway's.
         command
@@ -246,7 +250,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vnc_ports = vec![free_port(), free_port()];
     let host_key = HostKey::generate()?;
     let key_file = write_script(dir, "gateway.key", host_key.to_openssh()?.expose());
-    let mut gateway = GatewayProcess::start(&redis.url(), &key_file, &vnc_ports).await?;
+    let program = std::env::current_exe()?.with_file_name("gateway");
+    let mut gateway = GatewayProcess::start(&program, &redis.url(), &key_file, &vnc_ports).await?;
+    // `--before PATH`: another build of the gateway program (e.g. the commit before a change),
+    // measured in the same run on the forward path, for a before/after at equal conditions.
+    let args: Vec<String> = std::env::args().collect();
+    let mut before = match args.iter().position(|a| a == "--before").and_then(|i| args.get(i + 1)) {
+        Some(path) => Some(GatewayProcess::start(Path::new(path), &redis.url(), &key_file, &[]).await?),
+        None => None,
+    };
     let port = gateway.port;
     let mut aopts = AuthorityOptions::default();
     aopts.vnc_ports = vnc_ports.clone();
@@ -305,16 +317,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 write_script(dir, &format!("{id}.key"), creds.private_key_openssh()?.expose());
                 write_script(dir, &format!("{id}.known"), &info.known_hosts()?);
             }
-            let config = info.ssh_config(key.to_str().unwrap_or_default(), known.to_str().unwrap_or_default())?
+            let config = info
+                .ssh_config(key.to_str().unwrap_or_default(), known.to_str().unwrap_or_default())?
                 + "  BatchMode yes\n";
             paths.push(Route {
                 name: if reverse_path { "gateway (reverse)" } else { "gateway (forward)" },
                 cipher: cipher.name,
-                config: write_script(dir, &format!("{id}-{}.config", cipher.file_name()), &cipher.apply(config)),
+                config: write_script(
+                    dir,
+                    &format!("{id}-{}.config", cipher.file_name()),
+                    &cipher.apply(config),
+                ),
                 target: "remote-access-builder",
                 jump_pid: gateway.pid.clone(),
                 agent_pid: if reverse_path { agent_pid.clone() } else { None },
             });
+            if let Some(before) = before.as_ref().filter(|_| !reverse_path) {
+                let info = ConnectionInfo::new(
+                    creds,
+                    &session,
+                    &host_key,
+                    &ScriptOptions::new("127.0.0.1", before.port),
+                )?;
+                let known = dir.join("before.known");
+                if !known.exists() {
+                    write_script(dir, "before.known", &info.known_hosts()?);
+                }
+                let config = info
+                    .ssh_config(key.to_str().unwrap_or_default(), known.to_str().unwrap_or_default())?
+                    + "  BatchMode yes\n";
+                paths.push(Route {
+                    name: "gateway before (forward)",
+                    cipher: cipher.name,
+                    config: write_script(
+                        dir,
+                        &format!("before-{}.config", cipher.file_name()),
+                        &cipher.apply(config),
+                    ),
+                    target: "remote-access-builder",
+                    jump_pid: before.pid.clone(),
+                    agent_pid: None,
+                });
+            }
             if !reverse_path {
                 let key = dir.join(format!("{}.key", forward.build_id()));
                 let openssh = format!(
@@ -328,7 +372,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 paths.push(Route {
                     name: "OpenSSH sshd",
                     cipher: cipher.name,
-                    config: write_script(dir, &format!("openssh-{}.config", cipher.file_name()), &cipher.apply(openssh)),
+                    config: write_script(
+                        dir,
+                        &format!("openssh-{}.config", cipher.file_name()),
+                        &cipher.apply(openssh),
+                    ),
                     target: "builder",
                     jump_pid: jump.pid().to_string(),
                     agent_pid: None,
@@ -422,9 +470,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The memory of an idle gateway, before the scale runs start fresh ones.
     let idle_gateway_kib = rss_kib(&gateway.pid);
     gateway.stop().await;
+    if let Some(before) = before.as_mut() {
+        before.stop().await;
+    }
 
     // 3 and 4: live connections on a fresh gateway process each: memory, and revocation.
-    let args: Vec<String> = std::env::args().collect();
     let scale_sizes: Vec<usize> = if throughput_only || vnc_only {
         Vec::new()
     } else if let Some(n) = args.iter().position(|a| a == "--connections").and_then(|i| args.get(i + 1)) {
@@ -439,8 +489,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scale_rows.push(scale(&redis.url(), &key_file, &vnc_ports, &builder, dir, n).await?);
     }
     // 5: revocation across gateways sharing a Redis.
-    let redis_revoke =
-        if throughput_only || vnc_only || scale_only { Vec::new() } else { redis_revocation(&builder).await? };
+    let redis_revoke = if throughput_only || vnc_only || scale_only {
+        Vec::new()
+    } else {
+        redis_revocation(&builder).await?
+    };
     let openssh_kib = if throughput_only || vnc_only || scale_only || quick {
         None
     } else {
@@ -461,7 +514,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Transfer { ok, mib_s, jump_cpu, agent_cpu } = throughput[i];
         let spread = |f: fn(&Transfer) -> f64| {
             let v = sorted(transfers[i].iter().map(f).collect());
-            format!("{:.2}-{:.2}", v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN))
+            format!(
+                "{:.2}-{:.2}",
+                v.first().copied().unwrap_or(f64::NAN),
+                v.last().copied().unwrap_or(f64::NAN)
+            )
         };
         println!(
             "| {} | {} | {:.1} | {:.1} | {} | {} | {} |",
@@ -484,12 +541,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The comparison at equal settings: per cipher, gateway against sshd.
     if rounds > 0 {
-        println!("\n| cipher | gateway MiB/s | sshd MiB/s | throughput ratio | gateway CPU s/GiB | sshd CPU s/GiB | CPU ratio |");
+        println!(
+            "\n| cipher | gateway MiB/s | sshd MiB/s | throughput ratio | gateway CPU s/GiB | sshd CPU s/GiB | CPU ratio |"
+        );
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         for cipher in ciphers() {
             let find = |name: &str| {
                 paths.iter().position(|p| p.name == name && p.cipher == cipher.name).map(|i| throughput[i])
             };
+            if let (Some(b), Some(o)) = (find("gateway before (forward)"), find("OpenSSH sshd")) {
+                println!(
+                    "| {} (before) | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    cipher.name,
+                    b.mib_s,
+                    o.mib_s,
+                    b.mib_s / o.mib_s,
+                    b.jump_cpu,
+                    o.jump_cpu,
+                    b.jump_cpu / o.jump_cpu
+                );
+            }
             if let (Some(g), Some(o)) = (find("gateway (forward)"), find("OpenSSH sshd")) {
                 println!(
                     "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -789,7 +860,8 @@ async fn scale(
         lines.push_str(&format!("{}\t{}\t{}\n", creds.build_id(), creds.username(), key.display()));
     }
     let file = write_script(dir, &format!("scale-{n}.creds"), &lines);
-    let mut gateway = GatewayProcess::start(redis_url, key_file, vnc_ports).await?;
+    let program = std::env::current_exe()?.with_file_name("gateway");
+    let mut gateway = GatewayProcess::start(&program, redis_url, key_file, vnc_ports).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_kib(&gateway.pid);
     let mut child = Command::new("sh")
@@ -884,7 +956,8 @@ async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
             });
         }
     }
-    let mut handles: Vec<Vec<russh::client::Handle<AnyKey>>> = (0..builds.len()).map(|_| Vec::new()).collect();
+    let mut handles: Vec<Vec<russh::client::Handle<AnyKey>>> =
+        (0..builds.len()).map(|_| Vec::new()).collect();
     while let Some(opened) = opening.join_next().await {
         let (index, handle) = opened?.map_err(|e| e.to_string())?;
         handles[index].push(handle);

@@ -4,12 +4,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::workers::Workers;
 use crate::tunnel;
 
 /// How long a stopping gateway waits for its connections to close before aborting them.
@@ -38,9 +40,15 @@ impl Stop {
 /// Accepts on `listener` until `stop`, serving each connection with `serve` in a task of its
 /// own; then waits up to [`SHUTDOWN_GRACE`] for those to end and aborts the rest. `what` names
 /// the listener in logs.
-pub(super) async fn accept_until_stopped<F, Fut>(listener: TcpListener, stop: Stop, what: &str, serve: F)
-where
-    F: Fn(TcpStream, SocketAddr, Stop) -> Fut,
+/// With `workers`, each connection is served wholly on one of their threads, in turn.
+pub(super) async fn accept_until_stopped<F, Fut>(
+    listener: TcpListener,
+    stop: Stop,
+    what: &'static str,
+    workers: Option<Arc<Workers>>,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Stop) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
@@ -55,7 +63,25 @@ where
                     // two thirds the speed (`--cipher aes128-gcm@openssh.com`, 2026-11-29). The
                     // VNC proxy sets it on its users' sockets, whose writes are whole updates.
                     let _ = tunnel::keep_alive(&tcp);
-                    connections.spawn(serve(tcp, peer, stop.clone()));
+                    match &workers {
+                        None => {
+                            connections.spawn(serve(tcp, peer, stop.clone()));
+                        }
+                        Some(workers) => {
+                            // Registered again with the worker's own I/O driver, there.
+                            let (serve, stop) = (serve.clone(), stop.clone());
+                            let moved = tcp.into_std();
+                            connections.spawn_on(
+                                async move {
+                                    match moved.and_then(TcpStream::from_std) {
+                                        Ok(tcp) => serve(tcp, peer, stop).await,
+                                        Err(err) => tracing::warn!(%err, listener = what, "handing a connection to a worker thread failed"),
+                                    }
+                                },
+                                workers.next(),
+                            );
+                        }
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(%err, listener = what, "accepting a connection failed");

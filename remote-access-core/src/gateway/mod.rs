@@ -11,6 +11,7 @@ mod log_limit;
 mod rate_limit;
 mod ssh;
 mod vnc;
+mod workers;
 
 pub use admission::GatewayStats;
 #[cfg(fuzzing)]
@@ -38,6 +39,7 @@ use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
 use cut_stream::{CutFlag, CutStream};
 use listen::{Stop, accept_until_stopped};
 use log_limit::LogLimit;
+use workers::Workers;
 
 /// Options for a [`Gateway`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -88,6 +90,13 @@ pub struct GatewayOptions {
     /// Idle connections are probed this often (default 30 s); three unanswered probes close
     /// them.
     pub keepalive_interval: Duration,
+    /// Threads of the gateway's own that serve its connections (default 0: the runtime that
+    /// starts it serves them). With N, the gateway starts N threads, each a single-threaded
+    /// tokio runtime, and serves every connection wholly on one of them, in turn: a connection's
+    /// tasks then never wake each other across threads, which cost about a fifth of the CPU of
+    /// a bulk transfer on a multi-threaded runtime (`docs/benchmarks.md`, "Per cipher"). The
+    /// `gateway` program uses one per CPU. The threads end when the gateway stops.
+    pub worker_threads: usize,
     /// SSH channel window in bytes (default 8 MiB): large enough not to cap throughput.
     pub window_size: u32,
     /// How long to wait for a builder to accept a connection (default 10 s).
@@ -144,6 +153,7 @@ impl Default for GatewayOptions {
             max_connections_per_build: 16,
             max_channels_per_build: 64,
             keepalive_interval: Duration::from_secs(30),
+            worker_threads: 0,
             window_size: 8 * 1024 * 1024,
             dial_timeout: Duration::from_secs(10),
             builder_stall_timeout: Duration::from_secs(60),
@@ -340,11 +350,19 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         let (stopping, stop) = Stop::new();
+        let workers = match self.shared.options.worker_threads {
+            0 => None,
+            count => Some(Arc::new(Workers::start(count)?)),
+        };
         let mut listeners = JoinSet::new();
         let shared = self.shared.clone();
-        listeners.spawn(accept_until_stopped(listener, stop.clone(), "ssh", move |tcp, peer, stop| {
-            ssh::serve(shared.clone(), tcp, peer, stop)
-        }));
+        listeners.spawn(accept_until_stopped(
+            listener,
+            stop.clone(),
+            "ssh",
+            workers.clone(),
+            move |tcp, peer, stop| ssh::serve(shared.clone(), tcp, peer, stop),
+        ));
         for vnc_listener in vnc_listeners {
             let port = vnc_listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
             let shared = self.shared.clone();
@@ -352,6 +370,7 @@ impl Gateway {
                 vnc_listener,
                 stop.clone(),
                 "vnc",
+                workers.clone(),
                 move |tcp, peer, stop| vnc::serve(shared.clone(), tcp, peer, port, stop),
             ));
         }

@@ -90,6 +90,95 @@ where
     }
 }
 
+/// The smallest and largest reads from a builder into a user's SSH channel. A read that fills
+/// the buffer doubles the next one, a read under a quarter of it halves it: an idle or
+/// interactive tunnel holds 16 KiB, a bulk transfer reads 256 KiB at a time. russh cuts each
+/// read into packets without copying it, and the session writes them to the user's socket in
+/// one batch: a quarter of the system calls and wake-ups of 32 KiB copies (`docs/benchmarks.md`,
+/// "Per cipher").
+const CHANNEL_READ: (usize, usize) = (16 * 1024, 256 * 1024);
+
+/// [`splice`] between a user's SSH channel (its two halves, `user` its reader) and a builder
+/// stream: the same ends, `stop` and `stall` rules, but builder data goes to the channel as
+/// owned buffers ([`russh::ChannelWriteHalf::data_bytes`]) read in sizes that follow the flow
+/// (`CHANNEL_READ`). The channel's window bounds what is queued, as with its `AsyncWrite`.
+/// Returns the bytes carried each way (user to builder, builder to user).
+pub(crate) async fn splice_channel<R, B>(
+    user: R,
+    channel: &russh::ChannelWriteHalf<russh::server::Msg>,
+    builder: B,
+    stop: impl Future<Output = ()>,
+    stall: Duration,
+) -> io::Result<(u64, u64)>
+where
+    R: AsyncRead + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let waiting_since = Arc::new(Mutex::new(None));
+    let (mut from_builder, mut to_builder) =
+        tokio::io::split(Watched { inner: builder, waiting_since: waiting_since.clone() });
+    let up = async {
+        let mut user = tokio::io::BufReader::with_capacity(CHANNEL_BUFFER, user);
+        let copied = tokio::io::copy_buf(&mut user, &mut to_builder).await?;
+        to_builder.shutdown().await?;
+        Ok::<_, io::Error>(copied)
+    };
+    let down = async {
+        let (mut size, mut copied) = (CHANNEL_READ.0, 0u64);
+        // A few buffers taken in turn, each reused once russh has sent (and dropped) what was
+        // split off it: a fresh buffer per read cost page faults and zeroed pages on every read
+        // (7 % of the gateway's CPU in a bulk transfer).
+        let mut buffers: [bytes::BytesMut; 3] = Default::default();
+        let mut at = 0;
+        loop {
+            let count = buffers.len();
+            if let Some(free) = (0..count).map(|i| (at + i) % count).find(|&i| buffers[i].try_reclaim(size)) {
+                at = free;
+            }
+            let buffer = &mut buffers[at];
+            buffer.reserve(size);
+            let read = from_builder.read_buf(buffer).await?;
+            if read == 0 {
+                channel.eof().await.map_err(channel_gone)?;
+                return Ok::<_, io::Error>(copied);
+            }
+            copied += read as u64;
+            size = if read >= size {
+                (size * 2).min(CHANNEL_READ.1)
+            } else if read < size / 4 {
+                (size / 2).max(CHANNEL_READ.0)
+            } else {
+                size
+            };
+            channel.data_bytes(buffer.split().freeze()).await.map_err(channel_gone)?;
+            at = (at + 1) % buffers.len();
+        }
+    };
+    let stalled = async {
+        loop {
+            tokio::time::sleep((stall / 4).max(Duration::from_millis(100))).await;
+            let since = *waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+            if since.is_some_and(|since: Instant| since.elapsed() >= stall) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        copied = async { tokio::try_join!(up, down) } => copied,
+        () = stop => Ok((0, 0)),
+        () = stalled => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the builder read nothing for {stall:?}; closed"),
+        )),
+    }
+}
+
+/// The session behind a channel is gone (the user's connection ended).
+fn channel_gone(err: russh::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, format!("the user's channel is gone: {err}"))
+}
+
 /// A stream whose writes are watched: since when one has been waiting, if one is.
 struct Watched<S> {
     inner: S,

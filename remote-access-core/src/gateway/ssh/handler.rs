@@ -543,8 +543,9 @@ impl russh::server::Handler for Handler {
             channels.opened(id);
             reply.accept().await;
             let first = Arc::new(std::sync::atomic::AtomicU8::new(0));
-            let (mut stream, mut tcp) = (
-                FirstEnd::new(channel.into_stream(), false, &first, id, &channels),
+            let (mut read_half, write_half) = channel.split();
+            let (user, tcp) = (
+                FirstEnd::new(read_half.make_reader(), false, &first, id, &channels),
                 FirstEnd::new(tcp, true, &first, id, &channels),
             );
             let (mut ended, mut gone) = (cut.clone(), closed.clone());
@@ -554,7 +555,7 @@ impl russh::server::Handler for Handler {
                     _ = gone.changed() => {}
                 }
             };
-            match tunnel::splice(&mut stream, &mut tcp, stop, tunnel::CHANNEL_BUFFER, stall).await {
+            match tunnel::splice_channel(user, &write_half, tcp, stop, stall).await {
                 Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
                     tracing::info!(%build_id, %addr, %err, "closed a connection to the builder");
                 }
@@ -568,7 +569,12 @@ impl russh::server::Handler for Handler {
                 // hearing why.
                 let _ = tokio::time::timeout(CHANNEL_LINGER, closed.changed()).await;
             }
-            drop((stream, tcp, slot));
+            drop((read_half, slot));
+            // As a dropped channel stream does: the user's side learns the channel is over (in
+            // a task of its own, since a user who reads nothing could hold the send).
+            tokio::spawn(async move {
+                let _ = write_half.close().await;
+            });
         });
         Ok(())
     }
