@@ -393,7 +393,9 @@ impl russh::server::Handler for Handler {
         }
         // Only a probe: no state changes here; the decision is made again with the signature.
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-        match self.shared.authority.verify_ssh_key(user, &fingerprint, Attempt::Probe).await {
+        // Boxed, here and in `auth_publickey`: the store's futures (Redis) are large, and
+        // inline they would size russh's session future, which every idle connection keeps.
+        match Box::pin(self.shared.authority.verify_ssh_key(user, &fingerprint, Attempt::Probe)).await {
             Ok(_) => Ok(Auth::Accept),
             Err(
                 err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
@@ -410,7 +412,7 @@ impl russh::server::Handler for Handler {
             return Ok(self.cut_for_backoff());
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        let admitted_login = match self.shared.authority.connect_ssh(user, &fingerprint).await {
+        let admitted_login = match Box::pin(self.shared.authority.connect_ssh(user, &fingerprint)).await {
             Ok(admitted) => admitted,
             Err(
                 err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
