@@ -144,7 +144,7 @@ impl GatewayProcess {
         // `exec` keeps the pid: the one read from /proc is the gateway's.
         command
             .arg("-c")
-            .arg("ulimit -n 1048576 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
+            .arg("ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
             .arg("sh")
             .arg(program)
             .args(["--listen", "127.0.0.1:0", "--redis", redis_url])
@@ -484,9 +484,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         vec![1_000, 10_000, 100_000]
     };
+    // Each connection is a socket in the gateway (and in the load client): a size needs that
+    // many open files, and only a process with CAP_SYS_RESOURCE can raise its hard limit.
+    let file_limit = open_file_hard_limit();
     let mut scale_rows = Vec::new();
-    for &n in &scale_sizes {
-        scale_rows.push(scale(&redis.url(), &key_file, &vnc_ports, &builder, dir, n).await?);
+    let mut not_measured = Vec::new();
+    let mut sizes = scale_sizes.clone();
+    if let Some(largest) = scale_sizes.iter().copied().filter(|&n| n + SCALE_SPARE_FILES > file_limit).min() {
+        let fits = (file_limit.saturating_sub(SCALE_SPARE_FILES) / 1000) * 1000;
+        if fits > 0 && !sizes.contains(&fits) {
+            sizes.push(fits);
+            sizes.sort_unstable();
+        }
+        eprintln!(
+            "connections from {largest} up need more open files than this machine's hard limit ({file_limit}); also measuring {fits}"
+        );
+    }
+    for &n in &sizes {
+        if n + SCALE_SPARE_FILES > file_limit {
+            not_measured.push(n);
+            continue;
+        }
+        // A failed size is reported, not the end of the run: the figures before it stand.
+        match scale(&redis.url(), &key_file, &vnc_ports, &builder, dir, n).await {
+            Ok(row) => scale_rows.push(row),
+            Err(err) => {
+                eprintln!("{n} live connections: failed: {err}");
+                not_measured.push(n);
+            }
+        }
     }
     // 5: revocation across gateways sharing a Redis.
     let redis_revoke = if throughput_only || vnc_only || scale_only {
@@ -608,6 +634,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.last().copied().unwrap_or(f64::NAN)
         );
     }
+    for n in &not_measured {
+        println!(
+            "{n} live connections: not measured (see above: the open-file hard limit here is {file_limit}, \
+             and raising it needs CAP_SYS_RESOURCE)"
+        );
+    }
     if let Some(kib) = openssh_kib {
         println!(
             "OpenSSH jump host RSS per live connection (50 `ssh -N` to the jump sshd, its processes summed): {kib:.0} KiB"
@@ -623,6 +655,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "open_seconds": row.open_seconds, "revocation_ms": revocation_json(&row.revocation),
         })).collect::<Vec<_>>(),
         "idle_gateway_rss_kib": idle_gateway_kib,
+        "scale_not_measured": {"connections": not_measured, "open_file_hard_limit": file_limit},
         "redis_revocation_ms": revocation_json(&redis_revoke),
         "openssh_rss_kib_per_connection_50": openssh_kib,
         "vnc": vnc.iter().map(|(name, v)| serde_json::json!({
@@ -832,6 +865,19 @@ struct ScaleRow {
     revocation: Vec<f64>,
 }
 
+/// Open files a scale run needs besides one per connection (listeners, Redis, logs).
+const SCALE_SPARE_FILES: usize = 500;
+
+/// The hard limit on open files here (`ulimit -Hn`): what the scale runs can raise theirs to.
+fn open_file_hard_limit() -> usize {
+    std::process::Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
 /// Connections per build in the scale runs (the gateway allows 16 per build by default).
 const SCALE_PER_BUILD: usize = 10;
 
@@ -866,7 +912,7 @@ async fn scale(
     let rss_before = rss_kib(&gateway.pid);
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg("ulimit -n 1048576 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
+        .arg("ulimit -n \"$(ulimit -Hn)\"; exec \"$@\"")
         .arg("sh")
         .arg(std::env::current_exe()?)
         .arg("--load-client")

@@ -33,9 +33,13 @@ struct UserKit {
 
 impl Fixture {
     async fn new(options: AuthorityOptions) -> Fixture {
+        Self::with(options, gateway_options()).await
+    }
+
+    async fn with(options: AuthorityOptions, gateway_options: remote_access_core::GatewayOptions) -> Fixture {
         let builder = Sshd::start();
         let authority = authority(options);
-        let gateway = gateway(&authority);
+        let gateway = remote_access_core::Gateway::new(authority.clone(), gateway_options).unwrap();
         let running = gateway.start("127.0.0.1:0").await.unwrap();
         let scratch = tempfile::tempdir().unwrap();
         Fixture { builder, authority, gateway, running: Some(running), scratch }
@@ -364,4 +368,87 @@ async fn a_vnc_port_that_cannot_be_bound_fails_the_start() {
         }
         other => panic!("expected an I/O error, got {other:?}"),
     }
+}
+
+/// Bulk data both ways, and a trickle of small writes, through the gateway with the real `ssh`
+/// to the real `sshd`: every byte arrives, in order. Run with the connection's tasks on the
+/// caller's runtime and on the gateway's own worker threads (`worker_threads`), since the two
+/// hand the builder's data to the channel from different threads.
+async fn bulk_and_trickle_arrive_intact(worker_threads: usize) {
+    use sha2::Digest;
+    let mut options = gateway_options();
+    options.worker_threads = worker_threads;
+    let fx = Fixture::with(AuthorityOptions::default(), options).await;
+    let kit = fx.issue(&format!("bulk-{worker_threads}")).await;
+    let config = kit.config.to_str().unwrap();
+    // 24 MiB and 7 bytes of random data: reads from the builder grow to their largest size
+    // and end on an odd one.
+    let payload: Vec<u8> = {
+        let mut bytes = vec![0u8; (24 << 20) + 7];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ worker_threads as u64;
+        for chunk in bytes.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        bytes
+    };
+    let file = fx.scratch.path().join("payload");
+    std::fs::write(&file, &payload).unwrap();
+    let hex = |data: &[u8]| sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let expected = hex(&payload);
+
+    // Down: the builder sends the file (the builder is this machine, so it reads the same path).
+    let down = Command::new("ssh")
+        .args(["-F", config, "remote-access-builder", "cat", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(down.stdout.len(), payload.len(), "bytes down");
+    assert_eq!(hex(&down.stdout), expected, "data down");
+
+    // Up: the builder hashes what the user sends.
+    let up = Command::new("ssh")
+        .args(["-F", config, "remote-access-builder", "sha256sum"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        String::from_utf8_lossy(&up.stdout).starts_with(&expected),
+        "data up: {}",
+        String::from_utf8_lossy(&up.stdout)
+    );
+
+    // A trickle: many small writes with pauses, as an interactive program makes; reads shrink
+    // back and nothing is held back waiting for more.
+    let trickle = Command::new("ssh")
+        .args([
+            "-F",
+            config,
+            "remote-access-builder",
+            "for i in $(seq 1 300); do echo line $i; [ $((i % 50)) -eq 0 ] && sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(trickle.status.success(), "{}", String::from_utf8_lossy(&trickle.stderr));
+    let lines: Vec<String> = (1..=300).map(|i| format!("line {i}")).collect();
+    assert_eq!(String::from_utf8_lossy(&trickle.stdout).lines().collect::<Vec<_>>(), lines);
+    fx.running.unwrap().stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_and_small_writes_cross_the_gateway_intact() {
+    bulk_and_trickle_arrive_intact(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_and_small_writes_cross_the_gateway_intact_on_worker_threads() {
+    bulk_and_trickle_arrive_intact(2).await;
 }
