@@ -71,15 +71,7 @@ where
 {
     let waiting_since = Arc::new(Mutex::new(None));
     let mut b = Watched { inner: b, waiting_since: waiting_since.clone() };
-    let stalled = async {
-        loop {
-            tokio::time::sleep((stall / 4).max(Duration::from_millis(100))).await;
-            let since = *waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
-            if since.is_some_and(|since: Instant| since.elapsed() >= stall) {
-                return;
-            }
-        }
-    };
+    let stalled = stalled(&waiting_since, stall);
     tokio::select! {
         copied = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer) => copied,
         () = stop => Ok((0, 0)),
@@ -155,15 +147,7 @@ where
             at = (at + 1) % buffers.len();
         }
     };
-    let stalled = async {
-        loop {
-            tokio::time::sleep((stall / 4).max(Duration::from_millis(100))).await;
-            let since = *waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
-            if since.is_some_and(|since: Instant| since.elapsed() >= stall) {
-                return;
-            }
-        }
-    };
+    let stalled = stalled(&waiting_since, stall);
     tokio::select! {
         copied = async { tokio::try_join!(up, down) } => copied,
         () = stop => Ok((0, 0)),
@@ -177,6 +161,17 @@ where
 /// The session behind a channel is gone (the user's connection ended).
 fn channel_gone(err: russh::Error) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, format!("the user's channel is gone: {err}"))
+}
+
+/// Resolves once a write watched through `waiting_since` has waited `stall` or longer.
+async fn stalled(waiting_since: &Mutex<Option<Instant>>, stall: Duration) {
+    loop {
+        tokio::time::sleep((stall / 4).max(Duration::from_millis(100))).await;
+        let since = *waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+        if since.is_some_and(|since: Instant| since.elapsed() >= stall) {
+            return;
+        }
+    }
 }
 
 /// A stream whose writes are watched: since when one has been waiting, if one is.
