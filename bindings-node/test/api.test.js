@@ -229,7 +229,10 @@ test('tryNext and closed; the authority and gateway getters; gateway stats count
 
   await rejectsWith(() => new ra.Gateway(authority, { failuresBeforeBackoff: 0 }), 'invalid_input')
   await rejectsWith(() => new ra.Gateway(authority, { maxConnectionsPerBuild: 0 }), 'invalid_input')
+  await rejectsWith(() => new ra.Gateway(authority, { workerThreads: 100_000 }), 'invalid_input')
+  // On worker threads of its own: the connection below is served and counted there.
   const gateway = new ra.Gateway(authority, {
+    workerThreads: 2,
     failuresBeforeBackoff: 3,
     silentTimeoutMs: 2500,
     builderStallTimeoutMs: 30_000,

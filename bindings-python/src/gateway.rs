@@ -131,7 +131,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, worker_threads = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -150,6 +150,7 @@ impl Gateway {
         max_connections_per_build: Option<usize>,
         max_channels_per_build: Option<usize>,
         keepalive_interval: Option<Seconds>,
+        worker_threads: Option<usize>,
         window_size: Option<u32>,
         dial_timeout: Option<Seconds>,
         builder_stall_timeout: Option<Seconds>,
@@ -189,6 +190,7 @@ impl Gateway {
         options.max_connections_per_build =
             max_connections_per_build.unwrap_or(options.max_connections_per_build);
         options.max_channels_per_build = max_channels_per_build.unwrap_or(options.max_channels_per_build);
+        options.worker_threads = worker_threads.unwrap_or(options.worker_threads);
         options.window_size = window_size.unwrap_or(options.window_size);
         let lists = [
             (kex_algorithms, &mut options.kex_algorithms),

@@ -566,10 +566,14 @@ def test_gateway_stats_count_connections() -> None:
             ra.Gateway(authority, failures_before_backoff=0)
         with pytest.raises(ra.InvalidInputError):
             ra.Gateway(authority, max_connections_per_build=0)
+        with pytest.raises(ra.InvalidInputError) as refused:
+            ra.Gateway(authority, worker_threads=100_000)
+        assert refused.value.what == "worker_threads"
+        # On worker threads of its own: the connection below is served and counted there.
         gateway = ra.Gateway(
             authority, failures_before_backoff=3, silent_timeout=2.5, max_unauthenticated_per_prefix=64,
             builder_stall_timeout=30,
-            max_connections_per_build=4, max_channels_per_build=8,
+            max_connections_per_build=4, max_channels_per_build=8, worker_threads=2,
         )
         # The host key is an option like the others; without it the gateway makes one.
         pinned = ra.HostKey.generate()

@@ -601,6 +601,9 @@ class Gateway:
     - ``max_connections_per_build`` (16), ``max_channels_per_build`` (64): per build;
     - ``keepalive_interval`` (30 s), ``window_size`` (8 MiB), ``dial_timeout`` (10 s),
       ``builder_stall_timeout`` (60 s);
+    - ``worker_threads`` (0): N serves each connection wholly on one of N threads of the
+      gateway's own, which costs about a fifth less CPU in bulk transfers than the package's
+      shared runtime (at most 1,024; 0 uses the package's runtime);
     - ``kex_algorithms``, ``ciphers``, ``macs``: SSH algorithm names offered, most preferred
       first (an unknown name raises ``InvalidInputError`` listing the supported ones);
     - ``vnc_tls`` (a ``TlsIdentity``), ``vnc_require_encryption`` (False),
@@ -625,6 +628,7 @@ class Gateway:
         max_connections_per_build: int | None = None,
         max_channels_per_build: int | None = None,
         keepalive_interval: _Duration | None = None,
+        worker_threads: int | None = None,
         window_size: int | None = None,
         dial_timeout: _Duration | None = None,
         builder_stall_timeout: _Duration | None = None,

@@ -95,7 +95,8 @@ pub struct GatewayOptions {
     /// tokio runtime, and serves every connection wholly on one of them, in turn: a connection's
     /// tasks then never wake each other across threads, which cost about a fifth of the CPU of
     /// a bulk transfer on a multi-threaded runtime (`docs/benchmarks.md`, "Per cipher"). The
-    /// `gateway` program uses one per CPU. The threads end when the gateway stops.
+    /// `gateway` program uses one per CPU. The threads end when the gateway stops. At most
+    /// 1,024.
     pub worker_threads: usize,
     /// SSH channel window in bytes (default 8 MiB): large enough not to cap throughput.
     pub window_size: u32,
@@ -135,6 +136,9 @@ pub struct GatewayOptions {
     /// pages from using the gateway at all.
     pub vnc_websocket_origins: Vec<String>,
 }
+
+/// More worker threads than this is a mistake (a thread per connection, say), not a setting.
+const MAX_WORKER_THREADS: usize = 1024;
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -262,6 +266,12 @@ impl Gateway {
             || options.new_connections_burst == 0
         {
             return Err(Error::invalid("gateway limits", "must be at least 1"));
+        }
+        if options.worker_threads > MAX_WORKER_THREADS {
+            return Err(Error::invalid(
+                "worker_threads",
+                format!("at most {MAX_WORKER_THREADS} (0 serves connections on the caller's runtime)"),
+            ));
         }
         if options.window_size < 32 * 1024 {
             return Err(Error::invalid("window_size", "must be at least 32 KiB"));
