@@ -1,2 +1,0 @@
-pub mod runtime;
-pub mod time;
