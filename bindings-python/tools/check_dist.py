@@ -132,6 +132,8 @@ def check_sdist(sdist: pathlib.Path) -> None:
         core = REPO / "remote-access-core"
         needed |= {f"remote-access-core/{p.relative_to(core)}" for p in (core / "src").rglob("*.rs")}
         needed |= {"remote-access-core/Cargo.toml"}
+        # The workspace's [patch] points into patches/: without those files nothing builds.
+        needed |= {str(p.relative_to(REPO)) for p in (REPO / "patches").rglob("*") if p.suffix == ".rs" or p.name == "Cargo.toml"}
         missing = sorted(needed - files)
         if missing:
             fail(f"{name}: missing {missing}")
