@@ -19,7 +19,7 @@ async fn handshake(port: u16, trusted: &TlsIdentity) -> Result<(), std::io::Erro
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -148,14 +148,14 @@ fn der(kind: KeyKind, key: &Secret<Vec<u8>>) -> PrivateKeyDer<'static> {
 }
 
 /// The TLS server configuration of the VNC ports: TLS 1.2 and 1.3 with rustls' safe defaults on
-/// ring (named explicitly, so a process that also links aws-lc-rs still works), no client
+/// aws-lc-rs (named explicitly, so a process that also links ring still works), no client
 /// certificates, and no TLS 1.3 session tickets: TigerVNC 1.12's viewer hangs when tickets
 /// arrive together with the VNC challenge, and VNC sessions are not resumed anyway.
 fn server_config(
     chain: &[CertificateDer<'static>],
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| Error::invalid("vnc_tls", err.to_string()))?

@@ -133,7 +133,7 @@ pub async fn settle(gateway: &Gateway, want: impl Fn(&GatewayStats) -> bool) -> 
     panic!("the gateway's counters did not settle: {:?}", gateway.stats());
 }
 
-/// A rustls client (ring) that trusts only `identity`'s certificate: what a user's client
+/// A rustls client (aws-lc-rs) that trusts only `identity`'s certificate: what a user's client
 /// does once given the gateway's VNC certificate.
 pub fn tls_client(identity: &remote_access_core::TlsIdentity) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
@@ -141,7 +141,7 @@ pub fn tls_client(identity: &remote_access_core::TlsIdentity) -> tokio_rustls::T
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
