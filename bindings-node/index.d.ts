@@ -603,6 +603,16 @@ export interface AuthorityOptions {
   /** The prefix of every Redis key (default `remote-access`). */
   redisKeyPrefix?: string
   /**
+   * For `rediss://`: the CA certificates (PEM) that sign Redis's certificate, instead of
+   * the system's roots.
+   */
+  redisTlsCa?: string
+  /**
+   * For `rediss://` to a Redis that asks for client certificates: this client's certificate
+   * chain and private key (PEM).
+   */
+  redisTlsClient?: RedisTlsClient
+  /**
    * How long the store may be out of reach before every live connection is cut (default
    * 30 000 ms); meanwhile logins are refused.
    */
@@ -876,6 +886,14 @@ export interface Policy {
   maxBuildDurationMs?: number
   finishIfUnusedAfterMs?: number
   reconnectWindowMs?: number
+}
+
+/** A client certificate for TLS to Redis (`redisTlsClient`). */
+export interface RedisTlsClient {
+  /** The certificate chain (PEM). */
+  certificate: string
+  /** Its private key (PEM); treated as a secret. */
+  key: string
 }
 
 /**

@@ -8,7 +8,7 @@ use napi_derive::napi;
 use remote_access_core as core;
 
 use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, secret, time, to_millis};
-use crate::errors::{OrThrow, promise};
+use crate::errors::{OrThrow, invalid, promise};
 use crate::events::{EventListener, Subscription};
 use crate::gateway::HostKey;
 use crate::keepalive::KeepAlive;
@@ -132,6 +132,12 @@ pub struct AuthorityOptions<'a> {
     pub redis_url: Option<Unknown<'a>>,
     /// The prefix of every Redis key (default `remote-access`).
     pub redis_key_prefix: Option<String>,
+    /// For `rediss://`: the CA certificates (PEM) that sign Redis's certificate, instead of
+    /// the system's roots.
+    pub redis_tls_ca: Option<String>,
+    /// For `rediss://` to a Redis that asks for client certificates: this client's certificate
+    /// chain and private key (PEM).
+    pub redis_tls_client: Option<RedisTlsClient<'a>>,
     /// How long the store may be out of reach before every live connection is cut (default
     /// 30 000 ms); meanwhile logins are refused.
     pub max_store_outage_ms: Option<f64>,
@@ -437,6 +443,16 @@ impl LiveConnection {
     }
 }
 
+/// A client certificate for TLS to Redis (`redisTlsClient`).
+#[napi(object)]
+pub struct RedisTlsClient<'a> {
+    /// The certificate chain (PEM).
+    pub certificate: String,
+    /// Its private key (PEM); treated as a secret.
+    #[napi(ts_type = "string")]
+    pub key: Unknown<'a>,
+}
+
 /// Issues, verifies and revokes per-build credentials and enforces each build's time rules.
 /// The store is in memory unless `redisUrl` names a Redis that several gateways share.
 #[napi]
@@ -470,7 +486,14 @@ impl Authority {
             let mut redis = core::RedisOptions::new(String::new());
             redis.url = secret(&env, "redisUrl", url)?;
             redis.key_prefix = options.redis_key_prefix.unwrap_or(redis.key_prefix);
+            redis.tls_ca_pem = options.redis_tls_ca;
+            if let Some(client) = options.redis_tls_client {
+                redis.tls_client =
+                    Some((client.certificate, secret(&env, "redisTlsClient.key", client.key)?));
+            }
             core_options.store = core::StoreOptions::Redis(redis);
+        } else if options.redis_tls_ca.is_some() || options.redis_tls_client.is_some() {
+            return Err(invalid(&env, "redisTlsCa", "TLS settings for Redis need redisUrl".into()));
         }
         match clock {
             Some(clock) => core::Authority::with_clock(core_options, clock.0.clone()),

@@ -14,7 +14,7 @@ const path = require('node:path')
 
 const { ra } = require('./package')
 /** @import * as T from '..' */
-const { freePort, startSshd, startTigervnc, startRedis, nextEvent, runScript } = require('./peers')
+const { freePort, startSshd, startTigervnc, startRedis, startRedisTls, nextEvent, runScript } = require('./peers')
 
 /**
  * An authority and a started gateway; `body` gets them and an event iterator.
@@ -271,4 +271,36 @@ test('a Redis store refuses bad settings and reports an unreachable Redis withou
     assert.doesNotMatch(String(/** @type {any} */ (err).message), /hunter2/)
     return true
   })
+})
+
+test('an authority reaches a Redis over TLS with a CA and a client certificate', async () => {
+  // A real redis-server serving only TLS and requiring client certificates.
+  const server = ra.TlsIdentity.generate(['127.0.0.1'])
+  const client = ra.TlsIdentity.generate(['platform.example'])
+  const redis = await startRedisTls(server, client.certificatePem)
+  try {
+    assert.throws(() => new ra.Authority({ redisTlsCa: server.certificatePem }), {
+      code: 'invalid_input',
+      message: /need redisUrl/,
+    })
+    assert.throws(() => new ra.Authority({ redisUrl: redis.url.replace('rediss://', 'redis://'), redisTlsCa: server.certificatePem }), {
+      code: 'invalid_input',
+      message: /use rediss:\/\//,
+    })
+    const onTls = () =>
+      new ra.Authority({
+        redisUrl: redis.url,
+        redisTlsCa: server.certificatePem,
+        redisTlsClient: { certificate: client.certificatePem, key: client.privateKeyPem() },
+      })
+    await onTls().issue('node-tls', { trigger: 'manual', remoteAccessEnabled: true })
+    assert.equal((await onTls().session('node-tls')).buildId, 'node-tls')
+    // Without the client certificate Redis refuses the handshake: the store is unavailable.
+    const anonymous = new ra.Authority({ redisUrl: redis.url, redisTlsCa: server.certificatePem })
+    await assert.rejects(anonymous.issue('node-tls-anonymous', { trigger: 'manual', remoteAccessEnabled: true }), {
+      code: 'store_unavailable',
+    })
+  } finally {
+    await redis.stop()
+  }
 })

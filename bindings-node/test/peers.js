@@ -258,4 +258,31 @@ async function startRedis() {
   return { url: `redis://127.0.0.1:${port}/0`, stop: () => stop(child) }
 }
 
-module.exports = { freePort, startSshd, startTigervnc, startRedis, nextEvent, runScript, stop }
+/**
+ * A real redis-server serving only TLS on a free loopback port, with `server`'s certificate,
+ * refusing clients without a certificate signed by `clientCa` (PEM).
+ * @param {{certificatePem: string, privateKeyPem: () => string}} server
+ * @param {string} clientCa
+ * @returns {Promise<{url: string, stop: () => Promise<void>}>}
+ */
+async function startRedisTls(server, clientCa) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-redis-tls-'))
+  const file = (/** @type {string} */ name, /** @type {string} */ text) => {
+    fs.writeFileSync(path.join(dir, name), text, { mode: 0o600 })
+    return path.join(dir, name)
+  }
+  const [cert, key, ca] = [file('server.pem', server.certificatePem), file('server.key', server.privateKeyPem()), file('clients-ca.pem', clientCa)]
+  const { port, child } = await listening('redis-server', (port) => [
+    '--bind', '127.0.0.1', '--port', '0', '--tls-port', String(port), '--tls-auth-clients', 'yes',
+    '--tls-cert-file', cert, '--tls-key-file', key, '--tls-ca-cert-file', ca, '--save', '', '--appendonly', 'no',
+  ])
+  return {
+    url: `rediss://127.0.0.1:${port}/0`,
+    stop: async () => {
+      await stop(child)
+      fs.rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+module.exports = { freePort, startSshd, startTigervnc, startRedis, startRedisTls, nextEvent, runScript, stop }

@@ -362,7 +362,7 @@ pub(crate) struct Authority(pub(crate) core::Authority);
 #[pymethods]
 impl Authority {
     #[new]
-    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, max_store_outage = None, event_queue = None))]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, max_store_outage = None, event_queue = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         policy: Option<PyRef<'_, Policy>>,
@@ -371,6 +371,8 @@ impl Authority {
         clock: Option<PyRef<'_, ManualClock>>,
         redis_url: Option<String>,
         redis_key_prefix: Option<String>,
+        redis_tls_ca: Option<String>,
+        redis_tls_client: Option<(String, String)>,
         max_store_outage: Option<Seconds>,
         event_queue: Option<usize>,
     ) -> PyResult<Self> {
@@ -389,7 +391,14 @@ impl Authority {
         if let Some(url) = redis_url {
             let mut redis = core::RedisOptions::new(url);
             redis.key_prefix = redis_key_prefix.unwrap_or(redis.key_prefix);
+            redis.tls_ca_pem = redis_tls_ca;
+            redis.tls_client = redis_tls_client.map(|(chain, key)| (chain, core::Secret::new(key)));
             options.store = core::StoreOptions::Redis(redis);
+        } else if redis_tls_ca.is_some() || redis_tls_client.is_some() {
+            return Err(crate::convert::invalid(
+                "redis_tls_ca",
+                "TLS settings for Redis need redis_url".into(),
+            ));
         }
         match clock {
             Some(clock) => core::Authority::with_clock(options, clock.0.clone()),

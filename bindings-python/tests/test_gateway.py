@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 import remote_access as ra
-from conftest import Sshd, VncServer, free_port, next_event
+from conftest import Sshd, VncServer, free_port, listening, next_event, stop
 
 
 @dataclass
@@ -253,3 +253,48 @@ def test_a_redis_store_refuses_bad_settings_and_reports_an_unreachable_redis() -
         assert "hunter2" not in str(refused.value)
 
     asyncio.run(main())
+
+
+def test_an_authority_reaches_redis_over_tls_with_a_ca_and_a_client_certificate(tmp_path: pathlib.Path) -> None:
+    """A real redis-server serving only TLS and requiring client certificates: with the CA and
+    the client certificate, one authority issues and another reads the session; without the
+    certificate the handshake fails and the store is unavailable; TLS settings need a URL."""
+    server = ra.TlsIdentity.generate(["127.0.0.1"])
+    client = ra.TlsIdentity.generate(["platform.example"])
+    files = {"server.pem": server.certificate_pem(), "server.key": server.private_key_pem()}
+    files["clients-ca.pem"] = client.certificate_pem()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    port, proc = listening(
+        lambda port: [
+            "redis-server", "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port),
+            "--tls-auth-clients", "yes", "--tls-cert-file", str(tmp_path / "server.pem"),
+            "--tls-key-file", str(tmp_path / "server.key"), "--tls-ca-cert-file", str(tmp_path / "clients-ca.pem"),
+            "--save", "", "--appendonly", "no",
+        ],
+        "redis-server (TLS)",
+    )
+    url = f"rediss://127.0.0.1:{port}/0"
+    with pytest.raises(ra.InvalidInputError, match="need redis_url"):
+        ra.Authority(redis_tls_ca=server.certificate_pem())
+    with pytest.raises(ra.InvalidInputError, match="use rediss://"):
+        ra.Authority(redis_url=f"redis://127.0.0.1:{port}/0", redis_tls_ca=server.certificate_pem())
+
+    def on_tls() -> ra.Authority:
+        return ra.Authority(
+            redis_url=url,
+            redis_tls_ca=server.certificate_pem(),
+            redis_tls_client=(client.certificate_pem(), client.private_key_pem()),
+        )
+
+    async def main() -> None:
+        await on_tls().issue("py-tls", trigger="manual", remote_access_enabled=True)
+        assert (await on_tls().session("py-tls")).build_id == "py-tls"
+        anonymous = ra.Authority(redis_url=url, redis_tls_ca=server.certificate_pem())
+        with pytest.raises(ra.StoreUnavailableError):
+            await anonymous.issue("py-tls-anonymous", trigger="manual", remote_access_enabled=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop(proc)

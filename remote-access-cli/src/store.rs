@@ -2,19 +2,23 @@
 
 use std::time::Duration;
 
-use remote_access_core::{Authority, AuthorityOptions, RedisOptions, StoreOptions};
+use remote_access_core::{Authority, AuthorityOptions, RedisOptions, Secret, StoreOptions};
 
 use crate::Failure;
 use crate::args::{Args, Usage};
 
 /// The options every store-backed command takes.
-pub(crate) const VALUES: [&str; 2] = ["redis", "key-prefix"];
+pub(crate) const VALUES: [&str; 5] = ["redis", "key-prefix", "redis-ca", "redis-cert", "redis-key"];
 
 /// Their usage lines.
-pub(crate) const USAGE: &str = "  --redis URL          the fleet's Redis (redis://HOST:PORT/DB); a URL with a password goes in\n\
+pub(crate) const USAGE: &str = "  --redis URL          the fleet's Redis (redis://HOST:PORT/DB, rediss:// for TLS); a URL with a password goes in\n\
      \x20                      REMOTE_ACCESS_REDIS_URL instead, since every user of the machine can\n\
      \x20                      read a command line\n\
-     \x20 --key-prefix PREFIX  the fleet's key prefix in Redis (default remote-access)\n";
+     \x20 --key-prefix PREFIX  the fleet's key prefix in Redis (default remote-access)\n\
+     \x20 --redis-ca FILE      for rediss://: the CA certificates (PEM) that sign Redis's certificate,\n\
+     \x20                      instead of the system's roots\n\
+     \x20 --redis-cert FILE    for rediss:// with client certificates: this client's chain (PEM),\n\
+     \x20 --redis-key FILE     and its private key (PEM; the file should be private)\n";
 
 /// The Redis options from `--redis` (or `REMOTE_ACCESS_REDIS_URL`) and `--key-prefix`.
 pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {
@@ -35,6 +39,20 @@ pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {
     if let Some(prefix) = args.value("key-prefix") {
         options.key_prefix = prefix.to_owned();
     }
+    let read = |name: &str| {
+        args.value(name)
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map_err(|err| Failure::Other(format!("cannot read --{name} {path}: {err}")))
+            })
+            .transpose()
+    };
+    options.tls_ca_pem = read("redis-ca")?;
+    options.tls_client = match (read("redis-cert")?, read("redis-key")?) {
+        (Some(chain), Some(key)) => Some((chain, Secret::new(key))),
+        (None, None) => None,
+        _ => return Err(Usage("--redis-cert and --redis-key go together".into()).into()),
+    };
     Ok(options)
 }
 

@@ -176,3 +176,36 @@ async fn mistakes_get_an_exit_code_and_a_reason() {
         assert!(stdout.starts_with(&format!("usage: remote-access {command}")), "{stdout}");
     }
 }
+
+/// The store-backed commands over TLS (`rediss://`): a real `redis-server` serving only TLS and
+/// asking for client certificates. With `--redis-ca` and the client certificate the command
+/// reaches Redis (an unknown build is exit 4); without the certificate Redis refuses the
+/// handshake (exit 1, the store unavailable); half a client certificate is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_reach_a_redis_over_tls_with_the_platforms_ca_and_certificate() {
+    use remote_access_core::TlsIdentity;
+    let server = TlsIdentity::generate(&["127.0.0.1"]).unwrap();
+    let client = TlsIdentity::generate(&["operator.example"]).unwrap();
+    let redis = RedisServer::start_tls(
+        &server.certificate_pem(),
+        server.private_key_pem().expose(),
+        &client.certificate_pem(),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = write_script(scratch.path(), "redis-ca.pem", &server.certificate_pem());
+    let cert = write_script(scratch.path(), "client.pem", &client.certificate_pem());
+    let key = write_script(scratch.path(), "client.key", client.private_key_pem().expose());
+    let (ca, cert, key) = (ca.to_str().unwrap(), cert.to_str().unwrap(), key.to_str().unwrap());
+
+    let (code, _, stderr) =
+        cli(&redis, &["status", "no-such-build", "--redis-ca", ca, "--redis-cert", cert, "--redis-key", key])
+            .await;
+    assert_eq!(code, 4, "{stderr}");
+    let (code, _, stderr) = cli(&redis, &["status", "no-such-build", "--redis-ca", ca]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("store"), "{stderr}");
+    let (code, _, stderr) =
+        cli(&redis, &["status", "no-such-build", "--redis-ca", ca, "--redis-cert", cert]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--redis-cert and --redis-key go together"), "{stderr}");
+}

@@ -12,6 +12,8 @@ pub struct RedisServer {
     /// Its data directory.
     pub dir: tempfile::TempDir,
     durable: bool,
+    /// Serves TLS only (`rediss://`), asking clients for a certificate signed by this CA.
+    tls: bool,
     server: Option<Server>,
 }
 
@@ -28,15 +30,31 @@ impl RedisServer {
 
     fn start_with(durable: bool) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("ra-redis-").tempdir().unwrap();
-        let mut redis = RedisServer { port: 0, dir, durable, server: None };
+        Self::start_in(RedisServer { port: 0, dir, durable, tls: false, server: None })
+    }
+
+    /// A Redis that speaks only TLS (no plain port), with the certificate chain and key given
+    /// (PEM), and that refuses clients without a certificate signed by `client_ca_pem`.
+    pub fn start_tls(chain_pem: &str, key_pem: &str, client_ca_pem: &str) -> RedisServer {
+        let dir = tempfile::Builder::new().prefix("ra-redis-tls-").tempdir().unwrap();
+        for (name, pem) in
+            [("server.pem", chain_pem), ("server.key", key_pem), ("clients-ca.pem", client_ca_pem)]
+        {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        Self::start_in(RedisServer { port: 0, dir, durable: false, tls: true, server: None })
+    }
+
+    fn start_in(mut redis: RedisServer) -> RedisServer {
         let (port, server) = Server::on_free_port("redis-server", |port| redis.command(port), String::new);
         (redis.port, redis.server) = (port, Some(server));
         redis
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://` for a TLS Redis.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Starts it again on the same port and data directory.
@@ -50,14 +68,26 @@ impl RedisServer {
 
     fn command(&self, port: u16) -> Command {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        let dir = self.dir.path();
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port.to_string(), "--tls-auth-clients", "yes"])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("clients-ca.pem"));
+        } else {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", ""])
             .args(if self.durable {
                 ["--appendonly", "yes", "--appendfsync", "always"]
             } else {
                 ["--appendonly", "no", "--appendfsync", "no"]
             })
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(dir)
             .stdout(Stdio::null());
         cmd
     }

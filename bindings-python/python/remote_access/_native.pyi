@@ -411,6 +411,10 @@ class Authority:
       with VNC (none by default);
     - ``clock``: a ``ManualClock`` for tests (not with ``redis_url``);
     - ``redis_url``, ``redis_key_prefix``: a shared Redis (the URL is treated as a secret);
+    - ``redis_tls_ca``: for ``rediss://``, the CA certificates (PEM text) that sign Redis's
+      certificate, instead of the system's roots;
+    - ``redis_tls_client``: for ``rediss://`` to a Redis that asks for client certificates,
+      ``(certificate_chain_pem, private_key_pem)``;
     - ``max_store_outage``: how long the store may be out of reach before every live
       connection is cut (default 30 s);
     - ``event_queue``: how many events each subscription may hold unread (default 10,000).
@@ -425,6 +429,8 @@ class Authority:
         clock: ManualClock | None = None,
         redis_url: str | None = None,
         redis_key_prefix: str | None = None,
+        redis_tls_ca: str | None = None,
+        redis_tls_client: tuple[str, str] | None = None,
         max_store_outage: _Duration | None = None,
         event_queue: int | None = None,
     ) -> Authority:

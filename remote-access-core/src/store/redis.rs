@@ -53,8 +53,15 @@ const WATCH_PROBE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
-    /// Where Redis is: `redis://[user:password@]host:port/db`. Kept out of `Debug`.
+    /// Where Redis is: `redis://[user:password@]host:port/db`, or `rediss://...` for TLS. Kept
+    /// out of `Debug`.
     pub url: Secret<String>,
+    /// For `rediss://`: the CA certificates (PEM) to trust for the server's certificate instead
+    /// of the system's roots (a private CA, or a managed service's own). `None`: the system's.
+    pub tls_ca_pem: Option<String>,
+    /// For `rediss://` to a Redis that asks for client certificates (`tls-auth-clients yes`):
+    /// this client's certificate chain (PEM) and its private key (PEM).
+    pub tls_client: Option<(String, Secret<String>)>,
     /// The prefix of every key and channel, so that deployments can share a Redis
     /// (default `remote-access`).
     pub key_prefix: String,
@@ -68,6 +75,8 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: Secret::new(url.into()),
+            tls_ca_pem: None,
+            tls_client: None,
             key_prefix: "remote-access".to_owned(),
             timeout: Duration::from_secs(2),
         }
@@ -101,19 +110,46 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The Redis client of `options`: plain for `redis://`; TLS for `rediss://`, trusting the
+/// system's roots unless a CA is given, with a client certificate when one is given. Errors
+/// never quote the URL (it may carry a password).
+fn client(options: &RedisOptions) -> Result<redis::Client> {
+    let url = options.url.expose().as_str();
+    let tls = url.starts_with("rediss://");
+    let not_url =
+        || Error::invalid("redis url", "not a Redis URL (redis://host:port/db or rediss://host:port/db)");
+    if !tls && (options.tls_ca_pem.is_some() || options.tls_client.is_some()) {
+        return Err(Error::invalid(
+            "redis tls",
+            "a TLS CA or client certificate is set but the URL is redis://: use rediss:// for TLS",
+        ));
+    }
+    if options.tls_ca_pem.is_none() && options.tls_client.is_none() {
+        return redis::Client::open(url).map_err(|_| not_url());
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: options.tls_client.as_ref().map(|(chain, key)| redis::ClientTlsConfig {
+            client_cert: chain.as_bytes().to_vec(),
+            client_key: key.expose().as_bytes().to_vec(),
+        }),
+        root_cert: options.tls_ca_pem.as_ref().map(|ca| ca.as_bytes().to_vec()),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|err| {
+        if err.kind() == redis::ErrorKind::InvalidClientConfig {
+            not_url()
+        } else {
+            // The PEM did not parse or hold what rustls needs; redis's message names which.
+            Error::invalid("redis tls", format!("the TLS CA or client certificate is unusable: {err}"))
+        }
+    })
+}
+
 impl RedisStore {
     /// A store on the Redis at `options.url`. Nothing is contacted yet: the first call
     /// connects, so an unreachable Redis shows as [`Error::StoreUnavailable`] then, and the
     /// authority fails closed.
     pub fn new(options: RedisOptions) -> Result<Self> {
-        if options.url.expose().starts_with("rediss://") {
-            return Err(Error::invalid(
-                "redis url",
-                "TLS (rediss://) is not built in: reach Redis over a private network, or through a local TLS tunnel at redis://",
-            ));
-        }
-        let client = redis::Client::open(options.url.expose().as_str())
-            .map_err(|_| Error::invalid("redis url", "not a Redis URL (redis://host:port/db)"))?;
+        let client = client(&options)?;
         let prefix = &options.key_prefix;
         if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid("redis key_prefix", "1 to 64 printable ASCII characters, no spaces"));

@@ -13,7 +13,7 @@ use crate::builds::*;
 use remote_access_core::unstable::{Conflict, CredentialRecord, Insert, RedisStore, Revocation, Store};
 use remote_access_core::{
     Authority, AuthorityOptions, BuildId, DenialReason, Error, Gateway, HostKey, Policy, RedisOptions,
-    RunningGateway, Secret, Session, SystemClock,
+    RunningGateway, Secret, Session, StoreOptions, SystemClock, TlsIdentity,
 };
 use remote_access_test_peers::*;
 use time::OffsetDateTime;
@@ -167,14 +167,97 @@ fn ceil_ms(at: OffsetDateTime) -> OffsetDateTime {
 async fn a_bad_url_or_an_unreachable_redis_is_a_clear_error() {
     let bad = RedisStore::new(RedisOptions::new("http://example.invalid"));
     assert!(matches!(bad, Err(Error::InvalidInput { .. })), "{bad:?}");
-    let tls = RedisStore::new(RedisOptions::new("rediss://:secret@redis.internal:6380/0")).unwrap_err();
-    assert!(tls.to_string().contains("TLS"), "{tls}");
-    assert!(!tls.to_string().contains("secret"), "{tls}");
+    // TLS settings for a plain URL, and a CA that is no PEM, are refused without quoting the URL.
+    let mut plain_with_ca = RedisOptions::new("redis://:secret@redis.internal:6379/0");
+    plain_with_ca.tls_ca_pem = Some("-----BEGIN CERTIFICATE-----".to_owned());
+    let plain = RedisStore::new(plain_with_ca).unwrap_err();
+    assert!(plain.to_string().contains("use rediss://"), "{plain}");
+    let mut bad_ca = RedisOptions::new("rediss://:secret@redis.internal:6380/0");
+    bad_ca.tls_ca_pem =
+        Some("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_owned());
+    let unusable = RedisStore::new(bad_ca).unwrap_err();
+    assert!(
+        matches!(unusable, Error::InvalidInput { .. }) && unusable.to_string().contains("TLS CA"),
+        "{unusable}"
+    );
+    for err in [&plain, &unusable] {
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
     let mut options = RedisOptions::new(format!("redis://127.0.0.1:{}/0", free_port()));
     options.timeout = Duration::from_millis(500);
     let nowhere = RedisStore::new(options).unwrap();
     let err = nowhere.ping().await.unwrap_err();
     assert!(matches!(err, Error::StoreUnavailable { .. }), "{err:?}");
+}
+
+/// TLS to Redis (`rediss://`) against a real `redis-server` that serves only TLS and asks for
+/// client certificates: every wrong setting is refused by the TLS handshake (and shows as the
+/// store being unavailable, so the authority fails closed), and with the platform's CA and a
+/// client certificate two gateways share the Redis: a login through one with the real `ssh`,
+/// a revocation through the platform's authority refused on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_share_a_redis_over_tls_with_a_private_ca_and_client_certificates() {
+    let server_tls = TlsIdentity::generate(&["127.0.0.1"]).unwrap();
+    let client_tls = TlsIdentity::generate(&["gateway.fleet.example"]).unwrap();
+    let redis = RedisServer::start_tls(
+        &server_tls.certificate_pem(),
+        server_tls.private_key_pem().expose(),
+        &client_tls.certificate_pem(),
+    );
+    assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
+    let tls_options = |ca: Option<&TlsIdentity>, client: Option<&TlsIdentity>| {
+        let mut options = RedisOptions::new(redis.url());
+        options.tls_ca_pem = ca.map(TlsIdentity::certificate_pem);
+        options.tls_client = client.map(|c| (c.certificate_pem(), c.private_key_pem()));
+        options
+    };
+    for (why, options) in [
+        ("no client certificate", tls_options(Some(&server_tls), None)),
+        ("the system's roots, which do not know this CA", tls_options(None, Some(&client_tls))),
+        ("another CA", tls_options(Some(&client_tls), Some(&client_tls))),
+        ("plain RESP to the TLS port", RedisOptions::new(redis.url().replacen("rediss://", "redis://", 1))),
+    ] {
+        let store = RedisStore::new(options).unwrap();
+        let err = store.ping().await.unwrap_err();
+        assert!(matches!(err, Error::StoreUnavailable { .. }), "{why}: {err:?}");
+    }
+
+    let on_tls = || {
+        let mut options = AuthorityOptions::default();
+        options.store = StoreOptions::Redis(tls_options(Some(&server_tls), Some(&client_tls)));
+        Authority::new(options).unwrap()
+    };
+    let builder = Sshd::start();
+    let host_key = HostKey::generate().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut fleet = Vec::new();
+    for host in ["127.0.0.1", "127.0.0.2"] {
+        let authority = on_tls();
+        let mut options = gateway_options();
+        options.host_key = Some(host_key.clone());
+        let running =
+            Gateway::new(authority.clone(), options).unwrap().start(&format!("{host}:0")).await.unwrap();
+        fleet.push(Member { authority, running, host: host.to_owned() });
+    }
+    let platform = on_tls();
+    let creds = platform.issue(request("fleet-tls", builder.builder())).await.unwrap();
+    builder.authorize(&creds.authorized_keys_line());
+    let via_a = fleet[0].script(&platform, &host_key, &creds, scratch.path()).await;
+    let via_b = fleet[1].script(&platform, &host_key, &creds, scratch.path()).await;
+    let (code, stdout, stderr) = run_script(&via_a, &["echo over-tls"]).await;
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    assert!(stdout.starts_with("over-tls"), "{stdout}");
+
+    platform.revoke(creds.build_id(), "revoked over TLS").await.unwrap();
+    for script in [&via_a, &via_b] {
+        let (code, _, stderr) = run_script(script, &["true"]).await;
+        assert_eq!(code, 255, "{stderr}");
+    }
+    let refused = fleet[1].authority.verify_ssh(creds.username(), creds.public_key()).await;
+    assert!(matches!(refused, Err(Error::AccessDenied { reason: DenialReason::Revoked, .. })), "{refused:?}");
+    for m in fleet {
+        m.running.stop().await.unwrap();
+    }
 }
 
 /// One gateway of a fleet: its own authority and store connections, the fleet's host key, on
