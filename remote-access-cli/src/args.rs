@@ -20,6 +20,8 @@ pub(crate) struct Spec {
     pub(crate) switches: &'static [&'static str],
     /// How many positional values, at most.
     pub(crate) positional: usize,
+    /// Whether it takes the fleet's Redis options too (`store::VALUES`).
+    pub(crate) store: bool,
 }
 
 /// A usage error: what was wrong, for the user (the caller adds the sub-command's usage).
@@ -54,7 +56,12 @@ impl Args {
                     return Err(Usage(format!("--{bare} takes no value")));
                 }
                 args.switches.push(known);
-            } else if let Some(known) = spec.values.iter().find(|s| **s == bare) {
+            } else if let Some(known) = spec
+                .values
+                .iter()
+                .chain(if spec.store { &crate::store::VALUES[..] } else { &[] })
+                .find(|s| **s == bare)
+            {
                 let value = match inline {
                     Some(value) => value,
                     None => words.next().cloned().ok_or_else(|| Usage(format!("--{bare} needs a value")))?,
@@ -104,7 +111,7 @@ impl Args {
 mod tests {
     use super::*;
 
-    const SPEC: Spec = Spec { values: &["port", "name"], switches: &["json"], positional: 1 };
+    const SPEC: Spec = Spec { values: &["port", "name"], switches: &["json"], positional: 1, store: false };
 
     fn parse(words: &[&str]) -> Result<Args, Usage> {
         Args::parse(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>(), &SPEC)

@@ -38,10 +38,11 @@ pub(crate) const USAGE: &str = "usage: remote-access builder-env --dir DIR [OPTI
      \x20 --rule TEXT                that rule in words, shown with the time at login\n\
      \x20 --print-profile            print the profile script to install, and nothing else\n";
 
-const SPEC: Spec = Spec {
+pub(crate) const SPEC: Spec = Spec {
     values: &["dir", "env", "env-file", "secret", "deadline", "rule"],
     switches: &["print-profile"],
     positional: 0,
+    store: false,
 };
 
 pub(crate) fn run(words: &[String]) -> Outcome {

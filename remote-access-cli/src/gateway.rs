@@ -34,7 +34,7 @@ pub(crate) const USAGE: &str = "usage: remote-access gateway --listen ADDRESS:PO
      \x20 --threads N                threads that serve connections, each connection wholly on one\n\
      \x20                            (default: one per CPU)\n";
 
-const SPEC: Spec = Spec {
+pub(crate) const SPEC: Spec = Spec {
     values: &[
         "listen",
         "host-key-file",
@@ -43,14 +43,10 @@ const SPEC: Spec = Spec {
         "vnc-tls-key",
         "max-store-outage-secs",
         "threads",
-        store::VALUES[0],
-        store::VALUES[1],
-        store::VALUES[2],
-        store::VALUES[3],
-        store::VALUES[4],
     ],
     switches: &["generate-host-key", "vnc-require-encryption"],
     positional: 0,
+    store: true,
 };
 
 pub(crate) fn run(words: &[String]) -> Outcome {

@@ -32,7 +32,7 @@ pub(crate) const USAGE: &str = "usage: remote-access issue BUILD_ID --builder AD
      \x20 --out DIR                  where the secret files go\n\
      \x20 --json                     print JSON instead of text\n";
 
-const SPEC: Spec = Spec {
+pub(crate) const SPEC: Spec = Spec {
     values: &[
         "builder",
         "builder-ssh-port",
@@ -45,14 +45,10 @@ const SPEC: Spec = Spec {
         "reconnect-minutes",
         "vnc-port",
         "out",
-        store::VALUES[0],
-        store::VALUES[1],
-        store::VALUES[2],
-        store::VALUES[3],
-        store::VALUES[4],
     ],
     switches: &["json"],
     positional: 1,
+    store: true,
 };
 
 pub(crate) fn run(words: &[String]) -> Outcome {

@@ -107,14 +107,14 @@ struct Command {
     summary: &'static str,
     usage: &'static str,
     run: fn(&[String]) -> Outcome,
-    /// Whether it works against the fleet's Redis.
-    store: bool,
+    /// Its options; `spec.store`: whether it works against the fleet's Redis.
+    spec: &'static args::Spec,
 }
 
 impl Command {
     /// Its usage, with the Redis options if it takes them.
     fn usage(&self) -> String {
-        if self.store {
+        if self.spec.store {
             format!("{}\nthe fleet's Redis:\n{}", self.usage, store::USAGE)
         } else {
             self.usage.to_owned()
@@ -128,18 +128,42 @@ const COMMANDS: [Command; 6] = [
         summary: gateway::SUMMARY,
         usage: gateway::USAGE,
         run: gateway::run,
-        store: true,
+        spec: &gateway::SPEC,
     },
-    Command { name: "issue", summary: issue::SUMMARY, usage: issue::USAGE, run: issue::run, store: true },
-    Command { name: "script", summary: script::SUMMARY, usage: script::USAGE, run: script::run, store: true },
-    Command { name: "status", summary: status::SUMMARY, usage: status::USAGE, run: status::run, store: true },
-    Command { name: "revoke", summary: revoke::SUMMARY, usage: revoke::USAGE, run: revoke::run, store: true },
+    Command {
+        name: "issue",
+        summary: issue::SUMMARY,
+        usage: issue::USAGE,
+        run: issue::run,
+        spec: &issue::SPEC,
+    },
+    Command {
+        name: "script",
+        summary: script::SUMMARY,
+        usage: script::USAGE,
+        run: script::run,
+        spec: &script::SPEC,
+    },
+    Command {
+        name: "status",
+        summary: status::SUMMARY,
+        usage: status::USAGE,
+        run: status::run,
+        spec: &status::SPEC,
+    },
+    Command {
+        name: "revoke",
+        summary: revoke::SUMMARY,
+        usage: revoke::USAGE,
+        run: revoke::run,
+        spec: &revoke::SPEC,
+    },
     Command {
         name: "builder-env",
         summary: builder_env::SUMMARY,
         usage: builder_env::USAGE,
         run: builder_env::run,
-        store: false,
+        spec: &builder_env::SPEC,
     },
 ];
 

@@ -15,18 +15,7 @@ pub(crate) const USAGE: &str = "usage: remote-access revoke BUILD_ID [--reason T
      \x20 --reason TEXT              why, for the `revoked` event (default \"revoked by an operator\")\n\
      \x20 --json                     print the result as JSON\n";
 
-const SPEC: Spec = Spec {
-    values: &[
-        "reason",
-        store::VALUES[0],
-        store::VALUES[1],
-        store::VALUES[2],
-        store::VALUES[3],
-        store::VALUES[4],
-    ],
-    switches: &["json"],
-    positional: 1,
-};
+pub(crate) const SPEC: Spec = Spec { values: &["reason"], switches: &["json"], positional: 1, store: true };
 
 pub(crate) fn run(words: &[String]) -> Outcome {
     let args = Args::parse(words, &SPEC)?;

@@ -24,7 +24,7 @@ pub(crate) const USAGE: &str = "usage: remote-access script --credentials FILE -
      \x20 --vnc-require-encryption   the gateways serve no unencrypted VNC\n\
      \x20 --no-vnc-websocket         the gateways serve no VNC over WebSocket\n";
 
-const SPEC: Spec = Spec {
+pub(crate) const SPEC: Spec = Spec {
     values: &[
         "credentials",
         "gateway-host",
@@ -33,14 +33,10 @@ const SPEC: Spec = Spec {
         "format",
         "build-dir",
         "vnc-tls-cert",
-        store::VALUES[0],
-        store::VALUES[1],
-        store::VALUES[2],
-        store::VALUES[3],
-        store::VALUES[4],
     ],
     switches: &["vnc-require-encryption", "no-vnc-websocket"],
     positional: 0,
+    store: true,
 };
 
 pub(crate) fn run(words: &[String]) -> Outcome {

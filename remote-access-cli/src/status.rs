@@ -15,11 +15,7 @@ pub(crate) const USAGE: &str = "usage: remote-access status BUILD_ID [--json]\n\
      options:\n\
      \x20 --json                     print the session as JSON\n";
 
-const SPEC: Spec = Spec {
-    values: &[store::VALUES[0], store::VALUES[1], store::VALUES[2], store::VALUES[3], store::VALUES[4]],
-    switches: &["json"],
-    positional: 1,
-};
+pub(crate) const SPEC: Spec = Spec { values: &[], switches: &["json"], positional: 1, store: true };
 
 pub(crate) fn run(words: &[String]) -> Outcome {
     let args = Args::parse(words, &SPEC)?;

@@ -7,7 +7,7 @@ use remote_access_core::{Authority, AuthorityOptions, RedisOptions, Secret, Stor
 use crate::Failure;
 use crate::args::{Args, Usage};
 
-/// The options every store-backed command takes.
+/// The options every store-backed command takes (`Spec::store`).
 pub(crate) const VALUES: [&str; 5] = ["redis", "key-prefix", "redis-ca", "redis-cert", "redis-key"];
 
 /// Their usage lines.
