@@ -17,7 +17,7 @@ use remote_access_core::{
     RunningGateway, ScriptOptions, Secret, Subscription,
 };
 use remote_access_test_peers::*;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -362,6 +362,18 @@ async fn ctrl_c_on_the_vnc_tunnel_is_a_logout() {
         .kill_on_drop(true)
         .start();
     next_event(&mut events, "connected").await;
+    // `connected` comes with the login, before ssh sets up the forward and installs its
+    // SIGINT handler (until then a SIGINT kills it without a DISCONNECT: a lost connection,
+    // rightly). A user presses Ctrl-C on a tunnel in use: wait until a connection to the local
+    // port gets the gateway's RFB greeting through the tunnel, which only ssh's client loop
+    // carries.
+    eventually("the tunnel carries the gateway's RFB greeting", || async {
+        let Ok(mut vnc) = TcpStream::connect(("127.0.0.1", local)).await else { return false };
+        let mut version = [0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(5), vnc.read_exact(&mut version)).await;
+        matches!(read, Ok(Ok(_))) && version.starts_with(b"RFB ")
+    })
+    .await;
     // What a terminal's Ctrl-C does: SIGINT to the foreground process group.
     let group = format!("-{}", tunnel.id().unwrap());
     assert!(std::process::Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
