@@ -18,11 +18,17 @@ pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `sh SCRIPT`, to which a test adds the remote command; panics, saying how to install it, when
 /// `ssh` (which the script runs) is missing.
+///
+/// It runs with SIGINT at its default, as from a terminal, whatever the test runner inherited:
+/// a runner started in the background of a non-interactive shell (`.ci/run &`) ignores SIGINT,
+/// every child inherits that, and ssh keeps an inherited `SIG_IGN` (clientloop.c installs its
+/// handler only `if (ssh_signal(SIGINT, SIG_IGN) != SIG_IGN)`), so a test's Ctrl-C would do
+/// nothing. coreutils' `env --default-signal` resets it for what it runs.
 #[track_caller]
 pub fn script_command(script: &Path) -> tokio::process::Command {
     require("ssh");
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg(script);
+    let mut cmd = tokio::process::Command::new("env");
+    cmd.args(["--default-signal=INT", "sh"]).arg(script);
     cmd
 }
 

@@ -363,10 +363,10 @@ async fn ctrl_c_on_the_vnc_tunnel_is_a_logout() {
         .start();
     next_event(&mut events, "connected").await;
     // `connected` comes with the login, before ssh sets up the forward and installs its
-    // SIGINT handler (until then a SIGINT kills it without a DISCONNECT: a lost connection,
-    // rightly). A user presses Ctrl-C on a tunnel in use: wait until a connection to the local
-    // port gets the gateway's RFB greeting through the tunnel, which only ssh's client loop
-    // carries.
+    // SIGINT handler. A user presses Ctrl-C on a tunnel in use: wait until a connection to the
+    // local port gets the gateway's RFB greeting through the tunnel, which only ssh's client
+    // loop carries. (`script_command` gives the script SIGINT at its default, as a terminal
+    // does, whatever the test runner inherited.)
     eventually("the tunnel carries the gateway's RFB greeting", || async {
         let Ok(mut vnc) = TcpStream::connect(("127.0.0.1", local)).await else { return false };
         let mut version = [0u8; 12];
