@@ -261,8 +261,8 @@ def test_an_authority_reaches_redis_over_tls_with_a_ca_and_a_client_certificate(
     certificate the handshake fails and the store is unavailable; TLS settings need a URL."""
     server = ra.TlsIdentity.generate(["127.0.0.1"])
     client = ra.TlsIdentity.generate(["platform.example"])
-    files = {"server.pem": server.certificate_pem(), "server.key": server.private_key_pem()}
-    files["clients-ca.pem"] = client.certificate_pem()
+    files = {"server.pem": server.certificate_pem, "server.key": server.private_key_pem()}
+    files["clients-ca.pem"] = client.certificate_pem
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     port, proc = listening(
@@ -276,21 +276,21 @@ def test_an_authority_reaches_redis_over_tls_with_a_ca_and_a_client_certificate(
     )
     url = f"rediss://127.0.0.1:{port}/0"
     with pytest.raises(ra.InvalidInputError, match="need redis_url"):
-        ra.Authority(redis_tls_ca=server.certificate_pem())
+        ra.Authority(redis_tls_ca=server.certificate_pem)
     with pytest.raises(ra.InvalidInputError, match="use rediss://"):
-        ra.Authority(redis_url=f"redis://127.0.0.1:{port}/0", redis_tls_ca=server.certificate_pem())
+        ra.Authority(redis_url=f"redis://127.0.0.1:{port}/0", redis_tls_ca=server.certificate_pem)
 
     def on_tls() -> ra.Authority:
         return ra.Authority(
             redis_url=url,
-            redis_tls_ca=server.certificate_pem(),
-            redis_tls_client=(client.certificate_pem(), client.private_key_pem()),
+            redis_tls_ca=server.certificate_pem,
+            redis_tls_client=(client.certificate_pem, client.private_key_pem()),
         )
 
     async def main() -> None:
         await on_tls().issue("py-tls", trigger="manual", remote_access_enabled=True)
         assert (await on_tls().session("py-tls")).build_id == "py-tls"
-        anonymous = ra.Authority(redis_url=url, redis_tls_ca=server.certificate_pem())
+        anonymous = ra.Authority(redis_url=url, redis_tls_ca=server.certificate_pem)
         with pytest.raises(ra.StoreUnavailableError):
             await anonymous.issue("py-tls-anonymous", trigger="manual", remote_access_enabled=True)
 
