@@ -31,7 +31,16 @@ async fn the_agent_reconnects_after_the_gateway_restarts_and_stops_when_the_sess
     let mut options = GatewayOptions::default();
     options.host_key = Some(HostKey::generate().unwrap());
     let gateway = Gateway::new(authority.clone(), options).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A port below the kernel's ephemeral range (32768 up): the gateway restarts on the same
+    // address below, and while it is away another test's outgoing connection could take an
+    // ephemeral port as its source port (the rebind then failed with "Address already in use").
+    let mut ports = (20_000 + u16::try_from(std::process::id() % 5_000).unwrap()..32_000).step_by(7);
+    let listener = loop {
+        let port = ports.next().expect("a free port below the ephemeral range");
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            break listener;
+        }
+    };
     let addr = listener.local_addr().unwrap();
     let running = gateway.start_on(listener).unwrap();
 
