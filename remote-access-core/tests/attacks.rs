@@ -434,12 +434,17 @@ async fn idle_floods_lock_nobody_out_of_ssh_or_vnc() {
     let full = settle(&gateway, |s| s.unauthenticated >= 500 && s.evicted > 0).await;
 
     for round in 0..5 {
+        let started = Instant::now();
         let out = script_command(&script).arg("echo in").stdin(Stdio::null()).finish().await;
+        let ssh = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in", "round {round}: {stderr}");
+        let started = Instant::now();
         let mut viewer = VncViewer::connect(vnc_port, creds.vnc_password().expose()).await;
         viewer.refresh().await;
         drop(viewer);
+        // Not asserted (no wall-clock limits in tests), but what to look at when this is slow.
+        eprintln!("round {round}: ssh login {ssh:.1?}, VNC screen {:.1?}", started.elapsed());
     }
     assert!(gateway.stats().evicted > full.evicted + 1000, "the floods went on: {:?}", gateway.stats());
     done.store(true, Ordering::Relaxed);

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::workers::Workers;
@@ -19,6 +20,53 @@ pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// After a failed accept (out of file descriptors and the like), wait this long instead of
 /// spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How many connections the kernel may hold finished but not yet accepted (capped by
+/// `net.core.somaxconn`, 4096 on current Linux). Rust's and tokio's `bind` ask for 128: under a
+/// flood of reconnecting idle connections (tests/attacks.rs) that queue stayed full, the kernel
+/// dropped the handshakes of whoever came next, and a user's client waited through the SYN-ACK
+/// retransmissions (1, 3, 7, 15, 31 s) before the gateway ever saw it.
+const BACKLOG: u32 = 4096;
+/// How many accepted connections may wait for their task's first run, where each is admitted
+/// (or evicts another): past this the loop leaves connections in the kernel's queue. Without
+/// it, a flood that keeps the queue full had the loop accept thousands ahead of the tasks
+/// serving them, each holding its socket and task, past any pool's bound.
+const STARTING: usize = 256;
+
+/// Binds a listening socket on `addr` with [`BACKLOG`] (and `SO_REUSEADDR`, as tokio's `bind`
+/// sets it, so that a restarted gateway binds while old connections are in `TIME_WAIT`).
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// [`bind`] on the first of `addr`'s resolutions (`"0.0.0.0:2222"`, `"localhost:2222"`) that
+/// binds, as [`TcpListener::bind`] resolves and tries them.
+pub(super) async fn bind_resolved(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        match bind(resolved) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to no address"))
+    }))
+}
+
+/// Accepts a connection once fewer than [`STARTING`] accepted ones wait for their first run;
+/// the permit goes with the connection until then.
+async fn accept(
+    listener: &TcpListener,
+    starting: &Arc<Semaphore>,
+) -> std::io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    // Never closed, so this waits for a permit and never fails.
+    let permit = starting.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+    let (tcp, peer) = listener.accept().await?;
+    Ok((tcp, peer, permit))
+}
 
 /// The gateway's stop signal, as each connection sees it.
 #[derive(Clone)]
@@ -53,11 +101,15 @@ pub(super) async fn accept_until_stopped<F, Fut>(
 {
     let mut connections = JoinSet::new();
     let mut stopping = stop.clone();
+    let starting = Arc::new(Semaphore::new(STARTING));
     loop {
         tokio::select! {
             () = stopping.stopped() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
+            accepted = accept(&listener, &starting) => match accepted {
+                Ok((tcp, peer, started)) => {
+                    // A finished task's memory is freed only when it is joined: reap here too,
+                    // or a flood that keeps this branch ready outpaces the branch below.
+                    while connections.try_join_next().is_some() {}
                     // No TCP_NODELAY here: russh writes every SSH packet on its own, and with
                     // Nagle off a bulk transfer through the gateway took 18 % more CPU and ran at
                     // two thirds the speed (`--cipher aes128-gcm@openssh.com`, 2026-11-29). The
@@ -65,7 +117,14 @@ pub(super) async fn accept_until_stopped<F, Fut>(
                     let _ = tunnel::keep_alive(&tcp);
                     match &workers {
                         None => {
-                            connections.spawn(serve(tcp, peer, stop.clone()));
+                            // `serve` is called inside: an `async` block that awaits a future
+                            // it captured holds that future twice (rust-lang/rust#62958), which
+                            // doubled what an idle VNC connection costs.
+                            let (serve, stop) = (serve.clone(), stop.clone());
+                            connections.spawn(async move {
+                                drop(started);
+                                serve(tcp, peer, stop).await;
+                            });
                         }
                         Some(workers) => {
                             // Registered again with the worker's own I/O driver, there.
@@ -73,6 +132,7 @@ pub(super) async fn accept_until_stopped<F, Fut>(
                             let moved = tcp.into_std();
                             connections.spawn_on(
                                 async move {
+                                    drop(started);
                                     match moved.and_then(TcpStream::from_std) {
                                         Ok(tcp) => serve(tcp, peer, stop).await,
                                         Err(err) => tracing::warn!(%err, listener = what, "handing a connection to a worker thread failed"),
@@ -100,5 +160,35 @@ pub(super) async fn accept_until_stopped<F, Fut>(
             "connections did not close in time; aborting them"
         );
         connections.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections the kernel finishes while the gateway is busy wait in its queue. With the
+    /// default backlog of 128, the connects past it would not finish (their SYNs dropped, then
+    /// retried until they time out); with [`BACKLOG`] all of them do.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_queue_instead_of_being_dropped() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        // Below a fresh machine's 1024 open files, with the accepted ends.
+        for _ in 0..450 {
+            clients.push(TcpStream::connect(addr).await.expect("the kernel finishes the handshake"));
+        }
+        for _ in 0..clients.len() {
+            listener.accept().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_resolves_to_nothing_bindable_is_an_error() {
+        let taken = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let err = bind_resolved(&taken.local_addr().unwrap().to_string()).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        assert!(bind_resolved("no-such-host.invalid:22").await.is_err());
     }
 }

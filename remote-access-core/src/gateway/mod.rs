@@ -329,6 +329,7 @@ impl Gateway {
     /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. VNC is
     /// served on the authority's `vnc_ports`, on the same address as `listener`. Then it stops
     /// accepting, closes every connection (without counting it as a logout) and returns.
+    /// Give `listener` a long backlog, as [`Gateway::start_on`] says.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
         let vnc_listeners = self.bind_vnc_ports(listener.local_addr()?.ip())?;
         self.serve(listener, vnc_listeners, shutdown).await
@@ -337,11 +338,7 @@ impl Gateway {
     /// Binds the authority's VNC ports on `ip` (the SSH listener's address), so that a port
     /// that cannot be bound fails the start instead of a gateway that seems to run.
     fn bind_vnc_ports(&self, ip: std::net::IpAddr) -> Result<Vec<TcpListener>> {
-        let bind = |port: u16| -> std::io::Result<TcpListener> {
-            let listener = std::net::TcpListener::bind((ip, port))?;
-            listener.set_nonblocking(true)?;
-            TcpListener::from_std(listener)
-        };
+        let bind = |port: u16| listen::bind(SocketAddr::new(ip, port));
         let ports = &self.shared.authority.options().vnc_ports;
         ports
             .iter()
@@ -413,11 +410,13 @@ impl Gateway {
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves it in a task on the current runtime.
     pub async fn start(&self, addr: &str) -> Result<RunningGateway> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen::bind_resolved(addr).await?;
         self.start_on(listener)
     }
 
-    /// Serves an already bound listener in a task on the current runtime.
+    /// Serves an already bound listener in a task on the current runtime. Give it a long
+    /// listen backlog (as [`Gateway::start`] does, 4096): with the standard library's 128, a
+    /// flood of connections fills the kernel's queue and users' handshakes are dropped.
     pub fn start_on(&self, listener: TcpListener) -> Result<RunningGateway> {
         let local_addr = listener.local_addr()?;
         let vnc_listeners = self.bind_vnc_ports(local_addr.ip())?;
