@@ -1,10 +1,15 @@
 //! `remote-access gateway`: one gateway of a fleet, with its sessions in the shared Redis, so
 //! that any number of them behind a load balancer act as one (`docs/scaling.md`).
 //!
+//! With `--reuse-port`, a new gateway can start on the same ports while this one runs; with
+//! `--drain-secs N`, Ctrl-C or SIGTERM then closes this one's ports and serves its live
+//! connections until they end or N seconds pass (a second signal stops it at once): a restart
+//! on one host without downtime (`docs/scaling.md`, "Restarting without downtime").
+//!
 //! Every gateway of a fleet needs the same host key file (users pin one key, whichever gateway
 //! they land on), the same `--vnc-port` list and the same VNC certificate. It prints
 //! `listening on ADDRESS`, then one line per event, and stops cleanly on Ctrl-C or SIGTERM
-//! (live connections are let go, not counted as logouts). Its logs go to stderr, at `info` and
+//! (live connections are let go, not counted as logouts; after draining, with `--drain-secs`). Its logs go to stderr, at `info` and
 //! above unless `RUST_LOG` says otherwise.
 
 use std::io::Write;
@@ -32,7 +37,12 @@ pub(crate) const USAGE: &str = "usage: remote-access gateway --listen ADDRESS:PO
      \x20 --vnc-require-encryption   serve no unencrypted VNC (needs the certificate)\n\
      \x20 --max-store-outage-secs N  cut every connection after Redis has been silent this long (default 30)\n\
      \x20 --threads N                threads that serve connections, each connection wholly on one\n\
-     \x20                            (default: one per CPU)\n";
+     \x20                            (default: one per CPU)\n\
+     \x20 --reuse-port               let another gateway listen on the same ports (SO_REUSEPORT), to\n\
+     \x20                            replace this one without downtime; set net.ipv4.tcp_migrate_req=1\n\
+     \x20 --drain-secs N             on Ctrl-C or SIGTERM, close the ports and serve live connections\n\
+     \x20                            until they end or N seconds pass (default 0: let them go at once);\n\
+     \x20                            a second signal stops at once\n";
 
 pub(crate) const SPEC: Spec = Spec {
     values: &[
@@ -43,8 +53,9 @@ pub(crate) const SPEC: Spec = Spec {
         "vnc-tls-key",
         "max-store-outage-secs",
         "threads",
+        "drain-secs",
     ],
-    switches: &["generate-host-key", "vnc-require-encryption"],
+    switches: &["generate-host-key", "vnc-require-encryption", "reuse-port"],
     positional: 0,
     store: true,
 };
@@ -67,6 +78,7 @@ pub(crate) fn run(words: &[String]) -> Outcome {
         .into());
     }
     let outage = args.parsed::<u64>("max-store-outage-secs", "a number of seconds")?;
+    let drain = Duration::from_secs(args.parsed::<u64>("drain-secs", "a number of seconds")?.unwrap_or(0));
     let threads = match args.parsed::<usize>("threads", "a number of threads")? {
         Some(0) => return Err(Usage("--threads takes 1 or more".into()).into()),
         Some(n) => n,
@@ -77,6 +89,7 @@ pub(crate) fn run(words: &[String]) -> Outcome {
     let mut gateway_options = GatewayOptions::default();
     gateway_options.host_key = Some(host_key);
     gateway_options.worker_threads = threads;
+    gateway_options.reuse_port = args.switch("reuse-port");
     if let (Some(cert), Some(key)) = (cert, key) {
         let read = |path: &str| {
             std::fs::read_to_string(path).map_err(|err| Failure::Other(format!("cannot read {path}: {err}")))
@@ -95,17 +108,20 @@ pub(crate) fn run(words: &[String]) -> Outcome {
         let mut events = authority.subscribe();
         let vnc_tls = gateway_options.vnc_tls.clone();
         let gateway = Gateway::new(authority, gateway_options)?;
-        let running = store::waiting("the gateway to start (Redis)", gateway.start(listen.as_str())).await?;
+        let mut running =
+            store::waiting("the gateway to start (Redis)", gateway.start(listen.as_str())).await?;
         println!("listening on {}", running.local_addr());
         if let Some(identity) = &vnc_tls {
             println!("vnc tls certificate sha256 {}", identity.fingerprint());
         }
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // The first signal drains (when asked to), the next one stops.
+        let mut signals = 0;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => signals += 1,
+                _ = term.recv() => signals += 1,
                 event = events.next() => match event {
                     Some(event) => println!("event: {event}"),
                     None => break,
@@ -113,6 +129,30 @@ pub(crate) fn run(words: &[String]) -> Outcome {
             }
             // Lines go to a pipe in production (a log collector): flush each one.
             let _ = std::io::stdout().flush();
+            if signals > 0 {
+                break;
+            }
+        }
+        if signals > 0 && !drain.is_zero() {
+            println!(
+                "draining: the ports are closed; live connections are served for up to {}s",
+                drain.as_secs()
+            );
+            let _ = std::io::stdout().flush();
+            let drained = running.drain(drain);
+            tokio::pin!(drained);
+            loop {
+                tokio::select! {
+                    done = &mut drained => {
+                        done?;
+                        break;
+                    }
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    Some(event) = events.next() => println!("event: {event}"),
+                }
+                let _ = std::io::stdout().flush();
+            }
         }
         running.stop().await?;
         Ok(())

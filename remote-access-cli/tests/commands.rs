@@ -30,9 +30,25 @@ async fn cli(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
 /// `remote-access gateway` on a free port; killed on drop.
 async fn gateway(redis: &RedisServer, key_file: &Path) -> (tokio::process::Child, u16) {
     let port = free_port();
+    let (child, mut lines) = gateway_on(redis, key_file, port, &[]).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// `remote-access gateway` on `port` with `extra` options, killed on drop: the process and what
+/// it prints after `listening on`.
+async fn gateway_on(
+    redis: &RedisServer,
+    key_file: &Path,
+    port: u16,
+    extra: &[&str],
+) -> (tokio::process::Child, Lines) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_remote-access"))
         .args(["gateway", "--listen", &format!("127.0.0.1:{port}"), "--host-key-file"])
         .arg(key_file)
+        .args(extra)
         .env("REMOTE_ACCESS_REDIS_URL", redis.url())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -43,8 +59,61 @@ async fn gateway(redis: &RedisServer, key_file: &Path) -> (tokio::process::Child
     let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
     let Ok(Ok(Some(line))) = first else { panic!("the gateway did not start: {first:?}") };
     assert_eq!(line, format!("listening on 127.0.0.1:{port}"));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
+    (child, lines)
+}
+
+/// `remote-access issue ID` for `builder` (secrets under `dir/ID`), the key authorized on the
+/// builder, and the POSIX script for the gateway on `port` with the host key in `key_file`,
+/// written to `dir`.
+async fn issued_script(
+    redis: &RedisServer,
+    builder: &Sshd,
+    dir: &Path,
+    id: &str,
+    (port, key_file): (u16, &Path),
+) -> std::path::PathBuf {
+    let out = dir.join(id);
+    let (code, stdout, stderr) = cli(
+        redis,
+        &[
+            "issue",
+            id,
+            "--builder",
+            &builder.address.to_string(),
+            "--builder-ssh-port",
+            &builder.port.to_string(),
+            "--builder-host-key",
+            &builder.host_key,
+            "--builder-user",
+            "root",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let issued: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    builder.authorize(issued["authorized_keys_line"].as_str().unwrap());
+    let credentials = out.join("credentials.json");
+    let port = port.to_string();
+    let (code, script, stderr) = cli(
+        redis,
+        &[
+            "script",
+            "--credentials",
+            credentials.to_str().unwrap(),
+            "--gateway-host",
+            "127.0.0.1",
+            "--gateway-port",
+            &port,
+            "--host-key-file",
+            key_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    write_script(dir, &format!("{id}.sh"), &script)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,4 +277,55 @@ async fn the_commands_reach_a_redis_over_tls_with_the_platforms_ca_and_certifica
         cli(&redis, &["status", "no-such-build", "--redis-ca", ca, "--redis-cert", cert]).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--redis-cert and --redis-key go together"), "{stderr}");
+}
+
+/// A restart on one host (`docs/scaling.md`, "Restarting without downtime"): a second
+/// `remote-access gateway --reuse-port` on the same port, then SIGTERM to the first, started
+/// with `--drain-secs`: the user's live session goes on through the first until the user
+/// leaves, every login meanwhile gets in, and both programs exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_one_host_keeps_the_live_session_and_refuses_no_login() {
+    requests_migrate();
+    let redis = RedisServer::start();
+    let builder = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let key = HostKey::generate().unwrap();
+    let key_file = write_script(scratch.path(), "host_key", key.to_openssh().unwrap().expose());
+    let port = free_port();
+    let flags = ["--reuse-port", "--drain-secs", "300"];
+    let (mut old, mut old_lines) = gateway_on(&redis, &key_file, port, &flags).await;
+    let script = issued_script(&redis, &builder, scratch.path(), "restart-1", (port, &key_file)).await;
+    let login = || async {
+        let (code, stdout, stderr) = run_script(&script, &["echo in"]).await;
+        assert_eq!((code, stdout.trim()), (0, "in"), "{stderr}");
+    };
+    let mut live = EchoSession::open(&script).await;
+
+    let (mut new, mut new_lines) = gateway_on(&redis, &key_file, port, &flags).await;
+    login().await;
+    let terminate = |child: &tokio::process::Child| {
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    };
+    terminate(&old);
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), old_lines.next_line()).await;
+        let Ok(Ok(Some(line))) = line else { panic!("the first gateway said nothing of draining: {line:?}") };
+        if line.starts_with("draining: the ports are closed") {
+            break;
+        }
+    }
+    for _ in 0..5 {
+        login().await;
+    }
+    assert_eq!(live.say("still here").await.as_deref(), Some("got still here"));
+    assert!(live.exit().await.success());
+    let status = tokio::time::timeout(Duration::from_secs(60), old.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the drained gateway exits 0: {status}");
+
+    login().await;
+    terminate(&new);
+    let status = tokio::time::timeout(Duration::from_secs(60), new.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "with nothing to drain it exits at once, 0: {status}");
+    while let Ok(Some(_)) = new_lines.next_line().await {}
 }

@@ -36,3 +36,15 @@ pub async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<tokio
     socket.bind(SocketAddr::new(from, 0))?;
     socket.connect(to).await
 }
+
+/// Makes sure `net.ipv4.tcp_migrate_req` is 1, as a host that replaces gateways without
+/// downtime sets it (`docs/scaling.md`): Linux then hands the connections waiting in a closing
+/// `SO_REUSEPORT` listener's queue to another listener on the port, instead of resetting them.
+/// Left set: it changes nothing for a socket without `SO_REUSEPORT`.
+pub fn requests_migrate() {
+    let path = "/proc/sys/net/ipv4/tcp_migrate_req";
+    let now = std::fs::read_to_string(path).expect("net.ipv4.tcp_migrate_req exists (Linux 5.14 or later)");
+    if now.trim() != "1" {
+        std::fs::write(path, "1").expect("sysctl -w net.ipv4.tcp_migrate_req=1 (as root) before these tests");
+    }
+}

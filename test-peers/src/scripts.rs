@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
 use crate::programs::{RunAsync, require};
 
 /// Writes a script (mode 600, a new file) and returns its path; for keys and configurations too.
@@ -77,4 +79,48 @@ pub async fn exit_of(mut child: tokio::process::Child) -> (i32, String) {
         let _ = pipe.read_to_string(&mut stderr).await;
     }
     (status.code().unwrap_or(-1), stderr)
+}
+
+/// A command on the builder that answers each line it reads, through the script: a user's
+/// live session through the gateway.
+pub struct EchoSession {
+    child: tokio::process::Child,
+    input: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl EchoSession {
+    /// Returns once the builder answered through it.
+    pub async fn open(script: &std::path::Path) -> EchoSession {
+        let mut child = script_command(script)
+            .arg("echo ready; while read line; do echo \"got $line\"; done")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .start();
+        let input = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut echo = EchoSession { child, input: Some(input), lines };
+        assert_eq!(echo.line().await.as_deref(), Some("ready"), "the session came up");
+        echo
+    }
+
+    /// The next line it prints (`None` once it is gone).
+    pub async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(60), self.lines.next_line()).await.unwrap().unwrap()
+    }
+
+    /// Sends `text` and returns the answer (`None` once the session is gone).
+    pub async fn say(&mut self, text: &str) -> Option<String> {
+        self.input.as_mut()?.write_all(format!("{text}\n").as_bytes()).await.ok()?;
+        self.line().await
+    }
+
+    /// Ends the command (its input closed), as `exit` in a shell: `ssh`'s exit status.
+    pub async fn exit(mut self) -> std::process::ExitStatus {
+        drop(self.input.take());
+        while self.line().await.is_some() {}
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.unwrap().unwrap()
+    }
 }

@@ -1,6 +1,7 @@
-//! Accepting and stopping, the same for every listener (SSH, each VNC port): connections are
-//! served in tasks of their own, and when the gateway stops they get a grace period to close
-//! before the rest are aborted.
+//! Binding, accepting, draining and stopping, the same for every listener (SSH, each VNC
+//! port): connections are served in tasks of their own; a draining gateway closes its
+//! listeners and serves the connections it has until they end; when the gateway stops they get
+//! a grace period to close before the rest are aborted.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,20 +34,47 @@ const BACKLOG: u32 = 4096;
 const STARTING: usize = 256;
 
 /// Binds a listening socket on `addr` with [`BACKLOG`] (and `SO_REUSEADDR`, as tokio's `bind`
-/// sets it, so that a restarted gateway binds while old connections are in `TIME_WAIT`).
-pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// sets it, so that a restarted gateway binds while old connections are in `TIME_WAIT`); with
+/// `reuse_port`, `SO_REUSEPORT` too, so that another gateway process can listen on it as well
+/// (`GatewayOptions::reuse_port`).
+pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
 
+/// With `SO_REUSEPORT`, Linux resets the connections waiting in a closing listener's queue
+/// unless `net.ipv4.tcp_migrate_req` is 1 (Linux 5.14 and later), which hands them to another
+/// listener on the port: says so once, where the operator looks, when it is not.
+pub(super) fn warn_unless_requests_migrate() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    match std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req") {
+        Ok(value) if value.trim() == "1" => {}
+        Ok(_) => tracing::warn!(
+            "reuse_port is on but net.ipv4.tcp_migrate_req is 0: connections waiting in this gateway's queue \
+             when it drains are reset instead of handed to the next gateway; set it to 1 \
+             (sysctl -w net.ipv4.tcp_migrate_req=1)"
+        ),
+        Err(err) => tracing::warn!(
+            %err,
+            "reuse_port is on but net.ipv4.tcp_migrate_req cannot be read (Linux before 5.14?): \
+             connections waiting in this gateway's queue when it drains are reset"
+        ),
+    }
+}
+
 /// [`bind`] on the first of `addr`'s resolutions (`"0.0.0.0:2222"`, `"localhost:2222"`) that
 /// binds, as [`TcpListener::bind`] resolves and tries them.
-pub(super) async fn bind_resolved(addr: &str) -> std::io::Result<TcpListener> {
+pub(super) async fn bind_resolved(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
     let mut last = None;
     for resolved in tokio::net::lookup_host(addr).await? {
-        match bind(resolved) {
+        match bind(resolved, reuse_port) {
             Ok(listener) => return Ok(listener),
             Err(err) => last = Some(err),
         }
@@ -57,37 +85,56 @@ pub(super) async fn bind_resolved(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts a connection once fewer than [`STARTING`] accepted ones wait for their first run;
-/// the permit goes with the connection until then.
+/// the permit goes with the connection until then. Never resolves without a listener (it was
+/// closed to drain).
 async fn accept(
-    listener: &TcpListener,
+    listener: Option<&TcpListener>,
     starting: &Arc<Semaphore>,
 ) -> std::io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let Some(listener) = listener else { return std::future::pending().await };
     // Never closed, so this waits for a permit and never fails.
     let permit = starting.clone().acquire_owned().await.map_err(std::io::Error::other)?;
     let (tcp, peer) = listener.accept().await?;
     Ok((tcp, peer, permit))
 }
 
-/// The gateway's stop signal, as each connection sees it.
+/// Where a gateway is in its life, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Phase {
+    Serving,
+    /// No new connections: the listeners are closed, live connections are served on.
+    Draining,
+    /// Every connection is let go.
+    Stopping,
+}
+
+/// The gateway's phase, as each listener and connection sees it.
 #[derive(Clone)]
-pub(crate) struct Stop(watch::Receiver<bool>);
+pub(crate) struct Stop(watch::Receiver<Phase>);
 
 impl Stop {
-    /// A signal and its trigger: sending `true` stops every holder.
-    pub(super) fn new() -> (watch::Sender<bool>, Self) {
-        let (sender, receiver) = watch::channel(false);
+    /// A signal and its trigger, which moves every holder to the phase it sends.
+    pub(super) fn new() -> (watch::Sender<Phase>, Self) {
+        let (sender, receiver) = watch::channel(Phase::Serving);
         (sender, Self(receiver))
     }
 
     /// Resolves once the gateway is stopping (or its trigger is gone).
     pub(crate) async fn stopped(&mut self) {
-        let _ = self.0.wait_for(|stopping| *stopping).await;
+        let _ = self.0.wait_for(|phase| *phase == Phase::Stopping).await;
+    }
+
+    /// Resolves once the gateway takes no new connections (or its trigger is gone).
+    async fn draining(&mut self) {
+        let _ = self.0.wait_for(|phase| *phase >= Phase::Draining).await;
     }
 }
 
 /// Accepts on `listener` until `stop`, serving each connection with `serve` in a task of its
 /// own; then waits up to [`SHUTDOWN_GRACE`] for those to end and aborts the rest. `what` names
-/// the listener in logs.
+/// the listener in logs. When the gateway drains, the listener is closed at once (with
+/// `SO_REUSEPORT` and `net.ipv4.tcp_migrate_req`, the kernel hands what waited in its queue to
+/// another gateway on the port) and this returns once its connections have ended.
 /// With `workers`, each connection is served wholly on one of their threads, in turn.
 pub(super) async fn accept_until_stopped<F, Fut>(
     listener: TcpListener,
@@ -100,12 +147,20 @@ pub(super) async fn accept_until_stopped<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
-    let mut stopping = stop.clone();
+    let (mut stopping, mut draining) = (stop.clone(), stop.clone());
     let starting = Arc::new(Semaphore::new(STARTING));
+    let mut listener = Some(listener);
     loop {
+        if listener.is_none() && connections.is_empty() {
+            break; // drained
+        }
         tokio::select! {
             () = stopping.stopped() => break,
-            accepted = accept(&listener, &starting) => match accepted {
+            () = draining.draining(), if listener.is_some() => {
+                listener = None;
+                tracing::info!(listener = what, live = connections.len(), "closed to new connections; draining");
+            }
+            accepted = accept(listener.as_ref(), &starting) => match accepted {
                 Ok((tcp, peer, started)) => {
                     // A finished task's memory is freed only when it is joined: reap here too,
                     // or a flood that keeps this branch ready outpaces the branch below.
@@ -172,7 +227,7 @@ mod tests {
     /// retried until they time out); with [`BACKLOG`] all of them do.
     #[tokio::test]
     async fn a_burst_of_connections_waits_in_the_queue_instead_of_being_dropped() {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut clients = Vec::new();
         // Below a fresh machine's 1024 open files, with the accepted ends.
@@ -186,9 +241,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_that_resolves_to_nothing_bindable_is_an_error() {
-        let taken = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let err = bind_resolved(&taken.local_addr().unwrap().to_string()).await.unwrap_err();
+        let taken = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let err = bind_resolved(&taken.local_addr().unwrap().to_string(), false).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
-        assert!(bind_resolved("no-such-host.invalid:22").await.is_err());
+        assert!(bind_resolved("no-such-host.invalid:22", false).await.is_err());
     }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::authority::Authority;
@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::tunnel;
 use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
 use cut_stream::{CutFlag, CutStream};
-use listen::{Stop, accept_until_stopped};
+use listen::{Phase, Stop, accept_until_stopped};
 use log_limit::LogLimit;
 use workers::Workers;
 
@@ -135,6 +135,13 @@ pub struct GatewayOptions {
     /// (default empty: any). The VNC password is what admits a user; this keeps other sites'
     /// pages from using the gateway at all.
     pub vnc_websocket_origins: Vec<String>,
+    /// Bind the SSH and VNC ports with `SO_REUSEPORT` (default false), so that a second
+    /// gateway process of the same user can listen on the same ports: how a gateway is
+    /// replaced without downtime (start the new one, then [`RunningGateway::drain`] the old
+    /// one). Set `net.ipv4.tcp_migrate_req = 1` too (Linux 5.14 and later): without it, the
+    /// connections waiting in a closing gateway's accept queue are reset instead of handed to
+    /// the other (`docs/scaling.md`, "Restarting without downtime"). Linux and the BSDs only.
+    pub reuse_port: bool,
 }
 
 /// More worker threads than this is a mistake (a thread per connection, say), not a setting.
@@ -168,6 +175,7 @@ impl Default for GatewayOptions {
             vnc_require_encryption: false,
             vnc_websocket: true,
             vnc_websocket_origins: Vec::new(),
+            reuse_port: false,
         }
     }
 }
@@ -276,6 +284,9 @@ impl Gateway {
         if options.window_size < 32 * 1024 {
             return Err(Error::invalid("window_size", "must be at least 32 KiB"));
         }
+        if options.reuse_port {
+            listen::warn_unless_requests_migrate();
+        }
         let host_key = match &options.host_key {
             Some(key) => key.clone(),
             None => {
@@ -332,13 +343,23 @@ impl Gateway {
     /// Give `listener` a long backlog, as [`Gateway::start_on`] says.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
         let vnc_listeners = self.bind_vnc_ports(listener.local_addr()?.ip())?;
-        self.serve(listener, vnc_listeners, shutdown).await
+        let (control, commands) = watch::channel(Control::Serve);
+        let serving = self.serve(listener, vnc_listeners, commands);
+        tokio::pin!(serving);
+        tokio::select! {
+            served = &mut serving => served,
+            () = shutdown => {
+                let _ = control.send(Control::Stop);
+                serving.await
+            }
+        }
     }
 
     /// Binds the authority's VNC ports on `ip` (the SSH listener's address), so that a port
     /// that cannot be bound fails the start instead of a gateway that seems to run.
     fn bind_vnc_ports(&self, ip: std::net::IpAddr) -> Result<Vec<TcpListener>> {
-        let bind = |port: u16| listen::bind(SocketAddr::new(ip, port));
+        let reuse_port = self.shared.options.reuse_port;
+        let bind = |port: u16| listen::bind(SocketAddr::new(ip, port), reuse_port);
         let ports = &self.shared.authority.options().vnc_ports;
         ports
             .iter()
@@ -350,13 +371,14 @@ impl Gateway {
             .collect()
     }
 
+    /// Serves until told to stop (or until a drain ends), then lets every connection go.
     async fn serve(
         &self,
         listener: TcpListener,
         vnc_listeners: Vec<TcpListener>,
-        shutdown: impl Future<Output = ()>,
+        mut commands: watch::Receiver<Control>,
     ) -> Result<()> {
-        let (stopping, stop) = Stop::new();
+        let (phase, stop) = Stop::new();
         let workers = match self.shared.options.worker_threads {
             0 => None,
             count => Some(Arc::new(Workers::start(count)?)),
@@ -385,24 +407,50 @@ impl Gateway {
             let mut stop = stop.clone();
             async move { stop.stopped().await }
         });
-        tokio::pin!(shutdown, housekeeping);
+        let drain_deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(housekeeping, drain_deadline);
+        let mut draining = false;
         let mut failed = None;
         loop {
             tokio::select! {
-                () = &mut shutdown => break,
+                changed = commands.changed() => {
+                    // The sender gone (a dropped `RunningGateway`) stops the gateway too.
+                    let command = if changed.is_ok() { *commands.borrow_and_update() } else { Control::Stop };
+                    match command {
+                        Control::Serve => {}
+                        Control::Drain(timeout) if !draining => {
+                            draining = true;
+                            drain_deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                            let _ = phase.send(Phase::Draining);
+                            tracing::info!(?timeout, "draining: no new connections; live ones are served until they end or the time is up");
+                        }
+                        Control::Drain(_) => {}
+                        Control::Stop => break,
+                    }
+                }
+                () = &mut drain_deadline, if draining => {
+                    tracing::info!(left = self.stats().ssh_connections + self.stats().vnc_connections, "the drain time is up: letting the remaining connections go");
+                    break;
+                }
                 () = &mut housekeeping => {}
-                // A listener ends only by stopping, or by a panic in its loop: then the gateway
-                // stops as it would on `shutdown` (its connections get the grace period and
-                // are detached, not logged out), and says why.
-                Some(ended) = listeners.join_next() => {
-                    if let Err(err) = ended {
+                // A listener ends by draining (its connections all ended), by stopping, or by
+                // a panic in its loop: then the gateway stops as it would on `shutdown` (its
+                // connections get the grace period and are detached, not logged out), and
+                // says why.
+                ended = listeners.join_next() => match ended {
+                    Some(Ok(())) => {}
+                    Some(Err(err)) => {
                         failed = Some(Error::Internal { message: format!("a listener task failed: {err}") });
                         break;
                     }
-                }
+                    None => {
+                        tracing::info!("drained: every connection has ended");
+                        break;
+                    }
+                },
             }
         }
-        let _ = stopping.send(true);
+        let _ = phase.send(Phase::Stopping);
         // Each listener gives its connections the grace period, then aborts them.
         while listeners.join_next().await.is_some() {}
         failed.map_or(Ok(()), Err)
@@ -410,7 +458,7 @@ impl Gateway {
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves it in a task on the current runtime.
     pub async fn start(&self, addr: &str) -> Result<RunningGateway> {
-        let listener = listen::bind_resolved(addr).await?;
+        let listener = listen::bind_resolved(addr, self.shared.options.reuse_port).await?;
         self.start_on(listener)
     }
 
@@ -420,17 +468,20 @@ impl Gateway {
     pub fn start_on(&self, listener: TcpListener) -> Result<RunningGateway> {
         let local_addr = listener.local_addr()?;
         let vnc_listeners = self.bind_vnc_ports(local_addr.ip())?;
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (control, commands) = watch::channel(Control::Serve);
         let gateway = self.clone();
-        let task = tokio::spawn(async move {
-            gateway
-                .serve(listener, vnc_listeners, async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(RunningGateway { local_addr, stop: Some(stop), task: Some(task) })
+        let task = tokio::spawn(async move { gateway.serve(listener, vnc_listeners, commands).await });
+        Ok(RunningGateway { local_addr, control, task: Some(task) })
     }
+}
+
+/// What a [`RunningGateway`] is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Serve,
+    /// Take no new connections; serve the live ones for at most this long.
+    Drain(Duration),
+    Stop,
 }
 
 /// A gateway serving in the background. [`RunningGateway::stop`] stops it and waits; dropping
@@ -438,7 +489,7 @@ impl Gateway {
 #[derive(Debug)]
 pub struct RunningGateway {
     local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    control: watch::Sender<Control>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
@@ -450,22 +501,40 @@ impl RunningGateway {
 
     /// Stops accepting, closes every connection and waits until all are gone.
     pub async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task
-                .await
-                .map_err(|err| Error::Internal { message: format!("the gateway task failed: {err}") })?,
-            None => Ok(()),
-        }
+        let _ = self.control.send(Control::Stop);
+        self.finished().await
+    }
+
+    /// Replaces this gateway without downtime (with [`GatewayOptions::reuse_port`] and another
+    /// gateway already listening on the same ports): closes the listeners at once, so that new
+    /// connections go to the other gateway, serves the live connections until they end or
+    /// `timeout` passes, then lets the rest go as [`RunningGateway::stop`] does (not counted as
+    /// logouts) and returns. Sessions' deadlines and revocations are enforced meanwhile.
+    ///
+    /// Dropping the returned future leaves the gateway draining; `stop` then ends it at once
+    /// (a second Ctrl-C, say).
+    pub async fn drain(&mut self, timeout: Duration) -> Result<()> {
+        self.control.send_if_modified(|control| {
+            let serving = *control == Control::Serve;
+            if serving {
+                *control = Control::Drain(timeout);
+            }
+            serving
+        });
+        self.finished().await
+    }
+
+    /// Waits for the serving task, once.
+    async fn finished(&mut self) -> Result<()> {
+        let Some(task) = self.task.as_mut() else { return Ok(()) };
+        let ended = task.await;
+        self.task = None;
+        ended.map_err(|err| Error::Internal { message: format!("the gateway task failed: {err}") })?
     }
 }
 
 impl Drop for RunningGateway {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.control.send(Control::Stop);
     }
 }

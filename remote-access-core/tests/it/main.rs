@@ -31,6 +31,7 @@ mod layers;
 mod properties;
 #[cfg(feature = "redis")]
 mod redis;
+mod restart;
 mod scripts;
 mod session_rules;
 mod ssh_audit;
