@@ -445,6 +445,13 @@ export declare class RunningGateway {
    * are detached, not ended.
    */
   stop(): Promise<undefined>
+  /**
+   * Replaces this gateway without downtime (with `reusePort` and another gateway already on
+   * the same ports): closes its ports at once, serves its live connections until they end
+   * or `timeoutMs` passes, then lets the rest go as `stop()` does, and resolves. `stop()`
+   * meanwhile stops it at once; the first drain's timeout holds for every later call.
+   */
+  drain(timeoutMs: number): Promise<undefined>
   /** Keeps Node running while the gateway serves (the default), as `server.ref()` does. */
   ref(): this
   /**
@@ -774,6 +781,12 @@ export interface GatewayOptions {
    * (default empty: any).
    */
   vncWebsocketOrigins?: Array<string>
+  /**
+   * Bind the ports with `SO_REUSEPORT` (default false), so that another gateway can listen
+   * on them too: how this one is replaced without downtime (`running.drain()`; set
+   * `net.ipv4.tcp_migrate_req=1` as well).
+   */
+  reusePort?: boolean
 }
 
 /** What a gateway holds right now (`gateway.stats()`). */

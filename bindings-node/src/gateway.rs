@@ -1,6 +1,7 @@
 //! The gateway: host key, VNC TLS certificate, start and stop.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use napi::bindgen_prelude::{ClassInstance, PromiseRaw, This, Unknown};
 use napi::{Env, JsString, Result};
@@ -9,7 +10,7 @@ use napi_derive::napi;
 use remote_access_core as core;
 
 use crate::authority::Authority;
-use crate::convert::{millis_or, secret, whole};
+use crate::convert::{millis, millis_or, secret, whole};
 use crate::errors::{OrThrow, Outcome, Stop, outcome, promise, stop_signal, stopped};
 use crate::keepalive::KeepAlive;
 
@@ -186,6 +187,10 @@ pub struct GatewayOptions<'a> {
     /// The browser origins allowed to open the VNC WebSocket, e.g. `https://ci.example.com`
     /// (default empty: any).
     pub vnc_websocket_origins: Option<Vec<String>>,
+    /// Bind the ports with `SO_REUSEPORT` (default false), so that another gateway can listen
+    /// on them too: how this one is replaced without downtime (`running.drain()`; set
+    /// `net.ipv4.tcp_migrate_req=1` as well).
+    pub reuse_port: Option<bool>,
 }
 
 /// What a gateway holds right now (`gateway.stats()`).
@@ -291,6 +296,7 @@ impl Gateway {
         options.vnc_require_encryption =
             given.vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
         options.vnc_websocket = given.vnc_websocket.unwrap_or(options.vnc_websocket);
+        options.reuse_port = given.reuse_port.unwrap_or(options.reuse_port);
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
 
@@ -335,21 +341,41 @@ impl Gateway {
                     return Err(err);
                 }
             };
+            let mut running = running;
             let local_addr = running.local_addr();
             let (stop, done) = (stop_signal(), Arc::new(tokio::sync::watch::channel(None).0));
+            let drain = Arc::new(tokio::sync::watch::channel(None).0);
             let (signal, result): (Stop, Arc<Outcome<()>>) = (stop.clone(), done.clone());
+            let mut drain_requested = drain.subscribe();
             // The task owns the gateway and the handle that keeps Node running: only `stop()`
-            // stops them, not the JS object being collected.
+            // (or the end of `drain()`) stops them, not the JS object being collected.
             let held = keep_alive.clone();
             napi::bindgen_prelude::spawn(async move {
-                stopped(signal).await;
-                result.send_replace(Some(running.stop().await.map_err(Arc::new)));
+                let drained = tokio::select! {
+                    () = stopped(signal.clone()) => Ok(()),
+                    Ok(timeout) = requested(&mut drain_requested) => tokio::select! {
+                        drained = running.drain(timeout) => drained,
+                        // `stop()` while draining stops at once.
+                        () = stopped(signal) => Ok(()),
+                    },
+                };
+                let ended = drained.and(running.stop().await);
+                result.send_replace(Some(ended.map_err(Arc::new)));
                 held.release();
             });
-            Ok::<_, core::Error>(RunningGateway { local_addr, stop, done, keep_alive })
+            Ok::<_, core::Error>(RunningGateway { local_addr, stop, drain, done, keep_alive })
         };
         promise(env, started, Ok)
     }
+}
+
+/// Resolves with the drain's timeout once `drain()` asked for one (an error if the
+/// `RunningGateway` is gone without asking).
+async fn requested(
+    asked: &mut tokio::sync::watch::Receiver<Option<Duration>>,
+) -> std::result::Result<Duration, tokio::sync::watch::error::RecvError> {
+    let asked = asked.wait_for(Option::is_some).await?;
+    Ok(asked.unwrap_or_default())
 }
 
 /// A gateway serving in the background until `await running.stop()` (every caller waits for
@@ -359,6 +385,8 @@ impl Gateway {
 pub struct RunningGateway {
     local_addr: std::net::SocketAddr,
     stop: Stop,
+    /// How long a drain may last, once `drain()` asked for one.
+    drain: Arc<tokio::sync::watch::Sender<Option<Duration>>>,
     done: Arc<Outcome<()>>,
     keep_alive: KeepAlive,
 }
@@ -382,6 +410,23 @@ impl RunningGateway {
     #[napi]
     pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         self.stop.send_replace(true);
+        promise(env, outcome(self.done.clone()), Ok)
+    }
+
+    /// Replaces this gateway without downtime (with `reusePort` and another gateway already on
+    /// the same ports): closes its ports at once, serves its live connections until they end
+    /// or `timeoutMs` passes, then lets the rest go as `stop()` does, and resolves. `stop()`
+    /// meanwhile stops it at once; the first drain's timeout holds for every later call.
+    #[napi]
+    pub fn drain<'env>(&self, env: &'env Env, timeout_ms: f64) -> Result<PromiseRaw<'env, ()>> {
+        let timeout = millis(env, "timeoutMs", timeout_ms)?;
+        self.drain.send_if_modified(|asked| {
+            let first = asked.is_none();
+            if first {
+                *asked = Some(timeout);
+            }
+            first
+        });
         promise(env, outcome(self.done.clone()), Ok)
     }
 

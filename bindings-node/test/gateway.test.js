@@ -163,6 +163,53 @@ test('logging out after the steps ends the build', async () => {
   }
 })
 
+test('a gateway drains while the next one serves on the same port', async () => {
+  const sshd = await startSshd()
+  const authority = new ra.Authority()
+  const subscription = authority.subscribe()
+  const events = subscription[Symbol.asyncIterator]()
+  const hostKey = ra.HostKey.generate()
+  const first = new ra.Gateway(authority, { hostKey, reusePort: true, authRejectionDelayMs: 50 })
+  const second = new ra.Gateway(authority, { hostKey, reusePort: true, authRejectionDelayMs: 50 })
+  const running = await first.start('127.0.0.1:0')
+  /** @type {T.RunningGateway | undefined} */
+  let next
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-'))
+  try {
+    const [credentials, script] = await issue({ authority, gateway: first, running, scratch }, 'node-drain', sshd.builder())
+    sshd.authorize(credentials.authorizedKeysLine())
+    const live = spawn('sh', [script, 'echo ready; read line; echo "got $line"'], { stdio: ['pipe', 'pipe', 'ignore'] })
+    let out = ''
+    live.stdout.on('data', (d) => (out += d))
+    const exited = new Promise((resolve) => live.on('close', resolve))
+    await nextEvent(events, 'connected')
+    while (!out.includes('ready')) await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.equal(first.stats().sshConnections, 1)
+
+    // The next gateway on the same port; the first drains, and a new login gets in.
+    next = await second.start(`127.0.0.1:${running.port}`)
+    let drained = false
+    const draining = running.drain(600_000).then(() => (drained = true))
+    const [code, answer, err] = await runScript(script, 'echo in')
+    assert.equal(code, 0, err)
+    assert.equal(answer.trim(), 'in')
+    assert.equal(drained, false, 'the live session holds the first gateway')
+    assert.equal(first.stats().sshConnections, 1)
+
+    live.stdin.end('still here\n')
+    assert.equal(await exited, 0)
+    assert.match(out, /got still here/)
+    await draining
+    assert.equal(first.stats().sshConnections, 0)
+  } finally {
+    subscription.close()
+    await running.stop()
+    await next?.stop()
+    await sshd.stop()
+    fs.rmSync(scratch, { recursive: true, force: true })
+  }
+})
+
 test('VNC through the gateway with the per-build password', async () => {
   const vnc = await startTigervnc()
   try {

@@ -131,7 +131,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, worker_threads = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, worker_threads = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None, reuse_port = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -161,6 +161,7 @@ impl Gateway {
         vnc_require_encryption: Option<bool>,
         vnc_websocket: Option<bool>,
         vnc_websocket_origins: Option<Vec<String>>,
+        reuse_port: Option<bool>,
     ) -> PyResult<Self> {
         let mut options = core::GatewayOptions::default();
         options.host_key = host_key.map(|key| key.0.clone());
@@ -206,6 +207,7 @@ impl Gateway {
         options.vnc_tls = vnc_tls.map(|identity| identity.0.clone());
         options.vnc_require_encryption = vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
         options.vnc_websocket = vnc_websocket.unwrap_or(options.vnc_websocket);
+        options.reuse_port = reuse_port.unwrap_or(options.reuse_port);
         let authority = authority.0.clone();
         py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
     }
@@ -396,6 +398,21 @@ impl RunningGateway {
     /// Stopping again does nothing.
     fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, stop(Some(self.id)))
+    }
+
+    /// Replaces this gateway without downtime (with `reuse_port=True` and another gateway
+    /// already on the same ports): closes its ports at once, serves its live connections until
+    /// they end or `timeout` passes, then lets the rest go as `stop()` does. Cancelling the
+    /// drain stops the gateway at once; draining a stopped gateway does nothing.
+    fn drain<'py>(&self, py: Python<'py>, timeout: Seconds) -> PyResult<Bound<'py, PyAny>> {
+        let id = self.id;
+        awaitable(py, async move {
+            // Out of the map from now: `serving` is false, and a cancelled drain drops (stops) it.
+            let running = SERVING.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            let Some(mut running) = running else { return Ok(()) };
+            running.drain(timeout.0).await.py()?;
+            running.stop().await.py()
+        })
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {

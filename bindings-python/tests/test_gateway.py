@@ -151,6 +151,49 @@ def test_logout_after_the_steps_ends_the_build(sshd: Sshd) -> None:
     asyncio.run(main())
 
 
+def test_a_gateway_drains_while_the_next_serves_on_the_same_port(sshd: Sshd) -> None:
+    """Two gateways on one port (``reuse_port``): the first drains, keeping its live session
+    until the user leaves, while a new login gets in through the second."""
+
+    async def main() -> None:
+        authority = ra.Authority()
+        events = authority.subscribe()
+        host_key = ra.HostKey.generate()
+        first = ra.Gateway(authority, host_key=host_key, reuse_port=True, auth_rejection_delay=0.05)
+        second = ra.Gateway(authority, host_key=host_key, reuse_port=True, auth_rejection_delay=0.05)
+        running = await first.start("127.0.0.1:0")
+        with tempfile.TemporaryDirectory(prefix="ra-py-") as scratch:
+            kit = Kit(authority, first, running, events, pathlib.Path(scratch))
+            credentials, script = await issue(kit, "py-drain", sshd.builder())
+            sshd.authorize(credentials.authorized_keys_line())
+            live = await asyncio.create_subprocess_exec(
+                "sh", str(script), 'echo ready; read line; echo "got $line"',
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert live.stdin is not None and live.stdout is not None
+            assert (await asyncio.wait_for(live.stdout.readline(), 60)) == b"ready\n"
+            await next_event(events, "connected")
+            async with second.start(f"127.0.0.1:{running.port}"):
+                draining = asyncio.ensure_future(running.drain(timedelta(minutes=10)))
+                while running.serving:
+                    await asyncio.sleep(0.05)
+                code, out, err = await run_script(script, "echo in")
+                assert (code, out) == (0, "in\n"), err
+                assert not draining.done(), "the live session holds the first gateway"
+                assert first.stats()["ssh_connections"] == 1
+                live.stdin.write(b"still here\n")
+                assert (await asyncio.wait_for(live.stdout.readline(), 60)) == b"got still here\n"
+                assert await asyncio.wait_for(live.wait(), 60) == 0
+                await asyncio.wait_for(draining, 60)
+                assert first.stats()["ssh_connections"] == 0
+                await running.drain(1)  # a stopped gateway: nothing to do
+        events.close()
+
+    asyncio.run(main())
+
+
 def test_vnc_through_the_gateway_with_the_per_build_password(tigervnc: VncServer) -> None:
     async def vncdo(port: int, password: str, shot: pathlib.Path) -> int:
         proc = await asyncio.create_subprocess_exec(

@@ -613,7 +613,10 @@ class Gateway:
     - ``kex_algorithms``, ``ciphers``, ``macs``: SSH algorithm names offered, most preferred
       first (an unknown name raises ``InvalidInputError`` listing the supported ones);
     - ``vnc_tls`` (a ``TlsIdentity``), ``vnc_require_encryption`` (False),
-      ``vnc_websocket`` (True), ``vnc_websocket_origins`` (any): the VNC ports.
+      ``vnc_websocket`` (True), ``vnc_websocket_origins`` (any): the VNC ports;
+    - ``reuse_port`` (False): bind the ports with ``SO_REUSEPORT``, so that another gateway
+      can listen on them too, to replace this one without downtime (``RunningGateway.drain``;
+      set ``net.ipv4.tcp_migrate_req=1`` as well).
     """
 
     def __new__(
@@ -645,6 +648,7 @@ class Gateway:
         vnc_require_encryption: bool | None = None,
         vnc_websocket: bool | None = None,
         vnc_websocket_origins: list[str] | None = None,
+        reuse_port: bool | None = None,
     ) -> Gateway:
         """A gateway for ``authority``; nothing is bound until ``start()``."""
     @property
@@ -700,6 +704,12 @@ class RunningGateway:
         """Stops accepting, closes every connection and waits until all are gone. Live
         sessions are detached, not ended: a gateway started again on the same authority
         serves them. Stopping again does nothing."""
+    def drain(self, timeout: _Duration) -> Awaitable[None]:
+        """Replaces this gateway without downtime (with ``reuse_port=True`` and another
+        gateway already on the same ports): closes its ports at once, serves its live
+        connections until they end or ``timeout`` passes, then lets the rest go as ``stop()``
+        does. Cancelling the drain stops the gateway at once; draining a stopped gateway does
+        nothing."""
     def __aenter__(self) -> Awaitable[RunningGateway]:
         """Returns this gateway."""
     def __aexit__(
