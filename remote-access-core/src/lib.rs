@@ -70,6 +70,7 @@ mod credential;
 mod error;
 mod events;
 mod gateway;
+mod metrics;
 mod script;
 mod secret;
 mod session;
@@ -134,6 +135,23 @@ pub mod fuzzing {
 
     use crate::Gateway;
     use crate::gateway::{self as vnc, Version};
+
+    /// The metrics endpoint's answer to `request` (a whole connection's bytes), as the
+    /// operator's HTTP client would read it.
+    pub async fn metrics_request(gateway: &Gateway, request: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let answering = crate::gateway::answer_http(server, gateway);
+        let asking = async {
+            let _ = client.write_all(request).await;
+            let _ = client.shutdown().await;
+            let mut answer = Vec::new();
+            let _ = client.read_to_end(&mut answer).await;
+            answer
+        };
+        let (_, answer) = tokio::join!(answering, asking);
+        answer
+    }
 
     /// What the user's side of the RFB handshake yielded.
     pub struct UserHello {

@@ -47,6 +47,17 @@ impl Authority {
         })
     }
 
+    /// Whether the store answered the last ping: logins can be decided. For the gateway's
+    /// health check.
+    pub(crate) fn store_answers(&self) -> bool {
+        self.in_contact().is_ok()
+    }
+
+    /// The store's ping round trips, for the gateway's metrics.
+    pub(crate) fn store_round_trip(&self) -> &crate::metrics::Histogram {
+        &self.inner.store_round_trip
+    }
+
     /// Pings the store (within a second) and writes the heartbeat. Once an outage passes
     /// `max_store_outage`, cuts every connection; when the store answers again, has the
     /// housekeeping resynchronise.
@@ -69,6 +80,7 @@ impl Authority {
             let mut contact = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
             match &answer {
                 Ok(()) => {
+                    self.inner.store_round_trip.observe(sent.elapsed());
                     let regained = contact.lost;
                     *contact = Contact { last_answer: sent, lost: false, cut: false };
                     (regained, false)

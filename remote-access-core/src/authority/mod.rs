@@ -147,6 +147,8 @@ struct Inner {
     instance: std::sync::atomic::AtomicU32,
     /// Set when the store answers again after an outage: every build gets checked.
     resync: std::sync::atomic::AtomicBool,
+    /// How long the store took to answer each ping (with the heartbeat), for the metrics.
+    store_round_trip: crate::metrics::Histogram,
 }
 
 impl std::fmt::Debug for Authority {
@@ -223,6 +225,7 @@ impl Authority {
             cut_signals: CutSignals::default(),
             guesses,
             contact: Default::default(),
+            store_round_trip: Default::default(),
             unreported: Default::default(),
             instance: russh::keys::key::safe_rng().next_u32().into(),
             resync: false.into(),

@@ -194,6 +194,16 @@ pub(crate) enum Refusal {
     TooFast,
 }
 
+impl Refusal {
+    /// A fixed code, for the metrics.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::BackingOff => "backing_off",
+            Self::TooFast => "too_fast",
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

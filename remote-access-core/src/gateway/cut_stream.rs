@@ -12,6 +12,8 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::metrics::Traffic;
+
 /// Shared between a [`CutStream`] and whoever may cut it.
 #[derive(Debug, Default)]
 pub(crate) struct CutFlag {
@@ -24,11 +26,14 @@ pub(crate) struct CutFlag {
     /// Set when a read failed (a reset, a keepalive timeout) before any end of stream.
     peer_failed: AtomicBool,
     reader: Mutex<Option<Waker>>,
+    /// The gateway's byte counters, if this connection counts in them.
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl CutFlag {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// A flag for one connection, whose stream also adds what it carries to `traffic`.
+    pub(crate) fn counting(traffic: Arc<Traffic>) -> Arc<Self> {
+        Arc::new(Self { traffic: Some(traffic), ..Self::default() })
     }
 
     /// Fails the stream's I/O from now on and wakes its reader.
@@ -85,6 +90,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for CutStream<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
         self.flag.read.fetch_add(read, Ordering::Relaxed);
+        if let Some(traffic) = &self.flag.traffic {
+            traffic.from_users.fetch_add(read, Ordering::Relaxed);
+        }
         // Whichever came first, an end of stream or a failure, is how the peer left.
         let (closed, failed) = (&self.flag.peer_closed, &self.flag.peer_failed);
         match &polled {
@@ -103,7 +111,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CutStream<S> {
         if self.flag.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(traffic)) = (&written, &self.flag.traffic) {
+            traffic.to_users.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -125,7 +125,7 @@ impl Stop {
     }
 
     /// Resolves once the gateway takes no new connections (or its trigger is gone).
-    async fn draining(&mut self) {
+    pub(super) async fn draining(&mut self) {
         let _ = self.0.wait_for(|phase| *phase >= Phase::Draining).await;
     }
 }

@@ -6,6 +6,7 @@
 
 mod admission;
 mod cut_stream;
+mod http;
 mod listen;
 mod log_limit;
 mod rate_limit;
@@ -14,6 +15,8 @@ mod vnc;
 mod workers;
 
 pub use admission::GatewayStats;
+#[cfg(fuzzing)]
+pub(crate) use http::answer as answer_http;
 #[cfg(fuzzing)]
 pub(crate) use ssh::serve_stream;
 #[cfg(fuzzing)]
@@ -34,6 +37,7 @@ use tokio::task::JoinSet;
 use crate::authority::Authority;
 use crate::credential::{HostKey, TlsIdentity};
 use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
 use crate::tunnel;
 use admission::{Admission, Held, Holding, Kind, Pool, Target, Waiting};
 use cut_stream::{CutFlag, CutStream};
@@ -142,6 +146,11 @@ pub struct GatewayOptions {
     /// connections waiting in a closing gateway's accept queue are reset instead of handed to
     /// the other (`docs/scaling.md`, "Restarting without downtime"). Linux and the BSDs only.
     pub reuse_port: bool,
+    /// Also serve `GET /metrics` (Prometheus text, [`Gateway::metrics_text`]) and
+    /// `GET /healthz` (200 while [`Gateway::ready`], else 503) over HTTP on this address
+    /// (default none). Plain HTTP without authentication: bind it where only the monitoring
+    /// reaches (loopback, a private network). It closes when the gateway drains.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// More worker threads than this is a mistake (a thread per connection, say), not a setting.
@@ -176,6 +185,7 @@ impl Default for GatewayOptions {
             vnc_websocket: true,
             vnc_websocket_origins: Vec::new(),
             reuse_port: false,
+            metrics_address: None,
         }
     }
 }
@@ -212,6 +222,19 @@ struct Shared {
     vnc_tls: Option<tokio_rustls::TlsAcceptor>,
     /// What every SSH client is told before it logs in (see `ssh_banner`).
     banner: String,
+    /// What the operator reads ([`Gateway::metrics_text`]).
+    metrics: Metrics,
+    /// Set while the gateway drains (its ports closed).
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// A refused login's reason as a fixed code, for the metrics: the denial's (`wrong_key`,
+/// `revoked`, ...) or the error's (`session_ended`, `store_unavailable`, ...).
+fn refusal_code(err: &Error) -> &'static str {
+    match err {
+        Error::AccessDenied { reason } => reason.as_str(),
+        other => other.code(),
+    }
 }
 
 /// The SSH authentication banner: the time rules of the authority's policy, and what logging
@@ -317,6 +340,8 @@ impl Gateway {
             ssh: Arc::new(config),
             router: Arc::default(),
             log_limit: LogLimit::default(),
+            metrics: Metrics::default(),
+            draining: Default::default(),
         };
         Ok(Self { shared: Arc::new(shared), host_key })
     }
@@ -337,14 +362,40 @@ impl Gateway {
         self.shared.admission.stats()
     }
 
+    /// What the gateway has counted, in the Prometheus text format (0.0.4) for a `/metrics`
+    /// endpoint: live connections by protocol, connections not logged in yet, builder
+    /// channels, logins accepted and refused (by reason), connections closed before a login
+    /// (by reason), channels refused (by reason), the revocation-to-cut latency, the store's
+    /// round trip and whether it answers, and bytes on users' connections. Every label value is
+    /// a fixed code. `docs/operations.md` lists them.
+    pub fn metrics_text(&self) -> String {
+        let stats = self.stats();
+        let gauges = metrics::Gauges {
+            ssh_connections: stats.ssh_connections,
+            vnc_connections: stats.vnc_connections,
+            unauthenticated: stats.unauthenticated,
+            builder_channels: stats.builder_channels,
+            store_up: self.shared.authority.store_answers(),
+            draining: self.shared.draining.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        self.shared.metrics.render(&gauges, self.shared.authority.store_round_trip())
+    }
+
+    /// Whether this gateway should get new connections (a `/healthz` for load balancers):
+    /// its store answers, so logins can be decided, and it is not draining.
+    pub fn ready(&self) -> bool {
+        self.shared.authority.store_answers()
+            && !self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Serves `listener` until `shutdown` resolves, also enforcing session deadlines. VNC is
     /// served on the authority's `vnc_ports`, on the same address as `listener`. Then it stops
     /// accepting, closes every connection (without counting it as a logout) and returns.
     /// Give `listener` a long backlog, as [`Gateway::start_on`] says.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let vnc_listeners = self.bind_vnc_ports(listener.local_addr()?.ip())?;
+        let ports = self.bind_ports(listener.local_addr()?.ip())?;
         let (control, commands) = watch::channel(Control::Serve);
-        let serving = self.serve(listener, vnc_listeners, commands);
+        let serving = self.serve(listener, ports, commands);
         tokio::pin!(serving);
         tokio::select! {
             served = &mut serving => served,
@@ -355,27 +406,29 @@ impl Gateway {
         }
     }
 
-    /// Binds the authority's VNC ports on `ip` (the SSH listener's address), so that a port
-    /// that cannot be bound fails the start instead of a gateway that seems to run.
-    fn bind_vnc_ports(&self, ip: std::net::IpAddr) -> Result<Vec<TcpListener>> {
+    /// Binds the authority's VNC ports on `ip` (the SSH listener's address) and the metrics
+    /// address, so that a port that cannot be bound fails the start instead of a gateway that
+    /// seems to run.
+    fn bind_ports(&self, ip: std::net::IpAddr) -> Result<Ports> {
         let reuse_port = self.shared.options.reuse_port;
-        let bind = |port: u16| listen::bind(SocketAddr::new(ip, port), reuse_port);
-        let ports = &self.shared.authority.options().vnc_ports;
-        ports
-            .iter()
-            .map(|&port| {
-                bind(port).map_err(|err| {
-                    Error::Io(std::io::Error::new(err.kind(), format!("binding VNC port {ip}:{port}: {err}")))
-                })
+        let bind = |addr: SocketAddr, what: &str| {
+            listen::bind(addr, reuse_port).map_err(|err| {
+                Error::Io(std::io::Error::new(err.kind(), format!("binding {what} {addr}: {err}")))
             })
-            .collect()
+        };
+        let ports = &self.shared.authority.options().vnc_ports;
+        let vnc =
+            ports.iter().map(|&port| bind(SocketAddr::new(ip, port), "VNC port")).collect::<Result<_>>()?;
+        let metrics =
+            self.shared.options.metrics_address.map(|addr| bind(addr, "the metrics address")).transpose()?;
+        Ok(Ports { vnc, metrics })
     }
 
     /// Serves until told to stop (or until a drain ends), then lets every connection go.
     async fn serve(
         &self,
         listener: TcpListener,
-        vnc_listeners: Vec<TcpListener>,
+        ports: Ports,
         mut commands: watch::Receiver<Control>,
     ) -> Result<()> {
         let (phase, stop) = Stop::new();
@@ -392,7 +445,10 @@ impl Gateway {
             workers.clone(),
             move |tcp, peer, stop| ssh::serve(shared.clone(), tcp, peer, stop),
         ));
-        for vnc_listener in vnc_listeners {
+        if let Some(metrics) = ports.metrics {
+            listeners.spawn(http::serve(metrics, self.clone(), stop.clone()));
+        }
+        for vnc_listener in ports.vnc {
             let port = vnc_listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
             let shared = self.shared.clone();
             listeners.spawn(accept_until_stopped(
@@ -422,6 +478,7 @@ impl Gateway {
                             draining = true;
                             drain_deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
                             let _ = phase.send(Phase::Draining);
+                            self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(?timeout, "draining: no new connections; live ones are served until they end or the time is up");
                         }
                         Control::Drain(_) => {}
@@ -467,12 +524,18 @@ impl Gateway {
     /// flood of connections fills the kernel's queue and users' handshakes are dropped.
     pub fn start_on(&self, listener: TcpListener) -> Result<RunningGateway> {
         let local_addr = listener.local_addr()?;
-        let vnc_listeners = self.bind_vnc_ports(local_addr.ip())?;
+        let ports = self.bind_ports(local_addr.ip())?;
         let (control, commands) = watch::channel(Control::Serve);
         let gateway = self.clone();
-        let task = tokio::spawn(async move { gateway.serve(listener, vnc_listeners, commands).await });
+        let task = tokio::spawn(async move { gateway.serve(listener, ports, commands).await });
         Ok(RunningGateway { local_addr, control, task: Some(task) })
     }
+}
+
+/// The listeners besides the SSH one.
+struct Ports {
+    vnc: Vec<TcpListener>,
+    metrics: Option<TcpListener>,
 }
 
 /// What a [`RunningGateway`] is told.

@@ -3,17 +3,20 @@
 //! One `watch` channel per build rather than one per connection. A connection takes its
 //! signal before the session admits it, so an end recorded in between (here, or announced from
 //! another gateway) still reaches it; one admitted after the end is refused by the session.
+//! A signal carries when it fired, so that the gateway can tell how long its cut took (its
+//! `remote_access_cut_seconds`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::build::BuildId;
 
 #[derive(Default)]
 pub(crate) struct CutSignals {
-    builds: Mutex<HashMap<BuildId, watch::Sender<bool>>>,
+    builds: Mutex<HashMap<BuildId, Sender>>,
 }
 
 impl CutSignals {
@@ -27,7 +30,7 @@ impl CutSignals {
     pub(crate) fn cut_if_known(&self, build_id: &BuildId) {
         let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = builds.get(build_id) {
-            sender.send_replace(true);
+            fire(sender);
         }
     }
 
@@ -43,7 +46,7 @@ impl CutSignals {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
         let live = live(&builds);
         for sender in builds.values() {
-            sender.send_replace(true);
+            fire(sender);
         }
         builds.clear();
         live
@@ -57,34 +60,53 @@ impl CutSignals {
     }
 
     /// Runs `f` on the build's sender, creating it (not cut) on first use.
-    fn with_sender<T>(&self, build_id: &BuildId, f: impl FnOnce(&watch::Sender<bool>) -> T) -> T {
+    fn with_sender<T>(&self, build_id: &BuildId, f: impl FnOnce(&Sender) -> T) -> T {
         let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-        f(builds.entry(build_id.clone()).or_insert_with(|| watch::channel(false).0))
+        f(builds.entry(build_id.clone()).or_insert_with(|| watch::channel(None).0))
     }
 }
 
+/// A build's signal: when it was cut, once it was.
+type Sender = watch::Sender<Option<Instant>>;
+
+/// Cuts, keeping the first time if it was cut already.
+fn fire(sender: &Sender) {
+    sender.send_if_modified(|cut| {
+        let first = cut.is_none();
+        if first {
+            *cut = Some(Instant::now());
+        }
+        first
+    });
+}
+
 /// Builds whose signal someone holds and that have not been cut.
-fn live(builds: &HashMap<BuildId, watch::Sender<bool>>) -> Vec<BuildId> {
+fn live(builds: &HashMap<BuildId, Sender>) -> Vec<BuildId> {
     builds
         .iter()
-        .filter(|(_, sender)| sender.receiver_count() > 0 && !*sender.borrow())
+        .filter(|(_, sender)| sender.receiver_count() > 0 && sender.borrow().is_none())
         .map(|(id, _)| id.clone())
         .collect()
 }
 
 /// Fires when the build's remote access ends and every connection must close.
 #[derive(Debug, Clone)]
-pub struct CutSignal(watch::Receiver<bool>);
+pub struct CutSignal(watch::Receiver<Option<Instant>>);
 
 impl CutSignal {
     /// Whether access has ended.
     pub fn is_cut(&self) -> bool {
-        *self.0.borrow()
+        self.0.borrow().is_some()
     }
 
     /// Resolves once access has ended. Cancel-safe.
     pub async fn cut(&mut self) {
         // An error means the authority is gone: nothing can be authorised any more, so cut.
-        let _ = self.0.wait_for(|cut| *cut).await;
+        let _ = self.0.wait_for(Option::is_some).await;
+    }
+
+    /// When this process learned that access ended, if it has.
+    pub(crate) fn cut_at(&self) -> Option<Instant> {
+        *self.0.borrow()
     }
 }

@@ -28,6 +28,7 @@ mod clients;
 mod drops;
 mod gateway;
 mod layers;
+mod metrics;
 mod properties;
 #[cfg(feature = "redis")]
 mod redis;

@@ -269,8 +269,18 @@ struct Member {
 }
 
 async fn member(redis: &RedisServer, host_key: &HostKey, host: &str, options: AuthorityOptions) -> Member {
+    member_with(redis, host_key, host, options, gateway_options()).await
+}
+
+/// The same with `gateway_options` (the host key set here).
+async fn member_with(
+    redis: &RedisServer,
+    host_key: &HostKey,
+    host: &str,
+    options: AuthorityOptions,
+    mut gateway_options: remote_access_core::GatewayOptions,
+) -> Member {
     let authority = authority_on(redis, options);
-    let mut gateway_options = gateway_options();
     gateway_options.host_key = Some(host_key.clone());
     let gateway = Gateway::new(authority.clone(), gateway_options).unwrap();
     let running = gateway.start(&format!("{host}:0")).await.unwrap();
@@ -360,7 +370,11 @@ async fn without_redis_logins_are_refused_and_connections_cut_then_service_resum
     let scratch = tempfile::tempdir().unwrap();
     let mut options = AuthorityOptions::default();
     options.max_store_outage = Duration::from_secs(3);
-    let gateway = member(&redis, &host_key, "127.0.0.1", options).await;
+    let metrics_port = free_port();
+    let mut gateway_options = gateway_options();
+    gateway_options.metrics_address = Some(std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port)));
+    let gateway = member_with(&redis, &host_key, "127.0.0.1", options, gateway_options).await;
+    assert_eq!(http(metrics_port, "GET", "/healthz").await.0, 200);
     let mut events = gateway.authority.subscribe();
     let platform = authority_on(&redis, AuthorityOptions::default());
     let creds = platform.issue(request("outage-1", builder.builder())).await.unwrap();
@@ -387,6 +401,27 @@ async fn without_redis_logins_are_refused_and_connections_cut_then_service_resum
     // New logins are refused (the gateway drops the connection: it cannot check the key).
     let (code, _, stderr) = run_script(&script, &["true"]).await;
     assert_eq!(code, 255, "{stderr}");
+    // The health check tells the load balancer (from the next ping: one a second); the
+    // metrics say why logins fail.
+    let mut health = http(metrics_port, "GET", "/healthz").await;
+    for _ in 0..50 {
+        if health.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        health = http(metrics_port, "GET", "/healthz").await;
+    }
+    let (status, why) = health;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("the session store does not answer"), "{why}");
+    let (_, text) = http(metrics_port, "GET", "/metrics").await;
+    assert_eq!(metric(&text, "remote_access_store_up"), 0.0, "{text}");
+    // The ping that failed first is what refused the login (fail closed).
+    assert!(
+        metric(&text, "remote_access_logins_refused_total{protocol=\"ssh\",reason=\"store_unavailable\"}")
+            >= 1.0,
+        "{text}"
+    );
     // The live connection is cut once the outage passes the bound, with an event.
     let (code, _) = exit_of(live).await;
     let cut_after = lost_at.elapsed();
@@ -428,6 +463,7 @@ async fn without_redis_logins_are_refused_and_connections_cut_then_service_resum
         platform.session(creds.build_id()).await.unwrap().end().is_some_and(|(r, _)| r.code() == "logged_out")
     })
     .await;
+    assert_eq!(http(metrics_port, "GET", "/healthz").await.0, 200);
     gateway.running.stop().await.unwrap();
 }
 

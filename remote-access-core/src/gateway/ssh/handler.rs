@@ -259,15 +259,20 @@ impl Handler {
             let max = self.shared.admission.max(Held::Channel);
             let why =
                 format!("this build has {max} connections to its builder open, the most it may hold at once");
-            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            self.refuse(
+                "too_many_channels",
+                format!("direct-tcpip to {}:{port} refused: {why}", shown(host)),
+            );
             return Err(why);
         };
         Ok(ChannelSlot { _held: held, _counted: self.shared.admission.count(Kind::Channel) })
     }
 
-    /// Refuses a request of a logged-in user: an event for the platform (the first few per
-    /// connection), a log line for us. A connection that keeps asking is cut.
-    fn refuse(&mut self, what: String) {
+    /// Refuses a request of a logged-in user: counted under `reason` (a fixed code), an event
+    /// for the platform (the first few per connection), a log line for us. A connection that
+    /// keeps asking is cut.
+    fn refuse(&mut self, reason: &'static str, what: String) {
+        self.shared.metrics.channels_refused.add(reason, "");
         let peer = self.peer();
         self.shared.log_limit.log(|| tracing::info!(%peer, refused = %what, "gateway refused a request"));
         self.refusals += 1;
@@ -297,6 +302,7 @@ impl Handler {
     /// off. Closed, not refused: a refusal would tell a builder agent its key is bad (it then
     /// stops for good), while a closed connection is retried once the backoff is over.
     fn cut_for_backoff(&mut self) -> Auth {
+        self.shared.metrics.logins_refused.add("ssh", "backing_off");
         let peer = self.peer();
         self.shared
             .log_limit
@@ -308,6 +314,7 @@ impl Handler {
     /// Closes the connection when a login could not be checked (the store failed): not a
     /// verdict on the credential, so not a failure, and clients (agents above all) retry.
     fn cut_unchecked(&mut self, err: &Error) -> Auth {
+        self.shared.metrics.logins_refused.add("ssh", err.code());
         let peer = self.peer();
         self.shared
             .log_limit
@@ -316,8 +323,9 @@ impl Handler {
         Auth::reject()
     }
 
-    /// Logs why a login was refused (rate-limited; never a key or secret).
-    fn log_refused_login(&self, user: &str, err: &Error) {
+    /// Counts a refused login and logs why (rate-limited; never a key or secret).
+    fn refused_login(&self, user: &str, err: &Error) {
+        self.shared.metrics.logins_refused.add("ssh", super::super::refusal_code(err));
         let peer = self.peer();
         self.shared
             .log_limit
@@ -400,7 +408,7 @@ impl russh::server::Handler for Handler {
             Err(
                 err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
             ) => {
-                self.log_refused_login(user, &err);
+                self.refused_login(user, &err);
                 Ok(self.auth_failed(user))
             }
             Err(err) => Ok(self.cut_unchecked(&err)),
@@ -418,7 +426,7 @@ impl russh::server::Handler for Handler {
                 err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
             ) => {
                 // The reason goes to our log only; the client sees the same refusal for all.
-                self.log_refused_login(user, &err);
+                self.refused_login(user, &err);
                 return Ok(self.auth_failed(user));
             }
             Err(err) => return Ok(self.cut_unchecked(&err)),
@@ -434,6 +442,7 @@ impl russh::server::Handler for Handler {
             Admitted::Agent(session, cut) => (session, Role::Agent, cut.clone(), Login::Agent(cut)),
         };
         tracing::info!(peer = %self.peer(), build_id = %session.build_id(), ?role, "authenticated");
+        self.shared.metrics.logins_accepted.add("ssh", "");
         if let (Some(peer), Some(target)) = (self.peer, Target::user(user)) {
             self.shared.admission.succeeded(peer.ip(), target);
         }
@@ -465,7 +474,7 @@ impl russh::server::Handler for Handler {
             return Ok(());
         };
         if route.role == Role::Agent {
-            self.refuse("an agent credential cannot open channels".into());
+            self.refuse("agent_channel", "an agent credential cannot open channels".into());
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         }
@@ -498,7 +507,7 @@ impl russh::server::Handler for Handler {
                 None => "this build's builder has no route yet".to_owned(),
                 Some(b) => format!("only this build's builder ({}) may be reached", allowed(b)),
             };
-            self.refuse(format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
+            self.refuse("not_the_builder", format!("direct-tcpip to {}:{port} refused: {why}", shown(host)));
             reply.reject(ChannelOpenFailure::Other { code: 1, reason: why }).await;
             return Ok(());
         };
@@ -515,6 +524,7 @@ impl russh::server::Handler for Handler {
         let channels = self.channels.clone();
         let (router, dial_timeout) = (self.shared.router.clone(), self.shared.options.dial_timeout);
         let stall = self.shared.options.builder_stall_timeout;
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             // The dial races the end of access and of the user's connection.
             let dialed = tokio::select! {
@@ -529,6 +539,7 @@ impl russh::server::Handler for Handler {
                 Ok(tcp) => tcp,
                 Err(err) => {
                     tracing::warn!(%build_id, %addr, %err, "could not reach the builder");
+                    shared.metrics.channels_refused.add("builder_unreachable", "");
                     authority.refused(&build_id, format!("builder {addr} unreachable: {err}"));
                     // The reason reaches the user's ssh ("open failed: ..."): no hang, no guess.
                     reply.reject(ChannelOpenFailure::Other { code: 2, reason: err.to_string() }).await;
@@ -593,7 +604,10 @@ impl russh::server::Handler for Handler {
         drop(channel);
         let agent = self.route.as_ref().is_some_and(|r| r.role == Role::Agent);
         let reason = if agent { "an agent credential cannot open a session" } else { NO_SHELL };
-        self.refuse(if agent { reason.into() } else { "a session on the gateway itself refused".into() });
+        self.refuse(
+            "session",
+            if agent { reason.into() } else { "a session on the gateway itself refused".into() },
+        );
         reply.reject(ChannelOpenFailure::Other { code: 1, reason: reason.into() }).await;
         Ok(())
     }
@@ -636,7 +650,10 @@ impl russh::server::Handler for Handler {
         let Some((build_id, Some(builder))) =
             agent.filter(|(_, b)| b.as_ref().is_some_and(|b| b.reverse_tunnel))
         else {
-            self.refuse(format!("remote forwarding of {}:{port} refused", shown(address)));
+            self.refuse(
+                "remote_forwarding",
+                format!("remote forwarding of {}:{port} refused", shown(address)),
+            );
             return Ok(false);
         };
         if self.route.as_ref().is_some_and(|r| r.tunnel.is_some()) {
@@ -680,7 +697,10 @@ impl russh::server::Handler for Handler {
         socket_path: &str,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        self.refuse(format!("remote forwarding of socket {} refused", shown(socket_path)));
+        self.refuse(
+            "remote_forwarding",
+            format!("remote forwarding of socket {} refused", shown(socket_path)),
+        );
         Ok(false)
     }
 
@@ -692,7 +712,7 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse("X11 channel refused".into());
+        self.refuse("x11", "X11 channel refused".into());
         reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }
@@ -704,7 +724,7 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse(format!("direct-streamlocal to {} refused", shown(socket_path)));
+        self.refuse("unix_socket", format!("direct-streamlocal to {} refused", shown(socket_path)));
         reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }
@@ -719,7 +739,7 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse("forwarded-tcpip channel from a user refused".into());
+        self.refuse("forwarded_tcpip", "forwarded-tcpip channel from a user refused".into());
         reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
         Ok(())
     }

@@ -92,6 +92,7 @@ where
     let waiting = match shared.admission.admit(Pool::Ssh, peer.ip()) {
         Ok(waiting) => waiting,
         Err(refusal) => {
+            shared.metrics.closed_before_login.add("ssh", refusal.code());
             shared.log_limit.log(|| tracing::info!(%peer, %refusal, "closing an SSH connection at once"));
             return;
         }
@@ -99,7 +100,7 @@ where
     let now = tokio::time::Instant::now();
     let (deadline, silent_deadline) =
         (now + shared.options.pre_auth_timeout, now + shared.options.silent_timeout);
-    let flag = CutFlag::new();
+    let flag = CutFlag::counting(shared.metrics.traffic.clone());
     let (admitted_tx, mut admitted_rx) = oneshot::channel::<Login>();
     // Set to how the connection ended, which stops its builder splices and tells a VNC
     // connection inside one of its channels how to record its own end; dropped when this
@@ -125,7 +126,10 @@ where
     );
     let started = tokio::select! {
         started = started => started,
-        () = waiting.evicted() => return,
+        () = waiting.evicted() => {
+            shared.metrics.closed_before_login.add("ssh", "evicted");
+            return;
+        }
         () = stop.stopped() => return,
     };
     let running = match started {
@@ -138,6 +142,7 @@ where
             shared
                 .log_limit
                 .log(|| tracing::info!(%peer, "no SSH identification within the silence deadline; cut"));
+            shared.metrics.closed_before_login.add("ssh", "silent");
             shared.admission.failed(peer.ip(), None);
             return;
         }
@@ -162,6 +167,7 @@ where
                 opening_checked = true;
                 if flag.bytes_read() < OPENING_BYTES {
                     shared.log_limit.log(|| tracing::info!(%peer, "no SSH key exchange within the silence deadline; cut"));
+                    shared.metrics.closed_before_login.add("ssh", "silent");
                     shared.admission.failed(peer.ip(), None);
                     flag.cut();
                     return;
@@ -169,11 +175,13 @@ where
             }
             () = tokio::time::sleep_until(deadline) => {
                 shared.log_limit.log(|| tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut"));
+                shared.metrics.closed_before_login.add("ssh", "pre_auth_timeout");
                 shared.admission.failed(peer.ip(), None);
                 flag.cut();
                 return;
             }
             () = waiting.evicted() => {
+                shared.metrics.closed_before_login.add("ssh", "evicted");
                 tracing::debug!(%peer, "evicted before authenticating, for a newcomer");
                 flag.cut();
                 return;
@@ -206,6 +214,7 @@ where
     let Some(_holding) = shared.admission.hold(live.build_id(), Held::Connection) else {
         // Said before anything else happens on the connection; not a logout.
         let max = shared.admission.max(Held::Connection);
+        shared.metrics.logins_refused.add("ssh", "too_many_connections");
         authority.refused(live.build_id(), format!("more than {max} connections at once refused"));
         live.detach_on_drop();
         let reason =
@@ -236,6 +245,9 @@ where
         Ending::AccessEnded => {
             say_goodbye(&handle, &mut running, tunnel::ACCESS_ENDED).await;
             flag.cut();
+            if let Some(at) = cut.cut_at() {
+                shared.metrics.cut_latency.observe(at.elapsed());
+            }
             End::Left
         }
         Ending::GatewayStopping => {

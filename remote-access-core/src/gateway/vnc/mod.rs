@@ -88,13 +88,14 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
     let waiting = match admission.admit(Pool::Vnc, peer.ip()) {
         Ok(waiting) => waiting,
         Err(refusal) => {
+            shared.metrics.closed_before_login.add("vnc", refusal.code());
             shared
                 .log_limit
                 .log(|| tracing::info!(%peer, port, %refusal, "closing a VNC connection at once"));
             return;
         }
     };
-    let flag = CutFlag::new();
+    let flag = CutFlag::counting(shared.metrics.traffic.clone());
     let silent = async {
         tokio::time::sleep(options.silent_timeout).await;
         if flag.bytes_read() < PROTOCOL_VERSION_LEN {
@@ -110,10 +111,12 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         admitted = admitting => admitted,
         () = silent => {
             shared.log_limit.log(|| tracing::info!(%peer, port, "no RFB protocol version within the silence deadline; cut"));
+            shared.metrics.closed_before_login.add("vnc", "silent");
             admission.failed(peer.ip(), None);
             return;
         }
         () = waiting.evicted() => {
+            shared.metrics.closed_before_login.add("vnc", "evicted");
             tracing::debug!(%peer, port, "evicted before authenticating, for a newcomer");
             return;
         }
@@ -129,11 +132,13 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         }
         Err(_) => {
             shared.log_limit.log(|| tracing::info!(%peer, port, "VNC handshake not finished before the pre-auth deadline; cut"));
+            shared.metrics.closed_before_login.add("vnc", "pre_auth_timeout");
             admission.failed(peer.ip(), None);
             return;
         }
     };
     tracing::info!(%peer, port, build_id = %live.build_id(), ?carriage, "VNC connection admitted");
+    shared.metrics.logins_accepted.add("vnc", "");
     let mut cut = live.cut_signal();
     // Leaving the select drops the splice and with it the builder's socket: that is the cut.
     let (gateway_stopping, ended) = tokio::select! {
@@ -163,6 +168,9 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         // Then say goodbye where the carriage can (noVNC shows the close frame's reason),
         // briefly: a client that reads nothing does not hold up the record of the end.
         let _ = tokio::time::timeout(GOODBYE_WAIT, user.shutdown()).await;
+        if let (false, Some(at)) = (gateway_stopping, cut.cut_at()) {
+            shared.metrics.cut_latency.observe(at.elapsed());
+        }
     }
 }
 
@@ -234,6 +242,7 @@ pub(crate) async fn serve_channel<S>(
         let (session, builder_login) = match decided {
             Ok(decided) => decided,
             Err(refusal) => {
+                shared.metrics.logins_refused.add("vnc", refusal.code());
                 if matches!(refusal, Refusal::Denied(_)) {
                     shared.admission.failed(peer.ip(), None);
                 }
@@ -257,6 +266,7 @@ pub(crate) async fn serve_channel<S>(
         Err(_) => return,
     };
     tracing::info!(%peer, %build_id, "VNC connection admitted through an SSH tunnel");
+    shared.metrics.logins_accepted.add("vnc", "");
     let mut cut = live.cut_signal();
     tokio::select! {
         spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::CHANNEL_BUFFER, options.builder_stall_timeout) => {
@@ -316,6 +326,18 @@ impl Refusal {
                 Self::Denied(err)
             }
             err => Self::Unavailable(err),
+        }
+    }
+
+    /// A fixed code, for the metrics.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Handshake(_) => "handshake",
+            Self::NoSession => "no_session",
+            Self::BackingOff => "backing_off",
+            Self::Denied(err) => super::refusal_code(err),
+            Self::Unavailable(err) => err.code(),
+            Self::Builder(_) => "builder",
         }
     }
 
@@ -384,6 +406,7 @@ async fn admit(
             admitted
         }
         Err(refusal) => {
+            shared.metrics.logins_refused.add("vnc", refusal.code());
             // Counted now, before the delay: a guess whose connection is evicted or closed
             // while it waits for its answer counts all the same.
             if !matches!(refusal, Refusal::Unavailable(_)) {
@@ -416,6 +439,7 @@ async fn proxy_to_builder<S: AsyncRead + AsyncWrite + Unpin>(
     let build_id = session.build_id().clone();
     let Some(holding) = shared.admission.hold(&build_id, Held::Connection) else {
         let max = shared.admission.max(Held::Connection);
+        shared.metrics.logins_refused.add("vnc", "too_many_connections");
         handshake::refuse_user(
             user,
             hello.version,
