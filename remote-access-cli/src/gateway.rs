@@ -6,6 +6,9 @@
 //! connections until they end or N seconds pass (a second signal stops it at once): a restart
 //! on one host without downtime (`docs/scaling.md`, "Restarting without downtime").
 //!
+//! With `--metrics ADDRESS:PORT` it serves Prometheus metrics and a health check there, and
+//! `--log-format json` writes its logs as JSON lines (`docs/operations.md`).
+//!
 //! Every gateway of a fleet needs the same host key file (users pin one key, whichever gateway
 //! they land on), the same `--vnc-port` list and the same VNC certificate. It prints
 //! `listening on ADDRESS`, then one line per event, and stops cleanly on Ctrl-C or SIGTERM
@@ -42,7 +45,10 @@ pub(crate) const USAGE: &str = "usage: remote-access gateway --listen ADDRESS:PO
      \x20                            replace this one without downtime; set net.ipv4.tcp_migrate_req=1\n\
      \x20 --drain-secs N             on Ctrl-C or SIGTERM, close the ports and serve live connections\n\
      \x20                            until they end or N seconds pass (default 0: let them go at once);\n\
-     \x20                            a second signal stops at once\n";
+     \x20                            a second signal stops at once\n\
+     \x20 --metrics ADDRESS:PORT     serve GET /metrics (Prometheus) and /healthz (200 while the store\n\
+     \x20                            answers, else 503) over plain HTTP there; keep it private\n\
+     \x20 --log-format FORMAT        text (default) or json: one JSON object per log line on stderr\n";
 
 pub(crate) const SPEC: Spec = Spec {
     values: &[
@@ -54,6 +60,8 @@ pub(crate) const SPEC: Spec = Spec {
         "max-store-outage-secs",
         "threads",
         "drain-secs",
+        "metrics",
+        "log-format",
     ],
     switches: &["generate-host-key", "vnc-require-encryption", "reuse-port"],
     positional: 0,
@@ -61,9 +69,22 @@ pub(crate) const SPEC: Spec = Spec {
 };
 
 pub(crate) fn run(words: &[String]) -> Outcome {
-    // First, so that a RUST_LOG it cannot read is reported whatever else is wrong.
-    crate::logging::init("remote-access gateway", tracing_subscriber::filter::LevelFilter::INFO);
     let args = Args::parse(words, &SPEC)?;
+    let json = match args.value("log-format") {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => return Err(Usage(format!("--log-format takes text or json, not {other:?}")).into()),
+    };
+    // Before anything else is checked, so that what goes wrong is logged as asked.
+    crate::logging::init("remote-access gateway", tracing_subscriber::filter::LevelFilter::INFO, json);
+    let metrics = args
+        .value("metrics")
+        .map(|addr| {
+            addr.parse::<std::net::SocketAddr>().map_err(|_| {
+                Usage(format!("--metrics takes ADDRESS:PORT (e.g. 127.0.0.1:9100), not {addr:?}"))
+            })
+        })
+        .transpose()?;
     let listen = args.required("listen")?.to_owned();
     let key_file = args.required("host-key-file")?.to_owned();
     let vnc_ports =
@@ -90,6 +111,7 @@ pub(crate) fn run(words: &[String]) -> Outcome {
     gateway_options.host_key = Some(host_key);
     gateway_options.worker_threads = threads;
     gateway_options.reuse_port = args.switch("reuse-port");
+    gateway_options.metrics_address = metrics;
     if let (Some(cert), Some(key)) = (cert, key) {
         let read = |path: &str| {
             std::fs::read_to_string(path).map_err(|err| Failure::Other(format!("cannot read {path}: {err}")))

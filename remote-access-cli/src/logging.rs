@@ -15,11 +15,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// `remote_access_core=debug,info`, ...), or at `default` and above when it is unset or
 /// empty, on stderr (stdout is the programs' own output, read by scripts).
 ///
+/// With `json`, each line is a JSON object (`timestamp`, `level`, `target`, `fields` with the
+/// `message`), for log collectors.
+///
 /// `RUST_LOG` is read as `tracing_subscriber`'s `Targets` (level, or target=level, comma
 /// separated), not `EnvFilter`, whose span and regex syntax would pull in a regex engine. A
 /// value that does not parse is reported on stderr and `default` used: a typo must neither
 /// stop a gateway from starting nor leave it silent.
-pub fn init(program: &str, default: LevelFilter) {
+pub fn init(program: &str, default: LevelFilter, json: bool) {
     let fallback = || Targets::new().with_default(default);
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if value.trim().is_empty() => fallback(),
@@ -40,5 +43,9 @@ pub fn init(program: &str, default: LevelFilter) {
     };
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // Fails only when a subscriber is already installed, which then goes on logging.
-    let _ = tracing_subscriber::registry().with(lines).with(filter).try_init();
+    let _ = if json {
+        tracing_subscriber::registry().with(lines.json()).with(filter).try_init()
+    } else {
+        tracing_subscriber::registry().with(lines).with(filter).try_init()
+    };
 }

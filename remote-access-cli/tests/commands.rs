@@ -329,3 +329,79 @@ async fn a_restart_on_one_host_keeps_the_live_session_and_refuses_no_login() {
     assert!(status.success(), "with nothing to drain it exits at once, 0: {status}");
     while let Ok(Some(_)) = new_lines.next_line().await {}
 }
+
+/// What an operator reads: `--log-format json` (every line on stderr a JSON object) and
+/// `--metrics` (`curl` reads `/healthz` and `/metrics`). A login refused to the real `ssh`
+/// shows in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_logs_json_lines_and_serves_its_metrics() {
+    let redis = RedisServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let key = HostKey::generate().unwrap();
+    let key_file = write_script(scratch.path(), "host_key", key.to_openssh().unwrap().expose());
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remote-access"))
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}"), "--host-key-file"])
+        .arg(&key_file)
+        .args(["--metrics", &format!("127.0.0.1:{metrics_port}"), "--log-format", "json"])
+        .env("REMOTE_ACCESS_REDIS_URL", redis.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    assert!(matches!(first, Ok(Ok(Some(ref line))) if line.starts_with("listening on")), "{first:?}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (status, body) = http(metrics_port, "GET", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+    // Someone with a key of their own and a made-up user.
+    let stranger = scratch.path().join("stranger");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = Command::new("ssh")
+        .args(["-i", stranger.to_str().unwrap(), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["nobody@127.0.0.1", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, text) = http(metrics_port, "GET", "/metrics").await;
+    assert_eq!(
+        metric(&text, "remote_access_logins_refused_total{protocol=\"ssh\",reason=\"unknown_user\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "remote_access_store_up"), 1.0, "{text}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let logged: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
+        .collect();
+    let refused = logged.iter().find(|line| line["fields"]["message"] == "authentication refused");
+    let refused = refused.unwrap_or_else(|| panic!("no refusal logged: {stderr}"));
+    assert_eq!(refused["level"], "INFO");
+    assert_eq!(refused["fields"]["user"], "nobody");
+    assert!(refused["timestamp"].is_string() && refused["target"].is_string(), "{refused}");
+}

@@ -37,6 +37,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap here is a failed test
 
 mod browser;
+mod http_client;
 mod jump_clients;
 mod log_capture;
 mod polling;
@@ -54,6 +55,7 @@ mod vnc_viewers;
 mod vncdo;
 
 pub use browser::NoVnc;
+pub use http_client::{http, metric};
 pub use jump_clients::{Hop, JumpClients, Paramiko};
 pub use log_capture::{Captured, capture};
 pub use polling::eventually;

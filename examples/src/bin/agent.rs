@@ -31,7 +31,7 @@ fn usage() -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    remote_access_examples::logging::init("agent", tracing_subscriber::filter::LevelFilter::INFO);
+    remote_access_examples::logging::init("agent", tracing_subscriber::filter::LevelFilter::INFO, false);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mut gateways, mut host_key, mut user, mut key_file, mut local, mut ports) =
         (Vec::new(), None, None, None, None, Vec::new());

@@ -27,7 +27,7 @@ use remote_access_examples::stand_in_vnc::{HEIGHT, StandInVnc, WIDTH, fetch_fram
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    remote_access_examples::logging::init("quickstart", tracing_subscriber::filter::LevelFilter::WARN);
+    remote_access_examples::logging::init("quickstart", tracing_subscriber::filter::LevelFilter::WARN, false);
     match run(std::env::args().any(|a| a == "--self-test")).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
