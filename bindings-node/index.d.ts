@@ -330,6 +330,16 @@ export declare class Gateway {
    */
   stats(): GatewayStats
   /**
+   * What the gateway has counted, as Prometheus text (what `metricsAddress` serves at
+   * `/metrics`), for serving from the application's own web server.
+   */
+  metricsText(): string
+  /**
+   * Whether the gateway should get new connections: its store answers and it is not
+   * draining (what `metricsAddress` serves at `/healthz`).
+   */
+  ready(): boolean
+  /**
    * Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background; the VNC ports are
    * bound on the same address.
    */
@@ -787,6 +797,11 @@ export interface GatewayOptions {
    * `net.ipv4.tcp_migrate_req=1` as well).
    */
   reusePort?: boolean
+  /**
+   * `"ADDRESS:PORT"` where plain HTTP serves `GET /metrics` (`metricsText()`) and
+   * `GET /healthz` (200 while `ready()`, else 503) (default none); keep it private.
+   */
+  metricsAddress?: string
 }
 
 /** What a gateway holds right now (`gateway.stats()`). */

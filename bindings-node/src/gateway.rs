@@ -191,6 +191,9 @@ pub struct GatewayOptions<'a> {
     /// on them too: how this one is replaced without downtime (`running.drain()`; set
     /// `net.ipv4.tcp_migrate_req=1` as well).
     pub reuse_port: Option<bool>,
+    /// `"ADDRESS:PORT"` where plain HTTP serves `GET /metrics` (`metricsText()`) and
+    /// `GET /healthz` (200 while `ready()`, else 503) (default none); keep it private.
+    pub metrics_address: Option<String>,
 }
 
 /// What a gateway holds right now (`gateway.stats()`).
@@ -297,6 +300,13 @@ impl Gateway {
             given.vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
         options.vnc_websocket = given.vnc_websocket.unwrap_or(options.vnc_websocket);
         options.reuse_port = given.reuse_port.unwrap_or(options.reuse_port);
+        if let Some(addr) = given.metrics_address {
+            let parsed = addr.parse().map_err(|_| core::Error::InvalidInput {
+                what: "metricsAddress",
+                problem: format!("{addr:?} is not ADDRESS:PORT (e.g. 127.0.0.1:9100)"),
+            });
+            options.metrics_address = Some(parsed.or_throw(&env)?);
+        }
         core::Gateway::new(authority.0.clone(), options).or_throw(&env).map(Self)
     }
 
@@ -325,6 +335,20 @@ impl Gateway {
             evicted: stats.evicted as f64,
             rate_limited: stats.rate_limited as f64,
         }
+    }
+
+    /// What the gateway has counted, as Prometheus text (what `metricsAddress` serves at
+    /// `/metrics`), for serving from the application's own web server.
+    #[napi]
+    pub fn metrics_text(&self) -> String {
+        self.0.metrics_text()
+    }
+
+    /// Whether the gateway should get new connections: its store answers and it is not
+    /// draining (what `metricsAddress` serves at `/healthz`).
+    #[napi]
+    pub fn ready(&self) -> bool {
+        self.0.ready()
     }
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background; the VNC ports are

@@ -163,6 +163,41 @@ test('logging out after the steps ends the build', async () => {
   }
 })
 
+test('the metrics follow a login, from metricsText() and from the metrics address', async () => {
+  const sshd = await startSshd()
+  const port = await freePort()
+  const authority = new ra.Authority()
+  assert.throws(() => new ra.Gateway(authority, { metricsAddress: 'port 9100' }), (err) => {
+    assert.ok(err instanceof ra.RemoteAccessError)
+    assert.equal(/** @type {T.RemoteAccessError} */ (err).code, 'invalid_input')
+    assert.match(String(err), /metricsAddress/)
+    return true
+  })
+  const gateway = new ra.Gateway(authority, { metricsAddress: `127.0.0.1:${port}`, authRejectionDelayMs: 50 })
+  const running = await gateway.start('127.0.0.1:0')
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-'))
+  try {
+    const [credentials, script] = await issue({ authority, gateway, running, scratch }, 'node-metrics', sshd.builder())
+    sshd.authorize(credentials.authorizedKeysLine())
+    const [code, , err] = await runScript(script, 'true')
+    assert.equal(code, 0, err)
+    const accepted = /^remote_access_logins_accepted_total\{protocol="ssh"\} (\d+)$/m
+    assert.equal(accepted.exec(gateway.metricsText())?.[1], '1')
+    assert.equal(gateway.ready(), true)
+    const served = await fetch(`http://127.0.0.1:${port}/metrics`)
+    assert.equal(served.status, 200)
+    assert.match(served.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/)
+    assert.equal(accepted.exec(await served.text())?.[1], '1')
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`)
+    assert.equal(health.status, 200)
+    assert.equal(await health.text(), 'ready\n')
+  } finally {
+    await running.stop()
+    await sshd.stop()
+    fs.rmSync(scratch, { recursive: true, force: true })
+  }
+})
+
 test('a gateway drains while the next one serves on the same port', async () => {
   const sshd = await startSshd()
   const authority = new ra.Authority()

@@ -131,7 +131,7 @@ pub(crate) struct Gateway(core::Gateway);
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, worker_threads = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None, reuse_port = None))]
+    #[pyo3(signature = (authority, *, host_key = None, pre_auth_timeout = None, auth_rejection_delay = None, max_auth_attempts = None, max_unauthenticated = None, max_unauthenticated_per_ip = None, max_unauthenticated_per_prefix = None, silent_timeout = None, failures_before_backoff = None, new_connections_per_second = None, new_connections_burst = None, max_connections_per_build = None, max_channels_per_build = None, keepalive_interval = None, worker_threads = None, window_size = None, dial_timeout = None, builder_stall_timeout = None, kex_algorithms = None, ciphers = None, macs = None, vnc_tls = None, vnc_require_encryption = None, vnc_websocket = None, vnc_websocket_origins = None, reuse_port = None, metrics_address = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -162,6 +162,7 @@ impl Gateway {
         vnc_websocket: Option<bool>,
         vnc_websocket_origins: Option<Vec<String>>,
         reuse_port: Option<bool>,
+        metrics_address: Option<String>,
     ) -> PyResult<Self> {
         let mut options = core::GatewayOptions::default();
         options.host_key = host_key.map(|key| key.0.clone());
@@ -208,6 +209,16 @@ impl Gateway {
         options.vnc_require_encryption = vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
         options.vnc_websocket = vnc_websocket.unwrap_or(options.vnc_websocket);
         options.reuse_port = reuse_port.unwrap_or(options.reuse_port);
+        options.metrics_address = metrics_address
+            .map(|addr| {
+                addr.parse().map_err(|_| {
+                    crate::convert::invalid(
+                        "metrics_address",
+                        format!("{addr:?} is not ADDRESS:PORT (e.g. 127.0.0.1:9100)"),
+                    )
+                })
+            })
+            .transpose()?;
         let authority = authority.0.clone();
         py.detach(|| core::Gateway::new(authority, options)).py().map(Self)
     }
@@ -235,6 +246,18 @@ impl Gateway {
             ("evicted", usize::try_from(stats.evicted).unwrap_or(usize::MAX)),
             ("rate_limited", usize::try_from(stats.rate_limited).unwrap_or(usize::MAX)),
         ])
+    }
+
+    /// What the gateway has counted, as Prometheus text (what `metrics_address` serves at
+    /// `/metrics`), for serving from the application's own web server.
+    fn metrics_text(&self) -> String {
+        self.0.metrics_text()
+    }
+
+    /// Whether the gateway should get new connections: its store answers and it is not
+    /// draining (what `metrics_address` serves at `/healthz`).
+    fn ready(&self) -> bool {
+        self.0.ready()
     }
 
     /// Binds `addr` (e.g. `"0.0.0.0:2222"`) and serves in the background: `await

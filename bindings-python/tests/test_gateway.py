@@ -151,6 +151,46 @@ def test_logout_after_the_steps_ends_the_build(sshd: Sshd) -> None:
     asyncio.run(main())
 
 
+def test_metrics_parse_as_prometheus_and_follow_a_login(sshd: Sshd) -> None:
+    """``metrics_text()`` and the ``metrics_address`` endpoint, read with prometheus_client's
+    own parser (a second implementation of the format): a login shows in the counters."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    async def main() -> None:
+        port = free_port()
+        authority = ra.Authority()
+        gateway = ra.Gateway(authority, metrics_address=f"127.0.0.1:{port}", auth_rejection_delay=0.05)
+        with pytest.raises(ra.InvalidInputError, match="metrics_address"):
+            ra.Gateway(authority, metrics_address="port 9100")
+        async with gateway.start("127.0.0.1:0") as running:
+            with tempfile.TemporaryDirectory(prefix="ra-py-") as scratch:
+                kit = Kit(authority, gateway, running, authority.subscribe(), pathlib.Path(scratch))
+                credentials, script = await issue(kit, "py-metrics", sshd.builder())
+                sshd.authorize(credentials.authorized_keys_line())
+                code, _, err = await run_script(script, "true")
+                assert code == 0, err
+                kit.events.close()
+            assert gateway.ready()
+            here = samples(gateway.metrics_text())
+            assert here[("remote_access_logins_accepted_total", (("protocol", "ssh"),))] == 1
+            assert here[("remote_access_store_up", ())] == 1
+            served = await asyncio.to_thread(lambda: urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20).read())
+            assert samples(served.decode())[("remote_access_logins_accepted_total", (("protocol", "ssh"),))] == 1
+            health = await asyncio.to_thread(lambda: urlopen(f"http://127.0.0.1:{port}/healthz", timeout=20).read())
+            assert health == b"ready\n"
+
+    asyncio.run(main())
+
+
 def test_a_gateway_drains_while_the_next_serves_on_the_same_port(sshd: Sshd) -> None:
     """Two gateways on one port (``reuse_port``): the first drains, keeping its live session
     until the user leaves, while a new login gets in through the second."""

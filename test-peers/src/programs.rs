@@ -39,6 +39,8 @@ fn how_to_install(program: &str) -> String {
         "dbclient" | "dropbearconvert" => "dropbear-bin",
         "plink" | "puttygen" => "putty-tools",
         "curl" => "curl",
+        "systemd-analyze" => "systemd",
+        "haproxy" => "haproxy",
         "python3" => "python3",
         "python3-paramiko" => "python3-paramiko",
         "vncdo" => {

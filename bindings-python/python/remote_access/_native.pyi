@@ -616,7 +616,10 @@ class Gateway:
       ``vnc_websocket`` (True), ``vnc_websocket_origins`` (any): the VNC ports;
     - ``reuse_port`` (False): bind the ports with ``SO_REUSEPORT``, so that another gateway
       can listen on them too, to replace this one without downtime (``RunningGateway.drain``;
-      set ``net.ipv4.tcp_migrate_req=1`` as well).
+      set ``net.ipv4.tcp_migrate_req=1`` as well);
+    - ``metrics_address`` (none): ``"ADDRESS:PORT"`` where plain HTTP serves ``GET /metrics``
+      (``metrics_text()``) and ``GET /healthz`` (200 while ``ready()``, else 503); keep it
+      private.
     """
 
     def __new__(
@@ -649,6 +652,7 @@ class Gateway:
         vnc_websocket: bool | None = None,
         vnc_websocket_origins: list[str] | None = None,
         reuse_port: bool | None = None,
+        metrics_address: str | None = None,
     ) -> Gateway:
         """A gateway for ``authority``; nothing is bound until ``start()``."""
     @property
@@ -659,6 +663,12 @@ class Gateway:
         """The authority it asks."""
     def stats(self) -> GatewayStats:
         """What the gateway holds now."""
+    def metrics_text(self) -> str:
+        """What the gateway has counted, as Prometheus text (what ``metrics_address`` serves
+        at ``/metrics``), for serving from the application's own web server."""
+    def ready(self) -> bool:
+        """Whether the gateway should get new connections: its store answers and it is not
+        draining (what ``metrics_address`` serves at ``/healthz``)."""
     def start(self, addr: str) -> GatewayStart:
         """Binds ``addr`` (e.g. ``"0.0.0.0:2222"``; the VNC ports on the same address) and
         serves in the background. ``running = await gateway.start(addr)``: serves until
