@@ -613,8 +613,9 @@ export interface AuthorityOptions {
   /** Gateway ports for VNC, one per live VNC session (default none: no VNC). */
   vncPorts?: Array<number>
   /**
-   * A Redis shared by several gateways (`redis://[user:password@]host:port/db`) instead of
-   * the in-memory store; see `docs/scaling.md`. May hold a password: treated as a secret.
+   * A Redis shared by several gateways (`redis://[user:password@]host:port/db`, `rediss://`
+   * for TLS, or `redis+sentinel://host:port,.../master/db`) instead of the in-memory store;
+   * see `docs/scaling.md`. May hold a password: treated as a secret.
    */
   redisUrl?: string
   /** The prefix of every Redis key (default `remote-access`). */
@@ -629,6 +630,11 @@ export interface AuthorityOptions {
    * chain and private key (PEM).
    */
   redisTlsClient?: RedisTlsClient
+  /**
+   * Replicas that must confirm each revocation and be in sync for logins to go on
+   * (default: 1 while the primary has one, else 0).
+   */
+  redisMinReplicas?: number
   /**
    * How long the store may be out of reach before every live connection is cut (default
    * 30 000 ms); meanwhile logins are refused.

@@ -126,8 +126,9 @@ pub struct AuthorityOptions<'a> {
     pub tombstone_retention_ms: Option<f64>,
     /// Gateway ports for VNC, one per live VNC session (default none: no VNC).
     pub vnc_ports: Option<Vec<f64>>,
-    /// A Redis shared by several gateways (`redis://[user:password@]host:port/db`) instead of
-    /// the in-memory store; see `docs/scaling.md`. May hold a password: treated as a secret.
+    /// A Redis shared by several gateways (`redis://[user:password@]host:port/db`, `rediss://`
+    /// for TLS, or `redis+sentinel://host:port,.../master/db`) instead of the in-memory store;
+    /// see `docs/scaling.md`. May hold a password: treated as a secret.
     #[napi(ts_type = "string")]
     pub redis_url: Option<Unknown<'a>>,
     /// The prefix of every Redis key (default `remote-access`).
@@ -138,6 +139,9 @@ pub struct AuthorityOptions<'a> {
     /// For `rediss://` to a Redis that asks for client certificates: this client's certificate
     /// chain and private key (PEM).
     pub redis_tls_client: Option<RedisTlsClient<'a>>,
+    /// Replicas that must confirm each revocation and be in sync for logins to go on
+    /// (default: 1 while the primary has one, else 0).
+    pub redis_min_replicas: Option<f64>,
     /// How long the store may be out of reach before every live connection is cut (default
     /// 30 000 ms); meanwhile logins are refused.
     pub max_store_outage_ms: Option<f64>,
@@ -490,6 +494,10 @@ impl Authority {
             if let Some(client) = options.redis_tls_client {
                 redis.tls_client =
                     Some((client.certificate, secret(&env, "redisTlsClient.key", client.key)?));
+            }
+            if let Some(n) = options.redis_min_replicas {
+                redis.min_replicas =
+                    Some(crate::convert::whole(&env, "redisMinReplicas", n, 1_000.0)? as u32);
             }
             core_options.store = core::StoreOptions::Redis(redis);
         } else if options.redis_tls_ca.is_some() || options.redis_tls_client.is_some() {

@@ -362,7 +362,7 @@ pub(crate) struct Authority(pub(crate) core::Authority);
 #[pymethods]
 impl Authority {
     #[new]
-    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, max_store_outage = None, event_queue = None))]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, redis_min_replicas = None, max_store_outage = None, event_queue = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         policy: Option<PyRef<'_, Policy>>,
@@ -373,6 +373,7 @@ impl Authority {
         redis_key_prefix: Option<String>,
         redis_tls_ca: Option<String>,
         redis_tls_client: Option<(String, String)>,
+        redis_min_replicas: Option<u32>,
         max_store_outage: Option<Seconds>,
         event_queue: Option<usize>,
     ) -> PyResult<Self> {
@@ -393,6 +394,7 @@ impl Authority {
             redis.key_prefix = redis_key_prefix.unwrap_or(redis.key_prefix);
             redis.tls_ca_pem = redis_tls_ca;
             redis.tls_client = redis_tls_client.map(|(chain, key)| (chain, core::Secret::new(key)));
+            redis.min_replicas = redis_min_replicas;
             options.store = core::StoreOptions::Redis(redis);
         } else if redis_tls_ca.is_some() || redis_tls_client.is_some() {
             return Err(crate::convert::invalid(

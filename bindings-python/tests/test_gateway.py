@@ -321,6 +321,24 @@ def test_two_gateways_on_one_redis_share_sessions_and_revocations(sshd: Sshd, re
     asyncio.run(main())
 
 
+def test_a_required_replica_that_is_missing_keeps_the_gateway_from_ready(redis_url: str) -> None:
+    """``redis_min_replicas=1`` on a Redis without a replica: the gateway refuses logins (fail
+    closed), and ``ready()`` says so; without the requirement it is ready."""
+
+    async def main() -> None:
+        strict = ra.Gateway(ra.Authority(redis_url=redis_url, redis_min_replicas=1))
+        default = ra.Gateway(ra.Authority(redis_url=redis_url))
+        async with strict.start("127.0.0.1:0"), default.start("127.0.0.1:0"):
+            for _ in range(100):
+                if default.ready() and not strict.ready():
+                    break
+                await asyncio.sleep(0.1)
+            assert default.ready()
+            assert not strict.ready()
+
+    asyncio.run(main())
+
+
 def test_a_redis_store_refuses_bad_settings_and_reports_an_unreachable_redis() -> None:
     with pytest.raises(ra.InvalidInputError, match="redis url"):
         ra.Authority(redis_url="http://example.invalid")

@@ -8,17 +8,21 @@ use crate::Failure;
 use crate::args::{Args, Usage};
 
 /// The options every store-backed command takes (`Spec::store`).
-pub(crate) const VALUES: [&str; 5] = ["redis", "key-prefix", "redis-ca", "redis-cert", "redis-key"];
+pub(crate) const VALUES: [&str; 6] =
+    ["redis", "key-prefix", "redis-ca", "redis-cert", "redis-key", "redis-min-replicas"];
 
 /// Their usage lines.
-pub(crate) const USAGE: &str = "  --redis URL          the fleet's Redis (redis://HOST:PORT/DB, rediss:// for TLS); a URL with a password goes in\n\
+pub(crate) const USAGE: &str = "  --redis URL          the fleet's Redis (redis://HOST:PORT/DB, rediss:// for TLS, or\n\
+     \x20                      redis+sentinel://HOST:PORT,HOST:PORT,.../MASTER/DB); a URL with a password goes in\n\
      \x20                      REMOTE_ACCESS_REDIS_URL instead, since every user of the machine can\n\
      \x20                      read a command line\n\
      \x20 --key-prefix PREFIX  the fleet's key prefix in Redis (default remote-access)\n\
      \x20 --redis-ca FILE      for rediss://: the CA certificates (PEM) that sign Redis's certificate,\n\
      \x20                      instead of the system's roots\n\
      \x20 --redis-cert FILE    for rediss:// with client certificates: this client's chain (PEM),\n\
-     \x20 --redis-key FILE     and its private key (PEM; the file should be private)\n";
+     \x20 --redis-key FILE     and its private key (PEM; the file should be private)\n\
+     \x20 --redis-min-replicas N  replicas that must confirm each revocation and be in sync for\n\
+     \x20                      logins to go on (default: 1 while the primary has one, else 0)\n";
 
 /// The Redis options from `--redis` (or `REMOTE_ACCESS_REDIS_URL`) and `--key-prefix`.
 pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {
@@ -53,6 +57,7 @@ pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {
         (None, None) => None,
         _ => return Err(Usage("--redis-cert and --redis-key go together".into()).into()),
     };
+    options.min_replicas = args.parsed::<u32>("redis-min-replicas", "a number of replicas")?;
     Ok(options)
 }
 

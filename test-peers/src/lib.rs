@@ -61,7 +61,7 @@ pub use log_capture::{Captured, capture};
 pub use polling::eventually;
 pub use ports::{connect_from, free_port, requests_migrate, wait_for, wait_for_or, wait_for_port};
 pub use programs::{Run, RunAsync, output_of, require};
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisSentinels, RedisServer};
 pub use screen::{Image, Screen, paint, screenshot};
 pub use scripts::{EchoSession, exit_of, run_script, script_command, start_long_script, write_script};
 pub use server::{Server, stop};

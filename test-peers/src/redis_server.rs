@@ -14,6 +14,8 @@ pub struct RedisServer {
     durable: bool,
     /// Serves TLS only (`rediss://`), asking clients for a certificate signed by this CA.
     tls: bool,
+    /// A replica of the Redis on this port.
+    replica_of: Option<u16>,
     server: Option<Server>,
 }
 
@@ -30,7 +32,28 @@ impl RedisServer {
 
     fn start_with(durable: bool) -> RedisServer {
         let dir = tempfile::Builder::new().prefix("ra-redis-").tempdir().unwrap();
-        Self::start_in(RedisServer { port: 0, dir, durable, tls: false, server: None })
+        Self::start_in(RedisServer { port: 0, dir, durable, tls: false, replica_of: None, server: None })
+    }
+
+    /// A durable replica of `primary` (`--replicaof`), once it has the primary's data.
+    pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let dir = tempfile::Builder::new().prefix("ra-redis-replica-").tempdir().unwrap();
+        let replica = RedisServer {
+            port: 0,
+            dir,
+            durable: true,
+            tls: false,
+            replica_of: Some(primary.port),
+            server: None,
+        };
+        let replica = Self::start_in(replica);
+        let synced = (0..500).any(|_| {
+            let info = redis_cli(replica.port, &["INFO", "replication"]);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            info.contains("master_link_status:up")
+        });
+        assert!(synced, "the replica on port {} never caught up with its primary", replica.port);
+        replica
     }
 
     /// A Redis that speaks only TLS (no plain port), with the certificate chain and key given
@@ -42,7 +65,14 @@ impl RedisServer {
         {
             std::fs::write(dir.path().join(name), pem).unwrap();
         }
-        Self::start_in(RedisServer { port: 0, dir, durable: false, tls: true, server: None })
+        Self::start_in(RedisServer {
+            port: 0,
+            dir,
+            durable: false,
+            tls: true,
+            replica_of: None,
+            server: None,
+        })
     }
 
     fn start_in(mut redis: RedisServer) -> RedisServer {
@@ -89,7 +119,26 @@ impl RedisServer {
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null());
+        if let Some(primary) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         cmd
+    }
+
+    /// SIGSTOP: it holds its connections but answers nothing (a replica that cannot keep up),
+    /// until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.server.as_ref().expect("running").child.id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
     }
 
     /// SIGKILL: Redis vanishes at once, as in a crash.
@@ -99,4 +148,64 @@ impl RedisServer {
             let _ = server.child.wait();
         }
     }
+}
+
+/// Three real Redis Sentinels on loopback watching a primary as `m` (a quorum of 2; the
+/// primary is down after 1 s of silence), as a fleet's Redis with automatic failover runs.
+pub struct RedisSentinels {
+    /// Their ports.
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+    _servers: Vec<Server>,
+}
+
+impl RedisSentinels {
+    /// Sentinels for `primary` (which should have a replica to promote).
+    pub fn start(primary: &RedisServer) -> RedisSentinels {
+        let dir = tempfile::Builder::new().prefix("ra-sentinels-").tempdir().unwrap();
+        let (mut ports, mut servers) = (Vec::new(), Vec::new());
+        for n in 0..3 {
+            // Each needs a configuration file of its own that it can rewrite.
+            let conf = dir.path().join(format!("sentinel-{n}.conf"));
+            let (port, server) = Server::on_free_port(
+                "redis-server",
+                |port| {
+                    let text = format!(
+                        "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor m 127.0.0.1 {} 2\n\
+                         sentinel down-after-milliseconds m 1000\nsentinel failover-timeout m 5000\n",
+                        dir.path().display(),
+                        primary.port
+                    );
+                    std::fs::write(&conf, text).unwrap();
+                    let mut cmd = Command::new("redis-server");
+                    cmd.arg(&conf).arg("--sentinel").stdout(Stdio::null());
+                    cmd
+                },
+                String::new,
+            );
+            ports.push(port);
+            servers.push(server);
+        }
+        RedisSentinels { ports, _dir: dir, _servers: servers }
+    }
+
+    /// `redis+sentinel://127.0.0.1:A,127.0.0.1:B,127.0.0.1:C/m/0`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        format!("redis+sentinel://{}/m/0", hosts.join(","))
+    }
+
+    /// The port of the primary the sentinels name now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let answer = redis_cli(self.ports[0], &["SENTINEL", "get-master-addr-by-name", "m"]);
+        answer.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+/// `redis-cli -p PORT ARGS...` (blocking): what it printed.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    use crate::programs::Run;
+    let out =
+        Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).stdin(Stdio::null()).finish();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -410,11 +410,14 @@ class Authority:
     - ``vnc_ports``: the gateway ports users' VNC clients connect to, one per live session
       with VNC (none by default);
     - ``clock``: a ``ManualClock`` for tests (not with ``redis_url``);
-    - ``redis_url``, ``redis_key_prefix``: a shared Redis (the URL is treated as a secret);
+    - ``redis_url``, ``redis_key_prefix``: a shared Redis (the URL is treated as a secret):
+      ``redis://``, ``rediss://`` (TLS) or ``redis+sentinel://host:port,.../master/db``;
     - ``redis_tls_ca``: for ``rediss://``, the CA certificates (PEM text) that sign Redis's
       certificate, instead of the system's roots;
     - ``redis_tls_client``: for ``rediss://`` to a Redis that asks for client certificates,
       ``(certificate_chain_pem, private_key_pem)``;
+    - ``redis_min_replicas``: replicas that must confirm each revocation and be in sync for
+      logins to go on (default: 1 while the primary has one, else 0);
     - ``max_store_outage``: how long the store may be out of reach before every live
       connection is cut (default 30 s);
     - ``event_queue``: how many events each subscription may hold unread (default 10,000).
@@ -431,6 +434,7 @@ class Authority:
         redis_key_prefix: str | None = None,
         redis_tls_ca: str | None = None,
         redis_tls_client: tuple[str, str] | None = None,
+        redis_min_replicas: int | None = None,
         max_store_outage: _Duration | None = None,
         event_queue: int | None = None,
     ) -> Authority:

@@ -11,6 +11,8 @@
 mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(feature = "redis")]
+mod redis_nodes;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -21,9 +21,19 @@
 //!
 //! The scripts name some keys they build from the prefix (purging reads a record to find its
 //! indexes), so the store needs one Redis (or a primary with replicas), not Redis Cluster.
+//!
+//! **Replicas.** A write that ends a session (and writes its tombstone) goes on a connection of
+//! its own and is followed by `WAIT min_replicas`: a failover to a replica that missed it
+//! would undo the revocation, the one failure this product must not have. An end the replicas
+//! do not confirm in time is kept here and written again (the primary may have changed) until
+//! they do; meanwhile [`Store::ping`] fails, so the authority refuses every login (fail
+//! closed). With Sentinel (`redis+sentinel://`), connections follow the primary the Sentinels
+//! name after a failover.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use rand_core::Rng;
@@ -31,9 +41,10 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::mpsc;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::redis_nodes::Nodes;
 use super::{Conflict, CredentialRecord, Insert, Notice, Revocation, Store, StoreFuture, Versioned};
 use crate::build::BuildId;
 use crate::error::{Error, Result};
@@ -46,6 +57,9 @@ const MAX_RECORD_LEN: usize = 64 * 1024;
 const BATCH: usize = 1000;
 /// How long the change feed waits before it reconnects after losing Redis.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// A replica last heard from longer ago than this (seconds, as Redis counts `lag`) is not in
+/// sync.
+const MAX_REPLICA_LAG: u64 = 2;
 /// How often the change feed's connection is proved alive with a ping.
 const WATCH_PROBE: Duration = Duration::from_secs(5);
 
@@ -53,8 +67,10 @@ const WATCH_PROBE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
-    /// Where Redis is: `redis://[user:password@]host:port/db`, or `rediss://...` for TLS. Kept
-    /// out of `Debug`.
+    /// Where Redis is: `redis://[user:password@]host:port/db`, `rediss://...` for TLS, or
+    /// `redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db]` for the
+    /// primary the Sentinels at those addresses name `master` (the credentials are the data
+    /// nodes'). Kept out of `Debug`.
     pub url: Secret<String>,
     /// For `rediss://`: the CA certificates (PEM) to trust for the server's certificate instead
     /// of the system's roots (a private CA, or a managed service's own). `None`: the system's.
@@ -68,6 +84,13 @@ pub struct RedisOptions {
     /// The deadline of every call to Redis, connecting included (default 2 s). A call that
     /// misses it fails as [`Error::StoreUnavailable`].
     pub timeout: Duration,
+    /// How many replicas must confirm each write that ends a session (Redis `WAIT`, within
+    /// half of `timeout`) and be in sync with the primary for logins to go on (fail closed).
+    /// `None` (the default): 1 while the primary has a replica, 0 while it has none (a single
+    /// Redis, or a promoted replica whose old primary is gone). `Some(n)` holds always: with
+    /// fewer than `n` replicas in sync, every login is refused. An end that the replicas miss
+    /// would be undone by a failover to one of them.
+    pub min_replicas: Option<u32>,
 }
 
 impl RedisOptions {
@@ -79,6 +102,7 @@ impl RedisOptions {
             tls_client: None,
             key_prefix: "remote-access".to_owned(),
             timeout: Duration::from_secs(2),
+            min_replicas: None,
         }
     }
 }
@@ -96,12 +120,25 @@ impl RedisOptions {
 /// # Ok::<(), remote_access_core::Error>(())
 /// ```
 pub struct RedisStore {
-    client: redis::Client,
+    nodes: Nodes,
     options: RedisOptions,
-    /// Connected on first use, on the caller's runtime; reconnects by itself after that.
-    connection: OnceCell<ConnectionManager>,
+    /// The replicas the primary had at the last ping, for the default of `min_replicas`.
+    replicas: std::sync::atomic::AtomicU32,
+    /// The connection of every call but session ends: made on first use, on the caller's
+    /// runtime, and reconnecting by itself; with Sentinel, made again (to the primary they
+    /// name) after a failure.
+    connection: Slot,
+    /// Session ends and their `WAIT`, on a connection of their own: `WAIT` holds up whatever
+    /// follows it on its connection, and counts that connection's writes only.
+    ends: Slot,
+    /// Session ends the replicas have not confirmed: written again and waited for on each
+    /// ping, which fails until they are confirmed.
+    unconfirmed: std::sync::Mutex<HashMap<BuildId, (Session, Option<Revocation>)>>,
     keys: Keys,
 }
+
+/// A connection made when first needed, and dropped to be made again.
+type Slot = tokio::sync::Mutex<Option<ConnectionManager>>;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,46 +147,12 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// The Redis client of `options`: plain for `redis://`; TLS for `rediss://`, trusting the
-/// system's roots unless a CA is given, with a client certificate when one is given. Errors
-/// never quote the URL (it may carry a password).
-fn client(options: &RedisOptions) -> Result<redis::Client> {
-    let url = options.url.expose().as_str();
-    let tls = url.starts_with("rediss://");
-    let not_url =
-        || Error::invalid("redis url", "not a Redis URL (redis://host:port/db or rediss://host:port/db)");
-    if !tls && (options.tls_ca_pem.is_some() || options.tls_client.is_some()) {
-        return Err(Error::invalid(
-            "redis tls",
-            "a TLS CA or client certificate is set but the URL is redis://: use rediss:// for TLS",
-        ));
-    }
-    if options.tls_ca_pem.is_none() && options.tls_client.is_none() {
-        return redis::Client::open(url).map_err(|_| not_url());
-    }
-    let certificates = redis::TlsCertificates {
-        client_tls: options.tls_client.as_ref().map(|(chain, key)| redis::ClientTlsConfig {
-            client_cert: chain.as_bytes().to_vec(),
-            client_key: key.expose().as_bytes().to_vec(),
-        }),
-        root_cert: options.tls_ca_pem.as_ref().map(|ca| ca.as_bytes().to_vec()),
-    };
-    redis::Client::build_with_tls(url, certificates).map_err(|err| {
-        if err.kind() == redis::ErrorKind::InvalidClientConfig {
-            not_url()
-        } else {
-            // The PEM did not parse or hold what rustls needs; redis's message names which.
-            Error::invalid("redis tls", format!("the TLS CA or client certificate is unusable: {err}"))
-        }
-    })
-}
-
 impl RedisStore {
     /// A store on the Redis at `options.url`. Nothing is contacted yet: the first call
     /// connects, so an unreachable Redis shows as [`Error::StoreUnavailable`] then, and the
     /// authority fails closed.
     pub fn new(options: RedisOptions) -> Result<Self> {
-        let client = client(&options)?;
+        let nodes = Nodes::new(&options)?;
         let prefix = &options.key_prefix;
         if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::invalid("redis key_prefix", "1 to 64 printable ASCII characters, no spaces"));
@@ -158,46 +161,224 @@ impl RedisStore {
             return Err(Error::invalid("redis timeout", "between 1 ms and 60 s"));
         }
         let keys = Keys { prefix: prefix.clone() };
-        Ok(Self { client, options, connection: OnceCell::new(), keys })
+        Ok(Self {
+            nodes,
+            options,
+            replicas: Default::default(),
+            connection: Slot::default(),
+            ends: Slot::default(),
+            unconfirmed: Default::default(),
+            keys,
+        })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| async {
-                // Few, quick retries: a call must fail within its deadline, not wait out a
-                // long reconnect; the next call tries again.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.options.timeout))
-                    .set_response_timeout(Some(self.options.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await
-            .map_err(unavailable)?;
-        Ok(connection.clone())
+    /// The connection in `slot`, made (to the primary as of now) if there is none.
+    async fn connection(&self, slot: &Slot) -> Result<ConnectionManager> {
+        let mut slot = slot.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let primary = match tokio::time::timeout(self.options.timeout, self.nodes.primary()).await {
+            Ok(primary) => primary.map_err(unavailable)?,
+            Err(_) => {
+                return Err(Error::StoreUnavailable {
+                    message: format!("no Sentinel named the Redis primary within {:?}", self.options.timeout),
+                    source: None,
+                });
+            }
+        };
+        // Few, quick retries: a call must fail within its deadline, not wait out a long
+        // reconnect; the next call tries again.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.options.timeout))
+            .set_response_timeout(Some(self.options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(primary, config).map_err(unavailable)?;
+        Ok(slot.insert(connection).clone())
     }
 
-    /// Runs one call on the shared connection, with the deadline. A connection that dropped
-    /// (Redis restarted) shows only when used: the call is made once more on the reconnected
-    /// one. That is safe for every call here: reads, and scripts that are compare-and-swaps or
-    /// inserts whose repeat is recognised (see `insert`). A call that timed out is not
-    /// repeated: a store that slow counts as absent, and the caller must know at once.
-    async fn run<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    /// Runs one call on the shared connection, with the deadline.
+    async fn run<T, F, Fut>(&self, what: &str, call: F) -> Result<T>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let connection = self.connection().await?;
+        self.run_on(&self.connection, what, call).await
+    }
+
+    /// Runs one call on the connection in `slot`, with the deadline. A connection that dropped
+    /// (Redis restarted) shows only when used: the call is made once more on the reconnected
+    /// one, or, with Sentinel, on a new connection to the primary they name now (the old one
+    /// may be gone, or a replica that answers `READONLY`). That is safe for every call here:
+    /// reads, and scripts that are compare-and-swaps or inserts whose repeat is recognised
+    /// (see `insert`). A call that timed out is not repeated: a store that slow counts as
+    /// absent, and the caller must know at once (with Sentinel, the next call asks them again).
+    async fn run_on<T, F, Fut>(&self, slot: &Slot, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection(slot).await?;
         match self.call(what, call(connection.clone())).await {
-            Err(Attempt::Failed(err))
-                if (err.is_connection_dropped() || err.is_io_error()) && !err.is_timeout() =>
-            {
-                self.call(what, call(connection)).await.map_err(Attempt::into_error)
+            Err(Attempt::Failed(err)) if retried(&err) => {
+                let connection = if self.nodes.follow_failovers() {
+                    *slot.lock().await = None;
+                    self.connection(slot).await?
+                } else {
+                    connection
+                };
+                let again = self.call(what, call(connection)).await;
+                if again.is_err() && self.nodes.follow_failovers() {
+                    *slot.lock().await = None;
+                }
+                again.map_err(Attempt::into_error)
             }
-            other => other.map_err(Attempt::into_error),
+            Err(failed) => {
+                if self.nodes.follow_failovers() {
+                    *slot.lock().await = None;
+                }
+                Err(failed.into_error())
+            }
+            Ok(answer) => Ok(answer),
         }
+    }
+
+    /// How many replicas must confirm an end and be in sync (`RedisOptions::min_replicas`).
+    fn min_replicas(&self) -> u32 {
+        let replicas = self.replicas.load(std::sync::atomic::Ordering::Relaxed);
+        self.options.min_replicas.unwrap_or(replicas.min(1))
+    }
+
+    /// Waits until `min_replicas` replicas have every write made so far on the ends
+    /// connection; an error names how many did.
+    async fn confirm(&self) -> Result<()> {
+        let (wanted, wait_ms) = (self.min_replicas(), self.options.timeout.as_millis() as u64 / 2);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let confirmed: i64 = self
+            .run_on(&self.ends, "a WAIT for replicas", |mut con| async move {
+                redis::cmd("WAIT").arg(wanted).arg(wait_ms).query_async(&mut con).await
+            })
+            .await?;
+        if confirmed < i64::from(wanted) {
+            return Err(Error::StoreUnavailable {
+                message: format!(
+                    "{confirmed} of the {wanted} Redis replicas required confirmed a session's end within {wait_ms} ms: \
+                     a failover now could undo it, so logins are refused until they do (fail closed)"
+                ),
+                source: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts the primary's replicas (kept for the default of `min_replicas`) and returns how
+    /// many are in sync: online, and heard from within [`MAX_REPLICA_LAG`]. Every authority of
+    /// the fleet checks it with each ping, so that none lets a user in while a revocation
+    /// written now could be lost in a failover, whoever writes it.
+    async fn replication(&self) -> Result<u32> {
+        let info: String = self
+            .run("the replication state", |mut con| async move {
+                redis::cmd("INFO").arg("replication").query_async(&mut con).await
+            })
+            .await?;
+        if info.len() > MAX_RECORD_LEN {
+            return Err(corrupt("replication state"));
+        }
+        // `slave0:ip=10.0.0.2,port=6379,state=online,offset=1234,lag=0`
+        let replicas: Vec<&str> =
+            info.lines().filter(|line| line.starts_with("slave") && line.contains(":ip=")).collect();
+        let count = u32::try_from(replicas.len()).unwrap_or(u32::MAX);
+        self.replicas.store(count, std::sync::atomic::Ordering::Relaxed);
+        let in_sync = replicas
+            .iter()
+            .filter(|line| {
+                let field = |name: &str| line.split([':', ',']).find_map(|f| f.strip_prefix(name));
+                field("state=") == Some("online")
+                    && field("lag=")
+                        .and_then(|lag| lag.trim().parse::<u64>().ok())
+                        .is_some_and(|lag| lag <= MAX_REPLICA_LAG)
+            })
+            .count();
+        Ok(u32::try_from(in_sync).unwrap_or(u32::MAX))
+    }
+
+    /// Writes the unconfirmed ends again where the primary lacks them (after a failover to a
+    /// replica that missed them) and waits for the replicas; forgets them once confirmed.
+    async fn reassert_ends(&self) -> Result<()> {
+        let pending: Vec<(BuildId, (Session, Option<Revocation>))> = {
+            let unconfirmed = self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner);
+            unconfirmed.iter().map(|(id, end)| (id.clone(), end.clone())).collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for (build_id, (ended, revocation)) in &pending {
+            // Read on the ends connection, so that the WAIT below covers what it saw written.
+            let key = &self.keys.session(build_id);
+            let (version, stored): (Option<u64>, Option<Vec<u8>>) =
+                self.run_on(&self.ends, "a session read", |mut con| async move {
+                    con.hmget(key, &["v", "s"]).await
+                })
+                .await?;
+            let stored_ended = stored.as_deref().map(|json| parse::<Session>(json, "session")).transpose()?;
+            match (version, stored_ended) {
+                (Some(version), Some(stored)) if !stored.is_ended() => {
+                    tracing::warn!(%build_id, "the Redis primary lacks a session's end (a failover?): writing it again");
+                    self.write_session(&self.ends, ended.clone(), version, revocation.clone()).await?;
+                }
+                // Ended there too, or gone (the primary lost it all, and with it the credential).
+                _ => {}
+            }
+        }
+        self.confirm().await?;
+        let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner);
+        for (build_id, _) in &pending {
+            unconfirmed.remove(build_id);
+        }
+        tracing::info!(
+            ends = pending.len(),
+            "the Redis replicas confirmed the ended sessions; logins resume"
+        );
+        Ok(())
+    }
+
+    /// The compare-and-swap of a session (with its tombstone when it ends) on `slot`.
+    async fn write_session(
+        &self,
+        slot: &Slot,
+        session: Session,
+        version: u64,
+        revocation: Option<Revocation>,
+    ) -> Result<bool> {
+        let id = session.build_id().clone();
+        let json = serde_json::to_string(&session).map_err(|_| corrupt("session"))?;
+        let revocation = match &revocation {
+            Some(r) => encode_revocation(r)?,
+            None => String::new(),
+        };
+        let mut script = REPLACE.prepare_invoke();
+        script
+            .key(self.keys.session(&id))
+            .key(self.keys.credential(&id))
+            .key(self.keys.deadlines())
+            .key(self.keys.ended())
+            .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)))
+            .arg(version)
+            .arg(json)
+            .arg(id.as_str())
+            .arg(session.next_deadline().map_or(0, ms_ceil))
+            .arg(session.end().map_or(0, |(_, at)| ms_ceil(at)))
+            .arg(revocation)
+            .arg(self.keys.channel())
+            .arg(format!("{:016x}", russh::keys::key::safe_rng().next_u64()));
+        let script = &script;
+        let replaced: i64 = self
+            .run_on(slot, "a session update", |mut con| async move { script.invoke_async(&mut con).await })
+            .await?;
+        Ok(replaced == 1)
     }
 
     /// One attempt with the deadline.
@@ -316,32 +497,22 @@ impl Store for RedisStore {
         revocation: Option<Revocation>,
     ) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            let id = session.build_id().clone();
-            let json = serde_json::to_string(&session).map_err(|_| corrupt("session"))?;
-            let revocation = match &revocation {
-                Some(r) => encode_revocation(r)?,
-                None => String::new(),
-            };
-            let mut script = REPLACE.prepare_invoke();
-            script
-                .key(self.keys.session(&id))
-                .key(self.keys.credential(&id))
-                .key(self.keys.deadlines())
-                .key(self.keys.ended())
-                .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)))
-                .arg(version)
-                .arg(json)
-                .arg(id.as_str())
-                .arg(session.next_deadline().map_or(0, ms_ceil))
-                .arg(session.end().map_or(0, |(_, at)| ms_ceil(at)))
-                .arg(revocation)
-                .arg(self.keys.channel())
-                .arg(format!("{:016x}", russh::keys::key::safe_rng().next_u64()));
-            let script = &script;
-            let replaced: i64 = self
-                .run("a session update", |mut con| async move { script.invoke_async(&mut con).await })
-                .await?;
-            Ok(replaced == 1)
+            if !session.is_ended() || self.min_replicas() == 0 {
+                return self.write_session(&self.connection, session, version, revocation).await;
+            }
+            // An end: on its own connection, then confirmed by the replicas.
+            let end = (session.clone(), revocation.clone());
+            let replaced = self.write_session(&self.ends, session, version, revocation).await?;
+            if replaced && let Err(err) = self.confirm().await {
+                // Written to the primary all the same: the cut and the events go ahead, and
+                // the pings fail (logins refused) until the replicas have it.
+                tracing::warn!(build_id = %end.0.build_id(), %err, "a session's end is not confirmed by the Redis replicas");
+                self.unconfirmed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(end.0.build_id().clone(), end);
+            }
+            Ok(replaced)
         })
     }
 
@@ -455,6 +626,22 @@ impl Store for RedisStore {
             let _: String = self
                 .run("a ping", |mut con| async move { redis::cmd("PING").query_async(&mut con).await })
                 .await?;
+            // The replicas first (their number sets the default of `min_replicas`), then the
+            // ends they missed written again (a failover may have lost them) and confirmed:
+            // logins wait for both.
+            let in_sync = self.replication().await?;
+            self.reassert_ends().await?;
+            let required = self.min_replicas();
+            if in_sync < required {
+                return Err(Error::StoreUnavailable {
+                    message: format!(
+                        "{in_sync} of the {required} Redis replicas required are in sync with the primary: a \
+                         session's end written now could be undone by a failover, so logins are refused until \
+                         they are (fail closed)"
+                    ),
+                    source: None,
+                });
+            }
             Ok(())
         })
     }
@@ -481,7 +668,16 @@ impl RedisStore {
     /// when `notices` closes, an error when the subscription is lost.
     async fn follow(&self, channel: &str, notices: &mpsc::Sender<Notice>) -> Result<()> {
         let lost = Attempt::into_error;
-        let pubsub = self.call("a subscription", self.client.get_async_pubsub()).await.map_err(lost)?;
+        let primary = match tokio::time::timeout(self.options.timeout, self.nodes.primary()).await {
+            Ok(primary) => primary.map_err(unavailable)?,
+            Err(_) => {
+                return Err(Error::StoreUnavailable {
+                    message: "no Sentinel named the primary".into(),
+                    source: None,
+                });
+            }
+        };
+        let pubsub = self.call("a subscription", primary.get_async_pubsub()).await.map_err(lost)?;
         let (mut sink, mut messages) = pubsub.split();
         self.call("a subscription", sink.subscribe(channel)).await.map_err(lost)?;
         // Whatever ended while we were not subscribed was not heard: have it checked.
@@ -817,6 +1013,12 @@ fn corrupt(what: &str) -> Error {
         ),
         source: None,
     }
+}
+
+/// Whether a failed call is made once more: the connection dropped or failed (a restart, a
+/// failover), or it reached a replica (`READONLY`: the primary moved).
+fn retried(err: &redis::RedisError) -> bool {
+    (err.is_connection_dropped() || err.is_io_error() || err.code() == Some("READONLY")) && !err.is_timeout()
 }
 
 /// A failed attempt, which [`RedisStore::run`] may repeat once.

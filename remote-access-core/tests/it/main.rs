@@ -26,6 +26,8 @@ mod builder_kit;
 mod builder_secrets;
 mod clients;
 mod drops;
+#[cfg(feature = "redis")]
+mod failover;
 mod gateway;
 mod layers;
 mod metrics;
