@@ -48,6 +48,44 @@ async fn logs_in_eventually(script: &std::path::Path) {
     }
 }
 
+/// The platform's authority on `url` with `min_replicas` 1, running its housekeeping as a
+/// platform process should (it writes again, and confirms, ends that the replicas missed), and
+/// builds `ids` issued to `builder` with their scripts for the gateway.
+async fn platform_with(
+    url: &str,
+    builder: &Sshd,
+    (gateway, running): (&Gateway, &RunningGateway),
+    ids: [&str; 2],
+    dir: &std::path::Path,
+) -> (Authority, tokio::task::JoinHandle<()>, [std::path::PathBuf; 2]) {
+    let platform = authority_at(url, Some(1));
+    let housekeeping = tokio::spawn({
+        let platform = platform.clone();
+        async move { platform.run_housekeeping(std::future::pending()).await }
+    });
+    let mut scripts = Vec::new();
+    for id in ids {
+        let creds = platform.issue(request(id, builder.builder())).await.unwrap();
+        builder.authorize(&creds.authorized_keys_line());
+        let port = running.local_addr().port();
+        scripts.push(posix_script(&platform, gateway, port, &creds, dir, &format!("{id}.sh")).await);
+    }
+    (platform, housekeeping, <[_; 2]>::try_from(scripts).unwrap())
+}
+
+/// Waits (up to 30 s) until the gateway's `/healthz` answers 503; returns why.
+async fn unhealthy(metrics_port: u16) -> String {
+    let started = Instant::now();
+    loop {
+        let (status, why) = http(metrics_port, "GET", "/healthz").await;
+        if status == 503 {
+            return why;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the gateway never stopped being ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_survives_a_failover_and_live_sessions_go_on() {
     let builder = Sshd::start();
@@ -116,37 +154,15 @@ async fn while_no_replica_is_in_sync_every_gateway_refuses_logins() {
     let url = primary.url();
     let host_key = HostKey::generate().unwrap();
     let (gateway, running, metrics_port) = gateway_at(&url, Some(1), &host_key).await;
-    let platform = authority_at(&url, Some(1));
-    // The platform's authority runs its housekeeping, as a platform process should: it writes
-    // again, and confirms, ends that the replicas missed.
-    let housekeeping = tokio::spawn({
-        let platform = platform.clone();
-        async move { platform.run_housekeeping(std::future::pending()).await }
-    });
     let scratch = tempfile::tempdir().unwrap();
-    let mut scripts = Vec::new();
-    for id in ["other", "ended"] {
-        let creds = platform.issue(request(id, builder.builder())).await.unwrap();
-        builder.authorize(&creds.authorized_keys_line());
-        let port = running.local_addr().port();
-        scripts
-            .push(posix_script(&platform, &gateway, port, &creds, scratch.path(), &format!("{id}.sh")).await);
-    }
-    let [other, ended] = <[_; 2]>::try_from(scripts).unwrap();
+    let (platform, housekeeping, [other, ended]) =
+        platform_with(&url, &builder, (&gateway, &running), ["other", "ended"], scratch.path()).await;
     logs_in_eventually(&other).await;
     assert_eq!(http(metrics_port, "GET", "/healthz").await.0, 200);
 
     // The replica stops answering: within a few pings the gateway refuses logins, and says why.
     replica.pause();
-    let paused = Instant::now();
-    let why = loop {
-        let (status, why) = http(metrics_port, "GET", "/healthz").await;
-        if status == 503 {
-            break why;
-        }
-        assert!(paused.elapsed() < Duration::from_secs(30), "the gateway never noticed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let why = unhealthy(metrics_port).await;
     assert!(why.contains("the session store does not answer"), "{why}");
     let (code, _, stderr) = run_script(&other, &["true"]).await;
     assert_eq!(code, 255, "refused while no replica is in sync: {stderr}");
@@ -185,29 +201,13 @@ async fn an_end_the_replica_missed_is_written_again_on_the_promoted_one() {
     let url = sentinels.url();
     let host_key = HostKey::generate().unwrap();
     let (gateway, running, metrics_port) = gateway_at(&url, Some(1), &host_key).await;
-    let platform = authority_at(&url, Some(1));
-    let housekeeping = tokio::spawn({
-        let platform = platform.clone();
-        async move { platform.run_housekeeping(std::future::pending()).await }
-    });
     let scratch = tempfile::tempdir().unwrap();
-    let mut scripts = Vec::new();
-    for id in ["other", "lost-end"] {
-        let creds = platform.issue(request(id, builder.builder())).await.unwrap();
-        builder.authorize(&creds.authorized_keys_line());
-        let port = running.local_addr().port();
-        scripts
-            .push(posix_script(&platform, &gateway, port, &creds, scratch.path(), &format!("{id}.sh")).await);
-    }
-    let [other, lost_end] = <[_; 2]>::try_from(scripts).unwrap();
+    let (platform, housekeeping, [other, lost_end]) =
+        platform_with(&url, &builder, (&gateway, &running), ["other", "lost-end"], scratch.path()).await;
     logs_in_eventually(&other).await;
 
     replica.pause();
-    let paused = Instant::now();
-    while http(metrics_port, "GET", "/healthz").await.0 != 503 {
-        assert!(paused.elapsed() < Duration::from_secs(30), "the gateway never noticed the paused replica");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    unhealthy(metrics_port).await;
     platform
         .revoke(&remote_access_core::BuildId::new("lost-end").unwrap(), "lost in a failover")
         .await
