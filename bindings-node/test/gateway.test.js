@@ -306,6 +306,24 @@ test('the reverse tunnel through the agent', async () => {
   }
 })
 
+test('a required replica that is missing keeps the gateway from ready', async () => {
+  // redisMinReplicas: 1 on a Redis without a replica: logins are refused (fail closed).
+  const redis = await startRedis()
+  const strict = new ra.Gateway(new ra.Authority({ redisUrl: redis.url, redisMinReplicas: 1 }))
+  const usual = new ra.Gateway(new ra.Authority({ redisUrl: redis.url }))
+  const running = [await strict.start('127.0.0.1:0'), await usual.start('127.0.0.1:0')]
+  try {
+    for (let i = 0; i < 100 && (strict.ready() || !usual.ready()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    assert.equal(strict.ready(), false)
+    assert.equal(usual.ready(), true)
+  } finally {
+    await Promise.all(running.map((r) => r.stop()))
+    await redis.stop()
+  }
+})
+
 test('two gateways on one Redis share sessions, and a revoke through one cuts the other', async () => {
   // Each gateway has its own authority on the same Redis, as separate processes would.
   const sshd = await startSshd()

@@ -242,7 +242,22 @@ impl Authority {
         if reason.chars().any(char::is_control) {
             return Err(Error::invalid("revoke reason", "contains control characters"));
         }
-        self.apply(build_id, Input::Revoke { reason: reason.to_owned() }).await.map(drop)
+        self.apply(build_id, Input::Revoke { reason: reason.to_owned() }).await?;
+        // Revoked on the primary, connections cut: say so when the replicas have not confirmed
+        // it, since a failover now could undo it (kept and written again while this authority
+        // runs its housekeeping; logins are refused meanwhile).
+        let unconfirmed = self.inner.store.unconfirmed_ends();
+        if unconfirmed > 0 {
+            return Err(Error::StoreUnavailable {
+                message: format!(
+                    "revoked, but the store's replicas have not confirmed it ({unconfirmed} ends pending): it is \
+                     written again and confirmed while this authority runs its housekeeping, and logins are \
+                     refused until then"
+                ),
+                source: None,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -241,6 +241,12 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Ends of sessions written here that the store's replicas have not confirmed yet (kept,
+    /// and settled with each ping). A store without replicas has none.
+    fn unconfirmed_ends(&self) -> usize {
+        0
+    }
+
     /// One round trip to the store: fails when it cannot be reached. The authority calls it
     /// every second and cuts live connections when it has failed for too long.
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -60,6 +60,8 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// A replica last heard from longer ago than this (seconds, as Redis counts `lag`) is not in
 /// sync.
 const MAX_REPLICA_LAG: u64 = 2;
+/// The longest `WAIT` for replicas: well inside the one-second contact check.
+const MAX_WAIT: Duration = Duration::from_millis(400);
 /// How often the change feed's connection is proved alive with a ping.
 const WATCH_PROBE: Duration = Duration::from_secs(5);
 
@@ -122,8 +124,10 @@ impl RedisOptions {
 pub struct RedisStore {
     nodes: Nodes,
     options: RedisOptions,
-    /// The replicas the primary had at the last ping, for the default of `min_replicas`.
-    replicas: std::sync::atomic::AtomicU32,
+    /// The most replicas this store has seen the primary have (`u32::MAX` before the first
+    /// look), for the default of `min_replicas`: once a replica has been seen, one is
+    /// required, even when it disconnects (it may be the one a failover promotes).
+    replicas_seen: std::sync::atomic::AtomicU32,
     /// The connection of every call but session ends: made on first use, on the caller's
     /// runtime, and reconnecting by itself; with Sentinel, made again (to the primary they
     /// name) after a failure.
@@ -138,7 +142,7 @@ pub struct RedisStore {
 }
 
 /// A connection made when first needed, and dropped to be made again.
-type Slot = tokio::sync::Mutex<Option<ConnectionManager>>;
+type Slot = tokio::sync::Mutex<Option<std::sync::Arc<ConnectionManager>>>;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +168,7 @@ impl RedisStore {
         Ok(Self {
             nodes,
             options,
-            replicas: Default::default(),
+            replicas_seen: std::sync::atomic::AtomicU32::new(u32::MAX),
             connection: Slot::default(),
             ends: Slot::default(),
             unconfirmed: Default::default(),
@@ -172,30 +176,42 @@ impl RedisStore {
         })
     }
 
-    /// The connection in `slot`, made (to the primary as of now) if there is none.
-    async fn connection(&self, slot: &Slot) -> Result<ConnectionManager> {
-        let mut slot = slot.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let primary = match tokio::time::timeout(self.options.timeout, self.nodes.primary()).await {
-            Ok(primary) => primary.map_err(unavailable)?,
-            Err(_) => {
-                return Err(Error::StoreUnavailable {
-                    message: format!("no Sentinel named the Redis primary within {:?}", self.options.timeout),
-                    source: None,
-                });
+    /// The connection in `slot`, made (to the primary as of now) if there is none; within the
+    /// call deadline, waiting for others making it included.
+    async fn connection(&self, slot: &Slot) -> Result<std::sync::Arc<ConnectionManager>> {
+        let made = tokio::time::timeout(self.options.timeout, async {
+            let mut slot = slot.lock().await;
+            if let Some(connection) = slot.as_ref() {
+                return Ok(connection.clone());
             }
-        };
-        // Few, quick retries: a call must fail within its deadline, not wait out a long
-        // reconnect; the next call tries again.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.options.timeout))
-            .set_response_timeout(Some(self.options.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(primary, config).map_err(unavailable)?;
-        Ok(slot.insert(connection).clone())
+            let primary = self.nodes.primary().await.map_err(unavailable)?;
+            // Few, quick retries: a call must fail within its deadline, not wait out a long
+            // reconnect; the next call tries again.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.options.timeout))
+                .set_response_timeout(Some(self.options.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            let connection = ConnectionManager::new_lazy_with_config(primary, config).map_err(unavailable)?;
+            Ok(slot.insert(std::sync::Arc::new(connection)).clone())
+        });
+        made.await.unwrap_or_else(|_| {
+            Err(Error::StoreUnavailable {
+                message: format!("no connection to the Redis primary within {:?}", self.options.timeout),
+                source: None,
+            })
+        })
+    }
+
+    /// Drops `failed` from `slot` (with Sentinel, so that the next call asks them for the
+    /// primary), unless another call has replaced it already.
+    async fn forget(&self, slot: &Slot, failed: &std::sync::Arc<ConnectionManager>) {
+        if self.nodes.follow_failovers() {
+            let mut slot = slot.lock().await;
+            if slot.as_ref().is_some_and(|now| std::sync::Arc::ptr_eq(now, failed)) {
+                *slot = None;
+            }
+        }
     }
 
     /// Runs one call on the shared connection, with the deadline.
@@ -220,64 +236,35 @@ impl RedisStore {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let connection = self.connection(slot).await?;
-        match self.call(what, call(connection.clone())).await {
+        match self.call(what, call((*connection).clone())).await {
             Err(Attempt::Failed(err)) if retried(&err) => {
-                let connection = if self.nodes.follow_failovers() {
-                    *slot.lock().await = None;
-                    self.connection(slot).await?
-                } else {
-                    connection
-                };
-                let again = self.call(what, call(connection)).await;
-                if again.is_err() && self.nodes.follow_failovers() {
-                    *slot.lock().await = None;
+                self.forget(slot, &connection).await;
+                let connection = self.connection(slot).await?;
+                let again = self.call(what, call((*connection).clone())).await;
+                if again.is_err() {
+                    self.forget(slot, &connection).await;
                 }
                 again.map_err(Attempt::into_error)
             }
             Err(failed) => {
-                if self.nodes.follow_failovers() {
-                    *slot.lock().await = None;
-                }
+                self.forget(slot, &connection).await;
                 Err(failed.into_error())
             }
             Ok(answer) => Ok(answer),
         }
     }
 
-    /// How many replicas must confirm an end and be in sync (`RedisOptions::min_replicas`).
+    /// How many replicas must confirm an end and be in sync (`RedisOptions::min_replicas`);
+    /// by default 1 once a replica has been seen (also before the first look).
     fn min_replicas(&self) -> u32 {
-        let replicas = self.replicas.load(std::sync::atomic::Ordering::Relaxed);
-        self.options.min_replicas.unwrap_or(replicas.min(1))
+        let seen = self.replicas_seen.load(std::sync::atomic::Ordering::Relaxed);
+        self.options.min_replicas.unwrap_or(seen.min(1))
     }
 
-    /// Waits until `min_replicas` replicas have every write made so far on the ends
-    /// connection; an error names how many did.
-    async fn confirm(&self) -> Result<()> {
-        let (wanted, wait_ms) = (self.min_replicas(), self.options.timeout.as_millis() as u64 / 2);
-        if wanted == 0 {
-            return Ok(());
-        }
-        let confirmed: i64 = self
-            .run_on(&self.ends, "a WAIT for replicas", |mut con| async move {
-                redis::cmd("WAIT").arg(wanted).arg(wait_ms).query_async(&mut con).await
-            })
-            .await?;
-        if confirmed < i64::from(wanted) {
-            return Err(Error::StoreUnavailable {
-                message: format!(
-                    "{confirmed} of the {wanted} Redis replicas required confirmed a session's end within {wait_ms} ms: \
-                     a failover now could undo it, so logins are refused until they do (fail closed)"
-                ),
-                source: None,
-            });
-        }
-        Ok(())
-    }
-
-    /// Counts the primary's replicas (kept for the default of `min_replicas`) and returns how
-    /// many are in sync: online, and heard from within [`MAX_REPLICA_LAG`]. Every authority of
-    /// the fleet checks it with each ping, so that none lets a user in while a revocation
-    /// written now could be lost in a failover, whoever writes it.
+    /// Reads the primary's replication state: how many replicas are in sync (online, and
+    /// acknowledged within [`MAX_REPLICA_LAG`]). Every authority of the fleet checks it with
+    /// each ping, so that none lets a user in while a revocation written now could be lost in
+    /// a failover, whoever writes it. A node that is not the primary is an error.
     async fn replication(&self) -> Result<u32> {
         let info: String = self
             .run("the replication state", |mut con| async move {
@@ -287,11 +274,25 @@ impl RedisStore {
         if info.len() > MAX_RECORD_LEN {
             return Err(corrupt("replication state"));
         }
+        if !info.lines().any(|line| line.trim_end() == "role:master") {
+            if let Some(connection) = self.connection.lock().await.clone() {
+                self.forget(&self.connection, &connection).await;
+            }
+            return Err(Error::StoreUnavailable {
+                message: "the Redis node answering is not the primary (role is not master)".into(),
+                source: None,
+            });
+        }
         // `slave0:ip=10.0.0.2,port=6379,state=online,offset=1234,lag=0`
         let replicas: Vec<&str> =
             info.lines().filter(|line| line.starts_with("slave") && line.contains(":ip=")).collect();
         let count = u32::try_from(replicas.len()).unwrap_or(u32::MAX);
-        self.replicas.store(count, std::sync::atomic::Ordering::Relaxed);
+        let seen = &self.replicas_seen;
+        let _ = seen.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |before| Some(if before == u32::MAX { count } else { before.max(count) }),
+        );
         let in_sync = replicas
             .iter()
             .filter(|line| {
@@ -305,44 +306,74 @@ impl RedisStore {
         Ok(u32::try_from(in_sync).unwrap_or(u32::MAX))
     }
 
-    /// Writes the unconfirmed ends again where the primary lacks them (after a failover to a
-    /// replica that missed them) and waits for the replicas; forgets them once confirmed.
-    async fn reassert_ends(&self) -> Result<()> {
+    /// Makes sure the primary has `build_id`'s end, written again if it lacks it (a failover
+    /// to a replica that missed it), and that `min_replicas` replicas have it: the read, a
+    /// barrier write and `WAIT` go in one pipeline on one connection, so the `WAIT` covers the
+    /// barrier and with it every earlier write on that primary, the end included. Whether
+    /// the replicas confirmed it.
+    async fn settle_end(
+        &self,
+        build_id: &BuildId,
+        ended: &Session,
+        revocation: &Option<Revocation>,
+    ) -> Result<bool> {
+        let wanted = self.min_replicas();
+        if wanted == 0 {
+            return Ok(true); // no replica to wait for, nor one a failover could promote
+        }
+        let wait_ms = (self.options.timeout / 2).min(MAX_WAIT).as_millis() as u64;
+        let (key, barrier) = (&self.keys.session(build_id), &self.keys.barrier());
+        for _ in 0..3 {
+            type Checked = ((Option<u64>, Option<Vec<u8>>), String, i64);
+            let ((version, stored), _, confirmed): Checked = self
+                .run_on(&self.ends, "a check of a session's end", |mut con| async move {
+                    redis::pipe()
+                        .cmd("HMGET")
+                        .arg(key)
+                        .arg("v")
+                        .arg("s")
+                        .cmd("SET")
+                        .arg(barrier)
+                        .arg(1)
+                        .arg("PX")
+                        .arg(3_600_000)
+                        .cmd("WAIT")
+                        .arg(wanted)
+                        .arg(wait_ms)
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            let stored = stored.as_deref().map(|json| parse::<Session>(json, "session")).transpose()?;
+            match (version, stored) {
+                (Some(version), Some(stored)) if !stored.is_ended() => {
+                    tracing::warn!(%build_id, "the Redis primary lacks a session's end (a failover?): writing it again");
+                    // Lost to another writer: read again and retry.
+                    self.write_session(&self.ends, ended.clone(), version, revocation.clone()).await?;
+                }
+                // Ended there (or gone with its credential: the primary lost everything).
+                _ => return Ok(confirmed >= i64::from(wanted)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Settles every end kept unconfirmed; how many are still unconfirmed.
+    async fn settle_pending(&self) -> Result<usize> {
         let pending: Vec<(BuildId, (Session, Option<Revocation>))> = {
             let unconfirmed = self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner);
             unconfirmed.iter().map(|(id, end)| (id.clone(), end.clone())).collect()
         };
-        if pending.is_empty() {
-            return Ok(());
-        }
+        let mut left = 0;
         for (build_id, (ended, revocation)) in &pending {
-            // Read on the ends connection, so that the WAIT below covers what it saw written.
-            let key = &self.keys.session(build_id);
-            let (version, stored): (Option<u64>, Option<Vec<u8>>) =
-                self.run_on(&self.ends, "a session read", |mut con| async move {
-                    con.hmget(key, &["v", "s"]).await
-                })
-                .await?;
-            let stored_ended = stored.as_deref().map(|json| parse::<Session>(json, "session")).transpose()?;
-            match (version, stored_ended) {
-                (Some(version), Some(stored)) if !stored.is_ended() => {
-                    tracing::warn!(%build_id, "the Redis primary lacks a session's end (a failover?): writing it again");
-                    self.write_session(&self.ends, ended.clone(), version, revocation.clone()).await?;
-                }
-                // Ended there too, or gone (the primary lost it all, and with it the credential).
-                _ => {}
+            if self.settle_end(build_id, ended, revocation).await? {
+                self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner).remove(build_id);
+                tracing::info!(%build_id, "the Redis replicas confirmed a session's end");
+            } else {
+                left += 1;
             }
         }
-        self.confirm().await?;
-        let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner);
-        for (build_id, _) in &pending {
-            unconfirmed.remove(build_id);
-        }
-        tracing::info!(
-            ends = pending.len(),
-            "the Redis replicas confirmed the ended sessions; logins resume"
-        );
-        Ok(())
+        Ok(left)
     }
 
     /// The compare-and-swap of a session (with its tombstone when it ends) on `slot`.
@@ -497,20 +528,36 @@ impl Store for RedisStore {
         revocation: Option<Revocation>,
     ) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            if !session.is_ended() || self.min_replicas() == 0 {
+            if !session.is_ended() {
                 return self.write_session(&self.connection, session, version, revocation).await;
             }
-            // An end: on its own connection, then confirmed by the replicas.
-            let end = (session.clone(), revocation.clone());
-            let replaced = self.write_session(&self.ends, session, version, revocation).await?;
-            if replaced && let Err(err) = self.confirm().await {
-                // Written to the primary all the same: the cut and the events go ahead, and
-                // the pings fail (logins refused) until the replicas have it.
-                tracing::warn!(build_id = %end.0.build_id(), %err, "a session's end is not confirmed by the Redis replicas");
+            // An end: first know whether there are replicas to wait for...
+            if self.replicas_seen.load(std::sync::atomic::Ordering::Relaxed) == u32::MAX {
+                let _ = self.replication().await;
+            }
+            // ...then write it on its own connection and have the replicas confirm it. An end
+            // whose write failed may have landed all the same (the authority checks): kept too.
+            let (build_id, end) = (session.build_id().clone(), (session.clone(), revocation.clone()));
+            let keep = |why: &dyn std::fmt::Display| {
+                tracing::warn!(%build_id, %why, "a session's end is not confirmed by the Redis replicas; kept, and logins refused until it is");
                 self.unconfirmed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(end.0.build_id().clone(), end);
+                    .insert(build_id.clone(), end.clone());
+            };
+            let replaced = match self.write_session(&self.ends, session, version, revocation).await {
+                Ok(replaced) => replaced,
+                Err(err) => {
+                    keep(&err);
+                    return Err(err);
+                }
+            };
+            if replaced {
+                match self.settle_end(&build_id, &end.0, &end.1).await {
+                    Ok(true) => {}
+                    Ok(false) => keep(&"the replicas did not confirm it in time"),
+                    Err(err) => keep(&err),
+                }
             }
             Ok(replaced)
         })
@@ -626,12 +673,21 @@ impl Store for RedisStore {
             let _: String = self
                 .run("a ping", |mut con| async move { redis::cmd("PING").query_async(&mut con).await })
                 .await?;
-            // The replicas first (their number sets the default of `min_replicas`), then the
-            // ends they missed written again (a failover may have lost them) and confirmed:
-            // logins wait for both.
+            // The replicas first (what they have seen sets the default of `min_replicas`),
+            // then the ends they have not confirmed, written again where the primary lacks
+            // them: logins wait for both.
             let in_sync = self.replication().await?;
-            self.reassert_ends().await?;
+            let unconfirmed = self.settle_pending().await?;
             let required = self.min_replicas();
+            if unconfirmed > 0 {
+                return Err(Error::StoreUnavailable {
+                    message: format!(
+                        "{unconfirmed} session ends written here are not confirmed by {required} Redis replicas: a \
+                         failover now could undo them, so logins are refused until they are (fail closed)"
+                    ),
+                    source: None,
+                });
+            }
             if in_sync < required {
                 return Err(Error::StoreUnavailable {
                     message: format!(
@@ -644,6 +700,10 @@ impl Store for RedisStore {
             }
             Ok(())
         })
+    }
+
+    fn unconfirmed_ends(&self) -> usize {
+        self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     fn watch(&self, notices: mpsc::Sender<Notice>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -754,6 +814,10 @@ impl Keys {
     }
     fn ended(&self) -> String {
         format!("{}:ended", self.prefix)
+    }
+    /// Written before each `WAIT`, so that it covers every earlier write on the primary.
+    fn barrier(&self) -> String {
+        format!("{}:wait-barrier", self.prefix)
     }
     fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
