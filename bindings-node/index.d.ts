@@ -632,7 +632,7 @@ export interface AuthorityOptions {
   redisTlsClient?: RedisTlsClient
   /**
    * Replicas that must confirm each revocation and be in sync for logins to go on
-   * (default: 1 while the primary has one, else 0).
+   * (default: 1 once a replica has been seen, else 0).
    */
   redisMinReplicas?: number
   /**

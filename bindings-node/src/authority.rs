@@ -140,7 +140,7 @@ pub struct AuthorityOptions<'a> {
     /// chain and private key (PEM).
     pub redis_tls_client: Option<RedisTlsClient<'a>>,
     /// Replicas that must confirm each revocation and be in sync for logins to go on
-    /// (default: 1 while the primary has one, else 0).
+    /// (default: 1 once a replica has been seen, else 0).
     pub redis_min_replicas: Option<f64>,
     /// How long the store may be out of reach before every live connection is cut (default
     /// 30 000 ms); meanwhile logins are refused.

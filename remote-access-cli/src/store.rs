@@ -22,7 +22,7 @@ pub(crate) const USAGE: &str = "  --redis URL          the fleet's Redis (redis:
      \x20 --redis-cert FILE    for rediss:// with client certificates: this client's chain (PEM),\n\
      \x20 --redis-key FILE     and its private key (PEM; the file should be private)\n\
      \x20 --redis-min-replicas N  replicas that must confirm each revocation and be in sync for\n\
-     \x20                      logins to go on (default: 1 while the primary has one, else 0)\n";
+     \x20                      logins to go on (default: 1 once a replica has been seen, else 0)\n";
 
 /// The Redis options from `--redis` (or `REMOTE_ACCESS_REDIS_URL`) and `--key-prefix`.
 pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {

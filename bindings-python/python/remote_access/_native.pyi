@@ -417,7 +417,7 @@ class Authority:
     - ``redis_tls_client``: for ``rediss://`` to a Redis that asks for client certificates,
       ``(certificate_chain_pem, private_key_pem)``;
     - ``redis_min_replicas``: replicas that must confirm each revocation and be in sync for
-      logins to go on (default: 1 while the primary has one, else 0);
+      logins to go on (default: 1 once a replica has been seen, else 0);
     - ``max_store_outage``: how long the store may be out of reach before every live
       connection is cut (default 30 s);
     - ``event_queue``: how many events each subscription may hold unread (default 10,000).

@@ -86,12 +86,11 @@ pub struct RedisOptions {
     /// The deadline of every call to Redis, connecting included (default 2 s). A call that
     /// misses it fails as [`Error::StoreUnavailable`].
     pub timeout: Duration,
-    /// How many replicas must confirm each write that ends a session (Redis `WAIT`, within
-    /// half of `timeout`) and be in sync with the primary for logins to go on (fail closed).
-    /// `None` (the default): 1 while the primary has a replica, 0 while it has none (a single
-    /// Redis, or a promoted replica whose old primary is gone). `Some(n)` holds always: with
-    /// fewer than `n` replicas in sync, every login is refused. An end that the replicas miss
-    /// would be undone by a failover to one of them.
+    /// How many replicas must confirm each write that ends a session (Redis `WAIT`, at most
+    /// 400 ms) and be in sync with the primary for logins to go on (fail closed). `None` (the
+    /// default): 1 once this store has seen the primary with a replica, 0 for a Redis that
+    /// never had one. An end that the replicas miss would be undone by a failover to one of
+    /// them; run two replicas so that a failover leaves one (`docs/scaling.md`).
     pub min_replicas: Option<u32>,
 }
 
