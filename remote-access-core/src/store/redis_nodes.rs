@@ -82,9 +82,9 @@ fn sentinel(rest: &str) -> Result<SentinelClient> {
     }
     let mut path = path.split('/');
     let master = path.next().filter(|name| !name.is_empty()).ok_or_else(wrong)?;
-    let db: i64 = match path.next() {
+    let db = match path.next() {
         None | Some("") => 0,
-        Some(db) => db.parse().map_err(|_| wrong())?,
+        Some(db) => i64::from(db.parse::<u32>().map_err(|_| wrong())?),
     };
     if path.next().is_some() {
         return Err(wrong());
@@ -93,7 +93,8 @@ fn sentinel(rest: &str) -> Result<SentinelClient> {
         .map_err(|_| wrong())?
         .set_client_to_redis_db(db);
     if let Some(credentials) = credentials {
-        let (user, password) = credentials.split_once(':').unwrap_or(("", credentials));
+        // As in redis:// URLs: `user:password`, `:password`, or a user name alone.
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
         let decode = |text: &str| {
             percent_decode(text)
                 .ok_or_else(|| Error::invalid("redis url", "a malformed %-escape in the credentials"))
@@ -114,8 +115,8 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut rest = text.as_bytes();
     while let Some((&byte, tail)) = rest.split_first() {
         if byte == b'%' {
-            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = tail.get(..2).filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))?;
+            bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             rest = &tail[2..];
         } else {
             bytes.push(byte);
@@ -188,6 +189,8 @@ mod tests {
             "redis+sentinel://127.0.0.1:0/m",
             "redis+sentinel://127.0.0.1:26379/m/x",
             "redis+sentinel://:%zz@127.0.0.1:26379/m",
+            "redis+sentinel://:%+f@127.0.0.1:26379/m",
+            "redis+sentinel://127.0.0.1:26379/m/-1",
         ] {
             let err = Nodes::new(&options(url)).err().unwrap_or_else(|| panic!("{url} accepted"));
             assert!(!err.to_string().contains("127.0.0.1"), "the URL is not quoted: {err}");
