@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! gateway → authority → {script, store, events, session, credential, tunnel, throttle} → {build, error, secret, clock}
+//! gateway, authority → metrics (a leaf: counters and their text format)
 //! script → {credential, session, build, clock}
 //! ```
 //!
@@ -20,6 +21,7 @@ const RULE: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("build", &["error", "secret"]),
     ("throttle", &[]),
+    ("metrics", &[]),
     ("session", &["build", "error", "secret", "clock"]),
     ("credential", &["build", "error", "secret", "clock"]),
     ("tunnel", &["build", "error", "secret", "clock"]),
@@ -36,6 +38,7 @@ const RULE: &[(&str, &[&str])] = &[
             "credential",
             "tunnel",
             "throttle",
+            "metrics",
             "build",
             "error",
             "secret",
@@ -44,7 +47,18 @@ const RULE: &[(&str, &[&str])] = &[
     ),
     (
         "gateway",
-        &["authority", "session", "credential", "tunnel", "throttle", "build", "error", "secret", "clock"],
+        &[
+            "authority",
+            "session",
+            "credential",
+            "tunnel",
+            "throttle",
+            "metrics",
+            "build",
+            "error",
+            "secret",
+            "clock",
+        ],
     ),
 ];
 
