@@ -78,7 +78,9 @@ mod store;
 mod throttle;
 mod tunnel;
 
-pub use crate::authority::{Authority, AuthorityOptions, BuildRequest, LiveConnection, StoreOptions};
+pub use crate::authority::{
+    Authority, AuthorityOptions, BuildRequest, FleetEvent, FleetEvents, LiveConnection, StoreOptions,
+};
 pub use crate::build::{BuildId, Builder, Trigger};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::credential::{Credentials, HostKey, TlsIdentity, vnc_auth_response, vnc_password_file};

@@ -29,7 +29,8 @@ impl Authority {
     /// silent; and purges old tombstones. Spawn it on your runtime; a
     /// [`Gateway`](crate::Gateway) runs its own. Store errors are logged and retried.
     pub async fn run_housekeeping(&self, shutdown: impl Future<Output = ()>) {
-        // Four loops in one task, each waiting on its own: a slow store call in one never
+        // Five loops in one task (the fifth sends the events to the fleet's log), each
+        // waiting on its own: a slow store call in one never
         // holds up the others, above all the contact check that enforces `max_store_outage`.
         let (sender, mut notices) = tokio::sync::mpsc::channel(1024);
         let watch = async {
@@ -62,6 +63,7 @@ impl Authority {
             () = follow => {}
             () = contact => {}
             () = housekeeping => {}
+            () = self.append_to_fleet_log() => {}
         }
     }
 

@@ -17,12 +17,14 @@ mod connection;
 mod connection_info;
 mod contact;
 mod fleet;
+mod fleet_events;
 mod housekeeping;
 mod issue;
 mod verify;
 
 pub use connection::LiveConnection;
 pub(crate) use connection::{Admitted, End};
+pub use fleet_events::{FleetEvent, FleetEvents};
 pub use issue::BuildRequest;
 pub(crate) use verify::{Attempt, Role};
 
@@ -132,6 +134,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: AuthorityOptions,
     events: EventBus,
+    /// This authority's events on their way to the fleet's log (`fleet::append`), taken by
+    /// the housekeeping that sends them.
+    outbox: std::sync::Mutex<Option<crate::events::Subscription>>,
     /// The cut signals of the builds with live connections here.
     cut_signals: CutSignals,
     /// Failed logins in a row per build and credential (a wrong key, a wrong VNC password):
@@ -215,6 +220,9 @@ impl Authority {
             return Err(Error::invalid("event_queue", "from 1 to 1,000,000 events"));
         }
         let events = EventBus::new(options.event_queue);
+        // From the start, so that the fleet's log misses nothing published before the
+        // housekeeping runs.
+        let outbox = std::sync::Mutex::new(Some(events.subscribe()));
         // Never blocks (`free` is never reached): only the run's length is used.
         let guesses = Throttle::new(u32::MAX, Duration::ZERO, Duration::ZERO, verify::GUESS_MEMORY);
         let inner = Inner {
@@ -222,6 +230,7 @@ impl Authority {
             clock,
             options,
             events,
+            outbox,
             cut_signals: CutSignals::default(),
             guesses,
             contact: Default::default(),

@@ -3,28 +3,34 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{ConnectionId, Protocol};
 use crate::build::BuildId;
 
-/// Something that happened to a build's remote access.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened to a build's remote access. As JSON (the fleet's event log):
+/// `{"build_id": ..., "at": RFC 3339, "kind": "connected", "connection": ..., "protocol": "ssh",
+/// "reason": ...}`, the kind's fields beside the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
     /// The build.
     pub build_id: BuildId,
     /// When it happened (by the authority's clock).
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// What happened.
+    #[serde(flatten)]
     pub kind: EventKind,
     /// Why, in words for people and logs. Never contains a secret.
     pub reason: String,
 }
 
 /// The kinds of [`Event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
     /// Credentials were issued for the build.
@@ -58,6 +64,7 @@ pub enum EventKind {
     /// The deadline moved (the steps completed): access now ends at `deadline` at the latest.
     DeadlineChanged {
         /// The new deadline.
+        #[serde(with = "time::serde::rfc3339")]
         deadline: OffsetDateTime,
     },
     /// Access was revoked by the platform, by cancellation, or because the build finished.
@@ -126,5 +133,42 @@ impl fmt::Display for Event {
         let at = at.format(&Rfc3339).map_err(|_| fmt::Error)?;
         let (kind, build, reason) = (self.kind.as_str(), &self.build_id, &self.reason);
         write!(f, "{kind} build={build} at={at} reason={reason}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_json_under_its_name() {
+        let at = time::macros::datetime!(2026-11-30 06:00:00 UTC);
+        let (connection, protocol) = (ConnectionId::new(1, 7), Protocol::Vnc);
+        let kinds = [
+            EventKind::Issued,
+            EventKind::StepsCompleted,
+            EventKind::Connected { connection, protocol },
+            EventKind::Disconnected { connection, protocol },
+            EventKind::Dropped { connection, protocol },
+            EventKind::DeadlineChanged { deadline: at },
+            EventKind::Revoked,
+            EventKind::Expired,
+            EventKind::LoggedOut,
+            EventKind::ConnectionLost,
+            EventKind::FinishBuild,
+            EventKind::Refused,
+            EventKind::TunnelRegistered,
+            EventKind::Guessing,
+            EventKind::StoreUnreachable,
+            EventKind::Lagged { dropped: 3 },
+        ];
+        for kind in kinds {
+            let event = Event { build_id: BuildId::new("b-1").unwrap(), at, kind, reason: "why".into() };
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["kind"], kind.as_str(), "{json}");
+            assert_eq!(json["at"], "2026-11-30T06:00:00Z");
+            let back: Event = serde_json::from_value(json).unwrap();
+            assert_eq!(back, event);
+        }
     }
 }

@@ -13,6 +13,22 @@ use crate::session::Session;
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// The event log: this process is the whole fleet.
+    events: Mutex<EventLog>,
+    /// Woken when events are appended.
+    appended: tokio::sync::Notify,
+}
+
+/// The in-process event log keeps fewer than a shared store's [`super::EVENT_LOG_LEN`]: it
+/// lives in the gateway's own memory (a few hundred bytes an event).
+const MEMORY_EVENT_LOG_LEN: usize = 10_000;
+
+/// The in-process event log: numbered from 1, the oldest dropped past
+/// [`MEMORY_EVENT_LOG_LEN`].
+#[derive(Default)]
+struct EventLog {
+    entries: std::collections::VecDeque<(u64, String)>,
+    last: u64,
 }
 
 #[derive(Default)]
@@ -50,6 +66,60 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn append_events<'a>(&'a self, events: &'a [String]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut log = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            for event in events {
+                log.last += 1;
+                let id = log.last;
+                log.entries.push_back((id, event.clone()));
+                if log.entries.len() > MEMORY_EVENT_LOG_LEN {
+                    log.entries.pop_front();
+                }
+            }
+            drop(log);
+            self.appended.notify_waiters();
+            Ok(())
+        })
+    }
+
+    fn last_event_id(&self) -> StoreFuture<'_, String> {
+        Box::pin(async move {
+            Ok(format!("{}-0", self.events.lock().unwrap_or_else(PoisonError::into_inner).last))
+        })
+    }
+
+    fn read_events(
+        &self,
+        after: String,
+        count: usize,
+        wait: std::time::Duration,
+    ) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            let after: u64 =
+                after.split_once('-').map_or(after.as_str(), |(n, _)| n).parse().map_err(|_| {
+                    crate::error::Error::invalid("event id", "not an id this log gave out (N-0)")
+                })?;
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                // Registered before looking, so that an append in between is not missed.
+                let appended = self.appended.notified();
+                let found: Vec<(String, String)> = {
+                    let log = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+                    log.entries
+                        .iter()
+                        .filter(|(id, _)| *id > after)
+                        .take(count)
+                        .map(|(id, event)| (format!("{id}-0"), event.clone()))
+                        .collect()
+                };
+                if !found.is_empty() || tokio::time::timeout_at(deadline, appended).await.is_err() {
+                    return Ok(found);
+                }
+            }
+        })
+    }
+
     fn insert(
         &self,
         session: Session,

@@ -17,6 +17,8 @@ mod redis_nodes;
 use std::future::Future;
 use std::pin::Pin;
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 use crate::build::BuildId;
@@ -30,6 +32,9 @@ pub use redis::{RedisOptions, RedisStore};
 
 /// The future every [`Store`] method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// About how many events the fleet's event log keeps (the oldest go first).
+pub const EVENT_LOG_LEN: usize = 100_000;
 
 /// What the store keeps of a build's credentials. The user's private key is not here: it is
 /// handed to the platform once, at issue, and never stored. `Debug` leaves out the password and
@@ -239,6 +244,34 @@ pub trait Store: Send + Sync + 'static {
     fn forget_instance(&self, instance: u32, until: OffsetDateTime) -> StoreFuture<'_, ()> {
         let _ = (instance, until);
         Box::pin(async { Ok(()) })
+    }
+
+    /// Appends events (JSON) to the fleet's event log, which keeps the latest ones (about
+    /// [`EVENT_LOG_LEN`]) for every process of the fleet to read. By default none is kept.
+    fn append_events<'a>(&'a self, events: &'a [String]) -> StoreFuture<'a, ()> {
+        let _ = events;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The id of the latest event in the log (`"0-0"` when it is empty): where a reader that
+    /// wants only new events starts.
+    fn last_event_id(&self) -> StoreFuture<'_, String> {
+        Box::pin(async { Ok("0-0".to_owned()) })
+    }
+
+    /// Up to `count` events after `after` in the log, oldest first, as (id, JSON); waits up to
+    /// `wait` for one when there are none yet, then returns none.
+    fn read_events(
+        &self,
+        after: String,
+        count: usize,
+        wait: Duration,
+    ) -> StoreFuture<'_, Vec<(String, String)>> {
+        let _ = (after, count);
+        Box::pin(async move {
+            tokio::time::sleep(wait).await;
+            Ok(Vec::new())
+        })
     }
 
     /// Ends of sessions written here that the store's replicas have not confirmed yet (kept,

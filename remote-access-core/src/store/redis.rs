@@ -45,7 +45,9 @@ use tokio::sync::mpsc;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::redis_nodes::Nodes;
-use super::{Conflict, CredentialRecord, Insert, Notice, Revocation, Store, StoreFuture, Versioned};
+use super::{
+    Conflict, CredentialRecord, EVENT_LOG_LEN, Insert, Notice, Revocation, Store, StoreFuture, Versioned,
+};
 use crate::build::BuildId;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -134,6 +136,8 @@ pub struct RedisStore {
     /// Session ends and their `WAIT`, on a connection of their own: `WAIT` holds up whatever
     /// follows it on its connection, and counts that connection's writes only.
     ends: Slot,
+    /// Readers of the event log, whose `XREAD BLOCK` would hold up everything else.
+    event_reader: Slot,
     /// Session ends the replicas have not confirmed: written again and waited for on each
     /// ping, which fails until they are confirmed.
     unconfirmed: std::sync::Mutex<HashMap<BuildId, (Session, Option<Revocation>)>>,
@@ -170,6 +174,7 @@ impl RedisStore {
             replicas_seen: std::sync::atomic::AtomicU32::new(u32::MAX),
             connection: Slot::default(),
             ends: Slot::default(),
+            event_reader: Slot::default(),
             unconfirmed: Default::default(),
             keys,
         })
@@ -701,6 +706,97 @@ impl Store for RedisStore {
         })
     }
 
+    fn append_events<'a>(&'a self, events: &'a [String]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let key = &self.keys.events();
+            let _: () = self
+                .run("appending events", |mut con| async move {
+                    let mut pipe = redis::pipe();
+                    for event in events {
+                        pipe.cmd("XADD")
+                            .arg(key)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(EVENT_LOG_LEN)
+                            .arg("*")
+                            .arg("e")
+                            .arg(event)
+                            .ignore();
+                    }
+                    pipe.query_async(&mut con).await
+                })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn last_event_id(&self) -> StoreFuture<'_, String> {
+        Box::pin(async move {
+            let key = &self.keys.events();
+            let last: Vec<(String, HashMap<String, Vec<u8>>)> = self
+                .run("the last event", |mut con| async move {
+                    redis::cmd("XREVRANGE")
+                        .arg(key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            Ok(last.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+        })
+    }
+
+    fn read_events(
+        &self,
+        after: String,
+        count: usize,
+        wait: Duration,
+    ) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            if !valid_stream_id(&after) {
+                return Err(Error::invalid("event id", "not an id of the event log (MS-N)"));
+            }
+            // Blocks within the call deadline.
+            let block = wait.min(self.options.timeout / 2).as_millis() as u64;
+            let (key, after) = (&self.keys.events(), &after);
+            type Read = Option<Vec<(String, Vec<(String, HashMap<String, Vec<u8>>)>)>>;
+            let read: Read = self
+                .run_on(&self.event_reader, "reading events", |mut con| async move {
+                    redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(count)
+                        .arg("BLOCK")
+                        .arg(block.max(1))
+                        .arg("STREAMS")
+                        .arg(key)
+                        .arg(after)
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            let mut events = Vec::new();
+            for (_, entries) in read.unwrap_or_default() {
+                for (id, mut fields) in entries {
+                    match fields
+                        .remove("e")
+                        .filter(|json| json.len() <= MAX_RECORD_LEN)
+                        .map(String::from_utf8)
+                    {
+                        Some(Ok(json)) => events.push((id, json)),
+                        _ => tracing::warn!(%id, "skipped a malformed entry of the event log"),
+                    }
+                }
+            }
+            Ok(events)
+        })
+    }
+
     fn unconfirmed_ends(&self) -> usize {
         self.unconfirmed.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
@@ -813,6 +909,10 @@ impl Keys {
     }
     fn ended(&self) -> String {
         format!("{}:ended", self.prefix)
+    }
+    /// The fleet's event log (a stream, trimmed to about `EVENT_LOG_LEN`).
+    fn events(&self) -> String {
+        format!("{}:events", self.prefix)
     }
     /// Written before each `WAIT`, so that it covers every earlier write on the primary.
     fn barrier(&self) -> String {
@@ -1103,6 +1203,14 @@ impl Attempt {
 
 fn unavailable(err: redis::RedisError) -> Error {
     Error::StoreUnavailable { message: format!("Redis: {err}"), source: Some(Box::new(err)) }
+}
+
+/// A stream id as Redis gives them out: `MS-N`, both parts decimal.
+fn valid_stream_id(id: &str) -> bool {
+    id.len() <= 41
+        && id.split_once('-').is_some_and(|(ms, n)| {
+            [ms, n].iter().all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

@@ -28,6 +28,7 @@ mod clients;
 mod drops;
 #[cfg(feature = "redis")]
 mod failover;
+mod fleet_events;
 mod gateway;
 mod layers;
 mod metrics;
