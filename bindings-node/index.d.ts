@@ -190,6 +190,14 @@ export declare class Authority {
   get eventQueue(): number
   /** The authority's clock (RFC 3339). */
   now(): string
+  /**
+   * The events of every authority on this store (the whole fleet with Redis), oldest
+   * first: `for await (const { id, event } of await authority.fleetEvents(after))`. After
+   * the event with id `after` (keep the last id handled, to resume after a restart), or
+   * without it those appended from now on. Authorities append their events as their
+   * housekeeping runs (a gateway runs its own); `lagged` events are not in the log.
+   */
+  fleetEvents(after?: string | undefined | null): Promise<FleetEvents>
   /** Every event from now on: `for await (const event of authority.subscribe())`. */
   subscribe(): Subscription
   /**
@@ -316,6 +324,21 @@ export declare class EventListener {
   close(): void
   /** Whether `close()` was called. */
   get closed(): boolean
+}
+
+/**
+ * The fleet's events, oldest first, from every authority on the store: `for await (const {
+ * id, event } of await authority.fleetEvents(after))`. A store that cannot be read rejects
+ * the iteration's promise (iterate again: the place is kept).
+ *
+ * This type implements JavaScript's async iterable protocol.
+ * It can be used with `for await...of` loops.
+ *
+ * @see https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Iteration_protocols#the_async_iterator_and_async_iterable_protocols
+ */
+export declare class FleetEvents {
+
+  [globalThis.Symbol.asyncIterator](): globalThis.__NapiRsAsyncGenerator<FleetEvents, FleetEvent, void, undefined>
 }
 
 /** The SSH gateway (and the VNC proxy on the authority's `vncPorts`). */
@@ -696,6 +719,13 @@ export interface DeadlineEvent {
   reason: string
   /** The new deadline (RFC 3339). */
   deadline: string
+}
+
+/** One event of the fleet's log, with the id to resume after. */
+export interface FleetEvent {
+  /** Its place in the log: give it to `authority.fleetEvents(id)` to read on from here. */
+  id: string
+  event: Event
 }
 
 /** Options of a `Gateway` (durations in milliseconds); every field has the core's default. */

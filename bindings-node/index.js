@@ -292,6 +292,7 @@ const RunningGateway = facade('RunningGateway')
 const RunningHousekeeping = facade('RunningHousekeeping')
 const Session = facade('Session')
 const Subscription = facade('Subscription')
+const FleetEvents = facade('FleetEvents')
 const TlsIdentity = facade('TlsIdentity')
 const runAgent = guard(native.runAgent, false)
 const vncPasswordFile = guard(native.vncPasswordFile, false)
@@ -379,6 +380,7 @@ module.exports = {
   ConnectionInfo,
   Credentials,
   EventListener,
+  FleetEvents,
   Gateway,
   HostKey,
   LiveConnection,

@@ -9,7 +9,7 @@ use remote_access_core as core;
 
 use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, secret, time, to_millis};
 use crate::errors::{OrThrow, invalid, promise};
-use crate::events::{EventListener, Subscription};
+use crate::events::{EventListener, FleetEvents, Subscription};
 use crate::gateway::HostKey;
 use crate::keepalive::KeepAlive;
 use crate::script::{ConnectionInfo, ScriptOptions};
@@ -538,6 +538,23 @@ impl Authority {
     #[napi]
     pub fn now(&self) -> String {
         rfc3339(self.0.now())
+    }
+
+    /// The events of every authority on this store (the whole fleet with Redis), oldest
+    /// first: `for await (const { id, event } of await authority.fleetEvents(after))`. After
+    /// the event with id `after` (keep the last id handled, to resume after a restart), or
+    /// without it those appended from now on. Authorities append their events as their
+    /// housekeeping runs (a gateway runs its own); `lagged` events are not in the log.
+    #[napi]
+    pub fn fleet_events<'env>(
+        &self,
+        env: &'env Env,
+        after: Option<String>,
+    ) -> Result<PromiseRaw<'env, FleetEvents>> {
+        let authority = self.0.clone();
+        promise(env, async move { authority.fleet_events(after.as_deref()).await }, |events| {
+            Ok(FleetEvents::new(events))
+        })
     }
 
     /// Every event from now on: `for await (const event of authority.subscribe())`.

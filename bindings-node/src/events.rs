@@ -267,3 +267,44 @@ impl EventListener {
         self.callback.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_none()
     }
 }
+
+/// One event of the fleet's log, with the id to resume after.
+#[napi(object)]
+pub struct FleetEvent {
+    /// Its place in the log: give it to `authority.fleetEvents(id)` to read on from here.
+    pub id: String,
+    pub event: Event,
+}
+
+/// The fleet's events, oldest first, from every authority on the store: `for await (const {
+/// id, event } of await authority.fleetEvents(after))`. A store that cannot be read rejects
+/// the iteration's promise (iterate again: the place is kept).
+#[napi(async_iterator)]
+pub struct FleetEvents(Arc<Mutex<core::FleetEvents>>);
+
+impl FleetEvents {
+    pub(crate) fn new(events: core::FleetEvents) -> Self {
+        Self(Arc::new(Mutex::new(events)))
+    }
+}
+
+#[napi]
+impl AsyncGenerator for FleetEvents {
+    type Yield = FleetEvent;
+    type Next = ();
+    type Return = ();
+
+    fn next(
+        &mut self,
+        _: Option<()>,
+    ) -> impl Future<Output = napi::Result<Option<FleetEvent>>> + Send + 'static {
+        let events = self.0.clone();
+        async move {
+            let next = events.lock().await.next().await;
+            match next {
+                Ok(next) => Ok(Some(FleetEvent { id: next.id, event: to_js(next.event) })),
+                Err(err) => Err(napi::Error::from_reason(err.to_string())),
+            }
+        }
+    }
+}

@@ -306,6 +306,43 @@ test('the reverse tunnel through the agent', async () => {
   }
 })
 
+test('the fleet event log has every gateway\'s events and resumes after an id', async () => {
+  const sshd = await startSshd()
+  const redis = await startRedis()
+  try {
+    await serving({ redisUrl: redis.url }, async (a) => {
+      await serving({ redisUrl: redis.url }, async (b) => {
+        const log = await a.authority.fleetEvents()
+        const [credentials] = await issue(a, 'node-fleet-log', sshd.builder())
+        sshd.authorize(credentials.authorizedKeysLine())
+        const [code, , err] = await runScript(await writeScript(b, credentials), 'true')
+        assert.equal(code, 0, err)
+        /** @type {T.FleetEvent[]} */
+        const seen = []
+        for await (const entry of log) {
+          if (entry.event.buildId === 'node-fleet-log') seen.push(entry)
+          if (seen.length === 3) break
+        }
+        assert.deepEqual(
+          seen.map((entry) => entry.event.kind),
+          ['issued', 'connected', 'disconnected'],
+        )
+        const resumed = await b.authority.fleetEvents(seen[0].id)
+        const again = []
+        for await (const entry of resumed) {
+          again.push(entry.id)
+          if (again.length === 2) break
+        }
+        assert.deepEqual(again, [seen[1].id, seen[2].id])
+        await assert.rejects(a.authority.fleetEvents('not an id'), { code: 'invalid_input' })
+      })
+    })
+  } finally {
+    await redis.stop()
+    await sshd.stop()
+  }
+})
+
 test('a required replica that is missing keeps the gateway from ready', async () => {
   // redisMinReplicas: 1 on a Redis without a replica: logins are refused (fail closed).
   const redis = await startRedis()

@@ -437,6 +437,18 @@ impl Authority {
     }
 
     /// Every event from now on: a `remote_access.Subscription` (`async for event in ...`).
+    /// The events of every authority on this store (the whole fleet with Redis), oldest first
+    /// (awaitable → `FleetEvents`, an async iterator of `(id, Event)`): after the event with
+    /// id `after` (to resume after a restart), or with `None` those appended from now on.
+    #[pyo3(signature = (after = None))]
+    fn fleet_events<'py>(&self, py: Python<'py>, after: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move {
+            let events = authority.fleet_events(after.as_deref()).await.py()?;
+            Ok(crate::events::FleetEvents::new(events))
+        })
+    }
+
     fn subscribe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let queue = Bound::new(py, NativeSubscription::new(self.0.subscribe()))?;
         py.import("remote_access")?.getattr("Subscription")?.call1((queue,))

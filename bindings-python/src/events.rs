@@ -9,6 +9,7 @@ use remote_access_core as core;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use crate::errors::IntoPyResult;
 use crate::runtime::awaitable;
 
 /// Something that happened to a build's remote access. `kind` is one of `issued`,
@@ -178,5 +179,37 @@ impl NativeSubscription {
     #[getter]
     fn closed(&self) -> bool {
         *self.closed.borrow()
+    }
+}
+
+/// The fleet's events, oldest first, from every authority on the store (`async for id, event
+/// in await authority.fleet_events(after)`): each with the id to resume after.
+#[pyclass(module = "remote_access", frozen)]
+pub(crate) struct FleetEvents(Arc<Mutex<core::FleetEvents>>);
+
+impl FleetEvents {
+    pub(crate) fn new(events: core::FleetEvents) -> Self {
+        Self(Arc::new(Mutex::new(events)))
+    }
+}
+
+#[pymethods]
+impl FleetEvents {
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The next event of the log (awaitable → `(id, Event)`), waiting for one; raises
+    /// `StoreUnavailableError` when the store cannot be read (iterate again: the place is kept).
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let events = self.0.clone();
+        awaitable(py, async move {
+            let next = events.lock().await.next().await.py()?;
+            Ok((next.id, Event(next.event)))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        "FleetEvents(...)".to_owned()
     }
 }

@@ -44,6 +44,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<authority::LiveConnection>()?;
     m.add_class::<events::Event>()?;
     m.add_class::<events::NativeSubscription>()?;
+    m.add_class::<events::FleetEvents>()?;
     m.add_class::<gateway::HostKey>()?;
     m.add_class::<gateway::TlsIdentity>()?;
     m.add_class::<gateway::Gateway>()?;

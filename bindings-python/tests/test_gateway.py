@@ -339,6 +339,36 @@ def test_a_required_replica_that_is_missing_keeps_the_gateway_from_ready(redis_u
     asyncio.run(main())
 
 
+def test_the_fleet_event_log_has_every_gateways_events_and_resumes_after_an_id(sshd: Sshd, redis_url: str) -> None:
+    """Two gateways on one Redis; a platform reads both gateways' events from the fleet's log,
+    and a reader started after an id reads on from there."""
+
+    async def main() -> None:
+        async with serving(redis_url=redis_url) as a, serving(redis_url=redis_url) as b:
+            log = await a.authority.fleet_events()
+            credentials, _ = await issue(a, "py-fleet-log", sshd.builder())
+            sshd.authorize(credentials.authorized_keys_line())
+            script_b = write_script(b, credentials, await b.authority.session("py-fleet-log"))
+            code, _, err = await run_script(script_b, "true")
+            assert code == 0, err
+            seen: list[tuple[str, ra.Event]] = []
+            async for event_id, event in log:
+                if event.build_id == "py-fleet-log":
+                    seen.append((event_id, event))
+                if len(seen) == 3:
+                    break
+            assert [event.kind for _, event in seen] == ["issued", "connected", "disconnected"]
+            resumed = await b.authority.fleet_events(after=seen[0][0])
+            again = [await anext(resumed), await anext(resumed)]
+            assert [(event_id, event.kind) for event_id, event in again] == [
+                (event_id, event.kind) for event_id, event in seen[1:]
+            ]
+            with pytest.raises(ra.InvalidInputError):
+                await a.authority.fleet_events(after="not an id")
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
 def test_a_redis_store_refuses_bad_settings_and_reports_an_unreachable_redis() -> None:
     with pytest.raises(ra.InvalidInputError, match="redis url"):
         ra.Authority(redis_url="http://example.invalid")

@@ -2,7 +2,7 @@
 //! as JSON), triggers, protocols, the gateway's host key (OpenSSH private key text), public key
 //! lines (builder and gateway host keys, SSH logins), the build agent's pinned key and private
 //! key, sessions and policies as JSON (what a networked store hands back), gateway hosts and
-//! build directories, revoke reasons, VNC passwords.
+//! build directories, revoke reasons, VNC passwords, events as the fleet's log holds them (JSON).
 //!
 //! Byte 0 picks the format; the rest is the text (bytes that are not UTF-8 are replaced; the
 //! agent's two keys are separated by 0xFF). Nothing may panic; what is accepted must be what
@@ -19,7 +19,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use remote_access_core::{
     AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials,
-    Error, HostKey, ManualClock, Policy, Protocol, ScriptOptions, Secret, Session, Trigger,
+    Error, Event, HostKey, ManualClock, Policy, Protocol, ScriptOptions, Secret, Session, Trigger,
     run_agent, vnc_auth_response, vnc_password_file,
 };
 use time::macros::datetime;
@@ -94,7 +94,7 @@ fn is_key_line(line: &str) -> bool {
 fuzz_target!(|data: &[u8]| {
     let [format, raw @ ..] = data else { return };
     let text = String::from_utf8_lossy(raw);
-    FIXED.with(|fixed| match format % 10 {
+    FIXED.with(|fixed| match format % 11 {
         0 => build_id(&text),
         1 => names(&text),
         2 => host_key(&text),
@@ -104,7 +104,8 @@ fuzz_target!(|data: &[u8]| {
         6 => agent_keys(raw),
         7 => script_options(fixed, &text),
         8 => revoke_reason(fixed, &text),
-        _ => vnc_password(&text),
+        9 => vnc_password(&text),
+        _ => event_json(&text),
     });
 });
 
@@ -291,4 +292,13 @@ fn vnc_password(text: &str) {
         assert_eq!(vnc_password_file(prefix), file);
         assert_eq!(vnc_auth_response(prefix, &challenge), response);
     }
+}
+
+/// An event as the fleet's log holds it (read back from Redis): what parses is a valid
+/// event, and it writes back to JSON that reads back the same.
+fn event_json(text: &str) {
+    let Ok(event) = serde_json::from_str::<Event>(text) else { return };
+    assert!(build_id_rule(event.build_id.as_str()), "{event:?}");
+    let json = serde_json::to_string(&event).expect("an event serializes");
+    assert_eq!(serde_json::from_str::<Event>(&json).ok(), Some(event));
 }

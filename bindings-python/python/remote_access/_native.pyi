@@ -33,6 +33,7 @@ __all__ = [
     "ContentionError",
     "Credentials",
     "Event",
+    "FleetEvents",
     "Gateway",
     "GatewayStart",
     "HostKey",
@@ -384,6 +385,16 @@ class Event:
         """The event as a dict of JSON-safe values (``at`` in RFC 3339)."""
 
 @final
+class FleetEvents:
+    """The fleet's event log from a place in it: an async iterator of ``(id, Event)``."""
+
+    def __aiter__(self) -> FleetEvents:
+        """This iterator."""
+    def __anext__(self) -> Awaitable[tuple[str, Event]]:
+        """The next event and its id, waiting for one; raises ``StoreUnavailableError``
+        when the store cannot be read (iterate again: the place is kept)."""
+
+@final
 class Subscription:
     """The queue behind ``remote_access.Subscription`` (use that one: ``async for``)."""
 
@@ -458,6 +469,12 @@ class Authority:
         """The authority's clock."""
     def subscribe(self) -> _PublicSubscription:
         """Every event from now on: ``async for event in authority.subscribe()``."""
+    def fleet_events(self, after: str | None = None) -> Awaitable[FleetEvents]:
+        """The events of every authority on this store (the whole fleet with Redis), oldest
+        first: ``async for event_id, event in await authority.fleet_events(after)``. After the
+        event with id ``after`` (keep the last id handled, to resume after a restart), or with
+        ``None`` those appended from now on. Authorities append their events as their
+        housekeeping runs (a gateway runs its own); ``lagged`` events are not in the log."""
     def issue(
         self,
         build_id: str,

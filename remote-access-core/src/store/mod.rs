@@ -247,7 +247,7 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Appends events (JSON) to the fleet's event log, which keeps the latest ones (about
-    /// [`EVENT_LOG_LEN`]) for every process of the fleet to read. By default none is kept.
+    /// 100,000 in Redis) for every process of the fleet to read. By default none is kept.
     fn append_events<'a>(&'a self, events: &'a [String]) -> StoreFuture<'a, ()> {
         let _ = events;
         Box::pin(async { Ok(()) })
