@@ -90,10 +90,8 @@ impl Authority {
     /// batches, each tried again until the store takes it (meanwhile the outbox queues, and
     /// past its bound counts what it drops as a `lagged` event, which is not sent).
     pub(super) async fn append_to_fleet_log(&self) {
-        let outbox = self.inner.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let Some(mut outbox) = outbox else {
-            return std::future::pending().await; // another housekeeping sends them
-        };
+        // Another housekeeping running sends them: this one waits its turn.
+        let mut outbox = self.inner.outbox.lock().await;
         loop {
             let Some(first) = outbox.next().await else { return std::future::pending().await };
             let mut batch = Vec::new();

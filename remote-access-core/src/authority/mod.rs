@@ -134,9 +134,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: AuthorityOptions,
     events: EventBus,
-    /// This authority's events on their way to the fleet's log (`fleet::append`), taken by
-    /// the housekeeping that sends them.
-    outbox: std::sync::Mutex<Option<crate::events::Subscription>>,
+    /// This authority's events on their way to the fleet's log, held by the housekeeping that
+    /// sends them (one at a time; a later one takes over when it stops).
+    outbox: tokio::sync::Mutex<crate::events::Subscription>,
     /// The cut signals of the builds with live connections here.
     cut_signals: CutSignals,
     /// Failed logins in a row per build and credential (a wrong key, a wrong VNC password):
@@ -222,7 +222,7 @@ impl Authority {
         let events = EventBus::new(options.event_queue);
         // From the start, so that the fleet's log misses nothing published before the
         // housekeeping runs.
-        let outbox = std::sync::Mutex::new(Some(events.subscribe()));
+        let outbox = tokio::sync::Mutex::new(events.subscribe());
         // Never blocks (`free` is never reached): only the run's length is used.
         let guesses = Throttle::new(u32::MAX, Duration::ZERO, Duration::ZERO, verify::GUESS_MEMORY);
         let inner = Inner {

@@ -42,6 +42,17 @@ async fn in_memory_the_log_is_this_processs_events_and_a_reader_resumes_after_an
     let mut resumed = authority.fleet_events(Some(&seen[0].0)).await.unwrap();
     assert_eq!(read(&mut resumed, 2).await, seen[1..]);
     assert!(authority.fleet_events(Some("not an id")).await.is_err());
+    // A gateway started again on the same authority goes on appending.
+    running.stop().await.unwrap();
+    let running = gateway.start("127.0.0.1:0").await.unwrap();
+    let script =
+        posix_script(&authority, &gateway, running.local_addr().port(), &creds, scratch.path(), "m2.sh")
+            .await;
+    let (code, _, stderr) = run_script(&script, &["true"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let more = read(&mut log, 2).await;
+    let kinds: Vec<&str> = more.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["connected", "disconnected"]);
     running.stop().await.unwrap();
 }
 
