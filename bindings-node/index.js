@@ -187,11 +187,11 @@ function guard(fn, returnsPromise) {
 
 /** The methods that return a Promise, by class (checked against index.d.ts by the tests). */
 const PROMISE_METHODS = {
-  Authority: ['issue', 'stepsCompleted', 'buildFinished', 'cancel', 'revoke', 'session', 'connectionInfo', 'verifySsh', 'verifyVnc', 'connected', 'expireDue', 'nextDeadline', 'purge'],
+  Authority: ['issue', 'stepsCompleted', 'buildFinished', 'cancel', 'revoke', 'session', 'connectionInfo', 'verifySsh', 'verifyVnc', 'connected', 'expireDue', 'nextDeadline', 'purge', 'fleetEvents'],
   Gateway: ['start'],
   LiveConnection: ['closed', 'disconnect', 'lost', 'detach'],
   RunningAgent: ['done'],
-  RunningGateway: ['stop'],
+  RunningGateway: ['stop', 'drain'],
 }
 
 /**
