@@ -107,7 +107,8 @@ pub mod unstable {
     #[cfg(feature = "redis")]
     pub use crate::store::RedisStore;
     pub use crate::store::{
-        Conflict, CredentialRecord, Insert, MemoryStore, Notice, Revocation, Store, StoreFuture, Versioned,
+        Conflict, CredentialRecord, FAILURE_MEMORY, Failures, Insert, MemoryStore, Notice, Revocation, Store,
+        StoreFuture, Versioned,
     };
     use crate::{Authority, AuthorityOptions, Clock, Result};
 

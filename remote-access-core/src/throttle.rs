@@ -133,6 +133,40 @@ impl<K: Hash + Eq + Clone, T: PartialEq + Clone> Throttle<K, T> {
         }
     }
 
+    /// Makes `key`'s run what a shared count says: `count` failures, the last `ago` (0 forgets
+    /// it). A fleet's count includes this process's own, so it replaces it; the tags stay, for
+    /// when the shared count is out of reach again.
+    pub(crate) fn set(&self, key: &K, count: u32, ago: Duration) {
+        if count == 0 {
+            self.forget(key);
+            return;
+        }
+        let now = Instant::now();
+        let last = now.checked_sub(ago).unwrap_or(now);
+        let mut table = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = table.keys.get_mut(key) {
+            entry.count = count;
+            entry.last = last;
+            return;
+        }
+        drop(table);
+        // A new key: counted like a failure (making room if the table is full), then set.
+        self.failed(key, None);
+        let mut table = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = table.keys.get_mut(key) {
+            entry.count = count;
+            entry.last = last;
+        }
+    }
+
+    /// `key`'s failures in a row and how long ago the last was, unless forgotten.
+    pub(crate) fn strikes(&self, key: &K) -> Option<(u32, Duration)> {
+        let table = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        let strikes = table.keys.get(key)?;
+        let ago = strikes.last.elapsed();
+        (ago < self.memory && strikes.count > 0).then_some((strikes.count, ago))
+    }
+
     /// Forgets `key`'s failures altogether (a success of the key's owner itself).
     pub(crate) fn forget(&self, key: &K) {
         self.strikes.lock().unwrap_or_else(PoisonError::into_inner).keys.remove(key);
@@ -181,6 +215,24 @@ mod tests {
         assert_eq!(throttle.failed(&"net", None).0, 4, "A's one failure was taken back, no more");
         throttle.succeeded(&"net", &"build-b");
         assert_eq!(throttle.failed(&"net", None).0, 3);
+    }
+
+    #[test]
+    fn a_shared_count_replaces_the_local_one() {
+        let throttle: Throttle<&str, &str> =
+            Throttle::new(3, Duration::from_secs(10), Duration::from_secs(40), Duration::from_secs(600));
+        throttle.failed(&"net", Some(&"a"));
+        throttle.set(&"net", 5, Duration::from_secs(15));
+        assert_eq!(throttle.strikes(&"net").map(|(count, _)| count), Some(5));
+        // Five failures block for 10 s doubled twice, from the last one 15 s ago.
+        let left = throttle.blocked(&"net").expect("blocked by the shared count");
+        assert!(left > Duration::from_secs(20) && left <= Duration::from_secs(25), "{left:?}");
+        throttle.set(&"other", 4, Duration::from_secs(100));
+        assert!(throttle.blocked(&"other").is_none(), "its 20 s have passed");
+        assert_eq!(throttle.strikes(&"other").map(|(count, _)| count), Some(4));
+        throttle.set(&"net", 0, Duration::ZERO);
+        assert!(throttle.strikes(&"net").is_none());
+        assert!(throttle.blocked(&"net").is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `issue`: [`BuildRequest`], issuing, and the platform's reports (steps completed, cancel,
 //!   revoke);
 //! - `verify`: checking SSH keys and VNC passwords, counting guesses;
+//! - `failures`: runs of failed logins counted in the store, for the whole fleet;
 //! - `connection`: recording user connections, [`LiveConnection`], ends that wait for the store;
 //! - `connection_info`: what a client needs to connect, from what the authority keeps;
 //! - `apply`: feeding an input to a session and saving it by compare-and-swap;
@@ -16,6 +17,7 @@ mod apply;
 mod connection;
 mod connection_info;
 mod contact;
+mod failures;
 mod fleet;
 mod fleet_events;
 mod housekeeping;
@@ -40,7 +42,6 @@ use crate::error::{Error, Result};
 use crate::events::{EventBus, Subscription};
 use crate::session::{CutSignals, Event, EventKind, Input, Policy};
 use crate::store::{MemoryStore, Store};
-use crate::throttle::Throttle;
 
 /// Options for an [`Authority`]; every field has a default.
 #[derive(Debug, Clone)]
@@ -139,9 +140,6 @@ struct Inner {
     outbox: tokio::sync::Mutex<crate::events::Subscription>,
     /// The cut signals of the builds with live connections here.
     cut_signals: CutSignals,
-    /// Failed logins in a row per build and credential (a wrong key, a wrong VNC password):
-    /// counted to tell the platform, never to refuse.
-    guesses: Throttle<(BuildId, verify::Guessed)>,
     /// Since when the store has not answered a ping, and whether connections were cut for it.
     contact: std::sync::Mutex<contact::Contact>,
     /// Disconnects the store could not take, to be recorded once it answers again.
@@ -224,7 +222,6 @@ impl Authority {
         // housekeeping runs.
         let outbox = tokio::sync::Mutex::new(events.subscribe());
         // Never blocks (`free` is never reached): only the run's length is used.
-        let guesses = Throttle::new(u32::MAX, Duration::ZERO, Duration::ZERO, verify::GUESS_MEMORY);
         let inner = Inner {
             store,
             clock,
@@ -232,7 +229,6 @@ impl Authority {
             events,
             outbox,
             cut_signals: CutSignals::default(),
-            guesses,
             contact: Default::default(),
             store_round_trip: Default::default(),
             unreported: Default::default(),

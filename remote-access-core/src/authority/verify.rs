@@ -1,8 +1,6 @@
 //! Checking what users present: an SSH key, a VNC password or RFB response. Wrong guesses
 //! are counted per build to tell the platform (a `guessing` event), never to lock the owner out.
 
-use std::time::Duration;
-
 use subtle::ConstantTimeEq;
 
 use super::Authority;
@@ -18,10 +16,9 @@ const MAX_USERNAME_LEN: usize = 64;
 /// Failed logins in a row against one build's credential before the platform hears of it
 /// (a `guessing` event), and again each time the run doubles. They never lock the credential:
 /// strangers' guesses must not keep its owner out. What slows guessers is the gateway's
-/// backoff per source (address and prefix), which the owner does not share.
+/// backoff per source (address and prefix), which the owner does not share. The run is counted
+/// in the store, across the fleet, and forgotten 15 minutes after its last failure.
 const GUESSING_EVENT_AFTER: u32 = 10;
-/// A run of failures is forgotten after this long without one.
-pub(super) const GUESS_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 /// Which of a build's credentials a failed login tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +33,15 @@ impl Guessed {
             Self::Key => "SSH key",
             Self::VncPassword => "VNC password",
         }
+    }
+
+    /// The key the store counts this credential's run of failures under.
+    fn run(self, build_id: &BuildId) -> String {
+        let credential = match self {
+            Self::Key => "ssh-key",
+            Self::VncPassword => "vnc-password",
+        };
+        format!("build:{build_id}:{credential}")
     }
 }
 
@@ -104,11 +110,11 @@ impl Authority {
         } else {
             // Probes count too: a guesser never needs to sign, and the owner's own client
             // offers the right key first (the scripts set IdentitiesOnly).
-            self.guessed(&record.build_id, Guessed::Key);
+            self.guessed(&record.build_id, Guessed::Key).await;
             return Err(Error::denied(DenialReason::WrongKey));
         };
         if attempt == Attempt::Signed {
-            self.inner.guesses.forget(&(record.build_id.clone(), Guessed::Key));
+            self.owner_logged_in(&record.build_id, Guessed::Key).await;
         }
         self.require_live(&record.build_id).await?;
         Ok((record.build_id, role))
@@ -137,10 +143,10 @@ impl Authority {
     pub async fn verify_vnc(&self, build_id: &BuildId, password: &str) -> Result<()> {
         let record = self.live_credential(build_id).await?;
         if !bool::from(password.as_bytes().ct_eq(record.vnc_password.expose().as_bytes())) {
-            self.guessed(build_id, Guessed::VncPassword);
+            self.guessed(build_id, Guessed::VncPassword).await;
             return Err(Error::denied(DenialReason::WrongPassword));
         }
-        self.inner.guesses.forget(&(build_id.clone(), Guessed::VncPassword));
+        self.owner_logged_in(build_id, Guessed::VncPassword).await;
         self.require_live(build_id).await
     }
 
@@ -168,10 +174,10 @@ impl Authority {
     ) -> Result<Option<(Secret<String>, Option<String>)>> {
         let record = self.live_credential(build_id).await?;
         if !check_vnc_response(record.vnc_password.expose().as_bytes(), challenge, response) {
-            self.guessed(build_id, Guessed::VncPassword);
+            self.guessed(build_id, Guessed::VncPassword).await;
             return Err(Error::denied(DenialReason::WrongPassword));
         }
-        self.inner.guesses.forget(&(build_id.clone(), Guessed::VncPassword));
+        self.owner_logged_in(build_id, Guessed::VncPassword).await;
         self.require_live(build_id).await?;
         Ok(record.builder_vnc_password.map(|password| (password, record.builder_vnc_username)))
     }
@@ -179,8 +185,16 @@ impl Authority {
     /// Counts a failed login against a build's credential; when the run reaches
     /// [`GUESSING_EVENT_AFTER`], and each time it doubles after that, the platform hears of it.
     /// The credential itself stays usable by its owner.
-    pub(super) fn guessed(&self, build_id: &BuildId, credential: Guessed) {
-        let (count, _) = self.inner.guesses.failed(&(build_id.clone(), credential), None);
+    pub(super) async fn guessed(&self, build_id: &BuildId, credential: Guessed) {
+        // Counted in the store: every count is handed to one gateway only, so the platform
+        // hears of each threshold once, however many gateways the guesses reached.
+        let count = match self.inner.store.add_failure(&credential.run(build_id), None).await {
+            Ok(count) => count,
+            Err(err) => {
+                tracing::debug!(%build_id, %err, "a failed login against a build's credential was not counted");
+                return;
+            }
+        };
         let what = credential.as_str();
         if count < GUESSING_EVENT_AFTER
             || !count.is_multiple_of(GUESSING_EVENT_AFTER)
@@ -193,6 +207,13 @@ impl Authority {
             "{count} failed logins in a row (wrong {what}); the sources are being slowed down, the owner is not; consider revoking if it goes on"
         );
         self.publish(build_id, EventKind::Guessing, reason);
+    }
+
+    /// The owner proved the credential: the run of failures against it ends.
+    async fn owner_logged_in(&self, build_id: &BuildId, credential: Guessed) {
+        if let Err(err) = self.inner.store.take_back_failures(&credential.run(build_id), None).await {
+            tracing::debug!(%build_id, %err, "a run of failed logins against a build's credential was not ended");
+        }
     }
 
     /// Applies a passed deadline and refuses if the session is over.

@@ -86,6 +86,14 @@ impl Prefix {
             IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
         })
     }
+
+    /// The key the store counts this network's failed logins under.
+    pub(crate) fn run(&self) -> String {
+        match self.0 {
+            IpAddr::V4(v4) => format!("network:{v4}/24"),
+            IpAddr::V6(v6) => format!("network:{v6}/64"),
+        }
+    }
 }
 
 /// What a failed login was against, so that a success takes back only its own.
@@ -100,6 +108,14 @@ pub(crate) enum Target {
 impl Target {
     pub(crate) fn user(name: &str) -> Option<Self> {
         (name.len() <= MAX_TAGGED_USERNAME).then(|| Self::User(name.to_owned()))
+    }
+
+    /// The tag the store counts failures against this target under.
+    pub(crate) fn tag(&self) -> String {
+        match self {
+            Self::User(name) => format!("user:{name}"),
+            Self::VncPort(port) => format!("vnc:{port}"),
+        }
     }
 }
 
@@ -379,10 +395,16 @@ impl Admission {
     }
 
     /// Counts a failed login (or a connection cut for silence or slowness) from `ip`, against
-    /// `target` when known.
-    pub(crate) fn failed(&self, ip: IpAddr, target: Option<Target>) {
+    /// `target` when known; `fleet` is the run's count in the store with this failure, when
+    /// the store answered (it then replaces this gateway's own count).
+    pub(crate) fn failed(&self, ip: IpAddr, target: Option<&Target>, fleet: Option<u32>) {
         let prefix = Prefix::of(ip);
-        let (count, blocked) = self.failures.failed(&prefix, target.as_ref());
+        let (mut count, mut blocked) = self.failures.failed(&prefix, target);
+        if let Some(fleet) = fleet {
+            self.failures.set(&prefix, fleet, Duration::ZERO);
+            count = fleet;
+            blocked = self.failures.blocked(&prefix);
+        }
         // Logged when the backoff starts and each time the run doubles after: a line per
         // failure would let a flood fill the logs.
         let over = count.saturating_sub(self.failures_before_backoff);
@@ -393,8 +415,15 @@ impl Admission {
 
     /// A login from `ip` to `target` succeeded: the failures from its prefix against that
     /// target are taken back, and only those.
-    pub(crate) fn succeeded(&self, ip: IpAddr, target: Target) {
-        self.failures.succeeded(&Prefix::of(ip), &target);
+    pub(crate) fn succeeded(&self, ip: IpAddr, target: &Target) {
+        self.failures.succeeded(&Prefix::of(ip), target);
+    }
+
+    /// Makes the run of `ip`'s network what the store counts: `(count, since the last)`, or
+    /// none.
+    pub(crate) fn set_failures(&self, ip: IpAddr, run: Option<(u32, Duration)>) {
+        let (count, ago) = run.unwrap_or_default();
+        self.failures.set(&Prefix::of(ip), count, ago);
     }
 
     /// Counts one connection or channel of `build_id`, or `None` if the build holds its
@@ -514,14 +543,32 @@ mod tests {
         let admission = admission(100, 10, 10);
         let target_b = Target::VncPort(5901);
         for _ in 0..3 {
-            admission.failed(ip("10.0.0.1"), Some(target_b.clone()));
+            admission.failed(ip("10.0.0.1"), Some(&target_b), None);
         }
         assert_eq!(admission.admit(Pool::Ssh, ip("10.0.0.2")).err(), Some(Refusal::BackingOff));
         assert!(admission.admit(Pool::Ssh, ip("10.0.1.2")).is_ok(), "another /24");
-        admission.succeeded(ip("10.0.0.3"), Target::VncPort(5900));
+        admission.succeeded(ip("10.0.0.3"), &Target::VncPort(5900));
         assert_eq!(admission.admit(Pool::Ssh, ip("10.0.0.2")).err(), Some(Refusal::BackingOff));
-        admission.succeeded(ip("10.0.0.3"), target_b);
+        admission.succeeded(ip("10.0.0.3"), &target_b);
         assert!(admission.admit(Pool::Ssh, ip("10.0.0.2")).is_ok());
+    }
+
+    #[test]
+    fn the_fleets_count_replaces_this_gateways() {
+        let admission = admission(100, 10, 10);
+        // One failure here, the fleet's third: backed off as if all three were here.
+        admission.failed(ip("10.0.0.1"), None, Some(3));
+        assert_eq!(admission.admit(Pool::Ssh, ip("10.0.0.2")).err(), Some(Refusal::BackingOff));
+        // The store says the run is gone (taken back elsewhere): so it is here.
+        admission.set_failures(ip("10.0.0.9"), None);
+        assert!(admission.admit(Pool::Ssh, ip("10.0.0.2")).is_ok());
+        // A run read from the store: 4 failures, the last 1.5 s ago (backoff 2 s).
+        admission.set_failures(ip("10.0.0.9"), Some((4, Duration::from_millis(1500))));
+        assert!(admission.backing_off(ip("10.0.0.7")));
+        admission.set_failures(ip("10.0.0.9"), Some((4, Duration::from_secs(3))));
+        assert!(!admission.backing_off(ip("10.0.0.7")), "its 2 s have passed");
+        assert_eq!(Prefix::of(ip("10.0.0.9")).run(), "network:10.0.0.0/24");
+        assert_eq!(Prefix::of(ip("2001:db8:0:1::5")).run(), "network:2001:db8:0:1::/64");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod admission;
 mod cut_stream;
+mod failures;
 mod http;
 mod listen;
 mod log_limit;

@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{Conflict, CredentialRecord, Insert, Revocation, Store, StoreFuture, Versioned};
+use super::{Conflict, CredentialRecord, Failures, Insert, Revocation, Store, StoreFuture, Versioned};
 use crate::build::BuildId;
 use crate::session::Session;
+use crate::throttle::Throttle;
 
 /// A [`Store`] in memory. Fine for one gateway; use a networked store for several.
 #[derive(Default)]
@@ -17,6 +19,23 @@ pub struct MemoryStore {
     events: Mutex<EventLog>,
     /// Woken when events are appended.
     appended: tokio::sync::Notify,
+    /// Runs of failed logins, for every gateway of this process.
+    failures: FailureRuns,
+}
+
+/// [`Store::add_failure`]'s runs: a throttle that only counts (it never blocks by itself).
+struct FailureRuns(Throttle<String, String>);
+
+impl Default for FailureRuns {
+    fn default() -> Self {
+        Self(Throttle::new(u32::MAX, Duration::ZERO, Duration::ZERO, super::FAILURE_MEMORY))
+    }
+}
+
+impl FailureRuns {
+    fn run(&self, key: &str) -> Option<Failures> {
+        self.0.strikes(&key.to_owned()).map(|(count, ago)| Failures::new(count, ago))
+    }
 }
 
 /// The in-process event log keeps fewer than a shared store's [`super::EVENT_LOG_LEN`]: it
@@ -66,6 +85,29 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn add_failure<'a>(&'a self, key: &'a str, tag: Option<&'a str>) -> StoreFuture<'a, u32> {
+        let (count, _) = self.failures.0.failed(&key.to_owned(), tag.map(str::to_owned).as_ref());
+        Box::pin(async move { Ok(count) })
+    }
+
+    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Failures>> {
+        let run = self.failures.run(key);
+        Box::pin(async move { Ok(run) })
+    }
+
+    fn take_back_failures<'a>(
+        &'a self,
+        key: &'a str,
+        tag: Option<&'a str>,
+    ) -> StoreFuture<'a, Option<Failures>> {
+        match tag {
+            Some(tag) => self.failures.0.succeeded(&key.to_owned(), &tag.to_owned()),
+            None => self.failures.0.forget(&key.to_owned()),
+        }
+        let run = self.failures.run(key);
+        Box::pin(async move { Ok(run) })
+    }
+
     fn append_events<'a>(&'a self, events: &'a [String]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut log = self.events.lock().unwrap_or_else(PoisonError::into_inner);

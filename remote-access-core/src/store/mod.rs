@@ -36,6 +36,26 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a
 /// About how many events the fleet's event log keeps (the oldest go first).
 pub const EVENT_LOG_LEN: usize = 100_000;
 
+/// How long the store remembers a run of failed logins after its last failure.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// A run of failed logins the store counts for the whole fleet (see [`Store::add_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Failures {
+    /// Failures in the run.
+    pub count: u32,
+    /// How long ago the last one was.
+    pub ago: Duration,
+}
+
+impl Failures {
+    /// A run of `count` failures, the last `ago`.
+    pub fn new(count: u32, ago: Duration) -> Self {
+        Self { count, ago }
+    }
+}
+
 /// What the store keeps of a build's credentials. The user's private key is not here: it is
 /// handed to the platform once, at issue, and never stored. `Debug` leaves out the password and
 /// its digest.
@@ -273,6 +293,23 @@ pub trait Store: Send + Sync + 'static {
             Ok(Vec::new())
         })
     }
+
+    /// Adds a failed login to the run counted under `key` (a network, or one of a build's
+    /// credentials) for every process sharing the store, against `tag` (what it tried) when
+    /// known; returns the run's count with it. A run is forgotten [`FAILURE_MEMORY`] after its
+    /// last failure. At most 4 tags are kept per key; failures beyond still count.
+    fn add_failure<'a>(&'a self, key: &'a str, tag: Option<&'a str>) -> StoreFuture<'a, u32>;
+
+    /// The run counted under `key`, if there is one.
+    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Failures>>;
+
+    /// Takes back the failures of `key`'s run that were against `tag` (what has just logged in
+    /// from there), or the whole run with `None`; returns what is left of it.
+    fn take_back_failures<'a>(
+        &'a self,
+        key: &'a str,
+        tag: Option<&'a str>,
+    ) -> StoreFuture<'a, Option<Failures>>;
 
     /// Ends of sessions written here that the store's replicas have not confirmed yet (kept,
     /// and settled with each ping). A store without replicas has none.

@@ -11,6 +11,8 @@
 //! | `{p}:deadlines` | sorted set: live builds by next deadline (ms) |
 //! | `{p}:ended` | sorted set: ended builds by end time (ms), for purging |
 //! | `{p}:instances` | sorted set: authorities by last heartbeat (ms) |
+//! | `{p}:events` | stream: the fleet's event log, trimmed to about `EVENT_LOG_LEN` |
+//! | `{p}:failures:network:{prefix}`, `{p}:failures:build:{build}:{credential}` | hash: a run of failed logins (`n`, `at` in Redis's ms, `t:{tag}` per target), expiring 15 minutes after its last |
 //!
 //! Every write is one Lua script, so it is atomic: a session's compare-and-swap, its tombstone
 //! and its announcement on the channel `{p}:ended` happen together or not at all. Every key of
@@ -46,7 +48,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::redis_nodes::Nodes;
 use super::{
-    Conflict, CredentialRecord, EVENT_LOG_LEN, Insert, Notice, Revocation, Store, StoreFuture, Versioned,
+    Conflict, CredentialRecord, EVENT_LOG_LEN, FAILURE_MEMORY, Failures, Insert, Notice, Revocation, Store,
+    StoreFuture, Versioned,
 };
 use crate::build::BuildId;
 use crate::error::{Error, Result};
@@ -706,6 +709,51 @@ impl Store for RedisStore {
         })
     }
 
+    fn add_failure<'a>(&'a self, key: &'a str, tag: Option<&'a str>) -> StoreFuture<'a, u32> {
+        Box::pin(async move {
+            let mut script = ADD_FAILURE.prepare_invoke();
+            let memory = u64::try_from(FAILURE_MEMORY.as_millis()).unwrap_or(u64::MAX);
+            script.key(self.keys.failures(key)).arg(memory).arg(tag.unwrap_or("")).arg(MAX_FAILURE_TAGS);
+            let script = &script;
+            // Repeated after a reconnection like every call: a failure may then count twice,
+            // which errs towards the backoff.
+            let count: i64 = self
+                .run("counting a failed login", |mut con| async move { script.invoke_async(&mut con).await })
+                .await?;
+            Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn failures<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Failures>> {
+        Box::pin(async move {
+            let mut script = FAILURES.prepare_invoke();
+            script.key(self.keys.failures(key));
+            let script = &script;
+            let run: Option<(i64, i64)> = self
+                .run("reading failed logins", |mut con| async move { script.invoke_async(&mut con).await })
+                .await?;
+            Ok(run.and_then(failures))
+        })
+    }
+
+    fn take_back_failures<'a>(
+        &'a self,
+        key: &'a str,
+        tag: Option<&'a str>,
+    ) -> StoreFuture<'a, Option<Failures>> {
+        Box::pin(async move {
+            let mut script = TAKE_BACK_FAILURES.prepare_invoke();
+            script.key(self.keys.failures(key)).arg(tag.unwrap_or(""));
+            let script = &script;
+            let run: Option<(i64, i64)> =
+                self.run("taking back failed logins", |mut con| async move {
+                    script.invoke_async(&mut con).await
+                })
+                .await?;
+            Ok(run.and_then(failures))
+        })
+    }
+
     fn append_events<'a>(&'a self, events: &'a [String]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             if events.is_empty() {
@@ -918,6 +966,11 @@ impl Keys {
     fn barrier(&self) -> String {
         format!("{}:wait-barrier", self.prefix)
     }
+    /// A run of failed logins (a hash: `n` the count, `at` the last in Redis's ms, `t:<tag>`
+    /// the count per tag), expiring `FAILURE_MEMORY` after the last.
+    fn failures(&self, key: &str) -> String {
+        format!("{}:failures:{key}", self.prefix)
+    }
     fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
     }
@@ -1053,6 +1106,72 @@ return 0
 ",
     )
 });
+
+/// Tags (what failed logins tried) kept per run of failures, as the in-memory store keeps.
+const MAX_FAILURE_TAGS: usize = 4;
+
+/// Returns the run in KEYS[1] as {count, ms since its last failure}, by Redis's clock (every
+/// gateway's clock would do only if they agreed), or nil. The end of the scripts below.
+const READ_FAILURES: &str = r"
+local run = redis.call('HMGET', KEYS[1], 'n', 'at')
+if not run[1] then return false end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return {tonumber(run[1]), math.max(0, ms - tonumber(run[2] or ms))}
+";
+
+/// Adds a failure to the run in KEYS[1] (expiring ARGV[1] ms after it), against tag ARGV[2]
+/// unless empty (a new tag only while fewer than ARGV[3] are kept); returns the count.
+static ADD_FAILURE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local count = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], 'at', string.format('%.0f', ms))
+if ARGV[2] ~= '' then
+  local field = 't:' .. ARGV[2]
+  if redis.call('HEXISTS', KEYS[1], field) == 1 or redis.call('HLEN', KEYS[1]) < 2 + tonumber(ARGV[3]) then
+    redis.call('HINCRBY', KEYS[1], field, 1)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return count
+",
+    )
+});
+
+/// Reads the run in KEYS[1].
+static FAILURES: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(READ_FAILURES));
+
+/// Takes back from the run in KEYS[1] the failures against tag ARGV[1], or the whole run when
+/// it is empty; returns what is left.
+static TAKE_BACK_FAILURES: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+local field = 't:' .. ARGV[1]
+local taken = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+if taken > 0 then
+  redis.call('HDEL', KEYS[1], field)
+  if redis.call('HINCRBY', KEYS[1], 'n', -taken) <= 0 then
+    redis.call('DEL', KEYS[1])
+    return false
+  end
+end
+{READ_FAILURES}"
+    ))
+});
+
+/// A run as the scripts return it; `None` for one that makes no sense (count 0).
+fn failures((count, ago_ms): (i64, i64)) -> Option<Failures> {
+    let count = u32::try_from(count).ok().filter(|count| *count > 0)?;
+    Some(Failures::new(count, Duration::from_millis(u64::try_from(ago_ms).unwrap_or(0))))
+}
 
 /// A credential record as stored: the password digest in hex; the secrets are zeroized on drop.
 ///

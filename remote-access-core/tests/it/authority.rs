@@ -457,6 +457,26 @@ impl remote_access_core::unstable::Store for YieldingStore {
     fn live_sessions(&self) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
         self.0.live_sessions()
     }
+    fn add_failure<'a>(
+        &'a self,
+        key: &'a str,
+        tag: Option<&'a str>,
+    ) -> remote_access_core::unstable::StoreFuture<'a, u32> {
+        self.0.add_failure(key, tag)
+    }
+    fn failures<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> remote_access_core::unstable::StoreFuture<'a, Option<remote_access_core::unstable::Failures>> {
+        self.0.failures(key)
+    }
+    fn take_back_failures<'a>(
+        &'a self,
+        key: &'a str,
+        tag: Option<&'a str>,
+    ) -> remote_access_core::unstable::StoreFuture<'a, Option<remote_access_core::unstable::Failures>> {
+        self.0.take_back_failures(key, tag)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

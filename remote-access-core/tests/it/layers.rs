@@ -26,7 +26,7 @@ const RULE: &[(&str, &[&str])] = &[
     ("credential", &["build", "error", "secret", "clock"]),
     ("tunnel", &["build", "error", "secret", "clock"]),
     ("events", &["session", "build", "error", "secret", "clock"]),
-    ("store", &["session", "build", "error", "secret", "clock"]),
+    ("store", &["session", "throttle", "build", "error", "secret", "clock"]),
     ("script", &["credential", "session", "build", "error", "secret", "clock"]),
     (
         "authority",

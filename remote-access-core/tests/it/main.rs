@@ -28,6 +28,8 @@ mod clients;
 mod drops;
 #[cfg(feature = "redis")]
 mod failover;
+#[cfg(feature = "redis")]
+mod fleet_backoff;
 mod fleet_events;
 mod gateway;
 mod layers;

@@ -544,3 +544,45 @@ async fn a_user_dropped_on_one_gateway_may_reconnect_through_another() {
     a.running.stop().await.unwrap();
     b.running.stop().await.unwrap();
 }
+
+/// Runs of failed logins (`add_failure`, `failures`, `take_back_failures`): the same contract
+/// from the in-memory store and from Redis, and Redis forgets a run 15 minutes after its last
+/// failure by itself.
+#[tokio::test]
+async fn runs_of_failed_logins_keep_one_contract_in_memory_and_on_redis() {
+    use remote_access_core::unstable::{FAILURE_MEMORY, MemoryStore};
+    let redis = RedisServer::start();
+    let stores: [(&str, Box<dyn Store>); 2] =
+        [("memory", Box::new(MemoryStore::new())), ("redis", Box::new(store(&redis)))];
+    for (name, store) in stores {
+        let count = |run: Option<remote_access_core::unstable::Failures>| run.map(|run| run.count);
+        assert_eq!(store.failures("net").await.unwrap(), None, "{name}");
+        assert_eq!(store.add_failure("net", Some("user:a")).await.unwrap(), 1, "{name}");
+        assert_eq!(store.add_failure("net", Some("user:a")).await.unwrap(), 2, "{name}");
+        assert_eq!(store.add_failure("net", None).await.unwrap(), 3, "{name}");
+        for tag in ["b", "c", "d", "e", "f"] {
+            store.add_failure("net", Some(&format!("user:{tag}"))).await.unwrap();
+        }
+        let run = store.failures("net").await.unwrap().unwrap();
+        assert_eq!(run.count, 8, "{name}");
+        assert!(run.ago < Duration::from_secs(5), "{name}: {run:?}");
+        // A success takes back its own tag's failures only; past four tags, failures count
+        // but nobody's success takes them back.
+        assert_eq!(count(store.take_back_failures("net", Some("user:a")).await.unwrap()), Some(6), "{name}");
+        assert_eq!(count(store.take_back_failures("net", Some("user:a")).await.unwrap()), Some(6), "{name}");
+        assert_eq!(count(store.take_back_failures("net", Some("user:f")).await.unwrap()), Some(6), "{name}");
+        assert_eq!(count(store.take_back_failures("net", Some("user:b")).await.unwrap()), Some(5), "{name}");
+        assert_eq!(count(store.failures("other").await.unwrap()), None, "{name}: per key");
+        // A run whose failures are all taken back is gone; so is one taken back whole.
+        store.add_failure("mine", Some("user:z")).await.unwrap();
+        assert_eq!(store.take_back_failures("mine", Some("user:z")).await.unwrap(), None, "{name}");
+        assert_eq!(store.failures("mine").await.unwrap(), None, "{name}");
+        assert_eq!(store.take_back_failures("net", None).await.unwrap(), None, "{name}");
+        assert_eq!(store.failures("net").await.unwrap(), None, "{name}");
+    }
+    let redis_store = store(&redis);
+    redis_store.add_failure("expiring", None).await.unwrap();
+    let ttl: u64 = redis_cli(&redis, &["PTTL", "remote-access:failures:expiring"]).await.parse().unwrap();
+    let memory = u64::try_from(FAILURE_MEMORY.as_millis()).unwrap();
+    assert!(ttl <= memory && ttl > memory - 60_000, "PTTL {ttl}");
+}

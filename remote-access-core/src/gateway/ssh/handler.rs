@@ -233,9 +233,9 @@ impl Handler {
     /// Counts a failed authentication as `user`, for the source's backoff; past the limit the
     /// connection is cut. (russh does not count rejected key probes against
     /// `max_auth_attempts`.)
-    fn auth_failed(&mut self, user: &str) -> Auth {
+    async fn auth_failed(&mut self, user: &str) -> Auth {
         if let Some(peer) = self.peer {
-            self.shared.admission.failed(peer.ip(), Target::user(user));
+            self.shared.failed(peer.ip(), Target::user(user)).await;
         }
         self.auth_failures += 1;
         if self.auth_failures > self.shared.options.max_auth_attempts {
@@ -294,8 +294,11 @@ impl Handler {
     }
 
     /// Whether the peer's network is backed off: its logins are not checked.
-    fn backing_off(&self) -> bool {
-        self.peer.is_some_and(|peer| self.shared.admission.backing_off(peer.ip()))
+    async fn backing_off(&self) -> bool {
+        match self.peer {
+            Some(peer) => self.shared.backing_off(peer.ip()).await,
+            None => false,
+        }
     }
 
     /// Closes the connection without checking the key, because the peer's network is backed
@@ -388,7 +391,7 @@ impl russh::server::Handler for Handler {
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
         let peer = self.peer();
         self.shared.log_limit.log(|| tracing::info!(%peer, user = %shown(user), "password authentication refused (not a method here)"));
-        Ok(self.auth_failed(user))
+        Ok(self.auth_failed(user).await)
     }
 
     async fn auth_publickey_offered(
@@ -396,7 +399,7 @@ impl russh::server::Handler for Handler {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.backing_off() {
+        if self.backing_off().await {
             return Ok(self.cut_for_backoff());
         }
         // Only a probe: no state changes here; the decision is made again with the signature.
@@ -409,14 +412,14 @@ impl russh::server::Handler for Handler {
                 err @ (Error::AccessDenied { .. } | Error::SessionEnded { .. } | Error::UnknownBuild { .. }),
             ) => {
                 self.refused_login(user, &err);
-                Ok(self.auth_failed(user))
+                Ok(self.auth_failed(user).await)
             }
             Err(err) => Ok(self.cut_unchecked(&err)),
         }
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
-        if self.backing_off() {
+        if self.backing_off().await {
             return Ok(self.cut_for_backoff());
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -427,7 +430,7 @@ impl russh::server::Handler for Handler {
             ) => {
                 // The reason goes to our log only; the client sees the same refusal for all.
                 self.refused_login(user, &err);
-                return Ok(self.auth_failed(user));
+                return Ok(self.auth_failed(user).await);
             }
             Err(err) => return Ok(self.cut_unchecked(&err)),
         };
@@ -444,7 +447,7 @@ impl russh::server::Handler for Handler {
         tracing::info!(peer = %self.peer(), build_id = %session.build_id(), ?role, "authenticated");
         self.shared.metrics.logins_accepted.add("ssh", "");
         if let (Some(peer), Some(target)) = (self.peer, Target::user(user)) {
-            self.shared.admission.succeeded(peer.ip(), target);
+            self.shared.succeeded(peer.ip(), target).await;
         }
         self.route = Some(Route {
             build_id: session.build_id().clone(),

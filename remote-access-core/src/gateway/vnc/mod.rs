@@ -112,7 +112,7 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         () = silent => {
             shared.log_limit.log(|| tracing::info!(%peer, port, "no RFB protocol version within the silence deadline; cut"));
             shared.metrics.closed_before_login.add("vnc", "silent");
-            admission.failed(peer.ip(), None);
+            shared.failed(peer.ip(), None).await;
             return;
         }
         () = waiting.evicted() => {
@@ -133,7 +133,7 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         Err(_) => {
             shared.log_limit.log(|| tracing::info!(%peer, port, "VNC handshake not finished before the pre-auth deadline; cut"));
             shared.metrics.closed_before_login.add("vnc", "pre_auth_timeout");
-            admission.failed(peer.ip(), None);
+            shared.failed(peer.ip(), None).await;
             return;
         }
     };
@@ -228,7 +228,7 @@ pub(crate) async fn serve_channel<S>(
         // SSH already encrypts: plain VNC Authentication inside it.
         let (mut user, hello) = greet(&shared, Box::new(user), Offer { plain: true, tls: false }).await?;
         let answer_at = tokio::time::Instant::now() + options.auth_rejection_delay;
-        let decided = if shared.admission.backing_off(peer.ip()) {
+        let decided = if shared.backing_off(peer.ip()).await {
             Err(Refusal::BackingOff)
         } else {
             match authority.verify_vnc_response(&build_id, &hello.challenge, &hello.response).await {
@@ -244,7 +244,7 @@ pub(crate) async fn serve_channel<S>(
             Err(refusal) => {
                 shared.metrics.logins_refused.add("vnc", refusal.code());
                 if matches!(refusal, Refusal::Denied(_)) {
-                    shared.admission.failed(peer.ip(), None);
+                    shared.failed(peer.ip(), None).await;
                 }
                 tokio::time::sleep_until(answer_at).await;
                 handshake::refuse_user(&mut user, hello.version, refusal.answer()).await;
@@ -385,7 +385,7 @@ async fn admit(
     let answer_at = tokio::time::Instant::now() + options.auth_rejection_delay;
     let target = Target::VncPort(port);
     // A network backed off since this connection arrived gets no guess checked.
-    let decided = if shared.admission.backing_off(peer.ip()) {
+    let decided = if shared.backing_off(peer.ip()).await {
         Err(Refusal::BackingOff)
     } else {
         match authority.vnc_route(port).await {
@@ -402,7 +402,7 @@ async fn admit(
         Ok(admitted) => {
             // Authenticated: no longer a connection a newcomer may evict.
             waiting.leave();
-            shared.admission.succeeded(peer.ip(), target);
+            shared.succeeded(peer.ip(), target).await;
             admitted
         }
         Err(refusal) => {
@@ -410,7 +410,7 @@ async fn admit(
             // Counted now, before the delay: a guess whose connection is evicted or closed
             // while it waits for its answer counts all the same.
             if !matches!(refusal, Refusal::Unavailable(_)) {
-                shared.admission.failed(peer.ip(), Some(target));
+                shared.failed(peer.ip(), Some(target)).await;
             }
             tokio::time::sleep_until(answer_at).await;
             handshake::refuse_user(&mut user, hello.version, refusal.answer()).await;
