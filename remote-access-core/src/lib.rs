@@ -83,7 +83,7 @@ pub use crate::authority::{
 };
 pub use crate::build::{BuildId, Builder, Trigger};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::credential::{Credentials, HostKey, TlsIdentity, vnc_auth_response, vnc_password_file};
+pub use crate::credential::{Credentials, HostKey, SshCa, TlsIdentity, vnc_auth_response, vnc_password_file};
 pub use crate::error::{DenialReason, EndReason, Error, Result};
 pub use crate::events::Subscription;
 pub use crate::gateway::{Gateway, GatewayOptions, GatewayStats, RunningGateway};

@@ -43,6 +43,22 @@ impl Sshd {
 
     /// The same with `extra` lines appended to its `sshd_config` (e.g. `Banner FILE\n`).
     pub fn start_with(address: &str, env: &[(&str, &str)], extra: &str) -> Sshd {
+        Self::start_inner(address, env, extra, None)
+    }
+
+    /// An sshd on `address` with a host certificate: `certify` gets its host public key (`type
+    /// base64`) and returns the certificate line, which sshd presents (`HostCertificate`).
+    /// `extra` lines are appended to its `sshd_config` (`TrustedUserCAKeys`, `RevokedKeys`).
+    pub fn start_certified(address: &str, extra: &str, certify: &dyn Fn(&str) -> String) -> Sshd {
+        Self::start_inner(address, &[], extra, Some(certify))
+    }
+
+    fn start_inner(
+        address: &str,
+        env: &[(&str, &str)],
+        extra: &str,
+        certify: Option<&dyn Fn(&str) -> String>,
+    ) -> Sshd {
         let dir = tempfile::Builder::new().prefix("ra-sshd-").tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -53,6 +69,13 @@ impl Sshd {
         let out = keygen.finish();
         assert!(out.status.success(), "{keygen:?}: {}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(d.join("authorized_keys"), "").unwrap();
+        let mut extra = extra.to_owned();
+        if let Some(certify) = certify {
+            let public = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();
+            let public = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            std::fs::write(d.join("host_ed25519-cert.pub"), format!("{}\n", certify(&public))).unwrap();
+            extra.push_str(&format!("HostCertificate {}/host_ed25519-cert.pub\n", d.display()));
+        }
         let mut set_env = format!("\"FCI_BUILD_DIR={}\"", build_dir.display());
         for (name, value) in env {
             assert!(!format!("{name}{value}").contains(['"', '\n']), "{name}={value:?} cannot be quoted");

@@ -161,6 +161,9 @@ impl Authority {
             let session = Session::new(build_id.clone(), policy, started_at, now)?
                 .with_builder(builder.clone())
                 .with_vnc_port(vnc_port);
+            // Signed before the insert: a build is never stored without what was asked.
+            let mut creds = creds;
+            self.certify(&mut creds, builder.as_ref(), now, session.max_end())?;
             let record = CredentialRecord {
                 build_id: build_id.clone(),
                 username: creds.username.clone(),

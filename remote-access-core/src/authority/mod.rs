@@ -5,6 +5,7 @@
 //! - `issue`: [`BuildRequest`], issuing, and the platform's reports (steps completed, cancel,
 //!   revoke);
 //! - `verify`: checking SSH keys and VNC passwords, counting guesses;
+//! - `certificates`: OpenSSH user and host certificates, the key revocation list;
 //! - `failures`: runs of failed logins counted in the store, for the whole fleet;
 //! - `connection`: recording user connections, [`LiveConnection`], ends that wait for the store;
 //! - `connection_info`: what a client needs to connect, from what the authority keeps;
@@ -14,6 +15,7 @@
 //! - `housekeeping`: the background loop, deadlines, purging.
 
 mod apply;
+mod certificates;
 mod connection;
 mod connection_info;
 mod contact;
@@ -68,6 +70,18 @@ pub struct AuthorityOptions {
     /// Where sessions, credentials and tombstones live: in this process's memory (the
     /// default), or in a Redis that several gateways share.
     pub store: StoreOptions,
+    /// An SSH certificate authority for users (none by default): each build's key is then
+    /// also issued an OpenSSH user certificate ([`crate::Credentials::certificate`]), valid
+    /// until the build's latest possible end, so builders trust the CA once
+    /// (`TrustedUserCAKeys`) instead of each build's `authorized_keys` line, and
+    /// [`Authority::revoked_keys`] lists the keys of ended builds for their `RevokedKeys`.
+    pub user_ca: Option<crate::credential::SshCa>,
+    /// An SSH certificate authority for builders' host keys (none by default):
+    /// [`Authority::certify_host`] signs a builder's host key, and `issue` signs the request's
+    /// `Builder::host_key`. Users' scripts then trust this CA for the builder's address
+    /// (`ScriptOptions::builder_host_ca`) instead of a builder key on first use. Keep it apart
+    /// from `user_ca`.
+    pub host_ca: Option<crate::credential::SshCa>,
 }
 
 impl Default for AuthorityOptions {
@@ -79,6 +93,8 @@ impl Default for AuthorityOptions {
             max_store_outage: Duration::from_secs(30),
             event_queue: 10_000,
             store: StoreOptions::Memory,
+            user_ca: None,
+            host_ca: None,
         }
     }
 }

@@ -28,6 +28,11 @@ struct Bundle {
     builder_vnc_password: Option<String>,
     builder_vnc_account: bool,
     agent: Option<AgentBundle>,
+    /// Public, but part of what the scripts need; absent in bundles from before certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    builder_host_certificate: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,6 +85,8 @@ impl Credentials {
             builder_vnc_password: self.builder_vnc_password.as_ref().map(|p| p.expose().clone()),
             builder_vnc_account: self.builder_vnc_account,
             agent,
+            certificate: self.certificate.clone(),
+            builder_host_certificate: self.builder_host_certificate.clone(),
         };
         serde_json::to_string_pretty(&bundle)
             .map(Secret::new)
@@ -116,6 +123,17 @@ impl Credentials {
         let mut credentials = Credentials::new(build_id, generated)?;
         credentials.builder_vnc_password = bundle.builder_vnc_password.clone().map(Secret::new);
         credentials.builder_vnc_account = bundle.builder_vnc_account;
+        if let Some(line) = &bundle.certificate {
+            let certificate = super::parse_certificate(line)?;
+            if certificate.public_key() != credentials.key.public_key().key_data() {
+                return Err(Error::invalid("certificate", "certifies another key than the bundle's"));
+            }
+            credentials.certificate = Some(line.trim().to_owned());
+        }
+        if let Some(line) = &bundle.builder_host_certificate {
+            super::parse_certificate(line)?;
+            credentials.builder_host_certificate = Some(line.trim().to_owned());
+        }
         if let Some(agent) = &bundle.agent {
             let key = read_key("agent.private_key", &agent.private_key)?;
             let fingerprint = key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();

@@ -6,12 +6,15 @@ mod builder;
 mod bundle;
 mod generate;
 mod host_key;
+mod ssh_ca;
 mod tls_identity;
 mod vnc_password;
 
 pub(crate) use builder::{generate_builder_password, note_supplied};
 pub(crate) use generate::{Generated, GeneratedAgent, generate, generate_agent, password_digest};
 pub use host_key::HostKey;
+pub use ssh_ca::SshCa;
+pub(crate) use ssh_ca::{parse_certificate, revoked_keys};
 pub use tls_identity::TlsIdentity;
 pub(crate) use vnc_password::{check_vnc_response, vnc_response};
 pub use vnc_password::{vnc_auth_response, vnc_password_file};
@@ -46,6 +49,11 @@ pub struct Credentials {
     pub(crate) builder_vnc_password: Option<Secret<String>>,
     /// Set for a macOS builder: the password is then that account's, not a VNC password.
     pub(crate) builder_vnc_account: bool,
+    /// The user key's OpenSSH certificate, when the authority has a user CA.
+    pub(crate) certificate: Option<String>,
+    /// The builder's host certificate, when the authority has a host CA and the request gave
+    /// the builder's host key.
+    pub(crate) builder_host_certificate: Option<String>,
 }
 
 impl Credentials {
@@ -62,6 +70,8 @@ impl Credentials {
             agent: None,
             builder_vnc_password: None,
             builder_vnc_account: false,
+            certificate: None,
+            builder_host_certificate: None,
         })
     }
 
@@ -90,6 +100,24 @@ impl Credentials {
     /// but no port, agent or X11 forwarding from the builder and no `~/.ssh/rc`.
     pub fn authorized_keys_line_restricted(&self) -> String {
         format!("restrict,pty {}", self.authorized_keys_line())
+    }
+
+    /// The OpenSSH user certificate of the build's key (`ssh-ed25519-cert-v01@openssh.com
+    /// AAAA... <build id>`), when the authority has a user CA (`AuthorityOptions::user_ca`)
+    /// and the build a builder: signed for the builder's login user, valid until the build's
+    /// latest possible end, with `permit-pty` only (and `permit-port-forwarding` when the build
+    /// may reach further ports). A builder whose sshd trusts the CA (`TrustedUserCAKeys`) then
+    /// needs no `authorized_keys` line, and refuses the certificate once it expires. Public:
+    /// it is useless without the private key. The scripts use it.
+    pub fn certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
+    }
+
+    /// The builder's host certificate (its host key signed by `AuthorityOptions::host_ca` for
+    /// the builder's address, until the build's latest possible end), when the request gave
+    /// the builder's host key: install it as the builder's sshd `HostCertificate`.
+    pub fn builder_host_certificate(&self) -> Option<&str> {
+        self.builder_host_certificate.as_deref()
     }
 
     /// The key's `SHA256:` fingerprint, as `ssh-keygen -lf` prints it.
@@ -162,6 +190,7 @@ impl fmt::Debug for Credentials {
             .field("vnc_password", &self.vnc_password)
             .field("builder_vnc_password", &self.builder_vnc_password)
             .field("agent_username", &self.agent_username())
+            .field("certificate", &self.certificate.is_some())
             .finish()
     }
 }

@@ -55,6 +55,11 @@ pub struct ScriptOptions {
     /// The gateway serves VNC over WebSocket (`GatewayOptions::vnc_websocket`; default true):
     /// the connection info carries the URL for noVNC.
     pub vnc_websocket: bool,
+    /// The public key of the CA that signs builders' host keys (`AuthorityOptions::host_ca`,
+    /// [`SshCa::public_key`](crate::credential::SshCa::public_key)), if builders have host
+    /// certificates (default none): the scripts then trust it for the builder's address
+    /// (`@cert-authority`) instead of a pinned builder key, or the key on first use.
+    pub builder_host_ca: Option<String>,
 }
 
 impl ScriptOptions {
@@ -67,6 +72,7 @@ impl ScriptOptions {
             vnc_tls_fingerprint: None,
             vnc_require_encryption: false,
             vnc_websocket: true,
+            builder_host_ca: None,
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct ConnectionInfo {
     pub builder_user: String,
     /// The builder's host key, pinned when known.
     pub builder_host_key: Option<String>,
+    /// The CA trusted for the builder's host certificate, when builders have them (then
+    /// `builder_host_key` is not pinned).
+    pub builder_host_ca: Option<String>,
     /// The user key's `SHA256:` fingerprint.
     pub key_fingerprint: String,
     /// Where the session is: `steps_running`, `steps_completed` or `ended`.
@@ -209,6 +218,7 @@ impl ConnectionInfo {
             builder_port: builder.ssh_port,
             builder_user: builder.user.clone(),
             builder_host_key: builder.host_key.clone(),
+            builder_host_ca: options.builder_host_ca.clone(),
             key_fingerprint: fingerprint.to_owned(),
             phase: String::new(),
             deadline: String::new(),
@@ -283,6 +293,11 @@ impl ConnectionInfo {
             && normalized_public_key("builder_host_key", key)? != *key
         {
             return Err(Error::invalid("builder_host_key", "must be exactly `type base64`"));
+        }
+        if let Some(key) = &self.builder_host_ca
+            && normalized_public_key("builder_host_ca", key)? != *key
+        {
+            return Err(Error::invalid("builder_host_ca", "must be exactly `type base64`"));
         }
         let fingerprint_ok = self.key_fingerprint.strip_prefix("SHA256:").is_some_and(|b64| {
             b64.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
@@ -407,11 +422,19 @@ impl ConnectionInfo {
         Ok(Some(Secret::new(text)))
     }
 
-    /// The `known_hosts` lines that pin the gateway (and the builder, when its key is known).
+    /// The `known_hosts` lines that pin the gateway, and the builder: its host CA for its
+    /// address when builders have host certificates, else its key when known.
     pub fn known_hosts(&self) -> Result<String> {
         self.check()?;
         let mut out = format!("{GATEWAY_ALIAS} {}\n", self.gateway_host_key);
-        if let Some(key) = &self.builder_host_key {
+        if let Some(ca) = &self.builder_host_ca {
+            // The names ssh looks the builder up by: its address, with the port unless 22.
+            let mut names = self.builder_host.clone();
+            if self.builder_port != 22 {
+                names = format!("{names},[{}]:{}", self.builder_host, self.builder_port);
+            }
+            out.push_str(&format!("@cert-authority {names} {ca}\n"));
+        } else if let Some(key) = &self.builder_host_key {
             out.push_str(&format!("{BUILDER_ALIAS} {key}\n"));
         }
         Ok(out)
@@ -423,8 +446,32 @@ impl ConnectionInfo {
     /// `known_hosts_file` are where the user stored the key and [`ConnectionInfo::known_hosts`]
     /// (no `"` or control characters, and no backslash before a backslash, a quote or the end).
     pub fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> Result<String> {
+        self.config_with(identity_file, None, known_hosts_file)
+    }
+
+    /// [`ConnectionInfo::ssh_config`] for a build whose key has a certificate
+    /// ([`Credentials::certificate`]), stored at `certificate_file`: `ssh` presents it to the
+    /// builder (`CertificateFile`), and the plain key to the gateway. Keep the certificate out
+    /// of `<identity_file>-cert.pub`, which `ssh` would also offer the gateway first.
+    pub fn ssh_config_with_certificate(
+        &self,
+        identity_file: &str,
+        certificate_file: &str,
+        known_hosts_file: &str,
+    ) -> Result<String> {
+        self.config_with(identity_file, Some(certificate_file), known_hosts_file)
+    }
+
+    fn config_with(
+        &self,
+        identity_file: &str,
+        certificate_file: Option<&str>,
+        known_hosts_file: &str,
+    ) -> Result<String> {
         self.check()?;
-        for (what, path) in [("identity_file", identity_file), ("known_hosts_file", known_hosts_file)] {
+        let mut paths = vec![("identity_file", identity_file), ("known_hosts_file", known_hosts_file)];
+        paths.extend(certificate_file.map(|path| ("certificate_file", path)));
+        for (what, path) in paths {
             if path.is_empty() || path.chars().any(|c| c.is_control() || c == '"') {
                 return Err(Error::invalid(what, "must be a path without quotes or control characters"));
             }
@@ -442,6 +489,13 @@ impl ConnectionInfo {
             quote::ssh_config_tokens(identity_file),
             quote::ssh_config_tokens(known_hosts_file)
         );
+        if let Some(path) = certificate_file {
+            let _ = write!(
+                config,
+                "Host {BUILDER_ALIAS} {SHELL_ALIAS}\n  CertificateFile \"{}\"\n",
+                quote::ssh_config_tokens(path)
+            );
+        }
         Ok(config)
     }
 
@@ -478,6 +532,7 @@ impl ConnectionInfo {
              cat > \"$dir/known_hosts\" <<'{END}'\n{known}{END}\n\
              cat > \"$dir/config\" <<'{END}'\n{hosts}{END}\n\
              printf 'Host *\\n  IdentityFile \"%s/id_ed25519\"\\n  UserKnownHostsFile \"%s/known_hosts\"\\n' \"$dir\" \"$dir\" >> \"$dir/config\"\n\
+             {certificate}\
              echo {banner} >&2\n\
              status=0\n\
              if [ \"${{1:-}}\" = --vnc ]; then\n\
@@ -500,6 +555,14 @@ impl ConnectionInfo {
             banner = quote::sh(&banner),
             cd = quote::sh(&cd),
             vnc = self.posix_vnc(),
+            certificate = match certificate(credentials)? {
+                Some(line) => format!(
+                    "# The builder trusts the key's certificate; the gateway gets the plain key.\n\
+                     cat > \"$dir/builder-cert.pub\" <<'{HEREDOC_END}'\n{line}\n{HEREDOC_END}\n\
+                     printf 'Host {BUILDER_ALIAS} {SHELL_ALIAS}\\n  CertificateFile \"%s/builder-cert.pub\"\\n' \"$dir\" >> \"$dir/config\"\n"
+                ),
+                None => String::new(),
+            },
         );
         Ok(Secret::new(s))
     }
@@ -584,6 +647,7 @@ impl ConnectionInfo {
              \x20   $cdCommand = {cd}\r\n\
              \x20   $unix = $dir.Replace('\\', '/')\r\n\
              \x20   $config = $hosts + \"Host *`n  IdentityFile `\"$unix/id_ed25519`\"`n  UserKnownHostsFile `\"$unix/known_hosts`\"`n\"\r\n\
+             {certificate}\
              \x20   $vnc = $args.Count -gt 0 -and $args[0] -eq '--vnc'\r\n\
              \x20   if ($args.Count -gt 0 -and -not $vnc) {{\r\n\
              \x20       $command = ($cdCommand + ' && ' + ($args -join ' ')).Replace('%', '%%')\r\n\
@@ -614,6 +678,14 @@ impl ConnectionInfo {
             cd = quote::powershell(&cd),
             banner = quote::powershell(&self.banner()),
             vnc = self.powershell_vnc(),
+            certificate = match certificate(credentials)? {
+                Some(line) => format!(
+                    "\x20   # The builder trusts the key's certificate; the gateway gets the plain key.\r\n\
+                     \x20   [System.IO.File]::WriteAllText((Join-Path $dir 'builder-cert.pub'), '{line}' + \"`n\", (New-Object System.Text.UTF8Encoding($false)))\r\n\
+                     \x20   $config += \"Host {BUILDER_ALIAS} {SHELL_ALIAS} {COMMAND_ALIAS}`n  CertificateFile `\"$unix/builder-cert.pub`\"`n\"\r\n"
+                ),
+                None => String::new(),
+            },
         );
         Ok(Secret::new(s))
     }
@@ -647,11 +719,14 @@ impl ConnectionInfo {
             Some(alias) => format!("{BUILDER_ALIAS} {SHELL_ALIAS} {alias}"),
             None => format!("{BUILDER_ALIAS} {SHELL_ALIAS}"),
         };
-        let builder_checking = if self.builder_host_key.is_some() {
-            "yes"
+        let builder_checking = if self.builder_host_ca.is_some() {
+            // Its host certificate, for its address: no alias, so the address is what is checked.
+            String::from("yes")
+        } else if self.builder_host_key.is_some() {
+            format!("yes\n  HostKeyAlias {BUILDER_ALIAS}")
         } else {
             // Unknown builder key: trust it on first use, in this private file only.
-            "accept-new"
+            format!("accept-new\n  HostKeyAlias {BUILDER_ALIAS}")
         };
         let remote = quote::ssh_config_tokens(&format!(
             "{} ; exec \"${{SHELL:-/bin/sh}}\" -l",
@@ -669,7 +744,6 @@ impl ConnectionInfo {
              \x20 HostName {b_host}\n\
              \x20 Port {b_port}\n\
              \x20 User {b_user}\n\
-             \x20 HostKeyAlias {BUILDER_ALIAS}\n\
              \x20 StrictHostKeyChecking {builder_checking}\n\
              \x20 ProxyJump {GATEWAY_ALIAS}\n\
              Host {SHELL_ALIAS}\n\
@@ -691,6 +765,16 @@ impl ConnectionInfo {
             b_user = self.builder_user,
         )
     }
+}
+
+/// The credentials' certificate line, checked for what the scripts embed it in (a here
+/// document, a PowerShell single-quoted string): printable ASCII and spaces only.
+fn certificate(credentials: &Credentials) -> Result<Option<&str>> {
+    let Some(line) = credentials.certificate() else { return Ok(None) };
+    if line.is_empty() || !line.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || line.contains('\'') {
+        return Err(Error::invalid("certificate", "not an OpenSSH certificate line"));
+    }
+    Ok(Some(line))
 }
 
 fn crlf(text: &str) -> String {

@@ -287,6 +287,17 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(live) })
     }
 
+    fn ended_unexpired(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+        let ended = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.value.is_ended() && s.value.max_end() > now)
+            .map(|s| s.value.build_id().clone())
+            .collect();
+        Box::pin(async move { Ok(ended) })
+    }
+
     fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
         let next = self.lock().sessions.values().filter_map(|s| s.value.next_deadline()).min();
         Box::pin(async move { Ok(next) })

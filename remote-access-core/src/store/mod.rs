@@ -240,6 +240,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every build whose session is live.
     fn live_sessions(&self) -> StoreFuture<'_, Vec<BuildId>>;
 
+    /// Every build whose session has ended but whose latest possible end
+    /// (`Session::max_end`, when its certificate expires) is after `now`.
+    fn ended_unexpired(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
+
     /// Records that the authority `instance` (the high 32 bits of its connection ids) is alive
     /// at `at`, so that others can tell when it stops. The in-memory store is shared only
     /// within one process, which cannot outlive itself: by default nothing is recorded.

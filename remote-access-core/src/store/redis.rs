@@ -10,6 +10,7 @@
 //! | `{p}:vnc-port:{port}` | the build id, while its session is live |
 //! | `{p}:deadlines` | sorted set: live builds by next deadline (ms) |
 //! | `{p}:ended` | sorted set: ended builds by end time (ms), for purging |
+//! | `{p}:ended-unexpired` | sorted set: ended builds by their latest possible end (ms), until it passes (the KRL) |
 //! | `{p}:instances` | sorted set: authorities by last heartbeat (ms) |
 //! | `{p}:events` | stream: the fleet's event log, trimmed to about `EVENT_LOG_LEN` |
 //! | `{p}:failures:network:{prefix}`, `{p}:failures:build:{build}:{credential}` | hash: a run of failed logins (`n`, `at` in Redis's ms, `t:{tag}` per target), expiring 15 minutes after its last |
@@ -404,6 +405,7 @@ impl RedisStore {
             .key(self.keys.deadlines())
             .key(self.keys.ended())
             .key(session.vnc_port().map_or_else(|| self.keys.vnc_port_none(), |p| self.keys.vnc_port(p)))
+            .key(self.keys.certified())
             .arg(version)
             .arg(json)
             .arg(id.as_str())
@@ -411,7 +413,8 @@ impl RedisStore {
             .arg(session.end().map_or(0, |(_, at)| ms_ceil(at)))
             .arg(revocation)
             .arg(self.keys.channel())
-            .arg(format!("{:016x}", russh::keys::key::safe_rng().next_u64()));
+            .arg(format!("{:016x}", russh::keys::key::safe_rng().next_u64()))
+            .arg(ms_ceil(session.max_end()));
         let script = &script;
         let replaced: i64 = self
             .run_on(slot, "a session update", |mut con| async move { script.invoke_async(&mut con).await })
@@ -616,6 +619,7 @@ impl Store for RedisStore {
             script
                 .key(self.keys.ended())
                 .key(self.keys.deadlines())
+                .key(self.keys.certified())
                 .arg(ms_floor(ended_before))
                 .arg(format!("{}:", self.keys.prefix))
                 .arg(BATCH);
@@ -623,6 +627,31 @@ impl Store for RedisStore {
             let purged: Vec<String> =
                 self.run("a purge", |mut con| async move { script.invoke_async(&mut con).await }).await?;
             purged.into_iter().map(|id| BuildId::new(id).map_err(|_| corrupt("ended index"))).collect()
+        })
+    }
+
+    fn ended_unexpired(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+        Box::pin(async move {
+            let key = &self.keys.certified();
+            let now = ms_floor(now);
+            let (ended,): (Vec<String>,) = self
+                .run("the ended builds", |mut con| async move {
+                    // What has passed its latest end is dropped on the way.
+                    redis::pipe()
+                        .cmd("ZREMRANGEBYSCORE")
+                        .arg(key)
+                        .arg("-inf")
+                        .arg(now)
+                        .ignore()
+                        .cmd("ZRANGEBYSCORE")
+                        .arg(key)
+                        .arg(format!("({now}"))
+                        .arg("+inf")
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            ended.into_iter().map(|id| BuildId::new(id).map_err(|_| corrupt("ended index"))).collect()
         })
     }
 
@@ -971,6 +1000,11 @@ impl Keys {
     fn failures(&self, key: &str) -> String {
         format!("{}:failures:{key}", self.prefix)
     }
+    /// Ended builds by their latest possible end (ms), until it passes: whose keys the KRL
+    /// lists.
+    fn certified(&self) -> String {
+        format!("{}:ended-unexpired", self.prefix)
+    }
     fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
     }
@@ -1024,6 +1058,7 @@ redis.call('HSET', KEYS[1], 's', ARGV[2], 'w', ARGV[8])
 if ARGV[4] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) else redis.call('ZREM', KEYS[3], ARGV[3]) end
 if ARGV[5] ~= '0' then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[3])
   if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
 end
 if ARGV[6] ~= '' then
@@ -1077,6 +1112,7 @@ for _, id in ipairs(ids) do
   redis.call('DEL', p .. 'session:' .. id, p .. 'credential:' .. id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
 end
 return ids
 ",

@@ -457,6 +457,12 @@ impl remote_access_core::unstable::Store for YieldingStore {
     fn live_sessions(&self) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
         self.0.live_sessions()
     }
+    fn ended_unexpired(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
+        self.0.ended_unexpired(now)
+    }
     fn add_failure<'a>(
         &'a self,
         key: &'a str,

@@ -24,6 +24,7 @@ mod agent;
 mod authority;
 mod builder_kit;
 mod builder_secrets;
+mod certificates;
 mod clients;
 mod drops;
 #[cfg(feature = "redis")]

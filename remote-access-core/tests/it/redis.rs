@@ -586,3 +586,65 @@ async fn runs_of_failed_logins_keep_one_contract_in_memory_and_on_redis() {
     let memory = u64::try_from(FAILURE_MEMORY.as_millis()).unwrap();
     assert!(ttl <= memory && ttl > memory - 60_000, "PTTL {ttl}");
 }
+
+/// The KRL from any process of the fleet lists the keys of builds ended through another
+/// (ssh-keygen reads it), and the index behind it forgets a build once its latest end passed.
+#[tokio::test]
+async fn every_authority_on_redis_revokes_the_keys_of_builds_ended_anywhere() {
+    let redis = RedisServer::start();
+    let (platform, gateway_side) = (
+        authority_on(&redis, AuthorityOptions::default()),
+        authority_on(&redis, AuthorityOptions::default()),
+    );
+    let mut request = remote_access_core::BuildRequest::new(
+        BuildId::new("krl-1").unwrap(),
+        remote_access_core::Trigger::Manual,
+        true,
+    );
+    let mut policy = Policy::default();
+    policy.max_build_duration = Duration::from_secs(3600);
+    request.policy = Some(policy);
+    request.started_at = Some(OffsetDateTime::now_utc() - Duration::from_secs(3600 - 4));
+    let short = platform.issue(request).await.unwrap();
+    let long = platform
+        .issue(remote_access_core::BuildRequest::new(
+            BuildId::new("krl-2").unwrap(),
+            remote_access_core::Trigger::Manual,
+            true,
+        ))
+        .await
+        .unwrap();
+    let live = platform
+        .issue(remote_access_core::BuildRequest::new(
+            BuildId::new("krl-3").unwrap(),
+            remote_access_core::Trigger::Manual,
+            true,
+        ))
+        .await
+        .unwrap();
+    for creds in [&short, &long] {
+        platform.revoke(creds.build_id(), "ended").await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let query = |krl: Vec<u8>, creds: &remote_access_core::Credentials| {
+        let (krl_path, key_path) = (dir.path().join("krl"), dir.path().join("k.pub"));
+        std::fs::write(&krl_path, krl).unwrap();
+        std::fs::write(&key_path, format!("{}\n", creds.public_key())).unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-Q")
+            .arg("-f")
+            .arg(&krl_path)
+            .arg(&key_path)
+            .finish();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let krl = gateway_side.revoked_keys().await.unwrap();
+    assert!(query(krl.clone(), &short).contains("REVOKED"));
+    assert!(query(krl.clone(), &long).contains("REVOKED"));
+    assert!(query(krl, &live).contains("ok"));
+    // Past its latest end a certificate is refused anyway: the build leaves the list.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let krl = gateway_side.revoked_keys().await.unwrap();
+    assert!(query(krl.clone(), &short).contains("ok"), "an expired build is no longer listed");
+    assert!(query(krl, &long).contains("REVOKED"));
+}
