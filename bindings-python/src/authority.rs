@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::convert::{Seconds, build_id, ip};
 use crate::errors::IntoPyResult;
 use crate::events::NativeSubscription;
-use crate::gateway::HostKey;
+use crate::gateway::{HostKey, SshCa};
 use crate::runtime::awaitable;
 use crate::script::{PublicConnectionInfo, ScriptOptions};
 
@@ -211,6 +211,19 @@ impl Credentials {
         self.0.agent_fingerprint().map(str::to_owned)
     }
 
+    /// The OpenSSH user certificate of the build's key, when the authority has a user CA and
+    /// the build a builder (public; the scripts use it).
+    #[getter]
+    fn certificate(&self) -> Option<String> {
+        self.0.certificate().map(str::to_owned)
+    }
+    /// The builder's host certificate, when the authority has a host CA and the request gave
+    /// the builder's host key: the builder sshd's `HostCertificate`.
+    #[getter]
+    fn builder_host_certificate(&self) -> Option<String> {
+        self.0.builder_host_certificate().map(str::to_owned)
+    }
+
     /// The line to put in the builder's `authorized_keys`.
     fn authorized_keys_line(&self) -> String {
         self.0.authorized_keys_line()
@@ -362,7 +375,7 @@ pub(crate) struct Authority(pub(crate) core::Authority);
 #[pymethods]
 impl Authority {
     #[new]
-    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, redis_min_replicas = None, max_store_outage = None, event_queue = None))]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, redis_min_replicas = None, max_store_outage = None, event_queue = None, user_ca = None, host_ca = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         policy: Option<PyRef<'_, Policy>>,
@@ -376,8 +389,12 @@ impl Authority {
         redis_min_replicas: Option<u32>,
         max_store_outage: Option<Seconds>,
         event_queue: Option<usize>,
+        user_ca: Option<PyRef<'_, SshCa>>,
+        host_ca: Option<PyRef<'_, SshCa>>,
     ) -> PyResult<Self> {
         let mut options = core::AuthorityOptions::default();
+        options.user_ca = user_ca.map(|ca| ca.0.clone());
+        options.host_ca = host_ca.map(|ca| ca.0.clone());
         if let Some(policy) = policy {
             options.policy = policy.0;
         }
@@ -505,6 +522,22 @@ impl Authority {
     fn revoke<'py>(&self, py: Python<'py>, build_id: &str, reason: String) -> PyResult<Bound<'py, PyAny>> {
         let (authority, id) = (self.0.clone(), self::build_id(build_id)?);
         awaitable(py, async move { authority.revoke(&id, &reason).await.py() })
+    }
+
+    /// Signs a builder's host key (`ssh-ed25519 AAAA...`) with the host CA for `addresses` (IP
+    /// addresses as text), valid for `valid_for` (a `timedelta` or seconds): the builder sshd's
+    /// `HostCertificate`.
+    fn certify_host(&self, host_key: &str, addresses: Vec<String>, valid_for: Seconds) -> PyResult<String> {
+        let addresses =
+            addresses.iter().map(|address| ip("addresses", address)).collect::<PyResult<Vec<_>>>()?;
+        self.0.certify_host(host_key, &addresses, valid_for.0).py()
+    }
+
+    /// A KRL (OpenSSH key revocation list, bytes) of the keys of ended builds whose
+    /// certificates are still valid, for the builder sshd's `RevokedKeys` (awaitable → `bytes`).
+    fn revoked_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let authority = self.0.clone();
+        awaitable(py, async move { authority.revoked_keys().await.py() })
     }
 
     /// The build's session (awaitable → `Session`).

@@ -64,6 +64,57 @@ impl HostKey {
     }
 }
 
+/// An SSH certificate authority key (Ed25519): `Authority(user_ca=...)` signs each build's key
+/// with it, `Authority(host_ca=...)` builders' host keys. Persist it (`to_openssh()`, a secret:
+/// it opens every builder that trusts it).
+#[pyclass(module = "remote_access", frozen)]
+#[derive(Clone)]
+pub(crate) struct SshCa(pub(crate) core::SshCa);
+
+#[pymethods]
+impl SshCa {
+    /// A new Ed25519 CA key.
+    #[staticmethod]
+    fn generate(py: Python<'_>) -> PyResult<Self> {
+        py.detach(core::SshCa::generate).py().map(Self)
+    }
+
+    /// A CA key from its OpenSSH private key text (Ed25519, unencrypted).
+    #[staticmethod]
+    fn from_openssh(py: Python<'_>, text: &str) -> PyResult<Self> {
+        let text = core::Secret::new(text.to_owned());
+        py.detach(|| core::SshCa::from_openssh(text.expose())).py().map(Self)
+    }
+
+    /// The private key in OpenSSH format. A secret: store it like one.
+    fn to_openssh<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        Ok(PyString::new(py, self.0.to_openssh().py()?.expose()))
+    }
+
+    /// The public key line (`ssh-ed25519 AAAA...`): for `TrustedUserCAKeys` (a user CA) or
+    /// `ScriptOptions(builder_host_ca=...)` (a host CA).
+    #[getter]
+    fn public_key(&self) -> String {
+        self.0.public_key()
+    }
+
+    /// `SHA256:...` of the public key.
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.0.fingerprint()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SshCa({})", self.0.fingerprint())
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "an SshCa holds a private key and cannot be pickled; persist to_openssh() instead",
+        ))
+    }
+}
+
 /// The gateway's TLS certificate chain and private key for its VNC ports (VeNCrypt `X509Vnc`
 /// and `wss://`). Users check it by its SHA-256 `fingerprint`, which the connection info
 /// carries (`ScriptOptions(vnc_tls_fingerprint=...)`). Persist a generated one

@@ -11,7 +11,7 @@
 //! - `convert`: durations, build ids and addresses from Python values.
 //! - `authority`: `Authority`, `Policy`, `Builder`, `ManualClock`, `Credentials`, `Session`.
 //! - `events`: `Event` and the queue behind the `Subscription` async iterator.
-//! - `gateway`: `HostKey`, `TlsIdentity`, `Gateway`, `GatewayStart`, `RunningGateway`.
+//! - `gateway`: `HostKey`, `SshCa`, `TlsIdentity`, `Gateway`, `GatewayStart`, `RunningGateway`.
 //! - `logs`: the core's `tracing` events into Python's `logging`, under `remote_access`.
 //! - `script`: `ScriptOptions` and the connection info behind `remote_access.ConnectionInfo`.
 //! - `agent`: `run_agent`, `vnc_password_file`, `vnc_auth_response`.
@@ -46,6 +46,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<events::NativeSubscription>()?;
     m.add_class::<events::FleetEvents>()?;
     m.add_class::<gateway::HostKey>()?;
+    m.add_class::<gateway::SshCa>()?;
     m.add_class::<gateway::TlsIdentity>()?;
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<gateway::GatewayStart>()?;

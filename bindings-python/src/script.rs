@@ -17,7 +17,7 @@ pub(crate) struct ScriptOptions(pub(crate) core::ScriptOptions);
 #[pymethods]
 impl ScriptOptions {
     #[new]
-    #[pyo3(signature = (gateway_host, gateway_port = 22, *, build_dir = None, vnc_tls_fingerprint = None, vnc_require_encryption = None, vnc_websocket = None))]
+    #[pyo3(signature = (gateway_host, gateway_port = 22, *, build_dir = None, vnc_tls_fingerprint = None, vnc_require_encryption = None, vnc_websocket = None, builder_host_ca = None))]
     fn new(
         gateway_host: String,
         gateway_port: u16,
@@ -25,6 +25,7 @@ impl ScriptOptions {
         vnc_tls_fingerprint: Option<String>,
         vnc_require_encryption: Option<bool>,
         vnc_websocket: Option<bool>,
+        builder_host_ca: Option<String>,
     ) -> Self {
         let mut options = core::ScriptOptions::new(gateway_host, gateway_port);
         if let Some(build_dir) = build_dir {
@@ -33,6 +34,7 @@ impl ScriptOptions {
         options.vnc_tls_fingerprint = vnc_tls_fingerprint;
         options.vnc_require_encryption = vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
         options.vnc_websocket = vnc_websocket.unwrap_or(options.vnc_websocket);
+        options.builder_host_ca = builder_host_ca;
         Self(options)
     }
 
@@ -60,6 +62,10 @@ impl ScriptOptions {
     fn vnc_websocket(&self) -> bool {
         self.0.vnc_websocket
     }
+    #[getter]
+    fn builder_host_ca(&self) -> Option<String> {
+        self.0.builder_host_ca.clone()
+    }
 
     fn __repr__(&self) -> String {
         let options = &self.0;
@@ -67,12 +73,13 @@ impl ScriptOptions {
             options.vnc_tls_fingerprint.as_deref().map_or("None".to_owned(), |f| format!("{f:?}"));
         let bool_repr = |b: bool| if b { "True" } else { "False" };
         format!(
-            "ScriptOptions({:?}, {}, build_dir={:?}, vnc_tls_fingerprint={fingerprint}, vnc_require_encryption={}, vnc_websocket={})",
+            "ScriptOptions({:?}, {}, build_dir={:?}, vnc_tls_fingerprint={fingerprint}, vnc_require_encryption={}, vnc_websocket={}, builder_host_ca={})",
             options.gateway_host,
             options.gateway_port,
             options.build_dir,
             bool_repr(options.vnc_require_encryption),
             bool_repr(options.vnc_websocket),
+            options.builder_host_ca.as_deref().map_or("None".to_owned(), |ca| format!("{ca:?}")),
         )
     }
 }
@@ -145,6 +152,17 @@ impl NativeConnectionInfo {
     /// `known_hosts()` lines in `known_hosts_file`.
     fn ssh_config(&self, identity_file: &str, known_hosts_file: &str) -> PyResult<String> {
         self.info().ssh_config(identity_file, known_hosts_file).py()
+    }
+
+    /// The same for a key with a certificate (`Credentials.certificate`) in `certificate_file`,
+    /// which `ssh` presents to the builder only.
+    fn ssh_config_with_certificate(
+        &self,
+        identity_file: &str,
+        certificate_file: &str,
+        known_hosts_file: &str,
+    ) -> PyResult<String> {
+        self.info().ssh_config_with_certificate(identity_file, certificate_file, known_hosts_file).py()
     }
 
     /// A POSIX `sh` script that opens a shell in the build directory (or runs its arguments

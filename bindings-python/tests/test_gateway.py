@@ -429,3 +429,92 @@ def test_an_authority_reaches_redis_over_tls_with_a_ca_and_a_client_certificate(
         asyncio.run(main())
     finally:
         stop(proc)
+
+
+def test_certificates_let_the_build_into_a_builder_that_trusts_the_ca_until_revoked(tmp_path: pathlib.Path) -> None:
+    """The builder's real sshd trusts the user CA (no authorized_keys at all), presents a host
+    certificate from the host CA, and reads the authority's KRL."""
+    import subprocess
+
+    user_ca, host_ca = ra.SshCa.generate(), ra.SshCa.generate()
+    assert "PRIVATE" not in repr(user_ca) and user_ca.fingerprint in repr(user_ca)
+    assert ra.SshCa.from_openssh(user_ca.to_openssh()).public_key == user_ca.public_key
+
+    async def main() -> None:
+        async with serving(user_ca=user_ca, host_ca=host_ca) as kit:
+            d = tmp_path
+            os.makedirs("/run/sshd", exist_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True)
+            host_key = " ".join((d / "host.pub").read_text().split()[:2])
+            (d / "host-cert.pub").write_text(kit.authority.certify_host(host_key, ["127.0.0.1"], timedelta(hours=1)) + "\n")
+            (d / "user-ca.pub").write_text(user_ca.public_key + "\n")
+            krl = await kit.authority.revoked_keys()
+            assert isinstance(krl, bytes) and krl.startswith(b"SSHKRL\n\0")
+            (d / "revoked.krl").write_bytes(krl)
+            (d / "sshd_config").write_text(
+                f"ListenAddress 127.0.0.1\nHostKey {d}/host\nHostCertificate {d}/host-cert.pub\nPidFile {d}/sshd.pid\n"
+                f"TrustedUserCAKeys {d}/user-ca.pub\nRevokedKeys {d}/revoked.krl\nAuthorizedKeysFile none\n"
+                "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "PermitRootLogin prohibit-password\nUsePAM no\nAllowTcpForwarding yes\n"
+            )
+            with open(d / "sshd.log", "wb") as log:
+                port, proc = listening(
+                    lambda port: ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
+                    "sshd",
+                    stderr=log,
+                )
+            try:
+                builder = ra.Builder("127.0.0.1", ssh_port=port, user="root")
+                credentials = await kit.authority.issue(
+                    "py-cert", trigger="manual", remote_access_enabled=True, builder=builder
+                )
+                assert credentials.certificate is not None
+                assert credentials.certificate.startswith("ssh-ed25519-cert-v01@openssh.com ")
+                assert "certificate" not in repr(credentials) or "redacted" in repr(credentials)
+                session = await kit.authority.session("py-cert")
+                options = ra.ScriptOptions("127.0.0.1", kit.running.port, builder_host_ca=host_ca.public_key)
+                info = ra.ConnectionInfo(credentials, session, kit.gateway.host_key, options)
+                assert info["builder_host_ca"] == host_ca.public_key
+                text = info.posix_script(credentials)
+                assert "accept-new" not in text and "@cert-authority 127.0.0.1," in text
+                config = info.ssh_config_with_certificate("/k", "/k.cert", "/kh")
+                assert 'CertificateFile "/k.cert"' in config
+                script = kit.scratch / "cert.sh"
+                script.write_text(text)
+                code, out, err = await run_script(script, "echo", "by-certificate")
+                assert code == 0, err + (d / "sshd.log").read_text()
+                assert out.strip() == "by-certificate"
+                # Revoked: the builder itself refuses the certificate once the KRL lists it,
+                # even to a client that bypasses the gateway.
+                (d / "k").write_text(credentials.private_key_openssh())
+                os.chmod(d / "k", 0o600)
+                (d / "k.cert").write_text(credentials.certificate + "\n")
+                direct = [
+                    "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                    "-i", str(d / "k"), "-o", f"CertificateFile={d / 'k.cert'}", "-p", str(port), "root@127.0.0.1", "true",
+                ]
+                assert subprocess.run(direct, capture_output=True).returncode == 0
+                await kit.authority.revoke("py-cert", "test")
+                (d / "revoked.krl").write_bytes(await kit.authority.revoked_keys())
+                assert subprocess.run(direct, capture_output=True).returncode == 255
+            finally:
+                stop(proc)
+
+    asyncio.run(main())
+
+
+def test_certificate_settings_are_checked() -> None:
+    with pytest.raises(ra.InvalidInputError):
+        ra.SshCa.from_openssh("not a key")
+    with pytest.raises(ra.InvalidInputError):
+        ra.Authority().certify_host("ssh-ed25519 AAAA", ["127.0.0.1"], 60)  # no host CA
+    authority = ra.Authority(host_ca=ra.SshCa.generate())
+    with pytest.raises(ra.InvalidInputError):
+        authority.certify_host(ra.HostKey.generate().public_key, ["not-an-address"], 60)
+    cert = authority.certify_host(ra.HostKey.generate().public_key, ["10.0.0.7"], 60)
+    assert cert.startswith("ssh-ed25519-cert-v01@openssh.com ")
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(ra.SshCa.generate())

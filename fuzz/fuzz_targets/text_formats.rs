@@ -2,7 +2,8 @@
 //! as JSON), triggers, protocols, the gateway's host key (OpenSSH private key text), public key
 //! lines (builder and gateway host keys, SSH logins), the build agent's pinned key and private
 //! key, sessions and policies as JSON (what a networked store hands back), gateway hosts and
-//! build directories, revoke reasons, VNC passwords, events as the fleet's log holds them (JSON).
+//! build directories, revoke reasons, VNC passwords, events as the fleet's log holds them (JSON),
+//! credentials bundles (with their OpenSSH certificates) and SSH CA keys.
 //!
 //! Byte 0 picks the format; the rest is the text (bytes that are not UTF-8 are replaced; the
 //! agent's two keys are separated by 0xFF). Nothing may panic; what is accepted must be what
@@ -19,7 +20,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use remote_access_core::{
     AgentOptions, Authority, AuthorityOptions, BuildId, BuildRequest, Builder, ConnectionInfo, Credentials,
-    Error, Event, HostKey, ManualClock, Policy, Protocol, ScriptOptions, Secret, Session, Trigger,
+    Error, Event, HostKey, ManualClock, Policy, Protocol, ScriptOptions, Secret, Session, SshCa, Trigger,
     run_agent, vnc_auth_response, vnc_password_file,
 };
 use time::macros::datetime;
@@ -94,7 +95,7 @@ fn is_key_line(line: &str) -> bool {
 fuzz_target!(|data: &[u8]| {
     let [format, raw @ ..] = data else { return };
     let text = String::from_utf8_lossy(raw);
-    FIXED.with(|fixed| match format % 11 {
+    FIXED.with(|fixed| match format % 12 {
         0 => build_id(&text),
         1 => names(&text),
         2 => host_key(&text),
@@ -105,7 +106,8 @@ fuzz_target!(|data: &[u8]| {
         7 => script_options(fixed, &text),
         8 => revoke_reason(fixed, &text),
         9 => vnc_password(&text),
-        _ => event_json(&text),
+        10 => event_json(&text),
+        _ => bundle(fixed, &text),
     });
 });
 
@@ -153,6 +155,27 @@ fn names(text: &str) {
         assert!(json == "\"ssh\"" || json == "\"vnc\"", "{json}");
         assert_eq!(serde_json::from_str::<Protocol>(&json).ok(), Some(protocol));
     }
+}
+
+/// A credentials bundle (what the command line's `issue` writes and `script` reads): refused,
+/// or credentials whose certificate (if any) certifies their own key, which write back to a
+/// bundle that reads again as the same. As an SSH CA key: refused, or one that persists.
+fn bundle(fixed: &Fixed, text: &str) {
+    if let Ok(ca) = SshCa::from_openssh(text) {
+        let again = SshCa::from_openssh(ca.to_openssh().expect("a loaded CA prints").expose()).expect("loads");
+        assert_eq!(again.public_key(), ca.public_key());
+        assert!(!format!("{ca:?}").contains("PRIVATE"), "Debug shows no key material");
+    }
+    let Ok(creds) = Credentials::from_bundle(text) else { return };
+    let again = Credentials::from_bundle(creds.to_bundle().expect("prints").expose()).expect("reads again");
+    assert_eq!(again.fingerprint(), creds.fingerprint());
+    assert_eq!(again.certificate(), creds.certificate());
+    assert_eq!(again.builder_host_certificate(), creds.builder_host_certificate());
+    if let Some(line) = creds.certificate() {
+        assert!(line.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{line:?}");
+    }
+    // A script made with them embeds the certificate safely or refuses it.
+    let _ = fixed.info.posix_script(&creds);
 }
 
 fn host_key(text: &str) {

@@ -46,6 +46,7 @@ from remote_access._native import (
     ScriptOptions,
     Session,
     SessionEndedError,
+    SshCa,
     StoreUnavailableError,
     TlsIdentity,
     UnknownBuildError,
@@ -105,6 +106,7 @@ __all__ = [
     "ScriptOptions",
     "Session",
     "SessionEndedError",
+    "SshCa",
     "StoreUnavailableError",
     "Subscription",
     "TlsIdentity",
@@ -169,6 +171,11 @@ class ConnectionInfo(dict):  # type: ignore[type-arg]
     def ssh_config(self, identity_file: str, known_hosts_file: str) -> str:
         """An ``ssh_config`` block for users who keep the key and ``known_hosts()`` in files."""
         return self._native.ssh_config(identity_file, known_hosts_file)
+
+    def ssh_config_with_certificate(self, identity_file: str, certificate_file: str, known_hosts_file: str) -> str:
+        """The same for a key with a certificate (``Credentials.certificate``) in
+        ``certificate_file``, which ``ssh`` presents to the builder only."""
+        return self._native.ssh_config_with_certificate(identity_file, certificate_file, known_hosts_file)
 
     def posix_script(self, credentials: Credentials) -> str:
         """A POSIX ``sh`` script that opens a shell in the build directory (or runs its

@@ -52,6 +52,7 @@ __all__ = [
     "ScriptOptions",
     "Session",
     "SessionEndedError",
+    "SshCa",
     "StoreUnavailableError",
     "Subscription",
     "TlsIdentity",
@@ -269,6 +270,14 @@ class Credentials:
     @property
     def agent_fingerprint(self) -> str | None:
         """The builder agent's key fingerprint, for builds reached by a reverse tunnel."""
+    @property
+    def certificate(self) -> str | None:
+        """The OpenSSH user certificate of the build's key, when the authority has a user CA
+        and the build a builder (public; the scripts use it)."""
+    @property
+    def builder_host_certificate(self) -> str | None:
+        """The builder's host certificate, when the authority has a host CA and the request
+        gave the builder's host key: the builder sshd's ``HostCertificate``."""
     def authorized_keys_line(self) -> str:
         """The line to put in the builder's ``authorized_keys``."""
     def authorized_keys_line_restricted(self) -> str:
@@ -431,7 +440,10 @@ class Authority:
       logins to go on (default: 1 once a replica has been seen, else 0);
     - ``max_store_outage``: how long the store may be out of reach before every live
       connection is cut (default 30 s);
-    - ``event_queue``: how many events each subscription may hold unread (default 10,000).
+    - ``event_queue``: how many events each subscription may hold unread (default 10,000);
+    - ``user_ca``: an ``SshCa`` that signs each build's key (``Credentials.certificate``), so
+      builders trust it once (``TrustedUserCAKeys``);
+    - ``host_ca``: an ``SshCa`` that signs builders' host keys (``certify_host``).
     """
 
     def __new__(
@@ -448,6 +460,8 @@ class Authority:
         redis_min_replicas: int | None = None,
         max_store_outage: _Duration | None = None,
         event_queue: int | None = None,
+        user_ca: SshCa | None = None,
+        host_ca: SshCa | None = None,
     ) -> Authority:
         """An authority; omitted options take the core's defaults."""
     @property
@@ -499,6 +513,13 @@ class Authority:
         """Records that the build was cancelled: access ends."""
     def revoke(self, build_id: str, reason: str) -> Awaitable[None]:
         """Revokes the build's credentials now and cuts its live connections."""
+    def certify_host(self, host_key: str, addresses: Sequence[str], valid_for: _Duration) -> str:
+        """Signs a builder's host key (``ssh-ed25519 AAAA...``) with the host CA for
+        ``addresses`` (IP addresses), valid for ``valid_for``: the builder sshd's
+        ``HostCertificate``."""
+    def revoked_keys(self) -> Awaitable[bytes]:
+        """A KRL (OpenSSH key revocation list) of the keys of ended builds whose certificates
+        are still valid, for the builder sshd's ``RevokedKeys``."""
     def session(self, build_id: str) -> Awaitable[Session]:
         """The build's session."""
     def connection_info(
@@ -585,6 +606,30 @@ class HostKey:
         """``SHA256:...``, as ``ssh`` prints it."""
     def __reduce__(self) -> NoReturn:
         """Refused: a host key cannot be pickled; persist ``to_openssh()`` instead."""
+
+@final
+class SshCa:
+    """An SSH certificate authority key (Ed25519): ``Authority(user_ca=...)`` signs each
+    build's key with it, ``Authority(host_ca=...)`` builders' host keys. Persist it
+    (``to_openssh()``, a secret: it opens every builder that trusts it)."""
+
+    @staticmethod
+    def generate() -> SshCa:
+        """A new Ed25519 CA key."""
+    @staticmethod
+    def from_openssh(text: str) -> SshCa:
+        """A CA key from its OpenSSH private key text (Ed25519, unencrypted)."""
+    def to_openssh(self) -> str:
+        """The private key in OpenSSH format. A secret: store it like one."""
+    @property
+    def public_key(self) -> str:
+        """The public key line (``ssh-ed25519 AAAA...``): for ``TrustedUserCAKeys`` (a user
+        CA) or ``ScriptOptions(builder_host_ca=...)`` (a host CA)."""
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:...`` of the public key."""
+    def __reduce__(self) -> NoReturn:
+        """Refused: a CA key cannot be pickled; persist ``to_openssh()`` instead."""
 
 @final
 class TlsIdentity:
@@ -765,6 +810,7 @@ class ScriptOptions:
         vnc_tls_fingerprint: str | None = None,
         vnc_require_encryption: bool | None = None,
         vnc_websocket: bool | None = None,
+        builder_host_ca: str | None = None,
     ) -> ScriptOptions:
         """Options for a gateway reached at ``gateway_host:gateway_port``."""
     @property
@@ -789,6 +835,10 @@ class ScriptOptions:
     def vnc_websocket(self) -> bool:
         """The gateway serves VNC over WebSocket (default true): the info carries the URL for
         noVNC."""
+    @property
+    def builder_host_ca(self) -> str | None:
+        """The public key of the CA that signs builders' host keys, if builders have host
+        certificates: the scripts trust it for the builder's address instead of a pinned key."""
 
 @final
 class ConnectionInfo:
@@ -809,6 +859,11 @@ class ConnectionInfo:
     def ssh_config(self, identity_file: str, known_hosts_file: str) -> str:
         """An ``ssh_config`` block for users who keep the key and ``known_hosts()`` in
         files."""
+    def ssh_config_with_certificate(
+        self, identity_file: str, certificate_file: str, known_hosts_file: str
+    ) -> str:
+        """The same for a key with a certificate in ``certificate_file``, which ``ssh``
+        presents to the builder only."""
     def posix_script(self, credentials: Credentials) -> str:
         """A POSIX ``sh`` script that opens a shell in the build directory (or runs its
         arguments there). It contains the private key: a secret for the user only."""
