@@ -213,6 +213,16 @@ export declare class Authority {
   buildFinished(buildId: string): Promise<undefined>
   /** Records that the build was cancelled: access ends. */
   cancel(buildId: string): Promise<undefined>
+  /**
+   * Signs a builder's host key (`ssh-ed25519 AAAA...`) with the host CA for `addresses` (IP
+   * addresses), valid for `validForMs`: the builder sshd's `HostCertificate`.
+   */
+  certifyHost(hostKey: string, addresses: Array<string>, validForMs: number): string
+  /**
+   * A KRL (OpenSSH key revocation list) of the keys of ended builds whose certificates are
+   * still valid, for the builder sshd's `RevokedKeys`.
+   */
+  revokedKeys(): Promise<Buffer>
   /** Revokes the build's credentials now and cuts its live connections. */
   revoke(buildId: string, reason: string): Promise<undefined>
   /** The build's session. */
@@ -268,11 +278,16 @@ export declare class ConnectionInfo {
    * (the core's JSON, which Python's `ConnectionInfo` dict holds, is snake_case). Its
    * values are the core's, so `grace` and `reconnectWindow` are seconds there too.
    */
-  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; phase: Phase; deadline: string; maxEnd: string; grace: number; reconnectWindow: number; stepsCompletedAt: string | null; reconnectBy: string | null; endReason: EndReasonCode | null; accessRule: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }
+  toJSON(): { buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; builderHostCa: string | null; keyFingerprint: string; phase: Phase; deadline: string; maxEnd: string; grace: number; reconnectWindow: number; stepsCompletedAt: string | null; reconnectBy: string | null; endReason: EndReasonCode | null; accessRule: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }
   /** The `known_hosts` lines that pin the gateway (and the builder, when its key is known). */
   knownHosts(): string
   /** An `ssh_config` block for users who keep the key and `knownHosts()` in files. */
   sshConfig(identityFile: string, knownHostsFile: string): string
+  /**
+   * The same for a key with a certificate (`credentials.certificate`) in `certificateFile`,
+   * which `ssh` presents to the builder only.
+   */
+  sshConfigWithCertificate(identityFile: string, certificateFile: string, knownHostsFile: string): string
   /**
    * A POSIX `sh` script that opens a shell in the build directory (or runs its arguments
    * there). It contains the private key: a secret for the user only.
@@ -296,7 +311,17 @@ export declare class Credentials {
   get fingerprint(): string
   get agentUsername(): string | null
   get agentFingerprint(): string | null
-  /** The line to put in the builder's `authorized_keys`. */
+  /**
+   * The line to put in the builder's `authorized_keys`.
+   * The OpenSSH user certificate of the build's key, when the authority has a user CA and
+   * the build a builder (public; the scripts use it).
+   */
+  get certificate(): string | null
+  /**
+   * The builder's host certificate, when the authority has a host CA and the request gave
+   * the builder's host key: the builder sshd's `HostCertificate`.
+   */
+  get builderHostCertificate(): string | null
   authorizedKeysLine(): string
   /** The same line with OpenSSH restrictions. */
   authorizedKeysLineRestricted(): string
@@ -558,6 +583,29 @@ export declare class Session {
 }
 
 /**
+ * An SSH certificate authority key (Ed25519): `new Authority({ userCa })` signs each build's
+ * key with it, `hostCa` builders' host keys. Persist it (`toOpenssh()`, a secret: it opens
+ * every builder that trusts it).
+ */
+export declare class SshCa {
+  /** A new Ed25519 CA key. */
+  static generate(): SshCa
+  /** A CA key from its OpenSSH private key text (Ed25519, unencrypted). */
+  static fromOpenssh(text: string): SshCa
+  /** The private key in OpenSSH format. A secret: store it like one. */
+  toOpenssh(): string
+  /**
+   * The public key line (`ssh-ed25519 AAAA...`): for `TrustedUserCAKeys` (a user CA) or the
+   * script options' `builderHostCa` (a host CA).
+   */
+  get publicKey(): string
+  /** `SHA256:...` of the public key. */
+  get fingerprint(): string
+  /** The public parts only, for `JSON.stringify`. */
+  toJSON(): { publicKey: string; fingerprint: string }
+}
+
+/**
  * The authority's events from the moment of subscribing, each subscription with its own
  * queue: `for await (const event of subscription)`. `close()` (or leaving the loop) ends it.
  *
@@ -668,6 +716,13 @@ export interface AuthorityOptions {
    * 10 000); one that falls further behind gets a `lagged` event counting those it missed.
    */
   eventQueue?: number
+  /**
+   * An SSH CA that signs each build's key (`credentials.certificate`), so builders trust it
+   * once (`TrustedUserCAKeys`); see `docs/ssh.md`, "Certificates".
+   */
+  userCa?: SshCa
+  /** An SSH CA that signs builders' host keys (`certifyHost`). */
+  hostCa?: SshCa
 }
 
 /** Where a build's machine is and what the gateway may reach on it. */
@@ -990,6 +1045,12 @@ export interface ScriptOptions {
    * connection info carries the URL for noVNC.
    */
   vncWebsocket?: boolean
+  /**
+   * The public key of the CA that signs builders' host keys (`SshCa.publicKey`), if builders
+   * have host certificates: the scripts trust it for the builder's address instead of a
+   * pinned key or the key on first use.
+   */
+  builderHostCa?: string
 }
 
 /**

@@ -187,7 +187,7 @@ function guard(fn, returnsPromise) {
 
 /** The methods that return a Promise, by class (checked against index.d.ts by the tests). */
 const PROMISE_METHODS = {
-  Authority: ['issue', 'stepsCompleted', 'buildFinished', 'cancel', 'revoke', 'session', 'connectionInfo', 'verifySsh', 'verifyVnc', 'connected', 'expireDue', 'nextDeadline', 'purge', 'fleetEvents'],
+  Authority: ['issue', 'stepsCompleted', 'buildFinished', 'cancel', 'revoke', 'session', 'connectionInfo', 'verifySsh', 'verifyVnc', 'connected', 'expireDue', 'nextDeadline', 'purge', 'fleetEvents', 'revokedKeys'],
   Gateway: ['start'],
   LiveConnection: ['closed', 'disconnect', 'lost', 'detach'],
   RunningAgent: ['done'],
@@ -291,6 +291,7 @@ const RunningAgent = facade('RunningAgent')
 const RunningGateway = facade('RunningGateway')
 const RunningHousekeeping = facade('RunningHousekeeping')
 const Session = facade('Session')
+const SshCa = facade('SshCa')
 const Subscription = facade('Subscription')
 const FleetEvents = facade('FleetEvents')
 const TlsIdentity = facade('TlsIdentity')
@@ -391,6 +392,7 @@ module.exports = {
   RunningGateway,
   RunningHousekeeping,
   Session,
+  SshCa,
   Subscription,
   TlsIdentity,
   cliMain,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{PromiseRaw, This, Unknown};
+use napi::bindgen_prelude::{Buffer, ClassInstance, PromiseRaw, This, Unknown};
 use napi::{Env, JsString, Result};
 use napi_derive::napi;
 use remote_access_core as core;
@@ -10,7 +10,7 @@ use remote_access_core as core;
 use crate::convert::{build_id, ip, millis, millis_or, port, ports, rfc3339, secret, time, to_millis};
 use crate::errors::{OrThrow, invalid, promise};
 use crate::events::{EventListener, FleetEvents, Subscription};
-use crate::gateway::HostKey;
+use crate::gateway::{HostKey, SshCa};
 use crate::keepalive::KeepAlive;
 use crate::script::{ConnectionInfo, ScriptOptions};
 
@@ -148,6 +148,11 @@ pub struct AuthorityOptions<'a> {
     /// How many events each subscription or `onEvent` listener may hold unread (default
     /// 10 000); one that falls further behind gets a `lagged` event counting those it missed.
     pub event_queue: Option<f64>,
+    /// An SSH CA that signs each build's key (`credentials.certificate`), so builders trust it
+    /// once (`TrustedUserCAKeys`); see `docs/ssh.md`, "Certificates".
+    pub user_ca: Option<ClassInstance<'a, SshCa>>,
+    /// An SSH CA that signs builders' host keys (`certifyHost`).
+    pub host_ca: Option<ClassInstance<'a, SshCa>>,
 }
 
 /// What `issue` needs besides the build id. `trigger` and `remoteAccessEnabled` have no
@@ -234,6 +239,18 @@ impl Credentials {
         self.0.agent_fingerprint().map(str::to_owned)
     }
     /// The line to put in the builder's `authorized_keys`.
+    /// The OpenSSH user certificate of the build's key, when the authority has a user CA and
+    /// the build a builder (public; the scripts use it).
+    #[napi(getter)]
+    pub fn certificate(&self) -> Option<String> {
+        self.0.certificate().map(str::to_owned)
+    }
+    /// The builder's host certificate, when the authority has a host CA and the request gave
+    /// the builder's host key: the builder sshd's `HostCertificate`.
+    #[napi(getter)]
+    pub fn builder_host_certificate(&self) -> Option<String> {
+        self.0.builder_host_certificate().map(str::to_owned)
+    }
     #[napi]
     pub fn authorized_keys_line(&self) -> String {
         self.0.authorized_keys_line()
@@ -486,6 +503,8 @@ impl Authority {
                 crate::convert::whole(&env, "eventQueue", n, u32::MAX.into())? as usize;
         }
         core_options.vnc_ports = ports(&env, "vncPorts", options.vnc_ports.as_deref().unwrap_or_default())?;
+        core_options.user_ca = options.user_ca.as_ref().map(|ca| ca.0.clone());
+        core_options.host_ca = options.host_ca.as_ref().map(|ca| ca.0.clone());
         if let Some(url) = options.redis_url {
             let mut redis = core::RedisOptions::new(String::new());
             redis.url = secret(&env, "redisUrl", url)?;
@@ -611,6 +630,30 @@ impl Authority {
     pub fn cancel<'env>(&self, env: &'env Env, build_id: String) -> Result<PromiseRaw<'env, ()>> {
         let (authority, id) = (self.0.clone(), self::build_id(env, &build_id)?);
         promise(env, async move { authority.cancel(&id).await }, Ok)
+    }
+
+    /// Signs a builder's host key (`ssh-ed25519 AAAA...`) with the host CA for `addresses` (IP
+    /// addresses), valid for `validForMs`: the builder sshd's `HostCertificate`.
+    #[napi]
+    pub fn certify_host(
+        &self,
+        env: Env,
+        host_key: String,
+        addresses: Vec<String>,
+        valid_for_ms: f64,
+    ) -> Result<String> {
+        let addresses =
+            addresses.iter().map(|address| ip(&env, "addresses", address)).collect::<Result<Vec<_>>>()?;
+        let valid_for = millis(&env, "validForMs", valid_for_ms)?;
+        self.0.certify_host(&host_key, &addresses, valid_for).or_throw(&env)
+    }
+
+    /// A KRL (OpenSSH key revocation list) of the keys of ended builds whose certificates are
+    /// still valid, for the builder sshd's `RevokedKeys`.
+    #[napi]
+    pub fn revoked_keys<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Buffer>> {
+        let authority = self.0.clone();
+        promise(env, async move { authority.revoked_keys().await }, |krl| Ok(Buffer::from(krl)))
     }
 
     /// Revokes the build's credentials now and cuts its live connections.

@@ -59,6 +59,53 @@ impl HostKey {
     }
 }
 
+/// An SSH certificate authority key (Ed25519): `new Authority({ userCa })` signs each build's
+/// key with it, `hostCa` builders' host keys. Persist it (`toOpenssh()`, a secret: it opens
+/// every builder that trusts it).
+#[napi]
+pub struct SshCa(pub(crate) core::SshCa);
+
+#[napi]
+impl SshCa {
+    /// A new Ed25519 CA key.
+    #[napi(factory)]
+    pub fn generate(env: Env) -> Result<Self> {
+        core::SshCa::generate().or_throw(&env).map(Self)
+    }
+
+    /// A CA key from its OpenSSH private key text (Ed25519, unencrypted).
+    #[napi(factory)]
+    pub fn from_openssh(env: Env, #[napi(ts_arg_type = "string")] text: Unknown<'_>) -> Result<Self> {
+        let text = secret(&env, "CA key", text)?;
+        core::SshCa::from_openssh(text.expose()).or_throw(&env).map(Self)
+    }
+
+    /// The private key in OpenSSH format. A secret: store it like one.
+    #[napi]
+    pub fn to_openssh<'env>(&self, env: &'env Env) -> Result<JsString<'env>> {
+        env.create_string(self.0.to_openssh().or_throw(env)?.expose())
+    }
+
+    /// The public key line (`ssh-ed25519 AAAA...`): for `TrustedUserCAKeys` (a user CA) or the
+    /// script options' `builderHostCa` (a host CA).
+    #[napi(getter)]
+    pub fn public_key(&self) -> String {
+        self.0.public_key()
+    }
+
+    /// `SHA256:...` of the public key.
+    #[napi(getter)]
+    pub fn fingerprint(&self) -> String {
+        self.0.fingerprint()
+    }
+
+    /// The public parts only, for `JSON.stringify`.
+    #[napi(js_name = "toJSON", ts_return_type = "{ publicKey: string; fingerprint: string }")]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "publicKey": self.public_key(), "fingerprint": self.fingerprint() })
+    }
+}
+
 /// The gateway's TLS certificate chain and private key for its VNC ports (VeNCrypt `X509Vnc`
 /// and `wss://`). Users check it by its SHA-256 `fingerprint`, which the connection info
 /// carries (`vncTlsFingerprint` of the script options). Persist a generated one

@@ -28,6 +28,10 @@ pub struct ScriptOptions {
     /// The gateway serves VNC over WebSocket (its `vncWebsocket`; default true): the
     /// connection info carries the URL for noVNC.
     pub vnc_websocket: Option<bool>,
+    /// The public key of the CA that signs builders' host keys (`SshCa.publicKey`), if builders
+    /// have host certificates: the scripts trust it for the builder's address instead of a
+    /// pinned key or the key on first use.
+    pub builder_host_ca: Option<String>,
 }
 
 impl ScriptOptions {
@@ -45,6 +49,7 @@ impl ScriptOptions {
         options.vnc_require_encryption =
             self.vnc_require_encryption.unwrap_or(options.vnc_require_encryption);
         options.vnc_websocket = self.vnc_websocket.unwrap_or(options.vnc_websocket);
+        options.builder_host_ca = self.builder_host_ca;
         Ok(options)
     }
 }
@@ -88,7 +93,7 @@ impl ConnectionInfo {
     /// values are the core's, so `grace` and `reconnectWindow` are seconds there too.
     #[napi(
         js_name = "toJSON",
-        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; keyFingerprint: string; phase: Phase; deadline: string; maxEnd: string; grace: number; reconnectWindow: number; stepsCompletedAt: string | null; reconnectBy: string | null; endReason: EndReasonCode | null; accessRule: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }"
+        ts_return_type = "{ buildId: string; gatewayHost: string; gatewayPort: number; gatewayUser: string; gatewayHostKey: string; gatewayHostKeyFingerprint: string; builderHost: string; builderPort: number; builderUser: string; builderHostKey: string | null; builderHostCa: string | null; keyFingerprint: string; phase: Phase; deadline: string; maxEnd: string; grace: number; reconnectWindow: number; stepsCompletedAt: string | null; reconnectBy: string | null; endReason: EndReasonCode | null; accessRule: string; buildDir: string; vncHost: string | null; vncPort: number | null; builderVncPort: number | null; vncTlsFingerprint: string | null; vncRequireEncryption: boolean; vncWebsocketUrl: string | null }"
     )]
     pub fn to_json(&self) -> serde_json::Value {
         let info = &self.0;
@@ -97,7 +102,8 @@ impl ConnectionInfo {
             "gatewayUser": info.gateway_user, "gatewayHostKey": info.gateway_host_key,
             "gatewayHostKeyFingerprint": info.gateway_host_key_fingerprint, "builderHost": info.builder_host,
             "builderPort": info.builder_port, "builderUser": info.builder_user,
-            "builderHostKey": info.builder_host_key, "keyFingerprint": info.key_fingerprint,
+            "builderHostKey": info.builder_host_key, "builderHostCa": info.builder_host_ca,
+            "keyFingerprint": info.key_fingerprint,
             "phase": info.phase, "deadline": info.deadline, "maxEnd": info.max_end, "grace": info.grace,
             "reconnectWindow": info.reconnect_window, "stepsCompletedAt": info.steps_completed_at,
             "reconnectBy": info.reconnect_by, "endReason": info.end_reason, "accessRule": info.access_rule,
@@ -118,6 +124,21 @@ impl ConnectionInfo {
     #[napi]
     pub fn ssh_config(&self, env: Env, identity_file: String, known_hosts_file: String) -> Result<String> {
         self.0.ssh_config(&identity_file, &known_hosts_file).or_throw(&env)
+    }
+
+    /// The same for a key with a certificate (`credentials.certificate`) in `certificateFile`,
+    /// which `ssh` presents to the builder only.
+    #[napi]
+    pub fn ssh_config_with_certificate(
+        &self,
+        env: Env,
+        identity_file: String,
+        certificate_file: String,
+        known_hosts_file: String,
+    ) -> Result<String> {
+        self.0
+            .ssh_config_with_certificate(&identity_file, &certificate_file, &known_hosts_file)
+            .or_throw(&env)
     }
 
     /// A POSIX `sh` script that opens a shell in the build directory (or runs its arguments

@@ -441,3 +441,66 @@ test('an authority reaches a Redis over TLS with a CA and a client certificate',
     await redis.stop()
   }
 })
+
+test('certificates let the build into a builder that trusts the CA, until the KRL revokes it', async () => {
+  const { spawnSync } = require('node:child_process')
+  const userCa = ra.SshCa.generate()
+  const hostCa = ra.SshCa.generate()
+  assert.equal(ra.SshCa.fromOpenssh(userCa.toOpenssh()).publicKey, userCa.publicKey)
+  assert.doesNotMatch(JSON.stringify(userCa), /PRIVATE/)
+  await serving({ userCa, hostCa }, async (kit) => {
+    const dir = kit.scratch
+    fs.writeFileSync(path.join(dir, 'user-ca.pub'), userCa.publicKey + '\n')
+    const krl = await kit.authority.revokedKeys()
+    assert.ok(Buffer.isBuffer(krl) && krl.subarray(0, 8).toString('latin1') === 'SSHKRL\n\0')
+    fs.writeFileSync(path.join(dir, 'revoked.krl'), krl)
+    const sshd = await startSshd({
+      extra: `TrustedUserCAKeys ${dir}/user-ca.pub\nRevokedKeys ${dir}/revoked.krl\nAuthorizedKeysFile none\n`,
+      certify: (hostKey) => kit.authority.certifyHost(hostKey, ['127.0.0.1'], 3_600_000),
+    })
+    try {
+      const credentials = await kit.authority.issue('node-cert', {
+        trigger: 'manual',
+        remoteAccessEnabled: true,
+        builder: { address: '127.0.0.1', sshPort: sshd.port, user: 'root' },
+      })
+      assert.match(credentials.certificate ?? '', /^ssh-ed25519-cert-v01@openssh\.com /)
+      const session = await kit.authority.session('node-cert')
+      const info = new ra.ConnectionInfo(credentials, session, kit.gateway.hostKey, {
+        gatewayHost: '127.0.0.1',
+        gatewayPort: kit.running.port,
+        builderHostCa: hostCa.publicKey,
+      })
+      assert.equal(info.toJSON().builderHostCa, hostCa.publicKey)
+      assert.match(info.sshConfigWithCertificate('/k', '/k.cert', '/kh'), /CertificateFile "\/k\.cert"/)
+      const text = info.posixScript(credentials)
+      assert.doesNotMatch(text, /accept-new/)
+      const script = path.join(dir, 'cert.sh')
+      fs.writeFileSync(script, text, { mode: 0o700 })
+      const [code, out, err] = await runScript(script, 'echo', 'by-certificate')
+      assert.equal(code, 0, err)
+      assert.equal(out.trim(), 'by-certificate')
+      // Revoked: the builder itself refuses the certificate once the KRL lists it, even to a
+      // client that bypasses the gateway.
+      fs.writeFileSync(path.join(dir, 'k'), credentials.privateKeyOpenssh(), { mode: 0o600 })
+      fs.writeFileSync(path.join(dir, 'k.cert'), credentials.certificate + '\n')
+      const direct = () =>
+        spawnSync('ssh', [
+          '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no',
+          '-o', 'UserKnownHostsFile=/dev/null', '-i', path.join(dir, 'k'), '-o', `CertificateFile=${path.join(dir, 'k.cert')}`,
+          '-p', String(sshd.port), 'root@127.0.0.1', 'true',
+        ]).status
+      assert.equal(direct(), 0)
+      await kit.authority.revoke('node-cert', 'test')
+      fs.writeFileSync(path.join(dir, 'revoked.krl'), await kit.authority.revokedKeys())
+      assert.equal(direct(), 255)
+    } finally {
+      await sshd.stop()
+    }
+  })
+  // Without a host CA there is nothing to sign with; a bad address is named.
+  assert.throws(() => new ra.Authority().certifyHost(userCa.publicKey, ['127.0.0.1'], 1000), { code: 'invalid_input' })
+  const authority = new ra.Authority({ hostCa })
+  assert.throws(() => authority.certifyHost(userCa.publicKey, ['nowhere'], 1000), { code: 'invalid_input', what: 'addresses' })
+  assert.throws(() => ra.SshCa.fromOpenssh('not a key'), { code: 'invalid_input' })
+})

@@ -151,10 +151,12 @@ async function listening(command, argsFor) {
 }
 
 /**
- * A real sshd on a loopback port: the build's machine.
+ * A real sshd on a loopback port: the build's machine. `extra` lines go at the end of its
+ * sshd_config; `certify` (given its host public key) returns its host certificate.
+ * @param {{extra?: string, certify?: (hostKey: string) => string}} [options]
  * @returns {Promise<{dir: string, port: number, hostKey: string, buildDir: string, authorize: (line: string) => void, builder: (extra?: Partial<T.Builder>) => T.Builder, stop: () => Promise<void>}>}
  */
-async function startSshd() {
+async function startSshd({ extra = '', certify } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ra-node-sshd-'))
   fs.mkdirSync('/run/sshd', { recursive: true })
   const buildDir = path.join(dir, 'build dir')
@@ -166,9 +168,13 @@ async function startSshd() {
     `ListenAddress 127.0.0.1\nHostKey ${dir}/host_ed25519\nPidFile ${dir}/sshd.pid\n` +
       `AuthorizedKeysFile ${dir}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n` +
       'KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n' +
-      `AllowTcpForwarding yes\nSetEnv "FCI_BUILD_DIR=${buildDir}"\n`,
+      `AllowTcpForwarding yes\nSetEnv "FCI_BUILD_DIR=${buildDir}"\n` + extra,
   )
   const hostKey = fs.readFileSync(path.join(dir, 'host_ed25519.pub'), 'utf8').split(/\s+/).slice(0, 2).join(' ')
+  if (certify) {
+    fs.writeFileSync(path.join(dir, 'host_ed25519-cert.pub'), certify(hostKey) + '\n')
+    fs.appendFileSync(path.join(dir, 'sshd_config'), `HostCertificate ${dir}/host_ed25519-cert.pub\n`)
+  }
   const { port, child } = await listening('/usr/sbin/sshd', (port) =>
     ['-D', '-e', '-f', path.join(dir, 'sshd_config'), '-p', String(port)])
   return {

@@ -29,6 +29,10 @@ pub(crate) const USAGE: &str = "usage: remote-access issue BUILD_ID --builder AD
      \x20 --max-build-minutes N      the build's maximum duration (default 120)\n\
      \x20 --reconnect-minutes N      after a lost connection, the time to reconnect (default 2)\n\
      \x20 --vnc-port PORT            a gateway VNC port (repeat; the gateways' list)\n\
+     \x20 --user-ca FILE             the fleet's SSH user CA (OpenSSH private key): the build's key\n\
+     \x20                            also gets a certificate, for builders with TrustedUserCAKeys\n\
+     \x20 --host-ca FILE             the fleet's SSH host CA: with --builder-host-key, the builder's\n\
+     \x20                            host certificate goes to DIR/builder-host-cert.pub\n\
      \x20 --out DIR                  where the secret files go\n\
      \x20 --json                     print JSON instead of text\n";
 
@@ -44,6 +48,8 @@ pub(crate) const SPEC: Spec = Spec {
         "max-build-minutes",
         "reconnect-minutes",
         "vnc-port",
+        "user-ca",
+        "host-ca",
         "out",
     ],
     switches: &["json"],
@@ -78,6 +84,8 @@ pub(crate) fn run(words: &[String]) -> Outcome {
         policy.reconnect_window = Duration::from_secs(minutes * 60);
     }
     let mut options = AuthorityOptions::default();
+    options.user_ca = store::ca(&args, "user-ca")?;
+    options.host_ca = store::ca(&args, "host-ca")?;
     options.vnc_ports =
         args.values("vnc-port").iter().map(|p| p.parse::<u16>()).collect::<Result<Vec<_>, _>>().map_err(
             |_| Usage(format!("--vnc-port takes a port number, not {:?}", args.values("vnc-port"))),
@@ -108,6 +116,14 @@ pub(crate) fn run(words: &[String]) -> Outcome {
             }
             None => None,
         };
+        let host_cert_file = match credentials.builder_host_certificate() {
+            Some(certificate) => {
+                let path = out.join("builder-host-cert.pub");
+                output::private_file(&path, format!("{certificate}\n").as_bytes())?;
+                Some(path)
+            }
+            None => None,
+        };
         let session = authority.session(&build_id).await?;
         let (deadline, rule) = (output::time(session.deadline()), session.access_rule());
         if args.switch("json") {
@@ -122,6 +138,8 @@ pub(crate) fn run(words: &[String]) -> Outcome {
                 "access_rule": rule,
                 "credentials_file": bundle_path,
                 "builder_vnc_password_file": vnc_file,
+                "certificate": credentials.certificate(),
+                "builder_host_certificate_file": host_cert_file,
             }));
         } else {
             let mut rows = vec![
@@ -146,12 +164,24 @@ pub(crate) fn run(words: &[String]) -> Outcome {
                     format!("{} (install as the builder VNC server's password file)", path.display()),
                 ));
             }
+            if let Some(path) = &host_cert_file {
+                rows.push((
+                    "builder host cert",
+                    format!("{} (install as the builder sshd's HostCertificate)", path.display()),
+                ));
+            }
             output::lines(&rows);
-            println!(
-                "install on the builder (~/.ssh/authorized_keys of {}):",
-                session.builder().map(|b| b.user.as_str()).unwrap_or("builder")
-            );
-            println!("{}", credentials.authorized_keys_line());
+            if credentials.certificate().is_some() {
+                println!(
+                    "the build's key has a certificate: builders that trust the user CA need nothing else"
+                );
+            } else {
+                println!(
+                    "install on the builder (~/.ssh/authorized_keys of {}):",
+                    session.builder().map(|b| b.user.as_str()).unwrap_or("builder")
+                );
+                println!("{}", credentials.authorized_keys_line());
+            }
         }
         Ok(())
     })

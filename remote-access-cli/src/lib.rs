@@ -12,6 +12,7 @@
 //! remote-access script --credentials DIR/credentials.json --gateway-host gw.example.com ...
 //! remote-access status BUILD_ID [--json]
 //! remote-access revoke BUILD_ID [--reason TEXT]
+//! remote-access revoked-keys --out /etc/ssh/remote-access-revoked.krl
 //! remote-access builder-env --dir /run/remote-access --env-file - --deadline 2026-05-04T12:20:00Z
 //! ```
 //!
@@ -23,7 +24,7 @@
 //!
 //! - `args`: the words of the command line, checked against what a sub-command takes.
 //! - `store`: the Redis URL and the authority every store-backed command uses.
-//! - `gateway`, `issue`, `script`, `status`, `revoke`: one sub-command each.
+//! - `gateway`, `issue`, `script`, `status`, `revoke`, `revoked_keys`: one sub-command each.
 //! - `builder_env`: the one sub-command that runs on a builder, without Redis.
 //! - `logging`: where the gateway's logs go.
 //! - `output`: what every command shares for printing (JSON or text, progress lines).
@@ -37,6 +38,7 @@ mod issue;
 pub mod logging;
 mod output;
 mod revoke;
+mod revoked_keys;
 mod script;
 mod status;
 mod store;
@@ -122,7 +124,7 @@ impl Command {
     }
 }
 
-const COMMANDS: [Command; 6] = [
+const COMMANDS: [Command; 7] = [
     Command {
         name: "gateway",
         summary: gateway::SUMMARY,
@@ -159,6 +161,13 @@ const COMMANDS: [Command; 6] = [
         spec: &revoke::SPEC,
     },
     Command {
+        name: "revoked-keys",
+        summary: revoked_keys::SUMMARY,
+        usage: revoked_keys::USAGE,
+        run: revoked_keys::run,
+        spec: &revoked_keys::SPEC,
+    },
+    Command {
         name: "builder-env",
         summary: builder_env::SUMMARY,
         usage: builder_env::USAGE,
@@ -175,7 +184,7 @@ fn overview() -> String {
          commands:\n",
     );
     for command in &COMMANDS {
-        text.push_str(&format!("  {:<11} {}\n", command.name, command.summary));
+        text.push_str(&format!("  {:<12} {}\n", command.name, command.summary));
     }
     text.push_str(
         "\nThe store-backed commands read the fleet's Redis from --redis URL or, for a URL with a\n\

@@ -22,7 +22,9 @@ pub(crate) const USAGE: &str = "usage: remote-access script --credentials FILE -
      \x20 --build-dir DIR            where the login shell starts (default $FCI_BUILD_DIR)\n\
      \x20 --vnc-tls-cert PATH        the gateways' VNC certificate: users are told to use VeNCrypt and wss://\n\
      \x20 --vnc-require-encryption   the gateways serve no unencrypted VNC\n\
-     \x20 --no-vnc-websocket         the gateways serve no VNC over WebSocket\n";
+     \x20 --no-vnc-websocket         the gateways serve no VNC over WebSocket\n\
+     \x20 --builder-host-ca FILE     the host CA's public key (`ssh-ed25519 AAAA...`): the scripts trust\n\
+     \x20                            builders' host certificates from it instead of pinned keys\n";
 
 pub(crate) const SPEC: Spec = Spec {
     values: &[
@@ -33,6 +35,7 @@ pub(crate) const SPEC: Spec = Spec {
         "format",
         "build-dir",
         "vnc-tls-cert",
+        "builder-host-ca",
     ],
     switches: &["vnc-require-encryption", "no-vnc-websocket"],
     positional: 0,
@@ -66,6 +69,10 @@ pub(crate) fn run(words: &[String]) -> Outcome {
         // The certificate's public half is all this needs; its fingerprint identifies it.
         let pem = read("vnc-tls-cert")?;
         options.vnc_tls_fingerprint = Some(certificate_fingerprint(&pem)?);
+    }
+    if args.value("builder-host-ca").is_some() {
+        let line = read("builder-host-ca")?;
+        options.builder_host_ca = Some(line.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
     }
     options.vnc_require_encryption = args.switch("vnc-require-encryption");
     options.vnc_websocket = !args.switch("no-vnc-websocket");

@@ -61,6 +61,16 @@ pub(crate) fn redis(args: &Args) -> Result<RedisOptions, Failure> {
     Ok(options)
 }
 
+/// The SSH CA key in the file `--NAME` names (an OpenSSH private key), if given.
+pub(crate) fn ca(args: &Args, name: &str) -> Result<Option<remote_access_core::SshCa>, Failure> {
+    let Some(path) = args.value(name) else { return Ok(None) };
+    let text = Secret::new(
+        std::fs::read_to_string(path)
+            .map_err(|err| Failure::Other(format!("cannot read --{name} {path}: {err}")))?,
+    );
+    Ok(Some(remote_access_core::SshCa::from_openssh(text.expose())?))
+}
+
 /// An authority on the fleet's Redis with `options` (its store replaced).
 pub(crate) fn authority(args: &Args, mut options: AuthorityOptions) -> Result<Authority, Failure> {
     options.store = StoreOptions::Redis(redis(args)?);

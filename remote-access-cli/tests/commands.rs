@@ -405,3 +405,145 @@ async fn the_program_logs_json_lines_and_serves_its_metrics() {
     assert_eq!(refused["fields"]["user"], "nobody");
     assert!(refused["timestamp"].is_string() && refused["target"].is_string(), "{refused}");
 }
+
+/// `ssh-keygen` makes the CA keys (the library reads OpenSSH's own) and signs the builder's
+/// host key; `issue --user-ca --host-ca` certifies the build, `script --builder-host-ca` trusts
+/// the host CA, and after `revoke`, `revoked-keys` writes the KRL the builder's sshd reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_the_command_line_open_a_builder_that_trusts_the_ca_until_revoked() {
+    let redis = RedisServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    for ca in ["user-ca", "host-ca"] {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", ca, "-f"])
+            .arg(dir.join(ca))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let krl = dir.join("revoked.krl");
+    let (code, _, stderr) = cli(&redis, &["revoked-keys", "--out", krl.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let host_ca = dir.join("host-ca");
+    let certify = move |host_key: &str| {
+        let public = host_ca.with_file_name("builder.pub");
+        std::fs::write(&public, format!("{host_key}\n")).unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-q")
+            .arg("-s")
+            .arg(&host_ca)
+            .args(["-h", "-I", "builder", "-n", "127.0.0.1", "-V", "-5m:+1h"])
+            .arg(&public)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(public.with_file_name("builder-cert.pub")).unwrap().trim().to_owned()
+    };
+    let extra = format!(
+        "TrustedUserCAKeys {}\nRevokedKeys {}\nAuthorizedKeysFile none\n",
+        dir.join("user-ca.pub").display(),
+        krl.display()
+    );
+    let builder = Sshd::start_certified("127.0.0.1", &extra, &certify);
+    let key = HostKey::generate().unwrap();
+    let key_file = write_script(dir, "host_key", key.to_openssh().unwrap().expose());
+    let (_gateway, port) = gateway(&redis, &key_file).await;
+    let out = dir.join("cert-1");
+    let (code, stdout, stderr) = cli(
+        &redis,
+        &[
+            "issue",
+            "cert-1",
+            "--builder",
+            "127.0.0.1",
+            "--builder-ssh-port",
+            &builder.port.to_string(),
+            "--builder-host-key",
+            &builder.host_key,
+            "--builder-user",
+            "root",
+            "--user-ca",
+            dir.join("user-ca").to_str().unwrap(),
+            "--host-ca",
+            dir.join("host-ca").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let issued: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(issued["certificate"].as_str().unwrap().starts_with("ssh-ed25519-cert-v01@openssh.com "));
+    let host_cert = issued["builder_host_certificate_file"].as_str().unwrap();
+    let shown = std::process::Command::new("ssh-keygen").args(["-L", "-f", host_cert]).output().unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("host certificate") && shown.contains("127.0.0.1"), "{shown}");
+    let credentials = out.join("credentials.json");
+    let (code, script, stderr) = cli(
+        &redis,
+        &[
+            "script",
+            "--credentials",
+            credentials.to_str().unwrap(),
+            "--gateway-host",
+            "127.0.0.1",
+            "--gateway-port",
+            &port.to_string(),
+            "--host-key-file",
+            key_file.to_str().unwrap(),
+            "--builder-host-ca",
+            dir.join("host-ca.pub").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!script.contains("accept-new"));
+    let script = write_script(dir, "cert-1.sh", &script);
+    let (code, stdout, stderr) = run_script(&script, &["echo", "certified"]).await;
+    assert_eq!(code, 0, "{stderr}\n{}", builder.log());
+    assert_eq!(stdout.trim(), "certified");
+    // Revoked, and the KRL written: the builder refuses the certificate even to a client that
+    // bypasses the gateway.
+    let bundle =
+        remote_access_core::Credentials::from_bundle(&std::fs::read_to_string(&credentials).unwrap())
+            .unwrap();
+    let key_path = write_script(dir, "cert-1.key", bundle.private_key_openssh().unwrap().expose());
+    let cert_path = write_script(dir, "cert-1.cert", &format!("{}\n", bundle.certificate().unwrap()));
+    let direct = || {
+        std::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-i"])
+            .arg(&key_path)
+            .arg("-o")
+            .arg(format!("CertificateFile={}", cert_path.display()))
+            .args(["-p", &builder.port.to_string(), "root@127.0.0.1", "true"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(direct(), Some(0));
+    assert_eq!(cli(&redis, &["revoke", "cert-1"]).await.0, 0);
+    let (code, _, stderr) = cli(&redis, &["revoked-keys", "--out", krl.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(direct(), Some(255), "a revoked build's certificate got in");
+    // A CA file that is not a key is a usage error naming it.
+    let (code, _, stderr) = cli(
+        &redis,
+        &[
+            "issue",
+            "cert-2",
+            "--builder",
+            "127.0.0.1",
+            "--user-ca",
+            key_file.with_file_name("nope").to_str().unwrap(),
+            "--out",
+            dir.join("cert-2").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--user-ca"), "{stderr}");
+}
