@@ -260,3 +260,59 @@ fn vnc_instructions_give_each_client_form_it_reads() {
     assert_eq!(info.vnc_websocket_url, None);
     assert_eq!(line_value(&text, "browser:"), None);
 }
+
+/// With a user CA and a host CA: both scripts embed the certificate where it reads back whole
+/// (a here-document, a PowerShell single-quoted string), give it to the builder aliases only,
+/// and trust the host CA for the builder's address with nothing on first use.
+#[test]
+fn certificates_go_into_both_scripts_and_only_to_the_builder() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (creds, session, host_ca) = runtime.block_on(async {
+        let mut options = AuthorityOptions::default();
+        options.user_ca = Some(remote_access_core::SshCa::generate().unwrap());
+        let host_ca = remote_access_core::SshCa::generate().unwrap();
+        let authority = Authority::new(options).unwrap();
+        let mut request = BuildRequest::new(BuildId::new("certs-1").unwrap(), Trigger::Manual, true);
+        let mut builder = Builder::new("10.1.2.3".parse().unwrap());
+        builder.ssh_port = 2200;
+        request.builder = Some(builder);
+        let creds = authority.issue(request).await.unwrap();
+        let session = authority.session(creds.build_id()).await.unwrap();
+        (creds, session, host_ca)
+    });
+    let certificate = creds.certificate().unwrap().to_owned();
+    let mut options = ScriptOptions::new("gw.example.com", 2222);
+    options.builder_host_ca = Some(host_ca.public_key());
+    let info = ConnectionInfo::new(&creds, &session, &HostKey::generate().unwrap(), &options).unwrap();
+    let known = info.known_hosts().unwrap();
+    assert!(known.contains(&format!("@cert-authority 10.1.2.3,[10.1.2.3]:2200 {}\n", host_ca.public_key())));
+
+    let posix = info.posix_script(&creds).unwrap();
+    let posix = posix.expose();
+    assert!(sh_parses("sh", posix) && sh_parses("bash", posix));
+    assert_eq!(posix.lines().filter(|l| *l == "REMOTE_ACCESS_END").count(), 4);
+    let lines: Vec<&str> = posix.lines().collect();
+    let at = lines.iter().position(|l| l.contains("builder-cert.pub\" <<'REMOTE_ACCESS_END'")).unwrap();
+    assert_eq!(lines[at + 1], certificate);
+    assert!(posix.contains("Host remote-access-builder remote-access-shell\\n  CertificateFile"));
+    assert!(!posix.contains("accept-new") && !posix.contains("HostKeyAlias remote-access-builder"));
+
+    let ps = info.powershell_script(&creds).unwrap();
+    let ps = ps.expose();
+    let line = ps.lines().find(|l| l.contains("builder-cert.pub'), ")).unwrap();
+    let quoted = line.split("'builder-cert.pub'), ").nth(1).unwrap().split(" + ").next().unwrap();
+    assert_eq!(ps_word(quoted).as_deref(), Some(certificate.as_str()));
+    assert!(
+        ps.contains(
+            "Host remote-access-builder remote-access-shell remote-access-command`n  CertificateFile"
+        )
+    );
+
+    let config = info.ssh_config_with_certificate("/keys/id", "/keys/id.cert", "/keys/known").unwrap();
+    assert!(
+        config.ends_with(
+            "Host remote-access-builder remote-access-shell\n  CertificateFile \"/keys/id.cert\"\n"
+        )
+    );
+    assert!(info.ssh_config_with_certificate("/keys/id", "bad\"path", "/keys/known").is_err());
+}
