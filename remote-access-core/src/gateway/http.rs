@@ -1,6 +1,9 @@
 //! The operator's HTTP endpoint (`GatewayOptions::metrics_address`): `GET /metrics`, the
 //! Prometheus text of [`Gateway::metrics_text`], and `GET /healthz`, 200 while the gateway
-//! should get new connections ([`Gateway::ready`]) and 503 otherwise, for load balancers.
+//! should get new connections ([`Gateway::ready`]) and 503 otherwise, for load balancers; and
+//! `GET /revoked-keys`, the fleet's KRL ([`crate::Authority::revoked_keys`]), for builders'
+//! sshd (`RevokedKeys`): an agent on the builder fetches it every minute. It is made at most
+//! once a second however many ask (it costs store reads), and holds only key hashes.
 //!
 //! One request per connection, answered and closed. Like every input that crosses a network,
 //! the request is read with limits (its head at most 8 KiB, at most 32 requests served at
@@ -29,7 +32,11 @@ const AT_ONCE: usize = 32;
 pub(crate) enum Page {
     Metrics,
     Health,
+    RevokedKeys,
 }
+
+/// How long a KRL made for one request is handed to the next ones.
+const KRL_REUSE: Duration = Duration::from_secs(1);
 
 /// A request that gets no page: the status and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +66,8 @@ pub(crate) fn parse(head: &[u8]) -> Result<(Page, bool), Refused> {
     match path {
         "/metrics" => Ok((Page::Metrics, head_only)),
         "/healthz" => Ok((Page::Health, head_only)),
-        _ => Err(Refused(404, "this endpoint serves /metrics and /healthz")),
+        "/revoked-keys" => Ok((Page::RevokedKeys, head_only)),
+        _ => Err(Refused(404, "this endpoint serves /metrics, /healthz and /revoked-keys")),
     }
 }
 
@@ -117,31 +125,58 @@ pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let (status, reason, content_type, body, head_only) = match asked {
-        Ok((Page::Metrics, head_only)) => {
-            (200, "OK", "text/plain; version=0.0.4; charset=utf-8", gateway.metrics_text(), head_only)
-        }
-        Ok((Page::Health, head_only)) if gateway.ready() => {
-            (200, "OK", TEXT, "ready\n".to_owned(), head_only)
-        }
+        Ok((Page::Metrics, head_only)) => (
+            200,
+            "OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            gateway.metrics_text().into_bytes(),
+            head_only,
+        ),
+        Ok((Page::Health, head_only)) if gateway.ready() => (200, "OK", TEXT, b"ready\n".to_vec(), head_only),
+        Ok((Page::RevokedKeys, head_only)) => match revoked_keys(gateway).await {
+            Ok(krl) => (200, "OK", "application/octet-stream", krl, head_only),
+            Err(err) => {
+                tracing::info!(%err, "the KRL could not be made");
+                let why = "the session store does not answer: no KRL (keep the last one)\n";
+                (503, "Service Unavailable", TEXT, why.as_bytes().to_vec(), head_only)
+            }
+        },
         Ok((Page::Health, head_only)) => {
             let why = if gateway.shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 "not ready: draining\n"
             } else {
                 "not ready: the session store does not answer (logins are refused)\n"
             };
-            (503, "Service Unavailable", TEXT, why.to_owned(), head_only)
+            (503, "Service Unavailable", TEXT, why.as_bytes().to_vec(), head_only)
         }
-        Err(Refused(status, why)) => (status, status_text(status), TEXT, format!("{why}\n"), false),
+        Err(Refused(status, why)) => {
+            (status, status_text(status), TEXT, format!("{why}\n").into_bytes(), false)
+        }
     };
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
+    )
+    .into_bytes();
     if !head_only {
-        out.push_str(&body);
+        out.extend_from_slice(&body);
     }
-    tcp.write_all(out.as_bytes()).await?;
+    tcp.write_all(&out).await?;
     tcp.shutdown().await
+}
+
+/// The fleet's KRL, made again only when the last is older than [`KRL_REUSE`]; requests that
+/// arrive while it is made wait for it.
+async fn revoked_keys(gateway: &Gateway) -> crate::error::Result<Vec<u8>> {
+    let mut last = gateway.shared.krl.lock().await;
+    if let Some((made, krl)) = last.as_ref()
+        && made.elapsed() < KRL_REUSE
+    {
+        return Ok(krl.clone());
+    }
+    let krl = Box::pin(gateway.shared.authority.revoked_keys()).await?;
+    *last = Some((tokio::time::Instant::now(), krl.clone()));
+    Ok(krl)
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -165,6 +200,7 @@ mod tests {
     fn requests_for_the_two_pages_and_everything_else() {
         assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Ok((Page::Metrics, false)));
         assert_eq!(parse(b"HEAD /healthz?verbose HTTP/1.0\n\n"), Ok((Page::Health, true)));
+        assert_eq!(parse(b"GET /revoked-keys HTTP/1.1\r\n\r\n"), Ok((Page::RevokedKeys, false)));
         assert_eq!(
             parse(b"POST /metrics HTTP/1.1\r\n\r\n"),
             Err(Refused(405, "only GET and HEAD are served"))

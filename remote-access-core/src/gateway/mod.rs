@@ -227,6 +227,8 @@ struct Shared {
     metrics: Metrics,
     /// Set while the gateway drains (its ports closed).
     draining: std::sync::atomic::AtomicBool,
+    /// The last KRL the metrics endpoint served, and when it was made (`http.rs`).
+    krl: tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<u8>)>>,
 }
 
 /// A refused login's reason as a fixed code, for the metrics: the denial's (`wrong_key`,
@@ -343,6 +345,7 @@ impl Gateway {
             log_limit: LogLimit::default(),
             metrics: Metrics::default(),
             draining: Default::default(),
+            krl: Default::default(),
         };
         Ok(Self { shared: Arc::new(shared), host_key })
     }

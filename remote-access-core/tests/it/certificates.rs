@@ -85,7 +85,10 @@ async fn direct(builder: &Sshd, user: &str, key: &Path, cert: &Path) -> (i32, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_builder_that_trusts_the_ca_lets_the_build_in_through_the_gateway_and_shows_the_fields() {
     let f = fixture().await;
-    let gateway = gateway(&f.authority);
+    let metrics_port = free_port();
+    let mut options = gateway_options();
+    options.metrics_address = Some(([127, 0, 0, 1], metrics_port).into());
+    let gateway = remote_access_core::Gateway::new(f.authority.clone(), options).unwrap();
     let running = gateway.start("127.0.0.1:0").await.unwrap();
     let creds = f.authority.issue(request("certified", f.builder.builder())).await.unwrap();
     // No authorized_keys line anywhere: the builder has `AuthorizedKeysFile none`.
@@ -130,6 +133,17 @@ async fn a_builder_that_trusts_the_ca_lets_the_build_in_through_the_gateway_and_
             &format!("Signing CA: ED25519 {} (using ssh-ed25519)", f.user_ca.fingerprint()).as_str()
         )
     );
+    // The build ends; an agent on the builder fetches the KRL from the gateway's metrics
+    // address (curl), and the builder refuses the certificate even to a direct login.
+    let (key, cert) = key_files(&creds, f.scratch.path());
+    assert_eq!(direct(&f.builder, "root", &key, &cert).await.0, 0);
+    f.authority.revoke(creds.build_id(), "the test ends it").await.unwrap();
+    let url = format!("http://127.0.0.1:{metrics_port}/revoked-keys");
+    let (code, _, stderr) =
+        output_of(tokio::process::Command::new("curl").args(["-fsS", "-o"]).arg(&f.krl).arg(&url)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = direct(&f.builder, "root", &key, &cert).await;
+    assert_eq!(code, 255, "the certificate of a build that ended got in: {stderr}");
     running.stop().await.unwrap();
 }
 
