@@ -596,32 +596,22 @@ async fn every_authority_on_redis_revokes_the_keys_of_builds_ended_anywhere() {
         authority_on(&redis, AuthorityOptions::default()),
         authority_on(&redis, AuthorityOptions::default()),
     );
-    let mut request = remote_access_core::BuildRequest::new(
-        BuildId::new("krl-1").unwrap(),
-        remote_access_core::Trigger::Manual,
-        true,
-    );
+    let request = |id: &str| {
+        remote_access_core::BuildRequest::new(
+            BuildId::new(id).unwrap(),
+            remote_access_core::Trigger::Manual,
+            true,
+        )
+    };
+    // A build started almost its maximum duration ago: its certificate expires in 4 s.
+    let mut short = request("krl-1");
     let mut policy = Policy::default();
     policy.max_build_duration = Duration::from_secs(3600);
-    request.policy = Some(policy);
-    request.started_at = Some(OffsetDateTime::now_utc() - Duration::from_secs(3600 - 4));
-    let short = platform.issue(request).await.unwrap();
-    let long = platform
-        .issue(remote_access_core::BuildRequest::new(
-            BuildId::new("krl-2").unwrap(),
-            remote_access_core::Trigger::Manual,
-            true,
-        ))
-        .await
-        .unwrap();
-    let live = platform
-        .issue(remote_access_core::BuildRequest::new(
-            BuildId::new("krl-3").unwrap(),
-            remote_access_core::Trigger::Manual,
-            true,
-        ))
-        .await
-        .unwrap();
+    short.policy = Some(policy);
+    short.started_at = Some(OffsetDateTime::now_utc() - Duration::from_secs(3600 - 4));
+    let short = platform.issue(short).await.unwrap();
+    let long = platform.issue(request("krl-2")).await.unwrap();
+    let live = platform.issue(request("krl-3")).await.unwrap();
     for creds in [&short, &long] {
         platform.revoke(creds.build_id(), "ended").await.unwrap();
     }
