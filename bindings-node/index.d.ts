@@ -312,7 +312,6 @@ export declare class Credentials {
   get agentUsername(): string | null
   get agentFingerprint(): string | null
   /**
-   * The line to put in the builder's `authorized_keys`.
    * The OpenSSH user certificate of the build's key, when the authority has a user CA and
    * the build a builder (public; the scripts use it).
    */
@@ -322,6 +321,7 @@ export declare class Credentials {
    * the builder's host key: the builder sshd's `HostCertificate`.
    */
   get builderHostCertificate(): string | null
+  /** The line to put in the builder's `authorized_keys`. */
   authorizedKeysLine(): string
   /** The same line with OpenSSH restrictions. */
   authorizedKeysLineRestricted(): string
@@ -721,6 +721,11 @@ export interface AuthorityOptions {
    * once (`TrustedUserCAKeys`); see `docs/ssh.md`, "Certificates".
    */
   userCa?: SshCa
+  /**
+   * Where builders see the gateways connect from (addresses or CIDR blocks), required with
+   * `userCa`: each certificate's `source-address`, so it opens no builder from elsewhere.
+   */
+  certificateSourceAddresses?: Array<string>
   /** An SSH CA that signs builders' host keys (`certifyHost`). */
   hostCa?: SshCa
 }

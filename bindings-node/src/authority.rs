@@ -151,6 +151,9 @@ pub struct AuthorityOptions<'a> {
     /// An SSH CA that signs each build's key (`credentials.certificate`), so builders trust it
     /// once (`TrustedUserCAKeys`); see `docs/ssh.md`, "Certificates".
     pub user_ca: Option<ClassInstance<'a, SshCa>>,
+    /// Where builders see the gateways connect from (addresses or CIDR blocks), required with
+    /// `userCa`: each certificate's `source-address`, so it opens no builder from elsewhere.
+    pub certificate_source_addresses: Option<Vec<String>>,
     /// An SSH CA that signs builders' host keys (`certifyHost`).
     pub host_ca: Option<ClassInstance<'a, SshCa>>,
 }
@@ -238,7 +241,6 @@ impl Credentials {
     pub fn agent_fingerprint(&self) -> Option<String> {
         self.0.agent_fingerprint().map(str::to_owned)
     }
-    /// The line to put in the builder's `authorized_keys`.
     /// The OpenSSH user certificate of the build's key, when the authority has a user CA and
     /// the build a builder (public; the scripts use it).
     #[napi(getter)]
@@ -251,6 +253,7 @@ impl Credentials {
     pub fn builder_host_certificate(&self) -> Option<String> {
         self.0.builder_host_certificate().map(str::to_owned)
     }
+    /// The line to put in the builder's `authorized_keys`.
     #[napi]
     pub fn authorized_keys_line(&self) -> String {
         self.0.authorized_keys_line()
@@ -504,6 +507,7 @@ impl Authority {
         }
         core_options.vnc_ports = ports(&env, "vncPorts", options.vnc_ports.as_deref().unwrap_or_default())?;
         core_options.user_ca = options.user_ca.as_ref().map(|ca| ca.0.clone());
+        core_options.certificate_source_addresses = options.certificate_source_addresses.unwrap_or_default();
         core_options.host_ca = options.host_ca.as_ref().map(|ca| ca.0.clone());
         if let Some(url) = options.redis_url {
             let mut redis = core::RedisOptions::new(String::new());

@@ -448,7 +448,7 @@ test('certificates let the build into a builder that trusts the CA, until the KR
   const hostCa = ra.SshCa.generate()
   assert.equal(ra.SshCa.fromOpenssh(userCa.toOpenssh()).publicKey, userCa.publicKey)
   assert.doesNotMatch(JSON.stringify(userCa), /PRIVATE/)
-  await serving({ userCa, hostCa }, async (kit) => {
+  await serving({ userCa, certificateSourceAddresses: ['127.0.0.1'], hostCa }, async (kit) => {
     const dir = kit.scratch
     fs.writeFileSync(path.join(dir, 'user-ca.pub'), userCa.publicKey + '\n')
     const krl = await kit.authority.revokedKeys()
@@ -503,4 +503,5 @@ test('certificates let the build into a builder that trusts the CA, until the KR
   const authority = new ra.Authority({ hostCa })
   assert.throws(() => authority.certifyHost(userCa.publicKey, ['nowhere'], 1000), { code: 'invalid_input', what: 'addresses' })
   assert.throws(() => ra.SshCa.fromOpenssh('not a key'), { code: 'invalid_input' })
+  assert.throws(() => new ra.Authority({ userCa }), { code: 'invalid_input', what: 'certificate_source_addresses' })
 })

@@ -375,7 +375,7 @@ pub(crate) struct Authority(pub(crate) core::Authority);
 #[pymethods]
 impl Authority {
     #[new]
-    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, redis_min_replicas = None, max_store_outage = None, event_queue = None, user_ca = None, host_ca = None))]
+    #[pyo3(signature = (*, policy = None, tombstone_retention = None, vnc_ports = Vec::new(), clock = None, redis_url = None, redis_key_prefix = None, redis_tls_ca = None, redis_tls_client = None, redis_min_replicas = None, max_store_outage = None, event_queue = None, user_ca = None, certificate_source_addresses = Vec::new(), host_ca = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         policy: Option<PyRef<'_, Policy>>,
@@ -390,10 +390,12 @@ impl Authority {
         max_store_outage: Option<Seconds>,
         event_queue: Option<usize>,
         user_ca: Option<PyRef<'_, SshCa>>,
+        certificate_source_addresses: Vec<String>,
         host_ca: Option<PyRef<'_, SshCa>>,
     ) -> PyResult<Self> {
         let mut options = core::AuthorityOptions::default();
         options.user_ca = user_ca.map(|ca| ca.0.clone());
+        options.certificate_source_addresses = certificate_source_addresses;
         options.host_ca = host_ca.map(|ca| ca.0.clone());
         if let Some(policy) = policy {
             options.policy = policy.0;

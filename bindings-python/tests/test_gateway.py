@@ -441,7 +441,7 @@ def test_certificates_let_the_build_into_a_builder_that_trusts_the_ca_until_revo
     assert ra.SshCa.from_openssh(user_ca.to_openssh()).public_key == user_ca.public_key
 
     async def main() -> None:
-        async with serving(user_ca=user_ca, host_ca=host_ca) as kit:
+        async with serving(user_ca=user_ca, certificate_source_addresses=["127.0.0.1"], host_ca=host_ca) as kit:
             d = tmp_path
             os.makedirs("/run/sshd", exist_ok=True)
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True)
@@ -507,6 +507,11 @@ def test_certificates_let_the_build_into_a_builder_that_trusts_the_ca_until_revo
 def test_certificate_settings_are_checked() -> None:
     with pytest.raises(ra.InvalidInputError):
         ra.SshCa.from_openssh("not a key")
+    with pytest.raises(ra.InvalidInputError) as refused:
+        ra.Authority(user_ca=ra.SshCa.generate())  # no source addresses: it would open every builder
+    assert refused.value.what == "certificate_source_addresses"
+    with pytest.raises(ra.InvalidInputError):
+        ra.Authority(user_ca=ra.SshCa.generate(), certificate_source_addresses=["10.0.0.0/33"])
     with pytest.raises(ra.InvalidInputError):
         ra.Authority().certify_host("ssh-ed25519 AAAA", ["127.0.0.1"], 60)  # no host CA
     authority = ra.Authority(host_ca=ra.SshCa.generate())

@@ -31,6 +31,8 @@ pub(crate) const USAGE: &str = "usage: remote-access issue BUILD_ID --builder AD
      \x20 --vnc-port PORT            a gateway VNC port (repeat; the gateways' list)\n\
      \x20 --user-ca FILE             the fleet's SSH user CA (OpenSSH private key): the build's key\n\
      \x20                            also gets a certificate, for builders with TrustedUserCAKeys\n\
+     \x20 --certificate-source ADDR  with --user-ca: an address or CIDR block builders see the\n\
+     \x20                            gateways connect from (repeat); the certificate works only from there\n\
      \x20 --host-ca FILE             the fleet's SSH host CA: with --builder-host-key, the builder's\n\
      \x20                            host certificate goes to DIR/builder-host-cert.pub\n\
      \x20 --out DIR                  where the secret files go\n\
@@ -49,6 +51,7 @@ pub(crate) const SPEC: Spec = Spec {
         "reconnect-minutes",
         "vnc-port",
         "user-ca",
+        "certificate-source",
         "host-ca",
         "out",
     ],
@@ -85,6 +88,7 @@ pub(crate) fn run(words: &[String]) -> Outcome {
     }
     let mut options = AuthorityOptions::default();
     options.user_ca = store::ca(&args, "user-ca")?;
+    options.certificate_source_addresses = args.values("certificate-source").to_vec();
     options.host_ca = store::ca(&args, "host-ca")?;
     options.vnc_ports =
         args.values("vnc-port").iter().map(|p| p.parse::<u16>()).collect::<Result<Vec<_>, _>>().map_err(

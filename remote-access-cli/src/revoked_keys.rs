@@ -42,6 +42,8 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let mut temporary = path.to_path_buf();
     temporary.set_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let written = (|| {
+        // A leftover of an interrupted run would keep its mode: start afresh.
+        let _ = std::fs::remove_file(&temporary);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -465,6 +465,8 @@ async fn certificates_from_the_command_line_open_a_builder_that_trusts_the_ca_un
             "root",
             "--user-ca",
             dir.join("user-ca").to_str().unwrap(),
+            "--certificate-source",
+            "127.0.0.1",
             "--host-ca",
             dir.join("host-ca").to_str().unwrap(),
             "--out",

@@ -442,7 +442,9 @@ class Authority:
       connection is cut (default 30 s);
     - ``event_queue``: how many events each subscription may hold unread (default 10,000);
     - ``user_ca``: an ``SshCa`` that signs each build's key (``Credentials.certificate``), so
-      builders trust it once (``TrustedUserCAKeys``);
+      builders trust it once (``TrustedUserCAKeys``); it needs
+      ``certificate_source_addresses``, the addresses or CIDR blocks builders see the gateways
+      connect from (each certificate's ``source-address``, so it opens no builder from another);
     - ``host_ca``: an ``SshCa`` that signs builders' host keys (``certify_host``).
     """
 
@@ -461,6 +463,7 @@ class Authority:
         max_store_outage: _Duration | None = None,
         event_queue: int | None = None,
         user_ca: SshCa | None = None,
+        certificate_source_addresses: Sequence[str] = ...,
         host_ca: SshCa | None = None,
     ) -> Authority:
         """An authority; omitted options take the core's defaults."""

@@ -25,16 +25,20 @@ impl Authority {
     ) -> Result<()> {
         let Some(builder) = builder else { return Ok(()) };
         if let Some(ca) = &self.inner.options.user_ca {
-            let forwarding = !builder.extra_ports.is_empty();
-            let key = credentials.key.public_key();
-            credentials.certificate = Some(ca.user_certificate(
-                key,
-                &credentials.build_id,
-                &builder.user,
+            let mut sources = self.inner.options.certificate_source_addresses.clone();
+            if builder.reverse_tunnel {
+                // The agent on the builder dials its sshd over loopback.
+                sources.extend(["127.0.0.1/32".to_owned(), "::1/128".to_owned()]);
+            }
+            let user = credential::UserCertificate {
+                build_id: &credentials.build_id,
+                principal: &builder.user,
+                source_addresses: &sources,
                 now,
-                max_end,
-                forwarding,
-            )?);
+                valid_before: max_end,
+                port_forwarding: !builder.extra_ports.is_empty(),
+            };
+            credentials.certificate = Some(ca.user_certificate(credentials.key.public_key(), &user)?);
         }
         if let (Some(ca), Some(host_key)) = (&self.inner.options.host_ca, &builder.host_key) {
             let key_id = format!("builder of {}", credentials.build_id);
@@ -69,12 +73,8 @@ impl Authority {
     /// can fetch it every minute.
     pub async fn revoked_keys(&self) -> Result<Vec<u8>> {
         let now = self.now();
-        let mut fingerprints = Vec::new();
-        for build_id in self.inner.store.ended_unexpired(now).await? {
-            if let Some(record) = self.inner.store.credential_for_build(&build_id).await? {
-                fingerprints.push(record.key_fingerprint);
-            }
-        }
+        // One read: the store keeps the list apart from the records it purges.
+        let fingerprints = self.inner.store.revoked_fingerprints(now).await?;
         let version = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         credential::revoked_keys(&fingerprints, version, now)
     }

@@ -76,6 +76,13 @@ pub struct AuthorityOptions {
     /// (`TrustedUserCAKeys`) instead of each build's `authorized_keys` line, and
     /// [`Authority::revoked_keys`] lists the keys of ended builds for their `RevokedKeys`.
     pub user_ca: Option<crate::credential::SshCa>,
+    /// Where builders see the gateways' connections come from, as addresses or CIDR blocks
+    /// (`10.0.0.5`, `10.0.0.0/24`, `fd00::/64`): required with `user_ca`. Each user
+    /// certificate carries them as its `source-address` option, so a build's certificate is
+    /// good only through the gateways (which take each user to their own builder), not from one
+    /// builder to another that trusts the same CA with the same login user. Reverse-tunnel
+    /// builds add loopback, where their agent connects from.
+    pub certificate_source_addresses: Vec<String>,
     /// An SSH certificate authority for builders' host keys (none by default):
     /// [`Authority::certify_host`] signs a builder's host key, and `issue` signs the request's
     /// `Builder::host_key`. Users' scripts then trust this CA for the builder's address
@@ -94,6 +101,7 @@ impl Default for AuthorityOptions {
             event_queue: 10_000,
             store: StoreOptions::Memory,
             user_ca: None,
+            certificate_source_addresses: Vec::new(),
             host_ca: None,
         }
     }
@@ -194,7 +202,15 @@ impl Authority {
     /// real time, so any other clock would disagree with it.
     pub fn with_clock(options: AuthorityOptions, clock: Arc<dyn Clock>) -> Result<Self> {
         let store: Arc<dyn Store> = match &options.store {
-            StoreOptions::Memory => Arc::new(MemoryStore::new()),
+            StoreOptions::Memory => {
+                if options.user_ca.is_some() {
+                    // The KRL's list lives only as long as this process.
+                    tracing::warn!(
+                        "a user CA with the in-memory store: after a restart the KRL no longer lists the keys of builds that ended before it, while their certificates stay valid until each build's latest end; use Redis"
+                    );
+                }
+                Arc::new(MemoryStore::new())
+            }
             #[cfg(feature = "redis")]
             StoreOptions::Redis(_) => {
                 return Err(Error::invalid(
@@ -230,6 +246,15 @@ impl Authority {
         }
         // Each queued event holds a few hundred bytes: a million is already hundreds of MB per
         // subscriber.
+        crate::credential::check_source_addresses(
+            options.user_ca.is_some(),
+            &options.certificate_source_addresses,
+        )?;
+        if let (Some(user), Some(host)) = (&options.user_ca, &options.host_ca)
+            && user.fingerprint() == host.fingerprint()
+        {
+            return Err(Error::invalid("host_ca", "the same key as user_ca: keep the two CAs apart"));
+        }
         if !(1..=1_000_000).contains(&options.event_queue) {
             return Err(Error::invalid("event_queue", "from 1 to 1,000,000 events"));
         }

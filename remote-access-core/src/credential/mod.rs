@@ -14,7 +14,7 @@ pub(crate) use builder::{generate_builder_password, note_supplied};
 pub(crate) use generate::{Generated, GeneratedAgent, generate, generate_agent, password_digest};
 pub use host_key::HostKey;
 pub use ssh_ca::SshCa;
-pub(crate) use ssh_ca::{parse_certificate, revoked_keys};
+pub(crate) use ssh_ca::{UserCertificate, check_source_addresses, parse_certificate, revoked_keys};
 pub use tls_identity::TlsIdentity;
 pub(crate) use vnc_password::{check_vnc_response, vnc_response};
 pub use vnc_password::{vnc_auth_response, vnc_password_file};

@@ -94,6 +94,9 @@ impl SshCa {
             for extension in what.extensions {
                 builder.extension(*extension, "")?;
             }
+            if let Some(addresses) = what.source_addresses {
+                builder.critical_option("source-address", addresses.join(","))?;
+            }
             builder.sign(&self.0.key)
         })()
         .map_err(|err| Error::invalid("certificate", err.to_string()))?;
@@ -104,26 +107,19 @@ impl SshCa {
     /// `now` (less the clock skew) to `valid_before`, key id the build id, with `permit-pty`
     /// and, when the build may reach further ports, `permit-port-forwarding`; no agent or X11
     /// forwarding, no `~/.ssh/rc`.
-    pub(crate) fn user_certificate(
-        &self,
-        key: &PublicKey,
-        build_id: &BuildId,
-        principal: &str,
-        now: OffsetDateTime,
-        valid_before: OffsetDateTime,
-        port_forwarding: bool,
-    ) -> Result<String> {
+    pub(crate) fn user_certificate(&self, key: &PublicKey, user: &UserCertificate<'_>) -> Result<String> {
         let extensions: &[&str] =
-            if port_forwarding { &["permit-port-forwarding", "permit-pty"] } else { &["permit-pty"] };
+            if user.port_forwarding { &["permit-port-forwarding", "permit-pty"] } else { &["permit-pty"] };
         self.sign(
             key,
             &Signed {
                 cert_type: CertType::User,
-                key_id: build_id.as_str(),
-                principals: &[principal.to_owned()],
+                key_id: user.build_id.as_str(),
+                principals: &[user.principal.to_owned()],
                 extensions,
-                valid_after: now - CLOCK_SKEW,
-                valid_before,
+                source_addresses: Some(user.source_addresses),
+                valid_after: user.now - CLOCK_SKEW,
+                valid_before: user.valid_before,
             },
         )
     }
@@ -151,6 +147,7 @@ impl SshCa {
                 key_id,
                 principals: &principals,
                 extensions: &[],
+                source_addresses: None,
                 valid_after: now - CLOCK_SKEW,
                 valid_before,
             },
@@ -170,8 +167,52 @@ struct Signed<'a> {
     key_id: &'a str,
     principals: &'a [String],
     extensions: &'a [&'a str],
+    /// The `source-address` critical option, if any.
+    source_addresses: Option<&'a [String]>,
     valid_after: OffsetDateTime,
     valid_before: OffsetDateTime,
+}
+
+/// What a build's user certificate is for.
+pub(crate) struct UserCertificate<'a> {
+    pub(crate) build_id: &'a BuildId,
+    /// The builder's login user.
+    pub(crate) principal: &'a str,
+    /// Where the certificate may be used from (`source-address`).
+    pub(crate) source_addresses: &'a [String],
+    pub(crate) now: OffsetDateTime,
+    pub(crate) valid_before: OffsetDateTime,
+    pub(crate) port_forwarding: bool,
+}
+
+/// Checks `AuthorityOptions::certificate_source_addresses`: addresses or CIDR blocks, at
+/// least one when there is a user CA (without them a build's certificate would open every
+/// builder that trusts the CA with the same login user).
+pub(crate) fn check_source_addresses(user_ca: bool, addresses: &[String]) -> Result<()> {
+    const WHAT: &str = "certificate_source_addresses";
+    if user_ca && addresses.is_empty() {
+        return Err(Error::invalid(
+            WHAT,
+            "a user CA needs the addresses builders see the gateways connect from: without them a build's certificate opens every builder that trusts the CA",
+        ));
+    }
+    if addresses.len() > 64 {
+        return Err(Error::invalid(WHAT, "at most 64 addresses or blocks"));
+    }
+    for address in addresses {
+        let (ip, bits) =
+            address.split_once('/').map_or((address.as_str(), None), |(ip, bits)| (ip, Some(bits)));
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| Error::invalid(WHAT, format!("{address:?} is not an address or CIDR block")))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if let Some(bits) = bits
+            && !bits.parse::<u8>().is_ok_and(|bits| bits <= max)
+        {
+            return Err(Error::invalid(WHAT, format!("{address:?}: the prefix length must be 0 to {max}")));
+        }
+    }
+    Ok(())
 }
 
 /// Reads an OpenSSH certificate line (`ssh-ed25519-cert-v01@openssh.com AAAA... [comment]`),
@@ -247,7 +288,16 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let end = now + time::Duration::hours(2);
         let build = BuildId::new("b-42").unwrap();
-        let line = ca.user_certificate(user.key.public_key(), &build, "builder", now, end, false).unwrap();
+        let sources = ["10.0.0.0/24".to_owned(), "fd00::7".to_owned()];
+        let mut what = UserCertificate {
+            build_id: &build,
+            principal: "builder",
+            source_addresses: &sources,
+            now,
+            valid_before: end,
+            port_forwarding: false,
+        };
+        let line = ca.user_certificate(user.key.public_key(), &what).unwrap();
         let cert = parse_certificate(&line).unwrap();
         assert_eq!(cert.cert_type(), CertType::User);
         assert_eq!(cert.key_id(), "b-42");
@@ -255,14 +305,26 @@ mod tests {
         assert_eq!(cert.valid_after(), 1_800_000_000 - 300);
         assert_eq!(cert.valid_before(), 1_800_000_000 + 7200);
         assert_eq!(cert.extensions().keys().collect::<Vec<_>>(), ["permit-pty"]);
-        assert!(cert.critical_options().is_empty());
+        let options: Vec<(&String, &String)> = cert.critical_options().iter().collect();
+        assert_eq!(options, [(&"source-address".to_owned(), &"10.0.0.0/24,fd00::7".to_owned())]);
         let ca_fingerprint = ca.0.key.public_key().fingerprint(russh::keys::HashAlg::Sha256);
         cert.validate_at(1_800_000_100, [&ca_fingerprint]).unwrap();
         assert!(cert.validate_at(1_800_000_000 + 7201, [&ca_fingerprint]).is_err(), "expired");
-        let forwarding =
-            ca.user_certificate(user.key.public_key(), &build, "builder", now, end, true).unwrap();
+        what.port_forwarding = true;
+        let forwarding = ca.user_certificate(user.key.public_key(), &what).unwrap();
         let cert = parse_certificate(&forwarding).unwrap();
         assert_eq!(cert.extensions().keys().collect::<Vec<_>>(), ["permit-port-forwarding", "permit-pty"]);
+    }
+
+    #[test]
+    fn source_addresses_are_addresses_or_blocks_and_a_user_ca_needs_them() {
+        assert!(check_source_addresses(false, &[]).is_ok());
+        assert!(check_source_addresses(true, &[]).is_err());
+        let ok = ["10.0.0.5", "10.0.0.0/24", "fd00::/64", "0.0.0.0/0"].map(str::to_owned);
+        assert!(check_source_addresses(true, &ok).is_ok());
+        for bad in ["10.0.0.0/33", "fd00::/129", "gw.example.com", "10.0.0.0/", "10.0.0.1,10.0.0.2", ""] {
+            assert!(check_source_addresses(true, &[bad.to_owned()]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! A network's failed logins, counted with the whole fleet.
 //!
-//! Every failure goes to the store as well as to this gateway's [`Admission`] count, and the
-//! store's count (every gateway's failures from that network) replaces this gateway's whenever
-//! the store answers. Before each credential is checked the gateway asks the store again: a
-//! network backed off on one gateway gets no guess checked on another, so a fleet allows a
-//! network no more guesses than one gateway does. New connections are still admitted or closed
-//! on this gateway's count alone, which costs no round trip: a flood never reaches the store.
-//! While the store is out of reach this gateway's own count stands in.
+//! Every refused key or password goes to the store as well as to this gateway's [`Admission`]
+//! count, and the store's count (every gateway's failures from that network) replaces this
+//! gateway's whenever the store answers. Before each credential is checked the gateway asks the
+//! store again: a network backed off on one gateway gets no guess checked on another, so a fleet
+//! allows a network no more guesses than one gateway does. New connections are admitted or
+//! closed on this gateway's count alone, at no round trip, and connections cut for silence or
+//! slowness count here only: what reaches the store costs the sender a key exchange and a login
+//! attempt each, which bounds the store's writes (and its memory: a run lives 15 minutes) by the
+//! rate the gateways can check logins. While the store is out of reach this gateway's own count
+//! stands in.
 //!
 //! [`Admission`]: super::admission::Admission
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::Shared;
 use super::admission::{Prefix, Target};
@@ -32,19 +36,22 @@ impl Shared {
         self.admission.backing_off(ip)
     }
 
-    /// Counts a failed login (or a connection cut for silence or slowness) from `ip`, against
-    /// `target` when known, here and for the fleet.
+    /// Counts a refused key or password from `ip`, against `target` when known: here at once
+    /// (so that this gateway holds back the next guess while the store is asked), then for the
+    /// fleet, whose count then stands.
     pub(super) async fn failed(&self, ip: IpAddr, target: Option<Target>) {
+        self.admission.failed(ip, target.as_ref(), None);
         let tag = target.as_ref().map(Target::tag);
-        let fleet = match Box::pin(self.authority.count_failure(&Prefix::of(ip).run(), tag.as_deref())).await
-        {
-            Ok(count) => Some(count),
-            Err(err) => {
-                tracing::debug!(%ip, %err, "a failed login was counted on this gateway only");
-                None
-            }
-        };
-        self.admission.failed(ip, target.as_ref(), fleet);
+        match Box::pin(self.authority.count_failure(&Prefix::of(ip).run(), tag.as_deref())).await {
+            Ok(count) => self.admission.set_failures(ip, Some((count, Duration::ZERO))),
+            Err(err) => tracing::debug!(%ip, %err, "a failed login was counted on this gateway only"),
+        }
+    }
+
+    /// Counts a failure on this gateway only: a connection cut for silence or slowness before
+    /// its login, or a guess refused unchecked because the network is backed off.
+    pub(super) fn failed_here(&self, ip: IpAddr) {
+        self.admission.failed(ip, None, None);
     }
 
     /// A login from `ip` to `target` succeeded: the failures from its network against that

@@ -751,6 +751,7 @@ impl ConnectionInfo {
              \x20 RemoteCommand {remote}\n\
              Host *\n\
              \x20 IdentitiesOnly yes\n\
+             \x20 GlobalKnownHostsFile none\n\
              \x20 PasswordAuthentication no\n\
              \x20 KbdInteractiveAuthentication no\n\
              \x20 ForwardAgent no\n\

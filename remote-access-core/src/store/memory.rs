@@ -59,6 +59,9 @@ struct Inner {
     by_password: HashMap<[u8; 32], BuildId>,
     /// VNC ports of live sessions only: a port is free again once its session ends.
     by_vnc_port: HashMap<u16, BuildId>,
+    /// Key fingerprints of ended builds, until their latest possible end (the KRL's list;
+    /// purging leaves it alone).
+    revoked: HashMap<String, OffsetDateTime>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -243,6 +246,13 @@ impl Store for MemoryStore {
         {
             record.revoked.get_or_insert(revocation);
         }
+        if replaced
+            && let Some(max_end) =
+                inner.sessions.get(&id).filter(|s| s.value.is_ended()).map(|s| s.value.max_end())
+            && let Some(fingerprint) = inner.credentials.get(&id).map(|r| r.key_fingerprint.clone())
+        {
+            inner.revoked.insert(fingerprint, max_end);
+        }
         Box::pin(async move { Ok(replaced) })
     }
 
@@ -287,15 +297,11 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(live) })
     }
 
-    fn ended_unexpired(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
-        let ended = self
-            .lock()
-            .sessions
-            .values()
-            .filter(|s| s.value.is_ended() && s.value.max_end() > now)
-            .map(|s| s.value.build_id().clone())
-            .collect();
-        Box::pin(async move { Ok(ended) })
+    fn revoked_fingerprints(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<String>> {
+        let mut inner = self.lock();
+        inner.revoked.retain(|_, until| *until > now);
+        let fingerprints = inner.revoked.keys().cloned().collect();
+        Box::pin(async move { Ok(fingerprints) })
     }
 
     fn next_deadline(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
@@ -323,6 +329,8 @@ impl Store for MemoryStore {
                 }
             }
         }
+        // The KRL's list keeps a key until its build's latest end, whatever is purged.
+        inner.revoked.retain(|_, until| *until >= ended_before);
         Box::pin(async move { Ok(old) })
     }
 }

@@ -240,9 +240,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every build whose session is live.
     fn live_sessions(&self) -> StoreFuture<'_, Vec<BuildId>>;
 
-    /// Every build whose session has ended but whose latest possible end
-    /// (`Session::max_end`, when its certificate expires) is after `now`.
-    fn ended_unexpired(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>>;
+    /// The key fingerprints of every build whose session has ended but whose latest possible
+    /// end (`Session::max_end`, when its certificate expires) is after `now`: what the KRL
+    /// lists. Kept apart from the session and credential records, so that a purge of either
+    /// (after the tombstone retention, which may be shorter than a build's maximum duration)
+    /// does not take a key off the list while its certificate is still valid.
+    fn revoked_fingerprints(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<String>>;
 
     /// Records that the authority `instance` (the high 32 bits of its connection ids) is alive
     /// at `at`, so that others can tell when it stops. The in-memory store is shared only

@@ -10,7 +10,7 @@
 //! | `{p}:vnc-port:{port}` | the build id, while its session is live |
 //! | `{p}:deadlines` | sorted set: live builds by next deadline (ms) |
 //! | `{p}:ended` | sorted set: ended builds by end time (ms), for purging |
-//! | `{p}:ended-unexpired` | sorted set: ended builds by their latest possible end (ms), until it passes (the KRL) |
+//! | `{p}:revoked-keys` | sorted set: key fingerprints of ended builds by their latest possible end (ms), until it passes (the KRL) |
 //! | `{p}:instances` | sorted set: authorities by last heartbeat (ms) |
 //! | `{p}:events` | stream: the fleet's event log, trimmed to about `EVENT_LOG_LEN` |
 //! | `{p}:failures:network:{prefix}`, `{p}:failures:build:{build}:{credential}` | hash: a run of failed logins (`n`, `at` in Redis's ms, `t:{tag}` per target), expiring 15 minutes after its last |
@@ -630,12 +630,12 @@ impl Store for RedisStore {
         })
     }
 
-    fn ended_unexpired(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<BuildId>> {
+    fn revoked_fingerprints(&self, now: OffsetDateTime) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
             let key = &self.keys.certified();
             let now = ms_floor(now);
             let (ended,): (Vec<String>,) = self
-                .run("the ended builds", |mut con| async move {
+                .run("the revoked keys", |mut con| async move {
                     // What has passed its latest end is dropped on the way.
                     redis::pipe()
                         .cmd("ZREMRANGEBYSCORE")
@@ -651,7 +651,7 @@ impl Store for RedisStore {
                         .await
                 })
                 .await?;
-            ended.into_iter().map(|id| BuildId::new(id).map_err(|_| corrupt("ended index"))).collect()
+            Ok(ended)
         })
     }
 
@@ -1000,10 +1000,10 @@ impl Keys {
     fn failures(&self, key: &str) -> String {
         format!("{}:failures:{key}", self.prefix)
     }
-    /// Ended builds by their latest possible end (ms), until it passes: whose keys the KRL
-    /// lists.
+    /// Key fingerprints of ended builds by their latest possible end (ms), until it passes:
+    /// the KRL's list. Purging leaves it alone.
     fn certified(&self) -> String {
-        format!("{}:ended-unexpired", self.prefix)
+        format!("{}:revoked-keys", self.prefix)
     }
     fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
@@ -1041,10 +1041,12 @@ return 'done'
     )
 });
 
-/// Compare-and-swap of a session, with its indexes, its tombstone and its announcement.
-/// KEYS: session, credential, deadlines, ended, VNC port; ARGV: expected version, session,
-/// build id, next deadline (0: none), ended at (0: live), revocation ('' : none), channel, and
-/// the write's token (random, so that its own repeat is told from another's write).
+/// Compare-and-swap of a session, with its indexes, its tombstone and its announcement; an
+/// end also lists the build's key fingerprint for the KRL until its latest possible end.
+/// KEYS: session, credential, deadlines, ended, VNC port, revoked keys; ARGV: expected version,
+/// session, build id, next deadline (0: none), ended at (0: live), revocation ('' : none),
+/// channel, the write's token (random, so that its own repeat is told from another's write),
+/// and the latest possible end (ms).
 static REPLACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -1058,7 +1060,13 @@ redis.call('HSET', KEYS[1], 's', ARGV[2], 'w', ARGV[8])
 if ARGV[4] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) else redis.call('ZREM', KEYS[3], ARGV[3]) end
 if ARGV[5] ~= '0' then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
-  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[3])
+  local raw = redis.call('HGET', KEYS[2], 'record')
+  if raw then
+    local ok, record = pcall(cjson.decode, raw)
+    if ok and type(record) == 'table' and type(record['key_fingerprint']) == 'string' then
+      redis.call('ZADD', KEYS[6], ARGV[9], record['key_fingerprint'])
+    end
+  end
   if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
 end
 if ARGV[6] ~= '' then
@@ -1086,7 +1094,8 @@ return due
 });
 
 /// Deletes builds that ended before ARGV[1], with their indexes (each only if it still names
-/// the build). KEYS: ended, deadlines; ARGV: cutoff, key prefix, batch size.
+/// the build), and the KRL's keys whose build's latest end is before it. KEYS: ended,
+/// deadlines, revoked keys; ARGV: cutoff, key prefix, batch size.
 static PURGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -1112,8 +1121,10 @@ for _, id in ipairs(ids) do
   redis.call('DEL', p .. 'session:' .. id, p .. 'credential:' .. id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
 end
+-- The KRL's list keeps a key until its build's latest end, whatever is purged: only keys
+-- whose latest end is before the cutoff (so long past) go here.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])
 return ids
 ",
     )

@@ -457,11 +457,11 @@ impl remote_access_core::unstable::Store for YieldingStore {
     fn live_sessions(&self) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
         self.0.live_sessions()
     }
-    fn ended_unexpired(
+    fn revoked_fingerprints(
         &self,
         now: time::OffsetDateTime,
-    ) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
-        self.0.ended_unexpired(now)
+    ) -> remote_access_core::unstable::StoreFuture<'_, Vec<String>> {
+        self.0.revoked_fingerprints(now)
     }
     fn add_failure<'a>(
         &'a self,

@@ -30,6 +30,9 @@ async fn fixture() -> Fixture {
     let (user_ca, host_ca) = (SshCa::generate().unwrap(), SshCa::generate().unwrap());
     let mut options = AuthorityOptions::default();
     options.user_ca = Some(user_ca.clone());
+    // The gateway (and the tests' direct logins, "a misrouted network") reach the builder from
+    // 127.0.0.1; another loopback address plays another builder.
+    options.certificate_source_addresses = vec!["127.0.0.1".to_owned()];
     options.host_ca = Some(host_ca.clone());
     let authority = authority(options);
     let scratch = tempfile::tempdir().unwrap();
@@ -68,9 +71,14 @@ fn key_files(creds: &Credentials, dir: &Path) -> (PathBuf, PathBuf) {
 /// `ssh` straight to the builder, bypassing the gateway (a misrouted network): the exit code and
 /// what it said.
 async fn direct(builder: &Sshd, user: &str, key: &Path, cert: &Path) -> (i32, String) {
+    direct_from("127.0.0.1", builder, user, key, cert).await
+}
+
+/// The same from the loopback address `from` (as from another machine).
+async fn direct_from(from: &str, builder: &Sshd, user: &str, key: &Path, cert: &Path) -> (i32, String) {
     let (code, _, stderr) = output_of(
         tokio::process::Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-F", "/dev/null", "-b", from, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
             .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
             .arg("-i")
             .arg(key)
@@ -115,7 +123,8 @@ async fn a_builder_that_trusts_the_ca_lets_the_build_in_through_the_gateway_and_
     for line in [
         "Type: ssh-ed25519-cert-v01@openssh.com user certificate",
         "Key ID: \"certified\"",
-        "Critical Options: (none)",
+        "Critical Options:",
+        "source-address 127.0.0.1",
         "permit-pty",
     ] {
         assert!(shown.contains(&line), "{line:?} in {shown:#?}");
@@ -133,9 +142,13 @@ async fn a_builder_that_trusts_the_ca_lets_the_build_in_through_the_gateway_and_
             &format!("Signing CA: ED25519 {} (using ssh-ed25519)", f.user_ca.fingerprint()).as_str()
         )
     );
+    // From anywhere but the gateways' address (another builder on the network, trusting the same
+    // CA with the same login user), the live build's certificate opens nothing.
+    let (key, cert) = key_files(&creds, f.scratch.path());
+    let (code, stderr) = direct_from("127.0.0.5", &f.builder, "root", &key, &cert).await;
+    assert_eq!(code, 255, "the certificate worked from another address: {stderr}");
     // The build ends; an agent on the builder fetches the KRL from the gateway's metrics
     // address (curl), and the builder refuses the certificate even to a direct login.
-    let (key, cert) = key_files(&creds, f.scratch.path());
     assert_eq!(direct(&f.builder, "root", &key, &cert).await.0, 0);
     f.authority.revoke(creds.build_id(), "the test ends it").await.unwrap();
     let url = format!("http://127.0.0.1:{metrics_port}/revoked-keys");

@@ -122,7 +122,12 @@ async fn the_store_keeps_the_contract_atomically_and_with_expiries() {
     assert_eq!(store.purge(now + Duration::from_secs(1)).await.unwrap(), std::slice::from_ref(&one));
     assert!(store.credential_for_user("user1").await.unwrap().is_none());
     assert!(store.session(&one).await.unwrap().is_none());
-    assert_eq!(redis_cli(&redis, &["DBSIZE"]).await, "0", "nothing left behind");
+    // Only the KRL's list of ended builds' keys stays, until the build's latest end.
+    assert_eq!(redis_cli(&redis, &["DBSIZE"]).await, "1", "nothing else left behind");
+    assert_eq!(redis_cli(&redis, &["ZCARD", "remote-access:revoked-keys"]).await, "1");
+    assert_eq!(store.revoked_fingerprints(now).await.unwrap(), ["SHA256:key1"]);
+    store.purge(now + Duration::from_secs(30 * 86_400)).await.unwrap();
+    assert_eq!(redis_cli(&redis, &["DBSIZE"]).await, "0", "nothing left behind once it passed");
 
     // Heartbeats: a silent instance is claimed once, by one caller, until the claim lapses; a
     // live one never. Forgetting it is refused once it has written a heartbeat since.
@@ -632,6 +637,11 @@ async fn every_authority_on_redis_revokes_the_keys_of_builds_ended_anywhere() {
     assert!(query(krl.clone(), &short).contains("REVOKED"));
     assert!(query(krl.clone(), &long).contains("REVOKED"));
     assert!(query(krl, &live).contains("ok"));
+    // Purging the ended builds' records (a tombstone retention shorter than a build's maximum
+    // duration) leaves their keys on the list while their certificates are valid.
+    let purged = store(&redis).purge(OffsetDateTime::now_utc() + Duration::from_secs(1)).await.unwrap();
+    assert_eq!(purged.len(), 2);
+    assert!(query(gateway_side.revoked_keys().await.unwrap(), &long).contains("REVOKED"));
     // Past its latest end a certificate is refused anyway: the build leaves the list.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let krl = gateway_side.revoked_keys().await.unwrap();

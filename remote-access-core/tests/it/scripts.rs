@@ -270,6 +270,7 @@ fn certificates_go_into_both_scripts_and_only_to_the_builder() {
     let (creds, session, host_ca) = runtime.block_on(async {
         let mut options = AuthorityOptions::default();
         options.user_ca = Some(remote_access_core::SshCa::generate().unwrap());
+        options.certificate_source_addresses = vec!["10.9.0.0/24".to_owned()];
         let host_ca = remote_access_core::SshCa::generate().unwrap();
         let authority = Authority::new(options).unwrap();
         let mut request = BuildRequest::new(BuildId::new("certs-1").unwrap(), Trigger::Manual, true);

@@ -143,7 +143,7 @@ where
                 .log_limit
                 .log(|| tracing::info!(%peer, "no SSH identification within the silence deadline; cut"));
             shared.metrics.closed_before_login.add("ssh", "silent");
-            shared.failed(peer.ip(), None).await;
+            shared.failed_here(peer.ip());
             return;
         }
     };
@@ -168,7 +168,7 @@ where
                 if flag.bytes_read() < OPENING_BYTES {
                     shared.log_limit.log(|| tracing::info!(%peer, "no SSH key exchange within the silence deadline; cut"));
                     shared.metrics.closed_before_login.add("ssh", "silent");
-                    shared.failed(peer.ip(), None).await;
+                    shared.failed_here(peer.ip());
                     flag.cut();
                     return;
                 }
@@ -176,7 +176,7 @@ where
             () = tokio::time::sleep_until(deadline) => {
                 shared.log_limit.log(|| tracing::info!(%peer, "not authenticated before the pre-auth deadline; cut"));
                 shared.metrics.closed_before_login.add("ssh", "pre_auth_timeout");
-                shared.failed(peer.ip(), None).await;
+                shared.failed_here(peer.ip());
                 flag.cut();
                 return;
             }

@@ -112,7 +112,7 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         () = silent => {
             shared.log_limit.log(|| tracing::info!(%peer, port, "no RFB protocol version within the silence deadline; cut"));
             shared.metrics.closed_before_login.add("vnc", "silent");
-            shared.failed(peer.ip(), None).await;
+            shared.failed_here(peer.ip());
             return;
         }
         () = waiting.evicted() => {
@@ -133,7 +133,7 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
         Err(_) => {
             shared.log_limit.log(|| tracing::info!(%peer, port, "VNC handshake not finished before the pre-auth deadline; cut"));
             shared.metrics.closed_before_login.add("vnc", "pre_auth_timeout");
-            shared.failed(peer.ip(), None).await;
+            shared.failed_here(peer.ip());
             return;
         }
     };
@@ -409,8 +409,11 @@ async fn admit(
             shared.metrics.logins_refused.add("vnc", refusal.code());
             // Counted now, before the delay: a guess whose connection is evicted or closed
             // while it waits for its answer counts all the same.
-            if !matches!(refusal, Refusal::Unavailable(_)) {
-                shared.failed(peer.ip(), Some(target)).await;
+            match refusal {
+                Refusal::Unavailable(_) => {}
+                // Not checked: counted here only (the fleet has counted what backed it off).
+                Refusal::BackingOff => shared.failed_here(peer.ip()),
+                _ => shared.failed(peer.ip(), Some(target)).await,
             }
             tokio::time::sleep_until(answer_at).await;
             handshake::refuse_user(&mut user, hello.version, refusal.answer()).await;
