@@ -400,6 +400,8 @@ fn check_ssh_config(info: &ConnectionInfo, config: &str, command_alias: bool, fi
                 assert_eq!(one(), "no")
             }
             "ServerAliveInterval" => assert_eq!(one(), "30"),
+            // Only the script's own known_hosts decides: not the machine's.
+            "GlobalKnownHostsFile" => assert_eq!(one(), "none"),
             // The rest of the line, raw, goes to the builder's shell (after `%` tokens).
             "RemoteCommand" => {
                 let command = percent_unescaped(rest).unwrap_or_else(|| panic!("a lone % in {line:?}"));
