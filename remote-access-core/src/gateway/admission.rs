@@ -395,16 +395,10 @@ impl Admission {
     }
 
     /// Counts a failed login (or a connection cut for silence or slowness) from `ip`, against
-    /// `target` when known; `fleet` is the run's count in the store with this failure, when
-    /// the store answered (it then replaces this gateway's own count).
-    pub(crate) fn failed(&self, ip: IpAddr, target: Option<&Target>, fleet: Option<u32>) {
+    /// `target` when known, on this gateway (`gateway/failures.rs` then sets the fleet's count).
+    pub(crate) fn failed(&self, ip: IpAddr, target: Option<&Target>) {
         let prefix = Prefix::of(ip);
-        let (mut count, mut blocked) = self.failures.failed(&prefix, target);
-        if let Some(fleet) = fleet {
-            self.failures.set(&prefix, fleet, Duration::ZERO);
-            count = fleet;
-            blocked = self.failures.blocked(&prefix);
-        }
+        let (count, blocked) = self.failures.failed(&prefix, target);
         // Logged when the backoff starts and each time the run doubles after: a line per
         // failure would let a flood fill the logs.
         let over = count.saturating_sub(self.failures_before_backoff);
@@ -543,7 +537,7 @@ mod tests {
         let admission = admission(100, 10, 10);
         let target_b = Target::VncPort(5901);
         for _ in 0..3 {
-            admission.failed(ip("10.0.0.1"), Some(&target_b), None);
+            admission.failed(ip("10.0.0.1"), Some(&target_b));
         }
         assert_eq!(admission.admit(Pool::Ssh, ip("10.0.0.2")).err(), Some(Refusal::BackingOff));
         assert!(admission.admit(Pool::Ssh, ip("10.0.1.2")).is_ok(), "another /24");
@@ -557,7 +551,8 @@ mod tests {
     fn the_fleets_count_replaces_this_gateways() {
         let admission = admission(100, 10, 10);
         // One failure here, the fleet's third: backed off as if all three were here.
-        admission.failed(ip("10.0.0.1"), None, Some(3));
+        admission.failed(ip("10.0.0.1"), None);
+        admission.set_failures(ip("10.0.0.1"), Some((3, Duration::ZERO)));
         assert_eq!(admission.admit(Pool::Ssh, ip("10.0.0.2")).err(), Some(Refusal::BackingOff));
         // The store says the run is gone (taken back elsewhere): so it is here.
         admission.set_failures(ip("10.0.0.9"), None);

@@ -40,7 +40,7 @@ impl Shared {
     /// (so that this gateway holds back the next guess while the store is asked), then for the
     /// fleet, whose count then stands.
     pub(super) async fn failed(&self, ip: IpAddr, target: Option<Target>) {
-        self.admission.failed(ip, target.as_ref(), None);
+        self.admission.failed(ip, target.as_ref());
         let tag = target.as_ref().map(Target::tag);
         match Box::pin(self.authority.count_failure(&Prefix::of(ip).run(), tag.as_deref())).await {
             Ok(count) => self.admission.set_failures(ip, Some((count, Duration::ZERO))),
@@ -51,7 +51,7 @@ impl Shared {
     /// Counts a failure on this gateway only: a connection cut for silence or slowness before
     /// its login, or a guess refused unchecked because the network is backed off.
     pub(super) fn failed_here(&self, ip: IpAddr) {
-        self.admission.failed(ip, None, None);
+        self.admission.failed(ip, None);
     }
 
     /// A login from `ip` to `target` succeeded: the failures from its network against that
