@@ -12,14 +12,60 @@ const path = require('node:path')
 const { ra } = require('./package')
 /** @import * as T from '..' */
 
-/** @returns {Promise<number>} */
-function freePort() {
-  return new Promise((resolve, reject) => {
+let nextPort = 0
+
+/**
+ * A free loopback port for a server this test starts, and no other test's: outside the kernel's
+ * ephemeral range (no outgoing connection can hold it by the time the server binds), and claimed
+ * with a file naming this process under $TMPDIR/remote-access-test-ports, as the Rust and Python
+ * tests do, so that no other test process (node --test runs files in parallel) is given it while
+ * this one lives.
+ * @returns {Promise<number>}
+ */
+async function freePort() {
+  const [low, high] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+  const candidates = []
+  for (let port = 10000; port < 65536; port++) if (port < low || port > high) candidates.push(port)
+  const claims = path.join(os.tmpdir(), 'remote-access-test-ports')
+  fs.mkdirSync(claims, { recursive: true })
+  const start = process.pid * 7919
+  for (let i = 0; i < candidates.length; i++) {
+    nextPort += 1
+    const port = candidates[(start + nextPort) % candidates.length]
+    if (claim(path.join(claims, String(port))) && (await bindable(port))) return port
+  }
+  throw new Error('no free loopback port outside the ephemeral range')
+}
+
+/**
+ * Claims a port by creating `file` with this PID in it; clears (without claiming) a claim whose
+ * process has gone.
+ * @param {string} file
+ */
+function claim(file) {
+  try {
+    fs.writeFileSync(file, String(process.pid), { flag: 'wx' })
+    return true
+  } catch {
+    let owner = ''
+    try {
+      owner = fs.readFileSync(file, 'utf8').trim()
+    } catch {}
+    // An empty file is a claim being written: it is some live process's.
+    if (owner && owner !== String(process.pid) && !fs.existsSync(path.join('/proc', owner))) fs.rmSync(file, { force: true })
+    return false
+  }
+}
+
+/**
+ * @param {number} port
+ * @returns {Promise<boolean>}
+ */
+function bindable(port) {
+  return new Promise((resolve) => {
     const server = net.createServer()
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))))
-    })
+    server.once('error', () => resolve(false))
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
   })
 }
 

@@ -20,11 +20,52 @@ import pytest
 import remote_access as ra
 
 
+_next_port = 0
+
+
 def free_port() -> int:
+    """A free loopback port for a server this test starts, and no other test's: outside the
+    kernel's ephemeral range (no outgoing connection can hold it by the time the server binds),
+    and claimed with a file naming this process under $TMPDIR/remote-access-test-ports, as the
+    Rust and Node tests do, so that no other test process is given it while this one lives."""
+    global _next_port
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low, high = (int(n) for n in f.read().split())
+    candidates = [p for p in range(10000, 65536) if p < low or p > high]
+    claims = pathlib.Path(tempfile.gettempdir(), "remote-access-test-ports")
+    claims.mkdir(exist_ok=True)
+    start = os.getpid() * 7919
+    for _ in candidates:
+        _next_port += 1
+        port = candidates[(start + _next_port) % len(candidates)]
+        if _claim(claims / str(port)) and _bindable(port):
+            return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
+
+
+def _claim(file: pathlib.Path) -> bool:
+    """Claims a port by creating `file` with this PID in it; clears (without claiming) a claim
+    whose process has gone."""
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        owner = file.read_text().strip() if file.exists() else ""
+        # An empty file is a claim being written: it is some live process's.
+        if owner and owner != str(os.getpid()) and not pathlib.Path("/proc", owner).exists():
+            file.unlink(missing_ok=True)
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def listens_on(pgid: int, port: int) -> bool:
