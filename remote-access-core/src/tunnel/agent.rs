@@ -240,7 +240,7 @@ impl client::Handler for AgentHandler {
                         channel.into_stream(),
                         tcp,
                         std::future::pending(),
-                        super::CHANNEL_BUFFER,
+                        (super::CHANNEL_BUFFER, super::CHANNEL_BUFFER),
                         LOCAL_STALL,
                     )
                     .await

@@ -21,9 +21,15 @@ use tokio::net::TcpStream;
 
 use crate::build::{BuildId, Builder};
 
-/// Copy buffers per direction between two sockets (VNC): large enough that a frame moves in
-/// few calls.
+/// The copy buffer from a VNC user to the builder: keys and pointer moves, a few bytes each.
 pub(crate) const SOCKET_BUFFER: usize = 64 * 1024;
+/// The copy buffer from the builder's screen to a VNC user. A full frame is megabytes (1.9 MB
+/// at 800x600), asked for only once the last has arrived, so each frame's time through the
+/// relay counts: with 1 MiB, TigerVNC's full frames through the gateway went from 0.70 to 0.86
+/// of a direct connection against 64 KiB (and 256 KiB gave 0.71; `docs/benchmarks.md`, "VNC").
+/// It costs a VNC connection up to 1 MiB while a viewer is connected; SSH connections, whose
+/// memory is counted in tens of KiB, do not use it.
+pub(crate) const SCREEN_BUFFER: usize = 1024 * 1024;
 /// Copy buffers per direction between an SSH channel and a socket: a channel's packets are at
 /// most 32 KiB either way, so a larger buffer would only hold memory.
 pub(crate) const CHANNEL_BUFFER: usize = 32 * 1024;
@@ -51,8 +57,8 @@ pub(crate) fn keep_alive(tcp: &TcpStream) -> io::Result<()> {
 }
 
 /// Copies bytes both ways until both sides close, either fails, or `stop` resolves (access
-/// ended, or the user's connection is gone), with a copy buffer of `buffer` bytes each way.
-/// Returns the bytes carried each way.
+/// ended, or the user's connection is gone), with copy buffers of `buffers` bytes (`a` to `b`,
+/// `b` to `a`). Returns the bytes carried each way.
 ///
 /// `b` is the builder's side. If a write to it has waited longer than `stall` (the builder
 /// reads nothing), the splice ends with `TimedOut`: an SSH connection stops reading all its
@@ -62,7 +68,7 @@ pub(crate) async fn splice<A, B>(
     mut a: A,
     b: B,
     stop: impl Future<Output = ()>,
-    buffer: usize,
+    buffers: (usize, usize),
     stall: Duration,
 ) -> io::Result<(u64, u64)>
 where
@@ -73,7 +79,7 @@ where
     let mut b = Watched { inner: b, waiting_since: waiting_since.clone() };
     let stalled = stalled(&waiting_since, stall);
     tokio::select! {
-        copied = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffer, buffer) => copied,
+        copied = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, buffers.0, buffers.1) => copied,
         () = stop => Ok((0, 0)),
         () = stalled => Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -142,7 +142,7 @@ pub(super) async fn serve(shared: Arc<Shared>, user: TcpStream, peer: SocketAddr
     let mut cut = live.cut_signal();
     // Leaving the select drops the splice and with it the builder's socket: that is the cut.
     let (gateway_stopping, ended) = tokio::select! {
-        spliced = tunnel::splice(&mut user, builder, std::future::pending(), tunnel::SOCKET_BUFFER, options.builder_stall_timeout) => {
+        spliced = tunnel::splice(&mut user, builder, std::future::pending(), (tunnel::SOCKET_BUFFER, tunnel::SCREEN_BUFFER), options.builder_stall_timeout) => {
             if let Err(err) = spliced {
                 tracing::debug!(%peer, %err, "VNC splice ended with an error");
             }
@@ -269,7 +269,7 @@ pub(crate) async fn serve_channel<S>(
     shared.metrics.logins_accepted.add("vnc", "");
     let mut cut = live.cut_signal();
     tokio::select! {
-        spliced = tunnel::splice(user, builder, std::future::pending(), tunnel::CHANNEL_BUFFER, options.builder_stall_timeout) => {
+        spliced = tunnel::splice(user, builder, std::future::pending(), (tunnel::CHANNEL_BUFFER, tunnel::CHANNEL_BUFFER), options.builder_stall_timeout) => {
             if let Err(err) = spliced {
                 tracing::debug!(%peer, %err, "VNC splice in an SSH tunnel ended with an error");
             }
