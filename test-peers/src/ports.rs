@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// [`Server::on_free_port`](crate::Server::on_free_port), which retries.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let candidates = unclaimable_ports();
+    let candidates = ports_outside_the_ephemeral_range();
     let dir = std::env::temp_dir().join("remote-access-test-ports");
     std::fs::create_dir_all(&dir).unwrap();
     // A different start in each process, so that processes rarely meet on a claim.
@@ -32,7 +32,7 @@ pub fn free_port() -> u16 {
 
 /// Ports from 10000 up that the kernel does not hand out to outgoing connections
 /// (`net.ipv4.ip_local_port_range`).
-fn unclaimable_ports() -> Vec<u16> {
+fn ports_outside_the_ephemeral_range() -> Vec<u16> {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let bounds: Vec<u16> = range.split_whitespace().filter_map(|n| n.parse().ok()).collect();
     let (low, high) = match bounds[..] {
