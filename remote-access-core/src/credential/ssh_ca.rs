@@ -221,6 +221,11 @@ pub(crate) fn parse_certificate(line: &str) -> Result<Certificate> {
     if line.len() > 16 * 1024 {
         return Err(Error::invalid("certificate", "longer than 16 KiB: not an OpenSSH certificate"));
     }
+    // The line goes verbatim into certificate files and scripts: its comment must not carry a
+    // control character or anything a shell or a terminal could read differently.
+    if !line.trim().bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(Error::invalid("certificate", "holds characters other than printable ASCII"));
+    }
     Certificate::from_openssh(line.trim())
         .map_err(|_| Error::invalid("certificate", "not an OpenSSH certificate line"))
 }
@@ -314,6 +319,14 @@ mod tests {
         let forwarding = ca.user_certificate(user.key.public_key(), &what).unwrap();
         let cert = parse_certificate(&forwarding).unwrap();
         assert_eq!(cert.extensions().keys().collect::<Vec<_>>(), ["permit-port-forwarding", "permit-pty"]);
+        // A valid certificate whose comment was changed to hold a control or non-ASCII
+        // character (found by the text_formats fuzz target, in a bundle) is refused.
+        let body = line.rsplit_once(' ').map(|(body, _)| body).unwrap();
+        for comment in ["builder of b-42\u{93}", "builder\x1b[2J", "a\tb"] {
+            let err = parse_certificate(&format!("{body} {comment}")).unwrap_err();
+            assert!(err.to_string().contains("printable ASCII"), "{err}");
+        }
+        assert!(parse_certificate(&format!("{body} builder of b-42")).is_ok());
     }
 
     #[test]
