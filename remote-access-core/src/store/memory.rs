@@ -38,9 +38,9 @@ impl FailureRuns {
     }
 }
 
-/// The in-process event log keeps fewer than a shared store's [`super::EVENT_LOG_LEN`]: it
+/// The in-process event log keeps a tenth of a shared store's [`super::EVENT_LOG_LEN`]: it
 /// lives in the gateway's own memory (a few hundred bytes an event).
-const MEMORY_EVENT_LOG_LEN: usize = 10_000;
+const MEMORY_EVENT_LOG_LEN: usize = super::EVENT_LOG_LEN / 10;
 
 /// The in-process event log: numbered from 1, the oldest dropped past
 /// [`MEMORY_EVENT_LOG_LEN`].

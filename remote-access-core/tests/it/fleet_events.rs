@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::builds::*;
-use remote_access_core::{Authority, AuthorityOptions, FleetEvents, Gateway};
+use remote_access_core::{AuthorityOptions, FleetEvents, Gateway};
 use remote_access_test_peers::*;
 
 /// The next `n` events of the log, within a minute: (id, kind, build).
@@ -59,7 +59,7 @@ async fn in_memory_the_log_is_this_processs_events_and_a_reader_resumes_after_an
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_a_platform_reads_every_gateways_events_and_resumes_after_a_restart() {
-    use remote_access_core::{HostKey, RedisOptions, StoreOptions};
+    use remote_access_core::{Authority, HostKey, RedisOptions, StoreOptions};
     let on = |redis: &RedisServer| {
         let mut options = AuthorityOptions::default();
         options.store = StoreOptions::Redis(RedisOptions::new(redis.url()));
