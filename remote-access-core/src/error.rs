@@ -195,6 +195,40 @@ impl Error {
     pub(crate) fn key_material(err: impl std::fmt::Display) -> Self {
         Self::KeyMaterial { message: err.to_string() }
     }
+
+    /// The same error again, for a second caller waiting on the one call that failed. What
+    /// cannot be copied is folded into the message: a store error's source, an I/O error's
+    /// details beyond its kind.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::NotManuallyTriggered { build_id } => {
+                Self::NotManuallyTriggered { build_id: build_id.clone() }
+            }
+            Self::RemoteAccessDisabled { build_id } => {
+                Self::RemoteAccessDisabled { build_id: build_id.clone() }
+            }
+            Self::InvalidInput { what, problem } => Self::InvalidInput { what, problem: problem.clone() },
+            Self::BuildExists { build_id } => Self::BuildExists { build_id: build_id.clone() },
+            Self::UnknownBuild { build_id } => Self::UnknownBuild { build_id: build_id.clone() },
+            Self::SessionEnded { build_id, reason } => {
+                Self::SessionEnded { build_id: build_id.clone(), reason: reason.clone() }
+            }
+            Self::AccessDenied { reason } => Self::AccessDenied { reason: *reason },
+            Self::StoreUnavailable { message, source } => Self::StoreUnavailable {
+                message: match source {
+                    Some(source) => format!("{message}: {source}"),
+                    None => message.clone(),
+                },
+                source: None,
+            },
+            Self::NoCapacity { message } => Self::NoCapacity { message: message.clone() },
+            Self::HostKeyMismatch { host } => Self::HostKeyMismatch { host: host.clone() },
+            Self::Io(err) => Self::Io(std::io::Error::new(err.kind(), err.to_string())),
+            Self::Contention { message } => Self::Contention { message: message.clone() },
+            Self::Internal { message } => Self::Internal { message: message.clone() },
+            Self::KeyMaterial { message } => Self::KeyMaterial { message: message.clone() },
+        }
+    }
 }
 
 /// Why a session ended.

@@ -912,7 +912,7 @@ const SCALE_PER_BUILD: usize = 10;
 /// `n` live authenticated connections from a separate load-client process on a fresh gateway
 /// process (so the allocator has reused nothing): the growth of the gateway's RSS per
 /// connection, then every build revoked one after another through the platform's authority
-/// (in the load client), timed per connection from `revoke` to the close.
+/// (in this process), timed per connection from `revoke` to the load client seeing the close.
 async fn scale(
     redis_url: &str,
     key_file: &Path,
@@ -921,17 +921,19 @@ async fn scale(
     dir: &Path,
     n: usize,
 ) -> Result<ScaleRow, Box<dyn std::error::Error>> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::AsyncBufReadExt;
     let mut options = AuthorityOptions::default();
     options.store = StoreOptions::Redis(RedisOptions::new(redis_url));
     let authority = Authority::new(options)?;
     let mut lines = String::new();
+    let mut builds = Vec::new();
     for b in 0..n.div_ceil(SCALE_PER_BUILD) {
         let mut request = BuildRequest::new(BuildId::new(format!("scale-{n}-{b}"))?, Trigger::Manual, true);
         request.builder = Some(builder.builder());
         let creds = authority.issue(request).await?;
         let key = write_script(dir, &format!("scale-{n}-{b}.key"), creds.private_key_openssh()?.expose());
         lines.push_str(&format!("{}\t{}\t{}\n", creds.build_id(), creds.username(), key.display()));
+        builds.push(creds.build_id().clone());
     }
     let file = write_script(dir, &format!("scale-{n}.creds"), &lines);
     let program = std::env::current_exe()?.with_file_name("gateway");
@@ -947,25 +949,44 @@ async fn scale(
         .arg(format!("127.0.0.1:{}", gateway.port))
         .arg(&file)
         .arg(SCALE_PER_BUILD.to_string())
-        .arg(redis_url)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let stdin = child.stdin.take().ok_or("no stdin")?;
     let mut out = tokio::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     let started = Instant::now();
     let ready = out.next_line().await?;
     let open_seconds = started.elapsed().as_secs_f64();
-    if !ready.as_deref().is_some_and(|l| l.starts_with("ready")) {
+    if ready.as_deref() != Some(format!("ready {}", builds.len() * SCALE_PER_BUILD).as_str()) {
         return Err(format!("load client did not come up: {ready:?}").into());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss_kib(&gateway.pid);
-    stdin.write_all(b"revoke\n").await?;
-    let line = out.next_line().await?.ok_or("load client ended before revoking")?;
-    let samples: Vec<f64> =
-        serde_json::from_str(line.strip_prefix("revocation ").ok_or_else(|| format!("unexpected: {line}"))?)?;
+    // Revoked from this process, as a platform would from its own: the load client only
+    // reports when each connection saw its close, on the same (system-wide) clock.
+    let mut samples = Vec::with_capacity(builds.len() * SCALE_PER_BUILD);
+    for (index, build) in builds.iter().enumerate() {
+        let revoked = unix_micros(std::time::SystemTime::now());
+        authority.revoke(build, "benchmark").await?;
+        for _ in 0..SCALE_PER_BUILD {
+            let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
+                .await
+                .map_err(|_| format!("{build}: a connection was still open 30 s after its revocation"))??
+                .ok_or("load client ended before every connection closed")?;
+            let (closed_build, micros) = line
+                .strip_prefix("closed ")
+                .and_then(|rest| rest.split_once(' '))
+                .and_then(|(b, t)| Some((b.parse::<usize>().ok()?, t.parse::<u128>().ok()?)))
+                .ok_or_else(|| format!("load client said {line:?}"))?;
+            if closed_build != index {
+                return Err(
+                    format!("revoking build {index} closed a connection of build {closed_build}").into()
+                );
+            }
+            samples.push(micros.saturating_sub(revoked) as f64 / 1000.0);
+        }
+    }
     drop(stdin);
     let _ = child.wait().await;
     gateway.stop().await;
@@ -979,23 +1000,23 @@ async fn scale(
     })
 }
 
-/// The load client: `--load-client ADDR CREDS_FILE PER_CREDENTIAL REDIS_URL`. Opens that many
+/// The load client: `--load-client ADDR CREDS_FILE PER_CREDENTIAL`. Opens that many
 /// authenticated connections per credential (file: `build\tusername\tprivate-key-path`
 /// lines), each from a loopback address of its own (127.1.0.1 onwards, spread over /24
 /// networks, so the gateway's per-address and per-network rates see what a real crowd of users
-/// would), prints `ready N`, and on a `revoke` line revokes the builds one after another
-/// through the platform's authority on the Redis, printing `revocation [ms, ...]` (per
-/// connection, from `revoke` to its close); exits when its stdin closes.
+/// would), prints `ready N`, then `closed B MICROS` as each connection ends (B the credential's
+/// line, counting from 0; MICROS the wall clock since the Unix epoch); exits when its stdin
+/// closes.
 async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     use tokio::io::AsyncBufReadExt;
-    let [addr, creds, per, redis_url] = args else {
-        return Err("usage: --load-client ADDR CREDS_FILE PER_CREDENTIAL REDIS_URL".into());
+    let [addr, creds, per] = args else {
+        return Err("usage: --load-client ADDR CREDS_FILE PER_CREDENTIAL".into());
     };
     let per: usize = per.parse()?;
     let gateway: std::net::SocketAddr = addr.parse()?;
     let config =
         Arc::new(russh::client::Config { inactivity_timeout: None, ..russh::client::Config::default() });
-    let mut builds = Vec::new();
+    let mut builds = 0usize;
     let mut opening = tokio::task::JoinSet::new();
     // Handshakes in flight at once: the gateway lets 10,000 wait, but a crowd this size would
     // not arrive in one instant either.
@@ -1003,12 +1024,12 @@ async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
     let mut next = 0usize;
     for line in std::fs::read_to_string(creds)?.lines() {
         let mut fields = line.split('\t');
-        let (Some(build), Some(user), Some(key_path)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(_build), Some(user), Some(key_path)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
         let key = Arc::new(russh::keys::decode_secret_key(&std::fs::read_to_string(key_path)?, None)?);
-        let index = builds.len();
-        builds.push(BuildId::new(build)?);
+        let index = builds;
+        builds += 1;
         for _ in 0..per {
             let from = user_address(next);
             next += 1;
@@ -1028,28 +1049,34 @@ async fn load_client(args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
             });
         }
     }
-    let mut handles: Vec<Vec<russh::client::Handle<AnyKey>>> =
-        (0..builds.len()).map(|_| Vec::new()).collect();
+    let mut handles = Vec::new();
     while let Some(opened) = opening.join_next().await {
-        let (index, handle) = opened?.map_err(|e| e.to_string())?;
-        handles[index].push(handle);
+        handles.push(opened?.map_err(|e| e.to_string())?);
     }
-    println!("ready {}", handles.iter().map(Vec::len).sum::<usize>());
+    println!("ready {}", handles.len());
+    // Every connection waits for its end from now on; a revocation is the only thing that ends
+    // one, and the harness times it against the moment it called `revoke`.
+    let (closed, mut closes) = tokio::sync::mpsc::unbounded_channel();
+    for (index, handle) in handles {
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            let _ = handle.await;
+            let _ = closed.send((index, unix_micros(std::time::SystemTime::now())));
+        });
+    }
+    drop(closed);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = stdin.next_line().await? {
-        if line != "revoke" {
-            continue;
+    loop {
+        tokio::select! {
+            line = stdin.next_line() => if line?.is_none() { return Ok(()) },
+            Some((index, micros)) = closes.recv() => println!("closed {index} {micros}"),
         }
-        let mut options = AuthorityOptions::default();
-        options.store = StoreOptions::Redis(RedisOptions::new(redis_url.as_str()));
-        let platform = Authority::new(options)?;
-        let mut samples = Vec::new();
-        for (build, handles) in builds.iter().zip(std::mem::take(&mut handles)) {
-            samples.extend(time_revocation(&platform, build, handles).await?);
-        }
-        println!("revocation {}", serde_json::to_string(&samples)?);
     }
-    Ok(())
+}
+
+/// Microseconds since the Unix epoch: a clock two processes on one machine share.
+fn unix_micros(at: std::time::SystemTime) -> u128 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros())
 }
 
 /// RSS of OpenSSH's jump sshd processes per live connection: `n` idle `ssh -N jump` clients.

@@ -20,6 +20,16 @@ impl Authority {
     /// the tombstone when the session ends. Once saved, the cut and the events happen without
     /// another await, so dropping this future can never lose them.
     pub(super) async fn apply(&self, build_id: &BuildId, input: Input) -> Result<(Session, Transition)> {
+        self.apply_all(build_id, std::slice::from_ref(&input)).await
+    }
+
+    /// [`Authority::apply`] for several inputs in one write: each goes through the state
+    /// machine in turn, and the transitions are merged.
+    pub(super) async fn apply_all(
+        &self,
+        build_id: &BuildId,
+        inputs: &[Input],
+    ) -> Result<(Session, Transition)> {
         let store = &self.inner.store;
         for _ in 0..MAX_CAS_RETRIES {
             let current = store
@@ -31,7 +41,11 @@ impl Authority {
                 // Another authority on a shared store may have ended it: cut here too.
                 self.inner.cut_signals.cut_if_known(build_id);
             }
-            let t = session.handle(input.clone(), self.now());
+            let now = self.now();
+            let mut t = Transition::default();
+            for input in inputs {
+                t.absorb(session.handle(input.clone(), now));
+            }
             if t.changed() {
                 let revocation = t
                     .actions

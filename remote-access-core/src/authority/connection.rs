@@ -18,6 +18,9 @@ use crate::session::{ConnectionId, CutSignal, Input, Protocol, Session};
 /// ends it instead of the logout.
 const MAX_UNREPORTED: usize = 100_000;
 
+/// A build's connection ends waiting for the write in flight, each with its reporter.
+pub(super) type Ending = Vec<(Input, tokio::sync::oneshot::Sender<Result<()>>)>;
+
 /// How a user connection ended, as the gateway saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -275,14 +278,82 @@ impl Authority {
     /// Records a connection's end. If the store is out of reach, the report waits for it to
     /// answer again, so that an outage never leaves a session counting a connection that is
     /// gone (which would keep the user's logout from ending it).
+    ///
+    /// Ends of one build are written together: while one write for the build is in flight,
+    /// later ends queue, and the next write takes them all. A revocation ends every connection
+    /// of a build at once; one compare-and-swap each would race one another for the session
+    /// (a write per loser, over and over), and hold up the cuts of other builds meanwhile.
     pub(super) async fn record_end(&self, build_id: &BuildId, input: Input) -> Result<()> {
-        match self.apply(build_id, input.clone()).await {
-            // Unanswered, or lost every compare-and-swap race: recorded later all the same.
-            Err(err @ (Error::StoreUnavailable { .. } | Error::Contention { .. })) => {
-                self.keep_unreported(build_id.clone(), input);
-                Err(err)
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut ending = self.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
+            match ending.get_mut(build_id) {
+                Some(queued) => {
+                    queued.push((input, done));
+                    false
+                }
+                None => {
+                    ending.insert(build_id.clone(), vec![(input, done)]);
+                    true
+                }
             }
-            other => other.map(drop),
+        };
+        if first {
+            // A task of its own, so that a caller that stops waiting strands no one queued.
+            let (authority, build_id) = (self.clone(), build_id.clone());
+            drop(tokio::spawn(async move { authority.write_ends(&build_id).await }));
+        }
+        recorded.await.unwrap_or_else(|_| {
+            Err(Error::Internal {
+                message: "the runtime stopped before a connection's end was recorded".into(),
+            })
+        })
+    }
+
+    /// Writes the build's queued connection ends, a batch at a time, until none are left.
+    async fn write_ends(&self, build_id: &BuildId) {
+        /// Should this task end early (a panic, a runtime shutting down), the build's queue
+        /// goes with it: its reporters get an error instead of waiting for good, and the next
+        /// end starts a writer of its own.
+        struct Writing<'a> {
+            authority: &'a Authority,
+            build_id: &'a BuildId,
+            finished: bool,
+        }
+        impl Drop for Writing<'_> {
+            fn drop(&mut self) {
+                if !self.finished {
+                    let mut ending =
+                        self.authority.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
+                    ending.remove(self.build_id);
+                }
+            }
+        }
+        let mut writing = Writing { authority: self, build_id, finished: false };
+        loop {
+            let batch = {
+                let mut ending = self.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
+                match ending.get_mut(build_id) {
+                    Some(queued) if !queued.is_empty() => std::mem::take(queued),
+                    // Removed under the lock that queues: an end from now on starts a writer.
+                    _ => {
+                        ending.remove(build_id);
+                        writing.finished = true;
+                        return;
+                    }
+                }
+            };
+            let (inputs, waiting): (Vec<Input>, Vec<_>) = batch.into_iter().unzip();
+            let result = self.apply_all(build_id, &inputs).await.map(drop);
+            // Unanswered, or lost every compare-and-swap race: recorded later all the same.
+            if let Err(Error::StoreUnavailable { .. } | Error::Contention { .. }) = &result {
+                for input in inputs {
+                    self.keep_unreported(build_id.clone(), input);
+                }
+            }
+            for done in waiting {
+                let _ = done.send(result.as_ref().map_err(Error::duplicate).copied());
+            }
         }
     }
 

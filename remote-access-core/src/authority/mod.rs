@@ -168,6 +168,8 @@ struct Inner {
     contact: std::sync::Mutex<contact::Contact>,
     /// Disconnects the store could not take, to be recorded once it answers again.
     unreported: std::sync::Mutex<std::collections::VecDeque<(BuildId, Input)>>,
+    /// Connection ends on their way to the store, per build (see `record_end`).
+    ending: std::sync::Mutex<std::collections::HashMap<BuildId, connection::Ending>>,
     /// This authority's id in a shared store: the high 32 bits of its connection ids, and the
     /// name of its heartbeat. A new one is drawn when an outage cuts every connection, so
     /// that others detaching the old id's connections never touch those admitted after.
@@ -273,6 +275,7 @@ impl Authority {
             contact: Default::default(),
             store_round_trip: Default::default(),
             unreported: Default::default(),
+            ending: Default::default(),
             instance: russh::keys::key::safe_rng().next_u32().into(),
             resync: false.into(),
         };

@@ -194,6 +194,18 @@ impl Transition {
     pub fn changed(&self) -> bool {
         !self.events.is_empty()
     }
+
+    /// Adds what a later input's transition decided: its events after these, its actions
+    /// not already here, and its refusal if there was none.
+    pub(crate) fn absorb(&mut self, later: Transition) {
+        self.events.extend(later.events);
+        for action in later.actions {
+            if !self.actions.contains(&action) {
+                self.actions.push(action);
+            }
+        }
+        self.refused = self.refused.take().or(later.refused);
+    }
 }
 
 /// Why and when a session ended.

@@ -381,8 +381,14 @@ async fn exported_keys_are_what_openssh_reads() {
 }
 
 /// A store that yields to the scheduler inside every call, so that concurrent callers
-/// interleave between reading a session and swapping it.
-struct YieldingStore(MemoryStore);
+/// interleave between reading a session and swapping it; it counts the session writes, and
+/// refuses them while told to (as a store out of reach would).
+#[derive(Default)]
+struct YieldingStore {
+    inner: MemoryStore,
+    writes: std::sync::atomic::AtomicUsize,
+    refuse_writes: std::sync::atomic::AtomicBool,
+}
 
 impl remote_access_core::unstable::Store for YieldingStore {
     fn insert(
@@ -393,7 +399,7 @@ impl remote_access_core::unstable::Store for YieldingStore {
     ) -> remote_access_core::unstable::StoreFuture<'_, remote_access_core::unstable::Insert> {
         Box::pin(async move {
             tokio::task::yield_now().await;
-            self.0.insert(session, credential, keep_until).await
+            self.inner.insert(session, credential, keep_until).await
         })
     }
     fn session<'a>(
@@ -405,7 +411,7 @@ impl remote_access_core::unstable::Store for YieldingStore {
     > {
         Box::pin(async move {
             tokio::task::yield_now().await;
-            self.0.session(build_id).await
+            self.inner.session(build_id).await
         })
     }
     fn replace_session(
@@ -416,7 +422,11 @@ impl remote_access_core::unstable::Store for YieldingStore {
     ) -> remote_access_core::unstable::StoreFuture<'_, bool> {
         Box::pin(async move {
             tokio::task::yield_now().await;
-            self.0.replace_session(session, version, revocation).await
+            if self.refuse_writes.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::StoreUnavailable { message: "refused by the test".into(), source: None });
+            }
+            self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.replace_session(session, version, revocation).await
         })
     }
     fn credential_for_user<'a>(
@@ -424,64 +434,64 @@ impl remote_access_core::unstable::Store for YieldingStore {
         username: &'a str,
     ) -> remote_access_core::unstable::StoreFuture<'a, Option<remote_access_core::unstable::CredentialRecord>>
     {
-        self.0.credential_for_user(username)
+        self.inner.credential_for_user(username)
     }
     fn credential_for_build<'a>(
         &'a self,
         build_id: &'a BuildId,
     ) -> remote_access_core::unstable::StoreFuture<'a, Option<remote_access_core::unstable::CredentialRecord>>
     {
-        self.0.credential_for_build(build_id)
+        self.inner.credential_for_build(build_id)
     }
     fn session_for_vnc_port(
         &self,
         port: u16,
     ) -> remote_access_core::unstable::StoreFuture<'_, Option<BuildId>> {
-        self.0.session_for_vnc_port(port)
+        self.inner.session_for_vnc_port(port)
     }
     fn due_sessions(
         &self,
         now: time::OffsetDateTime,
     ) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
-        self.0.due_sessions(now)
+        self.inner.due_sessions(now)
     }
     fn next_deadline(&self) -> remote_access_core::unstable::StoreFuture<'_, Option<time::OffsetDateTime>> {
-        self.0.next_deadline()
+        self.inner.next_deadline()
     }
     fn purge(
         &self,
         ended_before: time::OffsetDateTime,
     ) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
-        self.0.purge(ended_before)
+        self.inner.purge(ended_before)
     }
     fn live_sessions(&self) -> remote_access_core::unstable::StoreFuture<'_, Vec<BuildId>> {
-        self.0.live_sessions()
+        self.inner.live_sessions()
     }
     fn revoked_fingerprints(
         &self,
         now: time::OffsetDateTime,
     ) -> remote_access_core::unstable::StoreFuture<'_, Vec<String>> {
-        self.0.revoked_fingerprints(now)
+        self.inner.revoked_fingerprints(now)
     }
     fn add_failure<'a>(
         &'a self,
         key: &'a str,
         tag: Option<&'a str>,
     ) -> remote_access_core::unstable::StoreFuture<'a, u32> {
-        self.0.add_failure(key, tag)
+        self.inner.add_failure(key, tag)
     }
     fn failures<'a>(
         &'a self,
         key: &'a str,
     ) -> remote_access_core::unstable::StoreFuture<'a, Option<remote_access_core::unstable::Failures>> {
-        self.0.failures(key)
+        self.inner.failures(key)
     }
     fn take_back_failures<'a>(
         &'a self,
         key: &'a str,
         tag: Option<&'a str>,
     ) -> remote_access_core::unstable::StoreFuture<'a, Option<remote_access_core::unstable::Failures>> {
-        self.0.take_back_failures(key, tag)
+        self.inner.take_back_failures(key, tag)
     }
 }
 
@@ -489,7 +499,7 @@ impl remote_access_core::unstable::Store for YieldingStore {
 async fn racing_connections_against_a_revoke_are_all_cut() {
     for round in 0..20 {
         let clock = ManualClock::new(datetime!(2026-05-04 10:00 UTC));
-        let store = Arc::new(YieldingStore(MemoryStore::new()));
+        let store = Arc::new(YieldingStore::default());
         let authority =
             remote_access_core::unstable::authority(AuthorityOptions::default(), store, Arc::new(clock))
                 .unwrap();
@@ -522,6 +532,91 @@ async fn racing_connections_against_a_revoke_are_all_cut() {
         let ends = drain(&mut events).iter().filter(|e| e.kind == EventKind::Revoked).count();
         assert_eq!(ends, 1);
     }
+}
+
+/// An authority on a [`YieldingStore`], with a build that has 16 live connections.
+async fn sixteen_connections(
+    build: &BuildId,
+) -> (Authority, Arc<YieldingStore>, Vec<remote_access_core::LiveConnection>) {
+    let store = Arc::new(YieldingStore::default());
+    let clock = ManualClock::new(datetime!(2026-05-04 10:00 UTC));
+    let authority =
+        remote_access_core::unstable::authority(AuthorityOptions::default(), store.clone(), Arc::new(clock))
+            .unwrap();
+    authority.issue(BuildRequest::new(build.clone(), Trigger::Manual, true)).await.unwrap();
+    let mut live = Vec::new();
+    for _ in 0..16 {
+        live.push(authority.connected(build, Protocol::Ssh).await.unwrap());
+    }
+    (authority, store, live)
+}
+
+/// A revocation ends all of a build's connections at once, and each reports its end from a
+/// task of its own (as the gateway's do): the ends go to the store together, not in a
+/// compare-and-swap race of one write each, and every one of them is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ends_of_a_revoked_builds_connections_are_written_together() {
+    let build = id("cut-together");
+    let (authority, store, live) = sixteen_connections(&build).await;
+    let mut events = authority.subscribe();
+    authority.revoke(&build, "done").await.unwrap();
+    let writes_before = store.writes.load(std::sync::atomic::Ordering::SeqCst);
+    let start = Arc::new(tokio::sync::Barrier::new(live.len()));
+    let mut tasks = Vec::new();
+    for connection in live {
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            connection.disconnect().await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let writes = store.writes.load(std::sync::atomic::Ordering::SeqCst) - writes_before;
+    assert!(writes < 16, "{writes} session writes for 16 connection ends");
+    assert_eq!(authority.session(&build).await.unwrap().live_connections().count(), 0);
+    let closed = drain(&mut events).iter().filter(|e| e.kind.as_str() == "disconnected").count();
+    assert_eq!(closed, 16);
+}
+
+/// Ends written together fail together: each reporter hears why, and every end is kept and
+/// recorded once the store takes writes again. Nothing is lost to the batching.
+#[tokio::test(start_paused = true)]
+async fn ends_written_together_are_kept_when_the_store_fails_and_recorded_later() {
+    let build = id("kept-together");
+    let (authority, store, live) = sixteen_connections(&build).await;
+    authority.revoke(&build, "done").await.unwrap();
+    store.refuse_writes.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Started together on this task: the first report's write is in flight while the rest queue.
+    let reports = live.iter().map(|connection| connection.disconnect());
+    for result in futures_util::future::join_all(reports).await {
+        match result {
+            Err(Error::StoreUnavailable { message, .. }) => {
+                assert!(message.contains("refused by the test"), "{message}")
+            }
+            other => panic!("expected the store's refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(authority.session(&build).await.unwrap().live_connections().count(), 16);
+
+    store.refuse_writes.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let housekeeping = tokio::spawn({
+        let authority = authority.clone();
+        async move { authority.run_housekeeping(async { stopped.await.unwrap_or(()) }).await }
+    });
+    let mut left = 16;
+    for _ in 0..100 {
+        left = authority.session(&build).await.unwrap().live_connections().count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(left, 0, "ends still unrecorded after 100 s of housekeeping");
+    stop.send(()).unwrap();
+    housekeeping.await.unwrap();
 }
 
 #[tokio::test]
