@@ -203,6 +203,18 @@ async fn ssh_run(path: &Route, command: &str) -> (bool, Duration) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Interrupted (Ctrl-C, or TERM from a supervisor), the run is dropped, and with it every
+    // peer it started (sshd, Redis, the gateway, the VNC servers, the load client): they die
+    // with their handles instead of running on.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = run() => result,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        _ = terminate.recv() => Err("terminated".into()),
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(i) = std::env::args().position(|a| a == "--load-client") {
         let args: Vec<String> = std::env::args().skip(i + 1).collect();
         return load_client(&args).await;

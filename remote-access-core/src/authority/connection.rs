@@ -300,61 +300,18 @@ impl Authority {
         };
         if first {
             // A task of its own, so that a caller that stops waiting strands no one queued.
-            let (authority, build_id) = (self.clone(), build_id.clone());
-            drop(tokio::spawn(async move { authority.write_ends(&build_id).await }));
+            let writer = EndWriter {
+                authority: self.clone(),
+                build_id: build_id.clone(),
+                in_flight: Vec::new(),
+                finished: false,
+            };
+            drop(tokio::spawn(writer.run()));
         }
         recorded.await.unwrap_or_else(|_| {
-            Err(Error::Internal {
-                message: "the runtime stopped before a connection's end was recorded".into(),
-            })
+            let message = "the task writing connection ends stopped (its runtime shut down?); the housekeeping records this end";
+            Err(Error::Internal { message: message.into() })
         })
-    }
-
-    /// Writes the build's queued connection ends, a batch at a time, until none are left.
-    async fn write_ends(&self, build_id: &BuildId) {
-        /// Should this task end early (a panic, a runtime shutting down), the build's queue
-        /// goes with it: its reporters get an error instead of waiting for good, and the next
-        /// end starts a writer of its own.
-        struct Writing<'a> {
-            authority: &'a Authority,
-            build_id: &'a BuildId,
-            finished: bool,
-        }
-        impl Drop for Writing<'_> {
-            fn drop(&mut self) {
-                if !self.finished {
-                    let mut ending =
-                        self.authority.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
-                    ending.remove(self.build_id);
-                }
-            }
-        }
-        let mut writing = Writing { authority: self, build_id, finished: false };
-        loop {
-            let batch = {
-                let mut ending = self.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
-                match ending.get_mut(build_id) {
-                    Some(queued) if !queued.is_empty() => std::mem::take(queued),
-                    // Removed under the lock that queues: an end from now on starts a writer.
-                    _ => {
-                        ending.remove(build_id);
-                        writing.finished = true;
-                        return;
-                    }
-                }
-            };
-            let (inputs, waiting): (Vec<Input>, Vec<_>) = batch.into_iter().unzip();
-            let result = self.apply_all(build_id, &inputs).await.map(drop);
-            // Unanswered, or lost every compare-and-swap race: recorded later all the same.
-            if let Err(Error::StoreUnavailable { .. } | Error::Contention { .. }) = &result {
-                for input in inputs {
-                    self.keep_unreported(build_id.clone(), input);
-                }
-            }
-            for done in waiting {
-                let _ = done.send(result.as_ref().map_err(Error::duplicate).copied());
-            }
-        }
     }
 
     /// Keeps a connection's end to be recorded once the store answers again.
@@ -401,5 +358,70 @@ impl Authority {
     /// This authority's current id in a shared store.
     pub(super) fn instance(&self) -> u32 {
         self.inner.instance.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Writes one build's queued connection ends, a batch at a time, until none are left.
+///
+/// Should it stop early (a panic, or a runtime shutting down, even before it first ran), the
+/// ends it held go to the queue the housekeeping records (a repeat of an end that landed
+/// changes nothing), its reporters get an error instead of waiting for good, and the next end
+/// starts a writer of its own.
+struct EndWriter {
+    authority: Authority,
+    build_id: BuildId,
+    in_flight: Vec<Input>,
+    finished: bool,
+}
+
+impl EndWriter {
+    async fn run(mut self) {
+        let (authority, build_id) = (self.authority.clone(), self.build_id.clone());
+        loop {
+            let batch = {
+                let mut ending = authority.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
+                match ending.get_mut(&build_id) {
+                    Some(queued) if !queued.is_empty() => std::mem::take(queued),
+                    // Removed under the lock that queues: an end from now on starts a writer.
+                    _ => {
+                        ending.remove(&build_id);
+                        self.finished = true;
+                        return;
+                    }
+                }
+            };
+            let mut waiting = Vec::with_capacity(batch.len());
+            for (input, done) in batch {
+                self.in_flight.push(input);
+                waiting.push(done);
+            }
+            let result = authority.apply_all(&build_id, &self.in_flight).await.map(drop);
+            let inputs = std::mem::take(&mut self.in_flight);
+            // Unanswered, or lost every compare-and-swap race: recorded later all the same.
+            if let Err(Error::StoreUnavailable { .. } | Error::Contention { .. }) = &result {
+                for input in inputs {
+                    authority.keep_unreported(build_id.clone(), input);
+                }
+            }
+            for done in waiting {
+                let _ = done.send(result.as_ref().map_err(Error::duplicate).copied());
+            }
+        }
+    }
+}
+
+impl Drop for EndWriter {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let queued = {
+            let mut ending = self.authority.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
+            ending.remove(&self.build_id).unwrap_or_default()
+        };
+        let inputs = self.in_flight.drain(..).chain(queued.into_iter().map(|(input, _)| input));
+        for input in inputs {
+            self.authority.keep_unreported(self.build_id.clone(), input);
+        }
     }
 }

@@ -382,12 +382,13 @@ async fn exported_keys_are_what_openssh_reads() {
 
 /// A store that yields to the scheduler inside every call, so that concurrent callers
 /// interleave between reading a session and swapping it; it counts the session writes, and
-/// refuses them while told to (as a store out of reach would).
+/// refuses them, or never answers them, while told to (as a store out of reach would).
 #[derive(Default)]
 struct YieldingStore {
     inner: MemoryStore,
     writes: std::sync::atomic::AtomicUsize,
     refuse_writes: std::sync::atomic::AtomicBool,
+    hang_writes: std::sync::atomic::AtomicBool,
 }
 
 impl remote_access_core::unstable::Store for YieldingStore {
@@ -422,6 +423,9 @@ impl remote_access_core::unstable::Store for YieldingStore {
     ) -> remote_access_core::unstable::StoreFuture<'_, bool> {
         Box::pin(async move {
             tokio::task::yield_now().await;
+            if self.hang_writes.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if self.refuse_writes.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(Error::StoreUnavailable { message: "refused by the test".into(), source: None });
             }
@@ -617,6 +621,49 @@ async fn ends_written_together_are_kept_when_the_store_fails_and_recorded_later(
     assert_eq!(left, 0, "ends still unrecorded after 100 s of housekeeping");
     stop.send(()).unwrap();
     housekeeping.await.unwrap();
+}
+
+/// The task that writes a build's ends runs on the runtime of the report that started it.
+/// Should that runtime shut down in the middle of a write, the ends it held are not lost: the
+/// housekeeping records them.
+#[test]
+fn ends_held_by_a_writer_whose_runtime_shut_down_are_recorded_later() {
+    let main = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let build = id("runtime-gone");
+    let (authority, store, live) = main.block_on(sixteen_connections(&build));
+    main.block_on(authority.revoke(&build, "done")).unwrap();
+
+    store.hang_writes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let other = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let unanswered = other.block_on(async {
+        let reports = futures_util::future::join_all(live.iter().map(|connection| connection.disconnect()));
+        tokio::time::timeout(Duration::from_millis(200), reports).await.is_err()
+    });
+    assert!(unanswered, "the reports finished although the store never answered");
+    // The writer task goes with its runtime, in the middle of the write.
+    drop(other);
+    store.hang_writes.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // `live` is still held: its drop guards report nothing, so only the kept ends can count.
+    main.block_on(async {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let housekeeping = tokio::spawn({
+            let authority = authority.clone();
+            async move { authority.run_housekeeping(async { stopped.await.unwrap_or(()) }).await }
+        });
+        let mut left = 16;
+        for _ in 0..100 {
+            left = authority.session(&build).await.unwrap().live_connections().count();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(left, 0, "ends still unrecorded after 100 s of housekeeping");
+        stop.send(()).unwrap();
+        housekeeping.await.unwrap();
+    });
+    drop(live);
 }
 
 #[tokio::test]
