@@ -605,14 +605,20 @@ async fn ends_written_together_are_kept_when_the_store_fails_and_recorded_later(
     assert_eq!(authority.session(&build).await.unwrap().live_connections().count(), 16);
 
     store.refuse_writes.store(false, std::sync::atomic::Ordering::SeqCst);
+    housekeeping_until_no_connection_is_left(&authority, &build).await;
+}
+
+/// Runs the housekeeping until the build's session counts no live connection; fails after
+/// 100 s of the test's clock.
+async fn housekeeping_until_no_connection_is_left(authority: &Authority, build: &BuildId) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let housekeeping = tokio::spawn({
         let authority = authority.clone();
         async move { authority.run_housekeeping(async { stopped.await.unwrap_or(()) }).await }
     });
-    let mut left = 16;
+    let mut left = usize::MAX;
     for _ in 0..100 {
-        left = authority.session(&build).await.unwrap().live_connections().count();
+        left = authority.session(build).await.unwrap().live_connections().count();
         if left == 0 {
             break;
         }
@@ -640,29 +646,12 @@ fn ends_held_by_a_writer_whose_runtime_shut_down_are_recorded_later() {
         tokio::time::timeout(Duration::from_millis(200), reports).await.is_err()
     });
     assert!(unanswered, "the reports finished although the store never answered");
-    // The writer task goes with its runtime, in the middle of the write.
+    // The writer task goes with its runtime, in the middle of its write (or before it ran).
     drop(other);
     store.hang_writes.store(false, std::sync::atomic::Ordering::SeqCst);
 
     // `live` is still held: its drop guards report nothing, so only the kept ends can count.
-    main.block_on(async {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let housekeeping = tokio::spawn({
-            let authority = authority.clone();
-            async move { authority.run_housekeeping(async { stopped.await.unwrap_or(()) }).await }
-        });
-        let mut left = 16;
-        for _ in 0..100 {
-            left = authority.session(&build).await.unwrap().live_connections().count();
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        assert_eq!(left, 0, "ends still unrecorded after 100 s of housekeeping");
-        stop.send(()).unwrap();
-        housekeeping.await.unwrap();
-    });
+    main.block_on(housekeeping_until_no_connection_is_left(&authority, &build));
     drop(live);
 }
 
