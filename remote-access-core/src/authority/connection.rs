@@ -299,14 +299,19 @@ impl Authority {
             }
         };
         if first {
-            // A task of its own, so that a caller that stops waiting strands no one queued.
             let writer = EndWriter {
                 authority: self.clone(),
                 build_id: build_id.clone(),
                 in_flight: Vec::new(),
                 finished: false,
             };
-            drop(tokio::spawn(writer.run()));
+            match tokio::runtime::Handle::try_current() {
+                // A task of its own, so that a caller that stops waiting strands no one queued.
+                Ok(runtime) => drop(runtime.spawn(writer.run())),
+                // Polled outside tokio: written here (should this caller stop waiting, the
+                // writer's drop leaves the ends to the housekeeping).
+                Err(_) => writer.run().await,
+            }
         }
         recorded.await.unwrap_or_else(|_| {
             let message = "the task writing connection ends stopped (its runtime shut down?); the housekeeping records this end";

@@ -655,6 +655,37 @@ fn ends_held_by_a_writer_whose_runtime_shut_down_are_recorded_later() {
     drop(live);
 }
 
+/// An embedder may poll a report on an executor of its own, outside any tokio runtime: the
+/// end is then written right there.
+#[test]
+fn an_end_reported_outside_a_tokio_runtime_is_written_there() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let build = id("no-runtime");
+    let (authority, _store, live) = runtime.block_on(sixteen_connections(&build));
+    block_on_this_thread(live[0].disconnect()).unwrap();
+    let left = runtime.block_on(authority.session(&build)).unwrap().live_connections().count();
+    assert_eq!(left, 15);
+}
+
+/// Polls `future` to the end on this thread, with no runtime: the simplest executor there is.
+fn block_on_this_thread<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
 #[tokio::test]
 async fn guessing_a_password_tells_the_platform_and_never_locks_the_owner_out() {
     let (authority, _clock) = setup();
