@@ -381,15 +381,14 @@ struct EndWriter {
 
 impl EndWriter {
     async fn run(mut self) {
-        let (authority, build_id) = (self.authority.clone(), self.build_id.clone());
         loop {
             let batch = {
-                let mut ending = authority.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
-                match ending.get_mut(&build_id) {
+                let mut ending = self.authority.inner.ending.lock().unwrap_or_else(PoisonError::into_inner);
+                match ending.get_mut(&self.build_id) {
                     Some(queued) if !queued.is_empty() => std::mem::take(queued),
                     // Removed under the lock that queues: an end from now on starts a writer.
                     _ => {
-                        ending.remove(&build_id);
+                        ending.remove(&self.build_id);
                         self.finished = true;
                         return;
                     }
@@ -400,12 +399,12 @@ impl EndWriter {
                 self.in_flight.push(input);
                 waiting.push(done);
             }
-            let result = authority.apply_all(&build_id, &self.in_flight).await.map(drop);
+            let result = self.authority.apply_all(&self.build_id, &self.in_flight).await.map(drop);
             let inputs = std::mem::take(&mut self.in_flight);
             // Unanswered, or lost every compare-and-swap race: recorded later all the same.
             if let Err(Error::StoreUnavailable { .. } | Error::Contention { .. }) = &result {
                 for input in inputs {
-                    authority.keep_unreported(build_id.clone(), input);
+                    self.authority.keep_unreported(self.build_id.clone(), input);
                 }
             }
             for done in waiting {
