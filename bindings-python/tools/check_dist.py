@@ -1,6 +1,7 @@
 """Checks the built wheel and sdist of the Python package before anything installs them.
 
-    python tools/check_dist.py --wheel dist/remote_access-...whl --sdist dist/remote_access-....tar.gz
+    python tools/check_dist.py --wheel dist/remote_access-...whl --sdist dist/remote_access-....tar.gz \
+        [--built-in DIR]
 
 The wheel: its file name and `WHEEL` tags are abi3 for CPython 3.10+ and manylinux2014 x86_64;
 `auditwheel show` agrees (manylinux_2_17); the extension is stripped and needs no glibc symbol
@@ -8,10 +9,11 @@ newer than 2.17; it holds the package, its stubs, `py.typed` and the license; it
 carries the README as the long description and no placeholder URL.
 
 The sdist: it holds every source file a build needs (this crate's, the core's, the package's,
-the workspace manifest and lock file), and `cargo check --offline` passes in it, unpacked (the
-lock file then may only lose the packages of workspace members the sdist leaves out). Building
-it fully would take as long as the wheel; checking it shows the same missing file or manifest
-error in seconds, reusing the workspace's target directory.
+the workspace manifest and lock file), and it builds offline: with `--built-in DIR`, the wheel
+was built in DIR, the sdist unpacked (as scripts/build-bindings does), and its lock file there
+is compared; without, `cargo check --offline` runs in it, unpacked, reusing the workspace's
+target directory. Either way the lock file may only lose the packages of workspace members the
+sdist leaves out.
 
 Needs pyelftools (a dependency of auditwheel) and auditwheel on PATH.
 """
@@ -120,7 +122,7 @@ def inspect_elf(so: pathlib.Path) -> tuple[bool, list[tuple[int, ...]], list[str
     return stripped, glibc or [(0,)], needed, so.stat().st_size
 
 
-def check_sdist(sdist: pathlib.Path) -> None:
+def check_sdist(sdist: pathlib.Path, built_in: pathlib.Path | None) -> None:
     name = sdist.name
     top = name.removesuffix(".tar.gz")
     with tarfile.open(sdist) as tf:
@@ -137,38 +139,47 @@ def check_sdist(sdist: pathlib.Path) -> None:
         missing = sorted(needed - files)
         if missing:
             fail(f"{name}: missing {missing}")
-        with tempfile.TemporaryDirectory() as tmp:
-            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
-                tf.extractall(tmp, filter="data")
-            else:
-                tf.extractall(tmp)
-            root = pathlib.Path(tmp) / top
-            lock_before = packages(root / "Cargo.lock")
-            env = {**os.environ, "CARGO_TARGET_DIR": os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))}
-            check = subprocess.run(
-                ["cargo", "check", "--offline", "--quiet", "-p", "remote-access-python"],
-                cwd=root, env=env, capture_output=True, text=True,
-            )
-            if check.returncode != 0:
-                fail(f"{name}: cargo check --offline in the unpacked sdist failed:\n{check.stderr}")
-            changed = packages(root / "Cargo.lock") - lock_before
-            if changed:
-                fail(f"{name}: resolving the sdist changed locked versions: {sorted(changed)}")
-    print(f"sdist {name}: {len(files)} files, every source a build needs; cargo check --offline passes in it")
+        packed_lock = tf.extractfile(f"{top}/Cargo.lock")
+        if packed_lock is None:
+            fail(f"{name}: Cargo.lock is not a file")
+        lock_before = packages(packed_lock.read().decode())
+        if built_in is not None:
+            changed = packages((built_in / "Cargo.lock").read_text()) - lock_before
+            how = f"the wheel was built from it ({built_in})"
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                    tf.extractall(tmp, filter="data")
+                else:
+                    tf.extractall(tmp)
+                root = pathlib.Path(tmp) / top
+                env = {**os.environ, "CARGO_TARGET_DIR": os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))}
+                check = subprocess.run(
+                    ["cargo", "check", "--offline", "--quiet", "-p", "remote-access-python"],
+                    cwd=root, env=env, capture_output=True, text=True,
+                )
+                if check.returncode != 0:
+                    fail(f"{name}: cargo check --offline in the unpacked sdist failed:\n{check.stderr}")
+                changed = packages((root / "Cargo.lock").read_text()) - lock_before
+            how = "cargo check --offline passes in it"
+        if changed:
+            fail(f"{name}: resolving the sdist changed locked versions: {sorted(changed)}")
+    print(f"sdist {name}: {len(files)} files, every source a build needs; {how}")
 
 
-def packages(lock: pathlib.Path) -> set[tuple[str, str]]:
-    """(name, version) of every package in a Cargo.lock."""
-    return set(re.findall(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', lock.read_text()))
+def packages(lock: str) -> set[tuple[str, str]]:
+    """(name, version) of every package in a Cargo.lock's text."""
+    return set(re.findall(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"', lock))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheel", type=pathlib.Path, required=True)
     parser.add_argument("--sdist", type=pathlib.Path, required=True)
+    parser.add_argument("--built-in", type=pathlib.Path, help="where the wheel was built from the sdist, unpacked")
     args = parser.parse_args()
     check_wheel(args.wheel)
-    check_sdist(args.sdist)
+    check_sdist(args.sdist, args.built_in)
 
 
 if __name__ == "__main__":
