@@ -4,6 +4,9 @@ use std::process::{Command, Stdio};
 
 use crate::server::Server;
 
+/// Its log, in its data directory (appended to by every start).
+const LOG: &str = "redis.log";
+
 /// A real `redis-server` on a free loopback port, with an append-only file synced at every
 /// write, so that killing it (even with SIGKILL) and starting it again loses nothing.
 pub struct RedisServer {
@@ -76,7 +79,7 @@ impl RedisServer {
     }
 
     fn start_in(mut redis: RedisServer) -> RedisServer {
-        let (port, server) = Server::on_free_port("redis-server", |port| redis.command(port), String::new);
+        let (port, server) = Server::on_free_port("redis-server", |port| redis.command(port), || redis.log());
         (redis.port, redis.server) = (port, Some(server));
         redis
     }
@@ -87,13 +90,35 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
-    /// Starts it again on the same port and data directory.
+    /// Starts it again on the same port and data directory. A start that exits at once is
+    /// tried again for a while: the port of a Redis just killed can still be held (by a socket
+    /// the kernel has not let go of, or a child it forked), and it frees itself. No retry on
+    /// another port: the gateways under test know this one.
     pub fn restart(&mut self) {
         assert!(self.server.is_none(), "already running");
-        let mut server = Server::spawn("redis-server", &mut self.command(self.port));
-        // No retry on another port: the gateways under test know this one.
-        assert!(server.wait_listening(self.port), "redis-server did not come back on port {}", self.port);
-        self.server = Some(server);
+        let start = std::time::Instant::now();
+        loop {
+            let mut server = Server::spawn("redis-server", &mut self.command(self.port));
+            if server.wait_listening(self.port) {
+                self.server = Some(server);
+                return;
+            }
+            drop(server);
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "redis-server did not come back on port {}: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// The end of its log, to say why it did not start.
+    fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     fn command(&self, port: u16) -> Command {
@@ -118,6 +143,8 @@ impl RedisServer {
             })
             .arg("--dir")
             .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join(LOG))
             .stdout(Stdio::null());
         if let Some(primary) = self.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
